@@ -1,0 +1,2 @@
+//! Authorization.
+pub mod actions;

@@ -1,0 +1,272 @@
+//! Data actions: the permission vocabulary of the Azure FHIR service and the open-source FHIR
+//! server (reference §3.1), a set type over them, and a requirement expressed as alternatives
+//! ("A|B", "(A&B)|(C&D)", reference §3.2).
+
+use std::fmt;
+
+/// One data action (reference §3.1). The discriminant is the bit of the open-source server's
+/// `DataActions` flags enum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DataAction {
+    Read = 0,
+    Write = 1,
+    Delete = 2,
+    HardDelete = 3,
+    Export = 4,
+    ResourceValidate = 5,
+    Reindex = 6,
+    ConvertData = 7,
+    EditProfileDefinitions = 8,
+    Import = 9,
+    SearchParameter = 10,
+    BulkOperator = 11,
+    Search = 12,
+    ReadById = 13,
+    Create = 14,
+    Update = 15,
+    Smart = 30,
+}
+
+impl DataAction {
+    /// Every action `*` stands for: bits 0–15. `Smart` is not part of `*` ("Do not include Smart
+    /// in the '*' case", reference §3.1).
+    pub const ALL: [DataAction; 16] = [
+        DataAction::Read,
+        DataAction::Write,
+        DataAction::Delete,
+        DataAction::HardDelete,
+        DataAction::Export,
+        DataAction::ResourceValidate,
+        DataAction::Reindex,
+        DataAction::ConvertData,
+        DataAction::EditProfileDefinitions,
+        DataAction::Import,
+        DataAction::SearchParameter,
+        DataAction::BulkOperator,
+        DataAction::Search,
+        DataAction::ReadById,
+        DataAction::Create,
+        DataAction::Update,
+    ];
+
+    /// The name used in `allowedDataActions` (ARM casing, e.g. `Read`, `HardDelete`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DataAction::Read => "Read",
+            DataAction::Write => "Write",
+            DataAction::Delete => "Delete",
+            DataAction::HardDelete => "HardDelete",
+            DataAction::Export => "Export",
+            DataAction::ResourceValidate => "ResourceValidate",
+            DataAction::Reindex => "Reindex",
+            DataAction::ConvertData => "ConvertData",
+            DataAction::EditProfileDefinitions => "EditProfileDefinitions",
+            DataAction::Import => "Import",
+            DataAction::SearchParameter => "SearchParameter",
+            DataAction::BulkOperator => "BulkOperator",
+            DataAction::Search => "Search",
+            DataAction::ReadById => "ReadById",
+            DataAction::Create => "Create",
+            DataAction::Update => "Update",
+            DataAction::Smart => "Smart",
+        }
+    }
+
+    /// Parses an ARM `allowedDataActions` value or a `roles.json` name, case-insensitively
+    /// (`Read`, `read`, `hardDelete`, `HardDelete`). `*` is handled by [`DataActions::parse`].
+    pub fn parse(name: &str) -> Option<DataAction> {
+        DataAction::ALL
+            .into_iter()
+            .chain([DataAction::Smart])
+            .find(|action| action.name().eq_ignore_ascii_case(name))
+    }
+
+    fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+impl fmt::Display for DataAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A set of data actions.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct DataActions(u32);
+
+impl DataActions {
+    pub const NONE: DataActions = DataActions(0);
+    /// `*`: bits 0–15, without `Smart`.
+    pub const ALL: DataActions = DataActions(0xFFFF);
+
+    pub fn of(actions: &[DataAction]) -> DataActions {
+        actions
+            .iter()
+            .fold(DataActions::NONE, |set, action| set.with(*action))
+    }
+
+    /// Parses one `allowedDataActions` / role value: a data action name or `*`.
+    pub fn parse(name: &str) -> Option<DataActions> {
+        if name == "*" {
+            return Some(DataActions::ALL);
+        }
+        DataAction::parse(name).map(|action| DataActions::NONE.with(action))
+    }
+
+    #[must_use]
+    pub fn with(self, action: DataAction) -> DataActions {
+        DataActions(self.0 | action.bit())
+    }
+
+    #[must_use]
+    pub fn without(self, action: DataAction) -> DataActions {
+        DataActions(self.0 & !action.bit())
+    }
+
+    #[must_use]
+    pub fn union(self, other: DataActions) -> DataActions {
+        DataActions(self.0 | other.0)
+    }
+
+    #[must_use]
+    pub fn intersection(self, other: DataActions) -> DataActions {
+        DataActions(self.0 & other.0)
+    }
+
+    pub fn contains(self, action: DataAction) -> bool {
+        self.0 & action.bit() != 0
+    }
+
+    pub fn contains_all(self, other: DataActions) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = DataAction> {
+        DataAction::ALL
+            .into_iter()
+            .chain([DataAction::Smart])
+            .filter(move |action| self.contains(*action))
+    }
+}
+
+impl FromIterator<DataAction> for DataActions {
+    fn from_iter<I: IntoIterator<Item = DataAction>>(iter: I) -> DataActions {
+        iter.into_iter()
+            .fold(DataActions::NONE, |set, action| set.with(action))
+    }
+}
+
+impl fmt::Debug for DataActions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl fmt::Display for DataActions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        let names: Vec<&str> = self.iter().map(DataAction::name).collect();
+        f.write_str(&names.join(", "))
+    }
+}
+
+/// What a request needs: any one alternative, each a set of actions that must all be granted.
+/// `Read | ReadById` is `[{Read}, {ReadById}]`; `(Read&Write) | Update` is
+/// `[{Read, Write}, {Update}]` (reference §3.2).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Requirement {
+    pub alternatives: Vec<DataActions>,
+}
+
+impl Requirement {
+    /// A requirement met by any one of the given single actions.
+    pub fn any_of(actions: &[DataAction]) -> Requirement {
+        Requirement {
+            alternatives: actions.iter().map(|a| DataActions::of(&[*a])).collect(),
+        }
+    }
+
+    /// A requirement met by any one of the given sets.
+    pub fn alternatives(sets: &[DataActions]) -> Requirement {
+        Requirement {
+            alternatives: sets.to_vec(),
+        }
+    }
+
+    /// Adds `action` to every alternative (e.g. HardDelete on top of a delete).
+    #[must_use]
+    pub fn and(self, action: DataAction) -> Requirement {
+        Requirement {
+            alternatives: self
+                .alternatives
+                .into_iter()
+                .map(|set| set.with(action))
+                .collect(),
+        }
+    }
+
+    /// True when `granted` covers at least one alternative. An empty requirement is never met:
+    /// fail closed.
+    pub fn is_met_by(&self, granted: DataActions) -> bool {
+        self.alternatives
+            .iter()
+            .any(|set| granted.contains_all(*set))
+    }
+}
+
+impl fmt::Display for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .alternatives
+            .iter()
+            .map(|set| {
+                let names: Vec<&str> = set.iter().map(DataAction::name).collect();
+                names.join(" & ")
+            })
+            .collect();
+        f.write_str(&parts.join(" | "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn star_excludes_smart() {
+        assert!(DataActions::ALL.contains(DataAction::Update));
+        assert!(!DataActions::ALL.contains(DataAction::Smart));
+    }
+
+    #[test]
+    fn names_parse_case_insensitively() {
+        assert_eq!(
+            DataAction::parse("hardDelete"),
+            Some(DataAction::HardDelete)
+        );
+        assert_eq!(DataAction::parse("Read"), Some(DataAction::Read));
+        assert_eq!(DataAction::parse("Reed"), None);
+        assert_eq!(DataActions::parse("*"), Some(DataActions::ALL));
+    }
+
+    #[test]
+    fn requirement_alternatives() {
+        let patch = Requirement::alternatives(&[
+            DataActions::of(&[DataAction::Read, DataAction::Write]),
+            DataActions::of(&[DataAction::Update]),
+        ]);
+        assert!(patch.is_met_by(DataActions::of(&[DataAction::Update])));
+        assert!(patch.is_met_by(DataActions::of(&[DataAction::Read, DataAction::Write])));
+        assert!(!patch.is_met_by(DataActions::of(&[DataAction::Read])));
+        assert!(!Requirement::default().is_met_by(DataActions::ALL));
+        assert_eq!(patch.to_string(), "Read & Write | Update");
+    }
+}

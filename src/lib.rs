@@ -1,0 +1,2 @@
+//! fhirguard: an authorization sidecar for FHIR servers.
+pub mod authz;
