@@ -1,2 +1,28 @@
 //! fhirguard: an authorization sidecar for FHIR servers.
+//!
+//! Every request walks the same named steps ([`proxy::Proxy::handle`]):
+//!
+//! ```text
+//! client ─► server (accept, TLS, limits) ─► proxy::handle
+//!             anonymous paths / token-in-URL check / bearer extraction
+//!             authenticate (auth/)  → Principal      token → provider (by discovered issuer) → key → claims
+//!             classify     (fhir/)  → FhirRequest    method + normalised path + query (+ bundle) → interaction, data actions
+//!             authorize    (authz/) → Decision       required actions vs allowedDataActions / role mapping
+//!             forward      (proxy/forward)           streaming, header hygiene, 502 / 504
+//!           error.rs: the one place a failure becomes a response (401/403/400/413/502/503/504 OperationOutcome)
+//! admin (/healthz, /readyz) · config (raw → validated) · auth (discovery, key-set cache)
+//! ```
+//!
+//! Classification and authorization are pure functions over plain data; I/O stays at the edges
+//! (server, forward, key fetches).
+
+pub mod admin;
+pub mod app;
+pub mod auth;
 pub mod authz;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod fhir;
+pub mod proxy;
+pub mod server;

@@ -1,1 +1,43 @@
-fn main() {}
+//! The `fhirguard` command: parse the command line, load the configuration, hand over.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use fhirguard::cli;
+
+/// Authorization sidecar for FHIR servers.
+#[derive(Debug, Parser)]
+#[command(name = "fhirguard", version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        /// Configuration file (YAML or JSON).
+        #[arg(long, env = "FHIRGUARD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print every error.
+    Check {
+        /// Configuration file (YAML or JSON).
+        #[arg(long, env = "FHIRGUARD_CONFIG")]
+        config: PathBuf,
+        /// Also fetch each authority's discovery document and key set.
+        #[arg(long)]
+        probe: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match args.command {
+        Command::Serve { config } => cli::serve(&config),
+        Command::Check { config, probe } => cli::check(&config, probe),
+    }
+}

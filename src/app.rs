@@ -1,0 +1,164 @@
+//! Wiring: the shared state, the proxy and admin listeners, the key-set refresher and graceful
+//! shutdown on SIGTERM / SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::auth::KeyStore;
+use crate::config::Config;
+use crate::proxy::forward::{Upstream, UpstreamError};
+use crate::proxy::{Generation, Peer, Proxy};
+use crate::server::{self, ListenerSettings, ServerError};
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Why fhirguard could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// A running fhirguard: its bound addresses and the handle that stops it.
+#[derive(Debug)]
+pub struct Running {
+    pub proxy_address: SocketAddr,
+    pub admin_address: SocketAddr,
+    pub proxy: Arc<Proxy>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting and waits for the listeners to drain.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Waits until the listeners end (after [`Running::signal_stop`] or a signal).
+    pub async fn wait(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Asks the listeners to stop.
+    pub fn signal_stop(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Binds both listeners, starts the key-set fetches and serves until stopped.
+pub async fn start(config: Config, grace: Duration) -> Result<Running, StartError> {
+    let upstream = Upstream::new(&config.upstream)?;
+    let tls = config.tls.as_ref().map(server::tls_acceptor).transpose()?;
+    let proxy_listener = server::bind(config.listen).await?;
+    let admin_listener = server::bind(config.admin_listen).await?;
+    let proxy_address = proxy_listener.local_addr().map_err(|source| ServerError::Bind {
+        address: config.listen,
+        source,
+    })?;
+    let admin_address = admin_listener.local_addr().map_err(|source| ServerError::Bind {
+        address: config.admin_listen,
+        source,
+    })?;
+    tracing::info!(listener = "proxy", address = %proxy_address, tls = tls.is_some(), "listening");
+    tracing::info!(listener = "admin", address = %admin_address, "listening");
+
+    let limits = config.limits.clone();
+    let keys = Arc::new(KeyStore::new());
+    let proxy = Arc::new(Proxy {
+        generation: ArcSwap::from_pointee(Generation {
+            number: 1,
+            config,
+            upstream,
+        }),
+        keys: Arc::clone(&keys),
+    });
+    let (shutdown, stop) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    // Key sets are fetched before the proxy reports ready; requests that come earlier get 503.
+    let prefetch_proxy = Arc::clone(&proxy);
+    tasks.push(tokio::spawn(async move {
+        let generation = prefetch_proxy.generation.load_full();
+        prefetch_proxy.keys.prefetch(&generation.config).await;
+    }));
+    let refresher = keys.spawn_refresher(Arc::clone(&proxy));
+    let mut refresher_stop = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        let _ = refresher_stop.wait_for(|stop| *stop).await;
+        refresher.abort();
+    }));
+
+    let handler_proxy = Arc::clone(&proxy);
+    let proxy_service = move |request, address, https| {
+        let proxy = Arc::clone(&handler_proxy);
+        async move { proxy.handle(request, Peer { address, https }).await }
+    };
+    tasks.push(tokio::spawn(server::serve(
+        proxy_listener,
+        ListenerSettings { limits: limits.clone(), tls },
+        proxy_service,
+        stop.clone(),
+        grace,
+    )));
+    let admin_proxy = Arc::clone(&proxy);
+    let admin_service = move |request, _address, _https| crate::admin::handle(Arc::clone(&admin_proxy), request);
+    tasks.push(tokio::spawn(server::serve(
+        admin_listener,
+        ListenerSettings { limits, tls: None },
+        admin_service,
+        stop,
+        grace,
+    )));
+
+    Ok(Running {
+        proxy_address,
+        admin_address,
+        proxy,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Runs until SIGTERM or SIGINT, then drains within the grace period.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let running = start(config, SHUTDOWN_GRACE).await?;
+    shutdown_signal().await;
+    tracing::info!("shutdown signal received; draining");
+    running.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,221 @@
+//! The one place where a refusal becomes an HTTP response (SPEC §4 "Responses", reference §2.4).
+//!
+//! Every module reports failures as its own error type; [`Rejection`] gathers them and
+//! [`Rejection::into_response`] turns each into its status, `WWW-Authenticate` challenge and FHIR
+//! `OperationOutcome` body with one exhaustive `match`, so no failure can leave without the
+//! standard answer.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{Response, StatusCode};
+use serde_json::json;
+
+use crate::auth::{AuthError, UrlPart};
+use crate::fhir::bundle::BundleError;
+use crate::fhir::path::PathError;
+use crate::fhir::ClassifyError;
+use crate::proxy::body::{full, Body};
+use crate::proxy::headers::REQUEST_ID;
+
+/// The media type of every body fhirguard writes itself (FHIR R4 §3.1.0.1.3).
+pub const FHIR_JSON: &str = "application/fhir+json";
+
+/// Why a request was not forwarded, or why forwarding failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    /// No `Authorization` header at all: 401 without `error` (RFC 6750 §3.1).
+    #[error("no bearer token")]
+    MissingToken,
+    /// A token was presented and refused (401), or its keys cannot be had (503).
+    #[error(transparent)]
+    Token(#[from] AuthError),
+    /// A JWT-shaped string in the URL (reference §2.1 "Token source").
+    #[error("{}", .0.message())]
+    TokenInUrl(UrlPart),
+    /// The path cannot be forwarded safely (encoded slash, climbing `..`, …).
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The request is not a FHIR interaction fhirguard can classify.
+    #[error(transparent)]
+    Classify(#[from] ClassifyError),
+    /// A batch/transaction bundle that cannot be read.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// A bundle larger than `limits.maxBundleBytes`.
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    /// The body could not be read from the client.
+    #[error("the request body could not be read: {0}")]
+    BodyRead(String),
+    /// Authenticated, but not allowed to do this (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The upstream refused the connection or broke it (502).
+    #[error("the FHIR server is unreachable: {0}")]
+    UpstreamUnavailable(String),
+    /// The upstream did not answer in time (504).
+    #[error("the FHIR server did not answer within {0:?}")]
+    UpstreamTimeout(Duration),
+}
+
+/// What a response needs beyond the rejection itself.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseContext<'a> {
+    pub request_id: &'a str,
+    /// `authorization_uri` and `resource_id`/`realm` of the 401 challenge.
+    pub challenge: Challenge<'a>,
+}
+
+/// The parameters of the `Bearer` challenge (reference §2.1, OSS `Startup.cs`).
+#[derive(Debug, Clone, Copy)]
+pub struct Challenge<'a> {
+    pub authority: &'a str,
+    pub audience: &'a str,
+}
+
+impl Rejection {
+    /// The status this rejection answers with.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// A bounded label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::MissingToken => "missing_token",
+            Rejection::Token(error) => error.reason(),
+            Rejection::TokenInUrl(_) => "token_in_url",
+            Rejection::Path(_) => "bad_path",
+            Rejection::Classify(_) => "unclassified",
+            Rejection::Bundle(_) => "bad_bundle",
+            Rejection::BodyTooLarge { .. } => "body_too_large",
+            Rejection::BodyRead(_) => "body_read",
+            Rejection::Forbidden(_) => "forbidden",
+            Rejection::UpstreamUnavailable(_) => "upstream_unavailable",
+            Rejection::UpstreamTimeout(_) => "upstream_timeout",
+        }
+    }
+
+    /// Status, OperationOutcome issue code and diagnostics, in one exhaustive match.
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            Rejection::MissingToken => (
+                StatusCode::UNAUTHORIZED,
+                "login",
+                "Authentication failed.".to_owned(),
+            ),
+            Rejection::Token(error) if error.is_unavailable() => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transient",
+                format!("The identity provider's signing keys are unavailable: {}", error.description()),
+            ),
+            Rejection::Token(error) => (
+                StatusCode::UNAUTHORIZED,
+                "login",
+                format!("Authentication failed. {}.", error.description().trim_end_matches('.')),
+            ),
+            Rejection::TokenInUrl(part) => (StatusCode::BAD_REQUEST, "invalid", part.message().to_owned()),
+            Rejection::Path(error) => (StatusCode::BAD_REQUEST, "invalid", error.to_string()),
+            Rejection::Classify(error) => (classify_status(error), error.code(), error.to_string()),
+            Rejection::Bundle(error) => (StatusCode::BAD_REQUEST, "invalid", error.to_string()),
+            Rejection::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too-costly", self.to_string()),
+            Rejection::BodyRead(_) => (StatusCode::BAD_REQUEST, "invalid", self.to_string()),
+            Rejection::Forbidden(reason) => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("Authorization failed. {reason}"),
+            ),
+            Rejection::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, "exception", self.to_string()),
+            Rejection::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout", self.to_string()),
+        }
+    }
+
+    /// The full response: status, headers and OperationOutcome body.
+    pub fn into_response(&self, context: ResponseContext<'_>) -> Response<Body> {
+        let (status, code, diagnostics) = self.parts();
+        let mut response = operation_outcome(status, code, &diagnostics, context.request_id);
+        let headers = response.headers_mut();
+        match self {
+            Rejection::MissingToken => {
+                headers.insert(WWW_AUTHENTICATE, challenge(context.challenge, None));
+            }
+            Rejection::Token(error) if error.is_unavailable() => {
+                let seconds = error.retry_after().map_or(5, |d| d.as_secs().max(1));
+                headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            Rejection::Token(error) => {
+                let description = error.description();
+                headers.insert(WWW_AUTHENTICATE, challenge(context.challenge, Some(&description)));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+fn classify_status(error: &ClassifyError) -> StatusCode {
+    match error.code() {
+        "not-found" => StatusCode::NOT_FOUND,
+        "not-supported" => StatusCode::METHOD_NOT_ALLOWED,
+        "forbidden" => StatusCode::FORBIDDEN,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// `Bearer authorization_uri="…", resource_id="…", realm="…"[, error="invalid_token",
+/// error_description="…"]` (RFC 6750 §3, reference §2.4).
+fn challenge(challenge: Challenge<'_>, description: Option<&str>) -> HeaderValue {
+    let mut value = format!(
+        "Bearer authorization_uri=\"{}\", resource_id=\"{}\", realm=\"{}\"",
+        quoted(challenge.authority),
+        quoted(challenge.audience),
+        quoted(challenge.audience)
+    );
+    if let Some(description) = description {
+        value.push_str(", error=\"invalid_token\", error_description=\"");
+        value.push_str(&quoted(description));
+        value.push('"');
+    }
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+}
+
+/// The content of an RFC 9110 §5.6.4 quoted-string: `"` and `\` escaped, anything outside
+/// visible ASCII and space dropped.
+fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A FHIR `OperationOutcome` response whose `id` is the request id.
+pub fn operation_outcome(
+    status: StatusCode,
+    code: &str,
+    diagnostics: &str,
+    request_id: &str,
+) -> Response<Body> {
+    let outcome = json!({
+        "resourceType": "OperationOutcome",
+        "id": request_id,
+        "issue": [{ "severity": "error", "code": code, "diagnostics": diagnostics }],
+    });
+    let mut response = Response::new(full(Bytes::from(outcome.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert(REQUEST_ID, id);
+    }
+    response
+}

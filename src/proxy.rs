@@ -1,0 +1,327 @@
+//! One request, named steps (SPEC §4): anonymous paths, tokens outside the header, bearer
+//! extraction, authentication, classification, authorization, forwarding. The first failure
+//! decides, and [`crate::error`] turns it into the response.
+//!
+//! Each request loads one [`Generation`] (config snapshot + the upstream client built from it)
+//! at its start and uses it to the end, so a reload never changes the rules mid-request.
+
+pub mod body;
+pub mod forward;
+pub mod headers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{HeaderValue, HOST};
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::auth::{self, KeyStore, Principal, ProviderKind};
+use crate::authz::{self, actions::DataActions};
+use crate::config::Config;
+use crate::error::{Challenge, Rejection, ResponseContext};
+use crate::fhir::{self, bundle, path::normalize_path};
+use body::{full, stream, Body};
+use forward::{upstream_uri, Upstream};
+
+/// A configuration generation: the validated config and what was built from it.
+#[derive(Debug)]
+pub struct Generation {
+    pub number: u64,
+    pub config: Config,
+    pub upstream: Upstream,
+}
+
+/// The proxy's shared state.
+#[derive(Debug)]
+pub struct Proxy {
+    pub generation: ArcSwap<Generation>,
+    pub keys: Arc<KeyStore>,
+}
+
+/// Where the request came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub address: SocketAddr,
+    /// The listener terminated TLS.
+    pub https: bool,
+}
+
+/// What the audit line records about a decision.
+#[derive(Debug, Default)]
+struct Audit {
+    principal: Option<Principal>,
+    outcome: &'static str,
+    reason: String,
+}
+
+impl Proxy {
+    /// Handles one request: never fails, every refusal is a response.
+    pub async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<Body> {
+        let started = Instant::now();
+        let generation = self.generation.load_full();
+        let request_id = headers::request_id(request.headers());
+        let method = request.method().clone();
+        let raw_path = request.uri().path().to_owned();
+        let query = request.uri().query().map(str::to_owned);
+        let mut audit = Audit::default();
+
+        let result = self
+            .decide_and_forward(&generation, request, peer, &request_id, &mut audit)
+            .await;
+        let mut response = match result {
+            Ok(response) => response,
+            Err(rejection) => {
+                audit.outcome = outcome_of(&rejection);
+                audit.reason = rejection.to_string();
+                let challenge = challenge_for(&generation.config, audit.principal.as_ref());
+                rejection.into_response(ResponseContext {
+                    request_id: &request_id,
+                    challenge,
+                })
+            }
+        };
+        if let Ok(id) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(headers::REQUEST_ID, id);
+        }
+        log_decision(
+            &generation.config,
+            &audit,
+            &request_id,
+            &method,
+            &raw_path,
+            query.as_deref(),
+            response.status().as_u16(),
+            started,
+        );
+        response
+    }
+
+    async fn decide_and_forward(
+        &self,
+        generation: &Generation,
+        request: Request<Incoming>,
+        peer: Peer,
+        request_id: &str,
+        audit: &mut Audit,
+    ) -> Result<Response<Body>, Rejection> {
+        let config = &generation.config;
+        let path = normalize_path(request.uri().path())?;
+        let query = request.uri().query().map(str::to_owned);
+
+        // Step 1: anonymous paths and CORS preflight (SPEC §4.1).
+        if is_anonymous(config, request.method(), &path, request.headers()) {
+            audit.outcome = "anonymous";
+            let (parts, body) = request.into_parts();
+            let target = Target { path: &path, query: query.as_deref(), peer, request_id };
+            return self.forward(generation, parts, stream(body), target, None).await;
+        }
+
+        // Step 2: tokens outside the header (reference §2.1).
+        if let Some(part) = auth::jwt_in_url(request.uri().path(), query.as_deref()) {
+            return Err(Rejection::TokenInUrl(part));
+        }
+
+        // Step 3: bearer extraction (RFC 6750 §2.1).
+        let token = auth::bearer_token(request.headers(), config.limits.max_token_bytes)?
+            .ok_or(Rejection::MissingToken)?;
+
+        // Steps 4–7: provider, signature, time, audience and client.
+        let now = unix_now();
+        let principal = auth::authenticate(&self.keys, config, token, now).await?;
+        audit.principal = Some(principal.clone());
+
+        // Step 8: classification and authorization.
+        let classified = fhir::classify(request.method(), &path, query.as_deref(), request.headers())?;
+        let granted = granted_actions(config, &principal);
+        let (parts, body) = request.into_parts();
+        let body = if classified.interaction.is_bundle() {
+            // Only bundles are buffered: their entries decide (SPEC §7).
+            let bytes = read_limited(body, config.limits.max_bundle_bytes).await?;
+            let bundle = bundle::classify_bundle(&bytes)?;
+            let decision = authz::authorize_bundle(&bundle, granted);
+            if !decision.allowed {
+                return Err(Rejection::Forbidden(decision.reason));
+            }
+            full(bytes)
+        } else {
+            let decision = authz::authorize(&classified, granted);
+            if !decision.allowed {
+                return Err(Rejection::Forbidden(decision.reason));
+            }
+            stream(body)
+        };
+        audit.outcome = "allowed";
+        let target = Target { path: &path, query: query.as_deref(), peer, request_id };
+        self.forward(generation, parts, body, target, Some(&principal)).await
+    }
+
+    /// Step 9: forwards the request with its headers cleaned, and streams the answer back.
+    async fn forward(
+        &self,
+        generation: &Generation,
+        mut parts: http::request::Parts,
+        body: Body,
+        target: Target<'_>,
+        principal: Option<&Principal>,
+    ) -> Result<Response<Body>, Rejection> {
+        let Target { path, query, peer, request_id } = target;
+        let host = parts
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()));
+        let headers = &mut parts.headers;
+        headers::remove_hop_by_hop(headers);
+        headers::remove_identity_headers(headers);
+        headers.remove(HOST);
+        headers::set_forwarded(headers, peer.address, peer.https, host.as_deref());
+        if let Ok(id) = HeaderValue::from_str(request_id) {
+            headers.insert(headers::REQUEST_ID, id);
+        }
+        if let Some(principal) = principal {
+            set_identity(headers, principal);
+        }
+        parts.uri = upstream_uri(&generation.config.upstream.url, path, query)?;
+        parts.version = http::Version::HTTP_11;
+        if generation.config.upstream.http2 {
+            parts.version = http::Version::HTTP_2;
+        }
+
+        let mut response = generation.upstream.send(Request::from_parts(parts, body)).await?;
+        headers::remove_hop_by_hop(response.headers_mut());
+        Ok(response)
+    }
+}
+
+/// Where a request goes and on whose behalf.
+#[derive(Debug, Clone, Copy)]
+struct Target<'a> {
+    /// The normalised path, relative to the FHIR base.
+    path: &'a str,
+    query: Option<&'a str>,
+    peer: Peer,
+    request_id: &'a str,
+}
+
+fn is_anonymous(config: &Config, method: &Method, path: &str, headers: &http::HeaderMap) -> bool {
+    let preflight = method == Method::OPTIONS
+        && headers.contains_key(http::header::ORIGIN)
+        && headers.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
+    let read = method == Method::GET || method == Method::HEAD;
+    preflight || (read && config.anonymous_paths.iter().any(|p| p == path))
+}
+
+/// The data actions the principal holds: the application's `allowedDataActions` for a smart
+/// identity provider, the role mapping for the primary authority (SPEC §4.8).
+pub fn granted_actions(config: &Config, principal: &Principal) -> DataActions {
+    match principal.provider {
+        ProviderKind::Primary => config.roles.granted(&principal.roles, &principal.groups),
+        ProviderKind::Smart { index } => principal
+            .application
+            .and_then(|app| config.auth.smart_providers.get(index)?.applications.get(app))
+            .map_or(DataActions::NONE, |app| app.allowed_data_actions),
+    }
+}
+
+/// The challenge parameters: the provider that judged the token, else the primary authority,
+/// else the first smart identity provider.
+fn challenge_for<'a>(config: &'a Config, principal: Option<&'a Principal>) -> Challenge<'a> {
+    let auth = &config.auth;
+    if let Some(primary) = &auth.primary {
+        return Challenge {
+            authority: &primary.authority,
+            audience: &primary.audience,
+        };
+    }
+    let provider = principal
+        .and_then(|p| match p.provider {
+            ProviderKind::Smart { index } => auth.smart_providers.get(index),
+            ProviderKind::Primary => None,
+        })
+        .or_else(|| auth.smart_providers.first());
+    Challenge {
+        authority: provider.map_or("", |p| p.authority.as_str()),
+        audience: provider
+            .and_then(|p| p.applications.first())
+            .map_or("", |a| a.audience.as_str()),
+    }
+}
+
+fn set_identity(headers: &mut http::HeaderMap, principal: &Principal) {
+    let pairs = [
+        (headers::CLIENT_ID, principal.client_id.as_deref()),
+        (headers::SUBJECT, principal.subject.as_deref()),
+        (headers::FHIR_USER, principal.fhir_user.as_deref()),
+        (headers::ISSUER, Some(principal.issuer.as_str())),
+    ];
+    for (name, value) in pairs {
+        if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, Rejection> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(Rejection::BodyTooLarge { limit })
+        }
+        Err(error) => Err(Rejection::BodyRead(error.to_string())),
+    }
+}
+
+fn outcome_of(rejection: &Rejection) -> &'static str {
+    match rejection.status().as_u16() {
+        401 => "unauthenticated",
+        403 => "forbidden",
+        503 => "unavailable",
+        502 | 504 => "upstream_error",
+        _ => "invalid",
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One audit line per decision (SPEC §6): never the token; the query only when enabled.
+#[allow(clippy::too_many_arguments)]
+fn log_decision(
+    config: &Config,
+    audit: &Audit,
+    request_id: &str,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    status: u16,
+    started: Instant,
+) {
+    let principal = audit.principal.as_ref();
+    let provider = principal.map(|p| p.authority.as_str()).unwrap_or("");
+    let query = if config.logging.log_query { query.unwrap_or("") } else { "" };
+    tracing::info!(
+        target: "fhirguard::audit",
+        request_id,
+        method = method.as_str(),
+        path,
+        query,
+        status,
+        outcome = audit.outcome,
+        reason = audit.reason.as_str(),
+        provider,
+        client_id = principal.and_then(|p| p.client_id.as_deref()).unwrap_or(""),
+        subject = principal.and_then(|p| p.subject.as_deref()).unwrap_or(""),
+        fhir_user = principal.and_then(|p| p.fhir_user.as_deref()).unwrap_or(""),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "decision"
+    );
+}

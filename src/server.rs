@@ -1,0 +1,187 @@
+//! The listeners: accept loop, optional TLS (rustls), HTTP/1.1 and h2 on one port
+//! (hyper-util auto), header-read timeout and header size limit, graceful shutdown.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Limits, Tls};
+use crate::proxy::body::Body;
+
+/// Why a listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: SocketAddr, source: io::Error },
+    #[error("cannot read {path}: {source}")]
+    ReadPem { path: String, source: io::Error },
+    #[error("{0} holds no private key")]
+    NoKey(String),
+    #[error("{0} holds no certificate")]
+    NoCertificate(String),
+    #[error("TLS set-up failed: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Binds a listener, reporting the address in the error.
+pub async fn bind(address: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ServerError::Bind { address, source })
+}
+
+/// Builds the rustls acceptor from PEM files, offering h2 and http/1.1 by ALPN.
+pub fn tls_acceptor(tls: &Tls) -> Result<TlsAcceptor, ServerError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| ServerError::ReadPem {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let cert_pem = read(&tls.cert_file)?;
+    let key_pem = read(&tls.key_file)?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| ServerError::ReadPem {
+            path: tls.cert_file.display().to_string(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(ServerError::NoCertificate(tls.cert_file.display().to_string()));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|source| ServerError::ReadPem {
+            path: tls.key_file.display().to_string(),
+            source,
+        })?
+        .ok_or_else(|| ServerError::NoKey(tls.key_file.display().to_string()))?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let mut config = rustls::ServerConfig::builder_with_provider(provider.into())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The connection settings of a listener.
+#[derive(Clone)]
+pub struct ListenerSettings {
+    pub limits: Limits,
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ListenerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerSettings")
+            .field("limits", &self.limits)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// Serves connections until `shutdown` turns true, then stops accepting and waits up to
+/// `grace` for the connections in flight to finish.
+pub async fn serve<S, F>(
+    listener: TcpListener,
+    settings: ListenerSettings,
+    service: S,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) where
+    S: Fn(Request<Incoming>, SocketAddr, bool) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let builder = connection_builder(&settings.limits);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) } => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let https = settings.tls.is_some();
+        let service = service.clone();
+        let handler = service_fn(move |request| {
+            let response = service(request, peer, https);
+            async move { Ok::<_, std::convert::Infallible>(response.await) }
+        });
+        let builder = builder.clone();
+        match &settings.tls {
+            None => {
+                let connection = builder.serve_connection(TokioIo::new(stream), handler).into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%peer, error = %error, "connection ended with an error");
+                    }
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let handshake_timeout = settings.limits.header_read_timeout;
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let connection = builder.serve_connection(TokioIo::new(tls), handler).into_owned();
+                    if let Err(error) = watcher.watch(connection).await {
+                        tracing::debug!(%peer, error = %error, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections finished"),
+        () = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
+    }
+}
+
+fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // hyper answers 431 when the head outgrows its buffer (minimum 8 KiB).
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+}
