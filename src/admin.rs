@@ -1,4 +1,4 @@
-//! The admin listener: `/healthz` (alive), `/readyz` (config loaded and every identity provider
+//! The admin listener: `/metrics` (Prometheus text format), `/healthz` (alive), `/readyz` (config loaded and every identity provider
 //! has keys). Never proxied, never authenticated (SPEC §6).
 
 use std::sync::Arc;
@@ -17,6 +17,14 @@ pub async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response<B
     }
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/metrics" => {
+            let mut response = Response::new(full(proxy.metrics.render()));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
         "/readyz" => {
             let generation = proxy.generation.load();
             if proxy.keys.is_ready(&generation.config) {

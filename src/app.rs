@@ -2,6 +2,7 @@
 //! shutdown on SIGTERM / SIGINT.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +11,10 @@ use tokio::sync::watch;
 
 use crate::auth::KeyStore;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::proxy::forward::{Upstream, UpstreamError};
 use crate::proxy::{Generation, Peer, Proxy};
+use crate::reload::Reloader;
 use crate::server::{self, ListenerSettings, ServerError};
 
 /// How long in-flight requests may take to finish after a shutdown signal.
@@ -58,8 +61,18 @@ impl Running {
     }
 }
 
+/// How to start.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// The file the config came from: watched for changes, reloaded on SIGHUP. None: no reload.
+    pub config_path: Option<PathBuf>,
+    /// How long in-flight requests may take to finish after a stop.
+    pub grace: Duration,
+}
+
 /// Binds both listeners, starts the key-set fetches and serves until stopped.
-pub async fn start(config: Config, grace: Duration) -> Result<Running, StartError> {
+pub async fn start(config: Config, options: StartOptions) -> Result<Running, StartError> {
+    let grace = options.grace;
     let upstream = Upstream::new(&config.upstream)?;
     let tls = config.tls.as_ref().map(server::tls_acceptor).transpose()?;
     let proxy_listener = server::bind(config.listen).await?;
@@ -84,7 +97,9 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
             upstream,
         }),
         keys: Arc::clone(&keys),
+        metrics: Metrics::new(),
     });
+    proxy.metrics.config_generation.set(1);
     let (shutdown, stop) = watch::channel(false);
     let mut tasks = Vec::new();
 
@@ -100,6 +115,15 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
         let _ = refresher_stop.wait_for(|stop| *stop).await;
         refresher.abort();
     }));
+
+    if let Some(path) = options.config_path {
+        let reloader = Reloader::new(path, Arc::clone(&proxy)).spawn();
+        let mut reloader_stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = reloader_stop.wait_for(|stop| *stop).await;
+            reloader.abort();
+        }));
+    }
 
     let handler_proxy = Arc::clone(&proxy);
     let proxy_service = move |request, address, https| {
@@ -133,8 +157,12 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
 }
 
 /// Runs until SIGTERM or SIGINT, then drains within the grace period.
-pub async fn run(config: Config) -> Result<(), StartError> {
-    let running = start(config, SHUTDOWN_GRACE).await?;
+pub async fn run(config: Config, config_path: PathBuf) -> Result<(), StartError> {
+    let options = StartOptions {
+        config_path: Some(config_path),
+        grace: SHUTDOWN_GRACE,
+    };
+    let running = start(config, options).await?;
     shutdown_signal().await;
     tracing::info!("shutdown signal received; draining");
     running.stop().await;

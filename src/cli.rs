@@ -32,7 +32,7 @@ pub fn serve(path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_START);
         }
     };
-    match runtime.block_on(crate::app::run(config)) {
+    match runtime.block_on(crate::app::run(config, path.to_path_buf())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "cannot start");

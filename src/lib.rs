@@ -10,7 +10,8 @@
 //!             authorize    (authz/) → Decision       required actions vs allowedDataActions / role mapping
 //!             forward      (proxy/forward)           streaming, header hygiene, 502 / 504
 //!           error.rs: the one place a failure becomes a response (401/403/400/413/502/503/504 OperationOutcome)
-//! admin (/healthz, /readyz) · config (raw → validated) · auth (discovery, key-set cache)
+//! admin (/metrics, /healthz, /readyz) · config (raw → validated) · reload (watch, SIGHUP, swap)
+//! auth (discovery, key-set cache) · metrics (owned Prometheus registry)
 //! ```
 //!
 //! Classification and authorization are pure functions over plain data; I/O stays at the edges
@@ -24,5 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fhir;
+pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod server;

@@ -25,6 +25,7 @@ use crate::authz::{self, actions::DataActions};
 use crate::config::Config;
 use crate::error::{Challenge, Rejection, ResponseContext};
 use crate::fhir::{self, bundle, path::normalize_path};
+use crate::metrics::{method_label, Metrics};
 use body::{full, stream, Body};
 use forward::{upstream_uri, Upstream};
 
@@ -41,6 +42,7 @@ pub struct Generation {
 pub struct Proxy {
     pub generation: ArcSwap<Generation>,
     pub keys: Arc<KeyStore>,
+    pub metrics: Metrics,
 }
 
 /// Where the request came from.
@@ -63,6 +65,7 @@ impl Proxy {
     /// Handles one request: never fails, every refusal is a response.
     pub async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<Body> {
         let started = Instant::now();
+        let _in_flight = InFlight::enter(&self.metrics.in_flight);
         let generation = self.generation.load_full();
         let request_id = headers::request_id(request.headers());
         let method = request.method().clone();
@@ -88,6 +91,15 @@ impl Proxy {
         if let Ok(id) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(headers::REQUEST_ID, id);
         }
+        let outcome = if audit.outcome.is_empty() { "invalid" } else { audit.outcome };
+        self.metrics
+            .requests
+            .with_label_values(&[outcome, method_label(&method)])
+            .inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[outcome])
+            .observe(started.elapsed().as_secs_f64());
         log_decision(
             &generation.config,
             &audit,
@@ -132,7 +144,17 @@ impl Proxy {
 
         // Steps 4–7: provider, signature, time, audience and client.
         let now = unix_now();
-        let principal = auth::authenticate(&self.keys, config, token, now).await?;
+        let auth_started = Instant::now();
+        let authenticated = auth::authenticate(&self.keys, config, token, now).await;
+        self.metrics
+            .auth_duration
+            .observe(auth_started.elapsed().as_secs_f64());
+        let principal = authenticated.inspect_err(|error| {
+            self.metrics
+                .auth_failures
+                .with_label_values(&[error.provider().unwrap_or("unknown"), error.reason()])
+                .inc();
+        })?;
         audit.principal = Some(principal.clone());
 
         // Step 8: classification and authorization.
@@ -193,9 +215,31 @@ impl Proxy {
             parts.version = http::Version::HTTP_2;
         }
 
-        let mut response = generation.upstream.send(Request::from_parts(parts, body)).await?;
+        let upstream_started = Instant::now();
+        let sent = generation.upstream.send(Request::from_parts(parts, body)).await;
+        self.metrics
+            .upstream_duration
+            .observe(upstream_started.elapsed().as_secs_f64());
+        let mut response = sent?;
         headers::remove_hop_by_hop(response.headers_mut());
         Ok(response)
+    }
+}
+
+/// Counts a request as in flight until dropped, also when the client goes away mid-request.
+#[derive(Debug)]
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a prometheus::IntGauge) -> InFlight<'a> {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

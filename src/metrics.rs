@@ -1,0 +1,221 @@
+//! Prometheus metrics on an owned registry (SPEC §6): no global registry, so tests can build many
+//! instances. Labels are bounded: outcomes, methods, reasons and configured authorities only —
+//! never a subject, client or patient id.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Buckets for request latencies, in seconds: 0.5 ms to 10 s.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every metric fhirguard exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `fhirguard_requests_total{outcome, method}`
+    pub requests: IntCounterVec,
+    /// `fhirguard_request_duration_seconds{outcome}`: whole request, to the response head.
+    pub request_duration: HistogramVec,
+    /// `fhirguard_auth_duration_seconds`: token validation.
+    pub auth_duration: Histogram,
+    /// `fhirguard_upstream_duration_seconds`: upstream, to the response head.
+    pub upstream_duration: Histogram,
+    /// `fhirguard_auth_failures_total{provider, reason}`
+    pub auth_failures: IntCounterVec,
+    /// `fhirguard_key_set_fetches_total{provider, result}`
+    pub key_set_fetches: IntCounterVec,
+    /// `fhirguard_key_set_keys{provider}`
+    pub key_set_keys: IntGaugeVec,
+    /// `fhirguard_key_set_last_success_timestamp_seconds{provider}`
+    pub key_set_last_success: IntGaugeVec,
+    /// `fhirguard_token_cache_hits_total`
+    pub token_cache_hits: IntCounter,
+    /// `fhirguard_token_cache_misses_total`
+    pub token_cache_misses: IntCounter,
+    /// `fhirguard_config_reloads_total{result}`
+    pub config_reloads: IntCounterVec,
+    /// `fhirguard_config_generation`
+    pub config_generation: IntGauge,
+    /// `fhirguard_in_flight_requests`
+    pub in_flight: IntGauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric on a new registry.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = counter_vec(
+            "fhirguard_requests_total",
+            "Requests handled by the proxy, by outcome and method.",
+            &["outcome", "method"],
+        );
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "fhirguard_request_duration_seconds",
+                "Time from request head to response head, by outcome.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["outcome"],
+        )
+        .expect("valid histogram");
+        let auth_duration = Histogram::with_opts(
+            HistogramOpts::new("fhirguard_auth_duration_seconds", "Time spent validating tokens.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid histogram");
+        let upstream_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "fhirguard_upstream_duration_seconds",
+                "Time from forwarding a request to the upstream's response head.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid histogram");
+        let auth_failures = counter_vec(
+            "fhirguard_auth_failures_total",
+            "Refused tokens, by identity provider (configured authority, or 'unknown') and reason.",
+            &["provider", "reason"],
+        );
+        let key_set_fetches = counter_vec(
+            "fhirguard_key_set_fetches_total",
+            "Discovery and key-set fetches, by identity provider and result.",
+            &["provider", "result"],
+        );
+        let key_set_keys = gauge_vec(
+            "fhirguard_key_set_keys",
+            "Usable signing keys held, by identity provider.",
+            &["provider"],
+        );
+        let key_set_last_success = gauge_vec(
+            "fhirguard_key_set_last_success_timestamp_seconds",
+            "Unix time of the last successful key-set fetch, by identity provider.",
+            &["provider"],
+        );
+        let token_cache_hits = IntCounter::new(
+            "fhirguard_token_cache_hits_total",
+            "Tokens found in the verified-token cache.",
+        )
+        .expect("valid counter");
+        let token_cache_misses = IntCounter::new(
+            "fhirguard_token_cache_misses_total",
+            "Tokens not found in the verified-token cache.",
+        )
+        .expect("valid counter");
+        let config_reloads = counter_vec(
+            "fhirguard_config_reloads_total",
+            "Configuration reloads, by result (success, failure).",
+            &["result"],
+        );
+        let config_generation = IntGauge::new(
+            "fhirguard_config_generation",
+            "The generation of the configuration in force (1 at start, +1 per successful reload).",
+        )
+        .expect("valid gauge");
+        let in_flight = IntGauge::new(
+            "fhirguard_in_flight_requests",
+            "Requests being handled right now.",
+        )
+        .expect("valid gauge");
+        let build_info = IntGaugeVec::new(
+            Opts::new("fhirguard_build_info", "Always 1; the labels say which build runs."),
+            &["version"],
+        )
+        .expect("valid gauge");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+            Box::new(requests.clone()),
+            Box::new(request_duration.clone()),
+            Box::new(auth_duration.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(auth_failures.clone()),
+            Box::new(key_set_fetches.clone()),
+            Box::new(key_set_keys.clone()),
+            Box::new(key_set_last_success.clone()),
+            Box::new(token_cache_hits.clone()),
+            Box::new(token_cache_misses.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_generation.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(build_info),
+        ];
+        for collector in collectors {
+            registry.register(collector).expect("unique metric names");
+        }
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            auth_duration,
+            upstream_duration,
+            auth_failures,
+            key_set_fetches,
+            key_set_keys,
+            key_set_last_success,
+            token_cache_hits,
+            token_cache_misses,
+            config_reloads,
+            config_generation,
+            in_flight,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+/// A bounded method label: the standard methods, else `other`.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter")
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_build_info() {
+        let metrics = Metrics::new();
+        metrics.requests.with_label_values(&["allowed", "GET"]).inc_by(3);
+        let text = metrics.render();
+        assert!(text.contains("fhirguard_requests_total{method=\"GET\",outcome=\"allowed\"} 3"));
+        assert!(text.contains("fhirguard_build_info{version="));
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(method_label(&http::Method::from_bytes(b"BREW").unwrap()), "other");
+    }
+}

@@ -1,0 +1,174 @@
+//! Configuration hot reload (SPEC §5): file-system events in the config file's directory (an
+//! in-place edit, an editor's rename-over, the Kubernetes ConfigMap `..data` symlink swap) and
+//! SIGHUP lead to one path — load with the same function as start-up, validate, build, then swap
+//! the generation atomically. A file that fails keeps the old generation serving; it is logged
+//! with every error and counted.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::proxy::forward::Upstream;
+use crate::proxy::{Generation, Proxy};
+
+/// Events closer together than this are one change (editors write, rename and chmod in bursts).
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A new generation is serving.
+    Applied { generation: u64 },
+    /// The file's content did not change.
+    Unchanged,
+    /// The file is invalid or could not be built; the old generation keeps serving.
+    Failed { errors: Vec<String> },
+}
+
+/// Watches the config file and reloads on change or SIGHUP, until the task is aborted.
+#[derive(Debug)]
+pub struct Reloader {
+    path: PathBuf,
+    proxy: Arc<Proxy>,
+    last_digest: Option<[u8; 32]>,
+}
+
+impl Reloader {
+    pub fn new(path: PathBuf, proxy: Arc<Proxy>) -> Reloader {
+        let last_digest = std::fs::read(&path).ok().map(|bytes| digest(&bytes));
+        Reloader {
+            path,
+            proxy,
+            last_digest,
+        }
+    }
+
+    /// Starts the watcher and the SIGHUP listener; the returned task runs until aborted.
+    pub fn spawn(mut self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+            let _watcher = match watch_directory(&self.path, tx.clone()) {
+                Ok(watcher) => Some(watcher),
+                Err(error) => {
+                    tracing::error!(%error, path = %self.path.display(), "cannot watch the configuration directory; only SIGHUP reloads");
+                    None
+                }
+            };
+            spawn_sighup(tx);
+            while rx.recv().await.is_some() {
+                // Debounce: let the burst settle, then take everything queued as one change.
+                tokio::time::sleep(DEBOUNCE).await;
+                while rx.try_recv().is_ok() {}
+                self.reload().await;
+            }
+        })
+    }
+
+    /// Loads, validates and swaps in the file, if its content changed.
+    pub async fn reload(&mut self) -> ReloadOutcome {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                return self.failed(vec![format!("cannot read {}: {error}", self.path.display())]);
+            }
+        };
+        let new_digest = digest(&bytes);
+        if self.last_digest == Some(new_digest) {
+            return ReloadOutcome::Unchanged;
+        }
+        let config = match Config::load(&self.path) {
+            Ok(config) => config,
+            Err(errors) => {
+                return self.failed(errors.0.iter().map(|e| format!("{}: {}", e.path, e.message)).collect());
+            }
+        };
+        let upstream = match Upstream::new(&config.upstream) {
+            Ok(upstream) => upstream,
+            Err(error) => return self.failed(vec![error.to_string()]),
+        };
+        let current = self.proxy.generation.load_full();
+        warn_restart_needed(&current.config, &config);
+        // New authorities are fetched before they are needed; unchanged ones keep their keys.
+        self.proxy.keys.prefetch(&config).await;
+        let number = current.number + 1;
+        self.proxy.generation.store(Arc::new(Generation {
+            number,
+            config,
+            upstream,
+        }));
+        self.last_digest = Some(new_digest);
+        self.proxy.metrics.config_reloads.with_label_values(&["success"]).inc();
+        self.proxy.metrics.config_generation.set(i64::try_from(number).unwrap_or(i64::MAX));
+        tracing::info!(generation = number, "configuration reloaded");
+        ReloadOutcome::Applied { generation: number }
+    }
+
+    fn failed(&self, errors: Vec<String>) -> ReloadOutcome {
+        self.proxy.metrics.config_reloads.with_label_values(&["failure"]).inc();
+        tracing::error!(
+            path = %self.path.display(),
+            errors = errors.join("; "),
+            "configuration reload failed; the previous configuration stays in force"
+        );
+        ReloadOutcome::Failed { errors }
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Listeners are bound once; a changed address needs a restart (a reload never rebinds).
+fn warn_restart_needed(old: &Config, new: &Config) {
+    if old.listen != new.listen || old.admin_listen != new.admin_listen || old.tls.is_some() != new.tls.is_some() {
+        tracing::warn!(
+            old_listen = %old.listen,
+            new_listen = %new.listen,
+            old_admin = %old.admin_listen,
+            new_admin = %new.admin_listen,
+            "listener settings changed: they take effect after a restart"
+        );
+    }
+}
+
+/// Watches the directory, not the file: editors replace files by rename and Kubernetes swaps the
+/// `..data` symlink, both of which a watch on the file itself would lose.
+fn watch_directory(path: &Path, tx: mpsc::UnboundedSender<()>) -> notify::Result<RecommendedWatcher> {
+    let directory = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|event| !event.kind.is_access()) {
+            let _ = tx.send(());
+        }
+    })?;
+    watcher.watch(&directory, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+#[cfg(unix)]
+fn spawn_sighup(tx: mpsc::UnboundedSender<()>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangup) => {
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    if tx.send(()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Err(error) => tracing::warn!(%error, "cannot listen for SIGHUP"),
+    }
+}
+
+#[cfg(not(unix))]
+fn spawn_sighup(_tx: mpsc::UnboundedSender<()>) {}
