@@ -1,6 +1,7 @@
-//! The subcommands behind the thin `main`: `serve` and `check`.
+//! The subcommands behind the thin `main`: `serve`, `check` and `demo`.
 
 pub mod check;
+pub mod demo;
 mod logging;
 
 use std::path::Path;
@@ -9,6 +10,7 @@ use std::process::ExitCode;
 use crate::config::Config;
 
 pub use check::check;
+pub use demo::demo;
 
 /// `EX_USAGE` (sysexits.h): the configuration is invalid.
 pub const EXIT_CONFIG: u8 = 64;

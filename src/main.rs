@@ -1,5 +1,6 @@
 //! The `fhirguard` command: parse the command line, load the configuration, hand over.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -32,6 +33,16 @@ enum Command {
         #[arg(long)]
         probe: bool,
     },
+    /// A self-contained demonstration on loopback: development identity provider, in-memory FHIR
+    /// stand-in and the proxy, with ready-to-paste curl commands.
+    Demo {
+        /// Proxy address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Admin address (/metrics, /healthz, /readyz).
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin_listen: SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,5 +50,6 @@ fn main() -> ExitCode {
     match args.command {
         Command::Serve { config } => cli::serve(&config),
         Command::Check { config, probe } => cli::check(&config, probe),
+        Command::Demo { listen, admin_listen } => cli::demo(listen, admin_listen),
     }
 }

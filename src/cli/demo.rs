@@ -1,0 +1,193 @@
+//! `fhirguard demo`: the newcomer's first command (SPEC §2). On loopback it starts a development
+//! identity provider, an in-memory FHIR stand-in and the proxy in front, prints ready-to-paste
+//! `curl` commands with tokens that pass and tokens that fail, and runs until Ctrl-C.
+
+pub mod fhir;
+pub mod idp;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::app::{self, StartOptions};
+use crate::config::Config;
+use crate::proxy::body::Body;
+use idp::DevIdp;
+
+/// The audience every demo application expects.
+pub const AUDIENCE: &str = "https://fhir.demo.fhirguard.test";
+/// The demo's read-only application.
+pub const READER: &str = "demo-reader";
+/// The demo's application that may also write.
+pub const WRITER: &str = "demo-writer";
+
+/// Runs the demo until Ctrl-C. `listen` / `admin_listen` may use port 0.
+pub fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("fhirguard demo: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(listen, admin_listen)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("fhirguard demo: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), String> {
+    let idp_listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let fhir_listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let fhir_address = fhir_listener.local_addr().map_err(|e| e.to_string())?;
+    let idp = DevIdp::start(idp_listener).map_err(|e| e.to_string())?;
+    fhir::start(fhir_listener);
+
+    let config = Config::parse(&config_yaml(listen, admin_listen, &idp.issuer, fhir_address))
+        .map_err(|errors| format!("the demo configuration is invalid:\n{errors}"))?;
+    let options = StartOptions {
+        config_path: None,
+        grace: Duration::from_secs(5),
+    };
+    let running = app::start(config, options).await.map_err(|e| e.to_string())?;
+    let proxy = running.proxy_address;
+
+    // Wait until the key set is fetched, so the printed commands work at once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !running.proxy.keys.is_ready(&running.proxy.generation.load().config) {
+        if tokio::time::Instant::now() > deadline {
+            return Err("the development identity provider did not answer".to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    print_walkthrough(&idp, proxy, running.admin_address);
+
+    let _ = tokio::signal::ctrl_c().await;
+    println!("\nstopping");
+    running.stop().await;
+    Ok(())
+}
+
+/// The demo's configuration, through the same loader as every config file.
+fn config_yaml(listen: SocketAddr, admin: SocketAddr, issuer: &str, fhir: SocketAddr) -> String {
+    format!(
+        r#"
+listen: "{listen}"
+adminListen: "{admin}"
+upstream: "http://{fhir}{base}"
+allowHttpAuthorities: true
+logging: {{ format: text, level: warn }}
+authenticationConfiguration:
+  smartIdentityProviders:
+    - authority: "{issuer}"
+      applications:
+        - clientId: "{READER}"
+          audience: "{AUDIENCE}"
+          allowedDataActions: ["Read"]
+        - clientId: "{WRITER}"
+          audience: "{AUDIENCE}"
+          allowedDataActions: ["Read", "Write", "Create", "Update"]
+"#,
+        base = fhir::BASE_PATH,
+    )
+}
+
+/// The claims of a demo access token.
+pub fn claims(issuer: &str, client_id: &str, scope: &str, lifetime_seconds: i64) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    json!({
+        "iss": issuer,
+        "sub": format!("{client_id}-user"),
+        "aud": AUDIENCE,
+        "azp": client_id,
+        "scp": scope,
+        "fhirUser": "https://fhir.demo.fhirguard.test/Patient/example",
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime_seconds,
+    })
+}
+
+/// One printed example: what it shows, the expected status, the command.
+struct Example {
+    title: &'static str,
+    expect: u16,
+    command: String,
+}
+
+fn print_walkthrough(idp: &DevIdp, proxy: SocketAddr, admin: SocketAddr) {
+    let issuer = &idp.issuer;
+    let read = idp.mint(&claims(issuer, READER, "patient/*.read", 3600));
+    let write = idp.mint(&claims(issuer, WRITER, "patient/*.*", 3600));
+    let expired = idp.mint(&claims(issuer, READER, "patient/*.read", -3600));
+    let mut wrong_audience = claims(issuer, READER, "patient/*.read", 3600);
+    wrong_audience["aud"] = json!("https://some-other-api.example");
+    let wrong_audience = idp.mint(&wrong_audience);
+    let base = format!("http://{proxy}");
+    let bearer = |token: &str| format!("-H 'Authorization: Bearer {token}'");
+    let observation = r#"'{"resourceType":"Observation","status":"final","code":{"text":"Heart rate"}}'"#;
+    let examples = [
+        Example { title: "A read token reads a patient", expect: 200, command: format!("curl -i {} '{base}/Patient/example'", bearer(&read)) },
+        Example { title: "… and searches observations", expect: 200, command: format!("curl -i {} '{base}/Observation?subject=Patient/example'", bearer(&read)) },
+        Example { title: "No token", expect: 401, command: format!("curl -i '{base}/Patient/example'") },
+        Example { title: "A token for another audience", expect: 401, command: format!("curl -i {} '{base}/Patient/example'", bearer(&wrong_audience)) },
+        Example { title: "An expired token", expect: 401, command: format!("curl -i {} '{base}/Patient/example'", bearer(&expired)) },
+        Example { title: "A write with a read-only application", expect: 403, command: format!("curl -i -X POST -H 'Content-Type: application/fhir+json' {} -d {observation} '{base}/Observation'", bearer(&read)) },
+        Example { title: "The same write with an application allowed to write", expect: 201, command: format!("curl -i -X POST -H 'Content-Type: application/fhir+json' {} -d {observation} '{base}/Observation'", bearer(&write)) },
+        Example { title: "The capability statement is anonymous", expect: 200, command: format!("curl -i '{base}/metadata'") },
+    ];
+    println!("fhirguard demo");
+    println!("  proxy:              {base}   (FHIR stand-in behind it)");
+    println!("  identity provider:  {issuer}");
+    println!("  metrics and health: http://{admin}/metrics  http://{admin}/readyz");
+    println!();
+    for example in &examples {
+        println!("# {} (expect {})", example.title, example.expect);
+        println!("{}", example.command);
+        println!();
+    }
+    println!("# Get your own token from the development identity provider:");
+    println!("curl -s -d grant_type=client_credentials -d client_id={READER} -d scope='patient/*.read' {issuer}/token");
+    println!();
+    println!("Press Ctrl-C to stop.");
+}
+
+/// Serves plain HTTP on `listener` with `handler` until the process ends (demo parts only).
+pub(crate) fn serve_forever<H, F>(listener: TcpListener, handler: H)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let response = handler(request);
+                    async move { Ok::<_, std::convert::Infallible>(response.await) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
