@@ -1,0 +1,314 @@
+//! Authentication (SPEC §4 steps 2–7): where a token may come from ([`bearer`]), which identity
+//! provider issued it, whether its signature, lifetime, audience and client hold, and who it
+//! names ([`Principal`]). Keys come only from each provider's OpenID discovery ([`discovery`])
+//! through the long-lived cache ([`jwks::KeyStore`]).
+//!
+//! The order is the SPEC's and the first failure decides: decode without trusting → provider
+//! whose *discovered* issuer equals `iss` → algorithm allow-list → key by `kid` → signature →
+//! `exp`/`nbf` → audience and (smart providers) application, scopes and `fhirUser`.
+
+pub mod bearer;
+pub mod discovery;
+pub mod error;
+pub mod jwks;
+pub mod keys;
+pub mod token;
+
+use std::sync::Arc;
+
+use jsonwebtoken::Algorithm;
+
+pub use bearer::{bearer_token, jwt_in_url, UrlPart};
+pub use discovery::KeyError;
+pub use error::AuthError;
+pub use jwks::{
+    ConfigSource, KeySetObserver, KeySetStats, KeySettings, KeyStore, ProbeReport, ProviderKeys,
+};
+pub use keys::SigningKey;
+
+use crate::config::Config;
+use error::echo;
+use keys::allowed_algorithm;
+use token::{audience_matches, check_lifetime, is_fhir_user_url, UnverifiedToken};
+
+/// How many token audiences an `error_description` lists (it goes into a response header).
+const MAX_ECHOED_AUDIENCES: usize = 5;
+
+/// Which configured identity provider issued a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// `authenticationConfiguration.authority`: authorized by the role mapping.
+    Primary,
+    /// `smartIdentityProviders[index]`: authorized by the application's `allowedDataActions`.
+    Smart { index: usize },
+}
+
+/// Who a verified token names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub provider: ProviderKind,
+    /// The provider's authority, as configured.
+    pub authority: String,
+    /// `iss` (equal to the provider's discovered issuer).
+    pub issuer: String,
+    /// `sub`.
+    pub subject: Option<String>,
+    /// `oid` (Entra object id), when present.
+    pub object_id: Option<String>,
+    /// `azp`, else `appid`; for a smart provider, the matched application's `clientId`.
+    pub client_id: Option<String>,
+    /// Smart provider: the index of the matched application in `applications`.
+    pub application: Option<usize>,
+    /// `aud`, string or array.
+    pub audience: Vec<String>,
+    /// `fhirUser`, else `extension_fhirUser`.
+    pub fhir_user: Option<String>,
+    /// `scp` and `scope`, split on whitespace.
+    pub scopes: Vec<String>,
+    /// `roles`.
+    pub roles: Vec<String>,
+    /// The claim named by `roles.groupsClaim`, if configured.
+    pub groups: Vec<String>,
+    /// `exp`, Unix seconds.
+    pub expires_at: u64,
+    /// The `kid` of the key that verified the token.
+    pub key_id: Option<String>,
+}
+
+/// A configured provider chosen by issuer, with its key set.
+struct Selected {
+    kind: ProviderKind,
+    authority: String,
+    keys: Arc<ProviderKeys>,
+}
+
+/// SPEC §4 steps 4–7 for one token; `now` in Unix seconds.
+pub async fn authenticate(
+    store: &KeyStore,
+    config: &Config,
+    token: &str,
+    now: u64,
+) -> Result<Principal, AuthError> {
+    let settings = KeySettings::of(config);
+    // Step 4: decode without trusting; the provider whose discovered issuer is `iss`.
+    let token = UnverifiedToken::parse(token)?;
+    let issuer = token.string("iss").ok_or(AuthError::MissingIssuer)?;
+    let selected = select_provider(store, config, &settings, issuer).await?;
+    let authority = selected.authority.as_str();
+
+    // Step 5: algorithm allow-list, key by kid from this provider only, signature.
+    let alg = allowed_algorithm(&token.header.alg).ok_or_else(|| AuthError::Algorithm {
+        authority: authority.to_owned(),
+        alg: echo(&token.header.alg),
+    })?;
+    let kid = token.header.kid.as_deref();
+    let key = match find_key(&selected.keys, kid, alg, authority)? {
+        Some(key) => key,
+        None => {
+            let refreshed = store.refetch_for_unknown_kid(authority, &settings).await;
+            // A refreshed set that announces another issuer is no longer this token's provider.
+            refreshed
+                .as_deref()
+                .filter(|keys| keys.issuer == issuer)
+                .and_then(|keys| find_key(keys, kid, alg, authority).transpose())
+                .transpose()?
+                .ok_or_else(|| AuthError::UnknownKid {
+                    authority: authority.to_owned(),
+                    kid: kid.map(echo),
+                })?
+        }
+    };
+    if !token.verify(&key, alg) {
+        return Err(AuthError::Signature {
+            authority: authority.to_owned(),
+        });
+    }
+
+    // Step 6: lifetime.
+    let expires_at = check_lifetime(&token, now, config.clock_skew.as_secs(), authority)?;
+
+    // Step 7: audience, and for a smart provider the application, scopes and fhirUser.
+    let audience = token.strings("aud");
+    let mut client_id = token
+        .string("azp")
+        .or_else(|| token.string("appid"))
+        .map(str::to_owned);
+    let fhir_user = token
+        .string("fhirUser")
+        .or_else(|| token.string("extension_fhirUser"))
+        .map(str::to_owned);
+    let scopes = token.scopes();
+    let ignore_slash = config.audience_ignore_trailing_slash;
+    let audience_error = || AuthError::Audience {
+        authority: authority.to_owned(),
+        audiences: audience
+            .iter()
+            .take(MAX_ECHOED_AUDIENCES)
+            .map(|a| echo(a))
+            .collect(),
+    };
+    let application = match selected.kind {
+        ProviderKind::Primary => {
+            let expected = config
+                .auth
+                .primary
+                .as_ref()
+                .map_or("", |p| p.audience.as_str());
+            if !audience_matches(&audience, expected, ignore_slash) {
+                return Err(audience_error());
+            }
+            None
+        }
+        ProviderKind::Smart { index } => {
+            let provider = &config.auth.smart_providers[index];
+            let (app_index, app) = ["azp", "appid"]
+                .iter()
+                .filter_map(|claim| token.string(claim))
+                .find_map(|client| {
+                    provider
+                        .applications
+                        .iter()
+                        .enumerate()
+                        .find(|(_, a)| a.client_id == client)
+                })
+                .ok_or_else(|| AuthError::UnknownClient {
+                    authority: authority.to_owned(),
+                    client: client_id.as_deref().map(echo),
+                })?;
+            if !audience_matches(&audience, &app.audience, ignore_slash) {
+                return Err(audience_error());
+            }
+            if scopes.is_empty() {
+                return Err(AuthError::MissingScope {
+                    authority: authority.to_owned(),
+                });
+            }
+            let value = fhir_user
+                .as_deref()
+                .ok_or_else(|| AuthError::MissingFhirUser {
+                    authority: authority.to_owned(),
+                })?;
+            if !is_fhir_user_url(value) {
+                return Err(AuthError::BadFhirUser {
+                    authority: authority.to_owned(),
+                    value: echo(value),
+                });
+            }
+            client_id = Some(app.client_id.clone());
+            Some(app_index)
+        }
+    };
+
+    let groups = config
+        .roles
+        .groups_claim
+        .as_deref()
+        .map(|claim| token.strings(claim))
+        .unwrap_or_default();
+    Ok(Principal {
+        provider: selected.kind,
+        authority: selected.authority.clone(),
+        issuer: issuer.to_owned(),
+        subject: token.string("sub").map(str::to_owned),
+        object_id: token.string("oid").map(str::to_owned),
+        client_id,
+        application,
+        audience,
+        fhir_user,
+        scopes,
+        roles: token.strings("roles"),
+        groups,
+        expires_at,
+        key_id: key.kid,
+    })
+}
+
+/// Every configured provider: the primary first, then the smart providers in order.
+pub fn configured_providers(config: &Config) -> Vec<(ProviderKind, &str)> {
+    let auth = &config.auth;
+    auth.primary
+        .iter()
+        .map(|p| (ProviderKind::Primary, p.authority.as_str()))
+        .chain(
+            auth.smart_providers
+                .iter()
+                .enumerate()
+                .map(|(index, p)| (ProviderKind::Smart { index }, p.authority.as_str())),
+        )
+        .collect()
+}
+
+/// The provider whose discovered `issuer` equals `iss` exactly (reference §8 rules 4, 5). When
+/// none matches while some provider has no key set, the token may be that provider's: fail
+/// closed with 503 rather than call it unknown.
+async fn select_provider(
+    store: &KeyStore,
+    config: &Config,
+    settings: &KeySettings,
+    issuer: &str,
+) -> Result<Selected, AuthError> {
+    let providers = configured_providers(config);
+    let mut missing = Vec::new();
+    for &(kind, authority) in &providers {
+        match store.current(authority, settings.max_stale).await {
+            Some(keys) if keys.issuer == issuer => return Ok(selected(kind, authority, keys)),
+            Some(_) => {}
+            None => missing.push((kind, authority)),
+        }
+    }
+    let mut unavailable = None;
+    for (kind, authority) in missing {
+        match store.keys(authority, settings).await {
+            Ok(keys) if keys.issuer == issuer => return Ok(selected(kind, authority, keys)),
+            Ok(_) => {}
+            Err(error) => {
+                unavailable.get_or_insert(error);
+            }
+        }
+    }
+    Err(unavailable.unwrap_or_else(|| AuthError::UnknownIssuer {
+        issuer: echo(issuer),
+    }))
+}
+
+fn selected(kind: ProviderKind, authority: &str, keys: Arc<ProviderKeys>) -> Selected {
+    Selected {
+        kind,
+        authority: authority.to_owned(),
+        keys,
+    }
+}
+
+/// The key for `kid` and `alg`: by `kid` when the token names one; without a `kid` only when
+/// exactly one key fits `alg`. `Ok(None)`: not in this set (a refetch may help).
+fn find_key(
+    keys: &ProviderKeys,
+    kid: Option<&str>,
+    alg: Algorithm,
+    authority: &str,
+) -> Result<Option<SigningKey>, AuthError> {
+    let Some(kid) = kid else {
+        let mut fitting = keys.keys.iter().filter(|k| k.fits(alg));
+        return Ok(match (fitting.next(), fitting.next()) {
+            (Some(only), None) => Some(only.clone()),
+            _ => None,
+        });
+    };
+    let mut named = keys
+        .keys
+        .iter()
+        .filter(|k| k.kid.as_deref() == Some(kid))
+        .peekable();
+    if named.peek().is_none() {
+        return Ok(None);
+    }
+    named
+        .find(|k| k.fits(alg))
+        .cloned()
+        .map(Some)
+        .ok_or_else(|| AuthError::AlgorithmMismatch {
+            authority: authority.to_owned(),
+            alg: keys::algorithm_name(alg).to_owned(),
+            kid: echo(kid),
+        })
+}

@@ -1,0 +1,216 @@
+//! OpenID Connect discovery (OIDC Discovery 1.0 §4) and the key-set fetch: one GET of
+//! `<authority without one trailing '/'>/.well-known/openid-configuration` for `issuer` and
+//! `jwks_uri`, then one GET of the JWK Set (reference §2.1 "Discovery", §8 rule 2). https only
+//! unless `allowHttpAuthorities`; each fetch has a deadline and a response size cap, since an
+//! identity provider is still a remote party.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+use super::keys::{parse_key_set, JwkSetError, ParsedKeySet};
+
+/// The largest discovery document or key set read (Entra's is ~10 KiB).
+pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+
+/// How one fetch may go.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchPolicy {
+    /// `allowHttpAuthorities`: plain http permitted (local testing only).
+    pub allow_http: bool,
+    /// `keySets.fetchTimeout`: the deadline of each GET, body included.
+    pub timeout: Duration,
+}
+
+/// Why an identity provider's discovery document or key set could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("'{url}' is not a valid URL: {source}")]
+    InvalidUrl {
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("'{url}' must use https (set allowHttpAuthorities only for local testing)")]
+    InsecureScheme { url: String },
+    #[error("cannot build the https client: {0}")]
+    Client(String),
+    #[error("GET {url} failed: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("GET {url} answered {status}")]
+    Status { url: String, status: StatusCode },
+    #[error("GET {url} did not complete within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+    #[error("GET {url}: the body could not be read or is larger than {limit} bytes")]
+    Body { url: String, limit: usize },
+    #[error("{url} is not an OpenID configuration: {source}")]
+    Discovery {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{url}: {source}")]
+    KeySet {
+        url: String,
+        #[source]
+        source: JwkSetError,
+    },
+    #[error("{url} holds no usable signing key")]
+    NoUsableKeys { url: String },
+}
+
+/// What discovery says about a provider.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Discovery {
+    pub issuer: String,
+    pub jwks_uri: String,
+}
+
+/// The discovery URL of an authority: one trailing `/` removed, then the well-known path
+/// (reference §8 rule 2; a trailing slash on the authority makes no difference).
+pub fn discovery_url(authority: &str) -> String {
+    let base = authority.strip_suffix('/').unwrap_or(authority);
+    format!("{base}/.well-known/openid-configuration")
+}
+
+/// An https (and, when allowed, http) client for discovery and key sets.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+}
+
+impl Fetcher {
+    /// A client trusting the webpki roots, speaking HTTP/1.1 (identity providers are small GETs).
+    pub fn new() -> Result<Fetcher, KeyError> {
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(provider)
+            .map_err(|error| KeyError::Client(error.to_string()))?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(Fetcher { client })
+    }
+
+    /// Discovery then the key set of `authority`.
+    pub async fn fetch(
+        &self,
+        authority: &str,
+        policy: FetchPolicy,
+    ) -> Result<(Discovery, ParsedKeySet), KeyError> {
+        let url = discovery_url(authority);
+        let body = self.get(&url, policy).await?;
+        let discovery: Discovery =
+            serde_json::from_slice(&body).map_err(|source| KeyError::Discovery { url, source })?;
+        let body = self.get(&discovery.jwks_uri, policy).await?;
+        let keys = parse_key_set(&body, authority).map_err(|source| KeyError::KeySet {
+            url: discovery.jwks_uri.clone(),
+            source,
+        })?;
+        Ok((discovery, keys))
+    }
+
+    async fn get(&self, url: &str, policy: FetchPolicy) -> Result<Bytes, KeyError> {
+        let parsed = url::Url::parse(url).map_err(|source| KeyError::InvalidUrl {
+            url: url.to_owned(),
+            source,
+        })?;
+        let scheme_ok =
+            parsed.scheme() == "https" || (policy.allow_http && parsed.scheme() == "http");
+        if !scheme_ok {
+            return Err(KeyError::InsecureScheme {
+                url: url.to_owned(),
+            });
+        }
+        let request = Request::get(parsed.as_str())
+            .header(header::ACCEPT, "application/json")
+            .body(Empty::new())
+            .map_err(|_| KeyError::InsecureScheme {
+                url: url.to_owned(),
+            })?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|source| KeyError::Http {
+                    url: url.to_owned(),
+                    source,
+                })?;
+            if response.status() != StatusCode::OK {
+                return Err(KeyError::Status {
+                    url: url.to_owned(),
+                    status: response.status(),
+                });
+            }
+            let body = Limited::new(response.into_body(), MAX_DOCUMENT_BYTES);
+            body.collect()
+                .await
+                .map(|c| c.to_bytes())
+                .map_err(|_| KeyError::Body {
+                    url: url.to_owned(),
+                    limit: MAX_DOCUMENT_BYTES,
+                })
+        };
+        tokio::time::timeout(policy.timeout, exchange)
+            .await
+            .map_err(|_| KeyError::Timeout {
+                url: url.to_owned(),
+                timeout: policy.timeout,
+            })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_url_drops_one_trailing_slash() {
+        let cases = [
+            (
+                "https://login.microsoftonline.com/tid",
+                "https://login.microsoftonline.com/tid/.well-known/openid-configuration",
+            ),
+            (
+                "https://login.microsoftonline.com/tid/v2.0/",
+                "https://login.microsoftonline.com/tid/v2.0/.well-known/openid-configuration",
+            ),
+            (
+                "https://idp/realms/x//",
+                "https://idp/realms/x//.well-known/openid-configuration",
+            ),
+        ];
+        for (authority, url) in cases {
+            assert_eq!(discovery_url(authority), url);
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_http_unless_allowed() {
+        let fetcher = Fetcher::new().unwrap();
+        let policy = FetchPolicy {
+            allow_http: false,
+            timeout: Duration::from_secs(1),
+        };
+        let error = fetcher
+            .fetch("http://127.0.0.1:9", policy)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, KeyError::InsecureScheme { .. }), "{error}");
+        let error = fetcher.fetch("not a url", policy).await.unwrap_err();
+        assert!(matches!(error, KeyError::InvalidUrl { .. }), "{error}");
+    }
+}

@@ -1,0 +1,324 @@
+//! Why a presented token was refused ([`AuthError`]), worded like ASP.NET's JwtBearer
+//! `error_description` (reference §2.1, §2.4) but with the offending value named, so an operator
+//! can fix the token or the configuration from the 401 alone. No description ever contains the
+//! token; values taken from the (unverified) token are cut to [`ECHO_LIMIT`] characters.
+
+use std::time::Duration;
+
+/// How many characters of a token-supplied value a description repeats.
+pub const ECHO_LIMIT: usize = 100;
+
+/// A refused token (401 `invalid_token`), or keys that cannot be had (503 + `Retry-After`).
+///
+/// `authority` fields name the configured identity provider that judged the token (as written
+/// in the config); they feed the metrics label, never the description.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// RFC 6750 §2.1: the `Authorization` header uses another scheme (`Basic …`).
+    #[error("The authorization scheme is not Bearer")]
+    NotBearer,
+    /// RFC 6750 §2.1: one `Authorization` header, not several.
+    #[error("The request has more than one Authorization header")]
+    SeveralAuthorizationHeaders,
+    /// `Authorization: Bearer` with nothing after it.
+    #[error("The bearer token is empty")]
+    EmptyToken,
+    /// The credentials are not an RFC 6750 §2.1 `b64token`.
+    #[error("The token contains characters that are not allowed in a bearer token")]
+    InvalidCharacters,
+    /// Longer than `limits.maxTokenBytes`.
+    #[error("The token is too large (more than {limit} bytes)")]
+    TooLarge { limit: usize },
+    /// Not a compact JWS of three base64url JSON parts (RFC 7515 §7.1), or a claim of the wrong type.
+    #[error("The token is malformed{}", detail_suffix(.detail))]
+    Malformed { detail: &'static str },
+    /// No `iss` claim: no identity provider can be chosen (SPEC §4.4).
+    #[error("The token has no iss claim")]
+    MissingIssuer,
+    /// `iss` equals no configured provider's discovered `issuer` (reference §8 rule 4).
+    #[error("The issuer '{issuer}' is not a configured identity provider")]
+    UnknownIssuer { issuer: String },
+    /// `alg` outside RS256/384/512, PS256/384/512, ES256/384 (RFC 8725 §3.1; `none` and HS*).
+    #[error("The algorithm '{alg}' is not allowed")]
+    Algorithm { authority: String, alg: String },
+    /// The key named by `kid` cannot verify this `alg` (kty, curve, or the JWK's own `alg`).
+    #[error("The algorithm '{alg}' does not fit the signature key '{kid}'")]
+    AlgorithmMismatch {
+        authority: String,
+        alg: String,
+        kid: String,
+    },
+    /// No key with this `kid` in the provider's key set, even after a refetch.
+    #[error("{}", unknown_kid(.kid))]
+    UnknownKid {
+        authority: String,
+        kid: Option<String>,
+    },
+    /// The signature does not verify with the provider's key.
+    #[error("The signature is invalid")]
+    Signature { authority: String },
+    /// `exp` is required (IdentityModel `RequireExpirationTime`).
+    #[error("The token has no expiration")]
+    NoExpiration { authority: String },
+    /// `exp < now − clockSkew`.
+    #[error("The token expired at '{}'", rfc3339(*.exp))]
+    Expired { authority: String, exp: u64 },
+    /// `nbf > now + clockSkew`.
+    #[error("The token is not valid before '{}'", rfc3339(*.nbf))]
+    NotYetValid { authority: String, nbf: u64 },
+    /// `nbf` after `exp`: the token is never valid (IdentityModel IDX10224).
+    #[error("The token lifetime is invalid: not before '{}' is after expiration '{}'", rfc3339(*.nbf), rfc3339(*.exp))]
+    Lifetime {
+        authority: String,
+        nbf: u64,
+        exp: u64,
+    },
+    /// `aud` does not contain the configured audience (reference §8 rules 8, 9).
+    #[error("The audience '{}' is invalid", .audiences.join(", "))]
+    Audience {
+        authority: String,
+        audiences: Vec<String>,
+    },
+    /// Smart provider: neither `azp` nor `appid` names a configured application.
+    #[error("{}", unknown_client(.client))]
+    UnknownClient {
+        authority: String,
+        client: Option<String>,
+    },
+    /// Smart provider: `scp`/`scope` missing or empty (reference §2.3 rule 5).
+    #[error("The token has no scp or scope claim")]
+    MissingScope { authority: String },
+    /// Smart provider: neither `fhirUser` nor `extension_fhirUser` (reference §2.3 rule 6).
+    #[error("The token has no fhirUser claim")]
+    MissingFhirUser { authority: String },
+    /// Smart provider: `fhirUser` is not `<absolute URL>/<ResourceType>/<id>`.
+    #[error("The fhirUser claim '{value}' must be a URL ending in <resourceType>/<id>")]
+    BadFhirUser { authority: String, value: String },
+    /// No usable key set for a provider that may have issued the token (SPEC §5): 503.
+    #[error("No signing keys could be obtained from the identity provider '{authority}'")]
+    KeysUnavailable {
+        authority: String,
+        retry_after: Duration,
+    },
+}
+
+impl AuthError {
+    /// The `error_description` of the `WWW-Authenticate` challenge (RFC 6750 §3). Callers still
+    /// quote it (RFC 9110 §5.6.4); it never holds the token.
+    pub fn description(&self) -> String {
+        self.to_string()
+    }
+
+    /// A bounded label for metrics and the audit log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::NotBearer
+            | AuthError::SeveralAuthorizationHeaders
+            | AuthError::EmptyToken
+            | AuthError::InvalidCharacters
+            | AuthError::TooLarge { .. }
+            | AuthError::Malformed { .. } => "malformed",
+            AuthError::MissingIssuer | AuthError::UnknownIssuer { .. } => "unknown_issuer",
+            AuthError::Algorithm { .. } | AuthError::AlgorithmMismatch { .. } => "algorithm",
+            AuthError::UnknownKid { .. } => "unknown_kid",
+            AuthError::Signature { .. } => "signature",
+            AuthError::NoExpiration { .. } => "no_expiration",
+            AuthError::Expired { .. } => "expired",
+            AuthError::NotYetValid { .. } | AuthError::Lifetime { .. } => "not_yet_valid",
+            AuthError::Audience { .. } => "audience",
+            AuthError::UnknownClient { .. } => "unknown_client",
+            AuthError::MissingScope { .. } => "missing_scope",
+            AuthError::MissingFhirUser { .. } => "missing_fhir_user",
+            AuthError::BadFhirUser { .. } => "bad_fhir_user",
+            AuthError::KeysUnavailable { .. } => "keys_unavailable",
+        }
+    }
+
+    /// The configured authority that judged the token, when one was chosen.
+    pub fn provider(&self) -> Option<&str> {
+        match self {
+            AuthError::NotBearer
+            | AuthError::SeveralAuthorizationHeaders
+            | AuthError::EmptyToken
+            | AuthError::InvalidCharacters
+            | AuthError::TooLarge { .. }
+            | AuthError::Malformed { .. }
+            | AuthError::MissingIssuer
+            | AuthError::UnknownIssuer { .. } => None,
+            AuthError::Algorithm { authority, .. }
+            | AuthError::AlgorithmMismatch { authority, .. }
+            | AuthError::UnknownKid { authority, .. }
+            | AuthError::Signature { authority }
+            | AuthError::NoExpiration { authority }
+            | AuthError::Expired { authority, .. }
+            | AuthError::NotYetValid { authority, .. }
+            | AuthError::Lifetime { authority, .. }
+            | AuthError::Audience { authority, .. }
+            | AuthError::UnknownClient { authority, .. }
+            | AuthError::MissingScope { authority }
+            | AuthError::MissingFhirUser { authority }
+            | AuthError::BadFhirUser { authority, .. }
+            | AuthError::KeysUnavailable { authority, .. } => Some(authority),
+        }
+    }
+
+    /// True for the 503 case: the token was not judged, the keys were missing.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, AuthError::KeysUnavailable { .. })
+    }
+
+    /// When to try again (the 503's `Retry-After`), for [`AuthError::KeysUnavailable`].
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AuthError::KeysUnavailable { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+/// A token-supplied value as a description may repeat it: at most [`ECHO_LIMIT`] characters,
+/// control characters dropped (the header writer escapes quotes and backslashes).
+pub(crate) fn echo(value: &str) -> String {
+    let mut out: String = value
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(ECHO_LIMIT)
+        .collect();
+    if value.chars().filter(|c| !c.is_control()).count() > ECHO_LIMIT {
+        out.push('…');
+    }
+    out
+}
+
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
+fn unknown_kid(kid: &Option<String>) -> String {
+    match kid {
+        Some(kid) => format!("The signature key '{kid}' was not found"),
+        None => "The token has no kid and no single signature key fits its algorithm".to_owned(),
+    }
+}
+
+fn unknown_client(client: &Option<String>) -> String {
+    match client {
+        Some(client) => {
+            format!(
+                "The client '{client}' is not a configured application of this identity provider"
+            )
+        }
+        None => "The token has no azp or appid claim".to_owned(),
+    }
+}
+
+/// Unix seconds as `YYYY-MM-DDThh:mm:ssZ` (RFC 3339, UTC), via the days-from-civil inverse
+/// (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms").
+pub(crate) fn rfc3339(unix: u64) -> String {
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_unix_time_as_rfc3339() {
+        for (unix, text) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_795_341_600, "2026-11-22T10:00:00Z"),
+            (4_102_444_799, "2099-12-31T23:59:59Z"),
+        ] {
+            assert_eq!(rfc3339(unix), text, "{unix}");
+        }
+    }
+
+    #[test]
+    fn echo_cuts_long_values_and_drops_control_characters() {
+        assert_eq!(echo("a\r\nb"), "ab");
+        let long = "x".repeat(300);
+        assert_eq!(echo(&long).chars().count(), ECHO_LIMIT + 1);
+    }
+
+    #[test]
+    fn descriptions_read_like_asp_net() {
+        let authority = String::from("https://idp");
+        let cases = [
+            (
+                AuthError::Malformed { detail: "" },
+                "The token is malformed",
+            ),
+            (
+                AuthError::Signature {
+                    authority: authority.clone(),
+                },
+                "The signature is invalid",
+            ),
+            (
+                AuthError::Audience {
+                    authority: authority.clone(),
+                    audiences: vec!["a".into(), "b".into()],
+                },
+                "The audience 'a, b' is invalid",
+            ),
+            (
+                AuthError::Expired {
+                    authority: authority.clone(),
+                    exp: 1_795_341_600,
+                },
+                "The token expired at '2026-11-22T10:00:00Z'",
+            ),
+            (
+                AuthError::UnknownKid {
+                    authority: authority.clone(),
+                    kid: Some("k1".into()),
+                },
+                "The signature key 'k1' was not found",
+            ),
+            (
+                AuthError::UnknownClient {
+                    authority,
+                    client: Some("x".into()),
+                },
+                "The client 'x' is not a configured application of this identity provider",
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.description(), text);
+        }
+    }
+
+    #[test]
+    fn only_keys_unavailable_is_a_503() {
+        let error = AuthError::KeysUnavailable {
+            authority: "https://idp".into(),
+            retry_after: Duration::from_secs(7),
+        };
+        assert!(error.is_unavailable());
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
+        assert_eq!(error.provider(), Some("https://idp"));
+        assert!(!AuthError::EmptyToken.is_unavailable());
+        assert_eq!(AuthError::EmptyToken.retry_after(), None);
+    }
+}

@@ -1,0 +1,453 @@
+//! The key-set cache ([`KeyStore`], SPEC §5): per authority, the discovered `issuer`, `jwks_uri`
+//! and usable signing keys, kept across config reloads. Fetched before the proxy reports ready,
+//! refreshed in the background, refetched on an unknown `kid` at most once per
+//! `keySets.minRefetchInterval` (single flight, so random `kid`s cannot flood an identity
+//! provider), and served up to `keySets.maxStale` after the last success while the provider is
+//! down. Every fetch of one authority runs under that authority's lock, and a caller that waited
+//! for a fetch started after its own request reuses that fetch's result instead of fetching again.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use moka::future::Cache;
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::discovery::{FetchPolicy, Fetcher, KeyError};
+use super::error::AuthError;
+use super::keys::SigningKey;
+use crate::config::Config;
+
+/// One provider's discovered issuer and usable keys, as last fetched successfully.
+#[derive(Debug)]
+pub struct ProviderKeys {
+    pub issuer: String,
+    pub jwks_uri: String,
+    pub keys: Vec<SigningKey>,
+    /// Unix seconds of the fetch.
+    pub fetched_at: u64,
+    fetched: Instant,
+}
+
+/// The `keySets` settings and `allowHttpAuthorities`, read once from a config.
+#[derive(Debug, Clone, Copy)]
+pub struct KeySettings {
+    pub policy: FetchPolicy,
+    pub refresh_interval: Duration,
+    pub min_refetch_interval: Duration,
+    pub max_stale: Duration,
+    pub retry_interval: Duration,
+}
+
+impl KeySettings {
+    pub fn of(config: &Config) -> KeySettings {
+        let sets = &config.key_sets;
+        KeySettings {
+            policy: FetchPolicy {
+                allow_http: config.allow_http_authorities,
+                timeout: sets.fetch_timeout,
+            },
+            refresh_interval: sets.refresh_interval,
+            min_refetch_interval: sets.min_refetch_interval,
+            max_stale: sets.max_stale,
+            retry_interval: sets.retry_interval,
+        }
+    }
+}
+
+/// Per-authority fetch counters, for metrics and `/readyz`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySetStats {
+    pub authority: String,
+    pub issuer: Option<String>,
+    pub fetches_ok: u64,
+    pub fetches_error: u64,
+    /// Usable keys in the last good set.
+    pub keys: usize,
+    /// Unix seconds of the last successful fetch.
+    pub last_success: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+/// Told about every fetch as it completes (e.g. to count it in metrics).
+pub trait KeySetObserver: Send + Sync + fmt::Debug {
+    /// `Ok(keys held)` or the error; `authority` as configured.
+    fn fetched(&self, authority: &str, result: Result<usize, &KeyError>);
+}
+
+/// Whatever holds the configuration in force (it changes on reload).
+pub trait ConfigSource: Send + Sync + 'static {
+    fn with_config<R>(&self, f: impl FnOnce(&Config) -> R) -> R;
+}
+
+impl ConfigSource for ArcSwap<Config> {
+    fn with_config<R>(&self, f: impl FnOnce(&Config) -> R) -> R {
+        f(&self.load())
+    }
+}
+
+/// What `fhirguard check --probe` prints for one authority.
+#[derive(Debug, Clone)]
+pub struct ProbeReport {
+    pub issuer: String,
+    pub jwks_uri: String,
+    pub keys: Vec<SigningKey>,
+    /// Keys of the set that were skipped, as `"kid: reason"`.
+    pub skipped: Vec<String>,
+}
+
+/// Which rule allows a fetch once the authority's lock is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Not within `retryInterval` of the previous attempt.
+    Retry,
+    /// An unknown `kid`: not within `minRefetchInterval` of the previous such refetch.
+    UnknownKid,
+}
+
+#[derive(Debug, Default)]
+struct Status {
+    last_attempt: Option<Instant>,
+    last_success: Option<Instant>,
+    last_forced: Option<Instant>,
+    stats: KeySetStats,
+}
+
+#[derive(Debug, Default)]
+struct AuthorityState {
+    fetch_lock: tokio::sync::Mutex<()>,
+    status: Mutex<Status>,
+}
+
+/// The long-lived key-set cache, shared by every config generation (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct KeyStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sets: Cache<String, Arc<ProviderKeys>>,
+    authorities: Mutex<HashMap<String, Arc<AuthorityState>>>,
+    fetcher: Result<Fetcher, String>,
+    observer: Option<Arc<dyn KeySetObserver>>,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("sets", &self.sets.entry_count())
+            .field("observer", &self.observer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for KeyStore {
+    fn default() -> Self {
+        KeyStore::new()
+    }
+}
+
+impl KeyStore {
+    pub fn new() -> KeyStore {
+        KeyStore::build(None)
+    }
+
+    /// A store that reports every fetch to `observer`.
+    pub fn with_observer(observer: Arc<dyn KeySetObserver>) -> KeyStore {
+        KeyStore::build(Some(observer))
+    }
+
+    fn build(observer: Option<Arc<dyn KeySetObserver>>) -> KeyStore {
+        KeyStore {
+            inner: Arc::new(Inner {
+                sets: Cache::new(1024),
+                authorities: Mutex::default(),
+                fetcher: Fetcher::new().map_err(|error| error.to_string()),
+                observer,
+            }),
+        }
+    }
+
+    fn state(&self, authority: &str) -> Arc<AuthorityState> {
+        let mut map = self
+            .inner
+            .authorities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(map.entry(authority.to_owned()).or_default())
+    }
+
+    /// The authority's last good key set, if it is younger than `max_stale`.
+    pub async fn current(&self, authority: &str, max_stale: Duration) -> Option<Arc<ProviderKeys>> {
+        let set = self.inner.sets.get(authority).await?;
+        (set.fetched.elapsed() <= max_stale).then_some(set)
+    }
+
+    /// The key set for a request: the cached one, else one fetch (single flight, at most one
+    /// attempt per `retryInterval`), else [`AuthError::KeysUnavailable`] (503 + Retry-After).
+    pub async fn keys(
+        &self,
+        authority: &str,
+        settings: &KeySettings,
+    ) -> Result<Arc<ProviderKeys>, AuthError> {
+        if let Some(set) = self.current(authority, settings.max_stale).await {
+            return Ok(set);
+        }
+        self.refresh(authority, settings, Instant::now(), Gate::Retry)
+            .await;
+        if let Some(set) = self.current(authority, settings.max_stale).await {
+            return Ok(set);
+        }
+        let since = self.status(authority, |s| s.last_attempt.map(|t| t.elapsed()));
+        let retry_after = settings
+            .retry_interval
+            .saturating_sub(since.unwrap_or_default())
+            .max(Duration::from_secs(1));
+        Err(AuthError::KeysUnavailable {
+            authority: authority.to_owned(),
+            retry_after,
+        })
+    }
+
+    /// An unknown `kid`: refetch unless another refetch happened within `minRefetchInterval`.
+    /// Returns the set a fetch produced (ours or one we waited for), or None.
+    pub async fn refetch_for_unknown_kid(
+        &self,
+        authority: &str,
+        settings: &KeySettings,
+    ) -> Option<Arc<ProviderKeys>> {
+        if self
+            .refresh(authority, settings, Instant::now(), Gate::UnknownKid)
+            .await
+        {
+            self.current(authority, settings.max_stale).await
+        } else {
+            None
+        }
+    }
+
+    /// Single flight: true when a fetch started at or after `requested` (ours or another's).
+    async fn refresh(
+        &self,
+        authority: &str,
+        settings: &KeySettings,
+        requested: Instant,
+        gate: Gate,
+    ) -> bool {
+        let state = self.state(authority);
+        let _flight = state.fetch_lock.lock().await;
+        {
+            let mut status = state.status.lock().unwrap_or_else(PoisonError::into_inner);
+            if status.last_attempt.is_some_and(|t| t >= requested) {
+                return true;
+            }
+            let now = Instant::now();
+            match gate {
+                Gate::Retry => {
+                    if status
+                        .last_attempt
+                        .is_some_and(|t| now - t < settings.retry_interval)
+                    {
+                        return false;
+                    }
+                }
+                Gate::UnknownKid => {
+                    if status
+                        .last_forced
+                        .is_some_and(|t| now - t < settings.min_refetch_interval)
+                    {
+                        return false;
+                    }
+                    status.last_forced = Some(now);
+                }
+            }
+            status.last_attempt = Some(now);
+        }
+        self.fetch_locked(authority, settings, &state).await;
+        true
+    }
+
+    async fn fetch_locked(&self, authority: &str, settings: &KeySettings, state: &AuthorityState) {
+        let result = match &self.inner.fetcher {
+            Ok(fetcher) => fetcher.fetch(authority, settings.policy).await,
+            Err(error) => Err(KeyError::Client(error.clone())),
+        };
+        let result = result.and_then(|(discovery, parsed)| {
+            if parsed.keys.is_empty() {
+                return Err(KeyError::NoUsableKeys {
+                    url: discovery.jwks_uri,
+                });
+            }
+            Ok(ProviderKeys {
+                issuer: discovery.issuer,
+                jwks_uri: discovery.jwks_uri,
+                keys: parsed.keys,
+                fetched_at: unix_now(),
+                fetched: Instant::now(),
+            })
+        });
+        let observed = match result {
+            Ok(set) => {
+                tracing::info!(authority, issuer = %set.issuer, keys = set.keys.len(), "key set fetched");
+                let count = set.keys.len();
+                {
+                    let mut status = state.status.lock().unwrap_or_else(PoisonError::into_inner);
+                    status.last_success = Some(set.fetched);
+                    let stats = &mut status.stats;
+                    stats.fetches_ok += 1;
+                    stats.keys = count;
+                    stats.last_success = Some(set.fetched_at);
+                    stats.issuer = Some(set.issuer.clone());
+                    stats.last_error = None;
+                }
+                self.inner
+                    .sets
+                    .insert(authority.to_owned(), Arc::new(set))
+                    .await;
+                Ok(count)
+            }
+            Err(error) => {
+                tracing::warn!(authority, error = %error, "key set fetch failed; the last good set, if any, stays in use");
+                let mut status = state.status.lock().unwrap_or_else(PoisonError::into_inner);
+                status.stats.fetches_error += 1;
+                status.stats.last_error = Some(error.to_string());
+                Err(error)
+            }
+        };
+        if let Some(observer) = &self.inner.observer {
+            observer.fetched(authority, observed.as_ref().map(|n| *n));
+        }
+    }
+
+    fn status<R>(&self, authority: &str, f: impl FnOnce(&Status) -> R) -> R {
+        let state = self.state(authority);
+        let status = state.status.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&status)
+    }
+
+    /// Fetches every configured authority that has no usable set, concurrently. Failures are
+    /// recorded (and retried by the refresher), never fatal. Sets of unchanged authorities
+    /// survive a reload untouched.
+    pub async fn prefetch(&self, config: &Config) {
+        let settings = KeySettings::of(config);
+        let mut fetches = JoinSet::new();
+        for authority in configured_authorities(config) {
+            let store = self.clone();
+            fetches.spawn(async move {
+                if store
+                    .current(&authority, settings.max_stale)
+                    .await
+                    .is_none()
+                {
+                    store
+                        .refresh(&authority, &settings, Instant::now(), Gate::Retry)
+                        .await;
+                }
+            });
+        }
+        while fetches.join_next().await.is_some() {}
+    }
+
+    /// True when every configured authority holds a usable, non-stale key set (`/readyz`).
+    pub fn is_ready(&self, config: &Config) -> bool {
+        let max_stale = config.key_sets.max_stale;
+        configured_authorities(config).iter().all(|authority| {
+            self.status(authority, |s| {
+                s.stats.keys > 0 && s.last_success.is_some_and(|t| t.elapsed() <= max_stale)
+            })
+        })
+    }
+
+    /// Counters of one authority.
+    pub fn authority_stats(&self, authority: &str) -> KeySetStats {
+        let mut stats = self.status(authority, |s| s.stats.clone());
+        stats.authority = authority.to_owned();
+        stats
+    }
+
+    /// Counters of every authority this store has seen.
+    pub fn stats(&self) -> Vec<KeySetStats> {
+        let names: Vec<String> = {
+            let map = self
+                .inner
+                .authorities
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            map.keys().cloned().collect()
+        };
+        let mut all: Vec<_> = names.iter().map(|a| self.authority_stats(a)).collect();
+        all.sort_by(|a, b| a.authority.cmp(&b.authority));
+        all
+    }
+
+    /// One uncached discovery + key-set fetch, reporting every key (`fhirguard check --probe`).
+    pub async fn probe(&self, authority: &str, config: &Config) -> Result<ProbeReport, KeyError> {
+        let fetcher = self
+            .inner
+            .fetcher
+            .as_ref()
+            .map_err(|e| KeyError::Client(e.clone()))?;
+        let (discovery, parsed) = fetcher
+            .fetch(authority, KeySettings::of(config).policy)
+            .await?;
+        Ok(ProbeReport {
+            issuer: discovery.issuer,
+            jwks_uri: discovery.jwks_uri,
+            keys: parsed.keys,
+            skipped: parsed.skipped,
+        })
+    }
+
+    /// Background refresh: every `keySets.refreshInterval` per authority, and every
+    /// `keySets.retryInterval` for an authority without usable keys. Reads the config in force
+    /// at each round, so reloads change what is refreshed.
+    pub fn spawn_refresher<S: ConfigSource>(&self, source: Arc<S>) -> JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let (authorities, settings) =
+                    source.with_config(|c| (configured_authorities(c), KeySettings::of(c)));
+                let tick = settings
+                    .refresh_interval
+                    .min(settings.retry_interval)
+                    .clamp(Duration::from_millis(10), Duration::from_secs(30));
+                tokio::time::sleep(tick).await;
+                let mut fetches = JoinSet::new();
+                for authority in authorities {
+                    let store = store.clone();
+                    fetches.spawn(async move { store.refresh_if_due(&authority, &settings).await });
+                }
+                while fetches.join_next().await.is_some() {}
+            }
+        })
+    }
+
+    async fn refresh_if_due(&self, authority: &str, settings: &KeySettings) {
+        let due = match self.current(authority, settings.max_stale).await {
+            None => true,
+            Some(set) => set.fetched.elapsed() >= settings.refresh_interval,
+        };
+        if due {
+            self.refresh(authority, settings, Instant::now(), Gate::Retry)
+                .await;
+        }
+    }
+}
+
+/// Every configured authority: the primary first, then the smart providers in order.
+pub fn configured_authorities(config: &Config) -> Vec<String> {
+    let auth = &config.auth;
+    auth.primary
+        .iter()
+        .map(|p| p.authority.clone())
+        .chain(auth.smart_providers.iter().map(|p| p.authority.clone()))
+        .collect()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,439 @@
+//! Token validation against a fake OpenID provider (SPEC §4 steps 4–7): one test per refusal,
+//! asserting the error and its `error_description`. Accepted shapes: `token_shapes.rs`.
+
+mod support;
+
+use fhirguard::auth::{authenticate, AuthError, KeyStore, Principal};
+use fhirguard::config::Config;
+use serde_json::json;
+use support::idp::{config_yaml, FakeIdp};
+use support::token::{self, now, TestKey, TokenBuilder};
+
+const AUDIENCE: &str = "https://fhir.example.org";
+
+/// A config with a primary authority (audience [`AUDIENCE`]) and/or smart providers.
+fn config(primary: Option<&str>, smart: &[(&str, &[(&str, &str)])]) -> Config {
+    let yaml = config_yaml(primary.map(|authority| (authority, AUDIENCE)), smart);
+    Config::parse(&yaml).expect("test config")
+}
+
+/// A primary authority served by a fake IdP holding one RSA key.
+async fn primary() -> (FakeIdp, TestKey, KeyStore, Config) {
+    let key = TestKey::rsa("rsa-1");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let config = config(Some(&idp.base_url()), &[]);
+    (idp, key, KeyStore::new(), config)
+}
+
+async fn check(store: &KeyStore, config: &Config, token: &str) -> Result<Principal, AuthError> {
+    authenticate(store, config, token, now()).await
+}
+
+async fn refused(store: &KeyStore, config: &Config, token: &str) -> AuthError {
+    check(store, config, token)
+        .await
+        .expect_err("the token must be refused")
+}
+
+#[tokio::test]
+async fn a_malformed_token_is_refused() {
+    let (_idp, _key, store, config) = primary().await;
+    let error = refused(&store, &config, "not-a-jwt").await;
+    assert_eq!(error, AuthError::Malformed { detail: "" });
+    assert_eq!(error.description(), "The token is malformed");
+}
+
+#[tokio::test]
+async fn a_token_without_iss_is_refused() {
+    let (_idp, key, store, config) = primary().await;
+    let token = token::base_claims("x", AUDIENCE, now())
+        .without("iss")
+        .sign(&key);
+    assert_eq!(
+        refused(&store, &config, &token).await,
+        AuthError::MissingIssuer
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_issuer_is_refused_even_when_it_is_the_authority_string_plus_a_slash() {
+    let (idp, key, store, config) = primary().await;
+    let iss = format!("{}/", idp.base_url());
+    let error = refused(
+        &store,
+        &config,
+        &token::base_claims(&iss, AUDIENCE, now()).sign(&key),
+    )
+    .await;
+    assert_eq!(
+        error,
+        AuthError::UnknownIssuer {
+            issuer: iss.clone()
+        }
+    );
+    assert_eq!(
+        error.description(),
+        format!("The issuer '{iss}' is not a configured identity provider")
+    );
+}
+
+#[tokio::test]
+async fn alg_none_is_refused() {
+    let (idp, key, store, config) = primary().await;
+    let token = token::base_claims(&idp.issuer(), AUDIENCE, now()).unsigned(Some(&key.kid));
+    let error = refused(&store, &config, &token).await;
+    assert!(
+        matches!(&error, AuthError::Algorithm { alg, .. } if alg == "none"),
+        "{error:?}"
+    );
+    assert_eq!(error.description(), "The algorithm 'none' is not allowed");
+}
+
+#[tokio::test]
+async fn hmac_with_the_public_key_as_secret_is_refused() {
+    let (idp, key, store, config) = primary().await;
+    let claims = token::base_claims(&idp.issuer(), AUDIENCE, now());
+    let token = claims.sign_hmac(key.public_key_pem().as_bytes(), Some(&key.kid));
+    let error = refused(&store, &config, &token).await;
+    assert!(
+        matches!(&error, AuthError::Algorithm { alg, .. } if alg == "HS256"),
+        "{error:?}"
+    );
+    assert_eq!(error.description(), "The algorithm 'HS256' is not allowed");
+}
+
+#[tokio::test]
+async fn a_jku_header_is_never_followed() {
+    let (idp, _key, store, config) = primary().await;
+    let attacker_key = TestKey::rsa("attacker");
+    let attacker = FakeIdp::with_keys(vec![attacker_key.jwk()]).await;
+    let token = token::base_claims(&idp.issuer(), AUDIENCE, now())
+        .header("jku", format!("{}/jwks", attacker.base_url()))
+        .header("x5u", format!("{}/cert", attacker.base_url()))
+        .header("jwk", attacker_key.jwk())
+        .sign(&attacker_key);
+    let error = refused(&store, &config, &token).await;
+    assert_eq!(
+        error,
+        AuthError::UnknownKid {
+            authority: idp.base_url(),
+            kid: Some("attacker".into())
+        }
+    );
+    assert_eq!(attacker.jwks_fetches() + attacker.discovery_fetches(), 0);
+}
+
+#[tokio::test]
+async fn an_unknown_kid_is_refused() {
+    let (idp, _key, store, config) = primary().await;
+    let token = token::base_claims(&idp.issuer(), AUDIENCE, now()).sign(&TestKey::ec_p256("nope"));
+    let error = refused(&store, &config, &token).await;
+    assert!(matches!(&error, AuthError::UnknownKid { kid: Some(kid), .. } if kid == "nope"));
+    assert_eq!(
+        error.description(),
+        "The signature key 'nope' was not found"
+    );
+    assert_eq!(error.provider(), Some(idp.base_url().as_str()));
+}
+
+#[tokio::test]
+async fn an_algorithm_that_does_not_fit_the_key_is_refused() {
+    let (idp, key, store, config) = primary().await;
+    // ES256 under the kid of the provider's RSA key.
+    let token =
+        token::base_claims(&idp.issuer(), AUDIENCE, now()).sign(&TestKey::ec_p256(&key.kid));
+    let error = refused(&store, &config, &token).await;
+    assert!(
+        matches!(error, AuthError::AlgorithmMismatch { .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.description(),
+        "The algorithm 'ES256' does not fit the signature key 'rsa-1'"
+    );
+    // An RSA key published with alg RS256 does not verify PS256.
+    let token = token::base_claims(&idp.issuer(), AUDIENCE, now())
+        .header("alg", "PS256")
+        .sign(&key);
+    assert_eq!(refused(&store, &config, &token).await.reason(), "algorithm");
+}
+
+#[tokio::test]
+async fn a_bad_signature_is_refused() {
+    let (idp, key, store, config) = primary().await;
+    let impostor = TestKey::rsa(&key.kid);
+    let token = token::base_claims(&idp.issuer(), AUDIENCE, now()).sign(&impostor);
+    let error = refused(&store, &config, &token).await;
+    assert_eq!(
+        error,
+        AuthError::Signature {
+            authority: idp.base_url()
+        }
+    );
+    assert_eq!(error.description(), "The signature is invalid");
+    // A valid token with one payload byte changed.
+    let good = token::base_claims(&idp.issuer(), AUDIENCE, now()).sign(&key);
+    let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+    let other = token::base_claims(&idp.issuer(), AUDIENCE, now())
+        .claim("sub", "admin")
+        .sign(&key);
+    parts[1] = other.split('.').nth(1).unwrap().to_owned();
+    assert_eq!(
+        refused(&store, &config, &parts.join(".")).await.reason(),
+        "signature"
+    );
+}
+
+#[tokio::test]
+async fn a_token_without_exp_is_refused() {
+    let (idp, key, store, config) = primary().await;
+    let token = token::base_claims(&idp.issuer(), AUDIENCE, now())
+        .without("exp")
+        .sign(&key);
+    let error = refused(&store, &config, &token).await;
+    assert_eq!(
+        error,
+        AuthError::NoExpiration {
+            authority: idp.base_url()
+        }
+    );
+    assert_eq!(error.description(), "The token has no expiration");
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused_after_the_clock_skew() {
+    let (idp, key, store, config) = primary().await;
+    let now = now();
+    let exp = now - 301;
+    let token = token::base_claims(&idp.issuer(), AUDIENCE, now - 4000)
+        .claim("exp", exp)
+        .sign(&key);
+    let error = authenticate(&store, &config, &token, now)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        AuthError::Expired {
+            authority: idp.base_url(),
+            exp
+        }
+    );
+    // 2026-11-22T10:00:00Z
+    let fixed = AuthError::Expired {
+        authority: String::new(),
+        exp: 1_795_341_600,
+    };
+    assert_eq!(
+        fixed.description(),
+        "The token expired at '2026-11-22T10:00:00Z'"
+    );
+    let within_skew = token::base_claims(&idp.issuer(), AUDIENCE, now - 4000)
+        .claim("exp", now - 299)
+        .sign(&key);
+    assert!(authenticate(&store, &config, &within_skew, now)
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
+async fn a_token_not_yet_valid_is_refused() {
+    let (idp, key, store, config) = primary().await;
+    let now = now();
+    let token = token::base_claims(&idp.issuer(), AUDIENCE, now)
+        .claim("nbf", now + 301)
+        .sign(&key);
+    let error = authenticate(&store, &config, &token, now)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        AuthError::NotYetValid {
+            authority: idp.base_url(),
+            nbf: now + 301
+        }
+    );
+    assert!(error
+        .description()
+        .starts_with("The token is not valid before '"));
+}
+
+#[tokio::test]
+async fn a_wrong_audience_is_refused() {
+    let (idp, key, store, config) = primary().await;
+    let token = token::base_claims(&idp.issuer(), AUDIENCE, now())
+        .claim("aud", json!(["a", "b"]))
+        .sign(&key);
+    let error = refused(&store, &config, &token).await;
+    assert_eq!(error.description(), "The audience 'a, b' is invalid");
+    assert_eq!(error.reason(), "audience");
+}
+
+#[tokio::test]
+async fn one_trailing_slash_on_the_audience_is_tolerated_only_when_configured() {
+    let (idp, key, store, mut config) = primary().await;
+    let token = token::base_claims(&idp.issuer(), &format!("{AUDIENCE}/"), now()).sign(&key);
+    assert_eq!(refused(&store, &config, &token).await.reason(), "audience");
+    config.audience_ignore_trailing_slash = true;
+    assert!(check(&store, &config, &token).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_token_without_kid_needs_exactly_one_fitting_key() {
+    let (idp, key, store, config) = primary().await;
+    let token = token::base_claims(&idp.issuer(), AUDIENCE, now())
+        .no_kid()
+        .sign(&key);
+    assert!(check(&store, &config, &token).await.is_ok());
+    idp.set_keys(vec![key.jwk(), TestKey::rsa("rsa-2").jwk()]);
+    let store = KeyStore::new();
+    let error = refused(&store, &config, &token).await;
+    assert_eq!(
+        error,
+        AuthError::UnknownKid {
+            authority: idp.base_url(),
+            kid: None
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_token_claiming_one_providers_issuer_is_never_checked_with_anothers_keys() {
+    let (key_a, key_b) = (TestKey::rsa("a-1"), TestKey::rsa("b-1"));
+    let idp_a = FakeIdp::with_keys(vec![key_a.jwk()]).await;
+    let idp_b = FakeIdp::with_keys(vec![key_b.jwk()]).await;
+    let config = config(
+        Some(&idp_a.base_url()),
+        &[(&idp_b.base_url(), &[("app", AUDIENCE)])],
+    );
+    let store = KeyStore::new();
+    store.prefetch(&config).await;
+    let claims = token::base_claims(&idp_a.issuer(), AUDIENCE, now());
+    let error = refused(&store, &config, &claims.sign(&key_b)).await;
+    assert_eq!(
+        error,
+        AuthError::UnknownKid {
+            authority: idp_a.base_url(),
+            kid: Some("b-1".into())
+        }
+    );
+    let error = refused(
+        &store,
+        &config,
+        &claims.sign(&key_b.clone().with_kid("a-1")),
+    )
+    .await;
+    assert_eq!(
+        error,
+        AuthError::Signature {
+            authority: idp_a.base_url()
+        }
+    );
+}
+
+/// A smart provider with two applications.
+async fn smart() -> (FakeIdp, TestKey, KeyStore, Config) {
+    let key = TestKey::rsa("smart-1");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let config = config(
+        None,
+        &[(
+            &idp.base_url(),
+            &[("portal", AUDIENCE), ("other", "https://other")],
+        )],
+    );
+    (idp, key, KeyStore::new(), config)
+}
+
+fn smart_claims(idp: &FakeIdp, client: &str) -> TokenBuilder {
+    token::base_claims(&idp.issuer(), AUDIENCE, now())
+        .claim("azp", client)
+        .claim("scp", "patient/Observation.read")
+        .claim("fhirUser", "https://fhir.example.org/Patient/123")
+}
+
+#[tokio::test]
+async fn smart_an_unknown_client_is_refused() {
+    let (idp, key, store, config) = smart().await;
+    let error = refused(&store, &config, &smart_claims(&idp, "stranger").sign(&key)).await;
+    assert_eq!(
+        error.description(),
+        "The client 'stranger' is not a configured application of this identity provider"
+    );
+    let token = smart_claims(&idp, "x").without("azp").sign(&key);
+    let error = refused(&store, &config, &token).await;
+    assert_eq!(
+        error,
+        AuthError::UnknownClient {
+            authority: idp.base_url(),
+            client: None
+        }
+    );
+}
+
+#[tokio::test]
+async fn smart_the_audience_must_be_the_applications() {
+    let (idp, key, store, config) = smart().await;
+    let error = refused(&store, &config, &smart_claims(&idp, "other").sign(&key)).await;
+    assert_eq!(
+        error.description(),
+        format!("The audience '{AUDIENCE}' is invalid")
+    );
+}
+
+#[tokio::test]
+async fn smart_a_token_without_scopes_is_refused() {
+    let (idp, key, store, config) = smart().await;
+    let token = smart_claims(&idp, "portal").without("scp").sign(&key);
+    let error = refused(&store, &config, &token).await;
+    assert_eq!(
+        error,
+        AuthError::MissingScope {
+            authority: idp.base_url()
+        }
+    );
+    assert_eq!(error.description(), "The token has no scp or scope claim");
+    let token = smart_claims(&idp, "portal").claim("scp", " ").sign(&key);
+    assert_eq!(
+        refused(&store, &config, &token).await.reason(),
+        "missing_scope"
+    );
+}
+
+#[tokio::test]
+async fn smart_a_token_without_fhir_user_is_refused() {
+    let (idp, key, store, config) = smart().await;
+    let token = smart_claims(&idp, "portal").without("fhirUser").sign(&key);
+    let error = refused(&store, &config, &token).await;
+    assert_eq!(
+        error,
+        AuthError::MissingFhirUser {
+            authority: idp.base_url()
+        }
+    );
+    assert_eq!(error.description(), "The token has no fhirUser claim");
+}
+
+#[tokio::test]
+async fn smart_a_fhir_user_that_is_not_a_resource_url_is_refused() {
+    let (idp, key, store, config) = smart().await;
+    let token = smart_claims(&idp, "portal")
+        .claim("fhirUser", "Patient/123")
+        .sign(&key);
+    let error = refused(&store, &config, &token).await;
+    assert_eq!(
+        error.description(),
+        "The fhirUser claim 'Patient/123' must be a URL ending in <resourceType>/<id>"
+    );
+}
+
+#[tokio::test]
+async fn smart_the_application_is_found_by_azp_then_appid() {
+    let (idp, key, store, config) = smart().await;
+    let token = smart_claims(&idp, "unregistered").claim("appid", "portal").sign(&key);
+    let principal = check(&store, &config, &token).await.expect("appid names the application");
+    assert_eq!(principal.application, Some(0));
+    assert_eq!(principal.client_id.as_deref(), Some("portal"));
+    let token = smart_claims(&idp, "other").claim("appid", "portal").sign(&key);
+    let error = refused(&store, &config, &token).await;
+    assert_eq!(error.reason(), "audience", "azp wins: 'other' has another audience");
+}

@@ -1,0 +1,167 @@
+//! Token shapes fhirguard accepts when valid (reference §2.2, §2.3), one fixture each: Entra ID
+//! v1 and v2, ADFS (primary authority), Azure AD B2C and Keycloak/Okta (smart providers), and
+//! every allowed algorithm family.
+
+mod support;
+
+use fhirguard::auth::{authenticate, AuthError, KeyStore, Principal, ProviderKind};
+use fhirguard::config::Config;
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+use support::idp::{config_yaml, FakeIdp};
+use support::token::{self, now, TestKey};
+
+const AUDIENCE: &str = "https://fhir.example.org";
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const B2C_API: &str = "0a1b2c3d-0000-4000-8000-00000000b2c0";
+
+fn config(primary: Option<&str>, smart: &[(&str, &[(&str, &str)])]) -> Config {
+    let yaml = config_yaml(primary.map(|authority| (authority, AUDIENCE)), smart);
+    Config::parse(&yaml).expect("test config")
+}
+
+/// A primary authority served by a fake IdP holding one RSA key.
+async fn primary() -> (FakeIdp, TestKey, KeyStore, Config) {
+    let key = TestKey::rsa("rsa-1");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let config = config(Some(&idp.base_url()), &[]);
+    (idp, key, KeyStore::new(), config)
+}
+
+async fn check(store: &KeyStore, config: &Config, token: &str) -> Result<Principal, AuthError> {
+    authenticate(store, config, token, now()).await
+}
+
+#[tokio::test]
+async fn rs256_ps256_es256_and_es384_are_accepted() {
+    let keys = [
+        TestKey::rsa("rs"),
+        TestKey::rsa("ps").with_alg(Algorithm::PS256),
+        TestKey::ec_p256("es256"),
+        TestKey::ec_p384("es384"),
+    ];
+    let idp = FakeIdp::with_keys(keys.iter().map(TestKey::jwk_without_alg).collect()).await;
+    let (config, store) = (config(Some(&idp.base_url()), &[]), KeyStore::new());
+    for key in &keys {
+        let token = token::base_claims(&idp.issuer(), AUDIENCE, now()).sign(key);
+        let principal = check(&store, &config, &token)
+            .await
+            .unwrap_or_else(|e| panic!("{:?}: {e}", key.alg));
+        assert_eq!(principal.key_id.as_deref(), Some(key.kid.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn entra_v1_token_is_accepted_by_the_primary_authority() {
+    let (idp, key, store, mut config) = primary().await;
+    idp.set_issuer(&token::entra_v1_issuer(TENANT));
+    config.roles.groups_claim = Some("groups".into());
+    let token = token::entra_v1(TENANT, AUDIENCE, "client-v1", now())
+        .claim("groups", json!(["fhir-readers"]));
+    let principal = check(&store, &config, &token.sign(&key))
+        .await
+        .expect("accepted");
+    assert_eq!(principal.provider, ProviderKind::Primary);
+    assert_eq!(
+        principal.issuer,
+        format!("https://sts.windows.net/{TENANT}/")
+    );
+    assert_eq!(principal.client_id.as_deref(), Some("client-v1"));
+    assert_eq!(principal.scopes, ["user_impersonation"]);
+    assert_eq!(principal.roles, ["FHIR Data Reader", "fhirDataContributor"]);
+    assert_eq!(principal.groups, ["fhir-readers"]);
+    assert_eq!(
+        principal.object_id.as_deref(),
+        Some("00000000-0000-0000-0000-0000000000a1")
+    );
+    assert_eq!(principal.application, None);
+}
+
+#[tokio::test]
+async fn entra_v2_token_is_accepted_and_a_v1_issuer_is_not_confused_with_it() {
+    let (idp, key, store, config) = primary().await;
+    idp.set_issuer(&token::entra_v2_issuer(TENANT));
+    let token = token::entra_v2(TENANT, AUDIENCE, "client-v2", now()).sign(&key);
+    let principal = check(&store, &config, &token).await.expect("accepted");
+    assert_eq!(principal.client_id.as_deref(), Some("client-v2"));
+    assert_eq!(
+        principal.scopes,
+        ["patient.Observation.read", "patient.Patient.read"]
+    );
+    let v1 = token::entra_v1(TENANT, AUDIENCE, "client-v1", now()).sign(&key);
+    let error = check(&store, &config, &v1)
+        .await
+        .expect_err("a v1 issuer is another issuer");
+    assert_eq!(error.reason(), "unknown_issuer");
+}
+
+#[tokio::test]
+async fn adfs_token_is_accepted() {
+    let (idp, key, store, config) = primary().await;
+    idp.set_issuer("https://adfs.contoso.example/adfs");
+    let token = token::adfs(
+        "https://adfs.contoso.example/adfs",
+        AUDIENCE,
+        "adfs-client",
+        now(),
+    )
+    .sign(&key);
+    let principal = check(&store, &config, &token).await.expect("accepted");
+    assert_eq!(principal.client_id.as_deref(), Some("adfs-client"));
+    assert_eq!(principal.scopes, ["openid", "user_impersonation"]);
+}
+
+#[tokio::test]
+async fn azure_ad_b2c_token_is_accepted_by_a_smart_provider() {
+    let key = TestKey::rsa("b2c");
+    let idp = FakeIdp::with_keys(vec![key.jwk_without_alg()]).await;
+    let issuer = format!("https://contoso.b2clogin.com/{TENANT}/v2.0/");
+    idp.set_issuer(&issuer);
+    let config = config(
+        None,
+        &[(&idp.base_url(), &[("other", "x"), ("b2c-app", B2C_API)])],
+    );
+    let fhir_user = "https://fhir.example.org/Patient/p-1";
+    let token = token::b2c(&issuer, B2C_API, "b2c-app", fhir_user, now()).sign(&key);
+    let principal = check(&KeyStore::new(), &config, &token)
+        .await
+        .expect("accepted");
+    assert_eq!(principal.provider, ProviderKind::Smart { index: 0 });
+    assert_eq!(principal.application, Some(1));
+    assert_eq!(principal.fhir_user.as_deref(), Some(fhir_user));
+    assert_eq!(principal.scopes, ["patient.all.read"]);
+}
+
+#[tokio::test]
+async fn keycloak_token_is_accepted_by_the_second_smart_provider() {
+    let (other_key, key) = (TestKey::rsa("other"), TestKey::ec_p256("kc"));
+    let other = FakeIdp::with_keys(vec![other_key.jwk()]).await;
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    idp.set_issuer("https://keycloak.example.org/realms/fhir");
+    let config = config(
+        None,
+        &[
+            (&other.base_url(), &[("x", "y")]),
+            (&idp.base_url(), &[("smart-app", AUDIENCE)]),
+        ],
+    );
+    let fhir_user = "https://fhir.example.org/Practitioner/dr-1";
+    let token = token::keycloak(
+        "https://keycloak.example.org/realms/fhir",
+        AUDIENCE,
+        "smart-app",
+        fhir_user,
+        now(),
+    );
+    let principal = check(&KeyStore::new(), &config, &token.sign(&key))
+        .await
+        .expect("accepted");
+    assert_eq!(principal.provider, ProviderKind::Smart { index: 1 });
+    assert_eq!(principal.authority, idp.base_url());
+    assert_eq!(principal.application, Some(0));
+    assert_eq!(principal.audience, ["account", AUDIENCE]);
+    assert_eq!(
+        principal.scopes,
+        ["openid", "profile", "patient/*.read", "launch/patient"]
+    );
+}
