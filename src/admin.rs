@@ -18,6 +18,7 @@ pub async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response<B
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/metrics" => {
+            export_key_sets(&proxy);
             let mut response = Response::new(full(proxy.metrics.render()));
             response.headers_mut().insert(
                 CONTENT_TYPE,
@@ -51,4 +52,28 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
+}
+
+/// Copies the key-set state of every configured authority into the gauges and counters, at
+/// scrape time, so the key store needs no metrics of its own.
+fn export_key_sets(proxy: &Proxy) {
+    let generation = proxy.generation.load();
+    let metrics = &proxy.metrics;
+    for (_, authority) in crate::auth::configured_providers(&generation.config) {
+        let stats = proxy.keys.authority_stats(authority);
+        metrics
+            .key_set_keys
+            .with_label_values(&[authority])
+            .set(i64::try_from(stats.keys).unwrap_or(i64::MAX));
+        if let Some(last) = stats.last_success {
+            metrics
+                .key_set_last_success
+                .with_label_values(&[authority])
+                .set(i64::try_from(last).unwrap_or(i64::MAX));
+        }
+        for (result, total) in [("ok", stats.fetches_ok), ("error", stats.fetches_error)] {
+            let counter = metrics.key_set_fetches.with_label_values(&[authority, result]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
 }

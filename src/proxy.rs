@@ -45,6 +45,13 @@ pub struct Proxy {
     pub metrics: Metrics,
 }
 
+/// The key-set refresher reads the configuration in force.
+impl crate::auth::ConfigSource for Proxy {
+    fn with_config<R>(&self, f: impl FnOnce(&Config) -> R) -> R {
+        f(&self.generation.load().config)
+    }
+}
+
 /// Where the request came from.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer {

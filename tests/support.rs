@@ -9,5 +9,5 @@
 pub mod idp;
 #[path = "support/token.rs"]
 pub mod token;
-// #[path = "support/upstream.rs"]
-// pub mod upstream;
+#[path = "support/upstream.rs"]
+pub mod upstream;
