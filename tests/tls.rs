@@ -1,0 +1,95 @@
+//! The TLS listener: PEM certificate and key from the config, h2 and HTTP/1.1 by ALPN.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fhirguard::app::{self, StartOptions};
+use fhirguard::config::Config;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use support::idp::FakeIdp;
+use support::token::{self, now, TestKey};
+use support::upstream::FakeFhir;
+
+#[tokio::test]
+async fn tls_listener_serves_h2_and_http1() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert_file = dir.path().join("cert.pem");
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&cert_file, certified.cert.pem()).unwrap();
+    std::fs::write(&key_file, certified.key_pair.serialize_pem()).unwrap();
+
+    let key = TestKey::rsa("tls-1");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let upstream = FakeFhir::start().await;
+    let yaml = format!(
+        r#"
+listen: "127.0.0.1:0"
+adminListen: "127.0.0.1:0"
+upstream: "{}"
+allowHttpAuthorities: true
+tls: {{ certFile: "{}", keyFile: "{}" }}
+authenticationConfiguration:
+  authority: "{}"
+  audience: "https://fhir.example.org"
+"#,
+        upstream.base_url("/fhir"),
+        cert_file.display(),
+        key_file.display(),
+        idp.base_url()
+    );
+    let config = Config::parse(&yaml).expect("config");
+    let options = StartOptions {
+        config_path: None,
+        grace: Duration::from_secs(1),
+    };
+    let running = app::start(config, options).await.expect("start");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !running.proxy.keys.is_ready(&running.proxy.generation.load().config) {
+        assert!(tokio::time::Instant::now() < deadline, "keys never fetched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(
+        rustls::crypto::aws_lc_rs::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_all_versions()
+        .build();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+
+    let token = token::base_claims(&idp.issuer(), "https://fhir.example.org", now())
+        .claim("roles", serde_json::json!(["FHIR Data Reader"]))
+        .sign(&key);
+    let port = running.proxy_address.port();
+    let request = Request::get(format!("https://localhost:{port}/Patient/1"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client.request(request).await.expect("https request");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.version(), http::Version::HTTP_2, "ALPN chose h2");
+    let seen = upstream.last();
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+
+    // Plain HTTP to the TLS port is not served.
+    let plain: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::get(format!("http://127.0.0.1:{port}/Patient/1"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert!(plain.request(request).await.is_err());
+    running.stop().await;
+}
