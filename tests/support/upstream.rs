@@ -39,7 +39,9 @@ pub struct FakeFhir {
 
 impl FakeFhir {
     pub async fn start() -> FakeFhir {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake FHIR");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake FHIR");
         let address = listener.local_addr().expect("address");
         let state = Arc::new(Mutex::new(State::default()));
         let shared = Arc::clone(&state);
@@ -75,7 +77,9 @@ impl FakeFhir {
     }
 
     pub fn last(&self) -> Recorded {
-        self.requests().pop().expect("the upstream received a request")
+        self.requests()
+            .pop()
+            .expect("the upstream received a request")
     }
 }
 

@@ -1,0 +1,316 @@
+//! Configuration: the file (YAML or JSON, camelCase keys, SPEC §3) turned into a validated
+//! [`Config`] that the rest of fhirguard codes against. The same [`Config::load`] runs at
+//! start-up, in `fhirguard check`, and on every reload.
+//!
+//! Two types describe the file (STYLE habit 2):
+//!
+//! - [`raw`] is the documented serde mirror of the file (`deny_unknown_fields`, a doc comment per
+//!   field). It is the schema, and it is where the list of accepted keys of every object comes
+//!   from.
+//! - The types in this module are the validated result.
+//!
+//! Serde stops at the first error, but an operator must see *every* mistake at once, each with its
+//! path (SPEC §3). So `validate` does not deserialize the raw structs directly: it parses the
+//! text to a [`serde_yaml::Value`] and walks it in one pass — unknown keys are checked against the
+//! key lists that serde derives for the raw structs ([`raw::keys_of`]), so the walker and the mirror
+//! cannot drift apart — extracting each field with its own typed check and collecting every
+//! [`ConfigError`]. A test asserts that every valid example also deserializes strictly into
+//! [`raw::RawConfig`].
+//!
+//! The shared `authenticationConfiguration` rules use Azure's exact messages (reference §6.1,
+//! §8 rule 1); they are listed in [`messages`].
+
+pub mod raw;
+pub mod roles;
+
+mod arm;
+mod authentication;
+mod document;
+mod validate;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::authz::actions::DataActions;
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `listen`, default `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// `adminListen`, default `0.0.0.0:9090`.
+    pub admin_listen: SocketAddr,
+    /// `upstream` (a URL string or an object), required.
+    pub upstream: Upstream,
+    /// `tls: {certFile, keyFile}`; `None` serves plain HTTP.
+    pub tls: Option<Tls>,
+    /// `publicBaseUrl`: the FHIR base URL clients use (no trailing '/').
+    pub public_base_url: Option<url::Url>,
+    /// `allowHttpAuthorities`, default false.
+    pub allow_http_authorities: bool,
+    /// `compatibility: open|azure`, default open.
+    pub compatibility: Compatibility,
+    /// `clockSkew`, default 300 s (reference §8 rule 7).
+    pub clock_skew: Duration,
+    /// `audienceIgnoreTrailingSlash`, default false (reference §8 rule 8).
+    pub audience_ignore_trailing_slash: bool,
+    /// `keySets: {...}`.
+    pub key_sets: KeySets,
+    /// `limits: {...}`.
+    pub limits: Limits,
+    /// `anonymousPaths`, default `/metadata`, `/.well-known/smart-configuration`, `/$versions`.
+    pub anonymous_paths: Vec<String>,
+    /// `roles: {...}`.
+    pub roles: RoleMapping,
+    /// `logging: {...}`.
+    pub logging: Logging,
+    /// `authenticationConfiguration` (the ARM object, an ARM resource or an ARM template).
+    pub auth: Authentication,
+}
+
+/// The FHIR server fhirguard forwards to.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    /// http or https; the path prefix is kept, without a trailing '/' (the root path stays "/",
+    /// which a URL cannot drop; see [`Upstream::base_path`]).
+    pub url: url::Url,
+    /// `connectTimeout`, default 5 s.
+    pub connect_timeout: Duration,
+    /// `responseTimeout` (time to the response head), default 60 s.
+    pub response_timeout: Duration,
+    /// `caFile`: extra PEM CA bundle for an https upstream.
+    pub ca_file: Option<PathBuf>,
+    /// `http2`: speak h2 upstream, default false.
+    pub http2: bool,
+    /// `poolIdleTimeout`, default 90 s.
+    pub pool_idle_timeout: Duration,
+    /// `poolMaxIdlePerHost`, default 256.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Upstream {
+    /// The path prefix to put before a FHIR path: `""` for a root upstream, `"/fhir"` otherwise.
+    pub fn base_path(&self) -> &str {
+        self.url.path().trim_end_matches('/')
+    }
+}
+
+/// The listener's certificate (`tls`).
+#[derive(Clone, Debug)]
+pub struct Tls {
+    /// `certFile`: PEM chain.
+    pub cert_file: PathBuf,
+    /// `keyFile`: PEM private key.
+    pub key_file: PathBuf,
+}
+
+/// Key-set caching (SPEC §5).
+#[derive(Clone, Debug)]
+pub struct KeySets {
+    /// `refreshInterval`: background refresh, default 1 h.
+    pub refresh_interval: Duration,
+    /// `minRefetchInterval`: an unknown `kid` refetches at most once per this, default 5 min.
+    pub min_refetch_interval: Duration,
+    /// `maxStale`: serve the last good key set this long while the IdP is down, default 24 h.
+    pub max_stale: Duration,
+    /// `fetchTimeout`, default 5 s.
+    pub fetch_timeout: Duration,
+    /// `retryInterval`: retry a provider that has no keys at all, default 10 s.
+    pub retry_interval: Duration,
+}
+
+/// Request limits.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// `headerReadTimeout`, default 10 s.
+    pub header_read_timeout: Duration,
+    /// `maxHeaderBytes`, default 65536.
+    pub max_header_bytes: usize,
+    /// `maxTokenBytes`, default 16384.
+    pub max_token_bytes: usize,
+    /// `maxBundleBytes`, default 10 MiB.
+    pub max_bundle_bytes: usize,
+}
+
+/// How the primary authority's tokens are authorized: `roles` / `groups` claim values mapped to
+/// data actions (SPEC §3, reference §3.1).
+#[derive(Clone, Debug)]
+pub struct RoleMapping {
+    /// Role name lower-cased -> actions (built-in table merged with `roles.mappings`, or only
+    /// `roles.mappings` when `roles.replaceBuiltIn: true`).
+    pub roles: HashMap<String, DataActions>,
+    /// `roles.groupsClaim`, e.g. "groups"; `None` = groups are not consulted.
+    pub groups_claim: Option<String>,
+    /// `roles.groups`: group name (as sent, e.g. sAMAccountName) lower-cased -> actions.
+    pub groups: HashMap<String, DataActions>,
+}
+
+impl RoleMapping {
+    /// The union of the actions of every matching role and every matching group. Names match
+    /// case-insensitively, as the open-source server matches roles (reference §3.1).
+    pub fn granted(&self, roles: &[String], groups: &[String]) -> DataActions {
+        let by_role = roles
+            .iter()
+            .filter_map(|role| self.roles.get(&role.to_lowercase()));
+        let by_group = groups
+            .iter()
+            .filter(|_| self.groups_claim.is_some())
+            .filter_map(|group| self.groups.get(&group.to_lowercase()));
+        by_role
+            .chain(by_group)
+            .fold(DataActions::NONE, |granted, actions| {
+                granted.union(*actions)
+            })
+    }
+}
+
+/// `logging.format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// `logging: {...}`.
+#[derive(Clone, Debug)]
+pub struct Logging {
+    /// `format: json|text`, default json.
+    pub format: LogFormat,
+    /// `level`, default "info"; env `FHIRGUARD_LOG` overrides at runtime.
+    pub level: String,
+    /// `logQueryStrings`, default false (FHIR search parameters carry patient data).
+    pub log_query: bool,
+}
+
+/// `compatibility`: `azure` adds the managed service's limits (SPEC §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compatibility {
+    Open,
+    Azure,
+}
+
+/// `authenticationConfiguration` (reference §1.1).
+#[derive(Clone, Debug)]
+pub struct Authentication {
+    /// `authority` + `audience`.
+    pub primary: Option<PrimaryAuthority>,
+    /// `smartProxyEnabled` (accepted and recorded; the relay is not implemented).
+    pub smart_proxy_enabled: bool,
+    /// `smartIdentityProviders`.
+    pub smart_providers: Vec<SmartProvider>,
+}
+
+/// The primary (Entra ID) authority.
+#[derive(Clone, Debug)]
+pub struct PrimaryAuthority {
+    /// As written; a trailing '/' is kept as written.
+    pub authority: String,
+    pub audience: String,
+}
+
+/// One of `smartIdentityProviders`.
+#[derive(Clone, Debug)]
+pub struct SmartProvider {
+    pub authority: String,
+    pub applications: Vec<Application>,
+}
+
+/// One of a smart provider's `applications`.
+#[derive(Clone, Debug)]
+pub struct Application {
+    pub client_id: String,
+    pub audience: String,
+    pub allowed_data_actions: DataActions,
+}
+
+/// One configuration mistake. `path` uses the file's keys
+/// (`authenticationConfiguration.smartIdentityProviders[1].applications[0].clientId`); it is
+/// empty for the whole document (unreadable file, not YAML).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", render(path, message))]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+fn render(path: &str, message: &str) -> String {
+    if path.is_empty() {
+        message.to_owned()
+    } else {
+        format!("{path}: {message}")
+    }
+}
+
+/// Every mistake in a configuration; never empty. Displays one `path: message` per line.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, error) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file (YAML or JSON).
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            ConfigErrors(vec![ConfigError::new(
+                "",
+                format!("cannot read {}: {error}", path.display()),
+            )])
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Validates a configuration given as text (YAML or JSON), reporting every error at once.
+    pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        validate::config(text)
+    }
+}
+
+/// The exact messages of Azure's configuration validation (reference §6.1), used for the rules
+/// fhirguard shares with the managed service. Some errors append a hint after the message.
+pub mod messages {
+    pub const MAX_PROVIDERS: &str = "The maximum number of SMART identity providers is 2.";
+    pub const AUTHORITY_INVALID: &str =
+        "One or more SMART identity provider authority values are null, empty, or invalid.";
+    pub const AUTHORITIES_UNIQUE: &str = "All SMART identity provider authorities must be unique.";
+    /// Azure's troubleshooting page says 2; the newer configure page allows 25 (reference §1.1).
+    pub const MAX_APPLICATIONS: &str =
+        "The maximum number of SMART identity provider applications is 25.";
+    pub const APPLICATIONS_NULL: &str = "One or more SMART applications are null.";
+    pub const ACTIONS_DUPLICATE: &str =
+        "One or more SMART application allowedDataActions contain duplicate elements.";
+    pub const ACTIONS_INVALID: &str =
+        "One or more SMART application allowedDataActions values are invalid.";
+    pub const ACTIONS_EMPTY: &str =
+        "One or more SMART application allowedDataActions values are null or empty.";
+    pub const AUDIENCE_INVALID: &str =
+        "One or more SMART application audience values are null, empty, or invalid.";
+    pub const CLIENT_IDS_UNIQUE: &str =
+        "All SMART identity provider application client ids must be unique.";
+    pub const CLIENT_ID_INVALID: &str =
+        "One or more SMART application client id values are null, empty, or invalid.";
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,327 @@
+//! The raw configuration file: a serde mirror of every key fhirguard accepts, camelCase, with
+//! `deny_unknown_fields` and a doc comment per field (STYLE habit 2). This is the schema.
+//!
+//! Validation does not deserialize these structs directly — serde would stop at the first error
+//! — but walks the parsed document with the key lists serde derives from them ([`keys_of`]), so
+//! the accepted keys are defined here and only here. Strict deserialization into [`RawConfig`]
+//! must succeed for every valid file; a test keeps the two paths in agreement.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawConfig {
+    /// Proxy listener address, `host:port`. Default `0.0.0.0:8080`.
+    pub listen: Option<String>,
+    /// Admin listener (`/metrics`, `/healthz`, `/readyz`; never proxied). Default `0.0.0.0:9090`.
+    pub admin_listen: Option<String>,
+    /// The FHIR server's base URL, or an object with the URL and connection settings. Required.
+    pub upstream: RawUpstream,
+    /// Serve TLS on `listen` with this certificate. Absent: plain HTTP.
+    pub tls: Option<RawTls>,
+    /// The FHIR base URL clients use (for `fhirUser` checks and generated documents).
+    pub public_base_url: Option<String>,
+    /// Permit `http://` authorities (local testing only). Default false.
+    pub allow_http_authorities: Option<bool>,
+    /// `open` (default) or `azure` (the managed service's stricter limits).
+    pub compatibility: Option<RawCompatibility>,
+    /// Tolerance for `exp` / `nbf`. Default 300 s.
+    pub clock_skew: Option<RawDuration>,
+    /// Accept `aud` that differs from the audience by one trailing '/'. Default false.
+    pub audience_ignore_trailing_slash: Option<bool>,
+    /// Key-set caching.
+    pub key_sets: Option<RawKeySets>,
+    /// Request limits.
+    pub limits: Option<RawLimits>,
+    /// Paths (relative to the FHIR base) served without a token, GET/HEAD only.
+    pub anonymous_paths: Option<Vec<String>>,
+    /// Role and group mapping for the primary authority's tokens.
+    pub roles: Option<RawRoles>,
+    /// Log output.
+    pub logging: Option<RawLogging>,
+    /// The Azure `authenticationConfiguration`: the ARM object itself, an ARM resource holding
+    /// `properties.authenticationConfiguration`, or an ARM template whose `resources` hold one.
+    pub authentication_configuration: RawAuthenticationSource,
+}
+
+/// `upstream`: a URL string or an object.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawUpstream {
+    /// Just the base URL.
+    Url(String),
+    /// The base URL and connection settings.
+    Object(RawUpstreamObject),
+}
+
+/// `upstream` as an object.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawUpstreamObject {
+    /// The FHIR base URL (http or https, no query or fragment). Required.
+    pub url: String,
+    /// TCP (+ TLS) connect timeout. Default 5 s.
+    pub connect_timeout: Option<RawDuration>,
+    /// Time until the response head arrives. Default 60 s.
+    pub response_timeout: Option<RawDuration>,
+    /// Extra PEM CA bundle trusted for an https upstream.
+    pub ca_file: Option<String>,
+    /// Speak HTTP/2 to the upstream. Default false.
+    pub http2: Option<bool>,
+    /// How long an idle pooled connection is kept. Default 90 s.
+    pub pool_idle_timeout: Option<RawDuration>,
+    /// Idle connections kept per upstream host. Default 256.
+    pub pool_max_idle_per_host: Option<u64>,
+}
+
+/// `tls`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain. Required.
+    pub cert_file: String,
+    /// PEM private key. Required.
+    pub key_file: String,
+}
+
+/// `compatibility`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawCompatibility {
+    /// The open-source server's data actions (reference §3.1).
+    Open,
+    /// Azure's limits: at most 2 smart providers, `allowedDataActions` only `Read`.
+    Azure,
+}
+
+/// A duration: a string with a unit (`300ms`, `5s`, `5m`, `12h`, `1d`) or an integer number of
+/// seconds.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawDuration {
+    /// Whole seconds.
+    Seconds(u64),
+    /// A number and a unit.
+    Text(String),
+}
+
+/// `keySets`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawKeySets {
+    /// Background refresh of every key set. Default 1 h.
+    pub refresh_interval: Option<RawDuration>,
+    /// An unknown `kid` refetches a key set at most once per this. Default 5 min.
+    pub min_refetch_interval: Option<RawDuration>,
+    /// Serve the last good key set this long while the identity provider is down. Default 24 h.
+    pub max_stale: Option<RawDuration>,
+    /// Timeout of one discovery or key-set fetch. Default 5 s.
+    pub fetch_timeout: Option<RawDuration>,
+    /// Retry interval for a provider that has no keys at all. Default 10 s.
+    pub retry_interval: Option<RawDuration>,
+}
+
+/// `limits`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawLimits {
+    /// Time allowed to read a request's headers. Default 10 s.
+    pub header_read_timeout: Option<RawDuration>,
+    /// Largest request header section. Default 65536.
+    pub max_header_bytes: Option<u64>,
+    /// Largest bearer token. Default 16384.
+    pub max_token_bytes: Option<u64>,
+    /// Largest batch/transaction bundle buffered for inspection (413 beyond). Default 10 MiB.
+    pub max_bundle_bytes: Option<u64>,
+}
+
+/// `roles`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawRoles {
+    /// Use only `mappings`, not the built-in role table. Default false.
+    pub replace_built_in: Option<bool>,
+    /// Role name (case-insensitive) -> data actions; overrides a built-in role of the same name.
+    pub mappings: Option<BTreeMap<String, Vec<String>>>,
+    /// The claim holding group names. Default `groups` when `groups` is set, else unused.
+    pub groups_claim: Option<String>,
+    /// Group name (case-insensitive) -> data actions.
+    pub groups: Option<BTreeMap<String, Vec<String>>>,
+}
+
+/// `logging`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawLogging {
+    /// `json` (default) or `text`.
+    pub format: Option<RawLogFormat>,
+    /// Level or filter directives. Default `info`; env `FHIRGUARD_LOG` overrides.
+    pub level: Option<String>,
+    /// Put query strings in logs (they carry patient data). Default false.
+    pub log_query_strings: Option<bool>,
+}
+
+/// `logging.format`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Where `authenticationConfiguration` comes from.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawAuthenticationSource {
+    /// An ARM template: exactly one of `resources` holds `properties.authenticationConfiguration`.
+    Template(RawArmTemplate),
+    /// An ARM resource (`Microsoft.HealthcareApis/workspaces/fhirservices`).
+    Resource(RawArmResource),
+    /// The ARM `authenticationConfiguration` object itself.
+    Direct(RawAuthenticationConfiguration),
+}
+
+/// An ARM template. Its other keys (`$schema`, `parameters`, …) are Azure's and are ignored.
+#[derive(Debug, Deserialize)]
+pub struct RawArmTemplate {
+    /// The template's resources (child `resources` are searched too).
+    pub resources: Vec<serde_yaml::Value>,
+}
+
+/// An ARM resource. Its other keys (`type`, `apiVersion`, `name`, `location`, `kind`,
+/// `identity`, `tags`, `dependsOn`) are Azure's and are ignored.
+#[derive(Debug, Deserialize)]
+pub struct RawArmResource {
+    /// The resource's properties.
+    pub properties: RawArmProperties,
+}
+
+/// An ARM resource's `properties`; keys other than `authenticationConfiguration` are ignored.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawArmProperties {
+    /// The object fhirguard reads.
+    pub authentication_configuration: RawAuthenticationConfiguration,
+}
+
+/// The ARM `authenticationConfiguration` object (reference §1.1). Unknown keys are errors.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawAuthenticationConfiguration {
+    /// Primary (Entra ID) authority, a fully qualified https URL. Requires `audience`.
+    pub authority: Option<String>,
+    /// The `aud` the primary authority's tokens must carry. Requires `authority`.
+    pub audience: Option<String>,
+    /// Azure's legacy SMART proxy relay; recorded, not implemented. Default false.
+    pub smart_proxy_enabled: Option<bool>,
+    /// Further OpenID Connect providers (Azure: at most 2).
+    pub smart_identity_providers: Option<Vec<RawSmartIdentityProvider>>,
+}
+
+/// One of `smartIdentityProviders`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawSmartIdentityProvider {
+    /// The provider's authority; `/.well-known/openid-configuration` is appended to discover it.
+    pub authority: String,
+    /// 1..25 applications.
+    pub applications: Vec<RawApplication>,
+}
+
+/// One of a provider's `applications`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawApplication {
+    /// Matched exactly against the token's `azp` (else `appid`).
+    pub client_id: String,
+    /// Matched exactly against the token's `aud`.
+    pub audience: String,
+    /// What the application's tokens may do (reference §3.1; Azure: only `Read`).
+    pub allowed_data_actions: Vec<String>,
+}
+
+/// The keys serde accepts for the struct `T` (its renamed field names), or the variant names of
+/// the enum `T`. This is how the validator's known-key lists come from the raw mirror.
+pub fn keys_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    let mut keys: &'static [&'static str] = &[];
+    // The capture always ends with `Stop`; the keys were recorded on the way.
+    let _ = T::deserialize(KeyCapture { keys: &mut keys });
+    keys
+}
+
+/// A deserializer that records the field (or variant) names a derived `Deserialize` announces.
+struct KeyCapture<'a> {
+    keys: &'a mut &'static [&'static str],
+}
+
+#[derive(Debug)]
+struct Stop;
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("key capture")
+    }
+}
+
+impl std::error::Error for Stop {}
+
+impl de::Error for Stop {
+    fn custom<T: fmt::Display>(_: T) -> Stop {
+        Stop
+    }
+}
+
+impl<'de> Deserializer<'de> for KeyCapture<'_> {
+    type Error = Stop;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+        Err(Stop)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Stop> {
+        *self.keys = fields;
+        Err(Stop)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        variants: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Stop> {
+        *self.keys = variants;
+        Err(Stop)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map identifier ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_come_from_the_serde_derive() {
+        assert_eq!(
+            keys_of::<RawApplication>(),
+            ["clientId", "audience", "allowedDataActions"]
+        );
+        assert_eq!(keys_of::<RawCompatibility>(), ["open", "azure"]);
+        assert!(keys_of::<RawConfig>().contains(&"authenticationConfiguration"));
+    }
+}

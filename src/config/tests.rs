@@ -1,0 +1,302 @@
+//! Table tests of configuration errors: each snippet with the exact `(path, message)` list it
+//! must produce (reference §6.1 messages for the shared rules).
+
+use super::messages::*;
+use super::{Config, ConfigError};
+
+const UPSTREAM: &str = "upstream: \"http://127.0.0.1:8081/fhir\"\n";
+
+/// A document with a valid upstream and `auth` as `authenticationConfiguration`.
+fn with_auth(auth: &str) -> String {
+    format!("{UPSTREAM}authenticationConfiguration:\n{auth}")
+}
+
+/// A valid primary authority, for snippets that test other keys.
+fn with_primary(extra: &str) -> String {
+    format!(
+        "{extra}\n{}",
+        with_auth("  authority: \"https://login.example.org/t\"\n  audience: \"https://fhir.example.org\"\n")
+    )
+}
+
+/// One smart provider with the given application YAML (indented as an `applications` item).
+fn with_app(app: &str) -> String {
+    with_auth(&format!(
+        "  smartIdentityProviders:\n    - authority: \"https://idp.example.org\"\n      applications:\n        - {app}\n"
+    ))
+}
+
+/// A case: name, document, expected `(path, message)` errors.
+type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+/// A case whose document and paths are built at run time.
+type OwnedCase = (&'static str, String, Vec<(String, &'static str)>);
+
+const SP: &str = "authenticationConfiguration.smartIdentityProviders";
+const APP0: &str = "authenticationConfiguration.smartIdentityProviders[0].applications[0]";
+
+/// Compares errors with expectations; an expected message ending in "..." is a prefix.
+fn assert_errors(name: &str, text: &str, expected: &[(&str, &str)]) {
+    let errors = match Config::parse(text) {
+        Ok(_) => panic!("{name}: expected errors, the config was accepted:\n{text}"),
+        Err(errors) => errors.0,
+    };
+    let matches = |error: &ConfigError, (path, message): &(&str, &str)| {
+        error.path == *path
+            && match message.strip_suffix("...") {
+                Some(prefix) => error.message.starts_with(prefix),
+                None => error.message == *message,
+            }
+    };
+    let unmatched: Vec<_> = expected
+        .iter()
+        .filter(|want| !errors.iter().any(|got| matches(got, want)))
+        .collect();
+    assert!(
+        unmatched.is_empty() && errors.len() == expected.len(),
+        "{name}: expected {expected:#?}\ngot {errors:#?}"
+    );
+}
+
+#[test]
+fn document_errors() {
+    let cases: &[Case<'_>] = &[
+        ("not yaml", "a: [", &[("", "not valid YAML: ...")]),
+        ("bad json", "{\"a\": [}", &[("", "not valid JSON: ...")]),
+        ("empty", "", &[("", "the configuration is empty; ...")]),
+        (
+            "a list",
+            "- 1\n",
+            &[("", "expected a mapping, found a list")],
+        ),
+        (
+            "required keys",
+            "listen: \"127.0.0.1:1\"\n",
+            &[
+                ("upstream", "is required (the FHIR server's base URL)"),
+                ("authenticationConfiguration", "is required"),
+            ],
+        ),
+        (
+            "unknown top-level key",
+            &with_primary("upstreams: x"),
+            &[(
+                "upstreams",
+                "unknown key 'upstreams'; expected one of: listen, adminListen, upstream, ...",
+            )],
+        ),
+        (
+            "non-string key",
+            &with_primary("1: x"),
+            &[("", "keys must be strings, found a number (1)")],
+        ),
+    ];
+    for (name, text, expected) in cases {
+        assert_errors(name, text, expected);
+    }
+}
+
+#[test]
+fn top_level_errors() {
+    let cases: &[Case<'_>] = &[
+        ("upstream scheme", &with_auth_primary("upstream: \"ftp://h/fhir\""), &[("upstream", "'ftp://h/fhir' must be an http or https URL")]),
+        ("upstream query", &with_auth_primary("upstream: \"http://h/fhir?x=1\""), &[("upstream", "'http://h/fhir?x=1' must not have a query or fragment")]),
+        ("upstream not a url", &with_auth_primary("upstream: \"h:80\""), &[("upstream", "'h:80' must be an http or https URL")]),
+        (
+            "upstream object",
+            &with_auth_primary("upstream: {urll: \"http://h\", caFile: a.pem}"),
+            &[("upstream.urll", "unknown key 'urll'; expected one of: url, connectTimeout, responseTimeout, caFile, http2, poolIdleTimeout, poolMaxIdlePerHost"), ("upstream.url", "is required (the FHIR server's base URL)")],
+        ),
+        ("caFile needs https", &with_auth_primary("upstream: {url: \"http://h\", caFile: a.pem}"), &[("upstream.caFile", "applies only to an https upstream")]),
+        ("listen", &with_primary("listen: localhost:80"), &[("listen", "'localhost:80' is not a socket address (ip:port, e.g. 0.0.0.0:8080)")]),
+        ("same listeners", &with_primary("listen: \"0.0.0.0:9090\""), &[("adminListen", "must differ from listen (0.0.0.0:9090)")]),
+        ("duration unit", &with_primary("clockSkew: 5 minutes"), &[("clockSkew", "'5 minutes' is not a duration; ...")]),
+        ("duration negative", &with_primary("clockSkew: -5"), &[("clockSkew", "must not be negative")]),
+        ("duration fraction", &with_primary("clockSkew: 1.5"), &[("clockSkew", "expected whole seconds or a string with a unit (e.g. \"1500ms\")")]),
+        ("duration zero", &with_primary("keySets: {fetchTimeout: 0s, maxStale: 0}"), &[("keySets.fetchTimeout", "must be greater than zero"), ("keySets.maxStale", "must be greater than zero")]),
+        ("duration huge", &with_primary("keySets: {maxStale: 400d}"), &[("keySets.maxStale", "is too large (at most 365d)")]),
+        ("duration type", &with_primary("keySets: {retryInterval: [1]}"), &[("keySets.retryInterval", "expected a duration (e.g. \"5s\", \"300ms\", or whole seconds), found a list")]),
+        ("limits", &with_primary("limits: {maxHeaderBytes: 0, maxTokenBytes: \"1k\", maxBundleBytes: -1}"), &[("limits.maxHeaderBytes", "must be at least 1"), ("limits.maxTokenBytes", "expected a whole number, found a string"), ("limits.maxBundleBytes", "must not be negative")]),
+        ("bool", &with_primary("allowHttpAuthorities: yes"), &[("allowHttpAuthorities", "expected true or false, found a string")]),
+        ("compatibility", &with_primary("compatibility: strict"), &[("compatibility", "unknown value 'strict'; expected one of: open, azure")]),
+        ("logging", &with_primary("logging: {format: xml, level: \"\", colour: true}"), &[("logging.colour", "unknown key 'colour'; expected one of: format, level, logQueryStrings"), ("logging.format", "unknown value 'xml'; expected one of: json, text"), ("logging.level", "must not be empty")]),
+        ("anonymous paths", &with_primary("anonymousPaths: [metadata, \"/a?b\", 3]"), &[("anonymousPaths[0]", "'metadata' must be a path starting with '/', without a query"), ("anonymousPaths[1]", "'/a?b' must be a path starting with '/', without a query"), ("anonymousPaths[2]", "expected a string, found a number (3)")]),
+        ("tls", &with_primary("tls: {certFile: c.pem}"), &[("tls.keyFile", "is required")]),
+        ("public base url", &with_primary("publicBaseUrl: \"fhir.example.org\""), &[("publicBaseUrl", "'fhir.example.org' is not a URL: ...")]),
+        (
+            "roles",
+            &with_primary("roles:\n  mappings: {Reader: [read, Reed, READ], reader: [read]}\n  groups: [x]\n  groupsClaim: \"\""),
+            &[
+                ("roles.mappings.Reader[1]", "'Reed' is not a data action; expected one of: Read, Write, ..."),
+                ("roles.mappings.Reader[2]", "duplicate data action 'READ'"),
+                ("roles.mappings.reader", "duplicate name 'reader' (names are case-insensitive)"),
+                ("roles.groups", "expected a mapping, found a list"),
+                ("roles.groupsClaim", "must not be empty"),
+            ],
+        ),
+    ];
+    for (name, text, expected) in cases {
+        assert_errors(name, text, expected);
+    }
+}
+
+/// `top` replaces the upstream line of a config with a valid primary authority.
+fn with_auth_primary(top: &str) -> String {
+    with_primary("").replacen(UPSTREAM, &format!("{top}\n"), 1)
+}
+
+#[test]
+fn primary_authority_errors() {
+    let cases: &[Case<'_>] = &[
+        ("no provider", &with_auth("  smartProxyEnabled: false\n"), &[("authenticationConfiguration", "no identity provider is configured: set authority and audience, or smartIdentityProviders")]),
+        ("no provider, empty list", &with_auth("  smartIdentityProviders: []\n"), &[("authenticationConfiguration", "no identity provider is configured: ...")]),
+        ("authority alone", &with_auth("  authority: \"https://login.example.org/t\"\n"), &[("authenticationConfiguration.audience", "is required when authority is set")]),
+        ("audience alone", &with_auth("  audience: \"https://fhir\"\n"), &[("authenticationConfiguration.authority", "is required when audience is set")]),
+        ("http authority", &with_auth("  authority: \"http://login.example.org/t\"\n  audience: a\n"), &[("authenticationConfiguration.authority", "'http://login.example.org/t' must be a fully qualified https URL. An http:// authority is accepted only with allowHttpAuthorities: true (local testing).")]),
+        ("relative authority", &with_auth("  authority: \"/t\"\n  audience: a\n"), &[("authenticationConfiguration.authority", "'/t' must be a fully qualified https URL")]),
+        ("empty audience", &with_auth("  authority: \"https://l/t\"\n  audience: \" \"\n"), &[("authenticationConfiguration.audience", "must not be empty")]),
+        ("smartProxyEnabled type", &with_auth("  authority: \"https://l/t\"\n  audience: a\n  smartProxyEnabled: 1\n"), &[("authenticationConfiguration.smartProxyEnabled", "expected true or false, found a number (1)")]),
+        ("unknown key", &with_auth("  authority: \"https://l/t\"\n  audience: a\n  Authority: x\n"), &[("authenticationConfiguration.Authority", "unknown key 'Authority'; expected one of: authority, audience, smartProxyEnabled, smartIdentityProviders")]),
+        ("expression", &with_auth("  authority: \"[parameters('authority')]\"\n  audience: a\n"), &[("authenticationConfiguration.authority", "'[parameters('authority')]' is an ARM template expression; resolve expressions first ...")]),
+    ];
+    for (name, text, expected) in cases {
+        assert_errors(name, text, expected);
+    }
+}
+
+#[test]
+fn smart_provider_errors() {
+    let provider = |authority: &str, client: &str| {
+        format!("    - authority: \"{authority}\"\n      applications: [{{clientId: \"{client}\", audience: a, allowedDataActions: [Read]}}]\n")
+    };
+    let providers =
+        |list: &[String]| with_auth(&format!("  smartIdentityProviders:\n{}", list.concat()));
+    let apps = |n: usize| {
+        let list: Vec<String> = (0..n)
+            .map(|i| format!("{{clientId: c{i}, audience: a, allowedDataActions: [Read]}}"))
+            .collect();
+        with_auth(&format!("  smartIdentityProviders:\n    - authority: \"https://idp\"\n      applications: [{}]\n", list.join(", ")))
+    };
+    let unique = providers(&[
+        provider("https://idp.example.org/r", "a"),
+        provider("https://IDP.example.org/r/", "b"),
+    ]);
+    let clients = providers(&[
+        provider("https://one.example.org", "same"),
+        provider("https://two.example.org", "same"),
+    ]);
+    let three = format!(
+        "compatibility: azure\n{}",
+        providers(&[
+            provider("https://a", "a"),
+            provider("https://b", "b"),
+            provider("https://c", "c")
+        ])
+    );
+    let cases: Vec<OwnedCase> = vec![
+        ("authority empty", providers(&[provider("", "a")]), vec![(format!("{SP}[0].authority"), AUTHORITY_INVALID)]),
+        ("authority relative", providers(&[provider("idp.example.org", "a")]), vec![(format!("{SP}[0].authority"), AUTHORITY_INVALID)]),
+        ("authority missing", with_auth("  smartIdentityProviders:\n    - applications: [{clientId: a, audience: a, allowedDataActions: [Read]}]\n"), vec![(format!("{SP}[0].authority"), AUTHORITY_INVALID)]),
+        ("authority http", providers(&[provider("http://idp", "a")]), vec![(format!("{SP}[0].authority"), "One or more SMART identity provider authority values are null, empty, or invalid. An http:// authority is accepted only with allowHttpAuthorities: true (local testing).")]),
+        ("authorities unique", unique, vec![(format!("{SP}[1].authority"), AUTHORITIES_UNIQUE)]),
+        ("client ids unique across providers", clients, vec![(format!("{SP}[1].applications[0].clientId"), CLIENT_IDS_UNIQUE)]),
+        ("applications missing", with_auth("  smartIdentityProviders:\n    - authority: \"https://idp\"\n"), vec![(format!("{SP}[0].applications"), APPLICATIONS_NULL)]),
+        ("applications empty", with_auth("  smartIdentityProviders:\n    - authority: \"https://idp\"\n      applications: []\n"), vec![(format!("{SP}[0].applications"), APPLICATIONS_NULL)]),
+        ("application null", with_auth("  smartIdentityProviders:\n    - authority: \"https://idp\"\n      applications: [null]\n"), vec![(APP0.to_owned(), APPLICATIONS_NULL)]),
+        ("26 applications", apps(26), vec![(format!("{SP}[0].applications"), MAX_APPLICATIONS)]),
+        ("azure: 3 providers", three, vec![(SP.to_owned(), MAX_PROVIDERS)]),
+        ("client id empty", with_app("{clientId: \"\", audience: a, allowedDataActions: [Read]}"), vec![(format!("{APP0}.clientId"), CLIENT_ID_INVALID)]),
+        ("client id number", with_app("{clientId: 5, audience: a, allowedDataActions: [Read]}"), vec![(format!("{APP0}.clientId"), "One or more SMART application client id values are null, empty, or invalid. Expected a string, found a number (5).")]),
+        ("audience missing", with_app("{clientId: c, allowedDataActions: [Read]}"), vec![(format!("{APP0}.audience"), AUDIENCE_INVALID)]),
+        ("audience null", with_app("{clientId: c, audience: null, allowedDataActions: [Read]}"), vec![(format!("{APP0}.audience"), AUDIENCE_INVALID)]),
+        ("actions empty", with_app("{clientId: c, audience: a, allowedDataActions: []}"), vec![(format!("{APP0}.allowedDataActions"), ACTIONS_EMPTY)]),
+        ("actions missing", with_app("{clientId: c, audience: a}"), vec![(format!("{APP0}.allowedDataActions"), ACTIONS_EMPTY)]),
+        ("actions duplicate", with_app("{clientId: c, audience: a, allowedDataActions: [Read, read]}"), vec![(format!("{APP0}.allowedDataActions[1]"), ACTIONS_DUPLICATE)]),
+        ("actions invalid", with_app("{clientId: c, audience: a, allowedDataActions: [Read, Reed]}"), vec![(format!("{APP0}.allowedDataActions[1]"), "One or more SMART application allowedDataActions values are invalid. 'Reed' is not one of: Read, Write, ...")]),
+        ("smart is not an application action", with_app("{clientId: c, audience: a, allowedDataActions: [Smart]}"), vec![(format!("{APP0}.allowedDataActions[0]"), "One or more SMART application allowedDataActions values are invalid. ...")]),
+        ("azure: only Read", format!("compatibility: azure\n{}", with_app("{clientId: c, audience: a, allowedDataActions: [Read, Write, \"*\"]}")), vec![
+            (format!("{APP0}.allowedDataActions[1]"), "One or more SMART application allowedDataActions values are invalid. compatibility: azure allows only Read."),
+            (format!("{APP0}.allowedDataActions[2]"), "One or more SMART application allowedDataActions values are invalid. compatibility: azure allows only Read."),
+        ]),
+        ("unknown application key", with_app("{clientID: c, audience: a, allowedDataActions: [Read]}"), vec![
+            (format!("{APP0}.clientID"), "unknown key 'clientID'; expected one of: clientId, audience, allowedDataActions"),
+            (format!("{APP0}.clientId"), CLIENT_ID_INVALID),
+        ]),
+        ("expression in actions", with_app("{clientId: c, audience: a, allowedDataActions: \"[variables('actions')]\"}"), vec![(format!("{APP0}.allowedDataActions"), "'[variables('actions')]' is an ARM template expression; ...")]),
+        ("provider is also the primary authority", with_auth(&format!("  authority: \"https://idp\"\n  audience: a\n  smartIdentityProviders:\n{}", provider("https://idp/", "c"))), vec![(format!("{SP}[0].authority"), "is also the primary authority; a token's issuer must select exactly one provider")]),
+    ];
+    for (name, text, expected) in &cases {
+        let expected: Vec<(&str, &str)> = expected.iter().map(|(p, m)| (p.as_str(), *m)).collect();
+        assert_errors(name, text, &expected);
+    }
+}
+
+#[test]
+fn arm_wrapper_errors() {
+    let cases: &[Case<'_>] = &[
+        (
+            "resource without the object",
+            "upstream: \"http://h\"\nauthenticationConfiguration:\n  type: x\n  properties: {kind: fhir}\n",
+            &[("authenticationConfiguration.properties.authenticationConfiguration", "is required (the ARM resource must hold properties.authenticationConfiguration)")],
+        ),
+        (
+            "key beside properties",
+            "upstream: \"http://h\"\nauthenticationConfiguration:\n  authority: \"https://x\"\n  properties:\n    authenticationConfiguration: {authority: \"https://l\", audience: a}\n",
+            &[("authenticationConfiguration.authority", "'authority' belongs inside properties.authenticationConfiguration")],
+        ),
+        (
+            "template without the object",
+            "upstream: \"http://h\"\nauthenticationConfiguration:\n  resources: [{type: x, properties: {}}]\n",
+            &[("authenticationConfiguration.resources", "no resource holds properties.authenticationConfiguration")],
+        ),
+        (
+            "template with two",
+            "upstream: \"http://h\"\nauthenticationConfiguration:\n  resources:\n    - properties: {authenticationConfiguration: {authority: \"https://l\", audience: a}}\n    - properties: {authenticationConfiguration: {authority: \"https://m\", audience: a}}\n",
+            &[("authenticationConfiguration.resources", "exactly one resource may hold properties.authenticationConfiguration; found authenticationConfiguration.resources[0].properties.authenticationConfiguration, authenticationConfiguration.resources[1].properties.authenticationConfiguration")],
+        ),
+        (
+            "errors inside a resource carry the full path",
+            "upstream: \"http://h\"\nauthenticationConfiguration:\n  properties:\n    authenticationConfiguration: {authority: \"https://l\", audience: \"\"}\n",
+            &[("authenticationConfiguration.properties.authenticationConfiguration.audience", "must not be empty")],
+        ),
+        (
+            "the object itself as an expression",
+            "upstream: \"http://h\"\nauthenticationConfiguration:\n  properties:\n    authenticationConfiguration: \"[variables('auth')]\"\n",
+            &[("authenticationConfiguration.properties.authenticationConfiguration", "'[variables('auth')]' is an ARM template expression; ...")],
+        ),
+    ];
+    for (name, text, expected) in cases {
+        assert_errors(name, text, expected);
+    }
+}
+
+/// Three mistakes in three places: three errors, each with its path.
+#[test]
+fn every_error_at_once() {
+    let text = r#"
+listen: "0.0.0.0:80800"
+upstream: { url: "http://127.0.0.1:8081/fhir", connectTimeout: 0 }
+authenticationConfiguration:
+  smartIdentityProviders:
+    - authority: "https://idp.example.org"
+      applications:
+        - { clientID: "portal", clientId: "portal", audience: "a", allowedDataActions: ["Read"] }
+"#;
+    assert_errors(
+        "three mistakes",
+        text,
+        &[
+            (
+                "listen",
+                "'0.0.0.0:80800' is not a socket address (ip:port, e.g. 0.0.0.0:8080)",
+            ),
+            ("upstream.connectTimeout", "must be greater than zero"),
+            (
+                &format!("{APP0}.clientID"),
+                "unknown key 'clientID'; expected one of: clientId, audience, allowedDataActions",
+            ),
+        ],
+    );
+    let displayed = Config::parse(text).unwrap_err().to_string();
+    assert_eq!(displayed.lines().count(), 3, "{displayed}");
+    assert!(displayed.starts_with("listen: '0.0.0.0:80800' is not a socket address"));
+}

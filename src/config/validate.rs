@@ -1,0 +1,402 @@
+//! Raw document → [`Config`] in one pass that collects every error with its path (SPEC §3,
+//! STYLE habit 2). Each section takes its default when absent; a section with mistakes records
+//! them and falls back to its default so the walk can go on and find the rest.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+use super::document::{base_url, without_trailing_slash, Errors, Node, Object};
+use super::raw::{
+    keys_of, RawCompatibility, RawConfig, RawKeySets, RawLimits, RawLogFormat, RawLogging, RawTls,
+    RawUpstreamObject,
+};
+use super::{
+    authentication, roles, Compatibility, Config, ConfigError, ConfigErrors, KeySets, Limits,
+    LogFormat, Logging, Tls, Upstream,
+};
+
+/// Defaults of the top-level keys (see `config/*.yaml`).
+const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9090";
+const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(300);
+/// Reference §8 rule 22 and SPEC §4 step 1.
+const DEFAULT_ANONYMOUS_PATHS: [&str; 3] = [
+    "/metadata",
+    "/.well-known/smart-configuration",
+    "/$versions",
+];
+
+/// Parses and validates a whole configuration.
+pub(super) fn config(text: &str) -> Result<Config, ConfigErrors> {
+    let document = parse_document(text).map_err(|error| ConfigErrors(vec![error]))?;
+    let mut errors = Errors::default();
+    let config = walk(&document, &mut errors);
+    match config {
+        Some(config) if errors.0.is_empty() => Ok(config),
+        _ => {
+            if errors.0.is_empty() {
+                errors.push("", "invalid configuration");
+            }
+            Err(ConfigErrors(errors.0))
+        }
+    }
+}
+
+/// YAML, or JSON (tried first when the text looks like JSON, for its clearer errors; JSON is
+/// also valid YAML, so YAML is the fallback).
+fn parse_document(text: &str) -> Result<Value, ConfigError> {
+    let mut json_error = None;
+    if text.trim_start().starts_with('{') {
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(json) => {
+                return serde_yaml::to_value(json)
+                    .map_err(|e| ConfigError::new("", format!("not a valid document: {e}")))
+            }
+            Err(error) => json_error = Some(error),
+        }
+    }
+    serde_yaml::from_str::<Value>(text).map_err(|yaml_error| {
+        let message = match json_error {
+            Some(json_error) => format!("not valid JSON: {json_error}"),
+            None => format!("not valid YAML: {yaml_error}"),
+        };
+        ConfigError::new("", message)
+    })
+}
+
+fn walk(document: &Value, errors: &mut Errors) -> Option<Config> {
+    if document.is_null() {
+        errors.push(
+            "",
+            "the configuration is empty; upstream and authenticationConfiguration are required",
+        );
+        return None;
+    }
+    let root = Node::new("", document).object(errors, keys_of::<RawConfig>())?;
+
+    let listen = socket_address(&root, "listen", DEFAULT_LISTEN, errors);
+    let admin_listen = socket_address(&root, "adminListen", DEFAULT_ADMIN_LISTEN, errors);
+    if listen == admin_listen && listen.port() != 0 {
+        errors.push("adminListen", format!("must differ from listen ({listen})"));
+    }
+    let upstream = upstream(&root, errors);
+    let allow_http_authorities = flag(&root, "allowHttpAuthorities", errors);
+    let compatibility = compatibility(&root, errors);
+    let auth = match root.get("authenticationConfiguration") {
+        Some(node) => {
+            authentication::authentication(&node, compatibility, allow_http_authorities, errors)
+        }
+        None => {
+            errors.push("authenticationConfiguration", "is required");
+            None
+        }
+    };
+    let config = Config {
+        listen,
+        admin_listen,
+        upstream: upstream?,
+        tls: root.get("tls").and_then(|node| tls(&node, errors)),
+        public_base_url: root.get("publicBaseUrl").and_then(|node| {
+            let text = node.text(errors)?;
+            base_url(text)
+                .map(without_trailing_slash)
+                .map_err(|message| errors.push(&node.path, message))
+                .ok()
+        }),
+        allow_http_authorities,
+        compatibility,
+        clock_skew: duration(&root, "clockSkew", DEFAULT_CLOCK_SKEW, true, errors),
+        audience_ignore_trailing_slash: flag(&root, "audienceIgnoreTrailingSlash", errors),
+        key_sets: key_sets(root.get("keySets"), errors),
+        limits: limits(root.get("limits"), errors),
+        anonymous_paths: anonymous_paths(&root, errors),
+        roles: roles::role_mapping(root.get("roles"), errors),
+        logging: logging(root.get("logging"), errors),
+        auth: auth?,
+    };
+    Some(config)
+}
+
+fn socket_address(
+    object: &Object<'_>,
+    key: &str,
+    default: &str,
+    errors: &mut Errors,
+) -> SocketAddr {
+    let fallback = default
+        .parse()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let Some(node) = object.get(key) else {
+        return fallback;
+    };
+    let Some(text) = node.string(errors) else {
+        return fallback;
+    };
+    text.parse().unwrap_or_else(|_| {
+        errors.push(
+            &node.path,
+            format!("'{text}' is not a socket address (ip:port, e.g. {default})"),
+        );
+        fallback
+    })
+}
+
+fn flag(object: &Object<'_>, key: &str, errors: &mut Errors) -> bool {
+    object
+        .get(key)
+        .and_then(|node| node.bool(errors))
+        .unwrap_or(false)
+}
+
+fn duration(
+    object: &Object<'_>,
+    key: &str,
+    default: Duration,
+    zero_allowed: bool,
+    errors: &mut Errors,
+) -> Duration {
+    object
+        .get(key)
+        .and_then(|node| node.duration(errors, zero_allowed))
+        .unwrap_or(default)
+}
+
+fn count(object: &Object<'_>, key: &str, default: usize, min: u64, errors: &mut Errors) -> usize {
+    object
+        .get(key)
+        .and_then(|node| node.count(errors, min))
+        .unwrap_or(default)
+}
+
+/// One of `variants` (from the raw enum), case-insensitively; `None` when absent or wrong.
+fn choice(
+    object: &Object<'_>,
+    key: &str,
+    variants: &[&'static str],
+    errors: &mut Errors,
+) -> Option<&'static str> {
+    let node = object.get(key)?;
+    let text = node.string(errors)?;
+    let found = variants
+        .iter()
+        .find(|v| v.eq_ignore_ascii_case(text))
+        .copied();
+    if found.is_none() {
+        errors.push(
+            &node.path,
+            format!(
+                "unknown value '{text}'; expected one of: {}",
+                variants.join(", ")
+            ),
+        );
+    }
+    found
+}
+
+fn compatibility(root: &Object<'_>, errors: &mut Errors) -> Compatibility {
+    match choice(root, "compatibility", keys_of::<RawCompatibility>(), errors) {
+        Some("azure") => Compatibility::Azure,
+        _ => Compatibility::Open,
+    }
+}
+
+/// `upstream`: a URL string, or `{url, connectTimeout, …}`. The URL's path loses its trailing '/'.
+fn upstream(root: &Object<'_>, errors: &mut Errors) -> Option<Upstream> {
+    let Some(node) = root.get("upstream") else {
+        errors.push("upstream", "is required (the FHIR server's base URL)");
+        return None;
+    };
+    let (url_node, settings) = match node.value {
+        Value::Mapping(_) => {
+            let object = node.object(errors, keys_of::<RawUpstreamObject>())?;
+            let Some(url_node) = object.get("url") else {
+                errors.push(
+                    &object.key_path("url"),
+                    "is required (the FHIR server's base URL)",
+                );
+                return None;
+            };
+            (url_node, Some(object))
+        }
+        _ => (node, None),
+    };
+    let text = url_node.text(errors)?;
+    let url = base_url(text)
+        .map(without_trailing_slash)
+        .map_err(|message| errors.push(&url_node.path, message))
+        .ok();
+    let mut upstream = Upstream {
+        url: url?,
+        connect_timeout: Duration::from_secs(5),
+        response_timeout: Duration::from_secs(60),
+        ca_file: None,
+        http2: false,
+        pool_idle_timeout: Duration::from_secs(90),
+        pool_max_idle_per_host: 256,
+    };
+    if let Some(object) = settings {
+        upstream.connect_timeout = duration(
+            &object,
+            "connectTimeout",
+            upstream.connect_timeout,
+            false,
+            errors,
+        );
+        upstream.response_timeout = duration(
+            &object,
+            "responseTimeout",
+            upstream.response_timeout,
+            false,
+            errors,
+        );
+        upstream.pool_idle_timeout = duration(
+            &object,
+            "poolIdleTimeout",
+            upstream.pool_idle_timeout,
+            false,
+            errors,
+        );
+        upstream.pool_max_idle_per_host = count(
+            &object,
+            "poolMaxIdlePerHost",
+            upstream.pool_max_idle_per_host,
+            0,
+            errors,
+        );
+        upstream.http2 = flag(&object, "http2", errors);
+        if let Some(ca) = object.get("caFile") {
+            if upstream.url.scheme() != "https" {
+                errors.push(&ca.path, "applies only to an https upstream");
+            }
+            upstream.ca_file = ca.text(errors).map(PathBuf::from);
+        }
+    }
+    Some(upstream)
+}
+
+fn tls(node: &Node<'_>, errors: &mut Errors) -> Option<Tls> {
+    let object = node.object(errors, keys_of::<RawTls>())?;
+    let mut file = |key: &str| {
+        let Some(node) = object.get(key) else {
+            errors.push(&object.key_path(key), "is required");
+            return None;
+        };
+        node.text(errors).map(PathBuf::from)
+    };
+    let cert_file = file("certFile");
+    let key_file = file("keyFile");
+    Some(Tls {
+        cert_file: cert_file?,
+        key_file: key_file?,
+    })
+}
+
+fn key_sets(node: Option<Node<'_>>, errors: &mut Errors) -> KeySets {
+    let defaults = KeySets {
+        refresh_interval: Duration::from_secs(3600),
+        min_refetch_interval: Duration::from_secs(300),
+        max_stale: Duration::from_secs(24 * 3600),
+        fetch_timeout: Duration::from_secs(5),
+        retry_interval: Duration::from_secs(10),
+    };
+    let Some(object) = node.and_then(|node| node.object(errors, keys_of::<RawKeySets>())) else {
+        return defaults;
+    };
+    let mut get = |key, default| duration(&object, key, default, false, errors);
+    KeySets {
+        refresh_interval: get("refreshInterval", defaults.refresh_interval),
+        min_refetch_interval: get("minRefetchInterval", defaults.min_refetch_interval),
+        max_stale: get("maxStale", defaults.max_stale),
+        fetch_timeout: get("fetchTimeout", defaults.fetch_timeout),
+        retry_interval: get("retryInterval", defaults.retry_interval),
+    }
+}
+
+fn limits(node: Option<Node<'_>>, errors: &mut Errors) -> Limits {
+    let defaults = Limits {
+        header_read_timeout: Duration::from_secs(10),
+        max_header_bytes: 65_536,
+        max_token_bytes: 16_384,
+        max_bundle_bytes: 10 * 1024 * 1024,
+    };
+    let Some(object) = node.and_then(|node| node.object(errors, keys_of::<RawLimits>())) else {
+        return defaults;
+    };
+    Limits {
+        header_read_timeout: duration(
+            &object,
+            "headerReadTimeout",
+            defaults.header_read_timeout,
+            false,
+            errors,
+        ),
+        max_header_bytes: count(
+            &object,
+            "maxHeaderBytes",
+            defaults.max_header_bytes,
+            1,
+            errors,
+        ),
+        max_token_bytes: count(
+            &object,
+            "maxTokenBytes",
+            defaults.max_token_bytes,
+            1,
+            errors,
+        ),
+        max_bundle_bytes: count(
+            &object,
+            "maxBundleBytes",
+            defaults.max_bundle_bytes,
+            1,
+            errors,
+        ),
+    }
+}
+
+/// Paths relative to the FHIR base, each starting with '/'.
+fn anonymous_paths(root: &Object<'_>, errors: &mut Errors) -> Vec<String> {
+    let Some(items) = root
+        .get("anonymousPaths")
+        .and_then(|node| node.list(errors))
+    else {
+        return DEFAULT_ANONYMOUS_PATHS.map(String::from).to_vec();
+    };
+    let mut paths = Vec::with_capacity(items.len());
+    for item in items {
+        let Some(path) = item.text(errors) else {
+            continue;
+        };
+        if !path.starts_with('/') || path.contains(['?', '#']) {
+            errors.push(
+                &item.path,
+                format!("'{path}' must be a path starting with '/', without a query"),
+            );
+        } else {
+            paths.push(path.to_owned());
+        }
+    }
+    paths
+}
+
+fn logging(node: Option<Node<'_>>, errors: &mut Errors) -> Logging {
+    let mut logging = Logging {
+        format: LogFormat::Json,
+        level: "info".into(),
+        log_query: false,
+    };
+    let Some(object) = node.and_then(|node| node.object(errors, keys_of::<RawLogging>())) else {
+        return logging;
+    };
+    if choice(&object, "format", keys_of::<RawLogFormat>(), errors) == Some("text") {
+        logging.format = LogFormat::Text;
+    }
+    if let Some(level) = object.get("level").and_then(|node| node.text(errors)) {
+        level.clone_into(&mut logging.level);
+    }
+    logging.log_query = flag(&object, "logQueryStrings", errors);
+    logging
+}
