@@ -303,6 +303,7 @@ async fn each_token_rule_refuses_with_its_description() {
         (
             "expired",
             token::base_claims(&h.primary.issuer(), AUDIENCE, t)
+                .claim("nbf", t - 7200)
                 .claim("exp", t - 3600)
                 .sign(&h.primary_key),
             "The token expired at",
@@ -498,7 +499,7 @@ async fn primary_tokens_are_authorized_by_the_role_mapping() {
         .await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
     let answer = h
-        .call(Method::POST, "/Observation/1/$purge-history", Some(&writer), "")
+        .call(Method::DELETE, "/Observation/1/$purge-history", Some(&writer), "")
         .await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
 
@@ -773,7 +774,11 @@ async fn metrics_count_known_traffic() {
         assert_eq!(h.get("/Patient/1", Some(&reader)).await.status, StatusCode::OK);
     }
     assert_eq!(h.get("/Patient/1", None).await.status, StatusCode::UNAUTHORIZED);
-    let expired = h.smart_claims("reader").claim("exp", now() - 3600).sign(&h.smart_key);
+    let expired = h
+        .smart_claims("reader")
+        .claim("nbf", now() - 7200)
+        .claim("exp", now() - 3600)
+        .sign(&h.smart_key);
     assert_eq!(h.get("/Patient/1", Some(&expired)).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(h.call(Method::DELETE, "/Patient/1", Some(&reader), "").await.status, StatusCode::FORBIDDEN);
 
