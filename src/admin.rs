@@ -48,9 +48,10 @@ pub async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response<B
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -72,7 +73,9 @@ fn export_key_sets(proxy: &Proxy) {
                 .set(i64::try_from(last).unwrap_or(i64::MAX));
         }
         for (result, total) in [("ok", stats.fetches_ok), ("error", stats.fetches_error)] {
-            let counter = metrics.key_set_fetches.with_label_values(&[authority, result]);
+            let counter = metrics
+                .key_set_fetches
+                .with_label_values(&[authority, result]);
             counter.inc_by(total.saturating_sub(counter.get()));
         }
     }

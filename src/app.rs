@@ -77,14 +77,18 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let tls = config.tls.as_ref().map(server::tls_acceptor).transpose()?;
     let proxy_listener = server::bind(config.listen).await?;
     let admin_listener = server::bind(config.admin_listen).await?;
-    let proxy_address = proxy_listener.local_addr().map_err(|source| ServerError::Bind {
-        address: config.listen,
-        source,
-    })?;
-    let admin_address = admin_listener.local_addr().map_err(|source| ServerError::Bind {
-        address: config.admin_listen,
-        source,
-    })?;
+    let proxy_address = proxy_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            address: config.listen,
+            source,
+        })?;
+    let admin_address = admin_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            address: config.admin_listen,
+            source,
+        })?;
     tracing::info!(listener = "proxy", address = %proxy_address, tls = tls.is_some(), "listening");
     tracing::info!(listener = "admin", address = %admin_address, "listening");
 
@@ -132,13 +136,17 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     };
     tasks.push(tokio::spawn(server::serve(
         proxy_listener,
-        ListenerSettings { limits: limits.clone(), tls },
+        ListenerSettings {
+            limits: limits.clone(),
+            tls,
+        },
         proxy_service,
         stop.clone(),
         grace,
     )));
     let admin_proxy = Arc::clone(&proxy);
-    let admin_service = move |request, _address, _https| crate::admin::handle(Arc::clone(&admin_proxy), request);
+    let admin_service =
+        move |request, _address, _https| crate::admin::handle(Arc::clone(&admin_proxy), request);
     tasks.push(tokio::spawn(server::serve(
         admin_listener,
         ListenerSettings { limits, tls: None },

@@ -22,12 +22,18 @@ pub fn serve(path: &Path) -> ExitCode {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(errors) => {
-            eprintln!("fhirguard: invalid configuration {}:\n{errors}", path.display());
+            eprintln!(
+                "fhirguard: invalid configuration {}:\n{errors}",
+                path.display()
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     logging::init(&config.logging);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("fhirguard: cannot start the runtime: {error}");

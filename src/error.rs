@@ -109,26 +109,44 @@ impl Rejection {
             Rejection::Token(error) if error.is_unavailable() => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "transient",
-                format!("The identity provider's signing keys are unavailable: {}", error.description()),
+                format!(
+                    "The identity provider's signing keys are unavailable: {}",
+                    error.description()
+                ),
             ),
             Rejection::Token(error) => (
                 StatusCode::UNAUTHORIZED,
                 "login",
-                format!("Authentication failed. {}.", error.description().trim_end_matches('.')),
+                format!(
+                    "Authentication failed. {}.",
+                    error.description().trim_end_matches('.')
+                ),
             ),
-            Rejection::TokenInUrl(part) => (StatusCode::BAD_REQUEST, "invalid", part.message().to_owned()),
+            Rejection::TokenInUrl(part) => (
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                part.message().to_owned(),
+            ),
             Rejection::Path(error) => (StatusCode::BAD_REQUEST, "invalid", error.to_string()),
             Rejection::Classify(error) => (classify_status(error), error.code(), error.to_string()),
             Rejection::Bundle(error) => (StatusCode::BAD_REQUEST, "invalid", error.to_string()),
-            Rejection::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too-costly", self.to_string()),
+            Rejection::BodyTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-costly",
+                self.to_string(),
+            ),
             Rejection::BodyRead(_) => (StatusCode::BAD_REQUEST, "invalid", self.to_string()),
             Rejection::Forbidden(reason) => (
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 format!("Authorization failed. {reason}"),
             ),
-            Rejection::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, "exception", self.to_string()),
-            Rejection::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout", self.to_string()),
+            Rejection::UpstreamUnavailable(_) => {
+                (StatusCode::BAD_GATEWAY, "exception", self.to_string())
+            }
+            Rejection::UpstreamTimeout(_) => {
+                (StatusCode::GATEWAY_TIMEOUT, "timeout", self.to_string())
+            }
         }
     }
 
@@ -147,7 +165,10 @@ impl Rejection {
             }
             Rejection::Token(error) => {
                 let description = error.description();
-                headers.insert(WWW_AUTHENTICATE, challenge(context.challenge, Some(&description)));
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    challenge(context.challenge, Some(&description)),
+                );
             }
             _ => {}
         }

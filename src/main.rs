@@ -50,6 +50,9 @@ fn main() -> ExitCode {
     match args.command {
         Command::Serve { config } => cli::serve(&config),
         Command::Check { config, probe } => cli::check(&config, probe),
-        Command::Demo { listen, admin_listen } => cli::demo(listen, admin_listen),
+        Command::Demo {
+            listen,
+            admin_listen,
+        } => cli::demo(listen, admin_listen),
     }
 }

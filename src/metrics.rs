@@ -63,8 +63,11 @@ impl Metrics {
         )
         .expect("valid histogram");
         let auth_duration = Histogram::with_opts(
-            HistogramOpts::new("fhirguard_auth_duration_seconds", "Time spent validating tokens.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "fhirguard_auth_duration_seconds",
+                "Time spent validating tokens.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
         )
         .expect("valid histogram");
         let upstream_duration = Histogram::with_opts(
@@ -121,11 +124,16 @@ impl Metrics {
         )
         .expect("valid gauge");
         let build_info = IntGaugeVec::new(
-            Opts::new("fhirguard_build_info", "Always 1; the labels say which build runs."),
+            Opts::new(
+                "fhirguard_build_info",
+                "Always 1; the labels say which build runs.",
+            ),
             &["version"],
         )
         .expect("valid gauge");
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
 
         let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
             Box::new(requests.clone()),
@@ -208,7 +216,10 @@ mod tests {
     #[test]
     fn renders_counters_and_build_info() {
         let metrics = Metrics::new();
-        metrics.requests.with_label_values(&["allowed", "GET"]).inc_by(3);
+        metrics
+            .requests
+            .with_label_values(&["allowed", "GET"])
+            .inc_by(3);
         let text = metrics.render();
         assert!(text.contains("fhirguard_requests_total{method=\"GET\",outcome=\"allowed\"} 3"));
         assert!(text.contains("fhirguard_build_info{version="));
@@ -216,6 +227,9 @@ mod tests {
 
     #[test]
     fn unknown_methods_share_one_label() {
-        assert_eq!(method_label(&http::Method::from_bytes(b"BREW").unwrap()), "other");
+        assert_eq!(
+            method_label(&http::Method::from_bytes(b"BREW").unwrap()),
+            "other"
+        );
     }
 }

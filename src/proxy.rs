@@ -98,7 +98,11 @@ impl Proxy {
         if let Ok(id) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(headers::REQUEST_ID, id);
         }
-        let outcome = if audit.outcome.is_empty() { "invalid" } else { audit.outcome };
+        let outcome = if audit.outcome.is_empty() {
+            "invalid"
+        } else {
+            audit.outcome
+        };
         self.metrics
             .requests
             .with_label_values(&[outcome, method_label(&method)])
@@ -136,8 +140,15 @@ impl Proxy {
         if is_anonymous(config, request.method(), &path, request.headers()) {
             audit.outcome = "anonymous";
             let (parts, body) = request.into_parts();
-            let target = Target { path: &path, query: query.as_deref(), peer, request_id };
-            return self.forward(generation, parts, stream(body), target, None).await;
+            let target = Target {
+                path: &path,
+                query: query.as_deref(),
+                peer,
+                request_id,
+            };
+            return self
+                .forward(generation, parts, stream(body), target, None)
+                .await;
         }
 
         // Step 2: tokens outside the header (reference §2.1).
@@ -165,7 +176,8 @@ impl Proxy {
         audit.principal = Some(principal.clone());
 
         // Step 8: classification and authorization.
-        let classified = fhir::classify(request.method(), &path, query.as_deref(), request.headers())?;
+        let classified =
+            fhir::classify(request.method(), &path, query.as_deref(), request.headers())?;
         let granted = granted_actions(config, &principal);
         let (parts, body) = request.into_parts();
         let body = if classified.interaction.is_bundle() {
@@ -185,8 +197,14 @@ impl Proxy {
             stream(body)
         };
         audit.outcome = "allowed";
-        let target = Target { path: &path, query: query.as_deref(), peer, request_id };
-        self.forward(generation, parts, body, target, Some(&principal)).await
+        let target = Target {
+            path: &path,
+            query: query.as_deref(),
+            peer,
+            request_id,
+        };
+        self.forward(generation, parts, body, target, Some(&principal))
+            .await
     }
 
     /// Step 9: forwards the request with its headers cleaned, and streams the answer back.
@@ -198,7 +216,12 @@ impl Proxy {
         target: Target<'_>,
         principal: Option<&Principal>,
     ) -> Result<Response<Body>, Rejection> {
-        let Target { path, query, peer, request_id } = target;
+        let Target {
+            path,
+            query,
+            peer,
+            request_id,
+        } = target;
         let host = parts
             .headers
             .get(HOST)
@@ -223,7 +246,10 @@ impl Proxy {
         }
 
         let upstream_started = Instant::now();
-        let sent = generation.upstream.send(Request::from_parts(parts, body)).await;
+        let sent = generation
+            .upstream
+            .send(Request::from_parts(parts, body))
+            .await;
         self.metrics
             .upstream_duration
             .observe(upstream_started.elapsed().as_secs_f64());
@@ -275,7 +301,14 @@ pub fn granted_actions(config: &Config, principal: &Principal) -> DataActions {
         ProviderKind::Primary => config.roles.granted(&principal.roles, &principal.groups),
         ProviderKind::Smart { index } => principal
             .application
-            .and_then(|app| config.auth.smart_providers.get(index)?.applications.get(app))
+            .and_then(|app| {
+                config
+                    .auth
+                    .smart_providers
+                    .get(index)?
+                    .applications
+                    .get(app)
+            })
             .map_or(DataActions::NONE, |app| app.allowed_data_actions),
     }
 }
@@ -358,7 +391,11 @@ fn log_decision(
 ) {
     let principal = audit.principal.as_ref();
     let provider = principal.map(|p| p.authority.as_str()).unwrap_or("");
-    let query = if config.logging.log_query { query.unwrap_or("") } else { "" };
+    let query = if config.logging.log_query {
+        query.unwrap_or("")
+    } else {
+        ""
+    };
     tracing::info!(
         target: "fhirguard::audit",
         request_id,

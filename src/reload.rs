@@ -74,7 +74,10 @@ impl Reloader {
         let bytes = match std::fs::read(&self.path) {
             Ok(bytes) => bytes,
             Err(error) => {
-                return self.failed(vec![format!("cannot read {}: {error}", self.path.display())]);
+                return self.failed(vec![format!(
+                    "cannot read {}: {error}",
+                    self.path.display()
+                )]);
             }
         };
         let new_digest = digest(&bytes);
@@ -84,7 +87,13 @@ impl Reloader {
         let config = match Config::load(&self.path) {
             Ok(config) => config,
             Err(errors) => {
-                return self.failed(errors.0.iter().map(|e| format!("{}: {}", e.path, e.message)).collect());
+                return self.failed(
+                    errors
+                        .0
+                        .iter()
+                        .map(|e| format!("{}: {}", e.path, e.message))
+                        .collect(),
+                );
             }
         };
         let upstream = match Upstream::new(&config.upstream) {
@@ -102,14 +111,25 @@ impl Reloader {
             upstream,
         }));
         self.last_digest = Some(new_digest);
-        self.proxy.metrics.config_reloads.with_label_values(&["success"]).inc();
-        self.proxy.metrics.config_generation.set(i64::try_from(number).unwrap_or(i64::MAX));
+        self.proxy
+            .metrics
+            .config_reloads
+            .with_label_values(&["success"])
+            .inc();
+        self.proxy
+            .metrics
+            .config_generation
+            .set(i64::try_from(number).unwrap_or(i64::MAX));
         tracing::info!(generation = number, "configuration reloaded");
         ReloadOutcome::Applied { generation: number }
     }
 
     fn failed(&self, errors: Vec<String>) -> ReloadOutcome {
-        self.proxy.metrics.config_reloads.with_label_values(&["failure"]).inc();
+        self.proxy
+            .metrics
+            .config_reloads
+            .with_label_values(&["failure"])
+            .inc();
         tracing::error!(
             path = %self.path.display(),
             errors = errors.join("; "),
@@ -125,7 +145,10 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 
 /// Listeners are bound once; a changed address needs a restart (a reload never rebinds).
 fn warn_restart_needed(old: &Config, new: &Config) {
-    if old.listen != new.listen || old.admin_listen != new.admin_listen || old.tls.is_some() != new.tls.is_some() {
+    if old.listen != new.listen
+        || old.admin_listen != new.admin_listen
+        || old.tls.is_some() != new.tls.is_some()
+    {
         tracing::warn!(
             old_listen = %old.listen,
             new_listen = %new.listen,
@@ -138,7 +161,10 @@ fn warn_restart_needed(old: &Config, new: &Config) {
 
 /// Watches the directory, not the file: editors replace files by rename and Kubernetes swaps the
 /// `..data` symlink, both of which a watch on the file itself would lose.
-fn watch_directory(path: &Path, tx: mpsc::UnboundedSender<()>) -> notify::Result<RecommendedWatcher> {
+fn watch_directory(
+    path: &Path,
+    tx: mpsc::UnboundedSender<()>,
+) -> notify::Result<RecommendedWatcher> {
     let directory = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

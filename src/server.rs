@@ -25,7 +25,10 @@ use crate::proxy::body::Body;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {address}: {source}")]
-    Bind { address: SocketAddr, source: io::Error },
+    Bind {
+        address: SocketAddr,
+        source: io::Error,
+    },
     #[error("cannot read {path}: {source}")]
     ReadPem { path: String, source: io::Error },
     #[error("{0} holds no private key")]
@@ -60,7 +63,9 @@ pub fn tls_acceptor(tls: &Tls) -> Result<TlsAcceptor, ServerError> {
             source,
         })?;
     if certs.is_empty() {
-        return Err(ServerError::NoCertificate(tls.cert_file.display().to_string()));
+        return Err(ServerError::NoCertificate(
+            tls.cert_file.display().to_string(),
+        ));
     }
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|source| ServerError::ReadPem {
@@ -131,7 +136,9 @@ pub async fn serve<S, F>(
         let builder = builder.clone();
         match &settings.tls {
             None => {
-                let connection = builder.serve_connection(TokioIo::new(stream), handler).into_owned();
+                let connection = builder
+                    .serve_connection(TokioIo::new(stream), handler)
+                    .into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
                     if let Err(error) = connection.await {
@@ -144,7 +151,9 @@ pub async fn serve<S, F>(
                 let handshake_timeout = settings.limits.header_read_timeout;
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                        .await
+                    {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -155,7 +164,9 @@ pub async fn serve<S, F>(
                             return;
                         }
                     };
-                    let connection = builder.serve_connection(TokioIo::new(tls), handler).into_owned();
+                    let connection = builder
+                        .serve_connection(TokioIo::new(tls), handler)
+                        .into_owned();
                     if let Err(error) = watcher.watch(connection).await {
                         tracing::debug!(%peer, error = %error, "connection ended with an error");
                     }

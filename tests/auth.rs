@@ -429,11 +429,21 @@ async fn smart_a_fhir_user_that_is_not_a_resource_url_is_refused() {
 #[tokio::test]
 async fn smart_the_application_is_found_by_azp_then_appid() {
     let (idp, key, store, config) = smart().await;
-    let token = smart_claims(&idp, "unregistered").claim("appid", "portal").sign(&key);
-    let principal = check(&store, &config, &token).await.expect("appid names the application");
+    let token = smart_claims(&idp, "unregistered")
+        .claim("appid", "portal")
+        .sign(&key);
+    let principal = check(&store, &config, &token)
+        .await
+        .expect("appid names the application");
     assert_eq!(principal.application, Some(0));
     assert_eq!(principal.client_id.as_deref(), Some("portal"));
-    let token = smart_claims(&idp, "other").claim("appid", "portal").sign(&key);
+    let token = smart_claims(&idp, "other")
+        .claim("appid", "portal")
+        .sign(&key);
     let error = refused(&store, &config, &token).await;
-    assert_eq!(error.reason(), "audience", "azp wins: 'other' has another audience");
+    assert_eq!(
+        error.reason(),
+        "audience",
+        "azp wins: 'other' has another audience"
+    );
 }

@@ -19,7 +19,13 @@ impl Drop for Demo {
 #[test]
 fn demo_commands_answer_as_printed() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fhirguard"))
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -63,7 +69,9 @@ fn demo_commands_answer_as_printed() {
         };
         let output = Command::new("sh")
             .arg("-c")
-            .arg(format!("curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 {command}"))
+            .arg(format!(
+                "curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 {command}"
+            ))
             .output()
             .expect("run curl");
         let got = String::from_utf8_lossy(&output.stdout).trim().to_owned();
@@ -74,7 +82,10 @@ fn demo_commands_answer_as_printed() {
 
     // SIGINT stops the demo cleanly.
     let pid = demo.0.id().to_string();
-    let killed = Command::new("kill").args(["-INT", &pid]).status().expect("kill");
+    let killed = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
     assert!(killed.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -82,7 +93,10 @@ fn demo_commands_answer_as_printed() {
             assert!(status.success(), "demo exited with {status}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "demo did not stop on SIGINT");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "demo did not stop on SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -98,7 +98,10 @@ authenticationConfiguration:
             if self.admin("/readyz").await.status == StatusCode::OK {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "fhirguard never became ready");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "fhirguard never became ready"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -135,8 +138,12 @@ authenticationConfiguration:
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
-        self.send(request.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
-            .await
+        self.send(
+            request
+                .body(Full::new(Bytes::from(body.to_owned())))
+                .unwrap(),
+        )
+        .await
     }
 
     async fn get(&self, target: &str, token: Option<&str>) -> Answer {
@@ -188,7 +195,11 @@ impl Answer {
 
     /// Asserts an OperationOutcome with this issue code whose id is the request id.
     fn assert_outcome(&self, code: &str) {
-        assert_eq!(self.body["resourceType"], "OperationOutcome", "{}", self.body);
+        assert_eq!(
+            self.body["resourceType"], "OperationOutcome",
+            "{}",
+            self.body
+        );
         assert_eq!(self.body["issue"][0]["code"], code, "{}", self.body);
         assert_eq!(self.body["issue"][0]["severity"], "error");
         let id = self.headers["x-request-id"].to_str().unwrap();
@@ -200,7 +211,10 @@ impl Answer {
         assert_eq!(self.status, StatusCode::UNAUTHORIZED, "{}", self.body);
         self.assert_outcome("login");
         let challenge = self.challenge();
-        assert!(challenge.starts_with("Bearer authorization_uri=\""), "{challenge}");
+        assert!(
+            challenge.starts_with("Bearer authorization_uri=\""),
+            "{challenge}"
+        );
         assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
         assert!(
             challenge.contains(description),
@@ -230,7 +244,10 @@ async fn a_valid_token_is_forwarded_with_path_prefix_query_and_body_intact() {
     let answer = h.send(request).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(answer.headers["x-request-id"], "req-42");
-    assert!(!answer.headers.contains_key("x-upstream-hop"), "hop-by-hop header leaked back");
+    assert!(
+        !answer.headers.contains_key("x-upstream-hop"),
+        "hop-by-hop header leaked back"
+    );
     assert!(!answer.headers.contains_key("keep-alive"));
 
     let seen = h.upstream.last();
@@ -249,7 +266,10 @@ async fn a_valid_token_is_forwarded_with_path_prefix_query_and_body_intact() {
     assert_eq!(seen.headers["x-fhirguard-subject"], "subject-1");
     assert_eq!(seen.headers["x-fhirguard-client-id"], "writer");
     assert_eq!(seen.headers["x-fhirguard-fhir-user"], FHIR_USER);
-    assert_eq!(seen.headers["authorization"], format!("Bearer {token}").as_str());
+    assert_eq!(
+        seen.headers["authorization"],
+        format!("Bearer {token}").as_str()
+    );
 }
 
 #[tokio::test]
@@ -283,7 +303,11 @@ async fn each_token_rule_refuses_with_its_description() {
     let h = Harness::start().await;
     let t = now();
     let cases: Vec<(&str, String, &str)> = vec![
-        ("malformed", "not.a.jwt".to_owned(), "The token is malformed"),
+        (
+            "malformed",
+            "not.a.jwt".to_owned(),
+            "The token is malformed",
+        ),
         (
             "unknown issuer",
             token::base_claims("https://evil.example", AUDIENCE, t).sign(&h.primary_key),
@@ -347,7 +371,9 @@ async fn each_token_rule_refuses_with_its_description() {
         ),
         (
             "missing fhirUser",
-            h.smart_claims("reader").without("fhirUser").sign(&h.smart_key),
+            h.smart_claims("reader")
+                .without("fhirUser")
+                .sign(&h.smart_key),
             "The token has no fhirUser claim",
         ),
         (
@@ -365,8 +391,7 @@ async fn each_token_rule_refuses_with_its_description() {
         ),
         (
             "bad signature",
-            token::base_claims(&h.primary.issuer(), AUDIENCE, t)
-                .sign(&TestKey::rsa("primary-1")),
+            token::base_claims(&h.primary.issuer(), AUDIENCE, t).sign(&TestKey::rsa("primary-1")),
             "The signature is invalid",
         ),
     ];
@@ -378,22 +403,36 @@ async fn each_token_rule_refuses_with_its_description() {
             answer.challenge()
         );
         answer.assert_invalid_token(description);
-        assert!(!answer.challenge().contains(&token), "{name}: the token was echoed");
+        assert!(
+            !answer.challenge().contains(&token),
+            "{name}: the token was echoed"
+        );
     }
-    assert!(h.upstream.requests().is_empty(), "a refused token reached the upstream");
+    assert!(
+        h.upstream.requests().is_empty(),
+        "a refused token reached the upstream"
+    );
 }
 
 #[tokio::test]
 async fn malformed_authorization_headers_are_refused() {
     let h = Harness::start().await;
-    for value in ["Basic Zm9vOmJhcg==", "Bearer", "Bearer a b", "Bearer tok\"en"] {
+    for value in [
+        "Basic Zm9vOmJhcg==",
+        "Bearer",
+        "Bearer a b",
+        "Bearer tok\"en",
+    ] {
         let request = Request::get(format!("http://{}/Patient/1", h.running.proxy_address))
             .header("authorization", value)
             .body(Full::new(Bytes::new()))
             .unwrap();
         let answer = h.send(request).await;
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{value}");
-        assert!(answer.challenge().contains("error=\"invalid_token\""), "{value}");
+        assert!(
+            answer.challenge().contains("error=\"invalid_token\""),
+            "{value}"
+        );
     }
     let token = h.smart_token("reader");
     let request = Request::get(format!("http://{}/Patient/1", h.running.proxy_address))
@@ -409,7 +448,10 @@ async fn malformed_authorization_headers_are_refused() {
 async fn the_bearer_scheme_is_case_insensitive() {
     let h = Harness::start().await;
     let request = Request::get(format!("http://{}/Patient/1", h.running.proxy_address))
-        .header("authorization", format!("bEARER {}", h.smart_token("reader")))
+        .header(
+            "authorization",
+            format!("bEARER {}", h.smart_token("reader")),
+        )
         .body(Full::new(Bytes::new()))
         .unwrap();
     assert_eq!(h.send(request).await.status, StatusCode::OK);
@@ -451,7 +493,10 @@ async fn paths_are_normalised_and_encoded_slashes_refused() {
 async fn method_tunnels_are_refused() {
     let h = Harness::start().await;
     let request = Request::post(format!("http://{}/Patient/1", h.running.proxy_address))
-        .header("authorization", format!("Bearer {}", h.smart_token("writer")))
+        .header(
+            "authorization",
+            format!("Bearer {}", h.smart_token("writer")),
+        )
         .header("x-http-method-override", "DELETE")
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -478,7 +523,9 @@ async fn a_read_only_application_cannot_write_or_delete() {
     }
     assert!(h.upstream.requests().is_empty());
     // POST _search is a search, allowed under Read.
-    let answer = h.call(Method::POST, "/Patient/_search", Some(&reader), "name=x").await;
+    let answer = h
+        .call(Method::POST, "/Patient/_search", Some(&reader), "name=x")
+        .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 }
 
@@ -486,25 +533,45 @@ async fn a_read_only_application_cannot_write_or_delete() {
 async fn primary_tokens_are_authorized_by_the_role_mapping() {
     let h = Harness::start().await;
     let reader = h.primary_token(&["FHIR Data Reader"]);
-    assert_eq!(h.get("/Observation?code=x", Some(&reader)).await.status, StatusCode::OK);
-    let answer = h.call(Method::DELETE, "/Observation/1", Some(&reader), "").await;
+    assert_eq!(
+        h.get("/Observation?code=x", Some(&reader)).await.status,
+        StatusCode::OK
+    );
+    let answer = h
+        .call(Method::DELETE, "/Observation/1", Some(&reader), "")
+        .await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
 
     // FHIR Data Writer may delete, but not hard-delete.
     let writer = h.primary_token(&["fhir data writer"]);
-    let answer = h.call(Method::DELETE, "/Observation/1", Some(&writer), "").await;
+    let answer = h
+        .call(Method::DELETE, "/Observation/1", Some(&writer), "")
+        .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     let answer = h
-        .call(Method::DELETE, "/Observation/1?hardDelete=true", Some(&writer), "")
+        .call(
+            Method::DELETE,
+            "/Observation/1?hardDelete=true",
+            Some(&writer),
+            "",
+        )
         .await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
     let answer = h
-        .call(Method::DELETE, "/Observation/1/$purge-history", Some(&writer), "")
+        .call(
+            Method::DELETE,
+            "/Observation/1/$purge-history",
+            Some(&writer),
+            "",
+        )
         .await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
 
     let nobody = h.primary_token(&[]);
-    assert_eq!(h.get("/Patient/1", Some(&nobody)).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        h.get("/Patient/1", Some(&nobody)).await.status,
+        StatusCode::FORBIDDEN
+    );
 }
 
 #[tokio::test]
@@ -521,7 +588,10 @@ async fn bundles_are_allowed_only_when_every_entry_is() {
     .to_string();
     let answer = h.call(Method::POST, "/", Some(&reader), &transaction).await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
-    assert!(h.upstream.requests().is_empty(), "nothing of a refused bundle is forwarded");
+    assert!(
+        h.upstream.requests().is_empty(),
+        "nothing of a refused bundle is forwarded"
+    );
 
     let reads = json!({
         "resourceType": "Bundle", "type": "batch",
@@ -550,7 +620,9 @@ async fn a_bundle_over_the_limit_is_413() {
         "entry": [{ "request": { "method": "GET", "url": "Patient/1" }, "fullUrl": "x".repeat(4096) }],
     })
     .to_string();
-    let answer = h.call(Method::POST, "/", Some(&h.smart_token("reader")), &big).await;
+    let answer = h
+        .call(Method::POST, "/", Some(&h.smart_token("reader")), &big)
+        .await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
     answer.assert_outcome("too-costly");
     assert!(h.upstream.requests().is_empty());
@@ -562,7 +634,11 @@ async fn anonymous_paths_pass_without_a_token() {
     let answer = h.get("/metadata", None).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(h.upstream.last().target, "/fhir/metadata");
-    assert!(!h.upstream.last().headers.contains_key("x-fhirguard-subject"));
+    assert!(!h
+        .upstream
+        .last()
+        .headers
+        .contains_key("x-fhirguard-subject"));
     // Only GET/HEAD are anonymous.
     let answer = h.call(Method::POST, "/metadata", None, "").await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
@@ -579,7 +655,10 @@ async fn a_rotated_key_is_accepted_after_one_refetch() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(h.smart.jwks_fetches(), before + 1);
     // Known now: no further fetch.
-    assert_eq!(h.get("/Patient/1", Some(&token)).await.status, StatusCode::OK);
+    assert_eq!(
+        h.get("/Patient/1", Some(&token)).await.status,
+        StatusCode::OK
+    );
     assert_eq!(h.smart.jwks_fetches(), before + 1);
 }
 
@@ -589,7 +668,9 @@ async fn random_kids_do_not_flood_the_identity_provider() {
     let before = h.smart.jwks_fetches() + h.smart.discovery_fetches();
     let mut refused = 0;
     for i in 0..1000 {
-        let key = h.smart_claims("reader").header("kid", format!("random-{i}"));
+        let key = h
+            .smart_claims("reader")
+            .header("kid", format!("random-{i}"));
         let token = key.forged("ES256", Some(&format!("random-{i}")));
         let answer = h.get("/Patient/1", Some(&token)).await;
         if answer.status == StatusCode::UNAUTHORIZED {
@@ -611,9 +692,7 @@ async fn a_token_for_one_provider_signed_with_anothers_key_is_401() {
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert!(answer.challenge().contains("error=\"invalid_token\""));
     // And with a kid the smart provider does publish.
-    let token = h
-        .smart_claims("reader")
-        .sign(&TestKey::ec_p256("smart-1"));
+    let token = h.smart_claims("reader").sign(&TestKey::ec_p256("smart-1"));
     let answer = h.get("/Patient/1", Some(&token)).await;
     answer.assert_invalid_token("The signature is invalid");
 }
@@ -648,7 +727,13 @@ authenticationConfiguration:
             if let Some(token) = token {
                 request = request.header("authorization", format!("Bearer {token}"));
             }
-            read(client.request(request.body(Full::new(Bytes::new())).unwrap()).await.unwrap()).await
+            read(
+                client
+                    .request(request.body(Full::new(Bytes::new())).unwrap())
+                    .await
+                    .unwrap(),
+            )
+            .await
         }
     };
     let token = token::base_claims(&idp.base_url(), AUDIENCE, now())
@@ -659,8 +744,14 @@ authenticationConfiguration:
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     answer.assert_outcome("transient");
     assert!(answer.headers.contains_key("retry-after"));
-    assert_eq!(get(running.admin_address, "/readyz", None).await.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(get(running.admin_address, "/healthz", None).await.status, StatusCode::OK);
+    assert_eq!(
+        get(running.admin_address, "/readyz", None).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        get(running.admin_address, "/healthz", None).await.status,
+        StatusCode::OK
+    );
     assert!(upstream.requests().is_empty());
 
     idp.restart().await;
@@ -757,7 +848,10 @@ async fn h2_with_prior_knowledge_is_served() {
         .http2_only(true)
         .build_http();
     let request = Request::get(format!("http://{}/Patient/1", h.running.proxy_address))
-        .header("authorization", format!("Bearer {}", h.smart_token("reader")))
+        .header(
+            "authorization",
+            format!("Bearer {}", h.smart_token("reader")),
+        )
         .body(Full::new(Bytes::new()))
         .unwrap();
     let response = client.request(request).await.expect("h2 request");
@@ -771,16 +865,30 @@ async fn metrics_count_known_traffic() {
     let h = Harness::start().await;
     let reader = h.smart_token("reader");
     for _ in 0..3 {
-        assert_eq!(h.get("/Patient/1", Some(&reader)).await.status, StatusCode::OK);
+        assert_eq!(
+            h.get("/Patient/1", Some(&reader)).await.status,
+            StatusCode::OK
+        );
     }
-    assert_eq!(h.get("/Patient/1", None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.get("/Patient/1", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let expired = h
         .smart_claims("reader")
         .claim("nbf", now() - 7200)
         .claim("exp", now() - 3600)
         .sign(&h.smart_key);
-    assert_eq!(h.get("/Patient/1", Some(&expired)).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(h.call(Method::DELETE, "/Patient/1", Some(&reader), "").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        h.get("/Patient/1", Some(&expired)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        h.call(Method::DELETE, "/Patient/1", Some(&reader), "")
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
 
     let text = h.admin("/metrics").await.body.as_str().unwrap().to_owned();
     let value = |needle: &str| -> f64 {
@@ -793,16 +901,34 @@ async fn metrics_count_known_traffic() {
             .parse()
             .unwrap()
     };
-    assert_eq!(value("fhirguard_requests_total{method=\"GET\",outcome=\"allowed\"}"), 3.0);
-    assert_eq!(value("fhirguard_requests_total{method=\"GET\",outcome=\"unauthenticated\"}"), 2.0);
-    assert_eq!(value("fhirguard_requests_total{method=\"DELETE\",outcome=\"forbidden\"}"), 1.0);
-    let smart = h.smart.base_url();
     assert_eq!(
-        value(&format!("fhirguard_auth_failures_total{{provider=\"{smart}\",reason=\"expired\"}}")),
+        value("fhirguard_requests_total{method=\"GET\",outcome=\"allowed\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("fhirguard_requests_total{method=\"GET\",outcome=\"unauthenticated\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("fhirguard_requests_total{method=\"DELETE\",outcome=\"forbidden\"}"),
         1.0
     );
-    assert_eq!(value(&format!("fhirguard_key_set_keys{{provider=\"{smart}\"}}")), 1.0);
-    assert!(value(&format!("fhirguard_key_set_fetches_total{{provider=\"{smart}\",result=\"ok\"}}")) >= 1.0);
+    let smart = h.smart.base_url();
+    assert_eq!(
+        value(&format!(
+            "fhirguard_auth_failures_total{{provider=\"{smart}\",reason=\"expired\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        value(&format!("fhirguard_key_set_keys{{provider=\"{smart}\"}}")),
+        1.0
+    );
+    assert!(
+        value(&format!(
+            "fhirguard_key_set_fetches_total{{provider=\"{smart}\",result=\"ok\"}}"
+        )) >= 1.0
+    );
     assert_eq!(value("fhirguard_in_flight_requests"), 0.0);
     assert_eq!(value("fhirguard_upstream_duration_seconds_count"), 3.0);
     assert_eq!(value("fhirguard_config_generation"), 1.0);

@@ -50,7 +50,11 @@ authenticationConfiguration:
     };
     let running = app::start(config, options).await.expect("start");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !running.proxy.keys.is_ready(&running.proxy.generation.load().config) {
+    while !running
+        .proxy
+        .keys
+        .is_ready(&running.proxy.generation.load().config)
+    {
         assert!(tokio::time::Instant::now() < deadline, "keys never fetched");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -21,7 +21,10 @@ pub fn check(path: &Path, probe: bool) -> ExitCode {
     if !probe {
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             println!("cannot start the runtime: {error}");
@@ -42,7 +45,13 @@ async fn probe_all(config: &Config) -> bool {
         .primary
         .iter()
         .map(|p| p.authority.as_str())
-        .chain(config.auth.smart_providers.iter().map(|p| p.authority.as_str()));
+        .chain(
+            config
+                .auth
+                .smart_providers
+                .iter()
+                .map(|p| p.authority.as_str()),
+        );
     let mut all_ok = true;
     for authority in authorities {
         match store.probe(authority, config).await {

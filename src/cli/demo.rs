@@ -32,7 +32,10 @@ pub const WRITER: &str = "demo-writer";
 
 /// Runs the demo until Ctrl-C. `listen` / `admin_listen` may use port 0.
 pub fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("fhirguard demo: cannot start the runtime: {error}");
@@ -49,24 +52,39 @@ pub fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> ExitCode {
 }
 
 async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), String> {
-    let idp_listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let fhir_listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let idp_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let fhir_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
     let fhir_address = fhir_listener.local_addr().map_err(|e| e.to_string())?;
     let idp = DevIdp::start(idp_listener).map_err(|e| e.to_string())?;
     fhir::start(fhir_listener);
 
-    let config = Config::parse(&config_yaml(listen, admin_listen, &idp.issuer, fhir_address))
-        .map_err(|errors| format!("the demo configuration is invalid:\n{errors}"))?;
+    let config = Config::parse(&config_yaml(
+        listen,
+        admin_listen,
+        &idp.issuer,
+        fhir_address,
+    ))
+    .map_err(|errors| format!("the demo configuration is invalid:\n{errors}"))?;
     let options = StartOptions {
         config_path: None,
         grace: Duration::from_secs(5),
     };
-    let running = app::start(config, options).await.map_err(|e| e.to_string())?;
+    let running = app::start(config, options)
+        .await
+        .map_err(|e| e.to_string())?;
     let proxy = running.proxy_address;
 
     // Wait until the key set is fetched, so the printed commands work at once.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !running.proxy.keys.is_ready(&running.proxy.generation.load().config) {
+    while !running
+        .proxy
+        .keys
+        .is_ready(&running.proxy.generation.load().config)
+    {
         if tokio::time::Instant::now() > deadline {
             return Err("the development identity provider did not answer".to_owned());
         }
@@ -140,7 +158,8 @@ fn print_walkthrough(idp: &DevIdp, proxy: SocketAddr, admin: SocketAddr) {
     let wrong_audience = idp.mint(&wrong_audience);
     let base = format!("http://{proxy}");
     let bearer = |token: &str| format!("-H 'Authorization: Bearer {token}'");
-    let observation = r#"'{"resourceType":"Observation","status":"final","code":{"text":"Heart rate"}}'"#;
+    let observation =
+        r#"'{"resourceType":"Observation","status":"final","code":{"text":"Heart rate"}}'"#;
     let examples = [
         Example { title: "A read token reads a patient", expect: 200, command: format!("curl -i {} '{base}/Patient/example'", bearer(&read)) },
         Example { title: "… and searches observations", expect: 200, command: format!("curl -i {} '{base}/Observation?subject=Patient/example'", bearer(&read)) },

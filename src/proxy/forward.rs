@@ -71,7 +71,9 @@ impl Upstream {
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, Rejection> {
         match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
             Err(_elapsed) => Err(Rejection::UpstreamTimeout(self.response_timeout)),
-            Ok(Err(error)) if timed_out(&error) => Err(Rejection::UpstreamTimeout(self.response_timeout)),
+            Ok(Err(error)) if timed_out(&error) => {
+                Err(Rejection::UpstreamTimeout(self.response_timeout))
+            }
             Ok(Err(error)) => Err(Rejection::UpstreamUnavailable(describe(&error))),
             Ok(Ok(response)) => Ok(response.map(stream)),
         }
@@ -82,7 +84,8 @@ impl Upstream {
 /// then the path and the query exactly as the decision saw them.
 pub fn upstream_uri(base: &url::Url, path: &str, query: Option<&str>) -> Result<Uri, Rejection> {
     let prefix = base.path().trim_end_matches('/');
-    let mut target = String::with_capacity(prefix.len() + path.len() + 1 + query.map_or(0, str::len));
+    let mut target =
+        String::with_capacity(prefix.len() + path.len() + 1 + query.map_or(0, str::len));
     target.push_str(prefix);
     target.push_str(if path.is_empty() { "/" } else { path });
     if let Some(query) = query {
@@ -162,7 +165,10 @@ mod tests {
     fn uri_keeps_the_prefix_and_query() {
         let base = url::Url::parse("http://127.0.0.1:8081/fhir").unwrap();
         let uri = upstream_uri(&base, "/Patient/1", Some("_format=json")).unwrap();
-        assert_eq!(uri.to_string(), "http://127.0.0.1:8081/fhir/Patient/1?_format=json");
+        assert_eq!(
+            uri.to_string(),
+            "http://127.0.0.1:8081/fhir/Patient/1?_format=json"
+        );
         let root = upstream_uri(&base, "/", None).unwrap();
         assert_eq!(root.to_string(), "http://127.0.0.1:8081/fhir/");
         let bare = url::Url::parse("https://fhir.example.org").unwrap();

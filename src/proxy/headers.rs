@@ -124,11 +124,17 @@ mod tests {
     #[test]
     fn connection_listed_headers_are_removed() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         headers.insert("x-secret", HeaderValue::from_static("1"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        headers.insert(header::ACCEPT, HeaderValue::from_static("application/fhir+json"));
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/fhir+json"),
+        );
         remove_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key(header::ACCEPT));
@@ -159,7 +165,12 @@ mod tests {
     fn forwarded_for_appends() {
         let mut headers = HeaderMap::new();
         headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
-        set_forwarded(&mut headers, "127.0.0.1:5000".parse().unwrap(), true, Some("fhir.example.org"));
+        set_forwarded(
+            &mut headers,
+            "127.0.0.1:5000".parse().unwrap(),
+            true,
+            Some("fhir.example.org"),
+        );
         assert_eq!(headers[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
         assert_eq!(headers[&X_FORWARDED_PROTO], "https");
         assert_eq!(headers[&X_FORWARDED_HOST], "fhir.example.org");

@@ -58,7 +58,9 @@ async fn answer(store: Store, request: Request<Incoming>) -> Response<Body> {
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    let mut store = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut store = store
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     match (method, segments.as_slice()) {
         (Method::GET, [metadata]) if metadata == "metadata" => fhir_json(
             StatusCode::OK,
@@ -104,7 +106,11 @@ async fn answer(store: Store, request: Request<Incoming>) -> Response<Body> {
             *response.status_mut() = StatusCode::NO_CONTENT;
             response
         }
-        _ => outcome(StatusCode::NOT_IMPLEMENTED, "not-supported", "not supported by the demo stand-in"),
+        _ => outcome(
+            StatusCode::NOT_IMPLEMENTED,
+            "not-supported",
+            "not supported by the demo stand-in",
+        ),
     }
 }
 

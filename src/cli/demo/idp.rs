@@ -42,7 +42,9 @@ struct Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("Signer")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -96,8 +98,14 @@ impl DevIdp {
 
     /// `grant_type=client_credentials&client_id=…&scope=…`: a token for that client.
     fn token(&self, form: &[u8]) -> Response<Body> {
-        let fields: Vec<(String, String)> = url::form_urlencoded::parse(form).into_owned().collect();
-        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let fields: Vec<(String, String)> =
+            url::form_urlencoded::parse(form).into_owned().collect();
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
         if field("grant_type").as_deref() != Some("client_credentials") {
             return json_response(
                 StatusCode::BAD_REQUEST,
@@ -105,7 +113,10 @@ impl DevIdp {
             );
         }
         let Some(client_id) = field("client_id") else {
-            return json_response(StatusCode::BAD_REQUEST, &json!({ "error": "invalid_client" }));
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({ "error": "invalid_client" }),
+            );
         };
         let scope = field("scope").unwrap_or_else(|| "patient/*.read".to_owned());
         let claims = crate::cli::demo::claims(&self.issuer, &client_id, &scope, 3600);
@@ -123,8 +134,9 @@ impl DevIdp {
 
 impl Signer {
     fn generate() -> Result<Signer, DemoIdpError> {
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-            .map_err(|_| DemoIdpError::KeyGeneration)?;
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(|_| DemoIdpError::KeyGeneration)?;
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
             .map_err(|_| DemoIdpError::KeyGeneration)?;
         // The public key is the uncompressed point 0x04 || X || Y (SEC 1 §2.3.3).
@@ -149,8 +161,9 @@ impl Signer {
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let mut response = Response::new(full(value.to_string()));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     response
 }
