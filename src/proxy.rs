@@ -6,6 +6,7 @@
 //! at its start and uses it to the end, so a reload never changes the rules mid-request.
 
 pub mod body;
+pub mod decision;
 pub mod forward;
 pub mod headers;
 
@@ -20,13 +21,13 @@ use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use crate::auth::{self, KeyStore, Principal, ProviderKind};
-use crate::authz::{self, actions::DataActions};
+use crate::auth::{KeyStore, Principal, ProviderKind};
 use crate::config::Config;
 use crate::error::{Challenge, Rejection, ResponseContext};
-use crate::fhir::{self, bundle, path::normalize_path};
 use crate::metrics::{method_label, Metrics};
 use body::{full, stream, Body};
+pub use decision::granted_actions;
+use decision::Findings;
 use forward::{upstream_uri, Upstream};
 
 /// A configuration generation: the validated config and what was built from it.
@@ -60,14 +61,6 @@ pub struct Peer {
     pub https: bool,
 }
 
-/// What the audit line records about a decision.
-#[derive(Debug, Default)]
-struct Audit {
-    principal: Option<Principal>,
-    outcome: &'static str,
-    reason: String,
-}
-
 impl Proxy {
     /// Handles one request: never fails, every refusal is a response.
     pub async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<Body> {
@@ -78,31 +71,29 @@ impl Proxy {
         let method = request.method().clone();
         let raw_path = request.uri().path().to_owned();
         let query = request.uri().query().map(str::to_owned);
-        let mut audit = Audit::default();
+        let mut findings = Findings::default();
 
         let result = self
-            .decide_and_forward(&generation, request, peer, &request_id, &mut audit)
+            .decide_and_forward(&generation, request, peer, &request_id, &mut findings)
             .await;
-        let mut response = match result {
-            Ok(response) => response,
+        let mut reason = String::new();
+        let (mut response, outcome) = match result {
+            Ok(response) if findings.anonymous => (response, "anonymous"),
+            Ok(response) => (response, "allowed"),
             Err(rejection) => {
-                audit.outcome = outcome_of(&rejection);
-                audit.reason = rejection.to_string();
-                let challenge = challenge_for(&generation.config, audit.principal.as_ref());
-                rejection.into_response(ResponseContext {
+                let outcome = outcome_of(&rejection);
+                reason = rejection.to_string();
+                let challenge = challenge_for(&generation.config, findings.principal.as_ref());
+                let response = rejection.into_response(ResponseContext {
                     request_id: &request_id,
                     challenge,
-                })
+                });
+                (response, outcome)
             }
         };
         if let Ok(id) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(headers::REQUEST_ID, id);
         }
-        let outcome = if audit.outcome.is_empty() {
-            "invalid"
-        } else {
-            audit.outcome
-        };
         self.metrics
             .requests
             .with_label_values(&[outcome, method_label(&method)])
@@ -111,6 +102,11 @@ impl Proxy {
             .request_duration
             .with_label_values(&[outcome])
             .observe(started.elapsed().as_secs_f64());
+        let audit = Audit {
+            principal: findings.principal.as_ref(),
+            outcome,
+            reason: &reason,
+        };
         log_decision(
             &generation.config,
             &audit,
@@ -130,80 +126,36 @@ impl Proxy {
         request: Request<Incoming>,
         peer: Peer,
         request_id: &str,
-        audit: &mut Audit,
+        findings: &mut Findings,
     ) -> Result<Response<Body>, Rejection> {
         let config = &generation.config;
-        let path = normalize_path(request.uri().path())?;
-        let query = request.uri().query().map(str::to_owned);
-
-        // Step 1: anonymous paths and CORS preflight (SPEC §4.1).
-        if is_anonymous(config, request.method(), &path, request.headers()) {
-            audit.outcome = "anonymous";
-            let (parts, body) = request.into_parts();
-            let target = Target {
-                path: &path,
-                query: query.as_deref(),
-                peer,
-                request_id,
-            };
-            return self
-                .forward(generation, parts, stream(body), target, None)
-                .await;
-        }
-
-        // Step 2: tokens outside the header (reference §2.1).
-        if let Some(part) = auth::jwt_in_url(request.uri().path(), query.as_deref()) {
-            return Err(Rejection::TokenInUrl(part));
-        }
-
-        // Step 3: bearer extraction (RFC 6750 §2.1).
-        let token = auth::bearer_token(request.headers(), config.limits.max_token_bytes)?
-            .ok_or(Rejection::MissingToken)?;
-
-        // Steps 4–7: provider, signature, time, audience and client.
-        let now = unix_now();
-        let auth_started = Instant::now();
-        let authenticated = auth::authenticate(&self.keys, config, token, now).await;
-        self.metrics
-            .auth_duration
-            .observe(auth_started.elapsed().as_secs_f64());
-        let principal = authenticated.inspect_err(|error| {
-            self.metrics
-                .auth_failures
-                .with_label_values(&[error.provider().unwrap_or("unknown"), error.reason()])
-                .inc();
-        })?;
-        audit.principal = Some(principal.clone());
-
-        // Step 8: classification and authorization.
-        let classified =
-            fhir::classify(request.method(), &path, query.as_deref(), request.headers())?;
-        let granted = granted_actions(config, &principal);
         let (parts, body) = request.into_parts();
-        let body = if classified.interaction.is_bundle() {
+        decision::decide_head(
+            &self.keys,
+            config,
+            Some(&self.metrics),
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            findings,
+        )
+        .await?;
+        let body = if findings.needs_bundle() {
             // Only bundles are buffered: their entries decide (SPEC §7).
             let bytes = read_limited(body, config.limits.max_bundle_bytes).await?;
-            let bundle = bundle::classify_bundle(&bytes)?;
-            let decision = authz::authorize_bundle(&bundle, granted);
-            if !decision.allowed {
-                return Err(Rejection::Forbidden(decision.reason));
-            }
+            decision::decide_bundle(&bytes, findings)?;
             full(bytes)
         } else {
-            let decision = authz::authorize(&classified, granted);
-            if !decision.allowed {
-                return Err(Rejection::Forbidden(decision.reason));
-            }
             stream(body)
         };
-        audit.outcome = "allowed";
+        let query = parts.uri.query().map(str::to_owned);
         let target = Target {
-            path: &path,
+            path: findings.path.as_deref().unwrap_or("/"),
             query: query.as_deref(),
             peer,
             request_id,
         };
-        self.forward(generation, parts, body, target, Some(&principal))
+        self.forward(generation, parts, body, target, findings.principal.as_ref())
             .await
     }
 
@@ -286,33 +238,6 @@ struct Target<'a> {
     request_id: &'a str,
 }
 
-fn is_anonymous(config: &Config, method: &Method, path: &str, headers: &http::HeaderMap) -> bool {
-    let preflight = method == Method::OPTIONS
-        && headers.contains_key(http::header::ORIGIN)
-        && headers.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
-    let read = method == Method::GET || method == Method::HEAD;
-    preflight || (read && config.anonymous_paths.iter().any(|p| p == path))
-}
-
-/// The data actions the principal holds: the application's `allowedDataActions` for a smart
-/// identity provider, the role mapping for the primary authority (SPEC §4.8).
-pub fn granted_actions(config: &Config, principal: &Principal) -> DataActions {
-    match principal.provider {
-        ProviderKind::Primary => config.roles.granted(&principal.roles, &principal.groups),
-        ProviderKind::Smart { index } => principal
-            .application
-            .and_then(|app| {
-                config
-                    .auth
-                    .smart_providers
-                    .get(index)?
-                    .applications
-                    .get(app)
-            })
-            .map_or(DataActions::NONE, |app| app.allowed_data_actions),
-    }
-}
-
 /// The challenge parameters: the provider that judged the token, else the primary authority,
 /// else the first smart identity provider.
 fn challenge_for<'a>(config: &'a Config, principal: Option<&'a Principal>) -> Challenge<'a> {
@@ -361,6 +286,14 @@ async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, Rejection> 
     }
 }
 
+/// What the audit line records about a decision.
+#[derive(Debug)]
+struct Audit<'a> {
+    principal: Option<&'a Principal>,
+    outcome: &'static str,
+    reason: &'a str,
+}
+
 fn outcome_of(rejection: &Rejection) -> &'static str {
     match rejection.status().as_u16() {
         401 => "unauthenticated",
@@ -371,17 +304,11 @@ fn outcome_of(rejection: &Rejection) -> &'static str {
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// One audit line per decision (SPEC §6): never the token; the query only when enabled.
 #[allow(clippy::too_many_arguments)]
 fn log_decision(
     config: &Config,
-    audit: &Audit,
+    audit: &Audit<'_>,
     request_id: &str,
     method: &Method,
     path: &str,
@@ -389,7 +316,7 @@ fn log_decision(
     status: u16,
     started: Instant,
 ) {
-    let principal = audit.principal.as_ref();
+    let principal = audit.principal;
     let provider = principal.map(|p| p.authority.as_str()).unwrap_or("");
     let query = if config.logging.log_query {
         query.unwrap_or("")
@@ -404,7 +331,7 @@ fn log_decision(
         query,
         status,
         outcome = audit.outcome,
-        reason = audit.reason.as_str(),
+        reason = audit.reason,
         provider,
         client_id = principal.and_then(|p| p.client_id.as_deref()).unwrap_or(""),
         subject = principal.and_then(|p| p.subject.as_deref()).unwrap_or(""),

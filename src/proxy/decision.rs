@@ -1,0 +1,158 @@
+//! Steps 1–8 of SPEC §4 for one request head, shared by serving ([`super::Proxy::handle`]) and
+//! `fhirguard explain`, so that explain's answer is the proxy's answer. What each step learned is
+//! kept in [`Findings`] for the audit line and for explain's report.
+
+use std::time::Instant;
+
+use http::{HeaderMap, Method, Uri};
+
+use crate::auth::{self, KeyStore, Principal, ProviderKind};
+use crate::authz::{self, actions::DataActions, BundleDecision, Decision};
+use crate::config::Config;
+use crate::error::Rejection;
+use crate::fhir::{self, bundle, path::normalize_path, FhirRequest};
+use crate::metrics::Metrics;
+
+/// What the steps learned, in order; later fields stay `None` after the first failure.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// The normalised path, relative to the FHIR base (step 0).
+    pub path: Option<String>,
+    /// The request matched an anonymous path or is a CORS preflight (step 1).
+    pub anonymous: bool,
+    /// The accepted token's principal (steps 4–7).
+    pub principal: Option<Principal>,
+    /// The FHIR interaction and the data actions it requires (step 8).
+    pub classified: Option<FhirRequest>,
+    /// The data actions the principal holds (step 8).
+    pub granted: Option<DataActions>,
+    /// The decision for a request without a bundle body (step 8).
+    pub decision: Option<Decision>,
+    /// The decision for a batch/transaction bundle, once its body was read (step 8).
+    pub bundle: Option<BundleDecision>,
+}
+
+impl Findings {
+    /// The request still needs its bundle body to be decided.
+    pub fn needs_bundle(&self) -> bool {
+        self.classified
+            .as_ref()
+            .is_some_and(|c| c.interaction.is_bundle())
+            && self.bundle.is_none()
+    }
+}
+
+/// Runs steps 0–8 on a request head. `Ok(())` means forward, unless [`Findings::needs_bundle`],
+/// in which case [`decide_bundle`] must pass first.
+pub async fn decide_head(
+    keys: &KeyStore,
+    config: &Config,
+    metrics: Option<&Metrics>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    findings: &mut Findings,
+) -> Result<(), Rejection> {
+    // Step 0: the decision is made on exactly the path that is forwarded.
+    let path = normalize_path(uri.path())?;
+    let query = uri.query();
+    let anonymous = is_anonymous(config, method, &path, headers);
+    findings.path = Some(path);
+    let path = findings.path.as_deref().unwrap_or("/");
+
+    // Step 1: anonymous paths and CORS preflight (SPEC §4.1).
+    if anonymous {
+        findings.anonymous = true;
+        return Ok(());
+    }
+
+    // Step 2: tokens outside the header (reference §2.1).
+    if let Some(part) = auth::jwt_in_url(uri.path(), query) {
+        return Err(Rejection::TokenInUrl(part));
+    }
+
+    // Step 3: bearer extraction (RFC 6750 §2.1).
+    let token = auth::bearer_token(headers, config.limits.max_token_bytes)?
+        .ok_or(Rejection::MissingToken)?;
+
+    // Steps 4–7: provider, signature, time, audience and client.
+    let started = Instant::now();
+    let authenticated = auth::authenticate(keys, config, token, unix_now()).await;
+    if let Some(metrics) = metrics {
+        metrics
+            .auth_duration
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(error) = &authenticated {
+            metrics
+                .auth_failures
+                .with_label_values(&[error.provider().unwrap_or("unknown"), error.reason()])
+                .inc();
+        }
+    }
+    let principal = findings.principal.insert(authenticated?);
+
+    // Step 8: classification and authorization.
+    let granted = granted_actions(config, principal);
+    findings.granted = Some(granted);
+    let classified = findings
+        .classified
+        .insert(fhir::classify(method, path, query, headers)?);
+    if classified.interaction.is_bundle() {
+        return Ok(());
+    }
+    let decision = findings
+        .decision
+        .insert(authz::authorize(classified, granted));
+    if decision.allowed {
+        Ok(())
+    } else {
+        Err(Rejection::Forbidden(decision.reason.clone()))
+    }
+}
+
+/// Step 8 for a batch/transaction: every entry classified and authorized (reference §3.2).
+pub fn decide_bundle(body: &[u8], findings: &mut Findings) -> Result<(), Rejection> {
+    let bundle = bundle::classify_bundle(body)?;
+    let granted = findings.granted.unwrap_or(DataActions::NONE);
+    let decision = findings
+        .bundle
+        .insert(authz::authorize_bundle(&bundle, granted));
+    if decision.allowed {
+        Ok(())
+    } else {
+        Err(Rejection::Forbidden(decision.reason.clone()))
+    }
+}
+
+fn is_anonymous(config: &Config, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+    let preflight = method == Method::OPTIONS
+        && headers.contains_key(http::header::ORIGIN)
+        && headers.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
+    let read = method == Method::GET || method == Method::HEAD;
+    preflight || (read && config.anonymous_paths.iter().any(|p| p == path))
+}
+
+/// The data actions the principal holds: the application's `allowedDataActions` for a smart
+/// identity provider, the role mapping for the primary authority (SPEC §4.8).
+pub fn granted_actions(config: &Config, principal: &Principal) -> DataActions {
+    match principal.provider {
+        ProviderKind::Primary => config.roles.granted(&principal.roles, &principal.groups),
+        ProviderKind::Smart { index } => principal
+            .application
+            .and_then(|app| {
+                config
+                    .auth
+                    .smart_providers
+                    .get(index)?
+                    .applications
+                    .get(app)
+            })
+            .map_or(DataActions::NONE, |app| app.allowed_data_actions),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
