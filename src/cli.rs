@@ -1,7 +1,8 @@
-//! The subcommands behind the thin `main`: `serve`, `check` and `demo`.
+//! The subcommands behind the thin `main`: `serve`, `check`, `explain` and `demo`.
 
 pub mod check;
 pub mod demo;
+pub mod explain;
 mod logging;
 
 use std::path::Path;
@@ -11,6 +12,7 @@ use crate::config::Config;
 
 pub use check::check;
 pub use demo::demo;
+pub use explain::{explain, ExplainRequest};
 
 /// `EX_USAGE` (sysexits.h): the configuration is invalid.
 pub const EXIT_CONFIG: u8 = 64;

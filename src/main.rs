@@ -33,6 +33,24 @@ enum Command {
         #[arg(long)]
         probe: bool,
     },
+    /// Run the full decision for one request without forwarding it, and print each step.
+    Explain {
+        /// Configuration file (YAML or JSON).
+        #[arg(long, env = "FHIRGUARD_CONFIG")]
+        config: PathBuf,
+        /// The bearer token, or `-` to read it from standard input.
+        #[arg(long)]
+        token: String,
+        /// HTTP method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Path and query relative to the FHIR base.
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// A batch/transaction bundle (JSON) to decide with `--method POST --path /`.
+        #[arg(long)]
+        body: Option<PathBuf>,
+    },
     /// A self-contained demonstration on loopback: development identity provider, in-memory FHIR
     /// stand-in and the proxy, with ready-to-paste curl commands.
     Demo {
@@ -50,6 +68,19 @@ fn main() -> ExitCode {
     match args.command {
         Command::Serve { config } => cli::serve(&config),
         Command::Check { config, probe } => cli::check(&config, probe),
+        Command::Explain {
+            config,
+            token,
+            method,
+            path,
+            body,
+        } => cli::explain(&cli::ExplainRequest {
+            config: &config,
+            token: &token,
+            method: &method,
+            path: &path,
+            body: body.as_deref(),
+        }),
         Command::Demo {
             listen,
             admin_listen,

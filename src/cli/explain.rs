@@ -1,0 +1,238 @@
+//! `fhirguard explain --config FILE --token TOKEN|- [--method M] [--path P] [--body FILE]`
+//! (SPEC §2): runs the full decision for one request without forwarding it, through the same
+//! [`decide_head`] / [`decide_bundle`] the proxy uses, and prints each step and the verdict.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use http::{HeaderMap, HeaderValue, Method, Uri};
+use serde_json::Value;
+
+use crate::auth::{KeyStore, ProviderKind};
+use crate::config::Config;
+use crate::error::Rejection;
+use crate::proxy::decision::{decide_bundle, decide_head, Findings};
+
+/// What to explain.
+#[derive(Debug)]
+pub struct ExplainRequest<'a> {
+    pub config: &'a Path,
+    /// The token, or `-` to read it from standard input.
+    pub token: &'a str,
+    pub method: &'a str,
+    /// Path and query relative to the FHIR base, e.g. `/Observation?code=x`.
+    pub path: &'a str,
+    /// A batch/transaction bundle to decide, for `POST /`.
+    pub body: Option<&'a Path>,
+}
+
+/// Prints the steps; exit 0 when the request would be forwarded, 1 when refused, 64 on a bad
+/// config or argument.
+pub fn explain(request: &ExplainRequest<'_>) -> ExitCode {
+    let config = match Config::load(request.config) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!(
+                "{}: invalid configuration:\n{errors}",
+                request.config.display()
+            );
+            return ExitCode::from(super::EXIT_CONFIG);
+        }
+    };
+    let token = match read_token(request.token) {
+        Ok(token) => token,
+        Err(message) => {
+            eprintln!("fhirguard explain: {message}");
+            return ExitCode::from(super::EXIT_CONFIG);
+        }
+    };
+    let (Ok(method), Ok(uri)) = (
+        Method::from_bytes(request.method.as_bytes()),
+        request.path.parse::<Uri>(),
+    ) else {
+        eprintln!("fhirguard explain: invalid --method or --path");
+        return ExitCode::from(super::EXIT_CONFIG);
+    };
+    let body = match request.body.map(std::fs::read).transpose() {
+        Ok(body) => body,
+        Err(error) => {
+            eprintln!("fhirguard explain: cannot read the body: {error}");
+            return ExitCode::from(super::EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("fhirguard explain: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let allowed = runtime.block_on(run(&config, &token, &method, &uri, body.as_deref()));
+    if allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn read_token(argument: &str) -> Result<String, String> {
+    if argument != "-" {
+        return Ok(argument.trim().to_owned());
+    }
+    let mut token = String::new();
+    std::io::stdin()
+        .read_to_string(&mut token)
+        .map_err(|e| format!("cannot read the token from standard input: {e}"))?;
+    Ok(token.trim().to_owned())
+}
+
+async fn run(
+    config: &Config,
+    token: &str,
+    method: &Method,
+    uri: &Uri,
+    body: Option<&[u8]>,
+) -> bool {
+    let keys = KeyStore::new();
+    keys.prefetch(config).await;
+    let mut headers = HeaderMap::new();
+    if !token.is_empty() {
+        match HeaderValue::from_str(&format!("Bearer {token}")) {
+            Ok(value) => {
+                headers.insert(http::header::AUTHORIZATION, value);
+            }
+            Err(_) => println!("note: the token holds characters no HTTP header may carry"),
+        }
+    }
+    println!("request: {method} {uri}");
+    describe_token(token);
+
+    let mut findings = Findings::default();
+    let mut result = decide_head(&keys, config, None, method, uri, &headers, &mut findings).await;
+    if result.is_ok() && findings.needs_bundle() {
+        result = match body {
+            Some(body) => decide_bundle(body, &mut findings),
+            None => {
+                println!("note: a batch/transaction is decided by its entries: pass --body FILE");
+                Err(Rejection::Forbidden(
+                    "the bundle body was not given".to_owned(),
+                ))
+            }
+        };
+    }
+    report(config, &findings);
+    match result {
+        Ok(()) => {
+            println!("verdict: ALLOW — forwarded to {}", config.upstream.url);
+            true
+        }
+        Err(rejection) => {
+            println!(
+                "verdict: {} {} — {rejection}",
+                rejection.status().as_u16(),
+                rejection.reason()
+            );
+            false
+        }
+    }
+}
+
+/// The token's header and the claims that decide, decoded without trusting them.
+fn describe_token(token: &str) {
+    let mut parts = token.split('.');
+    let decode = |part: Option<&str>| -> Option<Value> {
+        let bytes = URL_SAFE_NO_PAD.decode(part?).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    };
+    let (header, claims) = (decode(parts.next()), decode(parts.next()));
+    let (Some(header), Some(claims)) = (header, claims) else {
+        println!("token: not a decodable JWT");
+        return;
+    };
+    let field = |value: &Value, name: &str| {
+        value
+            .get(name)
+            .map_or_else(|| "-".to_owned(), Value::to_string)
+    };
+    println!(
+        "token (unverified): alg={} kid={} iss={} aud={} azp={} appid={} exp={}",
+        field(&header, "alg"),
+        field(&header, "kid"),
+        field(&claims, "iss"),
+        field(&claims, "aud"),
+        field(&claims, "azp"),
+        field(&claims, "appid"),
+        field(&claims, "exp"),
+    );
+}
+
+fn report(config: &Config, findings: &Findings) {
+    if let Some(path) = &findings.path {
+        println!("step 0 path: normalised to {path}");
+    }
+    if findings.anonymous {
+        println!("step 1 anonymous: yes (no token needed)");
+        return;
+    }
+    let Some(principal) = &findings.principal else {
+        return;
+    };
+    let provider = match principal.provider {
+        ProviderKind::Primary => "primary authority".to_owned(),
+        ProviderKind::Smart { index } => format!("smartIdentityProviders[{index}]"),
+    };
+    println!(
+        "step 4 provider: {provider} {} (issuer {})",
+        principal.authority, principal.issuer
+    );
+    println!(
+        "step 5 signature: verified with key {}",
+        principal.key_id.as_deref().unwrap_or("-")
+    );
+    println!(
+        "step 6 time: valid until {} (Unix seconds)",
+        principal.expires_at
+    );
+    println!("step 7 audience: {}", principal.audience.join(", "));
+    if let (ProviderKind::Smart { index }, Some(app)) = (principal.provider, principal.application)
+    {
+        let client = config
+            .auth
+            .smart_providers
+            .get(index)
+            .and_then(|p| p.applications.get(app))
+            .map_or("-", |a| a.client_id.as_str());
+        println!("step 7 application: {client}");
+    }
+    println!(
+        "        subject={} client={} fhirUser={} roles=[{}] scopes=[{}]",
+        principal.subject.as_deref().unwrap_or("-"),
+        principal.client_id.as_deref().unwrap_or("-"),
+        principal.fhir_user.as_deref().unwrap_or("-"),
+        principal.roles.join(", "),
+        principal.scopes.join(" ")
+    );
+    if let Some(classified) = &findings.classified {
+        println!(
+            "step 8 request: {classified}, requires {}",
+            classified.required
+        );
+    }
+    if let Some(granted) = findings.granted {
+        println!("step 8 granted: {granted}");
+    }
+    if let Some(decision) = &findings.decision {
+        println!("step 8 decision: {decision}");
+    }
+    if let Some(bundle) = &findings.bundle {
+        for (index, entry) in bundle.entries.iter().enumerate() {
+            println!("step 8 entry[{index}]: {entry}");
+        }
+    }
+}

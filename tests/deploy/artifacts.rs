@@ -1,0 +1,217 @@
+//! Reading the artefacts under `deploy/`: YAML documents, the Kubernetes examples (manifests and
+//! the fhirguard config in their ConfigMap), the Dockerfile's stages, and the CLI's `--help`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fhirguard::config::Config;
+use serde::Deserialize;
+use serde_yaml::Value;
+
+pub(crate) const KUBERNETES_DIRS: [&str; 2] = ["kubernetes/sidecar", "kubernetes/standalone"];
+
+pub(crate) fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+pub(crate) fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every `.yaml` / `.yml` file under `dir`, sorted.
+pub(crate) fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(yaml_files(&path));
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The documents of a (multi-document) YAML file; empty documents are left out.
+pub(crate) fn documents(path: &Path) -> Vec<Value> {
+    let text = read(path);
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|document| {
+            Value::deserialize(document).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        })
+        .filter(|value| !value.is_null())
+        .collect()
+}
+
+pub(crate) fn s<'a>(value: &'a Value, path: &str) -> &'a str {
+    at(value, path)
+        .as_str()
+        .unwrap_or_else(|| panic!("{path} is not a string"))
+}
+
+/// `value` at a dotted path (`spec.template.spec`); Null when absent.
+pub(crate) fn at<'a>(value: &'a Value, path: &str) -> &'a Value {
+    static NULL: Value = Value::Null;
+    path.split('.')
+        .try_fold(value, |v, key| v.get(key))
+        .unwrap_or(&NULL)
+}
+
+pub(crate) fn seq(value: &Value) -> &[Value] {
+    value.as_sequence().map_or(&[], Vec::as_slice)
+}
+
+/// One Kubernetes example: its manifests and the fhirguard config in its ConfigMap.
+pub(crate) struct Example {
+    pub(crate) dir: &'static str,
+    pub(crate) manifests: Vec<Value>,
+    pub(crate) config_text: String,
+    pub(crate) config: Config,
+}
+
+impl Example {
+    pub(crate) fn load(dir: &'static str) -> Example {
+        let manifests: Vec<Value> = yaml_files(&deploy_dir().join(dir))
+            .iter()
+            .flat_map(|p| documents(p))
+            .collect();
+        let maps = kinds(&manifests, "ConfigMap");
+        assert_eq!(maps.len(), 1, "{dir}: one ConfigMap");
+        let config_text = at(maps[0], "data")
+            .get("config.yaml")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{dir}: the ConfigMap has no config.yaml"))
+            .to_owned();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &config_text).unwrap();
+        let config = Config::load(file.path())
+            .unwrap_or_else(|errors| panic!("{dir}: config.yaml is invalid:\n{errors}"));
+        Example {
+            dir,
+            manifests,
+            config_text,
+            config,
+        }
+    }
+
+    pub(crate) fn one(&self, kind: &str) -> &Value {
+        let found = kinds(&self.manifests, kind);
+        assert_eq!(found.len(), 1, "{}: one {kind}", self.dir);
+        found[0]
+    }
+
+    pub(crate) fn pod(&self) -> &Value {
+        at(self.one("Deployment"), "spec.template")
+    }
+
+    pub(crate) fn fhirguard_container(&self) -> &Value {
+        let containers = seq(at(self.pod(), "spec.containers"));
+        let found: Vec<_> = containers
+            .iter()
+            .filter(|c| s(c, "image").contains("/fhirguard:"))
+            .collect();
+        assert_eq!(found.len(), 1, "{}: one fhirguard container", self.dir);
+        found[0]
+    }
+}
+
+pub(crate) fn kinds<'a>(manifests: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    manifests
+        .iter()
+        .filter(|m| at(m, "kind").as_str() == Some(kind))
+        .collect()
+}
+
+/// A container port given by number or by name, as a number.
+pub(crate) fn port_number(container: &Value, port: &Value) -> u64 {
+    if let Some(number) = port.as_u64() {
+        return number;
+    }
+    let name = port.as_str().expect("a port is a number or a name");
+    seq(at(container, "ports"))
+        .iter()
+        .find(|p| s(p, "name") == name)
+        .and_then(|p| at(p, "containerPort").as_u64())
+        .unwrap_or_else(|| panic!("no container port named {name}"))
+}
+
+/// True when every `matchLabels` entry is among `labels`.
+pub(crate) fn selects(match_labels: &Value, labels: &Value) -> bool {
+    let wanted = match_labels.as_mapping().expect("matchLabels");
+    !wanted.is_empty() && wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+pub(crate) fn fhirguard_help(subcommand: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_fhirguard"))
+        .args([subcommand, "--help"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "fhirguard {subcommand} --help failed"
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The `--flags` in `args` that `help` does not list.
+pub(crate) fn unknown_flags(help: &str, args: &[String]) -> Vec<String> {
+    let listed: BTreeSet<&str> = help
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|word| word.starts_with("--"))
+        .collect();
+    args.iter()
+        .filter(|arg| arg.starts_with("--"))
+        .map(|arg| arg.split('=').next().unwrap().to_owned())
+        .filter(|flag| !listed.contains(flag.as_str()))
+        .collect()
+}
+
+/// The final stage's ENTRYPOINT, CMD (exec form) and EXPOSE ports, and the build stage's RUNs.
+pub(crate) struct Dockerfile {
+    pub(crate) entrypoint: Vec<String>,
+    pub(crate) cmd: Vec<String>,
+    pub(crate) expose: BTreeSet<u64>,
+    pub(crate) build_runs: Vec<String>,
+}
+
+pub(crate) fn dockerfile() -> Dockerfile {
+    let text = read(&deploy_dir().join("Dockerfile"));
+    let mut stages: Vec<Vec<&str>> = Vec::new();
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        if line.starts_with("FROM ") {
+            stages.push(Vec::new());
+        } else if let Some(stage) = stages.last_mut() {
+            stage.push(line);
+        }
+    }
+    assert!(stages.len() >= 2, "a multi-stage build");
+    let exec_form = |stage: &[&str], instruction: &str| -> Vec<String> {
+        let line = stage
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix(instruction))
+            .unwrap();
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{instruction} {line}: {e}"))
+    };
+    let last = stages.last().unwrap();
+    Dockerfile {
+        entrypoint: exec_form(last, "ENTRYPOINT "),
+        cmd: exec_form(last, "CMD "),
+        expose: last
+            .iter()
+            .filter_map(|l| l.strip_prefix("EXPOSE "))
+            .flat_map(|ports| ports.split_whitespace().map(|p| p.parse().unwrap()))
+            .collect(),
+        build_runs: stages[0]
+            .iter()
+            .filter_map(|l| l.strip_prefix("RUN "))
+            .map(str::to_owned)
+            .collect(),
+    }
+}

@@ -1,0 +1,323 @@
+//! The metrics side: every metric and label value that the alert rules and the dashboard name is
+//! in fhirguard's `/metrics` after traffic that exercises every outcome, refused tokens, key-set
+//! fetches (good and failing) and reloads (good and bad).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fhirguard::app::{self, StartOptions};
+use fhirguard::config::Config;
+use fhirguard::reload::{ReloadOutcome, Reloader};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::json;
+
+use crate::artifacts::{deploy_dir, read};
+use crate::support::idp::FakeIdp;
+use crate::support::token::{self, now, TestKey};
+use crate::support::upstream::FakeFhir;
+
+/// Every `fhirguard_…` name in `text`.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("fhirguard_") {
+        let boundary = rest[..start]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_');
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        if boundary {
+            names.insert(tail[..end].to_owned());
+        }
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// The values given to `label` in selectors: `label="a"`, `label=~"a|b"`, `label!="a"`.
+fn label_values(text: &str, label: &str) -> BTreeSet<String> {
+    let text = text.replace("\\\"", "\"");
+    let mut values = BTreeSet::new();
+    for op in ["=\"", "=~\"", "!=\"", "!~\""] {
+        let needle = format!("{label}{op}");
+        for (index, _) in text.match_indices(&needle) {
+            if text[..index].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let value = &text[index + needle.len()..];
+            let value = &value[..value.find('"').unwrap()];
+            values.extend(value.split('|').map(str::to_owned));
+        }
+    }
+    values
+}
+
+#[test]
+fn names_and_label_values_are_found_in_rule_text() {
+    let text = r#"sum(rate(fhirguard_requests_total{outcome=~"allowed|anonymous"}[5m])) / fhirguard_x_bucket{result="ok",reason!="keys_unavailable"} Fhirguard_Alert xfhirguard_no"#;
+    assert_eq!(
+        metric_names(text),
+        BTreeSet::from([
+            "fhirguard_requests_total".to_owned(),
+            "fhirguard_x_bucket".to_owned()
+        ])
+    );
+    assert_eq!(
+        label_values(text, "outcome"),
+        BTreeSet::from(["allowed".to_owned(), "anonymous".to_owned()])
+    );
+    assert_eq!(
+        label_values(text, "reason"),
+        BTreeSet::from(["keys_unavailable".to_owned()])
+    );
+    assert!(label_values(text, "method").is_empty());
+}
+
+/// fhirguard after traffic of every outcome, refused tokens, key-set fetches (good and failing)
+/// and reloads (good and bad): its `/metrics` text.
+async fn metrics_after_traffic() -> String {
+    let primary_key = TestKey::rsa("primary-1");
+    let smart_key = TestKey::ec_p256("smart-1");
+    let primary = FakeIdp::with_keys(vec![primary_key.jwk()]).await;
+    let smart = FakeIdp::with_keys(vec![smart_key.jwk()]).await;
+    let down_key = TestKey::rsa("down-1");
+    let mut down = FakeIdp::with_keys(vec![down_key.jwk()]).await;
+    down.stop();
+    let upstream = FakeFhir::start().await;
+    let audience = "https://fhir.example.org";
+    let yaml = format!(
+        r#"listen: "127.0.0.1:0"
+adminListen: "127.0.0.1:0"
+upstream: {{ url: "{upstream}", responseTimeout: "300ms" }}
+allowHttpAuthorities: true
+keySets: {{ retryInterval: "100ms", fetchTimeout: "1s" }}
+authenticationConfiguration:
+  authority: "{primary}"
+  audience: "{audience}"
+  smartIdentityProviders:
+    - authority: "{smart}"
+      applications: [{{ clientId: "reader", audience: "{audience}", allowedDataActions: ["Read"] }}]
+    - authority: "{down}"
+      applications: [{{ clientId: "down-app", audience: "{audience}", allowedDataActions: ["Read"] }}]
+"#,
+        upstream = upstream.base_url("/fhir"),
+        primary = primary.base_url(),
+        smart = smart.base_url(),
+        down = down.base_url(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let options = StartOptions {
+        config_path: None,
+        grace: Duration::from_secs(1),
+    };
+    let running = app::start(Config::load(&path).unwrap(), options)
+        .await
+        .unwrap();
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let send = |method: Method, target: String, token: Option<String>| {
+        let client = client.clone();
+        let uri = format!("http://{}{target}", running.proxy_address);
+        async move {
+            let mut request = Request::builder().method(method).uri(uri);
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            client
+                .request(request.body(Full::new(Bytes::new())).unwrap())
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let smart_token = |client: &str, exp: u64| {
+        token::base_claims(&smart.issuer(), audience, now())
+            .claim("azp", client)
+            .claim("scp", "patient/*.read")
+            .claim("fhirUser", "https://fhir.example.org/Patient/123")
+            .claim("exp", exp)
+            .sign(&smart_key)
+    };
+    let reader = smart_token("reader", now() + 600);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while send(Method::GET, "/Patient/1".into(), Some(reader.clone())).await != StatusCode::OK {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fhirguard never allowed a valid token"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let primary_token = token::base_claims(&primary.issuer(), audience, now())
+        .claim("appid", "backend-service")
+        .claim("roles", json!(["FHIR Data Reader"]))
+        .sign(&primary_key);
+    let down_token = token::base_claims(&down.base_url(), audience, now())
+        .claim("azp", "down-app")
+        .sign(&down_key);
+    let expected = [
+        (
+            Method::GET,
+            "/Patient/1".to_owned(),
+            Some(primary_token),
+            StatusCode::OK,
+        ),
+        (Method::GET, "/metadata".to_owned(), None, StatusCode::OK),
+        (
+            Method::GET,
+            "/Patient/1".to_owned(),
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Method::GET,
+            "/Patient/1".to_owned(),
+            Some(smart_token("reader", now() - 3600)),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Method::DELETE,
+            "/Patient/1".to_owned(),
+            Some(reader.clone()),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Method::GET,
+            format!("/Patient?access_token={reader}"),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/Patient/1".to_owned(),
+            Some(down_token),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+    ];
+    for (method, target, token, status) in expected {
+        assert_eq!(
+            send(method.clone(), target.clone(), token).await,
+            status,
+            "{method} {target}"
+        );
+    }
+    upstream.set_delay(Duration::from_secs(2));
+    assert_eq!(
+        send(Method::GET, "/Patient/1".into(), Some(reader.clone())).await,
+        StatusCode::GATEWAY_TIMEOUT
+    );
+    upstream.set_delay(Duration::ZERO);
+
+    let mut reloader = Reloader::new(path.clone(), Arc::clone(&running.proxy));
+    std::fs::write(&path, format!("{yaml}clockSkew: \"60s\"\n")).unwrap();
+    assert!(matches!(
+        reloader.reload().await,
+        ReloadOutcome::Applied { .. }
+    ));
+    std::fs::write(&path, format!("{yaml}noSuchKey: true\n")).unwrap();
+    assert!(matches!(
+        reloader.reload().await,
+        ReloadOutcome::Failed { .. }
+    ));
+
+    let admin = Request::get(format!("http://{}/metrics", running.admin_address))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client.request(admin).await.unwrap();
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    running.stop().await;
+    text
+}
+
+#[tokio::test]
+async fn every_metric_in_the_alerts_and_the_dashboard_is_exported() {
+    let exported = metrics_after_traffic().await;
+    // Families by `# TYPE`, and the sample names (histograms: _bucket, _sum, _count).
+    let families: BTreeMap<String, String> = exported
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let (name, kind) = l.split_once(' ').unwrap();
+            (name.to_owned(), kind.to_owned())
+        })
+        .collect();
+    let samples: BTreeSet<String> = exported
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l[..l.find(['{', ' ']).unwrap()].to_owned())
+        .collect();
+    // Every metric metrics.rs registers shows up after this traffic.
+    let registered = metric_names(&read(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs"),
+    ));
+    assert_eq!(
+        families.keys().cloned().collect::<BTreeSet<_>>(),
+        registered,
+        "{exported}"
+    );
+    for (family, kind) in &families {
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                assert!(
+                    samples.contains(&format!("{family}{suffix}")),
+                    "{family}{suffix}"
+                );
+            }
+        }
+    }
+
+    let alerts = read(&deploy_dir().join("prometheus/alerts.yaml"));
+    let dashboard = read(&deploy_dir().join("grafana/fhirguard.json"));
+    for (file, text) in [("alerts.yaml", &alerts), ("fhirguard.json", &dashboard)] {
+        let named = metric_names(text);
+        assert!(named.len() >= 5, "{file} names metrics");
+        for name in &named {
+            assert!(
+                samples.contains(name) || families.contains_key(name),
+                "{file}: {name} is not exported"
+            );
+        }
+        for label in ["outcome", "result", "reason", "method"] {
+            let exported_values = label_values(&exported, label);
+            for value in label_values(text, label) {
+                assert!(
+                    exported_values.contains(&value),
+                    "{file}: {label}=\"{value}\" never exported"
+                );
+            }
+        }
+    }
+    // Each alert the issue asks for is there.
+    for metric in [
+        "fhirguard_key_set_fetches_total",
+        "fhirguard_key_set_keys",
+        "fhirguard_auth_failures_total",
+        "fhirguard_config_reloads_total",
+        "fhirguard_requests_total",
+        "fhirguard_request_duration_seconds_bucket",
+    ] {
+        assert!(
+            metric_names(&alerts).contains(metric),
+            "alerts.yaml uses {metric}"
+        );
+    }
+}
