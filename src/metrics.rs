@@ -151,6 +151,10 @@ impl Metrics {
             Box::new(in_flight.clone()),
             Box::new(build_info),
         ];
+        // Both reload series exist from the start, so `increase()` sees the first failure.
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
         for collector in collectors {
             registry.register(collector).expect("unique metric names");
         }
