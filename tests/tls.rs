@@ -97,3 +97,99 @@ authenticationConfiguration:
     assert!(plain.request(request).await.is_err());
     running.stop().await;
 }
+
+/// An https upstream whose certificate is trusted through `upstream.caFile`.
+#[tokio::test]
+async fn an_https_upstream_is_reached_with_an_extra_ca_file() {
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use hyper_util::server::conn::auto;
+
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("upstream-ca.pem");
+    std::fs::write(&ca_file, certified.cert.pem()).unwrap();
+
+    // The upstream: TLS on 127.0.0.1:0, answering with the path it saw.
+    let server_tls = rustls::ServerConfig::builder_with_provider(
+        rustls::crypto::aws_lc_rs::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![certified.cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server_tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = service_fn(|request: Request<hyper::body::Incoming>| async move {
+                    let body = format!("{{\"seen\":\"{}\"}}", request.uri().path());
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                        body,
+                    ))))
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+
+    let key = TestKey::rsa("tls-up-1");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let yaml = format!(
+        r#"
+listen: "127.0.0.1:0"
+adminListen: "127.0.0.1:0"
+upstream: {{ url: "https://localhost:{port}/fhir", caFile: "{}" }}
+allowHttpAuthorities: true
+authenticationConfiguration:
+  authority: "{}"
+  audience: "https://fhir.example.org"
+"#,
+        ca_file.display(),
+        idp.base_url()
+    );
+    let options = StartOptions {
+        config_path: None,
+        grace: Duration::from_secs(1),
+    };
+    let running = app::start(Config::parse(&yaml).unwrap(), options)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !running
+        .proxy
+        .keys
+        .is_ready(&running.proxy.generation.load().config)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "keys never fetched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let token = token::base_claims(&idp.issuer(), "https://fhir.example.org", now())
+        .claim("roles", serde_json::json!(["FHIR Data Reader"]))
+        .sign(&key);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::get(format!("http://{}/Patient/7", running.proxy_address))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body, Bytes::from_static(b"{\"seen\":\"/fhir/Patient/7\"}"));
+    running.stop().await;
+}
