@@ -348,6 +348,17 @@ fn assert_token_shape(token: &str, issuer: &str) {
     assert!(claims["exp"].is_u64(), "claims {claims}");
 }
 
+/// A 401 body is an `OperationOutcome` with `code: login`, identified by the response's
+/// `X-Request-Id` (SPEC §4, responses).
+fn assert_login_outcome(answer: &Answer) {
+    let outcome = answer.json();
+    assert_eq!(outcome["resourceType"], "OperationOutcome", "{outcome}");
+    assert_eq!(outcome["issue"][0]["severity"], "error", "{outcome}");
+    assert_eq!(outcome["issue"][0]["code"], "login", "{outcome}");
+    let request_id = answer.header("x-request-id").expect("X-Request-Id");
+    assert_eq!(outcome["id"], request_id, "{outcome}");
+}
+
 /// The `address` of fhirguard's `{"message":"listening","listener":<which>}` log line.
 fn listening_address(line: &str, which: &str) -> Option<String> {
     let event: Value = serde_json::from_str(line).ok()?;
@@ -491,6 +502,7 @@ async fn real_openid_provider_tokens_pass_and_foreign_tokens_fail() {
         "content-type {:?}",
         answer.header("content-type")
     );
+    assert!(answer.header("x-request-id").is_some(), "no X-Request-Id");
 
     // Token B: same shape, same client id and audience, but an issuer nobody configured.
     let bearer_b = format!("Bearer {token_b}");
@@ -513,6 +525,7 @@ async fn real_openid_provider_tokens_pass_and_foreign_tokens_fail() {
         !challenge.contains(&token_b),
         "the token is echoed: {challenge}"
     );
+    assert_login_outcome(&answer);
 
     // No token: 401 without an error code (RFC 6750 §3.1).
     let answer = get(&client, &format!("http://{proxy}/Observation?code=x"), &[]).await;
@@ -522,6 +535,7 @@ async fn real_openid_provider_tokens_pass_and_foreign_tokens_fail() {
         .expect("WWW-Authenticate on 401");
     assert!(challenge.starts_with("Bearer"), "challenge {challenge}");
     assert!(!challenge.contains("error="), "challenge {challenge}");
+    assert_login_outcome(&answer);
 
     // Every child was still running (none crashed under the test) and is stopped now.
     for guard in [&mut fhirguard, &mut echo, &mut idp_b, &mut idp_a] {

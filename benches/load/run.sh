@@ -236,7 +236,7 @@ measure() {
         kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null || true
         forget "$perf_pid"
         perf report -i "$PROFILE/$key.data" --stdio --no-children -g none --sort symbol --percent-limit 0.5 \
-            >"$PROFILE/$key.txt" 2>/dev/null || true
+            2>/dev/null | sed -e 's/[[:space:]]*-[[:space:]]*-[[:space:]]*$//' >"$PROFILE/$key.txt" || true
         log "  profile: $PROFILE/$key.txt"
     fi
     RPS[$key]=$R_RPS P50[$key]=$R_P50 P99[$key]=$R_P99 BAD[$key]=$((R_NON2XX + R_ERR))
@@ -462,18 +462,30 @@ if [ -z "$FHIRGUARD_NOTE" ]; then
     pid=$LAST_PID
     if wait_http "http://$IP:$P_ADMIN/readyz" "$pid" 30; then
         url="http://$IP:$P_FHIRGUARD$FHIRGUARD_PATH"
-        measure fhirguard_repeated "${fg_names[0]}" "$url" static "$pid" profile
+        # Token-cache counters around each row (warm-up included), when fhirguard exports them.
+        has_cache_metrics=0
+        curl -s --max-time 2 "http://$IP:$P_ADMIN/metrics" | grep -q '^fhirguard_token_cache' && has_cache_metrics=1
         h0=$(metric_sum 'token_cache.*hit') m0=$(metric_sum 'token_cache.*miss')
-        measure fhirguard_distinct "${fg_names[1]}" "$url" rotate "$pid" profile
+        measure fhirguard_repeated "${fg_names[0]}" "$url" static "$pid" profile
         h1=$(metric_sum 'token_cache.*hit') m1=$(metric_sum 'token_cache.*miss')
-        if [ $((h1 - h0 + m1 - m0)) -gt 0 ]; then
-            CACHE_NOTE="token cache during the distinct-token row: $((h1 - h0)) hits, $((m1 - m0)) misses"
+        measure fhirguard_distinct "${fg_names[1]}" "$url" rotate "$pid" profile
+        h2=$(metric_sum 'token_cache.*hit') m2=$(metric_sum 'token_cache.*miss')
+        if [ "$has_cache_metrics" = 1 ]; then
+            CACHE_NOTE="fhirguard token cache (fhirguard_token_cache_*): repeated-token row $((h1 - h0)) hits / $((m1 - m0)) misses, distinct-token row $((h2 - h1)) hits / $((m2 - m1)) misses"
         fi
         if check_200 hold "$url"; then
             log "holding $HOLD_CONNS keep-alive connections to fhirguard (${HOLD_DUR}s)"
-            ( sleep $((HOLD_DUR / 2 + 1))
-              cur_rss_kib "$pid" >"$WORK/hold-cur"
-              ss -Htn state established "( sport = :$P_FHIRGUARD )" | wc -l >"$WORK/hold-est" ) &
+            # Sample twice a second while wrk holds the connections: most sockets established
+            # at once, and the largest resident set seen.
+            ( est=0 cur=0
+              for _ in $(seq $((HOLD_DUR * 2))); do
+                  sleep 0.5
+                  e=$(ss -Htn state established "( sport = :$P_FHIRGUARD )" | wc -l)
+                  c=$(cur_rss_kib "$pid")
+                  [ "$e" -gt "$est" ] && est=$e
+                  [ "${c:-0}" -gt "$cur" ] && cur=$c
+              done
+              echo "$cur" >"$WORK/hold-cur"; echo "$est" >"$WORK/hold-est" ) &
             sampler=$!
             run_wrk hold "$url" static "$HOLD_CONNS" "$HOLD_DUR"
             wait "$sampler" || true
@@ -541,7 +553,7 @@ FG_RSS=$(val fhirguard_distinct rss)
         fi
     done
     if [ -n "$HOLD_RPS" ]; then
-        printf '| fhirguard, %d keep-alive connections | %.0f | – | %s | %s | %s | %s connections established mid-run, RSS then %s |\n' \
+        printf '| fhirguard, %d keep-alive connections | %.0f | – | %s | %s | %s | %s connections established at most, RSS up to %s |\n' \
             "$HOLD_CONNS" "$HOLD_RPS" "$(ms "$HOLD_P99")" "$HOLD_BAD" "$(mib "$HOLD_RSS")" "${HOLD_EST:-?}" "$(mib "$HOLD_CUR")"
     fi
     echo
