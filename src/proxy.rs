@@ -377,6 +377,9 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// What the audit line shows instead of a path or query that holds a token.
+const REDACTED: &str = "[redacted: holds a token]";
+
 /// One audit line per decision (SPEC §6): never the token; the query only when enabled.
 #[allow(clippy::too_many_arguments)]
 fn log_decision(
@@ -391,10 +394,19 @@ fn log_decision(
 ) {
     let principal = audit.principal.as_ref();
     let provider = principal.map(|p| p.authority.as_str()).unwrap_or("");
-    let query = if config.logging.log_query {
-        query.unwrap_or("")
+    // A token in the URL is refused (step 2, or earlier as a bad path), but the refused URL
+    // must not carry it into the log either (SPEC §7).
+    let path = if auth::jwt_in_url(path, None).is_some() {
+        REDACTED
     } else {
-        ""
+        path
+    };
+    let query = match query {
+        Some(query) if config.logging.log_query => match auth::jwt_in_url("", Some(query)) {
+            Some(_) => REDACTED,
+            None => query,
+        },
+        _ => "",
     };
     tracing::info!(
         target: "fhirguard::audit",

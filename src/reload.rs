@@ -49,17 +49,23 @@ impl Reloader {
     }
 
     /// Starts the watcher and the SIGHUP listener; the returned task runs until aborted.
+    ///
+    /// Both are armed before this returns (it must be called within the runtime): a change
+    /// made once start-up is over is never missed, and a SIGHUP is never left to its default
+    /// action, which terminates the process.
     pub fn spawn(mut self) -> tokio::task::JoinHandle<()> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        let watcher = match watch_directory(&self.path, tx.clone()) {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::error!(%error, path = %self.path.display(), "cannot watch the configuration directory; only SIGHUP reloads");
+                None
+            }
+        };
+        spawn_sighup(tx);
         tokio::spawn(async move {
-            let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-            let _watcher = match watch_directory(&self.path, tx.clone()) {
-                Ok(watcher) => Some(watcher),
-                Err(error) => {
-                    tracing::error!(%error, path = %self.path.display(), "cannot watch the configuration directory; only SIGHUP reloads");
-                    None
-                }
-            };
-            spawn_sighup(tx);
+            // The watcher lives as long as the task.
+            let _watcher = watcher;
             while rx.recv().await.is_some() {
                 // Debounce: let the burst settle, then take everything queued as one change.
                 tokio::time::sleep(DEBOUNCE).await;
@@ -143,8 +149,16 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// Listeners are bound once; a changed address needs a restart (a reload never rebinds).
+/// Listeners are bound once; a changed address needs a restart (a reload never rebinds). The
+/// shutdown grace period is handed to the listeners at start-up too.
 fn warn_restart_needed(old: &Config, new: &Config) {
+    if old.shutdown_grace_period != new.shutdown_grace_period {
+        tracing::warn!(
+            old = ?old.shutdown_grace_period,
+            new = ?new.shutdown_grace_period,
+            "shutdownGracePeriod changed: it takes effect after a restart"
+        );
+    }
     if old.listen != new.listen
         || old.admin_listen != new.admin_listen
         || old.tls.is_some() != new.tls.is_some()
