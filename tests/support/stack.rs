@@ -101,11 +101,27 @@ impl HttpClient {
         target: &str,
         token: Option<&str>,
     ) -> Result<(StatusCode, String), String> {
+        let authorization = token.map(|token| format!("Bearer {token}"));
+        let headers: Vec<(&str, &str)> = authorization
+            .iter()
+            .map(|value| ("authorization", value.as_str()))
+            .collect();
+        self.send(method, address, target, &headers).await
+    }
+
+    /// Like [`HttpClient::call`], with any headers.
+    pub async fn send(
+        &self,
+        method: &str,
+        address: SocketAddr,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(StatusCode, String), String> {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("http://{address}{target}"));
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let request = request
             .body(Full::new(Bytes::new()))

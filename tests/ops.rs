@@ -1,0 +1,752 @@
+//! Operations end to end (SPEC §6): metric values after known traffic (beyond what
+//! `tests/proxy.rs` already pins), every metric documented in the README, `promtool check
+//! metrics` on the exposition, a real Prometheus server scraping fhirguard, SIGTERM draining a
+//! request in flight, and the log lines of the real binary — JSON, one audit line per decision
+//! with its fields, no query string unless enabled, and never a token.
+//!
+//! promtool and Prometheus come from the Debian package `prometheus` (`tests/ops/install.sh`,
+//! run by `.ci/run`). Without them these tests skip with a message, except under CI (env `CI`
+//! set), where a missing tool fails them.
+
+#[path = "ops/served.rs"]
+mod served;
+mod support;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fhirguard::app::{self, Running, StartOptions};
+use fhirguard::config::Config;
+use fhirguard::metrics::Metrics;
+use http::StatusCode;
+use serde_json::{json, Value};
+use served::{json_lines, Served};
+use support::idp::FakeIdp;
+use support::stack::{eventually, metric, HttpClient, Stack};
+use support::token::{self, now, TestKey};
+
+/// fhirguard in-process (no reload) on a stack whose role grants `actions`.
+async fn in_process(stack: &Stack, actions: &str) -> Running {
+    let config = Config::parse(&stack.yaml(actions, "")).expect("config");
+    let options = StartOptions {
+        config_path: None,
+        grace: Duration::from_secs(5),
+    };
+    let running = app::start(config, options).await.expect("fhirguard starts");
+    HttpClient::default()
+        .wait_ready(running.admin_address)
+        .await;
+    running
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics
+
+/// Outcomes, methods and histograms that `metrics_count_known_traffic` in tests/proxy.rs does
+/// not cover: anonymous and invalid outcomes, the `other` method, the per-outcome request
+/// histogram, the authentication histogram, failures of an unknown issuer, build info and the
+/// key set's last success time.
+#[tokio::test]
+async fn metrics_after_known_traffic() {
+    let started = unix_now().floor();
+    let stack = Stack::start().await;
+    let running = in_process(&stack, "[Read]").await;
+    let (client, proxy) = (HttpClient::default(), running.proxy_address);
+    let valid = stack.token();
+
+    let expect = |answer: Result<(StatusCode, String), String>, status: StatusCode| {
+        let (got, body) = answer.expect("answered");
+        assert_eq!(got, status, "{body}");
+    };
+    for _ in 0..2 {
+        expect(
+            client.get(proxy, "/Patient/1", Some(&valid)).await,
+            StatusCode::OK,
+        );
+    }
+    expect(client.get(proxy, "/metadata", None).await, StatusCode::OK);
+    expect(
+        client
+            .get(proxy, &format!("/Patient?access_token={valid}"), None)
+            .await,
+        StatusCode::BAD_REQUEST,
+    );
+    expect(
+        client
+            .call("DELETE", proxy, "/Patient/1", Some(&valid))
+            .await,
+        StatusCode::FORBIDDEN,
+    );
+    let stranger = token::base_claims("https://stranger.example.org", "x", now())
+        .claim("roles", json!(["ops-tester"]))
+        .sign(&stack.key);
+    expect(
+        client.get(proxy, "/Patient/1", Some(&stranger)).await,
+        StatusCode::UNAUTHORIZED,
+    );
+    let (status, _) = client
+        .call("BREW", proxy, "/Patient/1", Some(&valid))
+        .await
+        .expect("answered");
+    assert!(status.is_client_error(), "BREW: {status}");
+
+    let text = client.metrics(running.admin_address).await;
+    let value =
+        |series: &str| metric(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    let requests = |method: &str, outcome: &str| {
+        value(&format!(
+            "fhirguard_requests_total{{method=\"{method}\",outcome=\"{outcome}\"}}"
+        ))
+    };
+    assert_eq!(requests("GET", "allowed"), 2.0);
+    assert_eq!(requests("GET", "anonymous"), 1.0);
+    assert_eq!(requests("GET", "invalid"), 1.0);
+    assert_eq!(requests("DELETE", "forbidden"), 1.0);
+    assert_eq!(requests("GET", "unauthenticated"), 1.0);
+    assert_eq!(requests("other", "invalid"), 1.0);
+
+    let duration_count = |outcome: &str| {
+        value(&format!(
+            "fhirguard_request_duration_seconds_count{{outcome=\"{outcome}\"}}"
+        ))
+    };
+    assert_eq!(duration_count("allowed"), 2.0);
+    assert_eq!(duration_count("anonymous"), 1.0);
+    assert_eq!(duration_count("invalid"), 2.0);
+    assert_eq!(duration_count("forbidden"), 1.0);
+    assert_eq!(duration_count("unauthenticated"), 1.0);
+    assert!(value("fhirguard_request_duration_seconds_sum{outcome=\"allowed\"}") > 0.0);
+    // `+Inf` holds every observation.
+    assert_eq!(
+        value("fhirguard_request_duration_seconds_bucket{outcome=\"allowed\",le=\"+Inf\"}"),
+        2.0
+    );
+    // Tokens were validated for the two allowed GETs, the DELETE, the stranger and BREW; not
+    // for /metadata or the token in the URL.
+    assert_eq!(value("fhirguard_auth_duration_seconds_count"), 5.0);
+    // Forwarded: the two allowed GETs and /metadata.
+    assert_eq!(value("fhirguard_upstream_duration_seconds_count"), 3.0);
+    assert_eq!(
+        value("fhirguard_auth_failures_total{provider=\"unknown\",reason=\"unknown_issuer\"}"),
+        1.0
+    );
+    let provider = stack.idp.base_url();
+    let last_success = value(&format!(
+        "fhirguard_key_set_last_success_timestamp_seconds{{provider=\"{provider}\"}}"
+    ));
+    assert!(
+        (started..=unix_now()).contains(&last_success),
+        "last success {last_success} is not between the start {started} and now"
+    );
+    assert_eq!(
+        value(&format!(
+            "fhirguard_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
+    assert_eq!(value("fhirguard_config_generation"), 1.0);
+    assert_eq!(value("fhirguard_in_flight_requests"), 0.0);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_request_is_in_flight_until_it_ends() {
+    let stack = Stack::start().await;
+    let running = in_process(&stack, "[Read]").await;
+    let client = HttpClient::default();
+    stack.upstream.set_delay(Duration::from_secs(1));
+    let request = {
+        let (client, proxy, token) = (client.clone(), running.proxy_address, stack.token());
+        tokio::spawn(async move { client.get(proxy, "/Patient/1", Some(&token)).await })
+    };
+    let admin = running.admin_address;
+    let in_flight = || {
+        let client = client.clone();
+        async move { metric(&client.metrics(admin).await, "fhirguard_in_flight_requests") }
+    };
+    eventually(
+        "the slow request is in flight",
+        Duration::from_secs(10),
+        || async { in_flight().await == Some(1.0) },
+    )
+    .await;
+    let (status, body) = request.await.unwrap().expect("answered");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(in_flight().await, Some(0.0));
+    running.stop().await;
+}
+
+/// Every metric fhirguard can export (each labelled family touched once, so all render) has a
+/// row in the README's metrics table.
+#[test]
+fn every_metric_is_documented_in_the_readme() {
+    let metrics = Metrics::new();
+    metrics.requests.with_label_values(&["allowed", "GET"]);
+    metrics.request_duration.with_label_values(&["allowed"]);
+    metrics.auth_failures.with_label_values(&["p", "expired"]);
+    metrics.key_set_fetches.with_label_values(&["p", "ok"]);
+    metrics.key_set_keys.with_label_values(&["p"]);
+    metrics.key_set_last_success.with_label_values(&["p"]);
+    metrics.config_reloads.with_label_values(&["success"]);
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let rendered = metrics.render();
+    let names: Vec<&str> = rendered
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split(' ').next())
+        .collect();
+    assert!(names.len() >= 14, "{names:?}");
+    let undocumented: Vec<_> = names
+        .iter()
+        .filter(|name| !readme.contains(&format!("| `{name}` |")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "metrics without a README row: {undocumented:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// promtool and a real Prometheus
+
+/// The path of `tool` on PATH. Missing: `None` with a message, or a failure under CI.
+fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        let hint = "install the Debian package prometheus (tests/ops/install.sh)";
+        assert!(
+            std::env::var_os("CI").is_none_or(|ci| ci.is_empty()),
+            "{name} is missing under CI: {hint}"
+        );
+        eprintln!("SKIPPED: {name} is not installed; {hint}");
+    }
+    found
+}
+
+/// Known traffic for the exposition to describe: allowed, refused, forbidden.
+async fn some_traffic(stack: &Stack, running: &Running) {
+    let client = HttpClient::default();
+    let proxy = running.proxy_address;
+    let valid = stack.token();
+    let expired = stack.expired_token();
+    for (method, token, status) in [
+        ("GET", Some(valid.as_str()), StatusCode::OK),
+        ("GET", Some(expired.as_str()), StatusCode::UNAUTHORIZED),
+        ("GET", None, StatusCode::UNAUTHORIZED),
+        ("DELETE", Some(valid.as_str()), StatusCode::FORBIDDEN),
+    ] {
+        let (got, body) = client
+            .call(method, proxy, "/Patient/1", token)
+            .await
+            .expect("answered");
+        assert_eq!(got, status, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn promtool_accepts_the_exposition() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let stack = Stack::start().await;
+    let running = in_process(&stack, "[Read]").await;
+    some_traffic(&stack, &running).await;
+    let text = HttpClient::default().metrics(running.admin_address).await;
+    running.stop().await;
+
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let output = wait_with_deadline(child, Duration::from_secs(60));
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}\n{}{}\n--- exposition ---\n{text}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+}
+
+/// Waits for `child` (whose stdin is closed) at most `timeout`, killing it past that.
+fn wait_with_deadline(mut child: Child, timeout: Duration) -> std::process::Output {
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{child:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// A Prometheus server on 127.0.0.1, killed on drop.
+struct PrometheusServer {
+    child: Child,
+    address: SocketAddr,
+    log: PathBuf,
+}
+
+impl PrometheusServer {
+    /// Starts `prometheus` scraping `target` every second, with its storage in `dir`. The port
+    /// is found free and then handed over, so a rare clash is retried.
+    fn start(binary: &Path, dir: &Path, target: SocketAddr) -> PrometheusServer {
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: fhirguard\n    static_configs:\n      - targets: [\"{target}\"]\n"
+            ),
+        )
+        .expect("write prometheus.yml");
+        let log = dir.join("prometheus.log");
+        for attempt in 1..=3 {
+            let address = TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port");
+            let child = Command::new(binary)
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("data").display()
+                ))
+                .arg(format!("--web.listen-address={address}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("prometheus log"))
+                .spawn()
+                .expect("start prometheus");
+            let mut server = PrometheusServer {
+                child,
+                address,
+                log: log.clone(),
+            };
+            if server.listening(Duration::from_secs(60)) {
+                return server;
+            }
+            eprintln!("prometheus did not come up on {address} (attempt {attempt})");
+        }
+        panic!(
+            "prometheus never came up:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// Waits until the web listener accepts; false if the process exited first.
+    fn listening(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
+            if std::net::TcpStream::connect_timeout(&self.address, Duration::from_millis(200))
+                .is_ok()
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The sum of an instant query's values, if the query succeeded and returned any series.
+fn query_sum(answer: &Value) -> Option<f64> {
+    if answer["status"] != "success" {
+        return None;
+    }
+    let series = answer["data"]["result"].as_array()?;
+    if series.is_empty() {
+        return None;
+    }
+    series
+        .iter()
+        .map(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_fhirguard() {
+    let Some(prometheus) = tool("prometheus") else {
+        return;
+    };
+    let stack = Stack::start().await;
+    let running = in_process(&stack, "[Read]").await;
+    some_traffic(&stack, &running).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = {
+        let (prometheus, dir) = (prometheus.clone(), dir.path().to_path_buf());
+        let admin = running.admin_address;
+        tokio::task::spawn_blocking(move || PrometheusServer::start(&prometheus, &dir, admin))
+            .await
+            .expect("prometheus starts")
+    };
+
+    let client = HttpClient::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let mut last = String::new();
+    loop {
+        if let Ok((StatusCode::OK, body)) = client
+            .get(
+                server.address,
+                "/api/v1/query?query=fhirguard_requests_total",
+                None,
+            )
+            .await
+        {
+            let answer: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if query_sum(&answer).is_some_and(|sum| sum > 0.0) {
+                // The four requests of `some_traffic`, whatever the series.
+                assert_eq!(query_sum(&answer), Some(4.0), "{body}");
+                break;
+            }
+            last = body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Prometheus never returned fhirguard_requests_total > 0; last answer {last}\n--- targets ---\n{}\n--- prometheus log ---\n{}",
+            client
+                .get(server.address, "/api/v1/targets", None)
+                .await
+                .map(|(_, body)| body)
+                .unwrap_or_default(),
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(server);
+    running.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real binary: graceful shutdown and logs
+
+/// A config file in a new directory; the directory lives as long as the returned guard.
+fn config_file(yaml: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    (dir, path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_request_in_flight_and_exits_0() {
+    const GRACE: Duration = Duration::from_secs(10);
+    let stack = Stack::start().await;
+    let (_dir, path) = config_file(&stack.yaml("[Read]", "shutdownGracePeriod: 10s\n"));
+    let mut served = Served::spawn(&path, "info");
+    let proxy = served.address("proxy").await;
+    let admin = served.address("admin").await;
+    let client = HttpClient::default();
+    client.wait_ready(admin).await;
+
+    stack.upstream.set_delay(Duration::from_secs(3));
+    let token = stack.token();
+    let request = {
+        let client = client.clone();
+        let token = token.clone();
+        tokio::spawn(async move { client.get(proxy, "/Patient/1", Some(&token)).await })
+    };
+    let upstream = &stack.upstream;
+    eventually(
+        "the request reaches the slow upstream",
+        Duration::from_secs(10),
+        || async move { !upstream.requests().is_empty() },
+    )
+    .await;
+
+    let signalled = Instant::now();
+    served.signal("TERM");
+    eventually(
+        "the proxy listener stops accepting",
+        Duration::from_secs(2),
+        || async move { tokio::net::TcpStream::connect(proxy).await.is_err() },
+    )
+    .await;
+    assert!(
+        !request.is_finished(),
+        "the listener closed only after the request ended: nothing was drained"
+    );
+    let (status, body) = request
+        .await
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let exit = served.exit_within(GRACE + Duration::from_secs(5)).await;
+    assert!(exit.success(), "exit status {exit}:\n{}", served.log());
+    assert!(
+        signalled.elapsed() < GRACE,
+        "draining took {:?}, longer than the grace period",
+        signalled.elapsed()
+    );
+    let lines = json_lines(&served.all_lines());
+    for message in [
+        "shutdown signal received; draining",
+        "all connections finished",
+    ] {
+        assert!(
+            lines.iter().any(|line| line["message"] == message),
+            "no '{message}' line in {lines:#?}"
+        );
+    }
+    assert_no_secret(&lines, &[token.as_str()]);
+}
+
+const SMART_AUDIENCE: &str = "https://fhir.example.org/smart";
+const FHIR_USER: &str = "https://fhir.example.org/Patient/123";
+const REDACTED: &str = "[redacted: holds a token]";
+/// The search whose parameters stand for patient data.
+const SEARCH: &str = "family=Testpatient&birthdate=1970-01-01";
+
+/// The field every audit line carries.
+const AUDIT_FIELDS: [&str; 11] = [
+    "request_id",
+    "method",
+    "path",
+    "status",
+    "outcome",
+    "reason",
+    "provider",
+    "client_id",
+    "subject",
+    "fhir_user",
+    "latency_ms",
+];
+
+/// Asserts that no log line holds any secret (a whole token, its payload or its signature).
+fn assert_no_secret(lines: &[Value], tokens: &[&str]) {
+    let mut secrets: Vec<&str> = Vec::new();
+    for token in tokens {
+        secrets.push(token);
+        secrets.extend(token.split('.').skip(1).filter(|part| part.len() >= 16));
+    }
+    for line in lines {
+        let text = line.to_string();
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret),
+                "a log line holds token material {secret:?}: {text}"
+            );
+        }
+    }
+}
+
+/// Runs the binary at debug level (`FHIRGUARD_LOG=debug`) with a primary authority and a SMART
+/// provider, sends valid and refused tokens — in the header, in the query, in the path — then
+/// stops it and checks every line. Returns the audit lines by request id, and all lines.
+async fn audit_run(log_query_strings: bool) -> (HashMap<String, Value>, Vec<Value>) {
+    let stack = Stack::start().await;
+    let smart_key = TestKey::ec_p256("smart-1");
+    let smart = FakeIdp::with_keys(vec![smart_key.jwk()]).await;
+    let yaml = format!(
+        "{}  smartIdentityProviders:\n    - authority: \"{}\"\n      applications:\n        - clientId: portal\n          audience: \"{SMART_AUDIENCE}\"\n          allowedDataActions: [Read]\n",
+        stack.yaml(
+            "[Read]",
+            &format!("logging: {{level: info, logQueryStrings: {log_query_strings}}}\n")
+        ),
+        smart.base_url()
+    );
+    let (_dir, path) = config_file(&yaml);
+    let mut served = Served::spawn(&path, "debug");
+    let proxy = served.address("proxy").await;
+    let admin = served.address("admin").await;
+    let client = HttpClient::default();
+    client.wait_ready(admin).await;
+
+    let primary = stack.token();
+    let smart_token = token::base_claims(&smart.issuer(), SMART_AUDIENCE, now())
+        .claim("azp", "portal")
+        .claim("scp", "patient/*.read")
+        .claim("fhirUser", FHIR_USER)
+        .sign(&smart_key);
+    let expired = stack.expired_token();
+    let other = token::base_claims(&stack.idp.issuer(), "https://fhir.example.org", now())
+        .claim("sub", "subject-2")
+        .sign(&stack.key);
+    let (signed_part, _) = primary.rsplit_once('.').unwrap();
+    let (_, other_signature) = other.rsplit_once('.').unwrap();
+    let bad_signature = format!("{signed_part}.{other_signature}");
+
+    let bearer = |token: &str| format!("Bearer {token}");
+    let requests: Vec<(&str, String, Vec<(&str, String)>, StatusCode)> = vec![
+        (
+            "search",
+            format!("/Patient?{SEARCH}"),
+            vec![("authorization", bearer(&primary))],
+            StatusCode::OK,
+        ),
+        (
+            "smart",
+            "/Patient/123".into(),
+            vec![("authorization", bearer(&smart_token))],
+            StatusCode::OK,
+        ),
+        (
+            "expired",
+            "/Patient/1".into(),
+            vec![("authorization", bearer(&expired))],
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "signature",
+            "/Patient/1".into(),
+            vec![("authorization", bearer(&bad_signature))],
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "basic",
+            "/Patient/1".into(),
+            vec![("authorization", format!("Basic {primary}"))],
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "in-query",
+            format!("/Patient?{SEARCH}&access_token={primary}"),
+            vec![],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "in-path",
+            format!("/Patient/{primary}"),
+            vec![("authorization", bearer(&primary))],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "in-bad-path",
+            format!("/Patient/{primary}/%2F"),
+            vec![],
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (id, target, headers, expected) in &requests {
+        let mut all: Vec<(&str, &str)> = vec![("x-request-id", id)];
+        all.extend(headers.iter().map(|(name, value)| (*name, value.as_str())));
+        let (status, body) = client
+            .send("GET", proxy, target, &all)
+            .await
+            .expect("answered");
+        assert_eq!(status, *expected, "{id}: {body}");
+    }
+
+    served.signal("TERM");
+    let exit = served.exit_within(Duration::from_secs(30)).await;
+    assert!(exit.success(), "exit status {exit}:\n{}", served.log());
+    let lines = json_lines(&served.all_lines());
+    assert!(
+        lines.iter().any(|line| line["level"] == "DEBUG"),
+        "the run logged at debug level"
+    );
+    assert_no_secret(
+        &lines,
+        &[&primary, &smart_token, &expired, &other, &bad_signature],
+    );
+
+    let audit: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["target"] == "fhirguard::audit")
+        .collect();
+    assert_eq!(
+        audit.len(),
+        requests.len(),
+        "one audit line per request: {audit:#?}"
+    );
+    for line in &audit {
+        for field in AUDIT_FIELDS {
+            assert!(
+                line.get(field).is_some(),
+                "audit line without {field}: {line}"
+            );
+        }
+    }
+    let audit = audit
+        .into_iter()
+        .map(|line| {
+            (
+                line["request_id"].as_str().unwrap().to_owned(),
+                line.clone(),
+            )
+        })
+        .collect();
+    (audit, lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_hold_a_token_nor_by_default_a_query_string() {
+    let (audit, lines) = audit_run(false).await;
+    let search = &audit["search"];
+    assert_eq!(search["method"], "GET");
+    assert_eq!(search["path"], "/Patient");
+    assert_eq!(search["status"], 200);
+    assert_eq!(search["outcome"], "allowed");
+    assert_eq!(search["client_id"], "ops-client");
+    assert_eq!(search["subject"], "subject-1");
+    assert!(
+        search["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0),
+        "{search}"
+    );
+    let smart = &audit["smart"];
+    assert_eq!(smart["client_id"], "portal");
+    assert_eq!(smart["fhir_user"], FHIR_USER);
+    assert_eq!(audit["expired"]["outcome"], "unauthenticated");
+    assert_eq!(audit["signature"]["status"], 401);
+    assert_eq!(audit["in-query"]["status"], 400);
+    assert_eq!(audit["in-query"]["path"], "/Patient");
+    assert_eq!(audit["in-path"]["path"], REDACTED);
+    assert_eq!(audit["in-bad-path"]["path"], REDACTED);
+    for (id, line) in &audit {
+        let query = line.get("query").and_then(Value::as_str).unwrap_or("");
+        assert_eq!(query, "", "{id}: query logged while logQueryStrings is off");
+    }
+    // Not in the audit line, and not in any other line either, debug included.
+    for line in &lines {
+        assert!(!line.to_string().contains("Testpatient"), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_strings_are_logged_when_enabled_but_never_a_token() {
+    let (audit, _) = audit_run(true).await;
+    assert_eq!(audit["search"]["query"], SEARCH);
+    assert_eq!(audit["search"]["path"], "/Patient");
+    assert_eq!(audit["in-query"]["query"], REDACTED);
+    assert_eq!(audit["in-path"]["path"], REDACTED);
+}
