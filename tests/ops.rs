@@ -570,6 +570,30 @@ fn assert_no_secret(lines: &[Value], tokens: &[&str]) {
     }
 }
 
+/// One request of the log run: its request id, target, `Authorization` header, expected status.
+struct Probe {
+    id: &'static str,
+    target: String,
+    authorization: Option<String>,
+    expect: StatusCode,
+}
+
+impl Probe {
+    fn new(
+        id: &'static str,
+        target: &str,
+        authorization: Option<String>,
+        expect: StatusCode,
+    ) -> Probe {
+        Probe {
+            id,
+            target: target.to_owned(),
+            authorization,
+            expect,
+        }
+    }
+}
+
 /// Runs the binary at debug level (`FHIRGUARD_LOG=debug`) with a primary authority and a SMART
 /// provider, sends valid and refused tokens — in the header, in the query, in the path — then
 /// stops it and checks every line. Returns the audit lines by request id, and all lines.
@@ -606,65 +630,67 @@ async fn audit_run(log_query_strings: bool) -> (HashMap<String, Value>, Vec<Valu
     let (_, other_signature) = other.rsplit_once('.').unwrap();
     let bad_signature = format!("{signed_part}.{other_signature}");
 
-    let bearer = |token: &str| format!("Bearer {token}");
-    let requests: Vec<(&str, String, Vec<(&str, String)>, StatusCode)> = vec![
-        (
+    let bearer = |token: &str| Some(format!("Bearer {token}"));
+    let probes = [
+        Probe::new(
             "search",
-            format!("/Patient?{SEARCH}"),
-            vec![("authorization", bearer(&primary))],
+            &format!("/Patient?{SEARCH}"),
+            bearer(&primary),
             StatusCode::OK,
         ),
-        (
+        Probe::new(
             "smart",
-            "/Patient/123".into(),
-            vec![("authorization", bearer(&smart_token))],
+            "/Patient/123",
+            bearer(&smart_token),
             StatusCode::OK,
         ),
-        (
+        Probe::new(
             "expired",
-            "/Patient/1".into(),
-            vec![("authorization", bearer(&expired))],
+            "/Patient/1",
+            bearer(&expired),
             StatusCode::UNAUTHORIZED,
         ),
-        (
+        Probe::new(
             "signature",
-            "/Patient/1".into(),
-            vec![("authorization", bearer(&bad_signature))],
+            "/Patient/1",
+            bearer(&bad_signature),
             StatusCode::UNAUTHORIZED,
         ),
-        (
+        Probe::new(
             "basic",
-            "/Patient/1".into(),
-            vec![("authorization", format!("Basic {primary}"))],
+            "/Patient/1",
+            Some(format!("Basic {primary}")),
             StatusCode::UNAUTHORIZED,
         ),
-        (
+        Probe::new(
             "in-query",
-            format!("/Patient?{SEARCH}&access_token={primary}"),
-            vec![],
+            &format!("/Patient?{SEARCH}&access_token={primary}"),
+            None,
             StatusCode::BAD_REQUEST,
         ),
-        (
+        Probe::new(
             "in-path",
-            format!("/Patient/{primary}"),
-            vec![("authorization", bearer(&primary))],
+            &format!("/Patient/{primary}"),
+            bearer(&primary),
             StatusCode::BAD_REQUEST,
         ),
-        (
+        Probe::new(
             "in-bad-path",
-            format!("/Patient/{primary}/%2F"),
-            vec![],
+            &format!("/Patient/{primary}/%2F"),
+            None,
             StatusCode::BAD_REQUEST,
         ),
     ];
-    for (id, target, headers, expected) in &requests {
-        let mut all: Vec<(&str, &str)> = vec![("x-request-id", id)];
-        all.extend(headers.iter().map(|(name, value)| (*name, value.as_str())));
+    for probe in &probes {
+        let mut headers = vec![("x-request-id", probe.id)];
+        if let Some(authorization) = &probe.authorization {
+            headers.push(("authorization", authorization));
+        }
         let (status, body) = client
-            .send("GET", proxy, target, &all)
+            .send("GET", proxy, &probe.target, &headers)
             .await
             .expect("answered");
-        assert_eq!(status, *expected, "{id}: {body}");
+        assert_eq!(status, probe.expect, "{}: {body}", probe.id);
     }
 
     served.signal("TERM");
@@ -686,7 +712,7 @@ async fn audit_run(log_query_strings: bool) -> (HashMap<String, Value>, Vec<Valu
         .collect();
     assert_eq!(
         audit.len(),
-        requests.len(),
+        probes.len(),
         "one audit line per request: {audit:#?}"
     );
     for line in &audit {

@@ -309,7 +309,7 @@ async fn fifty_reloads_under_load_decide_every_request_right() {
             .expect("client task");
     }
 
-    let wrong = wrong.lock().unwrap();
+    let wrong = std::mem::take(&mut *wrong.lock().unwrap());
     let sent = sent.load(Ordering::Relaxed);
     assert!(
         wrong.is_empty(),
