@@ -235,7 +235,11 @@ fn tool(name: &str) -> Option<PathBuf> {
             std::env::var_os("CI").is_none_or(|ci| ci.is_empty()),
             "{name} is missing under CI: {hint}"
         );
-        eprintln!("SKIPPED: {name} is not installed; {hint}");
+        // Straight to stderr: libtest would swallow eprintln! of a passing test.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: {name} is not installed; {hint}"
+        );
     }
     found
 }
