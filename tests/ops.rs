@@ -8,26 +8,29 @@
 //! run by `.ci/run`). Without them these tests skip with a message, except under CI (env `CI`
 //! set), where a missing tool fails them.
 
+#[path = "ops/audit.rs"]
+mod audit;
+#[path = "ops/prometheus_tools.rs"]
+mod prometheus_tools;
 #[path = "ops/served.rs"]
 mod served;
 mod support;
 
-use std::collections::HashMap;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use audit::{assert_no_secret, audit_run, FHIR_USER, REDACTED, SEARCH};
 use fhirguard::app::{self, Running, StartOptions};
 use fhirguard::config::Config;
 use fhirguard::metrics::Metrics;
 use http::StatusCode;
+use prometheus_tools::{query_sum, tool, wait_with_deadline, PrometheusServer};
 use serde_json::{json, Value};
-use served::{json_lines, Served};
-use support::idp::FakeIdp;
+use served::{config_file, json_lines, Served};
 use support::stack::{eventually, metric, HttpClient, Stack};
-use support::token::{self, now, TestKey};
+use support::token::{self, now};
 
 /// fhirguard in-process (no reload) on a stack whose role grants `actions`.
 async fn in_process(stack: &Stack, actions: &str) -> Running {
@@ -222,28 +225,6 @@ fn every_metric_is_documented_in_the_readme() {
 // ---------------------------------------------------------------------------------------------
 // promtool and a real Prometheus
 
-/// The path of `tool` on PATH. Missing: `None` with a message, or a failure under CI.
-fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    });
-    if found.is_none() {
-        let hint = "install the Debian package prometheus (tests/ops/install.sh)";
-        assert!(
-            std::env::var_os("CI").is_none_or(|ci| ci.is_empty()),
-            "{name} is missing under CI: {hint}"
-        );
-        // Straight to stderr: libtest would swallow eprintln! of a passing test.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: {name} is not installed; {hint}"
-        );
-    }
-    found
-}
-
 /// Known traffic for the exposition to describe: allowed, refused, forbidden.
 async fn some_traffic(stack: &Stack, running: &Running) {
     let client = HttpClient::default();
@@ -296,115 +277,6 @@ async fn promtool_accepts_the_exposition() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
     );
-}
-
-/// Waits for `child` (whose stdin is closed) at most `timeout`, killing it past that.
-fn wait_with_deadline(mut child: Child, timeout: Duration) -> std::process::Output {
-    let deadline = Instant::now() + timeout;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{child:?} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
-}
-
-/// A Prometheus server on 127.0.0.1, killed on drop.
-struct PrometheusServer {
-    child: Child,
-    address: SocketAddr,
-    log: PathBuf,
-}
-
-impl PrometheusServer {
-    /// Starts `prometheus` scraping `target` every second, with its storage in `dir`. The port
-    /// is found free and then handed over, so a rare clash is retried.
-    fn start(binary: &Path, dir: &Path, target: SocketAddr) -> PrometheusServer {
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: fhirguard\n    static_configs:\n      - targets: [\"{target}\"]\n"
-            ),
-        )
-        .expect("write prometheus.yml");
-        let log = dir.join("prometheus.log");
-        for attempt in 1..=3 {
-            let address = TcpListener::bind("127.0.0.1:0")
-                .and_then(|listener| listener.local_addr())
-                .expect("a free port");
-            let child = Command::new(binary)
-                .arg(format!("--config.file={}", config.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.join("data").display()
-                ))
-                .arg(format!("--web.listen-address={address}"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("prometheus log"))
-                .spawn()
-                .expect("start prometheus");
-            let mut server = PrometheusServer {
-                child,
-                address,
-                log: log.clone(),
-            };
-            if server.listening(Duration::from_secs(60)) {
-                return server;
-            }
-            eprintln!("prometheus did not come up on {address} (attempt {attempt})");
-        }
-        panic!(
-            "prometheus never came up:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-
-    /// Waits until the web listener accepts; false if the process exited first.
-    fn listening(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return false;
-            }
-            if std::net::TcpStream::connect_timeout(&self.address, Duration::from_millis(200))
-                .is_ok()
-            {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for PrometheusServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The sum of an instant query's values, if the query succeeded and returned any series.
-fn query_sum(answer: &Value) -> Option<f64> {
-    if answer["status"] != "success" {
-        return None;
-    }
-    let series = answer["data"]["result"].as_array()?;
-    if series.is_empty() {
-        return None;
-    }
-    series
-        .iter()
-        .map(|s| s["value"][1].as_str()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,14 +334,6 @@ async fn a_real_prometheus_scrapes_fhirguard() {
 
 // ---------------------------------------------------------------------------------------------
 // The real binary: graceful shutdown and logs
-
-/// A config file in a new directory; the directory lives as long as the returned guard.
-fn config_file(yaml: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, yaml).expect("write config");
-    (dir, path)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_a_request_in_flight_and_exits_0() {
@@ -533,210 +397,6 @@ async fn sigterm_drains_a_request_in_flight_and_exits_0() {
         );
     }
     assert_no_secret(&lines, &[token.as_str()]);
-}
-
-const SMART_AUDIENCE: &str = "https://fhir.example.org/smart";
-const FHIR_USER: &str = "https://fhir.example.org/Patient/123";
-const REDACTED: &str = "[redacted: holds a token]";
-/// The search whose parameters stand for patient data.
-const SEARCH: &str = "family=Testpatient&birthdate=1970-01-01";
-
-/// The field every audit line carries.
-const AUDIT_FIELDS: [&str; 11] = [
-    "request_id",
-    "method",
-    "path",
-    "status",
-    "outcome",
-    "reason",
-    "provider",
-    "client_id",
-    "subject",
-    "fhir_user",
-    "latency_ms",
-];
-
-/// Asserts that no log line holds any secret (a whole token, its payload or its signature).
-fn assert_no_secret(lines: &[Value], tokens: &[&str]) {
-    let mut secrets: Vec<&str> = Vec::new();
-    for token in tokens {
-        secrets.push(token);
-        secrets.extend(token.split('.').skip(1).filter(|part| part.len() >= 16));
-    }
-    for line in lines {
-        let text = line.to_string();
-        for secret in &secrets {
-            assert!(
-                !text.contains(secret),
-                "a log line holds token material {secret:?}: {text}"
-            );
-        }
-    }
-}
-
-/// One request of the log run: its request id, target, `Authorization` header, expected status.
-struct Probe {
-    id: &'static str,
-    target: String,
-    authorization: Option<String>,
-    expect: StatusCode,
-}
-
-impl Probe {
-    fn new(
-        id: &'static str,
-        target: &str,
-        authorization: Option<String>,
-        expect: StatusCode,
-    ) -> Probe {
-        Probe {
-            id,
-            target: target.to_owned(),
-            authorization,
-            expect,
-        }
-    }
-}
-
-/// Runs the binary at debug level (`FHIRGUARD_LOG=debug`) with a primary authority and a SMART
-/// provider, sends valid and refused tokens — in the header, in the query, in the path — then
-/// stops it and checks every line. Returns the audit lines by request id, and all lines.
-async fn audit_run(log_query_strings: bool) -> (HashMap<String, Value>, Vec<Value>) {
-    let stack = Stack::start().await;
-    let smart_key = TestKey::ec_p256("smart-1");
-    let smart = FakeIdp::with_keys(vec![smart_key.jwk()]).await;
-    let yaml = format!(
-        "{}  smartIdentityProviders:\n    - authority: \"{}\"\n      applications:\n        - clientId: portal\n          audience: \"{SMART_AUDIENCE}\"\n          allowedDataActions: [Read]\n",
-        stack.yaml(
-            "[Read]",
-            &format!("logging: {{level: info, logQueryStrings: {log_query_strings}}}\n")
-        ),
-        smart.base_url()
-    );
-    let (_dir, path) = config_file(&yaml);
-    let mut served = Served::spawn(&path, "debug");
-    let proxy = served.address("proxy").await;
-    let admin = served.address("admin").await;
-    let client = HttpClient::default();
-    client.wait_ready(admin).await;
-
-    let primary = stack.token();
-    let smart_token = token::base_claims(&smart.issuer(), SMART_AUDIENCE, now())
-        .claim("azp", "portal")
-        .claim("scp", "patient/*.read")
-        .claim("fhirUser", FHIR_USER)
-        .sign(&smart_key);
-    let expired = stack.expired_token();
-    let other = token::base_claims(&stack.idp.issuer(), "https://fhir.example.org", now())
-        .claim("sub", "subject-2")
-        .sign(&stack.key);
-    let (signed_part, _) = primary.rsplit_once('.').unwrap();
-    let (_, other_signature) = other.rsplit_once('.').unwrap();
-    let bad_signature = format!("{signed_part}.{other_signature}");
-
-    let bearer = |token: &str| Some(format!("Bearer {token}"));
-    let probes = [
-        Probe::new(
-            "search",
-            &format!("/Patient?{SEARCH}"),
-            bearer(&primary),
-            StatusCode::OK,
-        ),
-        Probe::new(
-            "smart",
-            "/Patient/123",
-            bearer(&smart_token),
-            StatusCode::OK,
-        ),
-        Probe::new(
-            "expired",
-            "/Patient/1",
-            bearer(&expired),
-            StatusCode::UNAUTHORIZED,
-        ),
-        Probe::new(
-            "signature",
-            "/Patient/1",
-            bearer(&bad_signature),
-            StatusCode::UNAUTHORIZED,
-        ),
-        Probe::new(
-            "basic",
-            "/Patient/1",
-            Some(format!("Basic {primary}")),
-            StatusCode::UNAUTHORIZED,
-        ),
-        Probe::new(
-            "in-query",
-            &format!("/Patient?{SEARCH}&access_token={primary}"),
-            None,
-            StatusCode::BAD_REQUEST,
-        ),
-        Probe::new(
-            "in-path",
-            &format!("/Patient/{primary}"),
-            bearer(&primary),
-            StatusCode::BAD_REQUEST,
-        ),
-        Probe::new(
-            "in-bad-path",
-            &format!("/Patient/{primary}/%2F"),
-            None,
-            StatusCode::BAD_REQUEST,
-        ),
-    ];
-    for probe in &probes {
-        let mut headers = vec![("x-request-id", probe.id)];
-        if let Some(authorization) = &probe.authorization {
-            headers.push(("authorization", authorization));
-        }
-        let (status, body) = client
-            .send("GET", proxy, &probe.target, &headers)
-            .await
-            .expect("answered");
-        assert_eq!(status, probe.expect, "{}: {body}", probe.id);
-    }
-
-    served.signal("TERM");
-    let exit = served.exit_within(Duration::from_secs(30)).await;
-    assert!(exit.success(), "exit status {exit}:\n{}", served.log());
-    let lines = json_lines(&served.all_lines());
-    assert!(
-        lines.iter().any(|line| line["level"] == "DEBUG"),
-        "the run logged at debug level"
-    );
-    assert_no_secret(
-        &lines,
-        &[&primary, &smart_token, &expired, &other, &bad_signature],
-    );
-
-    let audit: Vec<&Value> = lines
-        .iter()
-        .filter(|line| line["target"] == "fhirguard::audit")
-        .collect();
-    assert_eq!(
-        audit.len(),
-        probes.len(),
-        "one audit line per request: {audit:#?}"
-    );
-    for line in &audit {
-        for field in AUDIT_FIELDS {
-            assert!(
-                line.get(field).is_some(),
-                "audit line without {field}: {line}"
-            );
-        }
-    }
-    let audit = audit
-        .into_iter()
-        .map(|line| {
-            (
-                line["request_id"].as_str().unwrap().to_owned(),
-                line.clone(),
-            )
-        })
-        .collect();
-    (audit, lines)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -144,4 +144,12 @@ pub(crate) fn json_lines(lines: &[String]) -> Vec<Value> {
             value
         })
         .collect()
+}
+
+/// A config file in a new directory; the directory lives as long as the returned guard.
+pub(crate) fn config_file(yaml: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    (dir, path)
 }
