@@ -17,9 +17,6 @@ use crate::proxy::{Generation, Peer, Proxy};
 use crate::reload::Reloader;
 use crate::server::{self, ListenerSettings, ServerError};
 
-/// How long in-flight requests may take to finish after a shutdown signal.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
 /// Why fhirguard could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -164,11 +161,11 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     })
 }
 
-/// Runs until SIGTERM or SIGINT, then drains within the grace period.
+/// Runs until SIGTERM or SIGINT, then drains within `shutdownGracePeriod`.
 pub async fn run(config: Config, config_path: PathBuf) -> Result<(), StartError> {
     let options = StartOptions {
         config_path: Some(config_path),
-        grace: SHUTDOWN_GRACE,
+        grace: config.shutdown_grace_period,
     };
     let running = start(config, options).await?;
     shutdown_signal().await;

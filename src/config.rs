@@ -67,6 +67,9 @@ pub struct Config {
     pub roles: RoleMapping,
     /// `logging: {...}`.
     pub logging: Logging,
+    /// `shutdownGracePeriod`, default 30 s: how long in-flight requests may take to finish after
+    /// SIGTERM / SIGINT. Read at start-up, like the listeners.
+    pub shutdown_grace_period: Duration,
     /// `authenticationConfiguration` (the ARM object, an ARM resource or an ARM template).
     pub auth: Authentication,
 }

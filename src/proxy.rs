@@ -21,7 +21,7 @@ use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use crate::auth::{KeyStore, Principal, ProviderKind};
+use crate::auth::{self, KeyStore, Principal, ProviderKind};
 use crate::config::Config;
 use crate::error::{Challenge, Rejection, ResponseContext};
 use crate::metrics::{method_label, Metrics};
@@ -304,6 +304,9 @@ fn outcome_of(rejection: &Rejection) -> &'static str {
     }
 }
 
+/// What the audit line shows instead of a path or query that holds a token.
+const REDACTED: &str = "[redacted: holds a token]";
+
 /// One audit line per decision (SPEC §6): never the token; the query only when enabled.
 #[allow(clippy::too_many_arguments)]
 fn log_decision(
@@ -318,10 +321,19 @@ fn log_decision(
 ) {
     let principal = audit.principal;
     let provider = principal.map(|p| p.authority.as_str()).unwrap_or("");
-    let query = if config.logging.log_query {
-        query.unwrap_or("")
+    // A token in the URL is refused (step 2, or earlier as a bad path), but the refused URL
+    // must not carry it into the log either (SPEC §7).
+    let path = if auth::jwt_in_url(path, None).is_some() {
+        REDACTED
     } else {
-        ""
+        path
+    };
+    let query = match query {
+        Some(query) if config.logging.log_query => match auth::jwt_in_url("", Some(query)) {
+            Some(_) => REDACTED,
+            None => query,
+        },
+        _ => "",
     };
     tracing::info!(
         target: "fhirguard::audit",

@@ -49,17 +49,23 @@ impl Reloader {
     }
 
     /// Starts the watcher and the SIGHUP listener; the returned task runs until aborted.
+    ///
+    /// Both are armed before this returns (it must be called within the runtime): a change
+    /// made once start-up is over is never missed, and a SIGHUP is never left to its default
+    /// action, which terminates the process.
     pub fn spawn(mut self) -> tokio::task::JoinHandle<()> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        let watcher = match watch_directory(&self.path, tx.clone()) {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::error!(%error, path = %self.path.display(), "cannot watch the configuration directory; only SIGHUP reloads");
+                None
+            }
+        };
+        spawn_sighup(tx);
         tokio::spawn(async move {
-            let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-            let _watcher = match watch_directory(&self.path, tx.clone()) {
-                Ok(watcher) => Some(watcher),
-                Err(error) => {
-                    tracing::error!(%error, path = %self.path.display(), "cannot watch the configuration directory; only SIGHUP reloads");
-                    None
-                }
-            };
-            spawn_sighup(tx);
+            // The watcher lives as long as the task.
+            let _watcher = watcher;
             while rx.recv().await.is_some() {
                 // Debounce: let the burst settle, then take everything queued as one change.
                 tokio::time::sleep(DEBOUNCE).await;
@@ -143,20 +149,49 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// Listeners are bound once; a changed address needs a restart (a reload never rebinds).
+/// Listeners are bound once (a reload never rebinds), and what was handed to them or to the log
+/// subscriber at start-up stays: changing it needs a restart, which one warning says, naming the
+/// keys. The reload itself goes ahead for everything else.
 fn warn_restart_needed(old: &Config, new: &Config) {
-    if old.listen != new.listen
-        || old.admin_listen != new.admin_listen
-        || old.tls.is_some() != new.tls.is_some()
-    {
+    let keys = restart_only_changes(old, new);
+    if !keys.is_empty() {
         tracing::warn!(
-            old_listen = %old.listen,
-            new_listen = %new.listen,
-            old_admin = %old.admin_listen,
-            new_admin = %new.admin_listen,
-            "listener settings changed: they take effect after a restart"
+            keys = keys.join(", "),
+            "these settings changed but take effect only after a restart"
         );
     }
+}
+
+/// The start-up-only keys whose values differ.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let tls_files = |config: &Config| {
+        config
+            .tls
+            .as_ref()
+            .map(|tls| (tls.cert_file.clone(), tls.key_file.clone()))
+    };
+    [
+        ("listen", old.listen != new.listen),
+        ("adminListen", old.admin_listen != new.admin_listen),
+        ("tls", tls_files(old) != tls_files(new)),
+        (
+            "limits.headerReadTimeout",
+            old.limits.header_read_timeout != new.limits.header_read_timeout,
+        ),
+        (
+            "limits.maxHeaderBytes",
+            old.limits.max_header_bytes != new.limits.max_header_bytes,
+        ),
+        ("logging.format", old.logging.format != new.logging.format),
+        ("logging.level", old.logging.level != new.logging.level),
+        (
+            "shutdownGracePeriod",
+            old.shutdown_grace_period != new.shutdown_grace_period,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
 }
 
 /// Watches the directory, not the file: editors replace files by rename and Kubernetes swaps the
@@ -198,3 +233,28 @@ fn spawn_sighup(tx: mpsc::UnboundedSender<()>) {
 
 #[cfg(not(unix))]
 fn spawn_sighup(_tx: mpsc::UnboundedSender<()>) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "upstream: \"http://127.0.0.1:8081/fhir\"\nauthenticationConfiguration:\n  authority: \"https://login.example.org/t\"\n  audience: \"https://fhir.example.org\"\n";
+
+    fn config(extra: &str) -> Config {
+        Config::parse(&format!("{BASE}{extra}")).expect("valid config")
+    }
+
+    #[test]
+    fn start_up_only_changes_are_named() {
+        let old = config("");
+        assert!(restart_only_changes(&old, &old).is_empty());
+        let new = config(
+            "listen: \"127.0.0.1:1\"\nlogging: {level: debug, logQueryStrings: true}\nshutdownGracePeriod: 5s\nlimits: {maxTokenBytes: 100}\nclockSkew: 1s\n",
+        );
+        // logQueryStrings, maxTokenBytes and clockSkew are read per request: they follow reloads.
+        assert_eq!(
+            restart_only_changes(&old, &new),
+            ["listen", "logging.level", "shutdownGracePeriod"]
+        );
+    }
+}

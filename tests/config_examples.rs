@@ -181,6 +181,7 @@ fn defaults() {
     assert_eq!(config.logging.format, LogFormat::Json);
     assert_eq!(config.logging.level, "info");
     assert!(!config.logging.log_query);
+    assert_eq!(config.shutdown_grace_period, Duration::from_secs(30));
     assert!(config.roles.groups_claim.is_none());
     assert_eq!(config.roles.roles.len(), 15);
     // The authority is kept as written, trailing '/' included.
@@ -195,6 +196,13 @@ fn durations_take_units_or_seconds() {
     );
     let config = Config::parse(&text).unwrap();
     assert_eq!(config.clock_skew, Duration::ZERO);
+    for (value, expected) in [
+        ("0", Duration::ZERO),
+        ("\"1500ms\"", Duration::from_millis(1500)),
+    ] {
+        let grace = Config::parse(&format!("{MINIMAL}shutdownGracePeriod: {value}\n")).unwrap();
+        assert_eq!(grace.shutdown_grace_period, expected, "{value}");
+    }
     let sets = &config.key_sets;
     assert_eq!(sets.refresh_interval, Duration::from_secs(43_200));
     assert_eq!(sets.min_refetch_interval, Duration::from_secs(300));

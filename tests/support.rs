@@ -1,5 +1,6 @@
 //! Test support shared by the integration suites (`mod support;`): a fake OpenID provider,
-//! token minting, and (lead) a recording fake FHIR server. Each suite uses a part of it.
+//! token minting, (lead) a recording fake FHIR server, and the operations suites' stack. Each suite
+//! uses a part of it.
 //!
 //! Cargo also builds this file as a test target of its own, so the child modules are named by
 //! `#[path]` (relative to this file's directory in both roles).
@@ -7,6 +8,8 @@
 
 #[path = "support/idp.rs"]
 pub mod idp;
+#[path = "support/stack.rs"]
+pub mod stack;
 #[path = "support/token.rs"]
 pub mod token;
 #[path = "support/upstream.rs"]

@@ -44,6 +44,9 @@ pub struct RawConfig {
     pub roles: Option<RawRoles>,
     /// Log output.
     pub logging: Option<RawLogging>,
+    /// How long in-flight requests may take to finish after SIGTERM / SIGINT; the listeners stop
+    /// accepting at once. Default 30 s. Read at start-up (a reload does not change it).
+    pub shutdown_grace_period: Option<RawDuration>,
     /// The Azure `authenticationConfiguration`: the ARM object itself, an ARM resource holding
     /// `properties.authenticationConfiguration`, or an ARM template whose `resources` hold one.
     pub authentication_configuration: RawAuthenticationSource,

@@ -113,6 +113,7 @@ fn top_level_errors() {
         ("duration negative", &with_primary("clockSkew: -5"), &[("clockSkew", "must not be negative")]),
         ("duration fraction", &with_primary("clockSkew: 1.5"), &[("clockSkew", "expected whole seconds or a string with a unit (e.g. \"1500ms\")")]),
         ("duration zero", &with_primary("keySets: {fetchTimeout: 0s, maxStale: 0}"), &[("keySets.fetchTimeout", "must be greater than zero"), ("keySets.maxStale", "must be greater than zero")]),
+        ("grace period", &with_primary("shutdownGracePeriod: -1"), &[("shutdownGracePeriod", "must not be negative")]),
         ("duration huge", &with_primary("keySets: {maxStale: 400d}"), &[("keySets.maxStale", "is too large (at most 365d)")]),
         ("duration type", &with_primary("keySets: {retryInterval: [1]}"), &[("keySets.retryInterval", "expected a duration (e.g. \"5s\", \"300ms\", or whole seconds), found a list")]),
         ("limits", &with_primary("limits: {maxHeaderBytes: 0, maxTokenBytes: \"1k\", maxBundleBytes: -1}"), &[("limits.maxHeaderBytes", "must be at least 1"), ("limits.maxTokenBytes", "expected a whole number, found a string"), ("limits.maxBundleBytes", "must not be negative")]),

@@ -22,6 +22,9 @@ use super::{
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9090";
 const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(300);
+/// Kubernetes' default `terminationGracePeriodSeconds` is also 30 s, so a pod must give more
+/// (the manifests in deploy/ give 40 s) for the drain to finish before SIGKILL.
+const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(30);
 /// Reference §8 rule 22 and SPEC §4 step 1.
 const DEFAULT_ANONYMOUS_PATHS: [&str; 3] = [
     "/metadata",
@@ -115,6 +118,14 @@ fn walk(document: &Value, errors: &mut Errors) -> Option<Config> {
         anonymous_paths: anonymous_paths(&root, errors),
         roles: roles::role_mapping(root.get("roles"), errors),
         logging: logging(root.get("logging"), errors),
+        // Zero is allowed: stop at once, cutting requests in flight.
+        shutdown_grace_period: duration(
+            &root,
+            "shutdownGracePeriod",
+            DEFAULT_SHUTDOWN_GRACE_PERIOD,
+            true,
+            errors,
+        ),
         auth: auth?,
     };
     Some(config)

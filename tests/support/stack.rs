@@ -1,0 +1,204 @@
+//! fhirguard's surroundings for the operations suites (`reload`, `ops`): a fake primary authority
+//! with one signing key, a recording fake FHIR server, the YAML that puts fhirguard between them,
+//! a plain HTTP client, reading one series out of `/metrics`, and polling with a deadline.
+//!
+//! Tokens are primary-authority tokens authorized by a `roles.mappings` entry, so what a test
+//! grants is decided by the config it writes, not by SMART scope rules.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::json;
+
+use super::idp::FakeIdp;
+use super::token::{self, now, TestKey};
+use super::upstream::FakeFhir;
+
+/// The audience of the primary authority's tokens.
+pub const AUDIENCE: &str = "https://fhir.example.org";
+/// The role the tokens carry; each config maps it to data actions.
+pub const ROLE: &str = "ops-tester";
+
+/// A fake identity provider and a fake FHIR server for fhirguard to sit between.
+#[derive(Debug)]
+pub struct Stack {
+    pub idp: FakeIdp,
+    pub key: TestKey,
+    pub upstream: FakeFhir,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        let key = TestKey::rsa("ops-1");
+        let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+        let upstream = FakeFhir::start().await;
+        Stack { idp, key, upstream }
+    }
+
+    /// A config on 127.0.0.1:0 whose role [`ROLE`] grants `actions` (e.g. `"[Read]"`);
+    /// `extra` is appended as top-level YAML.
+    pub fn yaml(&self, actions: &str, extra: &str) -> String {
+        format!(
+            r#"listen: "127.0.0.1:0"
+adminListen: "127.0.0.1:0"
+upstream: "{upstream}"
+allowHttpAuthorities: true
+roles:
+  mappings:
+    {ROLE}: {actions}
+{extra}
+authenticationConfiguration:
+  authority: "{authority}"
+  audience: "{AUDIENCE}"
+"#,
+            upstream = self.upstream.base_url("/fhir"),
+            authority = self.idp.base_url(),
+        )
+    }
+
+    /// A valid token carrying [`ROLE`].
+    pub fn token(&self) -> String {
+        token::base_claims(&self.idp.issuer(), AUDIENCE, now())
+            .claim("appid", "ops-client")
+            .claim("roles", json!([ROLE]))
+            .sign(&self.key)
+    }
+
+    /// A well-signed token that expired an hour ago: always 401.
+    pub fn expired_token(&self) -> String {
+        token::base_claims(&self.idp.issuer(), AUDIENCE, now())
+            .claim("appid", "ops-client")
+            .claim("roles", json!([ROLE]))
+            .claim("nbf", now() - 7200)
+            .claim("exp", now() - 3600)
+            .sign(&self.key)
+    }
+}
+
+/// An HTTP/1.1 client with a connection pool and a per-request deadline.
+#[derive(Debug, Clone)]
+pub struct HttpClient(Client<HttpConnector, Full<Bytes>>);
+
+impl Default for HttpClient {
+    fn default() -> HttpClient {
+        HttpClient(Client::builder(TokioExecutor::new()).build_http())
+    }
+}
+
+impl HttpClient {
+    /// Sends `method` to `http://{address}{target}`, with the bearer token if any; the status
+    /// and body, or why there is no answer within 20 s.
+    pub async fn call(
+        &self,
+        method: &str,
+        address: SocketAddr,
+        target: &str,
+        token: Option<&str>,
+    ) -> Result<(StatusCode, String), String> {
+        let authorization = token.map(|token| format!("Bearer {token}"));
+        let headers: Vec<(&str, &str)> = authorization
+            .iter()
+            .map(|value| ("authorization", value.as_str()))
+            .collect();
+        self.send(method, address, target, &headers).await
+    }
+
+    /// Like [`HttpClient::call`], with any headers.
+    pub async fn send(
+        &self,
+        method: &str,
+        address: SocketAddr,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(StatusCode, String), String> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{address}{target}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let exchange = async {
+            let response = self.0.request(request).await.map_err(|e| e.to_string())?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        };
+        tokio::time::timeout(Duration::from_secs(20), exchange)
+            .await
+            .map_err(|_| format!("no answer from {address}{target} within 20 s"))?
+    }
+
+    pub async fn get(
+        &self,
+        address: SocketAddr,
+        target: &str,
+        token: Option<&str>,
+    ) -> Result<(StatusCode, String), String> {
+        self.call("GET", address, target, token).await
+    }
+
+    /// The `/metrics` text of an admin listener.
+    pub async fn metrics(&self, admin: SocketAddr) -> String {
+        let (status, body) = self.get(admin, "/metrics", None).await.expect("/metrics");
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Waits until the admin listener reports ready.
+    pub async fn wait_ready(&self, admin: SocketAddr) {
+        eventually(
+            "fhirguard reports ready",
+            Duration::from_secs(20),
+            || async move {
+                matches!(
+                    self.get(admin, "/readyz", None).await,
+                    Ok((StatusCode::OK, _))
+                )
+            },
+        )
+        .await;
+    }
+}
+
+/// The value of one series (`name{label="v",…}` exactly as exposed, labels sorted), if present.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+}
+
+/// Polls `check` every 20 ms until it holds; panics naming `what` after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
