@@ -42,23 +42,24 @@ struct Answer {
 
 impl Harness {
     async fn start() -> Harness {
-        Harness::start_with("", None).await
+        Harness::start_with("", default_upstream).await
     }
 
-    /// `extra` is appended to the generated YAML (top-level keys); `upstream` overrides the
-    /// upstream URL.
-    async fn start_with(extra: &str, upstream_url: Option<String>) -> Harness {
+    /// `extra` is added to the generated YAML (top-level keys); `upstream` gives the YAML value
+    /// of the `upstream` key for the harness's fake FHIR server.
+    async fn start_with(extra: &str, upstream: impl FnOnce(&FakeFhir) -> String) -> Harness {
         let primary_key = TestKey::rsa("primary-1");
         let smart_key = TestKey::ec_p256("smart-1");
         let primary = FakeIdp::with_keys(vec![primary_key.jwk()]).await;
         let smart = FakeIdp::with_keys(vec![smart_key.jwk()]).await;
-        let upstream = FakeFhir::start().await;
-        let upstream_url = upstream_url.unwrap_or_else(|| upstream.base_url("/fhir"));
+        let fake_fhir = FakeFhir::start().await;
+        let upstream_value = upstream(&fake_fhir);
+        let upstream = fake_fhir;
         let yaml = format!(
             r#"
 listen: "127.0.0.1:0"
 adminListen: "127.0.0.1:0"
-upstream: "{upstream_url}"
+upstream: {upstream_value}
 allowHttpAuthorities: true
 {extra}
 authenticationConfiguration:
@@ -164,6 +165,11 @@ authenticationConfiguration:
             body: Value::String(String::from_utf8_lossy(&bytes).into_owned()),
         }
     }
+}
+
+/// The `upstream` value pointing at the fake FHIR server under `/fhir`.
+fn default_upstream(fake: &FakeFhir) -> String {
+    format!("\"{}\"", fake.base_url("/fhir"))
 }
 
 async fn start_proxy(config: Config) -> Running {
@@ -614,7 +620,7 @@ async fn bundles_are_allowed_only_when_every_entry_is() {
 
 #[tokio::test]
 async fn a_bundle_over_the_limit_is_413() {
-    let h = Harness::start_with("limits: { maxBundleBytes: 1024 }", None).await;
+    let h = Harness::start_with("limits: { maxBundleBytes: 1024 }", default_upstream).await;
     let big = json!({
         "resourceType": "Bundle", "type": "batch",
         "entry": [{ "request": { "method": "GET", "url": "Patient/1" }, "fullUrl": "x".repeat(4096) }],
@@ -769,7 +775,7 @@ async fn an_unreachable_upstream_is_502() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = closed.local_addr().unwrap();
     drop(closed);
-    let h = Harness::start_with("", Some(format!("http://{address}/fhir"))).await;
+    let h = Harness::start_with("", |_| format!("\"http://{address}/fhir\"")).await;
     let answer = h.get("/Patient/1", Some(&h.smart_token("reader"))).await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
     answer.assert_outcome("exception");
@@ -777,61 +783,27 @@ async fn an_unreachable_upstream_is_502() {
 
 #[tokio::test]
 async fn a_slow_upstream_is_504() {
-    let upstream = FakeFhir::start().await;
-    upstream.set_delay(Duration::from_secs(3));
-    let extra = "upstream: { url: \"URL\", responseTimeout: \"300ms\" }"
-        .replace("URL", &upstream.base_url("/fhir"));
-    // The object form of `upstream` replaces the string form written by the harness.
-    let h = Harness::start_with_upstream_object(&extra).await;
+    let h = Harness::start_with("", |fake| {
+        format!(
+            "{{ url: \"{}\", responseTimeout: \"300ms\" }}",
+            fake.base_url("/fhir")
+        )
+    })
+    .await;
+    h.upstream.set_delay(Duration::from_secs(3));
     let answer = h.get("/Patient/1", Some(&h.smart_token("reader"))).await;
     assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
     answer.assert_outcome("timeout");
-}
-
-impl Harness {
-    /// Like [`Harness::start_with`], but `upstream` is given in full by `extra`.
-    async fn start_with_upstream_object(extra: &str) -> Harness {
-        let primary_key = TestKey::rsa("primary-1");
-        let smart_key = TestKey::ec_p256("smart-1");
-        let primary = FakeIdp::with_keys(vec![primary_key.jwk()]).await;
-        let smart = FakeIdp::with_keys(vec![smart_key.jwk()]).await;
-        let yaml = format!(
-            r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-{extra}
-allowHttpAuthorities: true
-authenticationConfiguration:
-  authority: "{primary}"
-  audience: "{AUDIENCE}"
-  smartIdentityProviders:
-    - authority: "{smart}"
-      applications:
-        - clientId: "reader"
-          audience: "{SMART_AUDIENCE}"
-          allowedDataActions: ["Read"]
-"#,
-            primary = primary.base_url(),
-            smart = smart.base_url(),
-        );
-        let running = start_proxy(Config::parse(&yaml).expect("config")).await;
-        let harness = Harness {
-            primary,
-            primary_key,
-            smart,
-            smart_key,
-            upstream: FakeFhir::start().await,
-            running,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        };
-        harness.wait_ready().await;
-        harness
-    }
+    assert_eq!(
+        h.upstream.requests().len(),
+        1,
+        "the request reached the slow upstream"
+    );
 }
 
 #[tokio::test]
 async fn an_oversized_request_head_is_refused() {
-    let h = Harness::start_with("limits: { maxHeaderBytes: 8192 }", None).await;
+    let h = Harness::start_with("limits: { maxHeaderBytes: 8192 }", default_upstream).await;
     let request = Request::get(format!("http://{}/Patient/1", h.running.proxy_address))
         .header("x-padding", "a".repeat(20_000))
         .body(Full::new(Bytes::new()))

@@ -2,6 +2,7 @@
 --
 -- Always: done() prints one machine-readable line
 --   WRKRESULT requests=N duration_us=N rps=F p50_us=N p99_us=N non2xx=N errors=N wraps=N
+--             connect=N timeouts=N
 -- (non2xx = responses outside 2xx/3xx, errors = connect + read + write + timeout errors).
 --
 -- With WRK_TOKEN_DIR set: each request carries the next token of this thread's own file
@@ -52,8 +53,8 @@ function done(summary, latency, requests)
     rps = summary.requests / (summary.duration / 1e6)
   end
   io.write(string.format(
-    "WRKRESULT requests=%d duration_us=%d rps=%.1f p50_us=%d p99_us=%d non2xx=%d errors=%d wraps=%d\n",
+    "WRKRESULT requests=%d duration_us=%d rps=%.1f p50_us=%d p99_us=%d non2xx=%d errors=%d wraps=%d connect=%d timeouts=%d\n",
     summary.requests, summary.duration, rps,
     latency:percentile(50), latency:percentile(99),
-    e.status, e.connect + e.read + e.write + e.timeout, wraps))
+    e.status, e.connect + e.read + e.write + e.timeout, wraps, e.connect, e.timeout))
 end

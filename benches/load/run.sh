@@ -198,10 +198,10 @@ run_wrk() {
         timeout $((secs + 30)) taskset -c 1 wrk "${args[@]}" -H "Authorization: Bearer $TOKEN" "$url" >"$out" 2>&1 || true
     fi
     line=$(grep '^WRKRESULT' "$out" || true)
-    [ -n "$line" ] || { log "wrk failed for $name:"; cat "$out" >&2; line="WRKRESULT requests=0 duration_us=0 rps=0 p50_us=0 p99_us=0 non2xx=0 errors=0 wraps=0"; }
+    [ -n "$line" ] || { log "wrk failed for $name:"; cat "$out" >&2; line="WRKRESULT requests=0 duration_us=0 rps=0 p50_us=0 p99_us=0 non2xx=0 errors=0 wraps=0 connect=0 timeouts=0"; }
     R_REQ=$(field "$line" requests) R_RPS=$(field "$line" rps) R_P50=$(field "$line" p50_us)
     R_P99=$(field "$line" p99_us) R_NON2XX=$(field "$line" non2xx) R_ERR=$(field "$line" errors)
-    R_WRAPS=$(field "$line" wraps)
+    R_WRAPS=$(field "$line" wraps) R_CONNECT=$(field "$line" connect) R_TIMEOUTS=$(field "$line" timeouts)
 }
 field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" ${1#WRKRESULT}"; }
 
@@ -277,6 +277,7 @@ if [ -z "$FHIRGUARD" ]; then
 fi
 [ -z "$FHIRGUARD_NOTE" ] && [ ! -x "$FHIRGUARD" ] && FHIRGUARD_NOTE="no binary at $FHIRGUARD"
 
+BUILD_SECONDS=$SECONDS
 # From here on the run is bounded: the watchdog stops it (and the trap cleans up).
 ( sleep "$MAX_SECONDS"; kill -TERM $$ ) 2>/dev/null &
 WATCHDOG=$!
@@ -454,7 +455,7 @@ metric_sum() { # metric_sum REGEX: sum of all series whose metric name matches R
         awk -v re="$1" '!/^#/ { n=$1; sub(/\{.*/, "", n); if (n ~ re) s += $NF } END { printf "%d", s }'
 }
 
-HOLD_RSS="" HOLD_CUR="" HOLD_EST="" HOLD_RPS="" HOLD_P99="" HOLD_BAD="" CACHE_NOTE=""
+HOLD_DETAIL="" HOLD_RSS="" HOLD_CUR="" HOLD_EST="" HOLD_RPS="" HOLD_P99="" HOLD_BAD="" CACHE_NOTE=""
 fg_rows=(fhirguard_repeated fhirguard_distinct)
 fg_names=("fhirguard, repeated token" "fhirguard, distinct tokens (cache miss)")
 if [ -z "$FHIRGUARD_NOTE" ]; then
@@ -491,6 +492,7 @@ if [ -z "$FHIRGUARD_NOTE" ]; then
             wait "$sampler" || true
             HOLD_RSS=$(peak_rss_kib "$pid") HOLD_CUR=$(cat "$WORK/hold-cur") HOLD_EST=$(cat "$WORK/hold-est")
             HOLD_RPS=$R_RPS HOLD_P99=$R_P99 HOLD_BAD=$((R_NON2XX + R_ERR))
+            HOLD_DETAIL="$R_NON2XX non-2xx, $R_CONNECT connect errors, $R_TIMEOUTS timeouts (wrk --timeout 5s)"
         fi
     else
         FHIRGUARD_NOTE="fhirguard did not become ready: $(tail -c 600 "$WORK/fhirguard.err" | tr '\n' ' ')"
@@ -505,7 +507,7 @@ if [ -n "$FHIRGUARD_NOTE" ]; then
     done
 fi
 stop "$UPSTREAM_PID"
-RUN_SECONDS=$SECONDS
+RUN_SECONDS=$((SECONDS - BUILD_SECONDS))
 
 # ---------------------------------------------------------------- report
 ms() { awk -v u="${1:-}" 'BEGIN { if (u == "") print "–"; else printf "%.2f ms", u / 1000 }'; }
@@ -537,7 +539,7 @@ FG_RSS=$(val fhirguard_distinct rss)
     echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r)"
     echo "- fhirguard $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ' (+ uncommitted src changes)'), $("$ENVOY" --version 2>/dev/null | sed -n 's/.*version: [0-9a-f]*\/\([0-9.]*\)\/.*/envoy \1/p'), $("$NGINX" -v 2>&1 | sed 's/.*\///;s/^/nginx /'), wrk $(wrk -v 2>&1 | sed -n '1s/^wrk [^0-9]*\([0-9.]*\).*/\1/p')"
     echo "- servers pinned to CPU 0 (nginx 1 worker, envoy --concurrency 1), wrk pinned to CPU 1: $THREADS thread(s), $CONNS connections, ${DUR}s per row after a ${WARM}s warm-up; RS256 (RSA-2048) tokens; GET $UPSTREAM_PATH → fixed 95-byte JSON"
-    echo "- distinct-token rows rotate through $TOKENS tokens; total run time ${RUN_SECONDS}s; 1-min load average before the run: $LOADAVG_BEFORE"
+    echo "- distinct-token rows rotate through $TOKENS tokens; run time ${RUN_SECONDS}s (after ${BUILD_SECONDS}s of install + build); 1-min load average before the run: $LOADAVG_BEFORE"
     echo
     echo "| row | req/s | p50 | p99 | failed | peak RSS | note |"
     echo "|---|---:|---:|---:|---:|---:|---|"
@@ -553,8 +555,8 @@ FG_RSS=$(val fhirguard_distinct rss)
         fi
     done
     if [ -n "$HOLD_RPS" ]; then
-        printf '| fhirguard, %d keep-alive connections | %.0f | – | %s | %s | %s | %s connections established at most, RSS up to %s |\n' \
-            "$HOLD_CONNS" "$HOLD_RPS" "$(ms "$HOLD_P99")" "$HOLD_BAD" "$(mib "$HOLD_RSS")" "${HOLD_EST:-?}" "$(mib "$HOLD_CUR")"
+        printf '| fhirguard, %d keep-alive connections | %.0f | – | %s | %s | %s | %s connections established at most, RSS up to %s; failed: %s |\n' \
+            "$HOLD_CONNS" "$HOLD_RPS" "$(ms "$HOLD_P99")" "$HOLD_BAD" "$(mib "$HOLD_RSS")" "${HOLD_EST:-?}" "$(mib "$HOLD_CUR")" "$HOLD_DETAIL"
     fi
     echo
     echo "peak RSS = VmHWM after the row (nginx: master + worker; fhirguard: cumulative over its rows in one process)."
@@ -571,7 +573,7 @@ FG_RSS=$(val fhirguard_distinct rss)
     if [ -n "$HOLD_RSS" ]; then
         awk -v k="$HOLD_RSS" -v lim="$HOLD_RSS_LIMIT_MIB" -v n="$HOLD_CONNS" -v bad="$HOLD_BAD" -v est="${HOLD_EST:-0}" 'BEGIN {
             pass = (k / 1024 <= lim && est >= n * 0.99)
-            printf "| %d keep-alive connections held, peak RSS | %.1f MiB, %d established | ≤ %d MiB, all held | %s |\n", n, k / 1024, est, lim, (pass ? "PASS" : "FAIL") }'
+            printf "| %d keep-alive connections held, peak RSS | %.1f MiB, %d established, %d failed requests | ≤ %d MiB, all held | %s |\n", n, k / 1024, est, bad, lim, (pass ? "PASS" : "FAIL") }'
     else
         echo "| $HOLD_CONNS keep-alive connections held, peak RSS | – | ≤ $HOLD_RSS_LIMIT_MIB MiB | not measured |"
     fi
