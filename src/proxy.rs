@@ -147,6 +147,30 @@ impl Proxy {
             findings,
         )
         .await?;
+        let searches = findings
+            .classified
+            .as_ref()
+            .is_some_and(|c| c.interaction.is_search());
+        let mut body = Some(body);
+        if findings.smart.is_some() && searches && parts.method == Method::POST {
+            // Under SMART the search parameters decide, and a POST `_search` carries them in
+            // its form body: merge them into the query and search with GET, as the reference
+            // server's SearchPostReroutingMiddleware does, then decide again on that request.
+            let form =
+                read_limited(body.take().expect("unread"), config.limits.max_bundle_bytes).await?;
+            reroute_search(&mut parts, &form)?;
+            *findings = Findings::default();
+            decision::decide_head(
+                &self.keys,
+                config,
+                None,
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                findings,
+            )
+            .await?;
+        }
         if findings.anonymous && findings.path.as_deref() == Some(SMART_CONFIGURATION) {
             return Ok(smart::smart_configuration(config, &self.keys).await);
         }
@@ -165,7 +189,7 @@ impl Proxy {
         let mut partial_batch = false;
         let body = if findings.needs_bundle() {
             // Only bundles are buffered: their entries decide (SPEC §7).
-            let bytes = read_limited(body, limit).await?;
+            let bytes = read_limited(body.take().expect("unread"), limit).await?;
             decision::decide_bundle(&bytes, findings)?;
             let decision = findings.bundle.as_ref().expect("decided");
             if decision.entries.iter().all(|e| !e.allowed) {
@@ -181,7 +205,7 @@ impl Proxy {
                 None => full(bytes),
             }
         } else if let (Confinement::Write { body: true, .. }, Some(user)) = (&confinement, &user) {
-            let bytes = read_limited(body, limit).await?;
+            let bytes = read_limited(body.take().expect("unread"), limit).await?;
             let resource_type = findings
                 .classified
                 .as_ref()
@@ -189,7 +213,7 @@ impl Proxy {
             smart::check_body(&bytes, resource_type, user)?;
             full(bytes)
         } else {
-            stream(body)
+            body.take().map_or_else(empty, stream)
         };
         let path = findings.path.clone().unwrap_or_else(|| "/".to_owned());
         let target = Target {
@@ -390,6 +414,33 @@ fn set_identity(headers: &mut http::HeaderMap, principal: &Principal) {
             headers.insert(name, value);
         }
     }
+}
+
+/// Turns `POST …/_search` with a form body into `GET …?query&form` (R4 http.html#search: both
+/// forms are the same search).
+fn reroute_search(parts: &mut http::request::Parts, form: &[u8]) -> Result<(), Rejection> {
+    let form = std::str::from_utf8(form)
+        .map_err(|_| Rejection::Invalid("The _search form body is not UTF-8.".to_owned()))?;
+    let path = parts.uri.path();
+    let path = path.strip_suffix("/_search").unwrap_or(path);
+    let path = if path.is_empty() { "/" } else { path };
+    let query: Vec<&str> = [parts.uri.query().unwrap_or_default(), form.trim()]
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .collect();
+    let target = if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", query.join("&"))
+    };
+    parts.uri = target.parse().map_err(|_| {
+        Rejection::Invalid("The _search form body is not a valid query.".to_owned())
+    })?;
+    parts.method = Method::GET;
+    for name in [CONTENT_LENGTH, CONTENT_TYPE] {
+        parts.headers.remove(name);
+    }
+    Ok(())
 }
 
 async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, Rejection> {

@@ -326,6 +326,20 @@ async fn a_patient_token_sees_only_its_own_compartment() {
         h.get("/Patient/1/Observation", &t).await.status,
         StatusCode::OK
     );
+    // POST _search: the form body's parameters are checked too (searched as GET).
+    let post = |form: &'static str| h.call(Method::POST, "/Observation/_search", Some(&t), form);
+    assert_eq!(
+        post("subject=Patient/2").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let search = post("status=final").await;
+    assert_eq!(ids(&search.body), ["Observation/o1"]);
+    assert!(h
+        .fhir
+        .log()
+        .last()
+        .unwrap()
+        .ends_with("GET /fhir/Observation?status=final&subject=Patient/1"));
     // Scopes: no Encounter, no write.
     assert_eq!(
         h.get("/Encounter?status=x", &t).await.status,
