@@ -55,6 +55,9 @@ pub fn confine(
         gate.check_includes(request, query)?;
         extra.extend(gate.constraints(request, query)?);
     }
+    if matches!(request.interaction, Interaction::Read | Interaction::Vread) {
+        gate.check_read_constraints(request)?;
+    }
     if request.interaction == Interaction::SearchSystem {
         if let Some(types) = gate.narrow_types(query)? {
             extra.push(("_type".to_owned(), types.join(",")));
@@ -138,6 +141,27 @@ impl Gate<'_> {
                     )));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A read by id cannot be checked against v2 constraints without evaluating search
+    /// parameters; when every scope granting it on the type is constrained, it is refused.
+    fn check_read_constraints(&self, request: &FhirRequest) -> Result<(), Denial> {
+        let Some(resource_type) = request.resource_type.as_deref() else {
+            return Ok(());
+        };
+        let scopes = &self.grant.scopes;
+        let alternatives: Vec<Vec<(String, String)>> = [DataAction::Read, DataAction::ReadById]
+            .into_iter()
+            .filter(|a| self.granted.contains(*a))
+            .flat_map(|a| scopes.constraints_for(resource_type, a))
+            .collect();
+        if !alternatives.is_empty() && alternatives.iter().all(|c| !c.is_empty()) {
+            return Err(Denial::Forbidden(format!(
+                "the SMART scopes on {resource_type} are constrained by search parameters, which \
+                 a read by id cannot be checked against; search with _id instead"
+            )));
         }
         Ok(())
     }

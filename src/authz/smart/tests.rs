@@ -289,6 +289,13 @@ fn v2_constraints_are_anded_into_searches() {
         ),
         Err(Denial::Invalid(_))
     ));
+    // A read by id cannot be checked against constraints.
+    let (read, _) = request("GET", "/Observation/1");
+    let constrained = grant("system/Observation.rs?category=laboratory");
+    assert!(matches!(
+        confine(&read, None, DataActions::ALL, &constrained),
+        Err(Denial::Forbidden(_))
+    ));
     // An unconstrained scope on the type lifts the constraint.
     assert_eq!(
         plan(&format!("{s} system/Observation.rs"), "GET", "/Observation"),
