@@ -276,3 +276,63 @@ pub fn operation_outcome(
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authz::scope::ScopeError;
+
+    fn answer(rejection: &Rejection) -> (StatusCode, serde_json::Value) {
+        let (status, code, diagnostics) = rejection.parts();
+        (status, json!({ "code": code, "diagnostics": diagnostics }))
+    }
+
+    #[test]
+    fn smart_rejections_have_their_status_and_code() {
+        let table = [
+            (
+                Rejection::Smart(SmartError::Scope(ScopeError::MixedContexts)),
+                StatusCode::BAD_REQUEST,
+                "invalid",
+            ),
+            (
+                Rejection::Smart(SmartError::MissingFhirUser),
+                StatusCode::BAD_REQUEST,
+                "invalid",
+            ),
+            (
+                Rejection::from(Denial::Invalid("x".to_owned())),
+                StatusCode::BAD_REQUEST,
+                "invalid",
+            ),
+            (
+                Rejection::from(Denial::Forbidden("x".to_owned())),
+                StatusCode::FORBIDDEN,
+                "forbidden",
+            ),
+            (
+                Rejection::from(Denial::NotFound("outside".to_owned())),
+                StatusCode::NOT_FOUND,
+                "not-found",
+            ),
+            (
+                Rejection::Unverifiable("too large".to_owned()),
+                StatusCode::BAD_GATEWAY,
+                "exception",
+            ),
+        ];
+        for (rejection, status, code) in table {
+            let (got, body) = answer(&rejection);
+            assert_eq!(got, status, "{rejection}");
+            assert_eq!(body["code"], code, "{rejection}");
+        }
+        // A 404 never says why: the resource must look absent.
+        let (_, body) = answer(&Rejection::NotFound("Observation/2 is outside".to_owned()));
+        assert_eq!(body["diagnostics"], "Resource not found.");
+        let (_, body) = answer(&Rejection::Smart(SmartError::MissingFhirUser));
+        assert_eq!(
+            body["diagnostics"],
+            "fhirUser claim cannot be null or missing for SMART on FHIR user."
+        );
+    }
+}

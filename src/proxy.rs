@@ -231,8 +231,12 @@ impl Proxy {
             || matches!(confinement, Confinement::Read | Confinement::Search { .. })
             || path == METADATA;
         if checked {
-            // fhirguard reads this answer: ask for it unencoded.
+            // fhirguard reads this answer: ask for it unencoded, and with a body (hyper drops
+            // the body of the answer to a HEAD).
             parts.headers.remove(ACCEPT_ENCODING);
+            if parts.method == Method::HEAD {
+                parts.method = Method::GET;
+            }
         }
         let response = self
             .forward(generation, parts, body, target, principal)

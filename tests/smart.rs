@@ -301,6 +301,10 @@ async fn a_patient_token_sees_only_its_own_compartment() {
     assert_eq!(other.status, StatusCode::NOT_FOUND, "{}", other.body);
     assert_eq!(other.body["issue"][0]["code"], "not-found");
     assert_eq!(h.get("/Patient/1", &t).await.status, StatusCode::OK);
+    let head = h.call(Method::HEAD, "/Observation/o2", Some(&t), "").await;
+    assert_eq!(head.status, StatusCode::NOT_FOUND);
+    let head = h.call(Method::HEAD, "/Observation/o1", Some(&t), "").await;
+    assert_eq!(head.status, StatusCode::OK);
     assert_eq!(h.get("/Patient/2", &t).await.status, StatusCode::NOT_FOUND);
 
     // The search is narrowed upstream and the answer filtered.
