@@ -17,13 +17,13 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_LENGTH, HOST};
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::auth::{KeyStore, Principal, ProviderKind};
-use crate::authz::smart::{Confinement, FhirUser};
+use crate::authz::smart::Confinement;
 use crate::config::Config;
 use crate::error::{Challenge, Rejection, ResponseContext};
 use crate::metrics::{method_label, Metrics};
@@ -158,7 +158,7 @@ impl Proxy {
             // server's SearchPostReroutingMiddleware does, then decide again on that request.
             let form =
                 read_limited(body.take().expect("unread"), config.limits.max_bundle_bytes).await?;
-            reroute_search(&mut parts, &form)?;
+            smart::reroute_search(&mut parts, &form)?;
             *findings = Findings::default();
             decision::decide_head(
                 &self.keys,
@@ -261,46 +261,6 @@ impl Proxy {
             }
             _ => Ok(response),
         }
-    }
-
-    /// Before a change under a `patient` context: the current resource, read from the upstream
-    /// with the caller's credentials, must be in the compartment (reference §8 rule 20). A
-    /// resource that does not exist yet (404/410) passes: the body check covers an update that
-    /// creates.
-    async fn check_current(
-        &self,
-        generation: &Generation,
-        parts: &http::request::Parts,
-        target: Target<'_>,
-        principal: Option<&Principal>,
-        user: &FhirUser,
-    ) -> Result<(), Rejection> {
-        let mut read = Request::get(parts.uri.clone())
-            .body(empty())
-            .map_err(|error| Rejection::Unverifiable(error.to_string()))?;
-        *read.headers_mut() = parts.headers.clone();
-        for name in [CONTENT_LENGTH, CONTENT_TYPE, ACCEPT_ENCODING] {
-            read.headers_mut().remove(name);
-        }
-        let (read_parts, body) = read.into_parts();
-        let target = Target {
-            query: None,
-            ..target
-        };
-        let response = self
-            .forward(generation, read_parts, body, target, principal)
-            .await?;
-        let status = response.status();
-        if status == http::StatusCode::NOT_FOUND || status == http::StatusCode::GONE {
-            return Ok(());
-        }
-        if !status.is_success() {
-            return Err(Rejection::Unverifiable(format!(
-                "reading the current resource answered {status}"
-            )));
-        }
-        let limit = generation.config.limits.max_bundle_bytes;
-        smart::check_read(response, user, limit).await.map(drop)
     }
 
     /// Step 9: forwards the request with its headers cleaned, and streams the answer back.
@@ -418,33 +378,6 @@ fn set_identity(headers: &mut http::HeaderMap, principal: &Principal) {
             headers.insert(name, value);
         }
     }
-}
-
-/// Turns `POST …/_search` with a form body into `GET …?query&form` (R4 http.html#search: both
-/// forms are the same search).
-fn reroute_search(parts: &mut http::request::Parts, form: &[u8]) -> Result<(), Rejection> {
-    let form = std::str::from_utf8(form)
-        .map_err(|_| Rejection::Invalid("The _search form body is not UTF-8.".to_owned()))?;
-    let path = parts.uri.path();
-    let path = path.strip_suffix("/_search").unwrap_or(path);
-    let path = if path.is_empty() { "/" } else { path };
-    let query: Vec<&str> = [parts.uri.query().unwrap_or_default(), form.trim()]
-        .into_iter()
-        .filter(|part| !part.is_empty())
-        .collect();
-    let target = if query.is_empty() {
-        path.to_owned()
-    } else {
-        format!("{path}?{}", query.join("&"))
-    };
-    parts.uri = target.parse().map_err(|_| {
-        Rejection::Invalid("The _search form body is not a valid query.".to_owned())
-    })?;
-    parts.method = Method::GET;
-    for name in [CONTENT_LENGTH, CONTENT_TYPE] {
-        parts.headers.remove(name);
-    }
-    Ok(())
 }
 
 async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, Rejection> {

@@ -5,18 +5,19 @@
 //! reference §5.2–5.3). Everything buffered is bounded by `limits.maxBundleBytes`.
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderValue, Response, StatusCode};
+use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use crate::auth::KeyStore;
+use crate::auth::{KeyStore, Principal};
 use crate::authz::actions::DataActions;
 use crate::authz::smart::{membership, visible, FhirUser, SmartGrant};
 use crate::authz::BundleDecision;
 use crate::config::Config;
 use crate::error::{Rejection, FHIR_JSON};
-use crate::proxy::body::{full, Body};
+use crate::proxy::body::{empty, full, Body};
+use crate::proxy::{Generation, Proxy, Target};
 
 /// Buffers a response body (at most `limit` bytes).
 pub(super) async fn buffer(
@@ -190,6 +191,36 @@ pub(super) fn fhir_response(status: StatusCode, body: &Value) -> Response<Body> 
     response
 }
 
+/// Turns `POST …/_search` with a form body into `GET …?query&form` (R4 http.html#search: both
+/// forms are the same search).
+pub(super) fn reroute_search(
+    parts: &mut http::request::Parts,
+    form: &[u8],
+) -> Result<(), Rejection> {
+    let form = std::str::from_utf8(form)
+        .map_err(|_| Rejection::Invalid("The _search form body is not UTF-8.".to_owned()))?;
+    let path = parts.uri.path();
+    let path = path.strip_suffix("/_search").unwrap_or(path);
+    let path = if path.is_empty() { "/" } else { path };
+    let query: Vec<&str> = [parts.uri.query().unwrap_or_default(), form.trim()]
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .collect();
+    let target = if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", query.join("&"))
+    };
+    parts.uri = target.parse().map_err(|_| {
+        Rejection::Invalid("The _search form body is not a valid query.".to_owned())
+    })?;
+    parts.method = Method::GET;
+    for name in [CONTENT_LENGTH, CONTENT_TYPE] {
+        parts.headers.remove(name);
+    }
+    Ok(())
+}
+
 /// The SMART capabilities fhirguard's providers support (reference §5.2).
 const CAPABILITIES: [&str; 10] = [
     "client-public",
@@ -315,4 +346,46 @@ pub(super) async fn add_security(
         return Ok(rebuild(parts, bytes));
     }
     Ok(rebuild(parts, Bytes::from(statement.to_string())))
+}
+
+impl Proxy {
+    /// Before a change under a `patient` context: the current resource, read from the upstream
+    /// with the caller's credentials, must be in the compartment (reference §8 rule 20). A
+    /// resource that does not exist yet (404/410) passes: the body check covers an update that
+    /// creates.
+    pub(super) async fn check_current(
+        &self,
+        generation: &Generation,
+        parts: &http::request::Parts,
+        target: Target<'_>,
+        principal: Option<&Principal>,
+        user: &FhirUser,
+    ) -> Result<(), Rejection> {
+        let mut read = Request::get(parts.uri.clone())
+            .body(empty())
+            .map_err(|error| Rejection::Unverifiable(error.to_string()))?;
+        *read.headers_mut() = parts.headers.clone();
+        for name in [CONTENT_LENGTH, CONTENT_TYPE, ACCEPT_ENCODING] {
+            read.headers_mut().remove(name);
+        }
+        let (read_parts, body) = read.into_parts();
+        let target = Target {
+            query: None,
+            ..target
+        };
+        let response = self
+            .forward(generation, read_parts, body, target, principal)
+            .await?;
+        let status = response.status();
+        if status == http::StatusCode::NOT_FOUND || status == http::StatusCode::GONE {
+            return Ok(());
+        }
+        if !status.is_success() {
+            return Err(Rejection::Unverifiable(format!(
+                "reading the current resource answered {status}"
+            )));
+        }
+        let limit = generation.config.limits.max_bundle_bytes;
+        check_read(response, user, limit).await.map(drop)
+    }
 }
