@@ -70,6 +70,17 @@ pub fn confine(
         }
     }
     let Some(user) = grant.compartment() else {
+        // Answers that can hold any type (`Patient/1/*`, base history, `$everything`) are
+        // filtered down to the scope types.
+        let any_type = request.resource_type.is_none()
+            && (request.interaction.is_search()
+                || request.interaction == Interaction::HistorySystem);
+        let everything = request.operation.as_deref() == Some("everything");
+        if (any_type || everything) && request.interaction != Interaction::SearchSystem {
+            return Ok(Confinement::Search {
+                query: (!extra.is_empty()).then(|| append(query, &extra)),
+            });
+        }
         return Ok(if extra.is_empty() {
             Confinement::Forward
         } else {

@@ -315,6 +315,14 @@ fn type_less_searches_are_narrowed_to_scope_types() {
     assert_eq!(plan(s, "GET", "/?_type=Patient"), Ok(Confinement::Forward));
     assert!(forbidden(&plan(s, "GET", "/?_type=Patient,Encounter")));
     assert_eq!(plan("system/*.read", "GET", "/"), Ok(Confinement::Forward));
+    // Answers of any type are filtered to the scope types.
+    let filtered = Ok(Confinement::Search { query: None });
+    assert_eq!(plan(s, "GET", "/_history"), filtered);
+    assert_eq!(plan("user/*.read", "GET", "/Patient/1/*"), filtered);
+    assert_eq!(
+        plan("user/*.read", "GET", "/Patient/1/$everything"),
+        filtered
+    );
 }
 
 #[test]
