@@ -417,3 +417,67 @@ fn compartment_membership() {
     assert_eq!(bundle["entry"].as_array().unwrap().len(), 2);
     assert!(bundle.get("total").is_none());
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SCOPES: [&str; 6] = [
+        "patient/*.read",
+        "patient/Observation.rs patient/Patient.r",
+        "user/*.cruds",
+        "system/Observation.rs?category=laboratory",
+        "system/*.read",
+        "patient/Observation.crs?code=x",
+    ];
+    const PATHS: [&str; 8] = [
+        "/Observation",
+        "/Patient/123/Observation",
+        "/",
+        "/Patient",
+        "/Observation/1",
+        "/Patient/123/$everything",
+        "/_history",
+        "/$export",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any query on any route under any grant: a plan or a denial, never a panic; and a
+        /// rewritten query keeps the client's parameters as a prefix (it only ever adds).
+        #[test]
+        fn confinement_never_panics_and_only_adds(
+            scopes in 0..SCOPES.len(),
+            path in 0..PATHS.len(),
+            query in "[a-z_:.&=,/A-Z0-9%*-]{0,40}",
+        ) {
+            let grant = SmartGrant::new(&[SCOPES[scopes].to_owned()], Some(USER), None).unwrap();
+            let query = (!query.is_empty()).then_some(query);
+            let Ok(request) = classify(&Method::GET, PATHS[path], query.as_deref(), &HeaderMap::new())
+            else {
+                return Ok(());
+            };
+            let decision = authorize(&request, query.as_deref(), DataActions::ALL, &grant);
+            if decision.allowed {
+                match confine(&request, query.as_deref(), DataActions::ALL, &grant) {
+                    Ok(Confinement::Rewrite { query: rewritten })
+                    | Ok(Confinement::Search { query: Some(rewritten) }) => {
+                        prop_assert!(rewritten.starts_with(query.as_deref().unwrap_or_default()));
+                    }
+                    Ok(_) | Err(_) => {}
+                }
+            }
+        }
+
+        #[test]
+        fn membership_never_panics(text in ".{0,200}") {
+            let user = FhirUser::parse(USER, None).unwrap();
+            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) {
+                let _ = membership::is_member(&value, &user);
+            }
+            let _ = FhirUser::parse(&text, None);
+        }
+    }
+}
