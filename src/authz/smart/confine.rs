@@ -266,6 +266,13 @@ impl Gate<'_> {
         };
         let not_found =
             || Denial::NotFound(format!("{request} is not in the compartment of {user}"));
+        // A named query (`_query`) may ignore the other parameters, the added compartment one
+        // included.
+        if parameters(query).any(|(name, _)| name == "_query") {
+            return Err(Denial::Forbidden(
+                "_query (named queries) is not allowed under a patient context".to_owned(),
+            ));
+        }
         let search = |extra: &[(String, String)]| Confinement::Search {
             query: (!extra.is_empty()).then(|| append(query, extra)),
         };
