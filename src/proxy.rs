@@ -187,6 +187,7 @@ impl Proxy {
             query = Some(rewritten.clone());
         }
         let mut partial_batch = false;
+        let mut bundle_checked = false;
         let body = if findings.needs_bundle() {
             // Only bundles are buffered: their entries decide (SPEC §7).
             let bytes = read_limited(body.take().expect("unread"), limit).await?;
@@ -196,11 +197,12 @@ impl Proxy {
                 let answer = smart::batch_response(decision, None, request_id);
                 return Ok(smart::fhir_response(http::StatusCode::OK, &answer));
             }
-            match smart::allowed_entries(&bytes, decision) {
-                Some(allowed) => {
-                    partial_batch = true;
+            partial_batch = decision.denied_entries().next().is_some();
+            bundle_checked = smart::bundle_needs_check(&findings.bundle_plans);
+            match smart::forwarded_bundle(&bytes, decision, &findings.bundle_plans) {
+                Some(forwarded) => {
                     parts.headers.remove(CONTENT_LENGTH);
-                    full(allowed)
+                    full(forwarded)
                 }
                 None => full(bytes),
             }
@@ -228,6 +230,7 @@ impl Proxy {
                 .await?;
         }
         let checked = partial_batch
+            || bundle_checked
             || matches!(confinement, Confinement::Read | Confinement::Search { .. })
             || path == METADATA;
         if checked {
@@ -241,14 +244,31 @@ impl Proxy {
         let response = self
             .forward(generation, parts, body, target, principal)
             .await?;
-        if partial_batch {
-            let decision = findings.bundle.as_ref().expect("decided");
+        if partial_batch || bundle_checked {
             if !response.status().is_success() {
                 return Ok(response);
             }
-            let (_, bytes) = smart::buffer(response, limit).await?;
-            let answer = smart::batch_response(decision, Some(smart::json(&bytes)?), request_id);
-            return Ok(smart::fhir_response(http::StatusCode::OK, &answer));
+            let decision = findings.bundle.as_ref().expect("decided");
+            let (response_parts, bytes) = smart::buffer(response, limit).await?;
+            let mut answer = smart::json(&bytes)?;
+            if let Some(grant) = &grant {
+                let granted = findings.granted.unwrap_or_default();
+                smart::check_bundle_answer(
+                    &mut answer,
+                    decision,
+                    &findings.bundle_plans,
+                    grant,
+                    granted,
+                );
+            }
+            if partial_batch {
+                let answer = smart::batch_response(decision, Some(answer), request_id);
+                return Ok(smart::fhir_response(http::StatusCode::OK, &answer));
+            }
+            return Ok(smart::rebuild(
+                response_parts,
+                Bytes::from(answer.to_string()),
+            ));
         }
         if path == METADATA {
             return smart::add_security(response, config, &self.keys).await;

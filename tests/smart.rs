@@ -134,12 +134,22 @@ fn answer(store: &mut Store, method: &Method, path: &str, body: &[u8]) -> (Statu
         }
         ("POST", []) => {
             let bundle: Value = serde_json::from_slice(body).unwrap();
-            let entries: Vec<Value> = bundle["entry"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| json!({"response": {"status": "200 OK", "location": e["request"]["url"]}}))
-                .collect();
+            let mut entries = Vec::new();
+            for entry in bundle["entry"].as_array().unwrap() {
+                let url = entry["request"]["url"].as_str().unwrap().to_owned();
+                store.log.push(format!("  entry {url}"));
+                let method =
+                    Method::from_bytes(entry["request"]["method"].as_str().unwrap().as_bytes())
+                        .unwrap();
+                let path = format!("/{}", url.split('?').next().unwrap());
+                let (status, resource) = answer(
+                    store,
+                    &method,
+                    &path,
+                    entry["resource"].to_string().as_bytes(),
+                );
+                entries.push(json!({"resource": resource, "response": {"status": status.to_string(), "location": url}}));
+            }
             (
                 StatusCode::OK,
                 json!({"resourceType": "Bundle", "type": "batch-response", "entry": entries}),
@@ -465,11 +475,39 @@ async fn transactions_are_all_or_nothing_and_batches_answer_per_entry() {
         .map(|e| e["response"]["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["200 OK", "403 Forbidden", "200 OK"]);
+
     assert_eq!(entries[2]["response"]["location"], "Patient/2");
     assert_eq!(
         entries[1]["response"]["outcome"]["issue"][0]["code"],
         "forbidden"
     );
+
+    // Under a patient context, reads and searches inside a batch are checked entry by entry.
+    let patient = h.token("patient/Observation.rs", "Patient/1");
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Observation/o1"}},
+        {"request": {"method": "GET", "url": "Observation/o2"}},
+        {"request": {"method": "GET", "url": "Observation?status=final"}},
+        {"request": {"method": "GET", "url": "Encounter/e1"}},
+    ]})
+    .to_string();
+    let answer = h.call(Method::POST, "/", Some(&patient), &batch).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let entries = answer.body["entry"].as_array().unwrap();
+    let statuses: Vec<&str> = entries
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["200 OK", "404 Not Found", "200 OK", "403 Forbidden"]
+    );
+    assert!(entries[1].get("resource").is_none());
+    assert_eq!(ids(&entries[2]["resource"]), ["Observation/o1"]);
+    assert!(h
+        .fhir
+        .log()
+        .contains(&"  entry Observation?status=final&subject=Patient/1".to_owned()));
 }
 
 #[tokio::test]

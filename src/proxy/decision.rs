@@ -35,6 +35,8 @@ pub struct Findings {
     pub smart: Option<SmartGrant>,
     /// What SMART enforcement still asks of the forwarding (query rewrite, checks).
     pub confinement: Option<Confinement>,
+    /// The same per bundle entry, in entry order (`Forward` for denied entries).
+    pub bundle_plans: Vec<Confinement>,
 }
 
 impl Findings {
@@ -143,6 +145,18 @@ pub fn decide_bundle(body: &[u8], findings: &mut Findings) -> Result<(), Rejecti
         }),
         None => authz::authorize_bundle(&bundle, granted),
     };
+    if let Some(grant) = &findings.smart {
+        findings.bundle_plans = bundle
+            .entries
+            .iter()
+            .zip(&decision.entries)
+            .map(|(entry, decided)| match decided.allowed {
+                true => smart::confine(entry, entry.query.as_deref(), granted, grant)
+                    .unwrap_or(Confinement::Forward),
+                false => Confinement::Forward,
+            })
+            .collect();
+    }
     let decision = findings.bundle.insert(decision);
     let batch_answerable = decision.kind == bundle::BundleKind::Batch
         && !granted.intersection(DataActions::ALL).is_empty();
@@ -153,18 +167,25 @@ pub fn decide_bundle(body: &[u8], findings: &mut Findings) -> Result<(), Rejecti
     }
 }
 
-/// One bundle entry under SMART: the type gate, then confinement must be a plain forward.
+/// One bundle entry under SMART: the type gate, then a confinement fhirguard can carry out
+/// inside a bundle — a forward, a rewritten entry URL, a check of the entry's answer (read) or
+/// a filter of it (search). Writes needing a compartment check are denied inside bundles.
 fn smart_entry(entry: &FhirRequest, granted: DataActions, grant: &SmartGrant) -> Decision {
     let query = entry.query.as_deref();
     let mut decision = smart::authorize(entry, query, granted, grant);
     if decision.allowed {
         match smart::confine(entry, query, granted, grant) {
-            Ok(Confinement::Forward) => {}
-            Ok(_) => {
+            Ok(
+                Confinement::Forward
+                | Confinement::Rewrite { .. }
+                | Confinement::Read
+                | Confinement::Search { .. },
+            ) => {}
+            Ok(Confinement::Write { .. }) => {
                 decision.allowed = false;
                 decision.reason = format!(
-                    "{entry} needs a compartment or scope check fhirguard makes only for a \
-                     request sent on its own"
+                    "{entry} needs a compartment check of the stored resource, which \
+                     fhirguard makes only for a request sent on its own"
                 );
             }
             Err(denial) => {

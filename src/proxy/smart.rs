@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{KeyStore, Principal};
 use crate::authz::actions::DataActions;
-use crate::authz::smart::{membership, visible, FhirUser, SmartGrant};
+use crate::authz::smart::{membership, visible, Confinement, FhirUser, SmartGrant};
 use crate::authz::BundleDecision;
 use crate::config::Config;
 use crate::error::{Rejection, FHIR_JSON};
@@ -125,20 +125,87 @@ pub(super) fn check_body(
     Ok(())
 }
 
-/// The batch to forward: only the allowed entries, in order. `None` when every entry is
-/// allowed (forward the body as sent).
-pub(super) fn allowed_entries(body: &[u8], decision: &BundleDecision) -> Option<Bytes> {
-    // Every entry allowed: forward the body as sent.
-    decision.denied_entries().next()?;
+/// The bundle to forward: only the allowed entries, in order, each entry URL carrying its
+/// planned query. `None` when that is the body as sent.
+pub(super) fn forwarded_bundle(
+    body: &[u8],
+    decision: &BundleDecision,
+    plans: &[Confinement],
+) -> Option<Bytes> {
+    let rewrites = plans.iter().any(|plan| planned_query(plan).is_some());
+    if decision.denied_entries().next().is_none() && !rewrites {
+        return None;
+    }
     let mut bundle: Value = serde_json::from_slice(body).ok()?;
     let entries = bundle.get_mut("entry")?.as_array_mut()?;
-    let mut index = 0;
-    entries.retain(|_| {
-        let keep = decision.entries.get(index).is_some_and(|d| d.allowed);
-        index += 1;
-        keep
-    });
+    let mut kept = Vec::with_capacity(entries.len());
+    for (index, mut entry) in entries.drain(..).enumerate() {
+        if !decision.entries.get(index).is_some_and(|d| d.allowed) {
+            continue;
+        }
+        if let Some(query) = plans.get(index).and_then(planned_query) {
+            let url = entry["request"]["url"].as_str().unwrap_or_default();
+            let path = url.split_once('?').map_or(url, |(path, _)| path).to_owned();
+            entry["request"]["url"] = Value::String(format!("{path}?{query}"));
+        }
+        kept.push(entry);
+    }
+    *entries = kept;
     Some(Bytes::from(bundle.to_string()))
+}
+
+fn planned_query(plan: &Confinement) -> Option<&str> {
+    match plan {
+        Confinement::Rewrite { query } | Confinement::Search { query: Some(query) } => Some(query),
+        _ => None,
+    }
+}
+
+/// True when some entry's answer must be checked or filtered.
+pub(super) fn bundle_needs_check(plans: &[Confinement]) -> bool {
+    plans
+        .iter()
+        .any(|plan| matches!(plan, Confinement::Read | Confinement::Search { .. }))
+}
+
+/// Checks the upstream's batch- or transaction-response entry by entry: a read outside the
+/// compartment becomes a 404 entry, a search's Bundle is filtered like a search answer.
+pub(super) fn check_bundle_answer(
+    answer: &mut Value,
+    decision: &BundleDecision,
+    plans: &[Confinement],
+    grant: &SmartGrant,
+    granted: DataActions,
+) {
+    let Some(entries) = answer.get_mut("entry").and_then(Value::as_array_mut) else {
+        return;
+    };
+    let forwarded = decision
+        .entries
+        .iter()
+        .zip(plans)
+        .filter(|(decided, _)| decided.allowed)
+        .map(|(_, plan)| plan);
+    for (entry, plan) in entries.iter_mut().zip(forwarded) {
+        match plan {
+            Confinement::Read => {
+                let outside = grant.compartment().is_some_and(|user| {
+                    entry
+                        .get("resource")
+                        .is_some_and(|r| !membership::is_member(r, user))
+                });
+                if outside {
+                    *entry = json!({ "response": { "status": "404 Not Found" } });
+                }
+            }
+            Confinement::Search { .. } => {
+                if let Some(bundle) = entry.get_mut("resource") {
+                    membership::filter_bundle(bundle, |r| visible(grant, granted, r));
+                }
+            }
+            Confinement::Forward | Confinement::Rewrite { .. } | Confinement::Write { .. } => {}
+        }
+    }
 }
 
 /// The batch-response: the upstream's answers for the forwarded entries and a 403
