@@ -381,4 +381,31 @@ authenticationConfiguration:
     assert_eq!(status(1), "403 Forbidden");
     assert!(status(2).starts_with("200"), "{}", entries[2]);
     assert_eq!(entries[2]["resource"]["id"], "p2");
+
+    // Under a patient context the batch's reads and searches are checked entry by entry.
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Observation/o1"}},
+        {"request": {"method": "GET", "url": "Observation/o2"}},
+        {"request": {"method": "GET", "url": "Observation?code=heart%20rate"}},
+    ]});
+    let answer = s.call(Method::POST, "/", &p1, &batch).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let entries = answer.body["entry"].as_array().expect("entries");
+    assert!(status_of(&entries[0]).starts_with("200"), "{}", entries[0]);
+    assert_eq!(status_of(&entries[1]), "404 Not Found", "{}", entries[1]);
+    assert!(entries[1].get("resource").is_none());
+    // o1 and the n1 created above; never patient 2's o2.
+    assert_eq!(
+        ids(&entries[2]["resource"]),
+        ["Observation/n1", "Observation/o1"],
+        "{}",
+        entries[2]
+    );
+}
+
+fn status_of(entry: &Value) -> String {
+    entry["response"]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
