@@ -10,6 +10,7 @@
 
 pub mod actions;
 pub mod scope;
+pub mod smart;
 #[cfg(test)]
 mod tests;
 
@@ -85,11 +86,17 @@ pub fn authorize(request: &FhirRequest, granted: DataActions) -> Decision {
 /// Decides a batch or transaction: the principal must hold at least one data action, and every
 /// entry must be allowed on its own.
 pub fn authorize_bundle(bundle: &BundleRequest, granted: DataActions) -> BundleDecision {
-    let entries: Vec<Decision> = bundle
-        .entries
-        .iter()
-        .map(|entry| authorize(entry, granted))
-        .collect();
+    authorize_bundle_with(bundle, granted, |entry| authorize(entry, granted))
+}
+
+/// Like [`authorize_bundle`], deciding each entry with `decide` (the SMART decision when SMART
+/// applies).
+pub fn authorize_bundle_with(
+    bundle: &BundleRequest,
+    granted: DataActions,
+    decide: impl Fn(&FhirRequest) -> Decision,
+) -> BundleDecision {
+    let entries: Vec<Decision> = bundle.entries.iter().map(decide).collect();
     let has_any_action = !granted.intersection(DataActions::ALL).is_empty();
     let first_denied = entries.iter().position(|decision| !decision.allowed);
     let (allowed, reason) = match (has_any_action, first_denied) {

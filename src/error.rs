@@ -13,6 +13,7 @@ use http::{Response, StatusCode};
 use serde_json::json;
 
 use crate::auth::{AuthError, UrlPart};
+use crate::authz::smart::{Denial, SmartError};
 use crate::fhir::bundle::BundleError;
 use crate::fhir::path::PathError;
 use crate::fhir::ClassifyError;
@@ -52,6 +53,19 @@ pub enum Rejection {
     /// Authenticated, but not allowed to do this (403).
     #[error("{0}")]
     Forbidden(String),
+    /// The token's SMART scopes or `fhirUser` are invalid (400, reference §4.4–4.6).
+    #[error(transparent)]
+    Smart(#[from] SmartError),
+    /// A request SMART refuses as malformed (400), e.g. an include under constrained scopes.
+    #[error("{0}")]
+    Invalid(String),
+    /// The resource is outside the caller's compartment: answered as if absent (404,
+    /// reference §4.7).
+    #[error("{0}")]
+    NotFound(String),
+    /// The upstream's answer had to be checked and could not be (too large, not FHIR JSON).
+    #[error("the FHIR server's response could not be checked: {0}")]
+    Unverifiable(String),
     /// The upstream refused the connection or broke it (502).
     #[error("the FHIR server is unreachable: {0}")]
     UpstreamUnavailable(String),
@@ -93,6 +107,10 @@ impl Rejection {
             Rejection::BodyTooLarge { .. } => "body_too_large",
             Rejection::BodyRead(_) => "body_read",
             Rejection::Forbidden(_) => "forbidden",
+            Rejection::Smart(_) => "invalid_smart_claims",
+            Rejection::Invalid(_) => "invalid_request",
+            Rejection::NotFound(_) => "out_of_compartment",
+            Rejection::Unverifiable(_) => "unverifiable_response",
             Rejection::UpstreamUnavailable(_) => "upstream_unavailable",
             Rejection::UpstreamTimeout(_) => "upstream_timeout",
         }
@@ -141,6 +159,14 @@ impl Rejection {
                 "forbidden",
                 format!("Authorization failed. {reason}"),
             ),
+            Rejection::Smart(error) => (StatusCode::BAD_REQUEST, "invalid", error.to_string()),
+            Rejection::Invalid(message) => (StatusCode::BAD_REQUEST, "invalid", message.clone()),
+            Rejection::NotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "Resource not found.".to_owned(),
+            ),
+            Rejection::Unverifiable(_) => (StatusCode::BAD_GATEWAY, "exception", self.to_string()),
             Rejection::UpstreamUnavailable(_) => {
                 (StatusCode::BAD_GATEWAY, "exception", self.to_string())
             }
@@ -173,6 +199,16 @@ impl Rejection {
             _ => {}
         }
         response
+    }
+}
+
+impl From<Denial> for Rejection {
+    fn from(denial: Denial) -> Rejection {
+        match denial {
+            Denial::Forbidden(reason) => Rejection::Forbidden(reason),
+            Denial::NotFound(reason) => Rejection::NotFound(reason),
+            Denial::Invalid(reason) => Rejection::Invalid(reason),
+        }
     }
 }
 
@@ -239,4 +275,64 @@ pub fn operation_outcome(
         headers.insert(REQUEST_ID, id);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authz::scope::ScopeError;
+
+    fn answer(rejection: &Rejection) -> (StatusCode, serde_json::Value) {
+        let (status, code, diagnostics) = rejection.parts();
+        (status, json!({ "code": code, "diagnostics": diagnostics }))
+    }
+
+    #[test]
+    fn smart_rejections_have_their_status_and_code() {
+        let table = [
+            (
+                Rejection::Smart(SmartError::Scope(ScopeError::MixedContexts)),
+                StatusCode::BAD_REQUEST,
+                "invalid",
+            ),
+            (
+                Rejection::Smart(SmartError::MissingFhirUser),
+                StatusCode::BAD_REQUEST,
+                "invalid",
+            ),
+            (
+                Rejection::from(Denial::Invalid("x".to_owned())),
+                StatusCode::BAD_REQUEST,
+                "invalid",
+            ),
+            (
+                Rejection::from(Denial::Forbidden("x".to_owned())),
+                StatusCode::FORBIDDEN,
+                "forbidden",
+            ),
+            (
+                Rejection::from(Denial::NotFound("outside".to_owned())),
+                StatusCode::NOT_FOUND,
+                "not-found",
+            ),
+            (
+                Rejection::Unverifiable("too large".to_owned()),
+                StatusCode::BAD_GATEWAY,
+                "exception",
+            ),
+        ];
+        for (rejection, status, code) in table {
+            let (got, body) = answer(&rejection);
+            assert_eq!(got, status, "{rejection}");
+            assert_eq!(body["code"], code, "{rejection}");
+        }
+        // A 404 never says why: the resource must look absent.
+        let (_, body) = answer(&Rejection::NotFound("Observation/2 is outside".to_owned()));
+        assert_eq!(body["diagnostics"], "Resource not found.");
+        let (_, body) = answer(&Rejection::Smart(SmartError::MissingFhirUser));
+        assert_eq!(
+            body["diagnostics"],
+            "fhirUser claim cannot be null or missing for SMART on FHIR user."
+        );
+    }
 }

@@ -26,7 +26,7 @@ pub mod bundle;
 pub mod compartment;
 mod operation;
 pub mod path;
-mod query;
+pub mod query;
 pub mod resource_types;
 mod route;
 #[cfg(test)]
@@ -145,6 +145,8 @@ pub struct FhirRequest {
     /// otherwise), or the job kind of `_operations/<kind>/<id>`.
     pub operation: Option<String>,
     pub required: Requirement,
+    /// The raw query string, if any (a bundle entry's URL query; SMART checks read it).
+    pub query: Option<String>,
 }
 
 impl fmt::Display for FhirRequest {
@@ -290,6 +292,7 @@ pub fn classify(
         compartment: None,
         operation: None,
         required: Requirement::default(),
+        query: query.map(str::to_owned),
     };
     let interaction = match (route, verb) {
         (Route::Root, Verb::Get) => Interaction::SearchSystem,

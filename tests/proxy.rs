@@ -119,7 +119,9 @@ authenticationConfiguration:
     fn smart_claims(&self, client: &str) -> TokenBuilder {
         token::base_claims(&self.smart.issuer(), SMART_AUDIENCE, now())
             .claim("azp", client)
-            .claim("scp", "patient/*.read")
+            // system/ scopes: these tests are about the token and the forwarding; SMART
+            // narrowing and compartments are tested in tests/smart.rs.
+            .claim("scp", "system/*.*")
             .claim("fhirUser", FHIR_USER)
     }
 

@@ -158,8 +158,9 @@ fn print_walkthrough(idp: &DevIdp, proxy: SocketAddr, admin: SocketAddr) {
     let wrong_audience = idp.mint(&wrong_audience);
     let base = format!("http://{proxy}");
     let bearer = |token: &str| format!("-H 'Authorization: Bearer {token}'");
-    let observation =
-        r#"'{"resourceType":"Observation","status":"final","code":{"text":"Heart rate"}}'"#;
+    // SMART `patient/` tokens write only inside their patient's compartment.
+    let observation = r#"'{"resourceType":"Observation","status":"final","code":{"text":"Heart rate"},"subject":{"reference":"Patient/example"}}'"#;
+    let other_patient = r#"'{"resourceType":"Observation","status":"final","code":{"text":"Heart rate"},"subject":{"reference":"Patient/other"}}'"#;
     let examples = [
         Example { title: "A read token reads a patient", expect: 200, command: format!("curl -i {} '{base}/Patient/example'", bearer(&read)) },
         Example { title: "… and searches observations", expect: 200, command: format!("curl -i {} '{base}/Observation?subject=Patient/example'", bearer(&read)) },
@@ -168,6 +169,7 @@ fn print_walkthrough(idp: &DevIdp, proxy: SocketAddr, admin: SocketAddr) {
         Example { title: "An expired token", expect: 401, command: format!("curl -i {} '{base}/Patient/example'", bearer(&expired)) },
         Example { title: "A write with a read-only application", expect: 403, command: format!("curl -i -X POST -H 'Content-Type: application/fhir+json' {} -d {observation} '{base}/Observation'", bearer(&read)) },
         Example { title: "The same write with an application allowed to write", expect: 201, command: format!("curl -i -X POST -H 'Content-Type: application/fhir+json' {} -d {observation} '{base}/Observation'", bearer(&write)) },
+        Example { title: "… but not for another patient (SMART compartment)", expect: 403, command: format!("curl -i -X POST -H 'Content-Type: application/fhir+json' {} -d {other_patient} '{base}/Observation'", bearer(&write)) },
         Example { title: "The capability statement is anonymous", expect: 200, command: format!("curl -i '{base}/metadata'") },
     ];
     println!("fhirguard demo");

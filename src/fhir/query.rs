@@ -29,7 +29,7 @@ pub(crate) fn is_hard_delete(query: Option<&str>) -> bool {
 }
 
 /// `(name, value)` pairs, percent-decoded.
-fn parameters(query: Option<&str>) -> impl Iterator<Item = (String, String)> + '_ {
+pub fn parameters(query: Option<&str>) -> impl Iterator<Item = (String, String)> + '_ {
     query
         .unwrap_or_default()
         .split('&')
@@ -38,6 +38,23 @@ fn parameters(query: Option<&str>) -> impl Iterator<Item = (String, String)> + '
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             (decode(name), decode(value))
         })
+}
+
+/// Percent-encodes a parameter name or value for a query string (everything but unreserved
+/// characters and the FHIR punctuation `/`, `:`, `,`, `|`, `$`).
+pub fn encode(text: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    const KEEP: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~')
+        .remove(b'/')
+        .remove(b':')
+        .remove(b',')
+        .remove(b'|')
+        .remove(b'$');
+    utf8_percent_encode(text, KEEP).to_string()
 }
 
 fn decode(text: &str) -> String {

@@ -7,6 +7,7 @@ use std::time::Instant;
 use http::{HeaderMap, Method, Uri};
 
 use crate::auth::{self, KeyStore, Principal, ProviderKind};
+use crate::authz::smart::{self, Confinement, SmartGrant};
 use crate::authz::{self, actions::DataActions, BundleDecision, Decision};
 use crate::config::Config;
 use crate::error::Rejection;
@@ -30,6 +31,12 @@ pub struct Findings {
     pub decision: Option<Decision>,
     /// The decision for a batch/transaction bundle, once its body was read (step 8).
     pub bundle: Option<BundleDecision>,
+    /// The token's SMART scopes and `fhirUser`, when SMART applies (reference §4.1).
+    pub smart: Option<SmartGrant>,
+    /// What SMART enforcement still asks of the forwarding (query rewrite, checks).
+    pub confinement: Option<Confinement>,
+    /// The same per bundle entry, in entry order (`Forward` for denied entries).
+    pub bundle_plans: Vec<Confinement>,
 }
 
 impl Findings {
@@ -97,31 +104,97 @@ pub async fn decide_head(
     let classified = findings
         .classified
         .insert(fhir::classify(method, path, query, headers)?);
+    // SMART applies (reference §4.1): the scopes narrow the grant, `fhirUser` confines.
+    let grant = if smart::applies(principal.provider, granted) {
+        let grant = SmartGrant::new(
+            &principal.scopes,
+            principal.fhir_user.as_deref(),
+            config.public_base_url.as_ref(),
+        )?;
+        Some(&*findings.smart.insert(grant))
+    } else {
+        None
+    };
     if classified.interaction.is_bundle() {
         return Ok(());
     }
-    let decision = findings
-        .decision
-        .insert(authz::authorize(classified, granted));
-    if decision.allowed {
+    let decision = findings.decision.insert(match grant {
+        Some(grant) => smart::authorize(classified, query, granted, grant),
+        None => authz::authorize(classified, granted),
+    });
+    if !decision.allowed {
+        return Err(Rejection::Forbidden(decision.reason.clone()));
+    }
+    if let Some(grant) = grant {
+        findings.confinement = Some(smart::confine(classified, query, granted, grant)?);
+    }
+    Ok(())
+}
+
+/// Step 8 for a batch/transaction: every entry classified and authorized (reference §3.2). A
+/// transaction with a denied entry is refused whole; a batch passes when the principal holds
+/// any data action, and its denied entries are answered one by one ([`BundleDecision`]).
+/// Under SMART an entry must also need no further confinement (no query rewrite, response or
+/// compartment check), since those are carried out only for requests sent on their own.
+pub fn decide_bundle(body: &[u8], findings: &mut Findings) -> Result<(), Rejection> {
+    let bundle = bundle::classify_bundle(body)?;
+    let granted = findings.granted.unwrap_or(DataActions::NONE);
+    let decision = match &findings.smart {
+        Some(grant) => authz::authorize_bundle_with(&bundle, granted, |entry| {
+            smart_entry(entry, granted, grant)
+        }),
+        None => authz::authorize_bundle(&bundle, granted),
+    };
+    if let Some(grant) = &findings.smart {
+        findings.bundle_plans = bundle
+            .entries
+            .iter()
+            .zip(&decision.entries)
+            .map(|(entry, decided)| match decided.allowed {
+                true => smart::confine(entry, entry.query.as_deref(), granted, grant)
+                    .unwrap_or(Confinement::Forward),
+                false => Confinement::Forward,
+            })
+            .collect();
+    }
+    let decision = findings.bundle.insert(decision);
+    let batch_answerable = decision.kind == bundle::BundleKind::Batch
+        && !granted.intersection(DataActions::ALL).is_empty();
+    if decision.allowed || batch_answerable {
         Ok(())
     } else {
         Err(Rejection::Forbidden(decision.reason.clone()))
     }
 }
 
-/// Step 8 for a batch/transaction: every entry classified and authorized (reference §3.2).
-pub fn decide_bundle(body: &[u8], findings: &mut Findings) -> Result<(), Rejection> {
-    let bundle = bundle::classify_bundle(body)?;
-    let granted = findings.granted.unwrap_or(DataActions::NONE);
-    let decision = findings
-        .bundle
-        .insert(authz::authorize_bundle(&bundle, granted));
+/// One bundle entry under SMART: the type gate, then a confinement fhirguard can carry out
+/// inside a bundle — a forward, a rewritten entry URL, a check of the entry's answer (read) or
+/// a filter of it (search). Writes needing a compartment check are denied inside bundles.
+fn smart_entry(entry: &FhirRequest, granted: DataActions, grant: &SmartGrant) -> Decision {
+    let query = entry.query.as_deref();
+    let mut decision = smart::authorize(entry, query, granted, grant);
     if decision.allowed {
-        Ok(())
-    } else {
-        Err(Rejection::Forbidden(decision.reason.clone()))
+        match smart::confine(entry, query, granted, grant) {
+            Ok(
+                Confinement::Forward
+                | Confinement::Rewrite { .. }
+                | Confinement::Read
+                | Confinement::Search { .. },
+            ) => {}
+            Ok(Confinement::Write { .. }) => {
+                decision.allowed = false;
+                decision.reason = format!(
+                    "{entry} needs a compartment check of the stored resource, which \
+                     fhirguard makes only for a request sent on its own"
+                );
+            }
+            Err(denial) => {
+                decision.allowed = false;
+                decision.reason = Rejection::from(denial).to_string();
+            }
+        }
     }
+    decision
 }
 
 fn is_anonymous(config: &Config, method: &Method, path: &str, headers: &HeaderMap) -> bool {

@@ -144,7 +144,7 @@ authenticationConfiguration:
     let smart_token = |client: &str, exp: u64| {
         token::base_claims(&smart.issuer(), audience, now())
             .claim("azp", client)
-            .claim("scp", "patient/*.read")
+            .claim("scp", "system/*.read")
             .claim("fhirUser", "https://fhir.example.org/Patient/123")
             .claim("exp", exp)
             .sign(&smart_key)

@@ -1,0 +1,330 @@
+//! SMART on FHIR enforcement on top of the baseline decision (reference §4, §8 rules 14–21):
+//! when SMART applies, which scopes and `fhirUser` a token brings ([`SmartGrant`]), the type and
+//! action gate (granted ∩ scope actions for the request's type, reference §4.7), the `$export`
+//! rules (§4.8), and — in [`confine`] — how a request under a `patient` context is kept inside
+//! the `fhirUser`'s compartment. Checking a resource against the compartment is [`membership`].
+//! Pure: the proxy does the I/O the plans ask for.
+
+mod confine;
+pub mod membership;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use crate::auth::ProviderKind;
+use crate::authz::actions::{DataAction, DataActions};
+use crate::authz::scope::{parse_scopes, Context, ResourceScope, ScopeError, ScopeSet};
+use crate::authz::{authorize as baseline, Decision};
+use crate::fhir::compartment::{patient_compartment_params, practitioner_compartment_params};
+use crate::fhir::query::parameters;
+use crate::fhir::{FhirRequest, Interaction};
+
+pub use confine::{confine, visible, Confinement, Denial};
+
+/// SMART applies to every smart identity provider's token, and to a primary-authority token whose
+/// roles grant the `Smart` data action (reference §3.1, §4.1). Otherwise scopes are ignored.
+pub fn applies(provider: ProviderKind, granted: DataActions) -> bool {
+    match provider {
+        ProviderKind::Smart { .. } => true,
+        ProviderKind::Primary => granted.contains(DataAction::Smart),
+    }
+}
+
+/// The resource type of a `fhirUser`: the owner of the compartment a `patient` context is
+/// confined to (reference §4.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnerType {
+    Patient,
+    Practitioner,
+}
+
+impl OwnerType {
+    pub fn name(self) -> &'static str {
+        match self {
+            OwnerType::Patient => "Patient",
+            OwnerType::Practitioner => "Practitioner",
+        }
+    }
+}
+
+/// A parsed `fhirUser` claim: `…/Patient/<id>` or `…/Practitioner/<id>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FhirUser {
+    pub owner: OwnerType,
+    pub id: String,
+}
+
+impl FhirUser {
+    /// Parses the claim (reference §4.5, `FhirUserClaimParser`): the last two path segments are
+    /// the type (exactly `Patient` or `Practitioner`) and the id. When `public_base` is set, an
+    /// absolute claim must start with it (reference §8 rule 16 [REC]).
+    pub fn parse(claim: &str, public_base: Option<&url::Url>) -> Result<FhirUser, SmartError> {
+        let bad_type = || SmartError::FhirUserType(claim.to_owned());
+        let trimmed = claim.trim_end_matches('/');
+        let mut segments = trimmed.rsplit('/');
+        let id = segments
+            .next()
+            .filter(|id| valid_id(id))
+            .ok_or_else(bad_type)?;
+        let owner = match segments.next() {
+            Some("Patient") => OwnerType::Patient,
+            Some("Practitioner") => OwnerType::Practitioner,
+            _ => return Err(bad_type()),
+        };
+        if let Some(base) = public_base {
+            let base = base.as_str().trim_end_matches('/');
+            let expected = format!("{base}/{}/{id}", owner.name());
+            if trimmed.contains("://") && trimmed != expected {
+                return Err(SmartError::FhirUserBase(claim.to_owned(), base.to_owned()));
+            }
+        }
+        Ok(FhirUser {
+            owner,
+            id: id.to_owned(),
+        })
+    }
+
+    /// The relative reference, `Patient/123`.
+    pub fn reference(&self) -> String {
+        format!("{}/{}", self.owner.name(), self.id)
+    }
+
+    /// True when a reference string (`Patient/123`, `https://base/Patient/123`,
+    /// `Patient/123/_history/2`) points at this user.
+    pub fn is_referenced_by(&self, reference: &str) -> bool {
+        let own = self.reference();
+        let reference = match reference.find("/_history/") {
+            Some(at) => &reference[..at],
+            None => reference,
+        };
+        reference == own || reference.ends_with(&format!("/{own}"))
+    }
+
+    /// The search parameters putting `resource_type` in this user's compartment (R4
+    /// CompartmentDefinitions); `None` when the type is never a member.
+    pub fn compartment_params(&self, resource_type: &str) -> Option<&'static [&'static str]> {
+        match self.owner {
+            OwnerType::Patient => patient_compartment_params(resource_type),
+            OwnerType::Practitioner => practitioner_compartment_params(resource_type),
+        }
+    }
+
+    /// True when resources of this type can be in the compartment (the owner's own type is).
+    pub fn is_member_type(&self, resource_type: &str) -> bool {
+        resource_type == self.owner.name() || self.compartment_params(resource_type).is_some()
+    }
+}
+
+impl fmt::Display for FhirUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reference())
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+}
+
+/// What a token brings under SMART: its clinical scopes and, for `patient`/`user` contexts, its
+/// `fhirUser`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmartGrant {
+    pub scopes: ScopeSet,
+    pub user: Option<FhirUser>,
+}
+
+impl SmartGrant {
+    /// Builds the grant from the token's scope values and `fhirUser` (reference §8 rules 14–16).
+    pub fn new(
+        scopes: &[String],
+        fhir_user: Option<&str>,
+        public_base: Option<&url::Url>,
+    ) -> Result<SmartGrant, SmartError> {
+        let scopes = parse_scopes(scopes)?;
+        let needs_user = matches!(scopes.context(), Some(Context::Patient | Context::User));
+        let user = match fhir_user {
+            Some(claim) if needs_user => Some(FhirUser::parse(claim, public_base)?),
+            None if needs_user => return Err(SmartError::MissingFhirUser),
+            _ => None,
+        };
+        Ok(SmartGrant { scopes, user })
+    }
+
+    /// The compartment owner a `patient` context is confined to; `None` for `user` and
+    /// `system` contexts, which the scopes gate by type and action only.
+    pub fn compartment(&self) -> Option<&FhirUser> {
+        match self.scopes.context() {
+            Some(Context::Patient) => self.user.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The actions the scopes grant on `resource_type` (`None`: a type-less request, the union).
+    pub fn actions_for(&self, resource_type: Option<&str>) -> DataActions {
+        self.scopes.actions_for_type(resource_type)
+    }
+
+    /// The actions granted on every type by `*`/`all` scopes: what an include of unknown target
+    /// type may reach.
+    fn actions_for_any_type(&self) -> DataActions {
+        self.scopes
+            .scopes()
+            .iter()
+            .filter(|s| s.resource == ResourceScope::All)
+            .fold(DataActions::NONE, |all, s| all.union(s.actions()))
+    }
+}
+
+/// Why a token's SMART claims are refused: a 400 `invalid` OperationOutcome (reference §4.4–4.6).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SmartError {
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
+    #[error("fhirUser claim cannot be null or missing for SMART on FHIR user.")]
+    MissingFhirUser,
+    #[error(
+        "The given fhirUser claim:{0} is not valid. It must have a resource type of Patient or \
+         Practitioner and a resource id."
+    )]
+    FhirUserType(String),
+    #[error("The fhirUser claim {0} is not a resource of this FHIR service ({1}).")]
+    FhirUserBase(String, String),
+}
+
+/// The type and action gate (reference §4.7, §8 rule 11): the request's requirement must be met
+/// by `granted` (roles or `allowedDataActions`) ∩ the scope actions for its resource type.
+/// `$member-match` is always denied and `$export` follows reference §4.8.
+pub fn authorize(
+    request: &FhirRequest,
+    query: Option<&str>,
+    granted: DataActions,
+    grant: &SmartGrant,
+) -> Decision {
+    let operation = request.operation.as_deref();
+    if request.interaction == Interaction::Operation && operation == Some("member-match") {
+        return denied(request, granted, "$member-match is not allowed under SMART");
+    }
+    if is_export(request) {
+        return authorize_export(request, query, granted, grant);
+    }
+    let scoped = grant.actions_for(request.resource_type.as_deref());
+    let mut decision = baseline(request, granted.intersection(scoped));
+    let subject = request.resource_type.as_deref().unwrap_or("any type");
+    decision.reason = format!(
+        "{} (granted {granted} ∩ SMART scopes on {subject}: {scoped})",
+        decision.reason
+    );
+    decision
+}
+
+/// `$export` and its status/cancel endpoints.
+pub fn is_export(request: &FhirRequest) -> bool {
+    matches!(
+        request.interaction,
+        Interaction::Operation | Interaction::OperationStatus
+    ) && request.operation.as_deref() == Some("export")
+}
+
+/// Reference §4.8: only unconstrained `system/` scopes count; each required type needs v1 read
+/// (or v2 `r`+`s`) and Export. Without `_type`, at least one type must be eligible (the proxy
+/// then narrows `_type`, see [`confine`]).
+fn authorize_export(
+    request: &FhirRequest,
+    query: Option<&str>,
+    granted: DataActions,
+    grant: &SmartGrant,
+) -> Decision {
+    if grant.scopes.context() != Some(Context::System) {
+        return denied(
+            request,
+            granted,
+            "$export under SMART requires system/ scopes",
+        );
+    }
+    let required = export_types(request, query);
+    if required.is_empty() {
+        if export_eligible_types(grant, granted).is_some_and(|types| types.is_empty()) {
+            return denied(
+                request,
+                granted,
+                "no unconstrained system/ scope grants read and export on any type",
+            );
+        }
+    } else if let Some(missing) = required
+        .iter()
+        .find(|t| !export_eligible(grant, granted, Some(t)))
+    {
+        return denied(
+            request,
+            granted,
+            &format!("no unconstrained system/ scope grants read and export on {missing}"),
+        );
+    }
+    let mut decision = baseline(request, granted);
+    decision.reason = format!("{} (SMART export rules, reference §4.8)", decision.reason);
+    decision
+}
+
+/// The types an export needs: Patient for `Patient/$export`, Group and Patient for a group
+/// export, plus every `_type` listed.
+fn export_types(request: &FhirRequest, query: Option<&str>) -> Vec<String> {
+    let mut types: Vec<String> = match request.resource_type.as_deref() {
+        Some("Patient") => vec!["Patient".to_owned()],
+        Some("Group") => vec!["Group".to_owned(), "Patient".to_owned()],
+        _ => Vec::new(),
+    };
+    for (name, value) in parameters(query) {
+        if name == "_type" {
+            types.extend(value.split(',').map(|t| t.trim().to_owned()));
+        }
+    }
+    types.retain(|t| !t.is_empty());
+    types
+}
+
+fn export_eligible(grant: &SmartGrant, granted: DataActions, resource_type: Option<&str>) -> bool {
+    use DataAction::{Export, Read, ReadById, Search};
+    let actions = granted.intersection(grant.scopes.unconstrained_actions_for_type(resource_type));
+    actions.contains_all(DataActions::of(&[Read, Export]))
+        || actions.contains_all(DataActions::of(&[ReadById, Search, Export]))
+}
+
+/// The types an export without `_type` may cover: `None` for every type (an eligible `*` scope),
+/// else the eligible named types.
+fn export_eligible_types(grant: &SmartGrant, granted: DataActions) -> Option<Vec<String>> {
+    let wildcard = grant
+        .scopes
+        .scopes()
+        .iter()
+        .any(|s| s.resource == ResourceScope::All && !s.is_constrained());
+    if wildcard && export_eligible(grant, granted, Some("*")) {
+        return None;
+    }
+    let mut types: Vec<String> = grant
+        .scopes
+        .scopes()
+        .iter()
+        .filter_map(|s| match &s.resource {
+            ResourceScope::Type(name) => Some(name.clone()),
+            ResourceScope::All => None,
+        })
+        .filter(|t| export_eligible(grant, granted, Some(t)))
+        .collect();
+    types.sort();
+    types.dedup();
+    Some(types)
+}
+
+fn denied(request: &FhirRequest, granted: DataActions, why: &str) -> Decision {
+    Decision {
+        allowed: false,
+        required: request.required.clone(),
+        granted,
+        reason: format!("{request}: {why}"),
+    }
+}

@@ -1,0 +1,470 @@
+//! What a request allowed by the type gate must still go through under SMART (reference §4.7,
+//! §8 rules 18–20): include/chain checks and v2 constraints for every context, `_type` narrowing
+//! for type-less searches, the `$export` `_type` narrowing, and — for a `patient` context — the
+//! confinement to the `fhirUser`'s compartment. The result is a [`Confinement`]: a plan the proxy
+//! carries out (rewrite the query, check the body, the current resource or the response).
+
+use super::{export_eligible_types, is_export, membership, FhirUser, SmartGrant};
+use crate::authz::actions::{DataAction, DataActions};
+use crate::fhir::compartment::is_shared_type;
+use crate::fhir::query::{encode, parameters};
+use crate::fhir::{FhirRequest, Interaction};
+
+/// How a request is carried out under SMART.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Confinement {
+    /// Forward unchanged.
+    Forward,
+    /// Forward with this query string instead of the client's.
+    Rewrite { query: String },
+    /// Forward with this query string, then drop from the returned Bundle every entry outside
+    /// the compartment or of a type the scopes do not grant (reference §4.7, ADR-2607).
+    Search { query: Option<String> },
+    /// Forward; the returned resource must be in the compartment, else 404 (reference §4.7:
+    /// "Out-of-compartment gives 404").
+    Read,
+    /// A change to a compartment type: the request body (`body`) and/or the current resource,
+    /// fetched first (`current`), must be in the compartment (reference §8 rule 20).
+    Write { body: bool, current: bool },
+}
+
+/// Why a request is refused by SMART enforcement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// 403 `forbidden`.
+    Forbidden(String),
+    /// 404 `not-found`: the resource is outside the compartment, as if it did not exist.
+    NotFound(String),
+    /// 400 `invalid`.
+    Invalid(String),
+}
+
+/// Plans a request that passed the type gate ([`super::authorize`]).
+pub fn confine(
+    request: &FhirRequest,
+    query: Option<&str>,
+    granted: DataActions,
+    grant: &SmartGrant,
+) -> Result<Confinement, Denial> {
+    let gate = Gate { grant, granted };
+    let searches = request.interaction.is_search()
+        || (request.interaction == Interaction::Operation
+            && request.operation.as_deref() == Some("everything"));
+    let mut extra: Vec<(String, String)> = Vec::new();
+    if searches {
+        gate.check_includes(request, query)?;
+        extra.extend(gate.constraints(request, query)?);
+    }
+    if matches!(request.interaction, Interaction::Read | Interaction::Vread) {
+        gate.check_read_constraints(request)?;
+    }
+    if request.interaction == Interaction::SearchSystem {
+        if let Some(types) = gate.narrow_types(query)? {
+            extra.push(("_type".to_owned(), types.join(",")));
+        }
+    }
+    if is_export(request) && request.interaction == Interaction::Operation {
+        let listed = parameters(query).any(|(name, _)| name == "_type");
+        if let (false, Some(types)) = (listed, export_eligible_types(grant, granted)) {
+            extra.push(("_type".to_owned(), types.join(",")));
+        }
+    }
+    let Some(user) = grant.compartment() else {
+        // Answers that can hold any type (`Patient/1/*`, base history, `$everything`) are
+        // filtered down to the scope types.
+        let any_type = request.resource_type.is_none()
+            && (request.interaction.is_search()
+                || request.interaction == Interaction::HistorySystem);
+        let everything = request.operation.as_deref() == Some("everything");
+        if (any_type || everything) && request.interaction != Interaction::SearchSystem {
+            return Ok(Confinement::Search {
+                query: (!extra.is_empty()).then(|| append(query, &extra)),
+            });
+        }
+        return Ok(if extra.is_empty() {
+            Confinement::Forward
+        } else {
+            Confinement::Rewrite {
+                query: append(query, &extra),
+            }
+        });
+    };
+    gate.confine_to(user, request, query, extra)
+}
+
+/// Parameter names that reach other resources.
+const INCLUDES: [&str; 2] = ["_include", "_revinclude"];
+
+#[derive(Clone, Copy)]
+struct Gate<'a> {
+    grant: &'a SmartGrant,
+    granted: DataActions,
+}
+
+impl Gate<'_> {
+    /// True when the scopes (∩ granted) let the caller see resources of `resource_type` (`None`:
+    /// any type, so only `*` scopes count).
+    fn readable(&self, resource_type: Option<&str>) -> bool {
+        let scoped = match resource_type {
+            Some(t) => self.grant.actions_for(Some(t)),
+            None => self.grant.actions_for_any_type(),
+        };
+        let actions = self.granted.intersection(scoped);
+        [DataAction::Read, DataAction::Search, DataAction::ReadById]
+            .into_iter()
+            .any(|a| actions.contains(a))
+    }
+
+    /// `_include`, `_revinclude`, chains and `_has` must reach only readable types (reference
+    /// §8 rule 18); with v2 constraints on the searched type they are refused (→ 400).
+    fn check_includes(&self, request: &FhirRequest, query: Option<&str>) -> Result<(), Denial> {
+        let constrained = request.resource_type.as_deref().is_some_and(|t| {
+            self.grant
+                .scopes
+                .constraints_for(t, DataAction::Search)
+                .iter()
+                .any(|c| !c.is_empty())
+        });
+        for (name, value) in parameters(query) {
+            let base = name.split(':').next().unwrap_or_default();
+            let reached: Vec<Option<String>> = if INCLUDES.contains(&base) {
+                include_targets(base, &value)
+            } else if name.starts_with("_has:") || name.contains('.') {
+                chain_targets(&name)
+            } else {
+                continue;
+            };
+            if constrained {
+                return Err(Denial::Invalid(
+                    "Include, RevInclude and Chained searches do not support SMART V2 \
+                     finer-grained resource constraints using search parameters."
+                        .to_owned(),
+                ));
+            }
+            for target in reached {
+                if !self.readable(target.as_deref()) {
+                    let what = target.unwrap_or_else(|| {
+                        "every type (name the target type, e.g. Observation:subject:Patient)"
+                            .to_owned()
+                    });
+                    return Err(Denial::Forbidden(format!(
+                        "'{name}={value}' reaches {what}, which the SMART scopes do not grant"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A read by id cannot be checked against v2 constraints without evaluating search
+    /// parameters; when every scope granting it on the type is constrained, it is refused.
+    fn check_read_constraints(&self, request: &FhirRequest) -> Result<(), Denial> {
+        let Some(resource_type) = request.resource_type.as_deref() else {
+            return Ok(());
+        };
+        let scopes = &self.grant.scopes;
+        let alternatives: Vec<Vec<(String, String)>> = [DataAction::Read, DataAction::ReadById]
+            .into_iter()
+            .filter(|a| self.granted.contains(*a))
+            .flat_map(|a| scopes.constraints_for(resource_type, a))
+            .collect();
+        if !alternatives.is_empty() && alternatives.iter().all(|c| !c.is_empty()) {
+            return Err(Denial::Forbidden(format!(
+                "the SMART scopes on {resource_type} are constrained by search parameters, which \
+                 a read by id cannot be checked against; search with _id instead"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The SMART v2 constraints to AND into a search on the request's type (reference §4.7).
+    /// Several constrained scopes are alternatives a query cannot OR: the one the client's query
+    /// already satisfies is used, else the first (narrower, never wider).
+    fn constraints(
+        &self,
+        request: &FhirRequest,
+        query: Option<&str>,
+    ) -> Result<Vec<(String, String)>, Denial> {
+        let Some(resource_type) = request.resource_type.as_deref() else {
+            return Ok(Vec::new());
+        };
+        let alternatives = self
+            .grant
+            .scopes
+            .constraints_for(resource_type, DataAction::Search);
+        if alternatives.is_empty() || alternatives.iter().any(Vec::is_empty) {
+            return Ok(Vec::new());
+        }
+        let present: Vec<(String, String)> = parameters(query).collect();
+        let chosen = alternatives
+            .iter()
+            .find(|alt| alt.iter().all(|pair| present.contains(pair)))
+            .unwrap_or(&alternatives[0]);
+        Ok(chosen
+            .iter()
+            .filter(|pair| !present.contains(pair))
+            .cloned()
+            .collect())
+    }
+
+    /// A type-less search is limited to the scope types (reference §4.7): a listed `_type` must
+    /// be granted; without one, `_type` is set to the granted types. `Ok(None)`: no change.
+    fn narrow_types(&self, query: Option<&str>) -> Result<Option<Vec<String>>, Denial> {
+        let listed: Vec<String> = parameters(query)
+            .filter(|(name, _)| name == "_type")
+            .flat_map(|(_, value)| {
+                value
+                    .split(',')
+                    .map(|t| t.trim().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|t| !t.is_empty())
+            .collect();
+        if let Some(denied) = listed.iter().find(|t| !self.readable(Some(t))) {
+            return Err(Denial::Forbidden(format!(
+                "_type {denied} is not granted by the SMART scopes"
+            )));
+        }
+        if !listed.is_empty() {
+            return Ok(None);
+        }
+        let by_read = self.grant.scopes.granted_types(DataAction::Read);
+        let by_search = self.grant.scopes.granted_types(DataAction::Search);
+        match (by_read, by_search) {
+            (None, _) | (_, None) => Ok(None),
+            (Some(mut read), Some(search)) => {
+                read.extend(search);
+                read.sort();
+                read.dedup();
+                if read.is_empty() {
+                    return Err(Denial::Forbidden(
+                        "no SMART scope grants search on any type".to_owned(),
+                    ));
+                }
+                Ok(Some(read))
+            }
+        }
+    }
+
+    /// A `patient` context: every interaction kept inside `user`'s compartment.
+    fn confine_to(
+        &self,
+        user: &FhirUser,
+        request: &FhirRequest,
+        query: Option<&str>,
+        mut extra: Vec<(String, String)>,
+    ) -> Result<Confinement, Denial> {
+        let resource_type = request.resource_type.as_deref();
+        let shared = resource_type.is_some_and(is_shared_type);
+        let member = resource_type.is_some_and(|t| user.is_member_type(t));
+        let own_type = resource_type == Some(user.owner.name());
+        let own_id = request.id.as_deref() == Some(user.id.as_str());
+        let outside = || {
+            Denial::Forbidden(format!(
+                "{request} is outside the compartment of {user} (patient context)"
+            ))
+        };
+        let not_found =
+            || Denial::NotFound(format!("{request} is not in the compartment of {user}"));
+        // A named query (`_query`) may ignore the other parameters, the added compartment one
+        // included.
+        if parameters(query).any(|(name, _)| name == "_query") {
+            return Err(Denial::Forbidden(
+                "_query (named queries) is not allowed under a patient context".to_owned(),
+            ));
+        }
+        let search = |extra: &[(String, String)]| Confinement::Search {
+            query: (!extra.is_empty()).then(|| append(query, extra)),
+        };
+        Ok(match request.interaction {
+            Interaction::Capabilities | Interaction::Bundle => Confinement::Forward,
+            Interaction::Read | Interaction::Vread | Interaction::HistoryInstance if shared => {
+                Confinement::Forward
+            }
+            Interaction::Read | Interaction::Vread if own_type => {
+                if !own_id {
+                    return Err(not_found());
+                }
+                Confinement::Forward
+            }
+            Interaction::Read | Interaction::Vread if member => Confinement::Read,
+            Interaction::HistoryInstance if own_type && !own_id => return Err(not_found()),
+            Interaction::HistoryInstance | Interaction::HistoryType if member => search(&[]),
+            Interaction::HistoryType if shared => Confinement::Forward,
+            Interaction::HistorySystem => search(&[]),
+            Interaction::SearchType if shared => search(&extra),
+            Interaction::SearchType if member => {
+                if let Some(pair) = compartment_parameter(user, resource_type, query)? {
+                    extra.push(pair);
+                }
+                search(&extra)
+            }
+            Interaction::SearchCompartment => {
+                let own = request
+                    .compartment
+                    .as_ref()
+                    .is_some_and(|(c, id)| c == user.owner.name() && *id == user.id);
+                if !own || !(resource_type.is_none() || shared || member) {
+                    return Err(outside());
+                }
+                search(&extra)
+            }
+            Interaction::SearchSystem => {
+                let types = extra
+                    .iter()
+                    .find(|(name, _)| name == "_type")
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| {
+                        parameters(query)
+                            .find(|(name, _)| name == "_type")
+                            .map(|(_, v)| v)
+                    })
+                    .unwrap_or_default();
+                let types: Vec<&str> = types.split(',').filter(|t| !t.is_empty()).collect();
+                if types.is_empty() || !types.iter().all(|t| is_shared_type(t)) {
+                    return Err(Denial::Forbidden(
+                        "a system search under a patient context may list only shared types \
+                         in _type; search compartment types one type at a time"
+                            .to_owned(),
+                    ));
+                }
+                search(&extra)
+            }
+            Interaction::Create | Interaction::ConditionalCreate if member => Confinement::Write {
+                body: true,
+                current: false,
+            },
+            Interaction::Update if member => Confinement::Write {
+                body: true,
+                current: true,
+            },
+            Interaction::Patch | Interaction::Delete if member => Confinement::Write {
+                body: false,
+                current: true,
+            },
+            Interaction::Operation
+                if own_type && own_id && request.operation.as_deref() == Some("everything") =>
+            {
+                search(&extra)
+            }
+            Interaction::Operation if shared && request.id.is_none() => Confinement::Forward,
+            _ => return Err(outside()),
+        })
+    }
+}
+
+/// For a search on a compartment type: a compartment parameter naming someone else is refused;
+/// when none names the user, the one to add (`patient`/`subject`/… = `Patient/<id>`, or `_id`
+/// on the owner's own type).
+fn compartment_parameter(
+    user: &FhirUser,
+    resource_type: Option<&str>,
+    query: Option<&str>,
+) -> Result<Option<(String, String)>, Denial> {
+    let Some(resource_type) = resource_type else {
+        return Ok(None);
+    };
+    let own_type = resource_type == user.owner.name();
+    let params: &[&str] = user.compartment_params(resource_type).unwrap_or(&[]);
+    let mut named_self = false;
+    for (name, value) in parameters(query) {
+        let base = name.split(':').next().unwrap_or_default();
+        let is_id = own_type && base == "_id";
+        // `patient` always targets a Patient (Observation.patient = subject:Patient).
+        let names_patient = user.owner == super::OwnerType::Patient && base == "patient";
+        if !(is_id || names_patient || params.contains(&base)) || name.contains('.') {
+            continue;
+        }
+        for item in value.split(',') {
+            let own = if is_id {
+                item == user.id
+            } else {
+                user.is_referenced_by(item)
+                    || (item == user.id && name.ends_with(&format!(":{}", user.owner.name())))
+            };
+            if !own {
+                return Err(Denial::Forbidden(format!(
+                    "'{name}={item}' names a resource outside the compartment of {user}"
+                )));
+            }
+        }
+        named_self = true;
+    }
+    if named_self {
+        return Ok(None);
+    }
+    if own_type {
+        return Ok(Some(("_id".to_owned(), user.id.clone())));
+    }
+    let preferred = [
+        "patient",
+        "subject",
+        "beneficiary",
+        "practitioner",
+        "performer",
+    ];
+    let chosen = preferred
+        .iter()
+        .find(|p| params.contains(p))
+        .or(params.first())
+        .copied();
+    Ok(chosen.map(|p| (p.to_owned(), user.reference())))
+}
+
+/// What `_include`/`_revinclude` value `value` reaches: the target type of an include
+/// (`Source:param:Target`; `None` when not named, or `*`), the source type of a revinclude.
+fn include_targets(kind: &str, value: &str) -> Vec<Option<String>> {
+    let parts: Vec<&str> = value.split(':').collect();
+    let reached = match (kind, parts.as_slice()) {
+        ("_revinclude", [source, ..]) if *source != "*" => Some((*source).to_owned()),
+        ("_include", [_, _, target]) => Some((*target).to_owned()),
+        _ => None,
+    };
+    vec![reached]
+}
+
+/// What a chained name reaches: `subject:Patient.name` → Patient; `subject.name` → unknown;
+/// `_has:Observation:patient:code` → Observation.
+fn chain_targets(name: &str) -> Vec<Option<String>> {
+    let mut reached = Vec::new();
+    let mut rest = name;
+    while let Some(after) = rest.strip_prefix("_has:") {
+        let mut parts = after.splitn(3, ':');
+        reached.push(parts.next().map(str::to_owned));
+        parts.next();
+        rest = parts.next().unwrap_or_default();
+    }
+    let links: Vec<&str> = rest.split('.').collect();
+    for link in links.iter().take(links.len().saturating_sub(1)) {
+        reached.push(link.split_once(':').map(|(_, t)| t.to_owned()));
+    }
+    reached
+}
+
+/// The client's query with `extra` pairs appended (FHIR ANDs repeated parameters).
+fn append(query: Option<&str>, extra: &[(String, String)]) -> String {
+    let mut out = query.unwrap_or_default().to_owned();
+    for (name, value) in extra {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.push_str(&encode(name));
+        out.push('=');
+        out.push_str(&encode(value));
+    }
+    out
+}
+
+/// True when an entry's resource may be returned under the grant: a type the scopes let the
+/// caller read, and, under a `patient` context, a shared type or a compartment member.
+pub fn visible(grant: &SmartGrant, granted: DataActions, resource: &serde_json::Value) -> bool {
+    let gate = Gate { grant, granted };
+    let resource_type = resource["resourceType"].as_str();
+    if resource_type == Some("OperationOutcome") {
+        return true;
+    }
+    resource_type.is_some_and(|t| gate.readable(Some(t)))
+        && grant
+            .compartment()
+            .is_none_or(|user| membership::is_visible(resource, user))
+}

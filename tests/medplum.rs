@@ -1,0 +1,411 @@
+//! SMART enforcement in front of a real FHIR server: Medplum's `FhirRouter` over its in-memory
+//! repository (npm `@medplum/fhir-router`, `tests/medplum/fhir-server.mjs`), with fhirguard
+//! in-process between it and a fake OpenID provider (issue 3 "Tests").
+//!
+//! Seeds two patients with an observation each, then pins what a `patient/` token for patient 1
+//! can and cannot do, what a `system/*.read` token can do, and how transactions and batches are
+//! answered. Needs Node.js and `npm ci --prefix tests/medplum` (.ci/run does it; the test runs it
+//! when `node_modules` is missing). Without `node` the test is skipped, except under CI (env `CI`
+//! set), where that fails it.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fhirguard::app::{self, Running, StartOptions};
+use fhirguard::config::Config;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use support::idp::FakeIdp;
+use support::token::{self, now, TestKey};
+
+const AUDIENCE: &str = "https://fhir.example.org/smart";
+const BASE: &str = "https://fhir.example.org";
+
+/// The Node server, killed when dropped (it also exits when its stdin closes).
+struct NodeServer(Child);
+
+impl Drop for NodeServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn medplum_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/medplum")
+}
+
+/// `Some(())` when Node.js can run and the packages are installed (installing them if needed);
+/// `None` (skip) only outside CI.
+fn prepared() -> Option<()> {
+    let in_ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty());
+    let node = Command::new("node").arg("--version").output();
+    if !node.as_ref().is_ok_and(|o| o.status.success()) {
+        assert!(!in_ci, "CI is set but `node --version` failed: {node:?}");
+        eprintln!("skipping the Medplum suite: `node` is not installed");
+        return None;
+    }
+    let dir = medplum_dir();
+    if !dir
+        .join("node_modules/@medplum/fhir-router/package.json")
+        .is_file()
+    {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .status()
+            .expect("npm starts");
+        assert!(status.success(), "`npm ci` in tests/medplum failed");
+    }
+    Some(())
+}
+
+/// Starts the server and reads its `{"port": N}` greeting.
+fn start_medplum() -> (NodeServer, u16) {
+    let mut child = Command::new("node")
+        .arg("fhir-server.mjs")
+        .arg("0")
+        .current_dir(medplum_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let server = NodeServer(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("greeting");
+    let greeting: Value = serde_json::from_str(&line)
+        .unwrap_or_else(|error| panic!("bad greeting {line:?}: {error}"));
+    let port = greeting["port"].as_u64().expect("port") as u16;
+    (server, port)
+}
+
+struct Answer {
+    status: StatusCode,
+    body: Value,
+}
+
+struct Suite {
+    idp: FakeIdp,
+    key: TestKey,
+    running: Running,
+    client: Client<HttpConnector, Full<Bytes>>,
+    upstream: String,
+}
+
+impl Suite {
+    async fn send(&self, method: Method, url: String, token: Option<&str>, body: &Value) -> Answer {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(url)
+            .header("content-type", "application/fhir+json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let body = if body.is_null() {
+            Bytes::new()
+        } else {
+            Bytes::from(body.to_string())
+        };
+        let response = self
+            .client
+            .request(request.body(Full::new(body)).unwrap())
+            .await
+            .expect("request");
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+
+    /// Through fhirguard.
+    async fn call(&self, method: Method, target: &str, token: &str, body: &Value) -> Answer {
+        let url = format!("http://{}{target}", self.running.proxy_address);
+        self.send(method, url, Some(token), body).await
+    }
+
+    async fn get(&self, target: &str, token: &str) -> Answer {
+        self.call(Method::GET, target, token, &Value::Null).await
+    }
+
+    /// Straight to the FHIR server (seeding).
+    async fn seed(&self, resource: Value) {
+        let url = format!(
+            "{}/{}/{}",
+            self.upstream,
+            resource["resourceType"].as_str().unwrap(),
+            resource["id"].as_str().unwrap()
+        );
+        let answer = self.send(Method::PUT, url, None, &resource).await;
+        assert!(answer.status.is_success(), "seed: {}", answer.body);
+    }
+
+    fn token(&self, scopes: &str, fhir_user: &str) -> String {
+        token::base_claims(&self.idp.issuer(), AUDIENCE, now())
+            .claim("azp", "app")
+            .claim("scp", scopes)
+            .claim("fhirUser", format!("{BASE}/{fhir_user}"))
+            .sign(&self.key)
+    }
+}
+
+fn observation(id: &str, patient: &str) -> Value {
+    json!({
+        "resourceType": "Observation", "id": id, "status": "final",
+        "code": { "text": "heart rate" },
+        "subject": { "reference": format!("Patient/{patient}") },
+        "performer": [{ "reference": "Practitioner/doc" }],
+    })
+}
+
+fn ids(bundle: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = bundle["entry"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|e| {
+                    let r = &e["resource"];
+                    format!(
+                        "{}/{}",
+                        r["resourceType"].as_str().unwrap_or("-"),
+                        r["id"].as_str().unwrap_or("-")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn smart_tokens_in_front_of_a_real_fhir_server() {
+    if prepared().is_none() {
+        return;
+    }
+    let (_medplum, port) = tokio::task::spawn_blocking(start_medplum).await.unwrap();
+    let upstream = format!("http://127.0.0.1:{port}/fhir");
+    let key = TestKey::ec_p256("smart-1");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let yaml = format!(
+        r#"
+listen: "127.0.0.1:0"
+adminListen: "127.0.0.1:0"
+upstream: "{upstream}"
+publicBaseUrl: "{BASE}"
+allowHttpAuthorities: true
+authenticationConfiguration:
+  smartIdentityProviders:
+    - authority: "{}"
+      applications:
+        - clientId: "app"
+          audience: "{AUDIENCE}"
+          allowedDataActions: ["*"]
+"#,
+        idp.base_url(),
+    );
+    let config = Config::parse(&yaml).expect("config");
+    let options = StartOptions {
+        config_path: None,
+        grace: Duration::from_secs(5),
+    };
+    let running = app::start(config, options).await.expect("start");
+    let suite = Suite {
+        idp,
+        key,
+        running,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        upstream,
+    };
+    for resource in [
+        json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "One"}]}),
+        json!({"resourceType": "Patient", "id": "p2", "name": [{"family": "Two"}]}),
+        json!({"resourceType": "Practitioner", "id": "doc"}),
+        observation("o1", "p1"),
+        observation("o2", "p2"),
+    ] {
+        suite.seed(resource).await;
+    }
+    let s = &suite;
+
+    // Ready: the provider's keys are held once a system token is accepted.
+    let system = s.token("system/*.read", "Patient/p1");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.get("/Patient/p1", &system).await.status != StatusCode::OK {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // patient/Observation.rs for patient 1: its own data only.
+    let p1 = s.token("patient/Observation.rs", "Patient/p1");
+    assert_eq!(s.get("/Observation/o1", &p1).await.status, StatusCode::OK);
+    assert_eq!(
+        s.get("/Observation/o2", &p1).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let search = s.get("/Observation", &p1).await;
+    assert_eq!(search.status, StatusCode::OK, "{}", search.body);
+    assert_eq!(ids(&search.body), ["Observation/o1"]);
+    let search = s.get("/Observation?code=heart%20rate", &p1).await;
+    assert_eq!(ids(&search.body), ["Observation/o1"]);
+    assert_eq!(
+        s.get("/Observation?subject=Patient/p2", &p1).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        s.get("/Patient/p2/Observation", &p1).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // No Patient scope: reading oneself is refused too; including a non-granted type is 403.
+    assert_eq!(
+        s.get("/Patient/p1", &p1).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        s.get(
+            "/Observation?_include=Observation:performer:Practitioner",
+            &p1
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    let create = s
+        .call(Method::POST, "/Observation", &p1, &observation("n1", "p1"))
+        .await;
+    assert_eq!(create.status, StatusCode::FORBIDDEN, "rs cannot create");
+
+    // With create: for oneself yes, for patient 2 no.
+    let p1_writer = s.token("patient/Observation.crs patient/Patient.rs", "Patient/p1");
+    let theirs = s
+        .call(
+            Method::POST,
+            "/Observation",
+            &p1_writer,
+            &observation("n2", "p2"),
+        )
+        .await;
+    assert_eq!(theirs.status, StatusCode::FORBIDDEN, "{}", theirs.body);
+    let mine = s
+        .call(
+            Method::POST,
+            "/Observation",
+            &p1_writer,
+            &observation("n1", "p1"),
+        )
+        .await;
+    assert_eq!(mine.status, StatusCode::CREATED, "{}", mine.body);
+    // Includes of granted types: the patient's own record is included, nobody else's.
+    let included = s
+        .get(
+            "/Observation?_include=Observation:subject:Patient",
+            &p1_writer,
+        )
+        .await;
+    assert_eq!(included.status, StatusCode::OK, "{}", included.body);
+    let seen = ids(&included.body);
+    assert!(seen.contains(&"Patient/p1".to_owned()), "{seen:?}");
+    assert!(
+        !seen
+            .iter()
+            .any(|id| id == "Patient/p2" || id == "Observation/o2"),
+        "{seen:?}"
+    );
+
+    // system/*.read: everything readable, nothing writable.
+    let all = s.get("/Observation", &system).await;
+    assert!(
+        ids(&all.body).contains(&"Observation/o2".to_owned()),
+        "{}",
+        all.body
+    );
+    assert_eq!(
+        s.get("/Observation/o2", &system).await.status,
+        StatusCode::OK
+    );
+    let write = s
+        .call(
+            Method::POST,
+            "/Observation",
+            &system,
+            &observation("n3", "p2"),
+        )
+        .await;
+    assert_eq!(write.status, StatusCode::FORBIDDEN);
+
+    // A transaction with one denied entry is refused whole, and nothing is created.
+    let reader = s.token("system/Observation.read system/Patient.read", "Patient/p1");
+    let transaction = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "GET", "url": "Observation/o1"}},
+        {"resource": observation("t1", "p1"), "request": {"method": "PUT", "url": "Observation/t1"}},
+    ]});
+    let answer = s.call(Method::POST, "/", &reader, &transaction).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    assert_eq!(
+        s.get("/Observation/t1", &system).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // A batch is answered entry by entry, in order.
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Observation/o1"}},
+        {"request": {"method": "GET", "url": "Practitioner/doc"}},
+        {"request": {"method": "GET", "url": "Patient/p2"}},
+    ]});
+    let answer = s.call(Method::POST, "/", &reader, &batch).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let entries = answer.body["entry"].as_array().expect("entries");
+    assert_eq!(entries.len(), 3);
+    let status = |i: usize| {
+        entries[i]["response"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(status(0).starts_with("200"), "{}", entries[0]);
+    assert_eq!(status(1), "403 Forbidden");
+    assert!(status(2).starts_with("200"), "{}", entries[2]);
+    assert_eq!(entries[2]["resource"]["id"], "p2");
+
+    // Under a patient context the batch's reads and searches are checked entry by entry.
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Observation/o1"}},
+        {"request": {"method": "GET", "url": "Observation/o2"}},
+        {"request": {"method": "GET", "url": "Observation?code=heart%20rate"}},
+    ]});
+    let answer = s.call(Method::POST, "/", &p1, &batch).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let entries = answer.body["entry"].as_array().expect("entries");
+    assert!(status_of(&entries[0]).starts_with("200"), "{}", entries[0]);
+    assert_eq!(status_of(&entries[1]), "404 Not Found", "{}", entries[1]);
+    assert!(entries[1].get("resource").is_none());
+    // o1 and the n1 created above; never patient 2's o2.
+    assert_eq!(
+        ids(&entries[2]["resource"]),
+        ["Observation/n1", "Observation/o1"],
+        "{}",
+        entries[2]
+    );
+}
+
+fn status_of(entry: &Value) -> String {
+    entry["response"]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}

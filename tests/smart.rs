@@ -1,0 +1,560 @@
+//! SMART on FHIR end to end (reference §4, §5.2–5.3, issue 3): fhirguard in-process between a
+//! fake OpenID provider and a small in-memory FHIR store that answers reads, searches (every
+//! resource of the type, ignoring parameters — so compartment filtering is fhirguard's doing),
+//! creates, updates, deletes and batches, and records what it was asked.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fhirguard::app::{self, Running, StartOptions};
+use fhirguard::config::Config;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{json, Value};
+use support::idp::FakeIdp;
+use support::token::{self, now, TestKey};
+use tokio::net::TcpListener;
+
+const AUDIENCE: &str = "https://fhir.example.org/smart";
+const BASE: &str = "https://fhir.example.org";
+
+/// An in-memory FHIR store: `type/id` → resource; `log` holds `METHOD target` lines.
+#[derive(Debug, Default)]
+struct Store {
+    resources: BTreeMap<String, Value>,
+    log: Vec<String>,
+}
+
+#[derive(Clone)]
+struct Fhir {
+    address: SocketAddr,
+    store: Arc<Mutex<Store>>,
+}
+
+impl Fhir {
+    async fn start(seed: Vec<Value>) -> Fhir {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let store = Arc::new(Mutex::new(Store::default()));
+        for resource in seed {
+            put(&mut store.lock().unwrap(), resource);
+        }
+        let shared = Arc::clone(&store);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let store = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| serve(Arc::clone(&store), request));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Fhir { address, store }
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.store.lock().unwrap().log.clone()
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.store.lock().unwrap().resources.contains_key(key)
+    }
+}
+
+fn put(store: &mut Store, resource: Value) {
+    let key = format!(
+        "{}/{}",
+        resource["resourceType"].as_str().unwrap(),
+        resource["id"].as_str().unwrap()
+    );
+    store.resources.insert(key, resource);
+}
+
+async fn serve(
+    store: Arc<Mutex<Store>>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let target = parts.uri.path_and_query().unwrap().as_str().to_owned();
+    let path = parts.uri.path().trim_start_matches("/fhir").to_owned();
+    let mut store = store.lock().unwrap();
+    store.log.push(format!("{} {target}", parts.method));
+    let (status, answer) = answer(&mut store, &parts.method, &path, &body);
+    let response = Response::builder()
+        .status(status)
+        .header("content-type", "application/fhir+json")
+        .body(Full::new(Bytes::from(answer.to_string())))
+        .unwrap();
+    Ok(response)
+}
+
+fn answer(store: &mut Store, method: &Method, path: &str, body: &[u8]) -> (StatusCode, Value) {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match (method.as_str(), segments.as_slice()) {
+        ("GET", ["metadata"]) => (
+            StatusCode::OK,
+            json!({"resourceType": "CapabilityStatement", "rest": [{"mode": "server"}]}),
+        ),
+        ("GET", [t, id] | [t, id, "_history", _]) => {
+            match store.resources.get(&format!("{t}/{id}")) {
+                Some(resource) => (StatusCode::OK, resource.clone()),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    json!({"resourceType": "OperationOutcome"}),
+                ),
+            }
+        }
+        ("GET", [t]) | ("GET", [_, _, t]) => {
+            let entries: Vec<Value> = store
+                .resources
+                .values()
+                .filter(|r| r["resourceType"] == *t)
+                .map(|r| json!({"resource": r, "search": {"mode": "match"}}))
+                .collect();
+            (
+                StatusCode::OK,
+                json!({"resourceType": "Bundle", "type": "searchset", "total": entries.len(), "entry": entries}),
+            )
+        }
+        ("POST", []) => {
+            let bundle: Value = serde_json::from_slice(body).unwrap();
+            let mut entries = Vec::new();
+            for entry in bundle["entry"].as_array().unwrap() {
+                let url = entry["request"]["url"].as_str().unwrap().to_owned();
+                store.log.push(format!("  entry {url}"));
+                let method =
+                    Method::from_bytes(entry["request"]["method"].as_str().unwrap().as_bytes())
+                        .unwrap();
+                let path = format!("/{}", url.split('?').next().unwrap());
+                let (status, resource) = answer(
+                    store,
+                    &method,
+                    &path,
+                    entry["resource"].to_string().as_bytes(),
+                );
+                entries.push(json!({"resource": resource, "response": {"status": status.to_string(), "location": url}}));
+            }
+            (
+                StatusCode::OK,
+                json!({"resourceType": "Bundle", "type": "batch-response", "entry": entries}),
+            )
+        }
+        ("POST", [_]) | ("PUT", [_, _]) => {
+            let mut resource: Value = serde_json::from_slice(body).unwrap();
+            if resource.get("id").is_none() {
+                resource["id"] = json!(format!("new{}", store.resources.len()));
+            }
+            put(store, resource.clone());
+            (StatusCode::CREATED, resource)
+        }
+        ("DELETE", [t, id]) => {
+            store.resources.remove(&format!("{t}/{id}"));
+            (StatusCode::NO_CONTENT, json!({}))
+        }
+        _ => (
+            StatusCode::BAD_REQUEST,
+            json!({"resourceType": "OperationOutcome"}),
+        ),
+    }
+}
+
+fn observation(id: &str, patient: &str) -> Value {
+    json!({"resourceType": "Observation", "id": id, "status": "final",
+           "subject": {"reference": format!("Patient/{patient}")}})
+}
+
+struct Harness {
+    idp: FakeIdp,
+    key: TestKey,
+    fhir: Fhir,
+    running: Running,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+struct Answer {
+    status: StatusCode,
+    body: Value,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        let key = TestKey::ec_p256("smart-1");
+        let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+        let fhir = Fhir::start(vec![
+            json!({"resourceType": "Patient", "id": "1"}),
+            json!({"resourceType": "Patient", "id": "2"}),
+            observation("o1", "1"),
+            observation("o2", "2"),
+            json!({"resourceType": "Organization", "id": "org"}),
+        ])
+        .await;
+        let yaml = format!(
+            r#"
+listen: "127.0.0.1:0"
+adminListen: "127.0.0.1:0"
+upstream: "http://{}/fhir"
+publicBaseUrl: "{BASE}"
+allowHttpAuthorities: true
+authenticationConfiguration:
+  smartIdentityProviders:
+    - authority: "{}"
+      applications:
+        - clientId: "app"
+          audience: "{AUDIENCE}"
+          allowedDataActions: ["*"]
+"#,
+            fhir.address,
+            idp.base_url(),
+        );
+        let config = Config::parse(&yaml).expect("config");
+        let options = StartOptions {
+            config_path: None,
+            grace: Duration::from_secs(5),
+        };
+        let running = app::start(config, options).await.expect("start");
+        let harness = Harness {
+            idp,
+            key,
+            fhir,
+            running,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while harness
+            .get(
+                "/Organization/org",
+                &harness.token("system/*.read", "Patient/1"),
+            )
+            .await
+            .status
+            != StatusCode::OK
+        {
+            assert!(tokio::time::Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        harness
+    }
+
+    fn token(&self, scopes: &str, fhir_user: &str) -> String {
+        token::base_claims(&self.idp.issuer(), AUDIENCE, now())
+            .claim("azp", "app")
+            .claim("scp", scopes)
+            .claim("fhirUser", format!("{BASE}/{fhir_user}"))
+            .sign(&self.key)
+    }
+
+    async fn call(&self, method: Method, target: &str, token: Option<&str>, body: &str) -> Answer {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{target}", self.running.proxy_address));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let response = self.client.request(request).await.expect("request");
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+
+    async fn get(&self, target: &str, token: &str) -> Answer {
+        self.call(Method::GET, target, Some(token), "").await
+    }
+}
+
+fn ids(bundle: &Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}/{}",
+                        e["resource"]["resourceType"].as_str().unwrap_or("-"),
+                        e["resource"]["id"].as_str().unwrap_or("-")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_patient_token_sees_only_its_own_compartment() {
+    let h = Harness::start().await;
+    let t = h.token("patient/Observation.rs patient/Patient.rs", "Patient/1");
+
+    assert_eq!(h.get("/Observation/o1", &t).await.status, StatusCode::OK);
+    let other = h.get("/Observation/o2", &t).await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND, "{}", other.body);
+    assert_eq!(other.body["issue"][0]["code"], "not-found");
+    assert_eq!(h.get("/Patient/1", &t).await.status, StatusCode::OK);
+    let head = h.call(Method::HEAD, "/Observation/o2", Some(&t), "").await;
+    assert_eq!(head.status, StatusCode::NOT_FOUND);
+    let head = h.call(Method::HEAD, "/Observation/o1", Some(&t), "").await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(h.get("/Patient/2", &t).await.status, StatusCode::NOT_FOUND);
+
+    // The search is narrowed upstream and the answer filtered.
+    let search = h.get("/Observation?status=final", &t).await;
+    assert_eq!(search.status, StatusCode::OK);
+    assert_eq!(ids(&search.body), ["Observation/o1"]);
+    assert!(h
+        .fhir
+        .log()
+        .last()
+        .unwrap()
+        .ends_with("status=final&subject=Patient/1"));
+
+    assert_eq!(
+        h.get("/Observation?subject=Patient/2", &t).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        h.get("/Patient/2/Observation", &t).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        h.get("/Patient/1/Observation", &t).await.status,
+        StatusCode::OK
+    );
+    // POST _search: the form body's parameters are checked too (searched as GET).
+    let post = |form: &'static str| h.call(Method::POST, "/Observation/_search", Some(&t), form);
+    assert_eq!(
+        post("subject=Patient/2").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let search = post("status=final").await;
+    assert_eq!(ids(&search.body), ["Observation/o1"]);
+    assert!(h
+        .fhir
+        .log()
+        .last()
+        .unwrap()
+        .ends_with("GET /fhir/Observation?status=final&subject=Patient/1"));
+    // Scopes: no Encounter, no write.
+    assert_eq!(
+        h.get("/Encounter?status=x", &t).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let create = h
+        .call(
+            Method::POST,
+            "/Observation",
+            Some(&t),
+            &observation("x", "1").to_string(),
+        )
+        .await;
+    assert_eq!(create.status, StatusCode::FORBIDDEN);
+    // _include of a type the scopes do not grant.
+    let include = h
+        .get(
+            "/Observation?_include=Observation:performer:Practitioner",
+            &t,
+        )
+        .await;
+    assert_eq!(include.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn patient_writes_are_checked_against_the_compartment() {
+    let h = Harness::start().await;
+    let t = h.token("patient/*.*", "Patient/1");
+    let theirs = observation("x2", "2").to_string();
+    let answer = h
+        .call(Method::POST, "/Observation", Some(&t), &theirs)
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    let mine = observation("x1", "1").to_string();
+    let answer = h.call(Method::POST, "/Observation", Some(&t), &mine).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+
+    // Taking over patient 2's observation by updating it with patient 1's subject: refused.
+    let takeover = observation("o2", "1").to_string();
+    let answer = h
+        .call(Method::PUT, "/Observation/o2", Some(&t), &takeover)
+        .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", answer.body);
+    let answer = h
+        .call(Method::DELETE, "/Observation/o2", Some(&t), "")
+        .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert!(h.fhir.has("Observation/o2"));
+    let answer = h
+        .call(Method::DELETE, "/Observation/o1", Some(&t), "")
+        .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    assert!(!h.fhir.has("Observation/o1"));
+}
+
+#[tokio::test]
+async fn system_tokens_read_everything_and_cannot_write() {
+    let h = Harness::start().await;
+    let t = h.token("system/*.read", "Patient/1");
+    let search = h.get("/Observation", &t).await;
+    assert_eq!(ids(&search.body), ["Observation/o1", "Observation/o2"]);
+    assert_eq!(h.get("/Observation/o2", &t).await.status, StatusCode::OK);
+    let answer = h
+        .call(
+            Method::POST,
+            "/Observation",
+            Some(&t),
+            &observation("x", "1").to_string(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn invalid_scopes_and_fhir_users_are_400() {
+    let h = Harness::start().await;
+    for (scopes, user) in [
+        ("patient/Observation.read user/Patient.read", "Patient/1"),
+        ("patient/Observation.read patient/Patient.rs", "Patient/1"),
+        ("patient/observation.read", "Patient/1"),
+        ("patient/Observation.rs?code:not=x", "Patient/1"),
+        ("patient/Observation.read", "RelatedPerson/1"),
+    ] {
+        let answer = h.get("/Observation/o1", &h.token(scopes, user)).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{scopes} {user}");
+        assert_eq!(answer.body["issue"][0]["code"], "invalid");
+    }
+}
+
+#[tokio::test]
+async fn transactions_are_all_or_nothing_and_batches_answer_per_entry() {
+    let h = Harness::start().await;
+    let t = h.token("system/Observation.read system/Patient.read", "Patient/1");
+    let bundle = |kind: &str| {
+        json!({"resourceType": "Bundle", "type": kind, "entry": [
+            {"request": {"method": "GET", "url": "Observation/o1"}},
+            {"request": {"method": "GET", "url": "Encounter/e1"}},
+            {"request": {"method": "GET", "url": "Patient/2"}},
+        ]})
+        .to_string()
+    };
+    let before = h.fhir.log().len();
+    let answer = h
+        .call(Method::POST, "/", Some(&t), &bundle("transaction"))
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    assert_eq!(
+        h.fhir.log().len(),
+        before,
+        "nothing of a refused transaction is forwarded"
+    );
+
+    let answer = h.call(Method::POST, "/", Some(&t), &bundle("batch")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["type"], "batch-response");
+    let entries = answer.body["entry"].as_array().unwrap();
+    let statuses: Vec<&str> = entries
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["200 OK", "403 Forbidden", "200 OK"]);
+
+    assert_eq!(entries[2]["response"]["location"], "Patient/2");
+    assert_eq!(
+        entries[1]["response"]["outcome"]["issue"][0]["code"],
+        "forbidden"
+    );
+
+    // Under a patient context, reads and searches inside a batch are checked entry by entry.
+    let patient = h.token("patient/Observation.rs", "Patient/1");
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Observation/o1"}},
+        {"request": {"method": "GET", "url": "Observation/o2"}},
+        {"request": {"method": "GET", "url": "Observation?status=final"}},
+        {"request": {"method": "GET", "url": "Encounter/e1"}},
+    ]})
+    .to_string();
+    let answer = h.call(Method::POST, "/", Some(&patient), &batch).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let entries = answer.body["entry"].as_array().unwrap();
+    let statuses: Vec<&str> = entries
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["200 OK", "404 Not Found", "200 OK", "403 Forbidden"]
+    );
+    assert!(entries[1].get("resource").is_none());
+    assert_eq!(ids(&entries[2]["resource"]), ["Observation/o1"]);
+    assert!(h
+        .fhir
+        .log()
+        .contains(&"  entry Observation?status=final&subject=Patient/1".to_owned()));
+}
+
+#[tokio::test]
+async fn export_needs_unconstrained_system_scopes() {
+    let h = Harness::start().await;
+    let patient = h.token("patient/*.read", "Patient/1");
+    assert_eq!(
+        h.get("/$export", &patient).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let system = h.token("system/Observation.read", "Patient/1");
+    assert_eq!(
+        h.get("/Patient/$export", &system).await.status,
+        StatusCode::FORBIDDEN
+    );
+    h.get("/$export", &system).await;
+    assert!(h
+        .fhir
+        .log()
+        .last()
+        .unwrap()
+        .ends_with("/fhir/$export?_type=Observation"));
+}
+
+#[tokio::test]
+async fn discovery_documents_are_served_anonymously() {
+    let h = Harness::start().await;
+    let answer = h
+        .call(Method::GET, "/.well-known/smart-configuration", None, "")
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body["issuer"], h.idp.issuer());
+    assert!(answer.body["capabilities"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("permission-v2")));
+    assert!(answer.body["token_endpoint"]
+        .as_str()
+        .unwrap()
+        .starts_with(&h.idp.base_url()));
+
+    let metadata = h.call(Method::GET, "/metadata", None, "").await;
+    assert_eq!(metadata.status, StatusCode::OK);
+    let security = &metadata.body["rest"][0]["security"];
+    assert_eq!(security["service"][0]["coding"][0]["code"], "OAuth");
+    assert_eq!(
+        security["extension"][0]["url"],
+        "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+    );
+}
