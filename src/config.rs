@@ -69,6 +69,11 @@ pub struct Config {
     pub logging: Logging,
     /// `authenticationConfiguration` (the ARM object, an ARM resource or an ARM template).
     pub auth: Authentication,
+    /// SHA-256 of the text this configuration was parsed from. The verified-token cache reuses a
+    /// verification only under the fingerprint that judged it, so a reload with other rules
+    /// verifies again. Changing fields of a parsed `Config` (tests) does not change it: give a
+    /// changed config its own key store, or a new fingerprint.
+    pub fingerprint: [u8; 32],
 }
 
 /// The FHIR server fhirguard forwards to.

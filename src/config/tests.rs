@@ -300,3 +300,15 @@ authenticationConfiguration:
     assert_eq!(displayed.lines().count(), 3, "{displayed}");
     assert!(displayed.starts_with("listen: '0.0.0.0:80800' is not a socket address"));
 }
+
+/// The token cache tells configurations apart by the text they were parsed from.
+#[test]
+fn the_fingerprint_is_the_digest_of_the_text() {
+    let text = with_primary("");
+    let one = Config::parse(&text).expect("valid");
+    let again = Config::parse(&text).expect("valid");
+    let other = Config::parse(&with_primary("clockSkew: 60")).expect("valid");
+    assert_eq!(one.fingerprint, again.fingerprint);
+    assert_ne!(one.fingerprint, other.fingerprint);
+    assert_ne!(one.fingerprint, [0; 32]);
+}

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_yaml::Value;
+use sha2::{Digest, Sha256};
 
 use super::document::{base_url, without_trailing_slash, Errors, Node, Object};
 use super::raw::{
@@ -35,7 +36,10 @@ pub(super) fn config(text: &str) -> Result<Config, ConfigErrors> {
     let mut errors = Errors::default();
     let config = walk(&document, &mut errors);
     match config {
-        Some(config) if errors.0.is_empty() => Ok(config),
+        Some(mut config) if errors.0.is_empty() => {
+            config.fingerprint = Sha256::digest(text.as_bytes()).into();
+            Ok(config)
+        }
         _ => {
             if errors.0.is_empty() {
                 errors.push("", "invalid configuration");
@@ -116,6 +120,7 @@ fn walk(document: &Value, errors: &mut Errors) -> Option<Config> {
         roles: roles::role_mapping(root.get("roles"), errors),
         logging: logging(root.get("logging"), errors),
         auth: auth?,
+        fingerprint: [0; 32],
     };
     Some(config)
 }
