@@ -44,6 +44,8 @@ pub struct RawConfig {
     pub roles: Option<RawRoles>,
     /// Log output.
     pub logging: Option<RawLogging>,
+    /// Runtime worker threads; 0 or absent = one per CPU core. Read at start-up only.
+    pub worker_threads: Option<u64>,
     /// The Azure `authenticationConfiguration`: the ARM object itself, an ARM resource holding
     /// `properties.authenticationConfiguration`, or an ARM template whose `resources` hold one.
     pub authentication_configuration: RawAuthenticationSource,

@@ -3,6 +3,7 @@
 //! them and falls back to its default so the walk can go on and find the rest.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ use super::{
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9090";
 const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(300);
+/// More worker threads than this is a typo, not a tuning.
+const MAX_WORKER_THREADS: usize = 1024;
 /// Reference §8 rule 22 and SPEC §4 step 1.
 const DEFAULT_ANONYMOUS_PATHS: [&str; 3] = [
     "/metadata",
@@ -89,6 +92,7 @@ fn walk(document: &Value, errors: &mut Errors) -> Option<Config> {
     let upstream = upstream(&root, errors);
     let allow_http_authorities = flag(&root, "allowHttpAuthorities", errors);
     let compatibility = compatibility(&root, errors);
+    let worker_threads = worker_threads(&root, errors);
     let auth = match root.get("authenticationConfiguration") {
         Some(node) => {
             authentication::authentication(&node, compatibility, allow_http_authorities, errors)
@@ -120,6 +124,7 @@ fn walk(document: &Value, errors: &mut Errors) -> Option<Config> {
         roles: roles::role_mapping(root.get("roles"), errors),
         logging: logging(root.get("logging"), errors),
         auth: auth?,
+        worker_threads,
         fingerprint: [0; 32],
     };
     Some(config)
@@ -280,6 +285,20 @@ fn upstream(root: &Object<'_>, errors: &mut Errors) -> Option<Upstream> {
         }
     }
     Some(upstream)
+}
+
+/// `workerThreads`: 0 or absent means one per CPU core (tokio's default).
+fn worker_threads(root: &Object<'_>, errors: &mut Errors) -> Option<NonZeroUsize> {
+    let node = root.get("workerThreads")?;
+    let threads = node.count(errors, 0)?;
+    if threads > MAX_WORKER_THREADS {
+        errors.push(
+            &node.path,
+            format!("must be at most {MAX_WORKER_THREADS} (0 = one per CPU core)"),
+        );
+        return None;
+    }
+    NonZeroUsize::new(threads)
 }
 
 fn tls(node: &Node<'_>, errors: &mut Errors) -> Option<Tls> {
