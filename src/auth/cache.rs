@@ -27,7 +27,7 @@
 //! beyond it moka's TinyLFU admission keeps the tokens seen most often.
 
 use std::fmt;
-use std::mem::size_of;
+use std::mem::{size_of, size_of_val};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -214,7 +214,7 @@ pub fn weight(verified: &Verified) -> u32 {
         let spine = if list.is_empty() {
             0
         } else {
-            list.len() * size_of::<String>() + ALLOCATION_OVERHEAD_BYTES
+            size_of_val(list) + ALLOCATION_OVERHEAD_BYTES
         };
         items + spine
     };
