@@ -19,6 +19,7 @@ pub async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response<B
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/metrics" => {
             export_key_sets(&proxy);
+            export_token_cache(&proxy);
             let mut response = Response::new(full(proxy.metrics.render()));
             response.headers_mut().insert(
                 CONTENT_TYPE,
@@ -78,5 +79,17 @@ fn export_key_sets(proxy: &Proxy) {
                 .with_label_values(&[authority, result]);
             counter.inc_by(total.saturating_sub(counter.get()));
         }
+    }
+}
+
+/// Copies the verified-token cache's counters into theirs, at scrape time (as key sets above).
+fn export_token_cache(proxy: &Proxy) {
+    let stats = proxy.keys.token_cache().stats();
+    let metrics = &proxy.metrics;
+    for (counter, total) in [
+        (&metrics.token_cache_hits, stats.hits),
+        (&metrics.token_cache_misses, stats.misses),
+    ] {
+        counter.inc_by(total.saturating_sub(counter.get()));
     }
 }

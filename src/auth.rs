@@ -6,8 +6,13 @@
 //! The order is the SPEC's and the first failure decides: decode without trusting → provider
 //! whose *discovered* issuer equals `iss` → algorithm allow-list → key by `kid` → signature →
 //! `exp`/`nbf` → audience and (smart providers) application, scopes and `fhirUser`.
+//!
+//! A token verified once is answered from the verified-token cache ([`cache`]) until it expires,
+//! its provider's key set changes or another configuration is in force; its lifetime is checked
+//! on every request either way.
 
 pub mod bearer;
+pub mod cache;
 pub mod discovery;
 pub mod error;
 pub mod jwks;
@@ -19,6 +24,7 @@ use std::sync::Arc;
 use jsonwebtoken::Algorithm;
 
 pub use bearer::{bearer_token, jwt_in_url, UrlPart};
+pub use cache::{TokenCache, TokenCacheStats};
 pub use discovery::KeyError;
 pub use error::AuthError;
 pub use jwks::{
@@ -27,6 +33,7 @@ pub use jwks::{
 pub use keys::SigningKey;
 
 use crate::config::Config;
+use cache::{TokenDigest, Verified};
 use error::echo;
 use keys::allowed_algorithm;
 use token::{audience_matches, check_lifetime, is_fhir_user_url, UnverifiedToken};
@@ -82,13 +89,64 @@ struct Selected {
     keys: Arc<ProviderKeys>,
 }
 
-/// SPEC §4 steps 4–7 for one token; `now` in Unix seconds.
+/// SPEC §4 steps 4–7 for one token; `now` in Unix seconds. Answered from the store's
+/// verified-token cache when the token was verified before under the same key set and
+/// configuration; the lifetime is checked again either way.
 pub async fn authenticate(
     store: &KeyStore,
     config: &Config,
     token: &str,
     now: u64,
 ) -> Result<Principal, AuthError> {
+    let cache = store.token_cache();
+    if !cache.is_enabled() {
+        return verify(store, config, token, now).await.map(|v| v.principal);
+    }
+    let digest = TokenDigest::of(token);
+    if let Some(cached) = cache.get(&digest).await {
+        if let Some(answer) = reuse(store, config, &cached, now).await {
+            cache.record(true);
+            return answer;
+        }
+        cache.remove(&digest).await;
+    }
+    cache.record(false);
+    let verified = verify(store, config, token, now).await?;
+    let principal = verified.principal.clone();
+    cache.insert(digest, verified, now).await;
+    Ok(principal)
+}
+
+/// A cached verification still applies when the configuration that judged it is in force and
+/// its provider's current key set is the one that verified it; then only the lifetime is
+/// checked again. `None`: verify in full.
+async fn reuse(
+    store: &KeyStore,
+    config: &Config,
+    cached: &Verified,
+    now: u64,
+) -> Option<Result<Principal, AuthError>> {
+    if cached.config != config.fingerprint {
+        return None;
+    }
+    let authority = cached.principal.authority.as_str();
+    let keys = store.current(authority, config.key_sets.max_stale).await?;
+    if keys.fingerprint != cached.key_set {
+        return None;
+    }
+    let checked = cached
+        .lifetime
+        .check(now, config.clock_skew.as_secs(), authority);
+    Some(checked.map(|()| cached.principal.clone()))
+}
+
+/// The full verification of SPEC §4 steps 4–7, uncached.
+async fn verify(
+    store: &KeyStore,
+    config: &Config,
+    token: &str,
+    now: u64,
+) -> Result<Verified, AuthError> {
     let settings = KeySettings::of(config);
     // Step 4: decode without trusting; the provider whose discovered issuer is `iss`.
     let token = UnverifiedToken::parse(token)?;
@@ -102,15 +160,19 @@ pub async fn authenticate(
         alg: echo(&token.header.alg),
     })?;
     let kid = token.header.kid.as_deref();
-    let key = match find_key(&selected.keys, kid, alg, authority)? {
-        Some(key) => key,
+    let (key, key_set) = match find_key(&selected.keys, kid, alg, authority)? {
+        Some(key) => (key, selected.keys.fingerprint),
         None => {
             let refreshed = store.refetch_for_unknown_kid(authority, &settings).await;
             // A refreshed set that announces another issuer is no longer this token's provider.
             refreshed
                 .as_deref()
                 .filter(|keys| keys.issuer == issuer)
-                .and_then(|keys| find_key(keys, kid, alg, authority).transpose())
+                .and_then(|keys| {
+                    find_key(keys, kid, alg, authority)
+                        .map(|key| key.map(|key| (key, keys.fingerprint)))
+                        .transpose()
+                })
                 .transpose()?
                 .ok_or_else(|| AuthError::UnknownKid {
                     authority: authority.to_owned(),
@@ -125,7 +187,7 @@ pub async fn authenticate(
     }
 
     // Step 6: lifetime.
-    let expires_at = check_lifetime(&token, now, config.clock_skew.as_secs(), authority)?;
+    let lifetime = check_lifetime(&token, now, config.clock_skew.as_secs(), authority)?;
 
     // Step 7: audience, and for a smart provider the application, scopes and fhirUser.
     let audience = token.strings("aud");
@@ -205,7 +267,7 @@ pub async fn authenticate(
         .as_deref()
         .map(|claim| token.strings(claim))
         .unwrap_or_default();
-    Ok(Principal {
+    let principal = Principal {
         provider: selected.kind,
         authority: selected.authority.clone(),
         issuer: issuer.to_owned(),
@@ -218,8 +280,14 @@ pub async fn authenticate(
         scopes,
         roles: token.strings("roles"),
         groups,
-        expires_at,
+        expires_at: lifetime.expires_at,
         key_id: key.kid,
+    };
+    Ok(Verified {
+        principal,
+        lifetime,
+        key_set,
+        config: config.fingerprint,
     })
 }
 

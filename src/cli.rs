@@ -32,10 +32,12 @@ pub fn serve(path: &Path) -> ExitCode {
         }
     };
     logging::init(&config.logging);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // `workerThreads`; tokio's default is one per core (or `TOKIO_WORKER_THREADS`).
+    if let Some(threads) = config.worker_threads {
+        builder.worker_threads(threads.get());
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("fhirguard: cannot start the runtime: {error}");

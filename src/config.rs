@@ -31,6 +31,7 @@ mod validate;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -72,6 +73,14 @@ pub struct Config {
     pub shutdown_grace_period: Duration,
     /// `authenticationConfiguration` (the ARM object, an ARM resource or an ARM template).
     pub auth: Authentication,
+    /// `workerThreads`: the runtime's worker threads; `None` (0 or absent) = one per CPU core.
+    /// Read at start-up only.
+    pub worker_threads: Option<NonZeroUsize>,
+    /// SHA-256 of the text this configuration was parsed from. The verified-token cache reuses a
+    /// verification only under the fingerprint that judged it, so a reload with other rules
+    /// verifies again. Changing fields of a parsed `Config` (tests) does not change it: give a
+    /// changed config its own key store, or a new fingerprint.
+    pub fingerprint: [u8; 32],
 }
 
 /// The FHIR server fhirguard forwards to.

@@ -116,6 +116,9 @@ impl Reloader {
             config,
             upstream,
         }));
+        // Verifications judged under the old rules are dropped now rather than left to age out
+        // (the cache would not reuse them anyway: each entry records its config fingerprint).
+        self.proxy.keys.token_cache().invalidate_all();
         self.last_digest = Some(new_digest);
         self.proxy
             .metrics
@@ -188,6 +191,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             "shutdownGracePeriod",
             old.shutdown_grace_period != new.shutdown_grace_period,
         ),
+        ("workerThreads", old.worker_threads != new.worker_threads),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

@@ -13,8 +13,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use moka::future::Cache;
+use sha2::{Digest, Sha256};
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::cache::TokenCache;
 use super::discovery::{FetchPolicy, Fetcher, KeyError};
 use super::error::AuthError;
 use super::keys::SigningKey;
@@ -26,6 +28,11 @@ pub struct ProviderKeys {
     pub issuer: String,
     pub jwks_uri: String,
     pub keys: Vec<SigningKey>,
+    /// SHA-256 over `issuer`, `jwks_uri` and the JWK Set document: equal fingerprints, same
+    /// keys. The verified-token cache reuses an entry only while its provider's set has the
+    /// fingerprint the token was verified under, so a rotation that drops a key drops its
+    /// tokens, and a refresh that changes nothing keeps them.
+    pub fingerprint: [u8; 32],
     /// Unix seconds of the fetch.
     pub fetched_at: u64,
     fetched: Instant,
@@ -129,6 +136,7 @@ pub struct KeyStore {
 
 struct Inner {
     sets: Cache<String, Arc<ProviderKeys>>,
+    tokens: TokenCache,
     authorities: Mutex<HashMap<String, Arc<AuthorityState>>>,
     fetcher: Result<Fetcher, String>,
     observer: Option<Arc<dyn KeySetObserver>>,
@@ -138,6 +146,7 @@ impl fmt::Debug for Inner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyStore")
             .field("sets", &self.sets.entry_count())
+            .field("tokens", &self.tokens)
             .field("observer", &self.observer)
             .finish_non_exhaustive()
     }
@@ -150,19 +159,27 @@ impl Default for KeyStore {
 }
 
 impl KeyStore {
+    /// A store with the default verified-token cache ([`super::cache::DEFAULT_CAPACITY_BYTES`]).
     pub fn new() -> KeyStore {
-        KeyStore::build(None)
+        KeyStore::build(None, TokenCache::default())
     }
 
     /// A store that reports every fetch to `observer`.
     pub fn with_observer(observer: Arc<dyn KeySetObserver>) -> KeyStore {
-        KeyStore::build(Some(observer))
+        KeyStore::build(Some(observer), TokenCache::default())
     }
 
-    fn build(observer: Option<Arc<dyn KeySetObserver>>) -> KeyStore {
+    /// A store whose verified-token cache holds at most `capacity_bytes` (0: no cache, every
+    /// token verified in full).
+    pub fn with_token_cache_bytes(capacity_bytes: u64) -> KeyStore {
+        KeyStore::build(None, TokenCache::new(capacity_bytes))
+    }
+
+    fn build(observer: Option<Arc<dyn KeySetObserver>>, tokens: TokenCache) -> KeyStore {
         KeyStore {
             inner: Arc::new(Inner {
                 sets: Cache::new(1024),
+                tokens,
                 authorities: Mutex::default(),
                 fetcher: Fetcher::new().map_err(|error| error.to_string()),
                 observer,
@@ -177,6 +194,12 @@ impl KeyStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         Arc::clone(map.entry(authority.to_owned()).or_default())
+    }
+
+    /// The verified-token cache ([`super::cache`]), which lives as long as the key sets it
+    /// depends on.
+    pub fn token_cache(&self) -> &TokenCache {
+        &self.inner.tokens
     }
 
     /// The authority's last good key set, if it is younger than `max_stale`.
@@ -280,10 +303,19 @@ impl KeyStore {
                     url: discovery.jwks_uri,
                 });
             }
+            let fingerprint = Sha256::new()
+                .chain_update(discovery.issuer.as_bytes())
+                .chain_update([0])
+                .chain_update(discovery.jwks_uri.as_bytes())
+                .chain_update([0])
+                .chain_update(parsed.digest)
+                .finalize()
+                .into();
             Ok(ProviderKeys {
                 issuer: discovery.issuer,
                 jwks_uri: discovery.jwks_uri,
                 keys: parsed.keys,
+                fingerprint,
                 fetched_at: unix_now(),
                 fetched: Instant::now(),
             })

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 /// The algorithms a token may use: RSA PKCS#1 v1.5, RSA-PSS, ECDSA P-256 / P-384. Never `none`,
 /// never HMAC (a public key must not become a shared secret), never EdDSA (not in the SPEC).
@@ -135,6 +136,8 @@ pub struct JwkSetError(#[source] serde_json::Error);
 pub struct ParsedKeySet {
     pub keys: Vec<SigningKey>,
     pub skipped: Vec<String>,
+    /// SHA-256 of the document as served: an unchanged document is an unchanged key set.
+    pub digest: [u8; 32],
 }
 
 #[derive(Deserialize)]
@@ -159,7 +162,10 @@ struct RawJwk {
 /// Reads a JWK Set; `authority` only labels the log lines of skipped keys.
 pub fn parse_key_set(body: &[u8], authority: &str) -> Result<ParsedKeySet, JwkSetError> {
     let set: RawSet = serde_json::from_slice(body).map_err(JwkSetError)?;
-    let mut parsed = ParsedKeySet::default();
+    let mut parsed = ParsedKeySet {
+        digest: Sha256::digest(body).into(),
+        ..ParsedKeySet::default()
+    };
     for value in set.keys {
         let raw = serde_json::from_value::<RawJwk>(value).ok();
         let kid = raw.as_ref().and_then(|r| r.kid.clone());

@@ -127,6 +127,37 @@ fn decode_part(part: &str) -> Result<Vec<u8>, AuthError> {
         .map_err(|_| malformed("a part is not base64url"))
 }
 
+/// A token's validity window, Unix seconds: what the verified-token cache keeps so that the
+/// window is checked again on every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    /// `exp`.
+    pub expires_at: u64,
+    /// `nbf`, when present.
+    pub not_before: Option<u64>,
+}
+
+impl Lifetime {
+    /// `nbf ≤ now + skew`, then `exp ≥ now − skew` (reference §2.1).
+    pub fn check(&self, now: u64, skew: u64, authority: &str) -> Result<(), AuthError> {
+        if let Some(nbf) = self.not_before {
+            if nbf > now.saturating_add(skew) {
+                return Err(AuthError::NotYetValid {
+                    authority: authority.to_owned(),
+                    nbf,
+                });
+            }
+        }
+        if self.expires_at < now.saturating_sub(skew) {
+            return Err(AuthError::Expired {
+                authority: authority.to_owned(),
+                exp: self.expires_at,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The lifetime rules of IdentityModel `ValidateLifetime` in its order: `exp` required, `nbf`
 /// not after `exp`, `nbf ≤ now + skew`, `exp ≥ now − skew` (reference §2.1).
 pub fn check_lifetime(
@@ -134,35 +165,26 @@ pub fn check_lifetime(
     now: u64,
     skew: u64,
     authority: &str,
-) -> Result<u64, AuthError> {
-    let authority = || authority.to_owned();
+) -> Result<Lifetime, AuthError> {
     let exp = token
         .numeric_date("exp")?
         .ok_or_else(|| AuthError::NoExpiration {
-            authority: authority(),
+            authority: authority.to_owned(),
         })?;
-    if let Some(nbf) = token.numeric_date("nbf")? {
-        if nbf > exp {
-            return Err(AuthError::Lifetime {
-                authority: authority(),
-                nbf,
-                exp,
-            });
-        }
-        if nbf > now.saturating_add(skew) {
-            return Err(AuthError::NotYetValid {
-                authority: authority(),
-                nbf,
-            });
-        }
-    }
-    if exp < now.saturating_sub(skew) {
-        return Err(AuthError::Expired {
-            authority: authority(),
+    let nbf = token.numeric_date("nbf")?;
+    if let Some(nbf) = nbf.filter(|nbf| *nbf > exp) {
+        return Err(AuthError::Lifetime {
+            authority: authority.to_owned(),
+            nbf,
             exp,
         });
     }
-    Ok(exp)
+    let lifetime = Lifetime {
+        expires_at: exp,
+        not_before: nbf,
+    };
+    lifetime.check(now, skew, authority)?;
+    Ok(lifetime)
 }
 
 /// Whether the token audiences contain `expected`: ordinal, or with IdentityModel's tolerance of
@@ -284,7 +306,9 @@ mod tests {
         for (claims, expected) in cases {
             let text = token(&json!({"alg": "RS256"}), &claims);
             let parsed = UnverifiedToken::parse(&text).unwrap();
-            let got = check_lifetime(&parsed, now, skew, "a").map_err(|e| e.reason());
+            let got = check_lifetime(&parsed, now, skew, "a")
+                .map(|l| l.expires_at)
+                .map_err(|e| e.reason());
             assert_eq!(got, expected, "{claims}");
         }
     }

@@ -47,6 +47,8 @@ pub struct RawConfig {
     /// How long in-flight requests may take to finish after SIGTERM / SIGINT; the listeners stop
     /// accepting at once. Default 30 s. Read at start-up (a reload does not change it).
     pub shutdown_grace_period: Option<RawDuration>,
+    /// Runtime worker threads; 0 or absent = one per CPU core. Read at start-up only.
+    pub worker_threads: Option<u64>,
     /// The Azure `authenticationConfiguration`: the ARM object itself, an ARM resource holding
     /// `properties.authenticationConfiguration`, or an ARM template whose `resources` hold one.
     pub authentication_configuration: RawAuthenticationSource,

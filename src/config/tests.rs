@@ -117,6 +117,8 @@ fn top_level_errors() {
         ("duration huge", &with_primary("keySets: {maxStale: 400d}"), &[("keySets.maxStale", "is too large (at most 365d)")]),
         ("duration type", &with_primary("keySets: {retryInterval: [1]}"), &[("keySets.retryInterval", "expected a duration (e.g. \"5s\", \"300ms\", or whole seconds), found a list")]),
         ("limits", &with_primary("limits: {maxHeaderBytes: 0, maxTokenBytes: \"1k\", maxBundleBytes: -1}"), &[("limits.maxHeaderBytes", "must be at least 1"), ("limits.maxTokenBytes", "expected a whole number, found a string"), ("limits.maxBundleBytes", "must not be negative")]),
+        ("worker threads", &with_primary("workerThreads: 2000"), &[("workerThreads", "must be at most 1024 (0 = one per CPU core)")]),
+        ("worker threads type", &with_primary("workerThreads: -1"), &[("workerThreads", "must not be negative")]),
         ("bool", &with_primary("allowHttpAuthorities: yes"), &[("allowHttpAuthorities", "expected true or false, found a string")]),
         ("compatibility", &with_primary("compatibility: strict"), &[("compatibility", "unknown value 'strict'; expected one of: open, azure")]),
         ("logging", &with_primary("logging: {format: xml, level: \"\", colour: true}"), &[("logging.colour", "unknown key 'colour'; expected one of: format, level, logQueryStrings"), ("logging.format", "unknown value 'xml'; expected one of: json, text"), ("logging.level", "must not be empty")]),
@@ -300,4 +302,27 @@ authenticationConfiguration:
     let displayed = Config::parse(text).unwrap_err().to_string();
     assert_eq!(displayed.lines().count(), 3, "{displayed}");
     assert!(displayed.starts_with("listen: '0.0.0.0:80800' is not a socket address"));
+}
+
+#[test]
+fn worker_threads_default_to_one_per_core() {
+    let parse = |extra: &str| Config::parse(&with_primary(extra)).expect("valid");
+    assert_eq!(parse("").worker_threads, None);
+    assert_eq!(parse("workerThreads: 0").worker_threads, None);
+    assert_eq!(
+        parse("workerThreads: 4").worker_threads.map(|n| n.get()),
+        Some(4)
+    );
+}
+
+/// The token cache tells configurations apart by the text they were parsed from.
+#[test]
+fn the_fingerprint_is_the_digest_of_the_text() {
+    let text = with_primary("");
+    let one = Config::parse(&text).expect("valid");
+    let again = Config::parse(&text).expect("valid");
+    let other = Config::parse(&with_primary("clockSkew: 60")).expect("valid");
+    assert_eq!(one.fingerprint, again.fingerprint);
+    assert_ne!(one.fingerprint, other.fingerprint);
+    assert_ne!(one.fingerprint, [0; 32]);
 }

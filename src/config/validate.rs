@@ -3,10 +3,12 @@
 //! them and falls back to its default so the walk can go on and find the rest.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_yaml::Value;
+use sha2::{Digest, Sha256};
 
 use super::document::{base_url, without_trailing_slash, Errors, Node, Object};
 use super::raw::{
@@ -25,6 +27,8 @@ const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(300);
 /// Kubernetes' default `terminationGracePeriodSeconds` is also 30 s, so a pod must give more
 /// (the manifests in deploy/ give 40 s) for the drain to finish before SIGKILL.
 const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// More worker threads than this is a typo, not a tuning.
+const MAX_WORKER_THREADS: usize = 1024;
 /// Reference §8 rule 22 and SPEC §4 step 1.
 const DEFAULT_ANONYMOUS_PATHS: [&str; 3] = [
     "/metadata",
@@ -38,7 +42,10 @@ pub(super) fn config(text: &str) -> Result<Config, ConfigErrors> {
     let mut errors = Errors::default();
     let config = walk(&document, &mut errors);
     match config {
-        Some(config) if errors.0.is_empty() => Ok(config),
+        Some(mut config) if errors.0.is_empty() => {
+            config.fingerprint = Sha256::digest(text.as_bytes()).into();
+            Ok(config)
+        }
         _ => {
             if errors.0.is_empty() {
                 errors.push("", "invalid configuration");
@@ -88,6 +95,7 @@ fn walk(document: &Value, errors: &mut Errors) -> Option<Config> {
     let upstream = upstream(&root, errors);
     let allow_http_authorities = flag(&root, "allowHttpAuthorities", errors);
     let compatibility = compatibility(&root, errors);
+    let worker_threads = worker_threads(&root, errors);
     let auth = match root.get("authenticationConfiguration") {
         Some(node) => {
             authentication::authentication(&node, compatibility, allow_http_authorities, errors)
@@ -127,6 +135,8 @@ fn walk(document: &Value, errors: &mut Errors) -> Option<Config> {
             errors,
         ),
         auth: auth?,
+        worker_threads,
+        fingerprint: [0; 32],
     };
     Some(config)
 }
@@ -286,6 +296,20 @@ fn upstream(root: &Object<'_>, errors: &mut Errors) -> Option<Upstream> {
         }
     }
     Some(upstream)
+}
+
+/// `workerThreads`: 0 or absent means one per CPU core (tokio's default).
+fn worker_threads(root: &Object<'_>, errors: &mut Errors) -> Option<NonZeroUsize> {
+    let node = root.get("workerThreads")?;
+    let threads = node.count(errors, 0)?;
+    if threads > MAX_WORKER_THREADS {
+        errors.push(
+            &node.path,
+            format!("must be at most {MAX_WORKER_THREADS} (0 = one per CPU core)"),
+        );
+        return None;
+    }
+    NonZeroUsize::new(threads)
 }
 
 fn tls(node: &Node<'_>, errors: &mut Errors) -> Option<Tls> {

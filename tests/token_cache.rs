@@ -1,0 +1,282 @@
+//! The verified-token cache (issue 5) against a fake OpenID provider: a repeated token is
+//! verified once; a hit still checks the lifetime; a key-set change and another configuration
+//! miss; the memory bound holds; the counters reach `/metrics`.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fhirguard::app::{self, StartOptions};
+use fhirguard::auth::{authenticate, AuthError, KeySettings, KeyStore, TokenCacheStats};
+use fhirguard::config::Config;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::json;
+use support::idp::{config_yaml, FakeIdp};
+use support::token::{self, now, TestKey};
+use support::upstream::FakeFhir;
+
+const AUDIENCE: &str = "https://fhir.example.org";
+
+/// A primary authority served by `idp`; refetches for unknown `kid`s are rare (1 h) unless
+/// forced, as in production.
+fn config(idp: &FakeIdp) -> Config {
+    let mut config =
+        Config::parse(&config_yaml(Some((&idp.base_url(), AUDIENCE)), &[])).expect("config");
+    config.key_sets.min_refetch_interval = Duration::from_secs(3600);
+    config
+}
+
+fn valid(idp: &FakeIdp, key: &TestKey) -> String {
+    token::base_claims(&idp.issuer(), AUDIENCE, now()).sign(key)
+}
+
+fn counts(store: &KeyStore) -> (u64, u64) {
+    let TokenCacheStats { hits, misses, .. } = store.token_cache().stats();
+    (hits, misses)
+}
+
+#[tokio::test]
+async fn a_repeated_token_is_verified_once() {
+    let key = TestKey::rsa("k");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let (config, store) = (config(&idp), KeyStore::new());
+    let token = valid(&idp, &key);
+    let first = authenticate(&store, &config, &token, now())
+        .await
+        .expect("verified");
+    for _ in 0..3 {
+        let again = authenticate(&store, &config, &token, now())
+            .await
+            .expect("cached");
+        assert_eq!(again, first);
+    }
+    assert_eq!(counts(&store), (3, 1));
+
+    // Another token of the same client is its own entry.
+    let other = token::base_claims(&idp.issuer(), AUDIENCE, now())
+        .claim("jti", "2")
+        .sign(&key);
+    authenticate(&store, &config, &other, now())
+        .await
+        .expect("verified");
+    assert_eq!(counts(&store), (3, 2));
+}
+
+#[tokio::test]
+async fn refused_tokens_are_not_cached() {
+    let key = TestKey::ec_p256("k");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let (config, store) = (config(&idp), KeyStore::new());
+    let wrong_audience = token::base_claims(&idp.issuer(), "https://other", now()).sign(&key);
+    for _ in 0..2 {
+        let error = authenticate(&store, &config, &wrong_audience, now())
+            .await
+            .expect_err("refused");
+        assert_eq!(error.reason(), "audience");
+    }
+    assert_eq!(counts(&store), (0, 2));
+    store.token_cache().run_pending_tasks().await;
+    assert_eq!(store.token_cache().stats().entries, 0);
+}
+
+#[tokio::test]
+async fn a_cached_token_that_has_expired_since_is_refused() {
+    let key = TestKey::ec_p256("k");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let (config, store) = (config(&idp), KeyStore::new());
+    let issued = now();
+    let token = token::base_claims(&idp.issuer(), AUDIENCE, issued)
+        .claim("exp", issued + 600)
+        .sign(&key);
+    authenticate(&store, &config, &token, issued)
+        .await
+        .expect("verified");
+
+    // Within the clock skew (300 s) after exp: still accepted, from the cache.
+    authenticate(&store, &config, &token, issued + 600 + 299)
+        .await
+        .expect("within the skew");
+    // Past it: refused by the hit itself, with the full path's error.
+    let error = authenticate(&store, &config, &token, issued + 600 + 301)
+        .await
+        .expect_err("expired");
+    assert_eq!(
+        error,
+        AuthError::Expired {
+            authority: idp.base_url(),
+            exp: issued + 600
+        }
+    );
+    assert_eq!(counts(&store), (2, 1));
+}
+
+#[tokio::test]
+async fn a_key_set_change_that_removes_the_key_drops_its_tokens() {
+    let old = TestKey::ec_p256("old");
+    let idp = FakeIdp::with_keys(vec![old.jwk()]).await;
+    let (config, store) = (config(&idp), KeyStore::new());
+    let settings = KeySettings::of(&config);
+    let token = valid(&idp, &old);
+    authenticate(&store, &config, &token, now())
+        .await
+        .expect("verified");
+
+    // A refresh that changes nothing keeps the entry.
+    assert!(store
+        .refetch_for_unknown_kid(&idp.base_url(), &settings)
+        .await
+        .is_some());
+    authenticate(&store, &config, &token, now())
+        .await
+        .expect("cached");
+    assert_eq!(counts(&store), (1, 1));
+
+    // The provider rotates "old" out; the store learns it from its next fetch (a background
+    // refresh; here the store's own refetch, which the test config otherwise rate-limits).
+    let new = TestKey::ec_p256("new");
+    idp.set_keys(vec![new.jwk()]);
+    let mut config = config;
+    config.key_sets.min_refetch_interval = Duration::ZERO;
+    let refreshed = store
+        .refetch_for_unknown_kid(&idp.base_url(), &KeySettings::of(&config))
+        .await
+        .expect("refetched");
+    assert_eq!(refreshed.keys.len(), 1);
+    config.key_sets.min_refetch_interval = Duration::from_secs(3600);
+
+    let error = authenticate(&store, &config, &token, now())
+        .await
+        .expect_err("the key is gone");
+    assert_eq!(error.reason(), "unknown_kid");
+    assert_eq!(counts(&store), (1, 2));
+    authenticate(&store, &config, &valid(&idp, &new), now())
+        .await
+        .expect("the new key verifies");
+}
+
+#[tokio::test]
+async fn another_configuration_misses() {
+    let key = TestKey::ec_p256("k");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let store = KeyStore::new();
+    let first = config(&idp);
+    // The next generation: same provider, another groups claim (the Principal would differ).
+    let yaml = format!(
+        "{}roles:\n  groupsClaim: groups\n",
+        config_yaml(Some((&idp.base_url(), AUDIENCE)), &[])
+    );
+    let second = Config::parse(&yaml).expect("config");
+    assert_ne!(first.fingerprint, second.fingerprint);
+
+    let token = token::base_claims(&idp.issuer(), AUDIENCE, now())
+        .claim("groups", json!(["readers"]))
+        .sign(&key);
+    let before = authenticate(&store, &first, &token, now())
+        .await
+        .expect("verified");
+    assert!(before.groups.is_empty());
+    let after = authenticate(&store, &second, &token, now())
+        .await
+        .expect("verified again");
+    assert_eq!(after.groups, ["readers"]);
+    assert_eq!(counts(&store), (0, 2));
+    // The same text parsed again is the same configuration.
+    let reparsed = Config::parse(&yaml).expect("config");
+    authenticate(&store, &reparsed, &token, now())
+        .await
+        .expect("cached");
+    assert_eq!(counts(&store), (1, 2));
+}
+
+#[tokio::test]
+async fn the_memory_bound_holds() {
+    let key = TestKey::ec_p256("k");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let capacity = 16 * 1024;
+    let (config, store) = (config(&idp), KeyStore::with_token_cache_bytes(capacity));
+    for i in 0..200 {
+        let token = token::base_claims(&idp.issuer(), AUDIENCE, now())
+            .claim("jti", i)
+            .sign(&key);
+        authenticate(&store, &config, &token, now())
+            .await
+            .expect("verified");
+    }
+    let cache = store.token_cache();
+    cache.run_pending_tasks().await;
+    let stats = cache.stats();
+    assert!(stats.weighted_bytes <= capacity, "{stats:?}");
+    assert!((1..200).contains(&stats.entries), "{stats:?}");
+}
+
+#[tokio::test]
+async fn without_a_cache_every_token_is_verified_in_full() {
+    let key = TestKey::ec_p256("k");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let (config, store) = (config(&idp), KeyStore::with_token_cache_bytes(0));
+    let token = valid(&idp, &key);
+    for _ in 0..2 {
+        authenticate(&store, &config, &token, now())
+            .await
+            .expect("verified");
+    }
+    assert_eq!(store.token_cache().stats(), TokenCacheStats::default());
+}
+
+#[tokio::test]
+async fn the_counters_are_exported() {
+    let key = TestKey::ec_p256("k");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let upstream = FakeFhir::start().await;
+    let yaml = format!(
+        "listen: \"127.0.0.1:0\"\nadminListen: \"127.0.0.1:0\"\n{}",
+        config_yaml(Some((&idp.base_url(), AUDIENCE)), &[])
+            .replace("http://127.0.0.1:1/fhir", &upstream.base_url("/fhir"))
+    );
+    let config = Config::parse(&yaml).expect("config");
+    let options = StartOptions {
+        config_path: None,
+        grace: Duration::from_secs(5),
+    };
+    let running = app::start(config, options).await.expect("starts");
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let token = token::base_claims(&idp.issuer(), AUDIENCE, now())
+        .claim("roles", json!(["FHIR Data Reader"]))
+        .sign(&key);
+    let get = |uri: String, token: Option<&str>| {
+        let mut request = Request::get(uri);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        client.request(request.body(Full::new(Bytes::new())).unwrap())
+    };
+    for _ in 0..3 {
+        let response = get(
+            format!("http://{}/Patient/1", running.proxy_address),
+            Some(&token),
+        )
+        .await
+        .expect("proxy");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let response = get(format!("http://{}/metrics", running.admin_address), None)
+        .await
+        .expect("admin");
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.lines()
+            .any(|l| l == "fhirguard_token_cache_hits_total 2"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "fhirguard_token_cache_misses_total 1"),
+        "{text}"
+    );
+    running.stop().await;
+}
