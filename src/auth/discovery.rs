@@ -75,6 +75,11 @@ pub enum KeyError {
 pub struct Discovery {
     pub issuer: String,
     pub jwks_uri: String,
+    /// Advertised in `/.well-known/smart-configuration` (reference §5.2), when the provider has it.
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
 }
 
 /// The discovery URL of an authority: one trailing `/` removed, then the well-known path

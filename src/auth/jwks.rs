@@ -27,6 +27,9 @@ use crate::config::Config;
 pub struct ProviderKeys {
     pub issuer: String,
     pub jwks_uri: String,
+    /// The provider's `authorization_endpoint` and `token_endpoint`, from discovery.
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
     pub keys: Vec<SigningKey>,
     /// SHA-256 over `issuer`, `jwks_uri` and the JWK Set document: equal fingerprints, same
     /// keys. The verified-token cache reuses an entry only while its provider's set has the
@@ -314,6 +317,8 @@ impl KeyStore {
             Ok(ProviderKeys {
                 issuer: discovery.issuer,
                 jwks_uri: discovery.jwks_uri,
+                authorization_endpoint: discovery.authorization_endpoint,
+                token_endpoint: discovery.token_endpoint,
                 keys: parsed.keys,
                 fingerprint,
                 fetched_at: unix_now(),

@@ -10,7 +10,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use crate::auth::{KeyStore, Principal};
+use crate::auth::{KeyStore, Principal, ProviderKeys};
 use crate::authz::actions::DataActions;
 use crate::authz::smart::{membership, visible, Confinement, FhirUser, SmartGrant};
 use crate::authz::BundleDecision;
@@ -304,7 +304,7 @@ const CAPABILITIES: [&str; 10] = [
 
 /// The OAuth endpoints of the provider that discovery documents advertise: the first smart
 /// identity provider, else the primary authority (reference §5.2); `issuer` and `jwks_uri` from
-/// its discovered key set when held, else the Entra pattern.
+/// its discovery document when fetched, else the Entra pattern.
 struct Endpoints {
     authorize: String,
     token: String,
@@ -321,9 +321,16 @@ async fn endpoints(config: &Config, keys: &KeyStore) -> Option<Endpoints> {
         .or(config.auth.primary.as_ref().map(|p| p.authority.as_str()))?;
     let trimmed = authority.trim_end_matches('/');
     let discovered = keys.current(authority, config.key_sets.max_stale).await;
+    // Endpoints come from the provider's discovery document; the Entra pattern is the fallback
+    // while discovery has not been fetched (reference §5.2, OSS `OidcDiscoveryService`).
+    let discovered_endpoint = |pick: fn(&ProviderKeys) -> Option<&String>| {
+        discovered.as_ref().and_then(|k| pick(k).cloned())
+    };
     Some(Endpoints {
-        authorize: format!("{trimmed}/oauth2/v2.0/authorize"),
-        token: format!("{trimmed}/oauth2/v2.0/token"),
+        authorize: discovered_endpoint(|k| k.authorization_endpoint.as_ref())
+            .unwrap_or_else(|| format!("{trimmed}/oauth2/v2.0/authorize")),
+        token: discovered_endpoint(|k| k.token_endpoint.as_ref())
+            .unwrap_or_else(|| format!("{trimmed}/oauth2/v2.0/token")),
         issuer: discovered
             .as_ref()
             .map_or_else(|| format!("{trimmed}/v2.0"), |k| k.issuer.clone()),
