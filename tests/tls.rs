@@ -15,6 +15,27 @@ use support::idp::FakeIdp;
 use support::token::{self, now, TestKey};
 use support::upstream::FakeFhir;
 
+/// Starts fhirguard from `yaml` and waits until its identity provider's keys are fetched.
+async fn start_ready(yaml: &str) -> app::Running {
+    let options = StartOptions {
+        config_path: None,
+        grace: Duration::from_secs(1),
+    };
+    let running = app::start(Config::parse(yaml).expect("config"), options)
+        .await
+        .expect("start");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !running
+        .proxy
+        .keys
+        .is_ready(&running.proxy.generation.load().config)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "keys never fetched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running
+}
+
 #[tokio::test]
 async fn tls_listener_serves_h2_and_http1() {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
@@ -43,21 +64,7 @@ authenticationConfiguration:
         key_file.display(),
         idp.base_url()
     );
-    let config = Config::parse(&yaml).expect("config");
-    let options = StartOptions {
-        config_path: None,
-        grace: Duration::from_secs(1),
-    };
-    let running = app::start(config, options).await.expect("start");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !running
-        .proxy
-        .keys
-        .is_ready(&running.proxy.generation.load().config)
-    {
-        assert!(tokio::time::Instant::now() < deadline, "keys never fetched");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let running = start_ready(&yaml).await;
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(certified.cert.der().clone()).unwrap();
@@ -160,22 +167,7 @@ authenticationConfiguration:
         ca_file.display(),
         idp.base_url()
     );
-    let options = StartOptions {
-        config_path: None,
-        grace: Duration::from_secs(1),
-    };
-    let running = app::start(Config::parse(&yaml).unwrap(), options)
-        .await
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !running
-        .proxy
-        .keys
-        .is_ready(&running.proxy.generation.load().config)
-    {
-        assert!(tokio::time::Instant::now() < deadline, "keys never fetched");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let running = start_ready(&yaml).await;
     let token = token::base_claims(&idp.issuer(), "https://fhir.example.org", now())
         .claim("roles", serde_json::json!(["FHIR Data Reader"]))
         .sign(&key);
