@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what tests/ops.rs needs and cannot ship: promtool (`promtool check metrics`) and a real
-# Prometheus server, both from the Debian package `prometheus`. Called by .ci/run; idempotent.
+# Prometheus server, both from the Debian package `prometheus`. Called by .ci/run, and by tests/ops.rs
+# itself when the tools are missing; idempotent.
 # Without these tools tests/ops.rs skips those tests with a message, except under CI (env CI set),
 # where it fails them.
 set -euo pipefail

@@ -10,13 +10,30 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The path of `tool` on PATH. Missing: `None` with a message, or a failure under CI.
-pub(crate) fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
+/// The path of `name` on PATH.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
             .map(|dir| dir.join(name))
             .find(|candidate| candidate.is_file())
-    });
+    })
+}
+
+/// The path of `tool` on PATH, installing the Debian package `prometheus` once
+/// (tests/ops/install.sh) when it is missing, so the README's test command sets itself up.
+/// Still missing: `None` with a message, or a failure under CI.
+pub(crate) fn tool(name: &str) -> Option<PathBuf> {
+    static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if on_path(name).is_none() {
+        INSTALLED.get_or_init(|| {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ops/install.sh");
+            let _ = Command::new("bash")
+                .arg(script)
+                .stdin(Stdio::null())
+                .status();
+        });
+    }
+    let found = on_path(name);
     if found.is_none() {
         let hint = "install the Debian package prometheus (tests/ops/install.sh)";
         assert!(
