@@ -97,7 +97,7 @@ pub async fn authenticate(
     config: &Config,
     token: &str,
     now: u64,
-) -> Result<Principal, AuthError> {
+) -> Result<Arc<Principal>, AuthError> {
     let cache = store.token_cache();
     if !cache.is_enabled() {
         return verify(store, config, token, now).await.map(|v| v.principal);
@@ -112,7 +112,7 @@ pub async fn authenticate(
     }
     cache.record(false);
     let verified = verify(store, config, token, now).await?;
-    let principal = verified.principal.clone();
+    let principal = Arc::clone(&verified.principal);
     cache.insert(digest, verified, now).await;
     Ok(principal)
 }
@@ -125,7 +125,7 @@ async fn reuse(
     config: &Config,
     cached: &Verified,
     now: u64,
-) -> Option<Result<Principal, AuthError>> {
+) -> Option<Result<Arc<Principal>, AuthError>> {
     if cached.config != config.fingerprint {
         return None;
     }
@@ -137,7 +137,7 @@ async fn reuse(
     let checked = cached
         .lifetime
         .check(now, config.clock_skew.as_secs(), authority);
-    Some(checked.map(|()| cached.principal.clone()))
+    Some(checked.map(|()| Arc::clone(&cached.principal)))
 }
 
 /// The full verification of SPEC §4 steps 4–7, uncached.
@@ -284,7 +284,7 @@ async fn verify(
         key_id: key.kid,
     };
     Ok(Verified {
-        principal,
+        principal: Arc::new(principal),
         lifetime,
         key_set,
         config: config.fingerprint,

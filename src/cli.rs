@@ -5,6 +5,7 @@ pub mod demo;
 pub mod explain;
 mod logging;
 
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -32,11 +33,19 @@ pub fn serve(path: &Path) -> ExitCode {
         }
     };
     logging::init(&config.logging);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    // `workerThreads`; tokio's default is one per core (or `TOKIO_WORKER_THREADS`).
-    if let Some(threads) = config.worker_threads {
-        builder.worker_threads(threads.get());
-    }
+    // `workerThreads`; the default is one per core the process may run on.
+    let threads = config
+        .worker_threads
+        .map_or_else(available_cores, NonZeroUsize::get);
+    // One worker: a current-thread runtime does the same work without the cross-thread
+    // scheduling a multi-thread one pays for on every wake-up.
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -52,4 +61,9 @@ pub fn serve(path: &Path) -> ExitCode {
             ExitCode::from(EXIT_START)
         }
     }
+}
+
+/// The cores this process may run on (its CPU affinity), at least one.
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }

@@ -2,6 +2,8 @@
 //! instances. Labels are bounded: outcomes, methods, reasons and configured authorities only —
 //! never a subject, client or patient id.
 
+use std::sync::{Arc, OnceLock};
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -42,6 +44,32 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     /// `fhirguard_in_flight_requests`
     pub in_flight: IntGauge,
+    /// The `requests` and `request_duration` series, each resolved once on first use.
+    series: Arc<RequestSeries>,
+}
+
+/// Every outcome label of `fhirguard_requests_total` and `fhirguard_request_duration_seconds`.
+pub const OUTCOMES: [&str; 7] = [
+    "allowed",
+    "anonymous",
+    "unauthenticated",
+    "forbidden",
+    "invalid",
+    "unavailable",
+    "upstream_error",
+];
+
+/// Every method label ([`method_label`]).
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
+];
+
+/// Labelled series resolved once: `with_label_values` hashes the labels and takes a lock, which
+/// a request should not pay twice over.
+#[derive(Debug, Default)]
+struct RequestSeries {
+    requests: [[OnceLock<IntCounter>; METHODS.len()]; OUTCOMES.len()],
+    durations: [OnceLock<Histogram>; OUTCOMES.len()],
 }
 
 impl Metrics {
@@ -173,6 +201,32 @@ impl Metrics {
             config_reloads,
             config_generation,
             in_flight,
+            series: Arc::default(),
+        }
+    }
+
+    /// Counts one finished request and observes its duration. `outcome` is one of [`OUTCOMES`].
+    pub fn record_request(&self, outcome: &str, method: &http::Method, seconds: f64) {
+        let label = method_label(method);
+        match (
+            OUTCOMES.iter().position(|o| *o == outcome),
+            METHODS.iter().position(|m| *m == label),
+        ) {
+            (Some(o), Some(m)) => {
+                let series = &self.series;
+                series.requests[o][m]
+                    .get_or_init(|| self.requests.with_label_values(&[outcome, label]))
+                    .inc();
+                series.durations[o]
+                    .get_or_init(|| self.request_duration.with_label_values(&[outcome]))
+                    .observe(seconds);
+            }
+            _ => {
+                self.requests.with_label_values(&[outcome, label]).inc();
+                self.request_duration
+                    .with_label_values(&[outcome])
+                    .observe(seconds);
+            }
         }
     }
 
@@ -227,6 +281,26 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains("fhirguard_requests_total{method=\"GET\",outcome=\"allowed\"} 3"));
         assert!(text.contains("fhirguard_build_info{version="));
+    }
+
+    #[test]
+    fn recorded_requests_land_on_their_labels() {
+        let metrics = Metrics::new();
+        metrics.record_request("forbidden", &http::Method::DELETE, 0.002);
+        metrics.record_request("forbidden", &http::Method::DELETE, 0.002);
+        metrics.record_request("allowed", &http::Method::from_bytes(b"BREW").unwrap(), 0.5);
+        let text = metrics.render();
+        assert!(
+            text.contains("fhirguard_requests_total{method=\"DELETE\",outcome=\"forbidden\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("fhirguard_requests_total{method=\"other\",outcome=\"allowed\"} 1"));
+        assert!(text.contains("fhirguard_request_duration_seconds_count{outcome=\"forbidden\"} 2"));
+        assert!(text.contains("fhirguard_request_duration_seconds_sum{outcome=\"allowed\"} 0.5"));
+        assert!(
+            !text.contains("outcome=\"anonymous\""),
+            "no series before its first request"
+        );
     }
 
     #[test]

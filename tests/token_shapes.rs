@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::sync::Arc;
+
 use fhirguard::auth::{authenticate, AuthError, KeyStore, Principal, ProviderKind};
 use fhirguard::config::Config;
 use jsonwebtoken::Algorithm;
@@ -28,7 +30,11 @@ async fn primary() -> (FakeIdp, TestKey, KeyStore, Config) {
     (idp, key, KeyStore::new(), config)
 }
 
-async fn check(store: &KeyStore, config: &Config, token: &str) -> Result<Principal, AuthError> {
+async fn check(
+    store: &KeyStore,
+    config: &Config,
+    token: &str,
+) -> Result<Arc<Principal>, AuthError> {
     authenticate(store, config, token, now()).await
 }
 

@@ -64,12 +64,27 @@ pub fn bearer_token(headers: &HeaderMap, max_len: usize) -> Result<Option<&str>,
     Ok(Some(token))
 }
 
+/// RFC 6750 §2.1 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 fn is_b64token(token: &str) -> bool {
+    // Non-short-circuit operators over 64-byte chunks: the compiler turns each chunk into a
+    // few vector compares, which matters for a check that reads every byte of every token.
+    fn allowed(b: u8) -> bool {
+        b.is_ascii_digit()
+            | b.is_ascii_uppercase()
+            | b.is_ascii_lowercase()
+            | (b == b'-')
+            | (b == b'.')
+            | (b == b'_')
+            | (b == b'~')
+            | (b == b'+')
+            | (b == b'/')
+    }
     let body = token.trim_end_matches('=');
     !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+        && body
+            .as_bytes()
+            .chunks(64)
+            .all(|chunk| chunk.iter().fold(true, |ok, &b| ok & allowed(b)))
 }
 
 /// Which part of the URL, if any, carries a JWT-shaped string, raw or percent-decoded.
@@ -152,6 +167,29 @@ mod tests {
     use http::HeaderValue;
 
     const JWT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJlc2lnbmF0dXJl";
+
+    #[test]
+    fn b64token_accepts_exactly_the_rfc_6750_alphabet_at_every_position() {
+        let rfc = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
+        // Each byte value at the start, inside and at the end of a long token (chunk edges).
+        for b in 0..=127u8 {
+            for at in [0, 63, 64, 100, 199] {
+                let mut token = vec![b'a'; 200];
+                token[at] = b;
+                let token = String::from_utf8(token).unwrap();
+                let padding = b == b'=' && at == 199;
+                assert_eq!(
+                    is_b64token(&token),
+                    rfc(b) || padding,
+                    "byte {b:#04x} at {at}"
+                );
+            }
+        }
+        assert!(is_b64token("abc=="));
+        assert!(!is_b64token("=="));
+        assert!(!is_b64token("ab=c"));
+        assert!(!is_b64token("abcé"));
+    }
 
     fn headers(values: &[&str]) -> HeaderMap {
         let mut map = HeaderMap::new();

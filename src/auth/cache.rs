@@ -70,7 +70,8 @@ impl fmt::Debug for TokenDigest {
 /// What one verification established, and under which key set and configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    pub principal: Principal,
+    /// Shared with every request the entry answers: a hit costs no copy of the claims.
+    pub principal: Arc<Principal>,
     /// `exp` and `nbf`, checked again on every hit.
     pub lifetime: Lifetime,
     /// [`super::ProviderKeys::fingerprint`] of the set whose key verified the signature.
@@ -223,6 +224,7 @@ pub fn weight(verified: &Verified) -> u32 {
         + size_of::<Verified>()
         + 2 * size_of::<usize>() // the Arc's counters
         + ALLOCATION_OVERHEAD_BYTES // the Arc's allocation
+        + size_of::<Principal>() + 2 * size_of::<usize>() + ALLOCATION_OVERHEAD_BYTES // its Arc
         + ENTRY_OVERHEAD_BYTES
         + heap(&p.authority)
         + heap(&p.issuer)
@@ -287,7 +289,7 @@ mod tests {
 
     fn verified(subject: &str, expires_at: u64) -> Verified {
         Verified {
-            principal: Principal {
+            principal: Arc::new(Principal {
                 provider: ProviderKind::Primary,
                 authority: "https://login.microsoftonline.com/11111111-2222-3333-4444-555555555555"
                     .into(),
@@ -303,7 +305,7 @@ mod tests {
                 groups: Vec::new(),
                 expires_at,
                 key_id: Some("kid-1".into()),
-            },
+            }),
             lifetime: Lifetime {
                 expires_at,
                 not_before: None,
@@ -335,7 +337,8 @@ mod tests {
         ));
         assert!((1250..1500).contains(&typical), "{typical}");
         let mut many_groups = verified("alice", now());
-        many_groups.principal.groups = (0..200).map(|i| format!("group-{i:04}")).collect();
+        Arc::make_mut(&mut many_groups.principal).groups =
+            (0..200).map(|i| format!("group-{i:04}")).collect();
         assert!(weight(&many_groups) > typical + 200 * 40);
     }
 

@@ -2,6 +2,7 @@
 //! `fhirguard explain`, so that explain's answer is the proxy's answer. What each step learned is
 //! kept in [`Findings`] for the audit line and for explain's report.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderMap, Method, Uri};
@@ -22,7 +23,7 @@ pub struct Findings {
     /// The request matched an anonymous path or is a CORS preflight (step 1).
     pub anonymous: bool,
     /// The accepted token's principal (steps 4–7).
-    pub principal: Option<Principal>,
+    pub principal: Option<Arc<Principal>>,
     /// The FHIR interaction and the data actions it requires (step 8).
     pub classified: Option<FhirRequest>,
     /// The data actions the principal holds (step 8).

@@ -6,7 +6,8 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use http::uri::{PathAndQuery, Uri};
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -26,6 +27,8 @@ pub enum UpstreamError {
     NoCertificate(String),
     #[error("TLS set-up failed: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("the upstream URL {0}")]
+    Url(String),
 }
 
 /// The pooled client towards the FHIR server.
@@ -33,6 +36,57 @@ pub enum UpstreamError {
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Body>,
     response_timeout: Duration,
+    /// The base URL's scheme, authority and path prefix, parsed once.
+    base: Base,
+}
+
+/// What every upstream URI starts with.
+#[derive(Debug, Clone)]
+struct Base {
+    scheme: Scheme,
+    authority: Authority,
+    /// The path prefix without a trailing '/': `""` or `"/fhir"`.
+    prefix: String,
+}
+
+impl Base {
+    fn of(url: &url::Url) -> Result<Base, UpstreamError> {
+        let invalid = |what: &str| UpstreamError::Url(format!("{url}: {what}"));
+        let scheme = Scheme::try_from(url.scheme()).map_err(|e| invalid(&e.to_string()))?;
+        let host = url.host_str().ok_or_else(|| invalid("no host"))?;
+        let authority = match url.port() {
+            Some(port) => Authority::try_from(format!("{host}:{port}")),
+            None => Authority::try_from(host),
+        }
+        .map_err(|e| invalid(&e.to_string()))?;
+        Ok(Base {
+            scheme,
+            authority,
+            prefix: url.path().trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// The upstream URI for a normalised FHIR path: the base, then the path and the query
+    /// exactly as the decision saw them.
+    fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, Rejection> {
+        let prefix = &self.prefix;
+        let mut target =
+            String::with_capacity(prefix.len() + path.len() + 1 + query.map_or(0, str::len));
+        target.push_str(prefix);
+        target.push_str(if path.is_empty() { "/" } else { path });
+        if let Some(query) = query {
+            target.push('?');
+            target.push_str(query);
+        }
+        let path_and_query = PathAndQuery::from_maybe_shared(Bytes::from(target))
+            .map_err(|e| Rejection::UpstreamUnavailable(format!("invalid upstream path: {e}")))?;
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts)
+            .map_err(|e| Rejection::UpstreamUnavailable(format!("invalid upstream URI: {e}")))
+    }
 }
 
 impl Upstream {
@@ -64,7 +118,13 @@ impl Upstream {
         Ok(Upstream {
             client: client.build(connector),
             response_timeout: config.response_timeout,
+            base: Base::of(&config.url)?,
         })
+    }
+
+    /// The upstream URI for a normalised FHIR path and its query.
+    pub fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, Rejection> {
+        self.base.uri(path, query)
     }
 
     /// Sends the request and returns the upstream's response head with its body still streaming.
@@ -78,32 +138,6 @@ impl Upstream {
             Ok(Ok(response)) => Ok(response.map(stream)),
         }
     }
-}
-
-/// The upstream URI for a normalised FHIR path: scheme, authority and path prefix of the base,
-/// then the path and the query exactly as the decision saw them.
-pub fn upstream_uri(base: &url::Url, path: &str, query: Option<&str>) -> Result<Uri, Rejection> {
-    let prefix = base.path().trim_end_matches('/');
-    let mut target =
-        String::with_capacity(prefix.len() + path.len() + 1 + query.map_or(0, str::len));
-    target.push_str(prefix);
-    target.push_str(if path.is_empty() { "/" } else { path });
-    if let Some(query) = query {
-        target.push('?');
-        target.push_str(query);
-    }
-    let path_and_query = PathAndQuery::try_from(target)
-        .map_err(|e| Rejection::UpstreamUnavailable(format!("invalid upstream path: {e}")))?;
-    let authority = match base.port() {
-        Some(port) => format!("{}:{port}", base.host_str().unwrap_or_default()),
-        None => base.host_str().unwrap_or_default().to_owned(),
-    };
-    Uri::builder()
-        .scheme(base.scheme())
-        .authority(authority)
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|e| Rejection::UpstreamUnavailable(format!("invalid upstream URI: {e}")))
 }
 
 fn client_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, UpstreamError> {
@@ -163,16 +197,19 @@ mod tests {
 
     #[test]
     fn uri_keeps_the_prefix_and_query() {
-        let base = url::Url::parse("http://127.0.0.1:8081/fhir").unwrap();
-        let uri = upstream_uri(&base, "/Patient/1", Some("_format=json")).unwrap();
+        let base = |url: &str| Base::of(&url::Url::parse(url).unwrap()).unwrap();
+        let uri = base("http://127.0.0.1:8081/fhir")
+            .uri("/Patient/1", Some("_format=json"))
+            .unwrap();
         assert_eq!(
             uri.to_string(),
             "http://127.0.0.1:8081/fhir/Patient/1?_format=json"
         );
-        let root = upstream_uri(&base, "/", None).unwrap();
+        let root = base("http://127.0.0.1:8081/fhir/").uri("/", None).unwrap();
         assert_eq!(root.to_string(), "http://127.0.0.1:8081/fhir/");
-        let bare = url::Url::parse("https://fhir.example.org").unwrap();
-        let uri = upstream_uri(&bare, "/metadata", None).unwrap();
+        let uri = base("https://fhir.example.org")
+            .uri("/metadata", None)
+            .unwrap();
         assert_eq!(uri.to_string(), "https://fhir.example.org/metadata");
     }
 }

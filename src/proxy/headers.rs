@@ -2,6 +2,7 @@
 //! (RFC 9110 §7.6.1), `X-Forwarded-*` set, the request id propagated, identity headers that
 //! fhirguard adds stripped from what clients send (SPEC §7).
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -39,6 +40,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes the hop-by-hop headers, including every header named in `Connection`
 /// (RFC 9110 §7.6.1), and `Upgrade` (fhirguard does not tunnel protocols).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names instead of a lookup per name.
+    let hop_by_hop = |name: &HeaderName| *name == header::UPGRADE || HOP_BY_HOP.contains(name);
+    if !headers.keys().any(hop_by_hop) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -64,50 +70,79 @@ pub fn remove_identity_headers(headers: &mut HeaderMap) {
     }
 }
 
+/// The id of one request, as the header value sent to the upstream and back to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    /// The id as text (always visible ASCII).
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+
+    /// The header value; a clone shares the bytes.
+    pub fn header(&self) -> HeaderValue {
+        self.0.clone()
+    }
+}
+
 /// The request id to use: the client's when it is short visible ASCII, else a new one.
-pub fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get(&REQUEST_ID)
-        .and_then(|value| value.to_str().ok())
-        .filter(|id| {
-            !id.is_empty()
-                && id.len() <= 128
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        })
-        .map_or_else(new_request_id, str::to_owned)
+pub fn request_id(headers: &HeaderMap) -> RequestId {
+    let sane = |id: &HeaderValue| {
+        let id = id.as_bytes();
+        !id.is_empty()
+            && id.len() <= 128
+            && id
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    };
+    match headers.get(&REQUEST_ID) {
+        Some(id) if sane(id) => RequestId(id.clone()),
+        _ => RequestId(new_request_id()),
+    }
 }
 
 /// A random 128-bit id in the 8-4-4-4-12 hex layout.
-fn new_request_id() -> String {
-    let bits: u128 = rand::random();
-    let hex = format!("{bits:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bits: u128 = rand::random();
+    let mut id = [b'-'; 36];
+    for position in (0..36).rev() {
+        if matches!(position, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        id[position] = HEX[(bits & 0xf) as usize];
+        bits >>= 4;
+    }
+    HeaderValue::from_bytes(&id).expect("hex digits and dashes are a valid header value")
 }
 
 /// Sets `X-Forwarded-For` (appending the peer to any earlier hops), `-Proto` and `-Host`.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, https: bool, host: Option<&str>) {
-    let peer_ip = peer.ip().to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(earlier) if !earlier.trim().is_empty() => format!("{earlier}, {peer_ip}"),
-        _ => peer_ip,
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+/// `host` is the client's `Host` (or the request target's authority), as received.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    https: bool,
+    host: Option<HeaderValue>,
+) {
+    let mut forwarded_for = Vec::with_capacity(64);
+    if let Some(earlier) = headers.get(&X_FORWARDED_FOR) {
+        let earlier = earlier.as_bytes().trim_ascii();
+        if !earlier.is_empty() {
+            forwarded_for.extend_from_slice(earlier);
+            forwarded_for.extend_from_slice(b", ");
+        }
+    }
+    // An address's text is ASCII digits, dots, colons and hex: always a valid header value.
+    write!(forwarded_for, "{}", peer.ip()).expect("writing to a Vec");
+    if let Ok(value) = HeaderValue::from_bytes(&forwarded_for) {
         headers.insert(X_FORWARDED_FOR, value);
     }
     headers.insert(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if https { "https" } else { "http" }),
     );
-    match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    match host {
         Some(value) => {
             headers.insert(X_FORWARDED_HOST, value);
         }
@@ -154,10 +189,16 @@ mod tests {
     fn request_ids_are_propagated_only_when_sane() {
         let mut headers = HeaderMap::new();
         headers.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&headers), "abc-123");
+        assert_eq!(request_id(&headers).as_str(), "abc-123");
         headers.insert(REQUEST_ID, HeaderValue::from_static("a b\"c"));
         let generated = request_id(&headers);
-        assert_eq!(generated.len(), 36);
+        let text = generated.as_str();
+        assert_eq!(text.len(), 36);
+        let groups: Vec<usize> = text.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{text}");
+        assert!(text
+            .bytes()
+            .all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
         assert_ne!(generated, request_id(&HeaderMap::new()));
     }
 
@@ -169,7 +210,7 @@ mod tests {
             &mut headers,
             "127.0.0.1:5000".parse().unwrap(),
             true,
-            Some("fhir.example.org"),
+            Some(HeaderValue::from_static("fhir.example.org")),
         );
         assert_eq!(headers[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
         assert_eq!(headers[&X_FORWARDED_PROTO], "https");
