@@ -100,7 +100,9 @@ pub async fn authenticate(
 ) -> Result<Arc<Principal>, AuthError> {
     let cache = store.token_cache();
     if !cache.is_enabled() {
-        return verify(store, config, token, now).await.map(|v| v.principal);
+        return Box::pin(verify(store, config, token, now))
+            .await
+            .map(|v| v.principal);
     }
     let digest = TokenDigest::of(token);
     if let Some(cached) = cache.get(&digest).await {
@@ -111,9 +113,11 @@ pub async fn authenticate(
         cache.remove(&digest).await;
     }
     cache.record(false);
-    let verified = verify(store, config, token, now).await?;
+    // The miss path's futures are boxed: kept inline, they would make every request's future
+    // (and the copies made of it) several times larger than a hit needs.
+    let verified = Box::pin(verify(store, config, token, now)).await?;
     let principal = Arc::clone(&verified.principal);
-    cache.insert(digest, verified, now).await;
+    Box::pin(cache.insert(digest, verified, now)).await;
     Ok(principal)
 }
 

@@ -67,14 +67,34 @@ impl fmt::Display for BundleDecision {
     }
 }
 
+/// When a decision writes its `reason`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reasons {
+    /// Only for a denial, which is answered and logged with it: what serving needs, without
+    /// formatting a text per allowed request.
+    #[default]
+    OnDenial,
+    /// Always (`fhirguard explain`, bundle entries).
+    Always,
+}
+
 /// Decides one request: allowed when `granted` covers one alternative of its requirement
 /// (reference §8 rule 11). An empty requirement is never met (fail closed).
 pub fn authorize(request: &FhirRequest, granted: DataActions) -> Decision {
+    decide(request, granted, Reasons::Always)
+}
+
+/// [`authorize`], writing the reason as `reasons` says (empty when it is not written).
+pub fn decide(request: &FhirRequest, granted: DataActions, reasons: Reasons) -> Decision {
     let allowed = request.required.is_met_by(granted);
-    let reason = format!(
-        "{request} requires {}; granted {granted}",
-        describe(&request.required)
-    );
+    let reason = if allowed && reasons == Reasons::OnDenial {
+        String::new()
+    } else {
+        format!(
+            "{request} requires {}; granted {granted}",
+            describe(&request.required)
+        )
+    };
     Decision {
         allowed,
         required: request.required.clone(),

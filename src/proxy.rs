@@ -173,7 +173,7 @@ impl Proxy {
             .await?;
         }
         if findings.anonymous && findings.path.as_deref() == Some(SMART_CONFIGURATION) {
-            return Ok(smart::smart_configuration(config, &self.keys).await);
+            return Ok(Box::pin(smart::smart_configuration(config, &self.keys)).await);
         }
         let limit = config.limits.max_bundle_bytes;
         let confinement = findings.confinement.clone().unwrap_or(Confinement::Forward);
@@ -227,8 +227,7 @@ impl Proxy {
         };
         let principal = findings.principal.as_deref();
         if let (Confinement::Write { current: true, .. }, Some(user)) = (&confinement, &user) {
-            self.check_current(generation, &parts, target, principal, user)
-                .await?;
+            Box::pin(self.check_current(generation, &parts, target, principal, user)).await?;
         }
         let checked = partial_batch
             || bundle_checked
@@ -250,7 +249,7 @@ impl Proxy {
                 return Ok(response);
             }
             let decision = findings.bundle.as_ref().expect("decided");
-            let (response_parts, bytes) = smart::buffer(response, limit).await?;
+            let (response_parts, bytes) = Box::pin(smart::buffer(response, limit)).await?;
             let mut answer = smart::json(&bytes)?;
             if let Some(grant) = &grant {
                 let granted = findings.granted.unwrap_or_default();
@@ -272,13 +271,13 @@ impl Proxy {
             ));
         }
         if path == METADATA {
-            return smart::add_security(response, config, &self.keys).await;
+            return Box::pin(smart::add_security(response, config, &self.keys)).await;
         }
         match (&confinement, &user, &grant) {
             (Confinement::Read, Some(user), _) => smart::check_read(response, user, limit).await,
             (Confinement::Search { .. }, _, Some(grant)) => {
                 let granted = findings.granted.unwrap_or_default();
-                smart::filter_search(response, grant, granted, limit).await
+                Box::pin(smart::filter_search(response, grant, granted, limit)).await
             }
             _ => Ok(response),
         }

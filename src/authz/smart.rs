@@ -15,7 +15,7 @@ use std::fmt;
 use crate::auth::ProviderKind;
 use crate::authz::actions::{DataAction, DataActions};
 use crate::authz::scope::{parse_scopes, Context, ResourceScope, ScopeError, ScopeSet};
-use crate::authz::{authorize as baseline, Decision};
+use crate::authz::{authorize as baseline, decide, Decision, Reasons};
 use crate::fhir::compartment::{patient_compartment_params, practitioner_compartment_params};
 use crate::fhir::query::parameters;
 use crate::fhir::{FhirRequest, Interaction};
@@ -204,6 +204,7 @@ pub fn authorize(
     query: Option<&str>,
     granted: DataActions,
     grant: &SmartGrant,
+    reasons: Reasons,
 ) -> Decision {
     let operation = request.operation.as_deref();
     if request.interaction == Interaction::Operation && operation == Some("member-match") {
@@ -213,12 +214,14 @@ pub fn authorize(
         return authorize_export(request, query, granted, grant);
     }
     let scoped = grant.actions_for(request.resource_type.as_deref());
-    let mut decision = baseline(request, granted.intersection(scoped));
-    let subject = request.resource_type.as_deref().unwrap_or("any type");
-    decision.reason = format!(
-        "{} (granted {granted} ∩ SMART scopes on {subject}: {scoped})",
-        decision.reason
-    );
+    let mut decision = decide(request, granted.intersection(scoped), reasons);
+    if !decision.reason.is_empty() {
+        let subject = request.resource_type.as_deref().unwrap_or("any type");
+        decision.reason = format!(
+            "{} (granted {granted} ∩ SMART scopes on {subject}: {scoped})",
+            decision.reason
+        );
+    }
     decision
 }
 

@@ -49,6 +49,22 @@ fn read_only_application() {
 }
 
 #[test]
+fn serving_writes_reasons_only_for_denials() {
+    let read = classified(Method::GET, "/Patient/1");
+    let create = classified(Method::POST, "/Patient");
+    let quiet = decide(&read, read_only(), Reasons::OnDenial);
+    assert!(quiet.allowed);
+    assert_eq!(quiet.reason, "");
+    assert_eq!(
+        decide(&read, read_only(), Reasons::Always).reason,
+        "read Patient/1 requires Read | ReadById; granted Read"
+    );
+    let denied = decide(&create, read_only(), Reasons::OnDenial);
+    assert!(!denied.allowed);
+    assert_eq!(denied, authorize(&create, read_only()));
+}
+
+#[test]
 fn reasons_name_what_is_missing() {
     let decision = authorize(&classified(Method::POST, "/Patient"), read_only());
     assert!(!decision.allowed);

@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderValue, Method, Uri};
 use serde_json::Value;
 
 use crate::auth::{KeyStore, ProviderKind};
+use crate::authz::Reasons;
 use crate::config::Config;
 use crate::error::Rejection;
 use crate::proxy::decision::{decide_bundle, decide_head, Findings};
@@ -113,7 +114,10 @@ async fn run(
     println!("request: {method} {uri}");
     describe_token(token);
 
-    let mut findings = Findings::default();
+    let mut findings = Findings {
+        reasons: Reasons::Always,
+        ..Findings::default()
+    };
     let mut result = decide_head(&keys, config, None, method, uri, &headers, &mut findings).await;
     if result.is_ok() && findings.needs_bundle() {
         result = match body {

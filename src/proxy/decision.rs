@@ -9,7 +9,7 @@ use http::{HeaderMap, Method, Uri};
 
 use crate::auth::{self, KeyStore, Principal, ProviderKind};
 use crate::authz::smart::{self, Confinement, SmartGrant};
-use crate::authz::{self, actions::DataActions, BundleDecision, Decision};
+use crate::authz::{self, actions::DataActions, BundleDecision, Decision, Reasons};
 use crate::config::Config;
 use crate::error::Rejection;
 use crate::fhir::{self, bundle, path::normalize_path, FhirRequest};
@@ -38,6 +38,8 @@ pub struct Findings {
     pub confinement: Option<Confinement>,
     /// The same per bundle entry, in entry order (`Forward` for denied entries).
     pub bundle_plans: Vec<Confinement>,
+    /// Whether an allowed decision writes its reason too (explain) or not (serving).
+    pub reasons: Reasons,
 }
 
 impl Findings {
@@ -120,8 +122,8 @@ pub async fn decide_head(
         return Ok(());
     }
     let decision = findings.decision.insert(match grant {
-        Some(grant) => smart::authorize(classified, query, granted, grant),
-        None => authz::authorize(classified, granted),
+        Some(grant) => smart::authorize(classified, query, granted, grant, findings.reasons),
+        None => authz::decide(classified, granted, findings.reasons),
     });
     if !decision.allowed {
         return Err(Rejection::Forbidden(decision.reason.clone()));
@@ -173,7 +175,7 @@ pub fn decide_bundle(body: &[u8], findings: &mut Findings) -> Result<(), Rejecti
 /// a filter of it (search). Writes needing a compartment check are denied inside bundles.
 fn smart_entry(entry: &FhirRequest, granted: DataActions, grant: &SmartGrant) -> Decision {
     let query = entry.query.as_deref();
-    let mut decision = smart::authorize(entry, query, granted, grant);
+    let mut decision = smart::authorize(entry, query, granted, grant, Reasons::Always);
     if decision.allowed {
         match smart::confine(entry, query, granted, grant) {
             Ok(

@@ -26,7 +26,14 @@ fn grant(scopes: &str) -> SmartGrant {
 
 fn verdict(scopes: &str, granted: DataActions, method: &str, target: &str) -> bool {
     let (request, query) = request(method, target);
-    authorize(&request, query.as_deref(), granted, &grant(scopes)).allowed
+    authorize(
+        &request,
+        query.as_deref(),
+        granted,
+        &grant(scopes),
+        Reasons::Always,
+    )
+    .allowed
 }
 
 #[test]
@@ -122,7 +129,13 @@ fn export_counts_only_unconstrained_system_scopes() {
 fn plan(scopes: &str, method: &str, target: &str) -> Result<Confinement, Denial> {
     let (request, query) = request(method, target);
     let grant = grant(scopes);
-    let decision = authorize(&request, query.as_deref(), DataActions::ALL, &grant);
+    let decision = authorize(
+        &request,
+        query.as_deref(),
+        DataActions::ALL,
+        &grant,
+        Reasons::Always,
+    );
     assert!(decision.allowed, "{method} {target}: {decision}");
     confine(&request, query.as_deref(), DataActions::ALL, &grant)
 }
@@ -459,7 +472,7 @@ mod properties {
             else {
                 return Ok(());
             };
-            let decision = authorize(&request, query.as_deref(), DataActions::ALL, &grant);
+            let decision = authorize(&request, query.as_deref(), DataActions::ALL, &grant, Reasons::Always);
             if decision.allowed {
                 match confine(&request, query.as_deref(), DataActions::ALL, &grant) {
                     Ok(Confinement::Rewrite { query: rewritten })
