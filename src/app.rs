@@ -128,8 +128,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
 
     let handler_proxy = Arc::clone(&proxy);
     let proxy_service = move |request, address, https| {
-        let proxy = Arc::clone(&handler_proxy);
-        async move { proxy.handle(request, Peer { address, https }).await }
+        Arc::clone(&handler_proxy).serve(request, Peer { address, https })
     };
     tasks.push(tokio::spawn(server::serve(
         proxy_listener,
@@ -142,8 +141,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         grace,
     )));
     let admin_proxy = Arc::clone(&proxy);
-    let admin_service =
-        move |request, _address, _https| crate::admin::handle(Arc::clone(&admin_proxy), request);
+    let admin_service = move |request, _address, _https| {
+        let proxy = Arc::clone(&admin_proxy);
+        async move { Ok(crate::admin::handle(proxy, request).await) }
+    };
     tasks.push(tokio::spawn(server::serve(
         admin_listener,
         ListenerSettings { limits, tls: None },

@@ -101,6 +101,10 @@ pub struct Upstream {
     pub pool_idle_timeout: Duration,
     /// `poolMaxIdlePerHost`, default 256.
     pub pool_max_idle_per_host: usize,
+    /// `maxConnections`: requests in flight to the upstream at once (over HTTP/1.1, one
+    /// connection each; over h2, streams); more wait for a free one, within `responseTimeout`.
+    /// Default 1024.
+    pub max_connections: usize,
 }
 
 impl Upstream {

@@ -9,6 +9,7 @@ pub mod body;
 pub mod decision;
 pub mod forward;
 pub mod headers;
+mod pool;
 mod smart;
 
 use std::net::SocketAddr;
@@ -70,6 +71,15 @@ pub struct Peer {
 }
 
 impl Proxy {
+    /// [`Proxy::handle`] as a hyper service.
+    pub async fn serve(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: Peer,
+    ) -> Result<Response<Body>, std::convert::Infallible> {
+        Ok(self.handle(request, peer).await)
+    }
+
     /// Handles one request: never fails, every refusal is a response.
     pub async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<Body> {
         let started = Instant::now();

@@ -1,6 +1,7 @@
 //! The listeners: accept loop, optional TLS (rustls), HTTP/1.1 and h2 on one port
 //! (hyper-util auto), header-read timeout and header size limit, graceful shutdown.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
@@ -39,11 +40,25 @@ pub enum ServerError {
     Tls(#[from] rustls::Error),
 }
 
+/// The listen backlog: room for a burst of new connections (a sidecar restarted under load, a
+/// load balancer opening its pool) without SYN retries; the kernel caps it at `somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds a listener, reporting the address in the error.
 pub async fn bind(address: SocketAddr) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| ServerError::Bind { address, source })
+    let bind = || {
+        let socket = if address.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // As std and tokio do for listeners: a restart may bind while old connections linger.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    bind().map_err(|source| ServerError::Bind { address, source })
 }
 
 /// Builds the rustls acceptor from PEM files, offering h2 and http/1.1 by ALPN.
@@ -108,7 +123,7 @@ pub async fn serve<S, F>(
     grace: Duration,
 ) where
     S: Fn(Request<Incoming>, SocketAddr, bool) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let builder = connection_builder(&settings.limits);
     let graceful = GracefulShutdown::new();
@@ -129,10 +144,9 @@ pub async fn serve<S, F>(
         let _ = stream.set_nodelay(true);
         let https = settings.tls.is_some();
         let service = service.clone();
-        let handler = service_fn(move |request| {
-            let response = service(request, peer, https);
-            async move { Ok::<_, std::convert::Infallible>(response.await) }
-        });
+        // The service's own future, not wrapped in another: hyper keeps one per connection
+        // and moves it on every request, so its size counts twice.
+        let handler = service_fn(move |request| service(request, peer, https));
         let builder = builder.clone();
         match &settings.tls {
             None => {

@@ -153,6 +153,7 @@ fn defaults() {
     assert_eq!(upstream.response_timeout, Duration::from_secs(60));
     assert_eq!(upstream.pool_idle_timeout, Duration::from_secs(90));
     assert_eq!(upstream.pool_max_idle_per_host, 256);
+    assert_eq!(upstream.max_connections, 1024);
     assert!(!upstream.http2 && upstream.ca_file.is_none());
     let sets = &config.key_sets;
     assert_eq!(sets.refresh_interval, Duration::from_secs(3600));
@@ -216,13 +217,23 @@ fn durations_take_units_or_seconds() {
 fn root_upstream_and_upstream_object() {
     let text = MINIMAL.replace(
         "upstream: \"http://127.0.0.1:8081/fhir/\"",
-        "upstream: {url: \"https://fhir.internal:8443/\", caFile: /ca.pem, http2: true, poolMaxIdlePerHost: 0}",
+        "upstream: {url: \"https://fhir.internal:8443/\", caFile: /ca.pem, http2: true, poolMaxIdlePerHost: 0, maxConnections: 8}",
     );
     let config = Config::parse(&text).unwrap();
     assert_eq!(config.upstream.url.as_str(), "https://fhir.internal:8443/");
     assert_eq!(config.upstream.base_path(), "");
     assert!(config.upstream.http2);
     assert_eq!(config.upstream.pool_max_idle_per_host, 0);
+    assert_eq!(config.upstream.max_connections, 8);
+    let none = MINIMAL.replace(
+        "upstream: \"http://127.0.0.1:8081/fhir/\"",
+        "upstream: {url: \"http://127.0.0.1:8081/fhir/\", maxConnections: 0}",
+    );
+    let errors = Config::parse(&none).unwrap_err().to_string();
+    assert!(
+        errors.contains("upstream.maxConnections: must be at least 1"),
+        "{errors}"
+    );
     assert_eq!(config.upstream.ca_file, Some(PathBuf::from("/ca.pem")));
 }
 

@@ -104,7 +104,7 @@ fn top_level_errors() {
         (
             "upstream object",
             &with_auth_primary("upstream: {urll: \"http://h\", caFile: a.pem}"),
-            &[("upstream.urll", "unknown key 'urll'; expected one of: url, connectTimeout, responseTimeout, caFile, http2, poolIdleTimeout, poolMaxIdlePerHost"), ("upstream.url", "is required (the FHIR server's base URL)")],
+            &[("upstream.urll", "unknown key 'urll'; expected one of: url, connectTimeout, responseTimeout, caFile, http2, poolIdleTimeout, poolMaxIdlePerHost, maxConnections"), ("upstream.url", "is required (the FHIR server's base URL)")],
         ),
         ("caFile needs https", &with_auth_primary("upstream: {url: \"http://h\", caFile: a.pem}"), &[("upstream.caFile", "applies only to an https upstream")]),
         ("listen", &with_primary("listen: localhost:80"), &[("listen", "'localhost:80' is not a socket address (ip:port, e.g. 0.0.0.0:8080)")]),

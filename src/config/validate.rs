@@ -257,6 +257,7 @@ fn upstream(root: &Object<'_>, errors: &mut Errors) -> Option<Upstream> {
         http2: false,
         pool_idle_timeout: Duration::from_secs(90),
         pool_max_idle_per_host: 256,
+        max_connections: 1024,
     };
     if let Some(object) = settings {
         upstream.connect_timeout = duration(
@@ -285,6 +286,13 @@ fn upstream(root: &Object<'_>, errors: &mut Errors) -> Option<Upstream> {
             "poolMaxIdlePerHost",
             upstream.pool_max_idle_per_host,
             0,
+            errors,
+        );
+        upstream.max_connections = count(
+            &object,
+            "maxConnections",
+            upstream.max_connections,
+            1,
             errors,
         );
         upstream.http2 = flag(&object, "http2", errors);

@@ -14,9 +14,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use std::sync::Arc;
+
+use http::HeaderValue;
+use tokio::sync::Semaphore;
+
 use crate::config::Upstream as UpstreamConfig;
 use crate::error::Rejection;
 use crate::proxy::body::{stream, Body};
+use crate::proxy::pool::Pool;
 
 /// Why the upstream client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -32,12 +38,23 @@ pub enum UpstreamError {
 }
 
 /// The pooled client towards the FHIR server.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    transport: Transport,
     response_timeout: Duration,
     /// The base URL's scheme, authority and path prefix, parsed once.
     base: Base,
+}
+
+/// HTTP/1.1 through fhirguard's own pool; h2 (one multiplexed connection) through hyper's
+/// pooled client, with the same bound on requests in flight.
+#[derive(Debug)]
+enum Transport {
+    Http1(Pool),
+    Http2 {
+        client: Client<HttpsConnector<HttpConnector>, Body>,
+        slots: Arc<Semaphore>,
+    },
 }
 
 /// What every upstream URI starts with.
@@ -102,23 +119,41 @@ impl Upstream {
         let builder = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http();
-        let connector = if config.http2 {
-            builder.enable_http2().wrap_connector(http)
+        let base = Base::of(&config.url)?;
+        let transport = if config.http2 {
+            let mut client = Client::builder(TokioExecutor::new());
+            client
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(config.pool_idle_timeout)
+                .pool_max_idle_per_host(config.pool_max_idle_per_host)
+                .http2_only(true);
+            Transport::Http2 {
+                client: client.build(builder.enable_http2().wrap_connector(http)),
+                slots: Arc::new(Semaphore::new(config.max_connections.max(1))),
+            }
         } else {
-            builder.enable_http1().wrap_connector(http)
+            let origin = Uri::builder()
+                .scheme(base.scheme.clone())
+                .authority(base.authority.clone())
+                .path_and_query("/")
+                .build()
+                .map_err(|e| UpstreamError::Url(format!("{}: {e}", config.url)))?;
+            let host = HeaderValue::from_str(base.authority.as_str())
+                .map_err(|e| UpstreamError::Url(format!("{}: {e}", config.url)))?;
+            Transport::Http1(Pool::new(
+                builder.enable_http1().wrap_connector(http),
+                origin,
+                host,
+                config.max_connections,
+                config.pool_max_idle_per_host,
+                config.pool_idle_timeout,
+            ))
         };
-
-        let mut client = Client::builder(TokioExecutor::new());
-        client
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .http2_only(config.http2);
         Ok(Upstream {
-            client: client.build(connector),
+            transport,
             response_timeout: config.response_timeout,
-            base: Base::of(&config.url)?,
+            base,
         })
     }
 
@@ -128,14 +163,29 @@ impl Upstream {
     }
 
     /// Sends the request and returns the upstream's response head with its body still streaming.
+    /// The wait for a free connection (`maxConnections`) counts towards `responseTimeout`.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, Rejection> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
-            Err(_elapsed) => Err(Rejection::UpstreamTimeout(self.response_timeout)),
-            Ok(Err(error)) if timed_out(&error) => {
-                Err(Rejection::UpstreamTimeout(self.response_timeout))
+        let sent = tokio::time::timeout(self.response_timeout, async {
+            match &self.transport {
+                Transport::Http1(pool) => match pool.send(request).await {
+                    Ok(response) => Ok(response.map(stream)),
+                    Err(error) => Err(failure(&error)),
+                },
+                Transport::Http2 { client, slots } => {
+                    let _slot = slots.acquire().await.expect("never closed");
+                    match client.request(request).await {
+                        Ok(response) => Ok(response.map(stream)),
+                        Err(error) => Err(failure(&error)),
+                    }
+                }
             }
-            Ok(Err(error)) => Err(Rejection::UpstreamUnavailable(describe(&error))),
-            Ok(Ok(response)) => Ok(response.map(stream)),
+        })
+        .await;
+        match sent {
+            Err(_elapsed) => Err(Rejection::UpstreamTimeout(self.response_timeout)),
+            Ok(Err(Failure::TimedOut)) => Err(Rejection::UpstreamTimeout(self.response_timeout)),
+            Ok(Err(Failure::Unavailable(cause))) => Err(Rejection::UpstreamUnavailable(cause)),
+            Ok(Ok(response)) => Ok(response),
         }
     }
 }
@@ -167,6 +217,20 @@ fn client_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, UpstreamEr
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// How sending failed.
+enum Failure {
+    TimedOut,
+    Unavailable(String),
+}
+
+fn failure(error: &(dyn std::error::Error + 'static)) -> Failure {
+    if timed_out(error) {
+        Failure::TimedOut
+    } else {
+        Failure::Unavailable(describe(error))
+    }
 }
 
 fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {

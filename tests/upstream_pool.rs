@@ -1,0 +1,288 @@
+//! The upstream connection pool, seen from a raw HTTP/1.1 upstream that counts what it gets:
+//! keep-alive reuse, the `maxConnections` bound, the wait for a free connection counting towards
+//! `responseTimeout`, idle connections the upstream closed, and bodiless answers.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fhirguard::app::{self, Running, StartOptions};
+use fhirguard::config::Config;
+use http::StatusCode;
+use support::stack::{HttpClient, Stack};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const BODY: &str = r#"{"resourceType":"Patient","id":"1"}"#;
+
+/// What the raw upstream saw.
+#[derive(Debug, Default)]
+struct Seen {
+    connections: AtomicUsize,
+    requests: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    /// Each request's request line and `Host` header.
+    heads: Mutex<Vec<(String, String)>>,
+    /// Milliseconds each answer waits.
+    delay_ms: AtomicU64,
+    /// Milliseconds after an answer at which the upstream closes the idle connection (0: never).
+    close_idle_after_ms: AtomicU64,
+}
+
+/// A keep-alive HTTP/1.1 server that answers every request with [`BODY`].
+struct RawUpstream {
+    address: SocketAddr,
+    seen: Arc<Seen>,
+}
+
+impl RawUpstream {
+    async fn start() -> RawUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let seen = Arc::new(Seen::default());
+        let shared = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                shared.connections.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(stream, Arc::clone(&shared)));
+            }
+        });
+        RawUpstream { address, seen }
+    }
+
+    fn connections(&self) -> usize {
+        self.seen.connections.load(Ordering::SeqCst)
+    }
+
+    fn requests(&self) -> usize {
+        self.seen.requests.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve(mut stream: TcpStream, seen: Arc<Seen>) {
+    let mut buffer = Vec::new();
+    loop {
+        // One request head (the proxied requests here carry no body).
+        let head_end = loop {
+            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let idle_close = seen.close_idle_after_ms.load(Ordering::SeqCst);
+            let read = if idle_close > 0
+                && buffer.is_empty()
+                && seen.requests.load(Ordering::SeqCst) > 0
+            {
+                match tokio::time::timeout(
+                    Duration::from_millis(idle_close),
+                    stream.read(&mut chunk),
+                )
+                .await
+                {
+                    Ok(read) => read,
+                    Err(_idle) => return, // close the idle keep-alive connection
+                }
+            } else {
+                stream.read(&mut chunk).await
+            };
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+        buffer.drain(..head_end);
+        let line = head.lines().next().unwrap_or_default().to_owned();
+        let host = head
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("host: ")
+                    .or_else(|| l.strip_prefix("Host: "))
+            })
+            .unwrap_or_default()
+            .to_owned();
+        seen.heads.lock().unwrap().push((line.clone(), host));
+        seen.requests.fetch_add(1, Ordering::SeqCst);
+        let now = seen.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        seen.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let delay = seen.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        seen.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let body = if line.starts_with("HEAD ") { "" } else { BODY };
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/fhir+json\r\ncontent-length: {}\r\n\r\n{body}",
+            BODY.len()
+        );
+        if stream.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// fhirguard in front of `upstream`, with `settings` added to the `upstream` object.
+async fn proxy(stack: &Stack, upstream: &RawUpstream, settings: &str) -> Running {
+    let yaml = stack.yaml("[Read]", "").replace(
+        &format!("upstream: \"{}\"", stack.upstream.base_url("/fhir")),
+        &format!(
+            "upstream: {{url: \"http://{}/fhir\"{settings}}}",
+            upstream.address
+        ),
+    );
+    let config = Config::parse(&yaml).expect("valid config");
+    let options = StartOptions {
+        config_path: None,
+        grace: Duration::from_secs(2),
+    };
+    let running = app::start(config, options).await.expect("fhirguard starts");
+    HttpClient::default()
+        .wait_ready(running.admin_address)
+        .await;
+    running
+}
+
+#[tokio::test]
+async fn sequential_requests_share_one_upstream_connection() {
+    let stack = Stack::start().await;
+    let upstream = RawUpstream::start().await;
+    let running = proxy(&stack, &upstream, "").await;
+    let client = HttpClient::default();
+    let token = stack.token();
+    for _ in 0..10 {
+        let (status, body) = client
+            .get(
+                running.proxy_address,
+                "/Patient/1?_elements=id",
+                Some(&token),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, BODY);
+    }
+    assert_eq!(upstream.requests(), 10);
+    assert_eq!(upstream.connections(), 1, "kept alive and reused");
+    let heads = upstream.seen.heads.lock().unwrap().clone();
+    let authority = upstream.address.to_string();
+    for (line, host) in heads {
+        // Origin form, with the prefix and the query; Host is the upstream's authority.
+        assert_eq!(line, "GET /fhir/Patient/1?_elements=id HTTP/1.1");
+        assert_eq!(host, authority);
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn max_connections_bounds_the_requests_in_flight() {
+    let stack = Stack::start().await;
+    let upstream = RawUpstream::start().await;
+    upstream.seen.delay_ms.store(150, Ordering::SeqCst);
+    let running = proxy(&stack, &upstream, ", maxConnections: 2").await;
+    let token = stack.token();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (client, token, address) =
+            (HttpClient::default(), token.clone(), running.proxy_address);
+        calls.spawn(async move { client.get(address, "/Patient/1", Some(&token)).await });
+    }
+    while let Some(answer) = calls.join_next().await {
+        let (status, body) = answer.unwrap().unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    assert_eq!(upstream.requests(), 8);
+    assert_eq!(upstream.seen.max_in_flight.load(Ordering::SeqCst), 2);
+    assert!(
+        upstream.connections() <= 2,
+        "{} connections",
+        upstream.connections()
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn waiting_for_a_connection_counts_towards_the_response_timeout() {
+    let stack = Stack::start().await;
+    let upstream = RawUpstream::start().await;
+    upstream.seen.delay_ms.store(500, Ordering::SeqCst);
+    let running = proxy(
+        &stack,
+        &upstream,
+        ", maxConnections: 1, responseTimeout: 800ms",
+    )
+    .await;
+    let token = stack.token();
+    let first = {
+        let (client, token, address) =
+            (HttpClient::default(), token.clone(), running.proxy_address);
+        tokio::spawn(async move { client.get(address, "/Patient/1", Some(&token)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Waits ~400 ms for the one connection, then 500 ms for the answer: over 800 ms.
+    let (status, body) = HttpClient::default()
+        .get(running.proxy_address, "/Patient/2", Some(&token))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(body.contains("OperationOutcome"), "{body}");
+    let (status, body) = first.await.unwrap().unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(upstream.seen.max_in_flight.load(Ordering::SeqCst), 1);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closed_is_not_used() {
+    let stack = Stack::start().await;
+    let upstream = RawUpstream::start().await;
+    upstream
+        .seen
+        .close_idle_after_ms
+        .store(50, Ordering::SeqCst);
+    let running = proxy(&stack, &upstream, "").await;
+    let client = HttpClient::default();
+    let token = stack.token();
+    for round in 0..3 {
+        let (status, body) = client
+            .get(running.proxy_address, "/Patient/1", Some(&token))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "round {round}: {body}");
+        // The upstream drops the idle connection meanwhile.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(upstream.requests(), 3);
+    assert_eq!(upstream.connections(), 3, "a new connection each round");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_bodiless_answer_frees_its_connection_at_once() {
+    let stack = Stack::start().await;
+    let upstream = RawUpstream::start().await;
+    let running = proxy(&stack, &upstream, ", maxConnections: 1").await;
+    let client = HttpClient::default();
+    let token = stack.token();
+    let (status, body) = client
+        .call("HEAD", running.proxy_address, "/Patient/1", Some(&token))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "");
+    let (status, body) = client
+        .get(running.proxy_address, "/Patient/1", Some(&token))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, BODY);
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "the HEAD's connection was reused"
+    );
+    running.stop().await;
+}
