@@ -103,7 +103,7 @@ pub struct Upstream {
     pub pool_max_idle_per_host: usize,
     /// `maxConnections`: requests in flight to the upstream at once (over HTTP/1.1, one
     /// connection each; over h2, streams); more wait for a free one, within `responseTimeout`.
-    /// Default 1024.
+    /// Default 256.
     pub max_connections: usize,
 }
 

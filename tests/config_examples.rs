@@ -153,7 +153,7 @@ fn defaults() {
     assert_eq!(upstream.response_timeout, Duration::from_secs(60));
     assert_eq!(upstream.pool_idle_timeout, Duration::from_secs(90));
     assert_eq!(upstream.pool_max_idle_per_host, 256);
-    assert_eq!(upstream.max_connections, 1024);
+    assert_eq!(upstream.max_connections, 256);
     assert!(!upstream.http2 && upstream.ca_file.is_none());
     let sets = &config.key_sets;
     assert_eq!(sets.refresh_interval, Duration::from_secs(3600));

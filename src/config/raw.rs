@@ -82,7 +82,7 @@ pub struct RawUpstreamObject {
     pub pool_idle_timeout: Option<RawDuration>,
     /// Idle connections kept per upstream host. Default 256.
     pub pool_max_idle_per_host: Option<u64>,
-    /// Requests in flight to the upstream at once (HTTP/1.1: one connection each). Default 1024.
+    /// Requests in flight to the upstream at once (HTTP/1.1: one connection each). Default 256.
     pub max_connections: Option<u64>,
 }
 

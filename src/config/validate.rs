@@ -257,7 +257,7 @@ fn upstream(root: &Object<'_>, errors: &mut Errors) -> Option<Upstream> {
         http2: false,
         pool_idle_timeout: Duration::from_secs(90),
         pool_max_idle_per_host: 256,
-        max_connections: 1024,
+        max_connections: 256,
     };
     if let Some(object) = settings {
         upstream.connect_timeout = duration(
