@@ -26,13 +26,13 @@ usage: benches/load/run.sh [--quick] [--out FILE] [--duration S] [--connections 
   --out FILE       also write the markdown report to FILE
   --duration S     seconds per measured row (default 12, quick 3)
   --connections N  wrk connections per row (default 64)
-  --tokens N       distinct tokens for the cache-miss rows (default 200000, quick 20000)
+  --tokens N       distinct tokens for the cache-miss rows (default 400000, quick 20000)
   --threads N      wrk threads, all on CPU 1 (default 1)
   --no-build       do not run `cargo build --release` (use target/release/fhirguard as is)
   --no-install     do not install missing tools
   --profile DIR    perf-record fhirguard during its two rows; flat profiles to DIR/*.txt
 env: FHIRGUARD_BIN (binary to use), FHIRGUARD_LOAD_CACHE (key + minted tokens,
-     default ~/.cache/fhirguard-load), MAX_SECONDS (watchdog, default 300 / quick 180, counted after the build)
+     default ~/.cache/fhirguard-load), MAX_SECONDS (watchdog, default 420 / quick 180, counted after the build)
 EOF
 }
 
@@ -56,7 +56,7 @@ done
 if [ "$QUICK" = 1 ]; then
     : "${DUR:=3}" "${TOKENS:=20000}"; WARM=1; HOLD_DUR=3; : "${MAX_SECONDS:=180}"
 else
-    : "${DUR:=12}" "${TOKENS:=200000}"; WARM=2; HOLD_DUR=10; : "${MAX_SECONDS:=300}"
+    : "${DUR:=12}" "${TOKENS:=400000}"; WARM=2; HOLD_DUR=10; : "${MAX_SECONDS:=420}"
 fi
 HOLD_CONNS=5000
 HOLD_RSS_LIMIT_MIB=256   # "bounded memory" for 5,000 held connections
@@ -224,6 +224,7 @@ measure() {
     ROW_KEYS+=("$key") ROW_NAMES+=("$label")
     if ! check_200 "$key" "$url"; then NOTE[$key]="no 200 response; row skipped"; return 0; fi
     run_wrk "$key-warm" "$url" static "$CONNS" "$WARM"
+    "${BEFORE_MEASURE:-:}" "$key"   # e.g. read counters after the warm-up
     log "measuring $label (${DUR}s, $CONNS connections)"
     local perf_pid=""
     if [ -n "$PROFILE" ] && [ "${6:-}" = profile ]; then
@@ -463,16 +464,20 @@ if [ -z "$FHIRGUARD_NOTE" ]; then
     pid=$LAST_PID
     if wait_http "http://$IP:$P_ADMIN/readyz" "$pid" 30; then
         url="http://$IP:$P_FHIRGUARD$FHIRGUARD_PATH"
-        # Token-cache counters around each row (warm-up included), when fhirguard exports them.
+        # Token-cache counters around each measured run (after its warm-up, which sends the
+        # repeated token), when fhirguard exports them.
         has_cache_metrics=0
         curl -s --max-time 2 "http://$IP:$P_ADMIN/metrics" | grep -q '^fhirguard_token_cache' && has_cache_metrics=1
-        h0=$(metric_sum 'token_cache.*hit') m0=$(metric_sum 'token_cache.*miss')
+        cache_before() { h0=$(metric_sum 'token_cache.*hit') m0=$(metric_sum 'token_cache.*miss'); }
+        BEFORE_MEASURE=cache_before
         measure fhirguard_repeated "${fg_names[0]}" "$url" static "$pid" profile
         h1=$(metric_sum 'token_cache.*hit') m1=$(metric_sum 'token_cache.*miss')
+        repeated_hits=$((h1 - h0)) repeated_misses=$((m1 - m0))
         measure fhirguard_distinct "${fg_names[1]}" "$url" rotate "$pid" profile
         h2=$(metric_sum 'token_cache.*hit') m2=$(metric_sum 'token_cache.*miss')
+        BEFORE_MEASURE=""
         if [ "$has_cache_metrics" = 1 ]; then
-            CACHE_NOTE="fhirguard token cache (fhirguard_token_cache_*): repeated-token row $((h1 - h0)) hits / $((m1 - m0)) misses, distinct-token row $((h2 - h1)) hits / $((m2 - m1)) misses"
+            CACHE_NOTE="fhirguard token cache (fhirguard_token_cache_*, measured runs only): repeated-token row $repeated_hits hits / $repeated_misses misses, distinct-token row $((h2 - h0)) hits / $((m2 - m0)) misses"
         fi
         if check_200 hold "$url"; then
             log "holding $HOLD_CONNS keep-alive connections to fhirguard (${HOLD_DUR}s)"

@@ -47,6 +47,9 @@ pub const DEFAULT_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
 /// test process by 1 365 bytes each (x86_64, glibc, moka 0.12), which [`weight`] reproduces.
 const ENTRY_OVERHEAD_BYTES: usize = 224;
 
+/// The [`weight`] of a typical Entra ID token's entry, to size the table up front.
+const TYPICAL_ENTRY_BYTES: u64 = 1400;
+
 /// What the allocator adds to each heap allocation (header and rounding, glibc on 64-bit).
 const ALLOCATION_OVERHEAD_BYTES: usize = 24;
 
@@ -119,7 +122,11 @@ impl TokenCache {
     /// A cache holding at most `capacity_bytes` of entries by [`weight`]; 0 disables it.
     pub fn new(capacity_bytes: u64) -> TokenCache {
         let entries = (capacity_bytes > 0).then(|| {
+            // Sized for the entries the bound holds, so a filling cache does not rehash its
+            // table over and over on the request path.
+            let expected_entries = capacity_bytes / TYPICAL_ENTRY_BYTES;
             Cache::builder()
+                .initial_capacity(usize::try_from(expected_entries).unwrap_or(usize::MAX))
                 .max_capacity(capacity_bytes)
                 .weigher(|_: &TokenDigest, verified: &Arc<Verified>| weight(verified))
                 .expire_after(UntilExpiry)
