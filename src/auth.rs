@@ -19,7 +19,9 @@ pub mod jwks;
 pub mod keys;
 pub mod token;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use crate::authz::smart::{SmartError, SmartGrant};
 
 use jsonwebtoken::Algorithm;
 
@@ -80,6 +82,55 @@ pub struct Principal {
     pub expires_at: u64,
     /// The `kid` of the key that verified the token.
     pub key_id: Option<String>,
+    /// What requests derive from the claims, kept with them: a principal from the token cache
+    /// answers many requests.
+    pub derived: Derived,
+}
+
+/// Computed from a principal's claims on first use. Not part of its identity: clones start
+/// empty and equality ignores it.
+#[derive(Debug, Default)]
+pub struct Derived {
+    /// The SMART grant, for the public base URL it was built with (boxed: most principals of
+    /// a primary authority never fill it, and every cache entry carries the slot).
+    smart: OnceLock<Box<(Option<url::Url>, GrantResult)>>,
+}
+
+type GrantResult = Result<Arc<SmartGrant>, SmartError>;
+
+impl Clone for Derived {
+    fn clone(&self) -> Derived {
+        Derived::default()
+    }
+}
+
+impl PartialEq for Derived {
+    fn eq(&self, _: &Derived) -> bool {
+        true
+    }
+}
+
+impl Eq for Derived {}
+
+impl Principal {
+    /// The SMART grant of the token's scopes and `fhirUser` (reference §8 rules 14–16), parsed
+    /// once per principal and base URL.
+    pub fn smart_grant(
+        &self,
+        public_base: Option<&url::Url>,
+    ) -> Result<Arc<SmartGrant>, SmartError> {
+        let build =
+            || SmartGrant::new(&self.scopes, self.fhir_user.as_deref(), public_base).map(Arc::new);
+        let (base, grant) = &**self
+            .derived
+            .smart
+            .get_or_init(|| Box::new((public_base.cloned(), build())));
+        if base.as_ref() == public_base {
+            grant.clone()
+        } else {
+            build()
+        }
+    }
 }
 
 /// A configured provider chosen by issuer, with its key set.
@@ -286,6 +337,7 @@ async fn verify(
         groups,
         expires_at: lifetime.expires_at,
         key_id: key.kid,
+        derived: Derived::default(),
     };
     Ok(Verified {
         principal: Arc::new(principal),

@@ -243,8 +243,21 @@ pub fn weight(verified: &Verified) -> u32 {
         + list(&p.audience)
         + list(&p.scopes)
         + list(&p.roles)
-        + list(&p.groups);
+        + list(&p.groups)
+        + derived(p);
     u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+/// What [`Principal::derived`] comes to hold once requests used the entry: under SMART, the
+/// parsed grant (about the size of the scope list again).
+fn derived(p: &Principal) -> usize {
+    if !matches!(p.provider, super::ProviderKind::Smart { .. }) {
+        return 0;
+    }
+    size_of::<crate::authz::smart::SmartGrant>()
+        + ALLOCATION_OVERHEAD_BYTES
+        + size_of::<Option<url::Url>>()
+        + p.scopes.iter().map(|s| s.len() + 64).sum::<usize>()
 }
 
 /// Each entry lives until its token's `exp` (wall clock), never longer.
@@ -312,6 +325,7 @@ mod tests {
                 groups: Vec::new(),
                 expires_at,
                 key_id: Some("kid-1".into()),
+                derived: Default::default(),
             }),
             lifetime: Lifetime {
                 expires_at,
@@ -337,7 +351,8 @@ mod tests {
 
     #[test]
     fn a_typical_entry_weighs_about_what_it_costs() {
-        // 1 365 bytes of RSS per entry measured for this shape (see ENTRY_OVERHEAD_BYTES).
+        // 1 365 bytes of RSS per entry measured for this shape (see ENTRY_OVERHEAD_BYTES); the
+        // principal has grown by its (empty) memo of derived data since.
         let typical = weight(&verified(
             "subject-00000000000000000001-abcdefghijklmn",
             now(),

@@ -33,7 +33,7 @@ pub struct Findings {
     /// The decision for a batch/transaction bundle, once its body was read (step 8).
     pub bundle: Option<BundleDecision>,
     /// The token's SMART scopes and `fhirUser`, when SMART applies (reference §4.1).
-    pub smart: Option<SmartGrant>,
+    pub smart: Option<Arc<SmartGrant>>,
     /// What SMART enforcement still asks of the forwarding (query rewrite, checks).
     pub confinement: Option<Confinement>,
     /// The same per bundle entry, in entry order (`Forward` for denied entries).
@@ -109,12 +109,8 @@ pub async fn decide_head(
         .insert(fhir::classify(method, path, query, headers)?);
     // SMART applies (reference §4.1): the scopes narrow the grant, `fhirUser` confines.
     let grant = if smart::applies(principal.provider, granted) {
-        let grant = SmartGrant::new(
-            &principal.scopes,
-            principal.fhir_user.as_deref(),
-            config.public_base_url.as_ref(),
-        )?;
-        Some(&*findings.smart.insert(grant))
+        let grant = principal.smart_grant(config.public_base_url.as_ref())?;
+        Some(&**findings.smart.insert(grant))
     } else {
         None
     };
