@@ -127,8 +127,12 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     }
 
     let handler_proxy = Arc::clone(&proxy);
-    let proxy_service = move |request, address, https| {
-        Arc::clone(&handler_proxy).serve(request, Peer { address, https })
+    let proxy_service = move |request, connection: &server::Connection| {
+        let peer = Peer {
+            address: connection.peer,
+            https: connection.https,
+        };
+        Arc::clone(&handler_proxy).serve(request, peer, Arc::clone(&connection.memo))
     };
     tasks.push(tokio::spawn(server::serve(
         proxy_listener,
@@ -141,7 +145,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         grace,
     )));
     let admin_proxy = Arc::clone(&proxy);
-    let admin_service = move |request, _address, _https| {
+    let admin_service = move |request, _connection: &server::Connection| {
         let proxy = Arc::clone(&admin_proxy);
         async move { Ok(crate::admin::handle(proxy, request).await) }
     };

@@ -23,7 +23,7 @@ use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use crate::auth::{self, KeyStore, Principal, ProviderKind};
+use crate::auth::{self, ConnectionMemo, KeyStore, Principal, ProviderKind};
 use crate::authz::smart::Confinement;
 use crate::config::Config;
 use crate::error::{Challenge, Rejection, ResponseContext};
@@ -76,12 +76,19 @@ impl Proxy {
         self: Arc<Self>,
         request: Request<Incoming>,
         peer: Peer,
+        memo: Arc<ConnectionMemo>,
     ) -> Result<Response<Body>, std::convert::Infallible> {
-        Ok(self.handle(request, peer).await)
+        Ok(self.handle(request, peer, Some(&memo)).await)
     }
 
     /// Handles one request: never fails, every refusal is a response.
-    pub async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<Body> {
+    /// `memo`: the client connection's last token, when the caller keeps one.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: Peer,
+        memo: Option<&ConnectionMemo>,
+    ) -> Response<Body> {
         let started = Instant::now();
         let _in_flight = InFlight::enter(&self.metrics.in_flight);
         let generation = self.generation.load_full();
@@ -96,7 +103,7 @@ impl Proxy {
         let mut findings = Findings::default();
 
         let result = self
-            .decide_and_forward(&generation, request, peer, &request_id, &mut findings)
+            .decide_and_forward(&generation, request, peer, memo, &request_id, &mut findings)
             .await;
         let mut reason = String::new();
         let (mut response, outcome) = match result {
@@ -143,6 +150,7 @@ impl Proxy {
         generation: &Generation,
         request: Request<Incoming>,
         peer: Peer,
+        memo: Option<&ConnectionMemo>,
         request_id: &RequestId,
         findings: &mut Findings,
     ) -> Result<Response<Body>, Rejection> {
@@ -152,6 +160,7 @@ impl Proxy {
             &self.keys,
             config,
             Some(&self.metrics),
+            memo,
             &parts.method,
             &parts.uri,
             &parts.headers,
@@ -175,6 +184,7 @@ impl Proxy {
                 &self.keys,
                 config,
                 None,
+                memo,
                 &parts.method,
                 &parts.uri,
                 &parts.headers,

@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::auth::ConnectionMemo;
 use crate::config::{Limits, Tls};
 use crate::proxy::body::Body;
 
@@ -113,6 +114,16 @@ impl std::fmt::Debug for ListenerSettings {
     }
 }
 
+/// What a service knows of the connection a request came on.
+#[derive(Debug)]
+pub struct Connection {
+    pub peer: SocketAddr,
+    /// The listener terminated TLS.
+    pub https: bool,
+    /// The connection's last token (see [`ConnectionMemo`]).
+    pub memo: Arc<ConnectionMemo>,
+}
+
 /// Serves connections until `shutdown` turns true, then stops accepting and waits up to
 /// `grace` for the connections in flight to finish.
 pub async fn serve<S, F>(
@@ -122,7 +133,7 @@ pub async fn serve<S, F>(
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) where
-    S: Fn(Request<Incoming>, SocketAddr, bool) -> F + Clone + Send + Sync + 'static,
+    S: Fn(Request<Incoming>, &Connection) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let builder = connection_builder(&settings.limits);
@@ -146,7 +157,12 @@ pub async fn serve<S, F>(
         let service = service.clone();
         // The service's own future, not wrapped in another: hyper keeps one per connection
         // and moves it on every request, so its size counts twice.
-        let handler = service_fn(move |request| service(request, peer, https));
+        let connection = Connection {
+            peer,
+            https,
+            memo: Arc::default(),
+        };
+        let handler = service_fn(move |request| service(request, &connection));
         let builder = builder.clone();
         match &settings.tls {
             None => {

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fhirguard::app::{self, StartOptions};
-use fhirguard::auth::{authenticate, AuthError, KeySettings, KeyStore, TokenCacheStats};
+use fhirguard::auth::{
+    authenticate, authenticate_on, AuthError, ConnectionMemo, KeySettings, KeyStore,
+    TokenCacheStats,
+};
 use fhirguard::config::Config;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -156,6 +159,63 @@ async fn a_key_set_change_that_removes_the_key_drops_its_tokens() {
     authenticate(&store, &config, &valid(&idp, &new), now())
         .await
         .expect("the new key verifies");
+}
+
+/// A connection's last token answers as a cache hit would, under the same rules.
+#[tokio::test]
+async fn a_connections_last_token_follows_the_cache_rules() {
+    let old = TestKey::ec_p256("old");
+    let idp = FakeIdp::with_keys(vec![old.jwk()]).await;
+    let (mut config, store) = (config(&idp), KeyStore::new());
+    let memo = ConnectionMemo::default();
+    let issued = now();
+    let token = token::base_claims(&idp.issuer(), AUDIENCE, issued)
+        .claim("exp", issued + 600)
+        .sign(&old);
+    let first = authenticate_on(&store, &config, &token, issued, Some(&memo))
+        .await
+        .expect("verified");
+    for _ in 0..3 {
+        let again = authenticate_on(&store, &config, &token, issued, Some(&memo))
+            .await
+            .expect("remembered");
+        assert!(
+            std::sync::Arc::ptr_eq(&again, &first),
+            "the same verification"
+        );
+    }
+    assert_eq!(counts(&store), (3, 1), "answered as cache hits");
+
+    // Another token on the same connection is looked up (and verified) on its own.
+    let other = token::base_claims(&idp.issuer(), AUDIENCE, issued)
+        .claim("jti", "2")
+        .claim("exp", issued + 600)
+        .sign(&old);
+    let second = authenticate_on(&store, &config, &other, issued, Some(&memo))
+        .await
+        .expect("verified");
+    assert!(!std::sync::Arc::ptr_eq(&second, &first));
+    assert_eq!(counts(&store), (3, 2));
+
+    // Its lifetime is still checked on every request.
+    let error = authenticate_on(&store, &config, &other, issued + 600 + 301, Some(&memo))
+        .await
+        .expect_err("expired");
+    assert_eq!(error.reason(), "expired");
+
+    // A key set without its key: the remembered verification no longer applies; verified
+    // again, and refused.
+    let new = TestKey::ec_p256("new");
+    idp.set_keys(vec![new.jwk()]);
+    config.key_sets.min_refetch_interval = Duration::ZERO;
+    store
+        .refetch_for_unknown_kid(&idp.base_url(), &KeySettings::of(&config))
+        .await
+        .expect("refetched");
+    let error = authenticate_on(&store, &config, &other, issued, Some(&memo))
+        .await
+        .expect_err("the key is gone");
+    assert_eq!(error.reason(), "unknown_kid");
 }
 
 #[tokio::test]

@@ -159,13 +159,20 @@ impl TokenCache {
 
     /// Keeps a verification until the token's `exp`. A token already past `exp` at `now` (but
     /// within the clock skew) is not kept: it is verified in full each time.
-    pub async fn insert(&self, digest: TokenDigest, verified: Verified, now: u64) {
-        let Some(entries) = &self.entries else {
-            return;
-        };
-        if verified.lifetime.expires_at > now {
-            entries.insert(digest, Arc::new(verified)).await;
+    /// Returns the entry kept, if any.
+    pub async fn insert(
+        &self,
+        digest: TokenDigest,
+        verified: Verified,
+        now: u64,
+    ) -> Option<Arc<Verified>> {
+        let entries = self.entries.as_ref()?;
+        if verified.lifetime.expires_at <= now {
+            return None;
         }
+        let verified = Arc::new(verified);
+        entries.insert(digest, Arc::clone(&verified)).await;
+        Some(verified)
     }
 
     /// Drops one entry (its key set or configuration is no longer in force).

@@ -118,7 +118,17 @@ async fn run(
         reasons: Reasons::Always,
         ..Findings::default()
     };
-    let mut result = decide_head(&keys, config, None, method, uri, &headers, &mut findings).await;
+    let mut result = decide_head(
+        &keys,
+        config,
+        None,
+        None,
+        method,
+        uri,
+        &headers,
+        &mut findings,
+    )
+    .await;
     if result.is_ok() && findings.needs_bundle() {
         result = match body {
             Some(body) => decide_bundle(body, &mut findings),

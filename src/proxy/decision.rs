@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use http::{HeaderMap, Method, Uri};
 
-use crate::auth::{self, KeyStore, Principal, ProviderKind};
+use crate::auth::{self, ConnectionMemo, KeyStore, Principal, ProviderKind};
 use crate::authz::smart::{self, Confinement, SmartGrant};
 use crate::authz::{self, actions::DataActions, BundleDecision, Decision, Reasons};
 use crate::config::Config;
@@ -54,10 +54,12 @@ impl Findings {
 
 /// Runs steps 0–8 on a request head. `Ok(())` means forward, unless [`Findings::needs_bundle`],
 /// in which case [`decide_bundle`] must pass first.
+#[allow(clippy::too_many_arguments)] // the request head and what judges it, all borrowed
 pub async fn decide_head(
     keys: &KeyStore,
     config: &Config,
     metrics: Option<&Metrics>,
+    memo: Option<&ConnectionMemo>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -87,7 +89,7 @@ pub async fn decide_head(
 
     // Steps 4–7: provider, signature, time, audience and client.
     let started = Instant::now();
-    let authenticated = auth::authenticate(keys, config, token, unix_now()).await;
+    let authenticated = auth::authenticate_on(keys, config, token, unix_now(), memo).await;
     if let Some(metrics) = metrics {
         metrics
             .auth_duration
