@@ -10,21 +10,22 @@
 //! Run: `cargo bench --bench decision` (quick: append
 //! `-- --warm-up-time 1 --measurement-time 3`).
 //!
-//! Last results (2026-11-22; AMD EPYC, 2 vCPUs shared with other builds, load average ~3.5;
-//! release profile; criterion medians of a quick run, so read ±10 %):
+//! Last results (2026-12-01; Intel Xeon, 2 vCPUs, otherwise idle; release profile; criterion
+//! medians of a quick run, so read ±10 %):
 //!
 //! | bench | time | per request / entry |
 //! |---|---|---|
-//! | table (16 requests) | 17.6 µs | 1.1 µs |
-//! | table/normalize_path | 2.05 µs | 0.13 µs |
-//! | table/classify | 3.24 µs | 0.20 µs |
-//! | table/authorize | 7.11 µs | 0.44 µs |
-//! | bundle/transaction-10 | 18.6 µs | 1.9 µs |
-//! | bundle/batch-100 | 173 µs | 1.7 µs |
+//! | table (16 requests) | 11.9 µs | 0.74 µs |
+//! | table/normalize_path | 1.75 µs | 0.11 µs |
+//! | table/classify | 2.74 µs | 0.17 µs |
+//! | table/authorize | 5.96 µs | 0.37 µs |
+//! | bundle/transaction-10 | 12.4 µs | 1.2 µs |
+//! | bundle/batch-100 | 123 µs | 1.2 µs |
 //!
-//! `authorize` is the largest part: it formats the decision's `reason` string for every
-//! request, allowed or not. A request's decision costs about 5 % of a cold RS256 verification
-//! (22 µs, `token_verification.rs`) but about 60 % of a cached one (1.8 µs).
+//! `authorize` is the largest part: it formats the decision's `reason` for every request, as
+//! `fhirguard explain` and bundle entries need. Serving calls `authz::decide` with
+//! `Reasons::OnDenial`, which writes the reason only for a refusal (`proxy::decision`).
+//! (2026-11-22, AMD EPYC: table 17.6 µs, transaction-10 18.6 µs, batch-100 173 µs.)
 
 use std::hint::black_box;
 

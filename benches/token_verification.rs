@@ -6,7 +6,9 @@
 //!   (`KeyStore::with_token_cache_bytes(0)`). This is what a cache miss costs, less the cache's
 //!   own lookup and insert.
 //! - `cached`: the same token again through the default cache: SHA-256 of the token, two map
-//!   lookups (entry, provider key set), the lifetime check, the `Principal` clone.
+//!   lookups (entry, provider key set), the lifetime check, the shared `Principal`. (Serving
+//!   first compares the token with its connection's last one, which skips the SHA-256 and the
+//!   entry lookup; this bench measures the cache itself.)
 //! - `digest`: the SHA-256 of the token alone (part of every lookup).
 //!
 //! The key store is filled once, before measuring, from an in-process fake OpenID provider on
@@ -15,16 +17,19 @@
 //! Run: `cargo bench --bench token_verification` (quick: append
 //! `-- --warm-up-time 1 --measurement-time 3`).
 //!
-//! Last results (2026-11-22; AMD EPYC, 2 vCPUs shared with other builds, load average ~3.5;
-//! release profile; criterion medians of a quick run, so read ±10 %):
+//! Last results (2026-12-01; Intel Xeon, 2 vCPUs, otherwise idle; release profile; criterion
+//! medians of a quick run, so read ±10 %):
 //!
 //! | token | cold | cached | cached / cold |
 //! |---|---|---|---|
-//! | RS256 | 22.3 µs | 1.82 µs | 0.082 (12× faster) |
-//! | ES256 | 80.7 µs | 1.51 µs | 0.019 (53× faster) |
+//! | RS256 | 17.2 µs | 0.97 µs | 0.056 (18× faster) |
+//! | ES256 | 53.4 µs | 0.80 µs | 0.015 (67× faster) |
 //!
-//! `digest` (SHA-256, SHA-NI): 0.86 µs for the RS256 token, 0.60 µs for the shorter ES256 one —
-//! about half of a hit; the rest is the two lookups and the `Principal` clone.
+//! `digest` (SHA-256, SHA-NI): 0.57 µs for the RS256 token, 0.41 µs for the shorter ES256 one —
+//! over half of a hit. Cold verification uses keys parsed once per algorithm when the key set
+//! is read (`auth::keys`), not rebuilt per call. Earlier (2026-11-22, AMD EPYC, before that
+//! and before the shared `Principal`): RS256 22.3 µs cold / 1.82 µs cached, ES256 80.7 µs /
+//! 1.51 µs.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
