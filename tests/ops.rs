@@ -22,28 +22,19 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use audit::{assert_no_secret, audit_run, FHIR_USER, REDACTED, SEARCH};
-use fhirguard::app::{self, Running, StartOptions};
+use fhirguard::app::Running;
 use fhirguard::config::Config;
 use fhirguard::metrics::Metrics;
 use http::StatusCode;
 use prometheus_tools::{query_sum, tool, wait_with_deadline, PrometheusServer};
 use serde_json::{json, Value};
 use served::{config_file, json_lines, Served};
-use support::stack::{eventually, metric, HttpClient, Stack};
+use support::stack::{eventually, metric, start_ready, HttpClient, Stack};
 use support::token::{self, now};
 
 /// fhirguard in-process (no reload) on a stack whose role grants `actions`.
 async fn in_process(stack: &Stack, actions: &str) -> Running {
-    let config = Config::parse(&stack.yaml(actions, "")).expect("config");
-    let options = StartOptions {
-        config_path: None,
-        grace: Duration::from_secs(5),
-    };
-    let running = app::start(config, options).await.expect("fhirguard starts");
-    HttpClient::default()
-        .wait_ready(running.admin_address)
-        .await;
-    running
+    start_ready(Config::parse(&stack.yaml(actions, "")).expect("config")).await
 }
 
 fn unix_now() -> f64 {

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fhirguard::app::{self, Running, StartOptions};
+use fhirguard::app::Running;
 use fhirguard::config::Config;
 use http::StatusCode;
-use support::stack::{HttpClient, Stack};
+use support::stack::{start_ready, HttpClient, Stack};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -134,16 +134,21 @@ async fn proxy(stack: &Stack, upstream: &RawUpstream, settings: &str) -> Running
             upstream.address
         ),
     );
-    let config = Config::parse(&yaml).expect("valid config");
-    let options = StartOptions {
-        config_path: None,
-        grace: Duration::from_secs(2),
-    };
-    let running = app::start(config, options).await.expect("fhirguard starts");
-    HttpClient::default()
-        .wait_ready(running.admin_address)
-        .await;
-    running
+    start_ready(Config::parse(&yaml).expect("valid config")).await
+}
+
+/// A GET with `token` sent from a task of its own, so that several are in flight at once.
+fn spawn_get(
+    running: &Running,
+    target: &'static str,
+    token: &str,
+) -> tokio::task::JoinHandle<Result<(StatusCode, String), String>> {
+    let (address, token) = (running.proxy_address, token.to_owned());
+    tokio::spawn(async move {
+        HttpClient::default()
+            .get(address, target, Some(&token))
+            .await
+    })
 }
 
 #[tokio::test]
@@ -184,14 +189,11 @@ async fn max_connections_bounds_the_requests_in_flight() {
     upstream.seen.delay_ms.store(150, Ordering::SeqCst);
     let running = proxy(&stack, &upstream, ", maxConnections: 2").await;
     let token = stack.token();
-    let mut calls = tokio::task::JoinSet::new();
-    for _ in 0..8 {
-        let (client, token, address) =
-            (HttpClient::default(), token.clone(), running.proxy_address);
-        calls.spawn(async move { client.get(address, "/Patient/1", Some(&token)).await });
-    }
-    while let Some(answer) = calls.join_next().await {
-        let (status, body) = answer.unwrap().unwrap();
+    let calls: Vec<_> = (0..8)
+        .map(|_| spawn_get(&running, "/Patient/1", &token))
+        .collect();
+    for call in calls {
+        let (status, body) = call.await.unwrap().unwrap();
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     assert_eq!(upstream.requests(), 8);
@@ -216,11 +218,7 @@ async fn waiting_for_a_connection_counts_towards_the_response_timeout() {
     )
     .await;
     let token = stack.token();
-    let first = {
-        let (client, token, address) =
-            (HttpClient::default(), token.clone(), running.proxy_address);
-        tokio::spawn(async move { client.get(address, "/Patient/1", Some(&token)).await })
-    };
+    let first = spawn_get(&running, "/Patient/1", &token);
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Waits ~400 ms for the one connection, then 500 ms for the answer: over 800 ms.
     let (status, body) = HttpClient::default()

@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fhirguard::app::{self, Running, StartOptions};
+use fhirguard::config::Config;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -79,6 +81,19 @@ authenticationConfiguration:
             .claim("exp", now() - 3600)
             .sign(&self.key)
     }
+}
+
+/// fhirguard in-process on `config` (no config file to watch), once it reports ready.
+pub async fn start_ready(config: Config) -> Running {
+    let options = StartOptions {
+        config_path: None,
+        grace: Duration::from_secs(5),
+    };
+    let running = app::start(config, options).await.expect("fhirguard starts");
+    HttpClient::default()
+        .wait_ready(running.admin_address)
+        .await;
+    running
 }
 
 /// An HTTP/1.1 client with a connection pool and a per-request deadline.
