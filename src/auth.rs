@@ -210,9 +210,6 @@ pub async fn authenticate_on(
         cache.remove(&digest).await;
     }
     cache.record(false);
-    if let Some(memo) = memo {
-        memo.set(token, None);
-    }
     // The miss path's futures are boxed: kept inline, they would make every request's future
     // (and the copies made of it) several times larger than a hit needs.
     let verified = Box::pin(verify(store, config, token, now)).await?;
