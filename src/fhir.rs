@@ -24,6 +24,7 @@
 
 pub mod bundle;
 pub mod compartment;
+pub mod json;
 mod operation;
 pub mod path;
 pub mod query;

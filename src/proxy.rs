@@ -172,25 +172,30 @@ impl Proxy {
             .as_ref()
             .is_some_and(|c| c.interaction.is_search());
         let mut body = Some(body);
-        if findings.smart.is_some() && searches && parts.method == Method::POST {
-            // Under SMART the search parameters decide, and a POST `_search` carries them in
-            // its form body: merge them into the query and search with GET, as the reference
-            // server's SearchPostReroutingMiddleware does, then decide again on that request.
+        // A POST `_search` carries its parameters in a form body (R4 http.html#search): they
+        // are read (bounded) and checked like a query, and under SMART they decide, so the
+        // request is decided again on the URL's query and the form together.
+        let mut search_form = None;
+        if searches && parts.method == Method::POST {
             let form =
                 read_limited(body.take().expect("unread"), config.limits.max_bundle_bytes).await?;
-            smart::reroute_search(&mut parts, &form)?;
-            *findings = Findings::default();
-            decision::decide_head(
-                &self.keys,
-                config,
-                None,
-                memo,
-                &parts.method,
-                &parts.uri,
-                &parts.headers,
-                findings,
-            )
-            .await?;
+            let joined = smart::search_form(&parts, &form)?;
+            if findings.smart.is_some() {
+                let uri = smart::search_uri(parts.uri.path(), &joined)?;
+                *findings = Findings::default();
+                decision::decide_head(
+                    &self.keys,
+                    config,
+                    None,
+                    memo,
+                    &parts.method,
+                    &uri,
+                    &parts.headers,
+                    findings,
+                )
+                .await?;
+            }
+            search_form = Some(joined);
         }
         if findings.anonymous && findings.path.as_deref() == Some(SMART_CONFIGURATION) {
             return Ok(Box::pin(smart::smart_configuration(config, &self.keys)).await);
@@ -199,7 +204,10 @@ impl Proxy {
         let confinement = findings.confinement.clone().unwrap_or(Confinement::Forward);
         let grant = findings.smart.clone();
         let user = grant.as_ref().and_then(|g| g.compartment()).cloned();
-        let mut query = parts.uri.query().map(str::to_owned);
+        let mut query = match &search_form {
+            Some(joined) => Some(joined.clone()),
+            None => parts.uri.query().map(str::to_owned),
+        };
         if let Confinement::Rewrite { query: rewritten }
         | Confinement::Search {
             query: Some(rewritten),
@@ -235,6 +243,11 @@ impl Proxy {
                 .and_then(|c| c.resource_type.as_deref());
             smart::check_body(&bytes, resource_type, user)?;
             full(bytes)
+        } else if search_form.is_some() {
+            // The search stays a POST: its parameters, fhirguard's included, travel in the body.
+            let body = smart::search_body(&mut parts.headers, query.as_deref().unwrap_or(""));
+            query = None;
+            body
         } else {
             body.take().map_or_else(empty, stream)
         };

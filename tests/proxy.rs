@@ -530,11 +530,41 @@ async fn a_read_only_application_cannot_write_or_delete() {
         assert!(answer.challenge().is_empty(), "403 carries no challenge");
     }
     assert!(h.upstream.requests().is_empty());
-    // POST _search is a search, allowed under Read.
+    // POST _search is a search, allowed under Read; it stays a POST upstream, its parameters
+    // (the URL's and the form's) in the form body, none in the URL.
     let answer = h
-        .call(Method::POST, "/Patient/_search", Some(&reader), "name=x")
+        .call(
+            Method::POST,
+            "/Patient/_search?gender=f",
+            Some(&reader),
+            "name=x",
+        )
         .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let seen = h.upstream.last();
+    assert_eq!(seen.method, "POST");
+    assert!(seen.target.ends_with("/Patient/_search"), "{}", seen.target);
+    assert_eq!(&seen.body[..], b"gender=f&name=x");
+    assert_eq!(
+        seen.headers["content-type"],
+        "application/x-www-form-urlencoded"
+    );
+    assert_eq!(seen.headers["content-length"], "15");
+    // A method tunnel in the form is refused on every path, and so is a body that is not a form.
+    let forwarded = h.upstream.requests().len();
+    for form in [
+        "_method=DELETE",
+        "name=x&%5Fmethod=PUT",
+        "_METHOD=",
+        "+_method=DELETE",
+    ] {
+        let answer = h
+            .call(Method::POST, "/Patient/_search", Some(&reader), form)
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{form}");
+        answer.assert_outcome("invalid");
+    }
+    assert_eq!(h.upstream.requests().len(), forwarded);
 }
 
 #[tokio::test]

@@ -94,8 +94,22 @@ async fn serve(
     let target = parts.uri.path_and_query().unwrap().as_str().to_owned();
     let path = parts.uri.path().trim_start_matches("/fhir").to_owned();
     let mut store = store.lock().unwrap();
-    store.log.push(format!("{} {target}", parts.method));
-    let (status, answer) = answer(&mut store, &parts.method, &path, &body);
+    // A POST `_search` is logged with its form body and answered like the GET search.
+    let (method, path) = match path.strip_suffix("/_search") {
+        Some(searched) if parts.method == Method::POST => {
+            let form = String::from_utf8_lossy(&body);
+            let content_type = parts.headers.get("content-type").unwrap().to_str().unwrap();
+            store
+                .log
+                .push(format!("POST {target} [{content_type}] {form}"));
+            (Method::GET, searched.to_owned())
+        }
+        _ => {
+            store.log.push(format!("{} {target}", parts.method));
+            (parts.method.clone(), path)
+        }
+    };
+    let (status, answer) = answer(&mut store, &method, &path, &body);
     let response = Response::builder()
         .status(status)
         .header("content-type", "application/fhir+json")
@@ -340,7 +354,8 @@ async fn a_patient_token_sees_only_its_own_compartment() {
         h.get("/Patient/1/Observation", &t).await.status,
         StatusCode::OK
     );
-    // POST _search: the form body's parameters are checked too (searched as GET).
+    // POST _search: the form body's parameters are checked too, and the search stays a POST
+    // whose form carries the client's parameters and the compartment's, none in the URL.
     let post = |form: &'static str| h.call(Method::POST, "/Observation/_search", Some(&t), form);
     assert_eq!(
         post("subject=Patient/2").await.status,
@@ -348,12 +363,27 @@ async fn a_patient_token_sees_only_its_own_compartment() {
     );
     let search = post("status=final").await;
     assert_eq!(ids(&search.body), ["Observation/o1"]);
-    assert!(h
-        .fhir
-        .log()
-        .last()
-        .unwrap()
-        .ends_with("GET /fhir/Observation?status=final&subject=Patient/1"));
+    assert!(h.fhir.log().last().unwrap().ends_with(
+        "POST /fhir/Observation/_search [application/x-www-form-urlencoded] \
+             status=final&subject=Patient/1"
+    ));
+    // The URL's query and the form are one search; both stay out of the forwarded URL.
+    let search = h
+        .call(
+            Method::POST,
+            "/Observation/_search?status=final",
+            Some(&t),
+            "code=x",
+        )
+        .await;
+    assert_eq!(search.status, StatusCode::OK);
+    assert!(h.fhir.log().last().unwrap().ends_with(
+        "POST /fhir/Observation/_search [application/x-www-form-urlencoded] \
+         status=final&code=x&subject=Patient/1"
+    ));
+    // A method tunnel in the form, or a body that is not a form, is refused.
+    assert_eq!(post("_method=DELETE").await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(post("%5Fmethod=GET").await.status, StatusCode::BAD_REQUEST);
     // Scopes: no Encounter, no write.
     assert_eq!(
         h.get("/Encounter?status=x", &t).await.status,

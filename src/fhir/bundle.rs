@@ -27,6 +27,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::json::{self, JsonError};
 use super::path::{normalize_path, PathError};
 use super::{classify, ClassifyError, FhirRequest, Interaction};
 
@@ -64,8 +65,8 @@ pub struct BundleRequest {
 /// Why a bundle body was refused. Every variant becomes a 400 `invalid` OperationOutcome.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("The request body is not valid JSON: {0}")]
-    NotJson(serde_json::Error),
+    #[error("The request body is refused: {0}")]
+    NotJson(JsonError),
     #[error("The request body is not a valid Bundle: {0}")]
     Malformed(serde_json::Error),
     #[error("The request body is not a Bundle (resourceType: {0}).")]
@@ -104,13 +105,9 @@ pub enum EntryProblem {
 
 /// Parses and classifies a batch or transaction body.
 pub fn classify_bundle(body: &[u8]) -> Result<BundleRequest, BundleError> {
-    let bundle: RawBundle = serde_json::from_slice(body).map_err(|error| {
-        if error.is_data() {
-            BundleError::Malformed(error)
-        } else {
-            BundleError::NotJson(error)
-        }
-    })?;
+    // Strict JSON first (SPEC §7: no duplicate member names), then the Bundle's shape.
+    let value = json::parse(body).map_err(BundleError::NotJson)?;
+    let bundle: RawBundle = serde_json::from_value(value).map_err(BundleError::Malformed)?;
     match &bundle.resource_type {
         Some(Value::String(t)) if t == "Bundle" => {}
         other => return Err(BundleError::NotABundle(describe(other.as_ref()))),

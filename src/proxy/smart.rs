@@ -6,7 +6,7 @@
 
 use bytes::{Bytes, BytesMut};
 use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
@@ -16,6 +16,7 @@ use crate::authz::smart::{membership, visible, Confinement, FhirUser, SmartGrant
 use crate::authz::BundleDecision;
 use crate::config::Config;
 use crate::error::{Rejection, FHIR_JSON};
+use crate::fhir::json as fhir_json;
 use crate::proxy::body::{empty, full, Body};
 use crate::proxy::{Generation, Proxy, Target};
 
@@ -49,9 +50,10 @@ pub(super) fn rebuild(mut parts: http::response::Parts, body: Bytes) -> Response
     Response::from_parts(parts, full(body))
 }
 
-/// Parses a FHIR JSON body fhirguard has to look into.
+/// Parses a FHIR JSON answer fhirguard has to look into, as strictly as a request body: an
+/// answer whose members fhirguard and the client could read differently is not passed on.
 pub(super) fn json(body: &[u8]) -> Result<Value, Rejection> {
-    serde_json::from_slice(body)
+    fhir_json::parse(body)
         .map_err(|error| Rejection::Unverifiable(format!("not FHIR JSON: {error}")))
 }
 
@@ -110,8 +112,8 @@ pub(super) fn check_body(
     resource_type: Option<&str>,
     user: &FhirUser,
 ) -> Result<(), Rejection> {
-    let resource: Value = serde_json::from_slice(body)
-        .map_err(|error| Rejection::Invalid(format!("The request body is not JSON: {error}")))?;
+    let resource = fhir_json::parse(body)
+        .map_err(|error| Rejection::Invalid(format!("The request body is refused: {error}")))?;
     if resource["resourceType"].as_str() != resource_type {
         return Err(Rejection::Invalid(
             "The resource type in the body does not match the URL.".to_owned(),
@@ -136,7 +138,7 @@ pub(super) fn forwarded_bundle(
     if decision.denied_entries().next().is_none() && !rewrites {
         return None;
     }
-    let mut bundle: Value = serde_json::from_slice(body).ok()?;
+    let mut bundle = fhir_json::parse(body).ok()?;
     let entries = bundle.get_mut("entry")?.as_array_mut()?;
     let mut kept = Vec::with_capacity(entries.len());
     for (index, mut entry) in entries.drain(..).enumerate() {
@@ -258,34 +260,71 @@ pub(super) fn fhir_response(status: StatusCode, body: &Value) -> Response<Body> 
     response
 }
 
-/// Turns `POST …/_search` with a form body into `GET …?query&form` (R4 http.html#search: both
-/// forms are the same search).
-pub(super) fn reroute_search(
-    parts: &mut http::request::Parts,
-    form: &[u8],
-) -> Result<(), Rejection> {
+/// The parameters of a `POST …/_search`: the URL's query and the form body, joined (R4
+/// http.html#search: both carry the search's parameters, and the server reads them together).
+/// The form must be UTF-8 `application/x-www-form-urlencoded` (a body sent without a content
+/// type is read, and forwarded, as one), and may not tunnel a method
+/// (`_method`). The search stays a POST upstream with this as its body ([`search_body`]).
+pub(super) fn search_form(parts: &http::request::Parts, form: &[u8]) -> Result<String, Rejection> {
     let form = std::str::from_utf8(form)
-        .map_err(|_| Rejection::Invalid("The _search form body is not UTF-8.".to_owned()))?;
-    let path = parts.uri.path();
-    let path = path.strip_suffix("/_search").unwrap_or(path);
-    let path = if path.is_empty() { "/" } else { path };
-    let query: Vec<&str> = [parts.uri.query().unwrap_or_default(), form.trim()]
+        .map_err(|_| Rejection::Invalid("The _search form body is not UTF-8.".to_owned()))?
+        .trim();
+    if !form.is_empty() && !is_form(parts.headers.get(CONTENT_TYPE)) {
+        return Err(Rejection::Invalid(
+            "A POST _search body must be application/x-www-form-urlencoded (FHIR R4 \
+             http.html#search)."
+                .to_owned(),
+        ));
+    }
+    if crate::fhir::query::parameters(Some(form))
+        .any(|(name, _)| name.trim().eq_ignore_ascii_case("_method"))
+    {
+        return Err(Rejection::Invalid(
+            "_method is not allowed: a method tunnel would run a method other than the one \
+             authorized."
+                .to_owned(),
+        ));
+    }
+    Ok([parts.uri.query().unwrap_or_default(), form]
         .into_iter()
         .filter(|part| !part.is_empty())
-        .collect();
-    let target = if query.is_empty() {
-        path.to_owned()
-    } else {
-        format!("{path}?{}", query.join("&"))
+        .collect::<Vec<_>>()
+        .join("&"))
+}
+
+fn is_form(content_type: Option<&HeaderValue>) -> bool {
+    content_type.is_none_or(|value| {
+        value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+    })
+}
+
+/// The URI fhirguard decides a `POST …/_search` on: its path with the joined parameters.
+pub(super) fn search_uri(path: &str, parameters: &str) -> Result<http::Uri, Rejection> {
+    let target = match parameters {
+        "" => path.to_owned(),
+        query => format!("{path}?{query}"),
     };
-    parts.uri = target.parse().map_err(|_| {
-        Rejection::Invalid("The _search form body is not a valid query.".to_owned())
-    })?;
-    parts.method = Method::GET;
-    for name in [CONTENT_LENGTH, CONTENT_TYPE] {
-        parts.headers.remove(name);
-    }
-    Ok(())
+    target
+        .parse()
+        .map_err(|_| Rejection::Invalid("The _search parameters are not a valid query.".to_owned()))
+}
+
+/// The form body a `POST …/_search` is forwarded with: every parameter the client sent plus
+/// whatever fhirguard added, none of them in the URL, where access logs keep them.
+pub(super) fn search_body(headers: &mut http::HeaderMap, parameters: &str) -> Body {
+    headers.remove(CONTENT_LENGTH);
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-www-form-urlencoded"),
+    );
+    full(Bytes::copy_from_slice(parameters.as_bytes()))
 }
 
 /// The SMART capabilities fhirguard's providers support (reference §5.2).
