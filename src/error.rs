@@ -63,6 +63,9 @@ pub enum Rejection {
     /// reference §4.7).
     #[error("{0}")]
     NotFound(String),
+    /// The answer must be checked, and the client accepts no format fhirguard can read (406).
+    #[error("{0}")]
+    NotAcceptable(String),
     /// The upstream's answer had to be checked and could not be (too large, not FHIR JSON).
     #[error("the FHIR server's response could not be checked: {0}")]
     Unverifiable(String),
@@ -110,6 +113,7 @@ impl Rejection {
             Rejection::Smart(_) => "invalid_smart_claims",
             Rejection::Invalid(_) => "invalid_request",
             Rejection::NotFound(_) => "out_of_compartment",
+            Rejection::NotAcceptable(_) => "not_acceptable",
             Rejection::Unverifiable(_) => "unverifiable_response",
             Rejection::UpstreamUnavailable(_) => "upstream_unavailable",
             Rejection::UpstreamTimeout(_) => "upstream_timeout",
@@ -166,6 +170,9 @@ impl Rejection {
                 "not-found",
                 "Resource not found.".to_owned(),
             ),
+            Rejection::NotAcceptable(message) => {
+                (StatusCode::NOT_ACCEPTABLE, "not-supported", message.clone())
+            }
             Rejection::Unverifiable(_) => (StatusCode::BAD_GATEWAY, "exception", self.to_string()),
             Rejection::UpstreamUnavailable(_) => {
                 (StatusCode::BAD_GATEWAY, "exception", self.to_string())

@@ -9,6 +9,7 @@ pub mod body;
 pub mod decision;
 pub mod forward;
 pub mod headers;
+mod negotiate;
 mod pool;
 mod smart;
 
@@ -245,16 +246,15 @@ impl Proxy {
             full(bytes)
         } else if search_form.is_some() {
             // The search stays a POST: its parameters, fhirguard's included, travel in the body.
-            let body = smart::search_body(&mut parts.headers, query.as_deref().unwrap_or(""));
-            query = None;
-            body
+            smart::search_body(&mut parts.headers, query.as_deref().unwrap_or(""))
         } else {
             body.take().map_or_else(empty, stream)
         };
         let path = findings.path.clone().unwrap_or_else(|| "/".to_owned());
         let target = Target {
             path: &path,
-            query: query.as_deref(),
+            // A POST `_search` carries its parameters in the body only.
+            query: query.as_deref().filter(|_| search_form.is_none()),
             peer,
             request_id,
         };
@@ -267,8 +267,12 @@ impl Proxy {
             || matches!(confinement, Confinement::Read | Confinement::Search { .. })
             || path == METADATA;
         if checked {
-            // fhirguard reads this answer: ask for it unencoded, and with a body (hyper drops
-            // the body of the answer to a HEAD).
+            // fhirguard reads this answer: ask for it in JSON (406 when the client accepts no
+            // JSON; the CapabilityStatement is passed on as it comes when not JSON), unencoded,
+            // and with a body (hyper drops the body of the answer to a HEAD).
+            if path != METADATA {
+                negotiate::json_only(query.as_deref(), &mut parts.headers)?;
+            }
             parts.headers.remove(ACCEPT_ENCODING);
             if parts.method == Method::HEAD {
                 parts.method = Method::GET;

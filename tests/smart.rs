@@ -292,6 +292,33 @@ authenticationConfiguration:
         }
     }
 
+    async fn call_with(
+        &self,
+        method: Method,
+        target: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Answer {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{target}", self.running.proxy_address))
+            .header("authorization", format!("Bearer {token}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let response = self.client.request(request).await.expect("request");
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+
     async fn get(&self, target: &str, token: &str) -> Answer {
         self.call(Method::GET, target, Some(token), "").await
     }
@@ -592,4 +619,115 @@ async fn discovery_documents_are_served_anonymously() {
         security["extension"][0]["url"],
         "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
     );
+}
+
+/// Where fhirguard must read the answer and the client asks for a format it cannot read, the
+/// answer is 406 with an OperationOutcome, before anything is forwarded; JSON is unchanged.
+#[tokio::test]
+async fn checked_answers_in_formats_fhirguard_cannot_read_are_406() {
+    let h = Harness::start().await;
+    let t = h.token("patient/Observation.rs patient/Patient.rs", "Patient/1");
+    let xml = [("accept", "application/fhir+xml")];
+    let cases: [(&str, &[(&str, &str)]); 7] = [
+        ("/Observation/o1?_format=xml", &[]),
+        ("/Observation/o1?_format=application/fhir%2Bxml", &[]),
+        ("/Observation/o1", &xml),
+        ("/Observation/o1?_format=json&_format=xml", &[]),
+        ("/Observation?status=final&_format=xml", &[]),
+        (
+            "/Observation/_history",
+            &[("accept", "application/xml, text/xml")],
+        ),
+        (
+            "/Patient/1/Observation",
+            &[("accept", "application/json;q=0, text/html")],
+        ),
+    ];
+    for (target, headers) in cases {
+        let before = h.fhir.log().len();
+        let answer = h.call_with(Method::GET, target, &t, headers, "").await;
+        assert_eq!(
+            answer.status,
+            StatusCode::NOT_ACCEPTABLE,
+            "{target} {headers:?}"
+        );
+        assert_eq!(answer.body["resourceType"], "OperationOutcome");
+        assert_eq!(answer.body["issue"][0]["code"], "not-supported");
+        let why = answer.body["issue"][0]["diagnostics"].as_str().unwrap();
+        assert!(why.contains("fhirguard reads only FHIR JSON"), "{why}");
+        assert_eq!(h.fhir.log().len(), before, "{target}: nothing forwarded");
+    }
+    // The form of a POST _search is read for _format too.
+    let post = h
+        .call_with(
+            Method::POST,
+            "/Observation/_search",
+            &t,
+            &[("content-type", "application/x-www-form-urlencoded")],
+            "status=final&_format=xml",
+        )
+        .await;
+    assert_eq!(post.status, StatusCode::NOT_ACCEPTABLE);
+    // JSON, asked for in any of its names, passes.
+    for (target, headers) in [
+        ("/Observation/o1?_format=json", &[][..]),
+        (
+            "/Observation/o1",
+            &[("accept", "application/fhir+json")][..],
+        ),
+        (
+            "/Observation/o1",
+            &[("accept", "application/fhir+xml;q=0.9, */*;q=0.1")][..],
+        ),
+        ("/Observation?_format=application/fhir%2Bjson", &xml[..]),
+    ] {
+        let answer = h.call_with(Method::GET, target, &t, headers, "").await;
+        assert_eq!(answer.status, StatusCode::OK, "{target} {headers:?}");
+    }
+    // A system token's reads are not checked: its formats are the FHIR server's business.
+    let system = h.token("system/*.read", "Patient/1");
+    let answer = h
+        .call_with(Method::GET, "/Observation/o1?_format=xml", &system, &[], "")
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+}
+
+/// SPEC §7: a body fhirguard inspects and forwards must mean the same to the FHIR server, so
+/// duplicate member names — which parsers resolve differently — are refused (400), at any depth
+/// and however the name is escaped.
+#[tokio::test]
+async fn duplicate_json_member_names_are_refused() {
+    let h = Harness::start().await;
+    let t = h.token("patient/Observation.cruds patient/Patient.rs", "Patient/1");
+    let creates = [
+        r#"{"resourceType":"Observation","subject":{"reference":"Patient/2"},"subject":{"reference":"Patient/1"}}"#,
+        r#"{"resourceType":"Observation","subject":{"reference":"Patient/2","reference":"Patient/1"}}"#,
+        r#"{"resourceType":"Observation","subject":{"reference":"Patient/2"},"sub\u006aect":{"reference":"Patient/1"}}"#,
+        r#"{"resourceType":"Observation","resourceType":"Observation","subject":{"reference":"Patient/1"}}"#,
+    ];
+    let before = h.fhir.log().len();
+    for body in creates {
+        let answer = h.call(Method::POST, "/Observation", Some(&t), body).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
+        let why = answer.body["issue"][0]["diagnostics"].as_str().unwrap();
+        assert!(why.contains("duplicate JSON member name"), "{why}");
+    }
+    // Bundles, under any token: the entries decide, so they must be read as the server will.
+    let system = h.token("system/*.read", "Patient/1");
+    let bundles = [
+        r#"{"resourceType":"Bundle","type":"batch","type":"transaction","entry":[]}"#,
+        r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Patient/1","url":"Patient/2"}}]}"#,
+        r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","method":"DELETE","url":"Patient/1"}}]}"#,
+    ];
+    for body in bundles {
+        for token in [&t, &system] {
+            let answer = h.call(Method::POST, "/", Some(token), body).await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
+        }
+    }
+    assert_eq!(h.fhir.log().len(), before, "nothing forwarded");
+    // The same resource without the duplicate is stored.
+    let good = r#"{"resourceType":"Observation","id":"o9","subject":{"reference":"Patient/1"}}"#;
+    let answer = h.call(Method::POST, "/Observation", Some(&t), good).await;
+    assert!(answer.status.is_success(), "{}", answer.body);
 }
