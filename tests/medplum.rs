@@ -69,12 +69,41 @@ fn prepared() -> Option<()> {
     Some(())
 }
 
+/// `npm ci` in `tests/interop` (the OpenID provider) when its packages are missing.
+fn prepared_provider() {
+    let dir = interop_dir();
+    if !dir
+        .join("node_modules/oidc-provider/package.json")
+        .is_file()
+    {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .status()
+            .expect("npm starts");
+        assert!(status.success(), "`npm ci` in tests/interop failed");
+    }
+}
+
+fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
 /// Starts the server and reads its `{"port": N}` greeting.
 fn start_medplum() -> (NodeServer, u16) {
+    let (server, greeting) = start_node(&medplum_dir(), "fhir-server.mjs", &[]);
+    let port = greeting["port"].as_u64().expect("port") as u16;
+    (server, port)
+}
+
+/// Starts a Node script with `env`, and reads the one line of JSON it greets with.
+fn start_node(dir: &Path, script: &str, env: &[(&str, &str)]) -> (NodeServer, Value) {
     let mut child = Command::new("node")
-        .arg("fhir-server.mjs")
+        .arg(script)
         .arg("0")
-        .current_dir(medplum_dir())
+        .envs(env.iter().copied())
+        .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -88,8 +117,7 @@ fn start_medplum() -> (NodeServer, u16) {
         .expect("greeting");
     let greeting: Value = serde_json::from_str(&line)
         .unwrap_or_else(|error| panic!("bad greeting {line:?}: {error}"));
-    let port = greeting["port"].as_u64().expect("port") as u16;
-    (server, port)
+    (server, greeting)
 }
 
 struct Answer {
@@ -98,8 +126,8 @@ struct Answer {
 }
 
 struct Suite {
-    idp: FakeIdp,
-    key: TestKey,
+    /// The fake provider minting this suite's own tokens, when it has one.
+    minter: Option<(FakeIdp, TestKey)>,
     running: Running,
     client: Client<HttpConnector, Full<Bytes>>,
     upstream: String,
@@ -142,6 +170,33 @@ impl Suite {
         self.call(Method::GET, target, token, &Value::Null).await
     }
 
+    /// A client_credentials token from the real OpenID provider at `issuer`.
+    async fn issued(&self, issuer: &str, client: &str, scope: &str) -> String {
+        use base64::Engine as _;
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{client}:{client}-secret"));
+        let form = format!(
+            "grant_type=client_credentials&scope={}",
+            scope.replace(' ', "+")
+        );
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{issuer}/token"))
+            .header("authorization", format!("Basic {basic}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(form)))
+            .unwrap();
+        let response = self.client.request(request).await.expect("token request");
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        assert_eq!(status, StatusCode::OK, "{client} {scope}: {answer}");
+        answer["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
     /// Straight to the FHIR server (seeding).
     async fn seed(&self, resource: Value) {
         let url = format!(
@@ -155,11 +210,12 @@ impl Suite {
     }
 
     fn token(&self, scopes: &str, fhir_user: &str) -> String {
-        token::base_claims(&self.idp.issuer(), AUDIENCE, now())
+        let (idp, key) = self.minter.as_ref().expect("a fake provider");
+        token::base_claims(&idp.issuer(), AUDIENCE, now())
             .claim("azp", "app")
             .claim("scp", scopes)
             .claim("fhirUser", format!("{BASE}/{fhir_user}"))
-            .sign(&self.key)
+            .sign(key)
     }
 }
 
@@ -226,8 +282,7 @@ authenticationConfiguration:
     };
     let running = app::start(config, options).await.expect("start");
     let suite = Suite {
-        idp,
-        key,
+        minter: Some((idp, key)),
         running,
         client: Client::builder(TokioExecutor::new()).build_http(),
         upstream,
@@ -408,4 +463,171 @@ fn status_of(entry: &Value) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// Issue 10 "Tests": SMART clients as a real OpenID provider (npm `oidc-provider`) issues their
+/// tokens — RFC 9068 claims only for a backend service (`client_id`, `scope`, no `fhirUser`), a
+/// relative `fhirUser` for a patient app, a practitioner with a `patient` launch claim for an EHR
+/// launch — through fhirguard to Medplum's FHIR server, every application `[Read]`.
+#[tokio::test]
+async fn smart_clients_of_a_real_identity_provider() {
+    if prepared().is_none() {
+        return;
+    }
+    prepared_provider();
+    let (_medplum, port) = tokio::task::spawn_blocking(start_medplum).await.unwrap();
+    let upstream = format!("http://127.0.0.1:{port}/fhir");
+    let env = [
+        ("PATIENT_FHIR_USER", "Patient/p1"),
+        ("PRACTITIONER", "Practitioner/doc"),
+        ("LAUNCH_PATIENT", "p1"),
+        ("RESOURCE", AUDIENCE),
+    ];
+    let (_provider, greeting) =
+        tokio::task::spawn_blocking(move || start_node(&interop_dir(), "oidc-provider.mjs", &env))
+            .await
+            .unwrap();
+    let issuer = greeting["issuer"].as_str().expect("issuer").to_owned();
+    let applications = ["backend-app", "patient-app", "ehr-app"]
+        .map(|client| {
+            format!(
+                "        - clientId: \"{client}\"\n          audience: \"{AUDIENCE}\"\n          \
+                 allowedDataActions: [\"Read\"]\n"
+            )
+        })
+        .concat();
+    let yaml = format!(
+        r#"
+listen: "127.0.0.1:0"
+adminListen: "127.0.0.1:0"
+upstream: "{upstream}"
+publicBaseUrl: "{BASE}"
+allowHttpAuthorities: true
+smart:
+  launchPatientClaim: patient
+authenticationConfiguration:
+  smartIdentityProviders:
+    - authority: "{issuer}"
+      applications:
+{applications}"#
+    );
+    let config = Config::parse(&yaml).expect("config");
+    let options = StartOptions {
+        config_path: None,
+        grace: Duration::from_secs(5),
+    };
+    let running = app::start(config, options).await.expect("start");
+    let suite = Suite {
+        minter: None,
+        running,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        upstream,
+    };
+    for resource in [
+        json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "One"}]}),
+        json!({"resourceType": "Patient", "id": "p2", "name": [{"family": "Two"}]}),
+        json!({"resourceType": "Practitioner", "id": "doc"}),
+        observation("o1", "p1"),
+        observation("o2", "p2"),
+    ] {
+        suite.seed(resource).await;
+    }
+    let s = &suite;
+
+    // SMART Backend Services: `system/*.rs`, the client named by `client_id`, no fhirUser.
+    let backend = s.issued(&issuer, "backend-app", "system/*.rs").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = s.get("/Observation/o2", &backend).await;
+        if answer.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "backend token never accepted: {} {}",
+            answer.status,
+            answer.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all = s.get("/Observation", &backend).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    assert_eq!(ids(&all.body), ["Observation/o1", "Observation/o2"]);
+    let write = s
+        .call(
+            Method::POST,
+            "/Observation",
+            &backend,
+            &observation("b1", "p1"),
+        )
+        .await;
+    assert_eq!(write.status, StatusCode::FORBIDDEN, "[Read] cannot create");
+
+    // A patient app: v2 `rs` under [Read], a relative fhirUser.
+    let patient = s
+        .issued(&issuer, "patient-app", "patient/Observation.rs")
+        .await;
+    assert_eq!(
+        s.get("/Observation/o1", &patient).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.get("/Observation/o2", &patient).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let search = s.get("/Observation?code=heart%20rate", &patient).await;
+    assert_eq!(search.status, StatusCode::OK, "{}", search.body);
+    assert_eq!(ids(&search.body), ["Observation/o1"]);
+    // POST _search reaches Medplum as a POST and is confined the same way.
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(format!(
+            "http://{}/Observation/_search",
+            s.running.proxy_address
+        ))
+        .header("authorization", format!("Bearer {patient}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from_static(b"code=heart+rate")))
+        .unwrap();
+    let response = s.client.request(request).await.expect("POST _search");
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let form = Answer {
+        status,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    };
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    assert_eq!(ids(&form.body), ["Observation/o1"]);
+    let write = s
+        .call(
+            Method::POST,
+            "/Observation",
+            &patient,
+            &observation("n1", "p1"),
+        )
+        .await;
+    assert_eq!(write.status, StatusCode::FORBIDDEN, "[Read] cannot create");
+    // `r` reads but cannot search.
+    let read_only = s
+        .issued(&issuer, "patient-app", "patient/Observation.r")
+        .await;
+    assert_eq!(
+        s.get("/Observation/o1", &read_only).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.get("/Observation", &read_only).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // An EHR launch: fhirUser is the practitioner, the `patient` claim chooses the compartment.
+    let ehr = s.issued(&issuer, "ehr-app", "patient/Observation.rs").await;
+    assert_eq!(s.get("/Observation/o1", &ehr).await.status, StatusCode::OK);
+    assert_eq!(
+        s.get("/Observation/o2", &ehr).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let search = s.get("/Observation", &ehr).await;
+    assert_eq!(search.status, StatusCode::OK, "{}", search.body);
+    assert_eq!(ids(&search.body), ["Observation/o1"]);
 }

@@ -11,6 +11,13 @@
 //   `aud` = the resource, and the extra claims fhirguard needs from a SMART provider:
 //   `azp` (= client id), `scp` (= the granted scope string), `fhirUser` (env FHIR_USER overrides,
 //   default https://fhir.example.test/Patient/123)
+// - three more clients, each with the claim shape a kind of SMART client gets (secret: the client
+//   id followed by `-secret`):
+//   - `backend-app`: SMART Backend Services — only RFC 9068's own claims (`client_id`, `scope`,
+//     `sub`), no `azp`, no `scp`, no `fhirUser`;
+//   - `patient-app`: `scp` and a relative `fhirUser` (env PATIENT_FHIR_USER, default Patient/123);
+//   - `ehr-app`: an EHR launch — `scp`, `fhirUser` the practitioner (env PRACTITIONER, default
+//     Practitioner/doc) and the chosen patient as a `patient` claim (env LAUNCH_PATIENT, default 123)
 // - the signing key is an RSA key generated at start (stable for the life of the process, so two
 //   instances never share a key)
 //
@@ -39,6 +46,8 @@ const FHIR_USER = process.env.FHIR_USER ?? 'https://fhir.example.test/Patient/12
 const RESOURCE_SCOPES = [
   'patient/Observation.read',
   'patient/Observation.rs',
+  'patient/Observation.r',
+  'patient/Patient.rs',
   'patient/Patient.read',
   'patient/*.read',
   'user/*.read',
@@ -47,6 +56,20 @@ const RESOURCE_SCOPES = [
   'system/*.rs',
   'system/*.*',
 ].join(' ');
+
+// The extra claims of the other clients, by client id (see the header).
+const SMART_CLIENTS = {
+  'backend-app': () => ({}),
+  'patient-app': (token) => ({
+    scp: token.scope ?? '',
+    fhirUser: process.env.PATIENT_FHIR_USER ?? 'Patient/123',
+  }),
+  'ehr-app': (token) => ({
+    scp: token.scope ?? '',
+    fhirUser: process.env.PRACTITIONER ?? 'Practitioner/doc',
+    patient: process.env.LAUNCH_PATIENT ?? '123',
+  }),
+};
 
 function signingKeys() {
   // The key leaves the generator as PKCS#8 PEM and is re-imported before the JWK export:
@@ -73,17 +96,15 @@ const provider = new Provider(issuer, {
   jwks: signingKeys(),
   // Every scope a client may be registered with must be known to the provider.
   scopes: ['openid', 'offline_access', ...RESOURCE_SCOPES.split(' ')],
-  clients: [
-    {
-      client_id: CLIENT_ID,
-      client_secret: CLIENT_SECRET,
-      grant_types: ['client_credentials'],
-      redirect_uris: [],
-      response_types: [],
-      token_endpoint_auth_method: 'client_secret_basic',
-      scope: RESOURCE_SCOPES,
-    },
-  ],
+  clients: [CLIENT_ID, ...Object.keys(SMART_CLIENTS)].map((clientId) => ({
+    client_id: clientId,
+    client_secret: clientId === CLIENT_ID ? CLIENT_SECRET : `${clientId}-secret`,
+    grant_types: ['client_credentials'],
+    redirect_uris: [],
+    response_types: [],
+    token_endpoint_auth_method: 'client_secret_basic',
+    scope: RESOURCE_SCOPES,
+  })),
   clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
   features: {
     devInteractions: { enabled: false },
@@ -110,6 +131,7 @@ const provider = new Provider(issuer, {
   },
   extraTokenClaims: async (_ctx, token) => {
     if (token.kind !== 'ClientCredentials') return undefined;
+    if (token.clientId in SMART_CLIENTS) return SMART_CLIENTS[token.clientId](token);
     return {
       azp: token.clientId,
       scp: token.scope ?? '',

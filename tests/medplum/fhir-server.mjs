@@ -41,8 +41,12 @@ const repo = new MemoryRepository();
 const router = new FhirRouter();
 
 function query(url) {
+  return params(url.searchParams);
+}
+
+function params(searchParams) {
   const out = {};
-  for (const [name, value] of url.searchParams) {
+  for (const [name, value] of searchParams) {
     if (name in out) {
       out[name] = [].concat(out[name], value);
     } else {
@@ -61,7 +65,13 @@ async function readBody(req) {
     chunks.push(chunk);
   }
   const text = Buffer.concat(chunks).toString('utf8');
-  return text ? JSON.parse(text) : undefined;
+  if (!text) return undefined;
+  // A POST _search carries its parameters as a form (R4 http.html#search), read as the query is.
+  const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+  if (type === 'application/x-www-form-urlencoded') {
+    return params(new URLSearchParams(text));
+  }
+  return JSON.parse(text);
 }
 
 function send(res, status, body) {
