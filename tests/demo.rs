@@ -78,7 +78,53 @@ fn demo_commands_answer_as_printed() {
         assert_eq!(got, status.to_string(), "command: curl -i {command}");
         checked += 1;
     }
-    assert!(checked >= 6, "only {checked} commands were printed");
+    assert!(checked >= 12, "only {checked} commands were printed");
+
+    // The printed token-endpoint commands issue tokens that pass: a SMART v2 patient token and
+    // a backend-services token.
+    let proxy = lines
+        .iter()
+        .find_map(|line| line.trim().strip_prefix("proxy:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the proxy address is printed")
+        .to_owned();
+    let mut issued = 0;
+    for line in lines
+        .iter()
+        .filter(|l| l.starts_with("curl -s -d grant_type="))
+    {
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{line} --max-time 10"))
+            .output()
+            .expect("run curl");
+        let answer: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("the token endpoint answers JSON");
+        let token = answer["access_token"].as_str().expect("access_token");
+        let target = if line.contains("system/") {
+            "Patient/other"
+        } else {
+            "Patient/example"
+        };
+        let output = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+            ])
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg(format!("{proxy}/{target}"))
+            .output()
+            .expect("run curl");
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "200", "{line}");
+        issued += 1;
+    }
+    assert_eq!(issued, 2, "a patient and a backend token command");
 
     // SIGINT stops the demo cleanly.
     let pid = demo.0.id().to_string();

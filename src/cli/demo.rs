@@ -29,6 +29,8 @@ pub const AUDIENCE: &str = "https://fhir.demo.fhirguard.test";
 pub const READER: &str = "demo-reader";
 /// The demo's application that may also write.
 pub const WRITER: &str = "demo-writer";
+/// The demo's backend service (SMART Backend Services: `system/` scopes, no user).
+pub const BACKEND: &str = "demo-backend";
 
 /// Runs the demo until Ctrl-C. `listen` / `admin_listen` may use port 0.
 pub fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> ExitCode {
@@ -117,28 +119,40 @@ authenticationConfiguration:
         - clientId: "{WRITER}"
           audience: "{AUDIENCE}"
           allowedDataActions: ["Read", "Write", "Create", "Update"]
+        - clientId: "{BACKEND}"
+          audience: "{AUDIENCE}"
+          allowedDataActions: ["Read", "Export"]
 "#,
         base = fhir::BASE_PATH,
     )
 }
 
-/// The claims of a demo access token.
+/// The claims of a demo access token. Scopes with a user (`patient/`, `user/`) get the shape
+/// Entra and Azure AD B2C issue: `azp`, `scp` and the user's `fhirUser`. `system/` scopes get a
+/// SMART Backend Services token as RFC 9068 shapes it: `client_id`, `scope`, and no user.
 pub fn claims(issuer: &str, client_id: &str, scope: &str, lifetime_seconds: i64) -> Value {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let now = i64::try_from(now).unwrap_or(i64::MAX);
-    json!({
+    let mut claims = json!({
         "iss": issuer,
-        "sub": format!("{client_id}-user"),
         "aud": AUDIENCE,
-        "azp": client_id,
-        "scp": scope,
-        "fhirUser": "https://fhir.demo.fhirguard.test/Patient/example",
         "iat": now,
         "nbf": now,
         "exp": now + lifetime_seconds,
-    })
+    });
+    if scope.split_whitespace().all(|s| s.starts_with("system/")) {
+        claims["sub"] = json!(client_id);
+        claims["client_id"] = json!(client_id);
+        claims["scope"] = json!(scope);
+    } else {
+        claims["sub"] = json!(format!("{client_id}-user"));
+        claims["azp"] = json!(client_id);
+        claims["scp"] = json!(scope);
+        claims["fhirUser"] = json!("https://fhir.demo.fhirguard.test/Patient/example");
+    }
+    claims
 }
 
 /// One printed example: what it shows, the expected status, the command.
@@ -152,6 +166,9 @@ fn print_walkthrough(idp: &DevIdp, proxy: SocketAddr, admin: SocketAddr) {
     let issuer = &idp.issuer;
     let read = idp.mint(&claims(issuer, READER, "patient/*.read", 3600));
     let write = idp.mint(&claims(issuer, WRITER, "patient/*.*", 3600));
+    let read_v2 = idp.mint(&claims(issuer, READER, "patient/*.rs", 3600));
+    let read_only_v2 = idp.mint(&claims(issuer, READER, "patient/*.r", 3600));
+    let backend = idp.mint(&claims(issuer, BACKEND, "system/*.rs", 3600));
     let expired = idp.mint(&claims(issuer, READER, "patient/*.read", -3600));
     let mut wrong_audience = claims(issuer, READER, "patient/*.read", 3600);
     wrong_audience["aud"] = json!("https://some-other-api.example");
@@ -164,6 +181,12 @@ fn print_walkthrough(idp: &DevIdp, proxy: SocketAddr, admin: SocketAddr) {
     let examples = [
         Example { title: "A read token reads a patient", expect: 200, command: format!("curl -i {} '{base}/Patient/example'", bearer(&read)) },
         Example { title: "… and searches observations", expect: 200, command: format!("curl -i {} '{base}/Observation?subject=Patient/example'", bearer(&read)) },
+        Example { title: "A SMART v2 token (patient/*.rs) reads its patient", expect: 200, command: format!("curl -i {} '{base}/Patient/example'", bearer(&read_v2)) },
+        Example { title: "… and searches its observations (the compartment is added for it)", expect: 200, command: format!("curl -i {} '{base}/Observation'", bearer(&read_v2)) },
+        Example { title: "… but not another patient's record", expect: 404, command: format!("curl -i {} '{base}/Patient/other'", bearer(&read_v2)) },
+        Example { title: "A v2 read-only token (patient/*.r) reads, but cannot search", expect: 403, command: format!("curl -i {} '{base}/Observation'", bearer(&read_only_v2)) },
+        Example { title: "A backend-services token (system/*.rs, client_id, no fhirUser) reads any patient", expect: 200, command: format!("curl -i {} '{base}/Patient/other'", bearer(&backend)) },
+        Example { title: "… and cannot write", expect: 403, command: format!("curl -i -X POST -H 'Content-Type: application/fhir+json' {} -d {observation} '{base}/Observation'", bearer(&backend)) },
         Example { title: "No token", expect: 401, command: format!("curl -i '{base}/Patient/example'") },
         Example { title: "A token for another audience", expect: 401, command: format!("curl -i {} '{base}/Patient/example'", bearer(&wrong_audience)) },
         Example { title: "An expired token", expect: 401, command: format!("curl -i {} '{base}/Patient/example'", bearer(&expired)) },
@@ -183,7 +206,9 @@ fn print_walkthrough(idp: &DevIdp, proxy: SocketAddr, admin: SocketAddr) {
         println!();
     }
     println!("# Get your own token from the development identity provider:");
-    println!("curl -s -d grant_type=client_credentials -d client_id={READER} -d scope='patient/*.read' {issuer}/token");
+    println!("curl -s -d grant_type=client_credentials -d client_id={READER} -d scope='patient/*.rs' {issuer}/token");
+    println!("# … or a backend-services token:");
+    println!("curl -s -d grant_type=client_credentials -d client_id={BACKEND} -d scope='system/*.rs' {issuer}/token");
     println!();
     println!("Press Ctrl-C to stop.");
 }

@@ -34,6 +34,10 @@ fn seed() -> BTreeMap<(String, String), Value> {
         json!({ "resourceType": "Patient", "id": "example", "name": [{ "family": "Chalmers", "given": ["Peter"] }] }),
     );
     store.insert(
+        ("Patient".to_owned(), "other".to_owned()),
+        json!({ "resourceType": "Patient", "id": "other", "name": [{ "family": "Doe", "given": ["Jane"] }] }),
+    );
+    store.insert(
         ("Observation".to_owned(), "bp-1".to_owned()),
         json!({ "resourceType": "Observation", "id": "bp-1", "status": "final",
                 "code": { "text": "Blood pressure" }, "subject": { "reference": "Patient/example" } }),
