@@ -503,8 +503,7 @@ adminListen: "127.0.0.1:0"
 upstream: "{upstream}"
 publicBaseUrl: "{BASE}"
 allowHttpAuthorities: true
-smart:
-  launchPatientClaim: patient
+smartLaunchPatientClaim: patient
 authenticationConfiguration:
   smartIdentityProviders:
     - authority: "{issuer}"
