@@ -14,9 +14,10 @@
 //! alone must not overwrite an existing resource), `PUT T?criteria` is a conditional update, and
 //! `PUT T` without id or criteria is refused, as it is outside a bundle.
 //!
-//! Only JSON is read; duplicate `resourceType`, `type`, `entry`, `request`, `method`, `url`,
-//! `ifNoneExist` or `ifMatch` keys are refused, since parsers disagree on which one wins. Nested
-//! batches or transactions are refused. The resources themselves are skipped, not parsed.
+//! Only JSON is read, strictly ([`super::json`]): a duplicate member name anywhere in the body —
+//! an entry's `method` or `url`, or a resource's `subject` — is refused, since parsers disagree
+//! on which one wins, and the upstream must store what fhirguard checked. Nested batches or
+//! transactions are refused.
 
 #[cfg(test)]
 mod tests;

@@ -131,16 +131,26 @@ fn refuses_duplicate_keys() {
     let smuggled = br#"{"resourceType":"Bundle","type":"batch","entry":[
         {"request":{"method":"GET","url":"Patient/1","method":"DELETE"}}]}"#;
     let error = classify_bundle(smuggled).expect_err("duplicate method");
-    assert!(matches!(error, BundleError::Malformed(_)));
+    assert!(matches!(
+        &error,
+        BundleError::NotJson(JsonError::DuplicateMember(name)) if name == "method"
+    ));
     assert!(
-        error.to_string().contains("duplicate field `method`"),
+        error
+            .to_string()
+            .contains("duplicate JSON member name \"method\""),
         "{error}"
     );
-    let twice = br#"{"resourceType":"Bundle","type":"batch","type":"transaction"}"#;
-    assert!(matches!(
-        classify_bundle(twice),
-        Err(BundleError::Malformed(_))
-    ));
+    // Anywhere in the body, the resources included.
+    for body in [
+        &br#"{"resourceType":"Bundle","type":"batch","type":"transaction"}"#[..],
+        br#"{"resourceType":"Bundle","type":"batch","entry":[{"resource":{"resourceType":"Observation","subject":{"reference":"Patient/2"},"subject":{"reference":"Patient/1"}},"request":{"method":"POST","url":"Observation"}}]}"#,
+    ] {
+        assert!(matches!(
+            classify_bundle(body),
+            Err(BundleError::NotJson(JsonError::DuplicateMember(_)))
+        ));
+    }
 }
 
 #[test]
