@@ -25,6 +25,7 @@
 pub mod bundle;
 pub mod compartment;
 mod operation;
+pub mod patch;
 pub mod path;
 pub mod query;
 pub mod resource_types;

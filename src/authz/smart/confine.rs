@@ -7,6 +7,7 @@
 use super::{export_eligible_types, is_export, membership, FhirUser, SmartGrant};
 use crate::authz::actions::{DataAction, DataActions};
 use crate::fhir::compartment::is_shared_type;
+use crate::fhir::resource_types::is_resource_type;
 use crate::fhir::query::{encode, parameters};
 use crate::fhir::{FhirRequest, Interaction};
 
@@ -26,6 +27,23 @@ pub enum Confinement {
     /// A change to a compartment type: the request body (`body`) and/or the current resource,
     /// fetched first (`current`), must be in the compartment (reference §8 rule 20).
     Write { body: bool, current: bool },
+    /// A patch of a compartment type: the current resource is fetched first and must be in the
+    /// compartment, and so must the result of applying the body (JSON Patch only) to it.
+    Patch,
+    /// An instance history of a compartment type: the current resource is fetched first and
+    /// must be in the compartment, else 404 — the history's `total` and paging would otherwise
+    /// confirm another patient's resource and count its versions; the answer is then filtered.
+    History,
+}
+
+impl Confinement {
+    /// True when the stored resource must be read (and found in the compartment) first.
+    pub fn reads_current(&self) -> bool {
+        matches!(
+            self,
+            Confinement::Write { current: true, .. } | Confinement::Patch | Confinement::History
+        )
+    }
 }
 
 /// Why a request is refused by SMART enforcement.
@@ -276,6 +294,11 @@ impl Gate<'_> {
         let search = |extra: &[(String, String)]| Confinement::Search {
             query: (!extra.is_empty()).then(|| append(query, extra)),
         };
+        let searches = request.interaction.is_search()
+            || (request.interaction == Interaction::Operation && own_type && own_id);
+        if searches {
+            check_names(query)?;
+        }
         Ok(match request.interaction {
             Interaction::Capabilities | Interaction::Bundle => Confinement::Forward,
             Interaction::Read | Interaction::Vread | Interaction::HistoryInstance if shared => {
@@ -289,14 +312,18 @@ impl Gate<'_> {
             }
             Interaction::Read | Interaction::Vread if member => Confinement::Read,
             Interaction::HistoryInstance if own_type && !own_id => return Err(not_found()),
-            Interaction::HistoryInstance | Interaction::HistoryType if member => search(&[]),
+            Interaction::HistoryInstance if own_type => search(&[]),
+            Interaction::HistoryInstance if member => Confinement::History,
             Interaction::HistoryType if shared => Confinement::Forward,
-            Interaction::HistorySystem => search(&[]),
-            Interaction::SearchType if shared => search(&extra),
+            Interaction::HistoryType | Interaction::HistorySystem => {
+                return Err(unconfinable_history(request))
+            }
+            Interaction::SearchType if shared => {
+                check_shared_reach(query)?;
+                search(&extra)
+            }
             Interaction::SearchType if member => {
-                if let Some(pair) = compartment_parameter(user, resource_type, query)? {
-                    extra.push(pair);
-                }
+                extra.push(canonical_parameter(user, resource_type, query)?);
                 search(&extra)
             }
             Interaction::SearchCompartment => {
@@ -306,6 +333,10 @@ impl Gate<'_> {
                     .is_some_and(|(c, id)| c == user.owner.name() && *id == user.id);
                 if !own || !(resource_type.is_none() || shared || member) {
                     return Err(outside());
+                }
+                if member {
+                    // The path confines; the parameters must still not name anyone else.
+                    canonical_parameter(user, resource_type, query)?;
                 }
                 search(&extra)
             }
@@ -328,6 +359,7 @@ impl Gate<'_> {
                             .to_owned(),
                     ));
                 }
+                check_shared_reach(query)?;
                 search(&extra)
             }
             Interaction::Create | Interaction::ConditionalCreate if member => Confinement::Write {
@@ -338,7 +370,8 @@ impl Gate<'_> {
                 body: true,
                 current: true,
             },
-            Interaction::Patch | Interaction::Delete if member => Confinement::Write {
+            Interaction::Patch if member => Confinement::Patch,
+            Interaction::Delete if member => Confinement::Write {
                 body: false,
                 current: true,
             },
@@ -353,48 +386,143 @@ impl Gate<'_> {
     }
 }
 
-/// For a search on a compartment type: a compartment parameter naming someone else is refused;
-/// when none names the user, the one to add (`patient`/`subject`/… = `Patient/<id>`, or `_id`
-/// on the owner's own type).
-fn compartment_parameter(
+/// The rule a compartment refusal names, so that the audit line and `fhirguard explain` say
+/// which one refused (README, "Compartment hardening").
+const RULE: &str = "compartment hardening";
+
+/// Type- and system-level history cannot be confined upstream (history takes no search
+/// parameters), and filtering the answer would still leak other patients' counts through its
+/// `total` and its paging.
+fn unconfinable_history(request: &FhirRequest) -> Denial {
+    Denial::Forbidden(format!(
+        "{request} is refused under a patient context ({RULE}: unconfinable history): a \
+         history across resources cannot be limited to the compartment; read the history of \
+         one resource, or search with _lastUpdated"
+    ))
+}
+
+/// Parameter names must read the same to fhirguard and to the FHIR server: printable ASCII
+/// without `%` (left after decoding, a second decoding would change it) or whitespace, so
+/// that no encoding, Unicode case folding or trimming turns one into a compartment parameter
+/// fhirguard did not see.
+fn check_names(query: Option<&str>) -> Result<(), Denial> {
+    for (name, _) in parameters(query) {
+        let plain = name.bytes().all(|b| b.is_ascii_graphic() && b != b'%');
+        if !plain || name.is_empty() {
+            return Err(Denial::Forbidden(format!(
+                "the search parameter name '{}' is refused under a patient context ({RULE}: \
+                 parameter names must be plain ASCII, without '%' or whitespace)",
+                name.escape_default()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A search on a shared type answers with shared data, but `_has` and chains can make its
+/// matches (and its `total`) depend on other patients' resources
+/// (`Location?_has:Encounter:location:patient=Patient/2`): under a patient context they may
+/// reach shared types only, each named (`organization:Organization.name`).
+fn check_shared_reach(query: Option<&str>) -> Result<(), Denial> {
+    for (name, value) in parameters(query) {
+        if !(name.starts_with("_has:") || name.contains('.')) {
+            continue;
+        }
+        if let Some(target) = chain_targets(&name)
+            .into_iter()
+            .find(|t| !t.as_deref().is_some_and(is_shared_type))
+        {
+            let what = target.unwrap_or_else(|| "a type it does not name".to_owned());
+            return Err(Denial::Forbidden(format!(
+                "'{name}={value}' reaches {what} from a shared type ({RULE}: under a patient \
+                 context _has and chains on shared types may reach only shared types)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A search parameter name as FHIR reads it, lower-cased: `base[:modifier][.chain]`.
+struct ParameterName {
+    base: String,
+    modifier: Option<String>,
+    chained: bool,
+}
+
+impl ParameterName {
+    fn parse(name: &str) -> ParameterName {
+        // Names are compared case-insensitively: the reference server binds them so.
+        let lowered = name.trim().to_ascii_lowercase();
+        let (head, chained) = match lowered.split_once('.') {
+            Some((head, _)) => (head, true),
+            None => (lowered.as_str(), false),
+        };
+        let (base, modifier) = match head.split_once(':') {
+            Some((base, modifier)) => (base, Some(modifier.to_owned())),
+            None => (head, None),
+        };
+        ParameterName {
+            base: base.to_owned(),
+            modifier,
+            chained,
+        }
+    }
+}
+
+/// For a search on a compartment type (hardening class 1): every compartment parameter the
+/// client sent (`subject`, `patient`, …, and `_id` on the owner's own type) must take no
+/// modifier but the owner's type (`subject:Patient`), no chain, and values that cannot widen:
+/// exactly the user's reference, or a relative reference to another type (`Practitioner/7`).
+/// Returns fhirguard's own canonical parameter, which is ALWAYS appended (FHIR ANDs repeated
+/// parameters): `patient`/`subject`/… = `Patient/<id>`, or `_id=<id>` on the owner's type.
+fn canonical_parameter(
     user: &FhirUser,
     resource_type: Option<&str>,
     query: Option<&str>,
-) -> Result<Option<(String, String)>, Denial> {
-    let Some(resource_type) = resource_type else {
-        return Ok(None);
-    };
+) -> Result<(String, String), Denial> {
+    let resource_type = resource_type.unwrap_or_default();
     let own_type = resource_type == user.owner.name();
     let params: &[&str] = user.compartment_params(resource_type).unwrap_or(&[]);
-    let mut named_self = false;
+    let owner = user.owner.name().to_ascii_lowercase();
     for (name, value) in parameters(query) {
-        let base = name.split(':').next().unwrap_or_default();
-        let is_id = own_type && base == "_id";
+        let parsed = ParameterName::parse(&name);
+        let is_id = own_type && parsed.base == "_id";
         // `patient` always targets a Patient (Observation.patient = subject:Patient).
-        let names_patient = user.owner == super::OwnerType::Patient && base == "patient";
-        if !(is_id || names_patient || params.contains(&base)) || name.contains('.') {
+        let names_patient = user.owner == super::OwnerType::Patient && parsed.base == "patient";
+        if !(is_id || names_patient || params.contains(&parsed.base.as_str())) {
             continue;
         }
+        let refuse = |why: &str| {
+            Denial::Forbidden(format!(
+                "'{name}={value}' is refused under the patient context of {user} ({RULE}: \
+                 compartment parameters are exact — {why})"
+            ))
+        };
+        if parsed.chained {
+            return Err(refuse("a compartment parameter cannot be chained"));
+        }
+        let typed = match parsed.modifier.as_deref() {
+            None => false,
+            Some(m) if m == owner && !is_id => true,
+            Some(_) => return Err(refuse("a compartment parameter takes no modifier")),
+        };
         for item in value.split(',') {
-            let own = if is_id {
+            let exact = if is_id {
                 item == user.id
+            } else if typed || names_patient {
+                item == user.id || user.is_named_by(item)
             } else {
-                user.is_referenced_by(item)
-                    || (item == user.id && name.ends_with(&format!(":{}", user.owner.name())))
+                user.is_named_by(item) || other_type(item, user)
             };
-            if !own {
-                return Err(Denial::Forbidden(format!(
-                    "'{name}={item}' names a resource outside the compartment of {user}"
+            if !exact {
+                return Err(refuse(&format!(
+                    "'{item}' is not {user} (relative, or absolute at publicBaseUrl)"
                 )));
             }
         }
-        named_self = true;
-    }
-    if named_self {
-        return Ok(None);
     }
     if own_type {
-        return Ok(Some(("_id".to_owned(), user.id.clone())));
+        return Ok(("_id".to_owned(), user.id.clone()));
     }
     let preferred = [
         "patient",
@@ -407,8 +535,47 @@ fn compartment_parameter(
         .iter()
         .find(|p| params.contains(p))
         .or(params.first())
-        .copied();
-    Ok(chosen.map(|p| (p.to_owned(), user.reference())))
+        .copied()
+        .ok_or_else(|| {
+            Denial::Forbidden(format!(
+                "{resource_type} has no compartment parameter for {user} ({RULE})"
+            ))
+        })?;
+    Ok((chosen.to_owned(), user.reference()))
+}
+
+/// A relative reference `Type/id` to a known type other than the owner's: it cannot name
+/// another patient.
+fn other_type(item: &str, user: &FhirUser) -> bool {
+    item.split_once('/').is_some_and(|(t, id)| {
+        t != user.owner.name()
+            && is_resource_type(t)
+            && !id.is_empty()
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    })
+}
+
+/// A conditional create's `If-None-Exist` criteria under a patient context (hardening class
+/// 8): checked like a search on the type and given the canonical compartment parameter, so
+/// the server's answer (created, or the existing match) can only reveal the patient's own
+/// resources. Returns the criteria to forward.
+pub fn confine_condition(
+    user: &FhirUser,
+    resource_type: &str,
+    criteria: &str,
+) -> Result<String, Denial> {
+    let query = Some(criteria);
+    check_names(query)?;
+    if parameters(query).any(|(name, _)| name == "_query" || name.starts_with("_has:")) {
+        return Err(Denial::Forbidden(format!(
+            "If-None-Exist: {criteria} is refused under a patient context ({RULE}: conditional \
+             criteria take no _query or _has)"
+        )));
+    }
+    let pair = canonical_parameter(user, Some(resource_type), query)?;
+    Ok(append(query, &[pair]))
 }
 
 /// What `_include`/`_revinclude` value `value` reaches: the target type of an include

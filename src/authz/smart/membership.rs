@@ -28,6 +28,18 @@ pub fn is_member(resource: &Value, user: &FhirUser) -> bool {
         .any(|element| refers_to(&resource[element.as_str()], user))
 }
 
+/// The first reference under `resource`'s compartment elements that names a resource of the
+/// owner's type other than `user` (`performer: Patient/2` beside `subject: Patient/1`, a
+/// Patient's `link` to another patient). Storing such a resource writes into that other
+/// patient's compartment too (hardening: writes stay in the compartment).
+pub fn foreign_reference<'a>(resource: &'a Value, user: &FhirUser) -> Option<&'a str> {
+    let params = user.compartment_params(resource["resourceType"].as_str()?)?;
+    params
+        .iter()
+        .flat_map(|param| elements(param))
+        .find_map(|element| foreign_in(&resource[element.as_str()], user))
+}
+
 /// True when a resource may be shown under a `patient` context: a shared type, or a member.
 pub fn is_visible(resource: &Value, user: &FhirUser) -> bool {
     resource["resourceType"]
@@ -85,6 +97,22 @@ fn camel_case(param: &str) -> String {
         }
     }
     out
+}
+
+/// The first `reference` string under `value` naming another resource of the owner's type.
+fn foreign_in<'a>(value: &'a Value, user: &FhirUser) -> Option<&'a str> {
+    match value {
+        Value::Object(object) => object
+            .iter()
+            .find_map(|(key, inner)| match (key.as_str(), inner) {
+                ("reference", Value::String(reference)) => (user.names_owner_type(reference)
+                    && !user.is_referenced_by(reference))
+                .then_some(reference.as_str()),
+                _ => foreign_in(inner, user),
+            }),
+        Value::Array(items) => items.iter().find_map(|item| foreign_in(item, user)),
+        _ => None,
+    }
 }
 
 /// True when any `reference` string under `value` (nested objects and arrays included) points
