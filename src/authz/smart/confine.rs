@@ -4,6 +4,9 @@
 //! confinement to the `fhirUser`'s compartment. The result is a [`Confinement`]: a plan the proxy
 //! carries out (rewrite the query, check the body, the current resource or the response).
 
+#[cfg(test)]
+mod tests;
+
 use super::{export_eligible_types, is_export, membership, FhirUser, SmartGrant};
 use crate::authz::actions::{DataAction, DataActions};
 use crate::fhir::compartment::is_shared_type;
