@@ -162,7 +162,8 @@ pub(super) fn check_body(
 fn check_stored(resource: &Value, what: &str, user: &FhirUser) -> Result<(), Rejection> {
     if !membership::is_member(resource, user) {
         return Err(Rejection::Forbidden(format!(
-            "{what} is outside the compartment of {user}"
+            "{what} is outside the compartment of {user} (compartment hardening: writes stay \
+             in the compartment)"
         )));
     }
     if let Some(other) = membership::foreign_reference(resource, user) {
