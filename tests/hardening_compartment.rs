@@ -259,7 +259,9 @@ fn answer(
                     &HeaderMap::new(),
                     entry["resource"].to_string().as_bytes(),
                 );
-                entries.push(json!({"resource": resource, "response": {"status": status.to_string()}}));
+                entries.push(
+                    json!({"resource": resource, "response": {"status": status.to_string()}}),
+                );
             }
             (
                 StatusCode::OK,
@@ -652,7 +654,11 @@ async fn conditional_reads_cannot_confirm_another_patients_resource() {
         let answer = h
             .send(Method::DELETE, "/Observation/o3", &[(name, value)], "")
             .await;
-        assert_eq!(answer.status, StatusCode::NOT_FOUND, "DELETE {name}: {value}");
+        assert_eq!(
+            answer.status,
+            StatusCode::NOT_FOUND,
+            "DELETE {name}: {value}"
+        );
     }
     assert!(h.fhir.resource("Observation/o3").is_some());
 }
@@ -688,7 +694,10 @@ async fn history_never_answers_other_patients_counts() {
         assert_eq!(answer.status, StatusCode::NOT_FOUND, "{target}");
         assert!(answer.body.get("total").is_none(), "{target}");
         assert!(
-            h.fhir.since(before).iter().all(|r| !r.target.contains("_history")),
+            h.fhir
+                .since(before)
+                .iter()
+                .all(|r| !r.target.contains("_history")),
             "{target}: the history reached the server"
         );
     }
@@ -718,7 +727,8 @@ async fn batch_and_transaction_entries_cannot_count_other_patients() {
         "Observation?subject%3Anot=Patient/1&_summary=count",
         "Patient?_id:not=1&_summary=count",
     ];
-    let mut entries = vec![json!({"request": {"method": "GET", "url": "Observation?_summary=count"}})];
+    let mut entries =
+        vec![json!({"request": {"method": "GET", "url": "Observation?_summary=count"}})];
     entries.extend(
         leaky
             .iter()
@@ -726,9 +736,7 @@ async fn batch_and_transaction_entries_cannot_count_other_patients() {
     );
     let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": entries});
     let before = h.fhir.count();
-    let answer = h
-        .send(Method::POST, "/", &[], &batch.to_string())
-        .await;
+    let answer = h.send(Method::POST, "/", &[], &batch.to_string()).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     let answered = answer.body["entry"].as_array().unwrap();
     assert_eq!(answered.len(), leaky.len() + 1);
@@ -804,12 +812,14 @@ async fn conditional_create_criteria_are_confined() {
         ("subject=Patient/1", "subject=Patient/1&subject=Patient/1"),
     ] {
         let (answer, sent) = create(criteria).await;
-        assert_eq!(answer.status, StatusCode::CREATED, "{criteria}: {}", answer.body);
-        assert_eq!(sent.len(), 1);
         assert_eq!(
-            sent[0].headers["if-none-exist"], confined,
-            "{criteria}"
+            answer.status,
+            StatusCode::CREATED,
+            "{criteria}: {}",
+            answer.body
         );
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].headers["if-none-exist"], confined, "{criteria}");
     }
     // Two conditions: which one the server reads is unknown.
     let answer = h
@@ -866,7 +876,12 @@ async fn patches_are_applied_and_must_stay_in_the_compartment() {
     ];
     for body in leaving {
         let (answer, patched) = patch("/Observation/o1", JSON_PATCH, body.clone()).await;
-        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{body}: {}", answer.body);
+        assert_eq!(
+            answer.status,
+            StatusCode::FORBIDDEN,
+            "{body}: {}",
+            answer.body
+        );
         assert!(
             answer.diagnostics().contains("compartment hardening"),
             "{body}: {}",
@@ -915,7 +930,8 @@ async fn patches_are_applied_and_must_stay_in_the_compartment() {
         "amended"
     );
     // Adding a performer of another type stays in the compartment.
-    let other_type = json!([{"op": "add", "path": "/performer", "value": [{"reference": "Practitioner/7"}]}]);
+    let other_type =
+        json!([{"op": "add", "path": "/performer", "value": [{"reference": "Practitioner/7"}]}]);
     let (answer, patched) = patch("/Observation/o1", JSON_PATCH, other_type).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert!(patched);
@@ -957,10 +973,7 @@ async fn creates_and_updates_naming_another_patient_are_refused() {
                 .await;
             assert_eq!(answer.status, StatusCode::FORBIDDEN, "{method} {resource}");
             assert!(
-                h.fhir
-                    .since(before)
-                    .iter()
-                    .all(|r| r.method == Method::GET),
+                h.fhir.since(before).iter().all(|r| r.method == Method::GET),
                 "{method} {resource} was written"
             );
         }

@@ -51,11 +51,7 @@ pub fn apply(document: &mut Value, patch: &Value) -> Result<(), PatchError> {
 }
 
 fn apply_one(document: &mut Value, operation: &Value) -> Result<(), Problem> {
-    let member = |name: &'static str| {
-        operation[name]
-            .as_str()
-            .ok_or(Problem::MissingMember(name))
-    };
+    let member = |name: &'static str| operation[name].as_str().ok_or(Problem::MissingMember(name));
     let value = || operation.get("value").cloned().ok_or(Problem::MissingValue);
     let path = member("path")?;
     let target = pointer(path)?;
@@ -207,12 +203,14 @@ mod tests {
     fn operations_follow_rfc_6902() {
         let obs = json!({"resourceType": "Observation", "subject": {"reference": "Patient/1"},
                          "performer": [{"reference": "Practitioner/7"}]});
-        let replace = json!([{"op": "replace", "path": "/subject/reference", "value": "Patient/2"}]);
+        let replace =
+            json!([{"op": "replace", "path": "/subject/reference", "value": "Patient/2"}]);
         assert_eq!(
             patched(obs.clone(), replace).unwrap()["subject"]["reference"],
             "Patient/2"
         );
-        let append = json!([{"op": "add", "path": "/performer/-", "value": {"reference": "Patient/2"}}]);
+        let append =
+            json!([{"op": "add", "path": "/performer/-", "value": {"reference": "Patient/2"}}]);
         assert_eq!(
             patched(obs.clone(), append).unwrap()["performer"][1]["reference"],
             "Patient/2"

@@ -10,8 +10,8 @@ mod tests;
 use super::{export_eligible_types, is_export, membership, FhirUser, SmartGrant};
 use crate::authz::actions::{DataAction, DataActions};
 use crate::fhir::compartment::is_shared_type;
-use crate::fhir::resource_types::is_resource_type;
 use crate::fhir::query::{encode, parameters};
+use crate::fhir::resource_types::is_resource_type;
 use crate::fhir::{FhirRequest, Interaction};
 
 /// How a request is carried out under SMART.

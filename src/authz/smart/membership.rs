@@ -102,14 +102,16 @@ fn camel_case(param: &str) -> String {
 /// The first `reference` string under `value` naming another resource of the owner's type.
 fn foreign_in<'a>(value: &'a Value, user: &FhirUser) -> Option<&'a str> {
     match value {
-        Value::Object(object) => object
-            .iter()
-            .find_map(|(key, inner)| match (key.as_str(), inner) {
-                ("reference", Value::String(reference)) => (user.names_owner_type(reference)
-                    && !user.is_referenced_by(reference))
-                .then_some(reference.as_str()),
-                _ => foreign_in(inner, user),
-            }),
+        Value::Object(object) => {
+            object
+                .iter()
+                .find_map(|(key, inner)| match (key.as_str(), inner) {
+                    ("reference", Value::String(reference)) => (user.names_owner_type(reference)
+                        && !user.is_referenced_by(reference))
+                    .then_some(reference.as_str()),
+                    _ => foreign_in(inner, user),
+                })
+        }
         Value::Array(items) => items.iter().find_map(|item| foreign_in(item, user)),
         _ => None,
     }

@@ -122,8 +122,7 @@ fn compartment_parameters_with_modifiers_or_foreign_values_are_refused() {
     for target in targets {
         let reason = refused(target);
         assert!(
-            reason.contains("compartment hardening")
-                || reason.contains("outside the compartment"),
+            reason.contains("compartment hardening") || reason.contains("outside the compartment"),
             "{target}: the reason names no rule: {reason}"
         );
     }
@@ -148,7 +147,10 @@ fn every_search_on_a_compartment_type_carries_the_canonical_parameter() {
             "/Observation?_total=accurate&_count=0",
             "_total=accurate&_count=0&subject=Patient/123",
         ),
-        ("/Observation?patient=123", "patient=123&subject=Patient/123"),
+        (
+            "/Observation?patient=123",
+            "patient=123&subject=Patient/123",
+        ),
         (
             "/Observation?subject:Patient=123",
             "subject:Patient=123&subject=Patient/123",
@@ -254,7 +256,10 @@ fn only_the_exact_reference_names_the_user() {
     assert_eq!(user.owner, OwnerType::Patient);
     for named in ["Patient/123", "https://fhir.example.org/Patient/123"] {
         assert!(user.is_named_by(named), "{named}");
-        assert!(user.is_referenced_by(&format!("{named}/_history/2")), "{named}");
+        assert!(
+            user.is_referenced_by(&format!("{named}/_history/2")),
+            "{named}"
+        );
     }
     for other in [
         "Patient/1234",
@@ -281,7 +286,12 @@ fn only_the_exact_reference_names_the_user() {
     ] {
         assert!(user.names_owner_type(owner_type), "{owner_type}");
     }
-    for not_owner in ["Practitioner/9", "#contained", "urn:uuid:1", "Group/Patient"] {
+    for not_owner in [
+        "Practitioner/9",
+        "#contained",
+        "urn:uuid:1",
+        "Group/Patient",
+    ] {
         assert!(!user.names_owner_type(not_owner), "{not_owner}");
     }
 }
@@ -313,7 +323,11 @@ fn writes_naming_another_patient_are_found() {
                "focus": [{"reference": "Patient/456"}]}),
     ];
     for resource in own {
-        assert_eq!(membership::foreign_reference(&resource, &user), None, "{resource}");
+        assert_eq!(
+            membership::foreign_reference(&resource, &user),
+            None,
+            "{resource}"
+        );
     }
 }
 
@@ -323,30 +337,78 @@ mod properties {
     use super::*;
     use crate::fhir::query::parameters;
 
-    const TYPES: [&str; 5] = ["Observation", "Encounter", "Patient", "Procedure", "CarePlan"];
+    const TYPES: [&str; 5] = [
+        "Observation",
+        "Encounter",
+        "Patient",
+        "Procedure",
+        "CarePlan",
+    ];
     const NAMES: [&str; 16] = [
-        "subject", "patient", "performer", "_id", "Subject", "SUBJECT", "PATIENT", "_ID", "link",
-        "code", "_summary", "_count", "_total", "subject.name", "patient.name", "status",
+        "subject",
+        "patient",
+        "performer",
+        "_id",
+        "Subject",
+        "SUBJECT",
+        "PATIENT",
+        "_ID",
+        "link",
+        "code",
+        "_summary",
+        "_count",
+        "_total",
+        "subject.name",
+        "patient.name",
+        "status",
     ];
     const MODIFIERS: [&str; 11] = [
-        "", "", "", ":not", ":missing", ":exact", ":Patient", ":patient", ":identifier",
-        ":below", ":Group",
+        "",
+        "",
+        "",
+        ":not",
+        ":missing",
+        ":exact",
+        ":Patient",
+        ":patient",
+        ":identifier",
+        ":below",
+        ":Group",
     ];
     const VALUES: [&str; 14] = [
-        "Patient/123", "Patient/456", "123", "456", "foo/Patient/123",
-        "https://fhir.example.org/Patient/123", "http://other.example/Patient/123",
-        "Practitioner/7", "Patient/123,Patient/456", "", "count", "0", "accurate", "true",
+        "Patient/123",
+        "Patient/456",
+        "123",
+        "456",
+        "foo/Patient/123",
+        "https://fhir.example.org/Patient/123",
+        "http://other.example/Patient/123",
+        "Practitioner/7",
+        "Patient/123,Patient/456",
+        "",
+        "count",
+        "0",
+        "accurate",
+        "true",
     ];
 
     /// One generated parameter, its name percent-encoded or not.
     fn pair() -> impl Strategy<Value = String> {
-        (0..NAMES.len(), 0..MODIFIERS.len(), 0..VALUES.len(), any::<bool>()).prop_map(
-            |(n, m, v, encode)| {
-                let name = format!("{}{}", NAMES[n], MODIFIERS[m]);
-                let name = if encode { name.replace(':', "%3A") } else { name };
-                format!("{name}={}", VALUES[v])
-            },
+        (
+            0..NAMES.len(),
+            0..MODIFIERS.len(),
+            0..VALUES.len(),
+            any::<bool>(),
         )
+            .prop_map(|(n, m, v, encode)| {
+                let name = format!("{}{}", NAMES[n], MODIFIERS[m]);
+                let name = if encode {
+                    name.replace(':', "%3A")
+                } else {
+                    name
+                };
+                format!("{name}={}", VALUES[v])
+            })
     }
 
     proptest! {
