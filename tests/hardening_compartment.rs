@@ -666,6 +666,43 @@ async fn conditional_reads_cannot_confirm_another_patients_resource() {
 // Class 8: counts and existence through other doors.
 
 #[tokio::test]
+async fn writes_to_absent_and_foreign_resources_answer_alike() {
+    let h = Harness::start().await;
+    for (method, target, body) in [
+        (Method::PUT, "/Observation/o2", observation("o2", "1")),
+        (Method::PUT, "/Observation/fresh", observation("fresh", "1")),
+        (Method::DELETE, "/Observation/o2", json!(null)),
+        (Method::DELETE, "/Observation/nope", json!(null)),
+    ] {
+        let before = h.fhir.count();
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let answer = h.send(method.clone(), target, &[], &body).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{method} {target}");
+        assert!(
+            h.fhir.since(before).iter().all(|r| r.method == Method::GET),
+            "{method} {target} was forwarded"
+        );
+    }
+    assert!(h.fhir.resource("Observation/fresh").is_none());
+    // The patient's own resources are written as before.
+    let answer = h
+        .send(
+            Method::PUT,
+            "/Observation/o1",
+            &[],
+            &observation("o1", "1").to_string(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    let answer = h.send(Method::DELETE, "/Observation/o1", &[], "").await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
 async fn history_never_answers_other_patients_counts() {
     let h = Harness::start().await;
     for target in [

@@ -559,8 +559,8 @@ pub(super) struct Change<'a> {
 
 impl Proxy {
     /// Carries out the checks of the stored resource a plan asks for (reference §8 rule 20,
-    /// hardening classes 8 and 9): an update or delete must find it in the compartment (or
-    /// absent); a patch and an instance history must find it there, and a patch's result
+    /// hardening classes 8 and 9): an update, delete, patch or instance history must find it
+    /// in the compartment (absent or outside: 404, alike), and a patch's result
     /// must stay there — the forwarded patch is then pinned to the version checked (`If-Match`,
     /// RFC 9110 §13.1.1) unless the client pinned one itself.
     pub(super) async fn check_change(
@@ -602,10 +602,10 @@ impl Proxy {
                     parts.headers.insert(IF_MATCH, pin);
                 }
             }
-            Confinement::History => drop(current.ok_or_else(absent)?),
-            // An update may create (the body check covers it); a delete of nothing is the
-            // upstream's to answer.
-            _ => {}
+            // An absent resource is a 404 too, without asking the upstream: an update that
+            // would create (201) or a delete of nothing (204) would otherwise tell "absent"
+            // from "another patient's" (404) — an existence oracle (hardening class 8).
+            _ => drop(current.ok_or_else(absent)?),
         }
         Ok(())
     }
@@ -613,7 +613,7 @@ impl Proxy {
     /// Before a change, a patch or an instance history under a `patient` context: the current
     /// resource at `path` (`/Type/id`), read from the upstream with the caller's credentials,
     /// must be in the compartment (reference §8 rule 20), else 404. `None`: it does not exist
-    /// (404/410); the caller decides (the body check covers an update that creates). The read
+    /// (404/410). The read
     /// carries no conditional header, so its answer is the resource, never a bare 304/412.
     pub(super) async fn current_resource(
         &self,
