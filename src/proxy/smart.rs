@@ -1,30 +1,30 @@
 //! The I/O half of SMART enforcement: carrying out a [`Confinement`] planned by
-//! [`crate::authz::smart`] — checking a request body, reading the current resource first,
-//! checking or filtering the upstream's answer — plus answering a batch entry by entry and the
+//! [`crate::authz::smart`] — checking a request body and, in [`change`], the stored resource
+//! and a patch's result; checking or filtering the upstream's answer — plus answering a batch entry by entry and the
 //! discovery documents (`/.well-known/smart-configuration`, the `/metadata` security block,
 //! reference §5.2–5.3). Everything buffered is bounded by `limits.maxBundleBytes`.
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
-    HeaderName, ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, IF_MATCH, IF_MODIFIED_SINCE,
-    IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
+    HeaderName, CONTENT_LENGTH, CONTENT_TYPE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE, RANGE,
 };
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use crate::auth::{KeyStore, Principal, ProviderKeys};
+use crate::auth::{KeyStore, ProviderKeys};
 use crate::authz::actions::DataActions;
-use crate::authz::smart::{
-    confine_condition, membership, visible, Confinement, FhirUser, SmartGrant,
-};
+use crate::authz::smart::{membership, visible, Confinement, FhirUser, SmartGrant};
 use crate::authz::BundleDecision;
 use crate::config::Config;
 use crate::error::{Rejection, FHIR_JSON};
-use crate::fhir::patch::{apply, JSON_PATCH};
-use crate::fhir::FhirRequest;
-use crate::proxy::body::{empty, full, Body};
-use crate::proxy::{Generation, Proxy, Target};
+use crate::proxy::body::{full, Body};
+
+mod change;
+
+use change::check_stored;
+pub(super) use change::{confine_if_none_exist, Change};
 
 /// Buffers a response body (at most `limit` bytes).
 pub(super) async fn buffer(
@@ -155,97 +155,6 @@ pub(super) fn check_body(
     }
     check_stored(&resource, "the resource in the body", user)
 }
-
-/// What a write would store must be in the compartment and name no other patient in its
-/// compartment elements (hardening class 9: `performer: Patient/2` beside `subject: Patient/1`
-/// writes into patient 2's record).
-fn check_stored(resource: &Value, what: &str, user: &FhirUser) -> Result<(), Rejection> {
-    if !membership::is_member(resource, user) {
-        return Err(Rejection::Forbidden(format!(
-            "{what} is outside the compartment of {user} (compartment hardening: writes stay \
-             in the compartment)"
-        )));
-    }
-    if let Some(other) = membership::foreign_reference(resource, user) {
-        return Err(Rejection::Forbidden(format!(
-            "{what} names {other}, another compartment than {user} (compartment hardening: \
-             writes stay in the compartment)"
-        )));
-    }
-    Ok(())
-}
-
-/// A patch under a `patient` context (hardening class 9): only a JSON Patch (RFC 6902) is
-/// evaluated — applied to `current`, the stored resource, the result must stay the same
-/// resource and in the compartment. A FHIRPath Patch or any other body cannot be evaluated
-/// and is refused. Returns the `If-Match` that pins the patch to the version checked.
-pub(super) fn check_patch(
-    headers: &http::HeaderMap,
-    body: &[u8],
-    mut current: Value,
-    user: &FhirUser,
-) -> Result<Option<HeaderValue>, Rejection> {
-    let media_type = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(str::trim)
-        .unwrap_or_default();
-    if !media_type.eq_ignore_ascii_case(JSON_PATCH) {
-        return Err(Rejection::Forbidden(format!(
-            "a patch under a patient context must be a JSON Patch ({JSON_PATCH}); fhirguard \
-             cannot evaluate '{media_type}' (compartment hardening: patches stay in the \
-             compartment)"
-        )));
-    }
-    let patch: Value = serde_json::from_slice(body)
-        .map_err(|error| Rejection::Invalid(format!("The JSON Patch is not JSON: {error}")))?;
-    let before = (current["resourceType"].clone(), current["id"].clone());
-    let version = current["meta"]["versionId"].as_str().map(str::to_owned);
-    apply(&mut current, &patch).map_err(|error| {
-        Rejection::Forbidden(format!(
-            "{error}; fhirguard cannot show the patched resource stays in the compartment of \
-             {user} (compartment hardening: patches stay in the compartment)"
-        ))
-    })?;
-    if (current["resourceType"].clone(), current["id"].clone()) != before {
-        return Err(Rejection::Forbidden(
-            "the patch changes the resource's type or id (compartment hardening: patches \
-             stay in the compartment)"
-                .to_owned(),
-        ));
-    }
-    check_stored(&current, "the patched resource", user)?;
-    Ok(version.and_then(|v| HeaderValue::from_str(&format!("W/\"{v}\"")).ok()))
-}
-
-/// A conditional create's `If-None-Exist` under a `patient` context (hardening class 8):
-/// exactly one header, confined like a search on the type.
-pub(super) fn confine_if_none_exist(
-    headers: &mut http::HeaderMap,
-    resource_type: &str,
-    user: &FhirUser,
-) -> Result<(), Rejection> {
-    let mut values = headers.get_all(IF_NONE_EXIST).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return Err(Rejection::Invalid(
-            "A conditional create takes exactly one If-None-Exist header.".to_owned(),
-        ));
-    };
-    let criteria = value
-        .to_str()
-        .map_err(|_| Rejection::Invalid("The If-None-Exist header is not ASCII.".to_owned()))?;
-    // The header may carry the type before the criteria (`Observation?code=x`); the server
-    // reads only the query part.
-    let criteria = criteria.split_once('?').map_or(criteria, |(_, q)| q);
-    let confined = confine_condition(user, resource_type, criteria)?;
-    let value = HeaderValue::from_str(&confined)
-        .map_err(|_| Rejection::Invalid("The If-None-Exist header is not valid.".to_owned()))?;
-    headers.insert(IF_NONE_EXIST, value);
-    Ok(())
-}
-
-const IF_NONE_EXIST: HeaderName = HeaderName::from_static("if-none-exist");
 
 /// The bundle to forward: only the allowed entries, in order, each entry URL carrying its
 /// planned query. `None` when that is the body as sent.
@@ -546,116 +455,4 @@ pub(super) async fn add_security(
         return Ok(rebuild(parts, bytes));
     }
     Ok(rebuild(parts, Bytes::from(statement.to_string())))
-}
-
-/// A change, patch or instance history whose stored resource must be checked first.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Change<'a> {
-    pub(super) request: &'a FhirRequest,
-    pub(super) confinement: &'a Confinement,
-    /// The buffered body of a patch.
-    pub(super) patch: Option<&'a [u8]>,
-}
-
-impl Proxy {
-    /// Carries out the checks of the stored resource a plan asks for (reference §8 rule 20,
-    /// hardening classes 8 and 9): an update, delete, patch or instance history must find it
-    /// in the compartment (absent or outside: 404, alike), and a patch's result
-    /// must stay there — the forwarded patch is then pinned to the version checked (`If-Match`,
-    /// RFC 9110 §13.1.1) unless the client pinned one itself.
-    pub(super) async fn check_change(
-        &self,
-        generation: &Generation,
-        parts: &mut http::request::Parts,
-        target: Target<'_>,
-        principal: Option<&Principal>,
-        user: &FhirUser,
-        change: Change<'_>,
-    ) -> Result<(), Rejection> {
-        if !change.confinement.reads_current() {
-            return Ok(());
-        }
-        let request = change.request;
-        let path = format!(
-            "/{}/{}",
-            request.resource_type.as_deref().unwrap_or_default(),
-            request.id.as_deref().unwrap_or_default()
-        );
-        let target = Target {
-            path: &path,
-            ..target
-        };
-        let current = self
-            .current_resource(generation, parts, target, principal, user)
-            .await?;
-        let absent = || {
-            Rejection::NotFound(format!(
-                "{request}: the resource is not in the compartment of {user}"
-            ))
-        };
-        match change.confinement {
-            Confinement::Patch => {
-                let current = current.ok_or_else(absent)?;
-                let body = change.patch.unwrap_or_default();
-                let pin = check_patch(&parts.headers, body, current, user)?;
-                if let (Some(pin), false) = (pin, parts.headers.contains_key(IF_MATCH)) {
-                    parts.headers.insert(IF_MATCH, pin);
-                }
-            }
-            // An absent resource is a 404 too, without asking the upstream: an update that
-            // would create (201) or a delete of nothing (204) would otherwise tell "absent"
-            // from "another patient's" (404) — an existence oracle (hardening class 8).
-            _ => drop(current.ok_or_else(absent)?),
-        }
-        Ok(())
-    }
-
-    /// Before a change, a patch or an instance history under a `patient` context: the current
-    /// resource at `path` (`/Type/id`), read from the upstream with the caller's credentials,
-    /// must be in the compartment (reference §8 rule 20), else 404. `None`: it does not exist
-    /// (404/410). The read
-    /// carries no conditional header, so its answer is the resource, never a bare 304/412.
-    pub(super) async fn current_resource(
-        &self,
-        generation: &Generation,
-        parts: &http::request::Parts,
-        target: Target<'_>,
-        principal: Option<&Principal>,
-        user: &FhirUser,
-    ) -> Result<Option<Value>, Rejection> {
-        let mut read = Request::get(parts.uri.clone())
-            .body(empty())
-            .map_err(|error| Rejection::Unverifiable(error.to_string()))?;
-        *read.headers_mut() = parts.headers.clone();
-        for name in [CONTENT_LENGTH, CONTENT_TYPE, ACCEPT_ENCODING, IF_NONE_EXIST] {
-            read.headers_mut().remove(name);
-        }
-        strip_conditional_headers(read.headers_mut());
-        let (read_parts, body) = read.into_parts();
-        let target = Target {
-            query: None,
-            ..target
-        };
-        let response = self
-            .forward(generation, read_parts, body, target, principal)
-            .await?;
-        let status = response.status();
-        if status == http::StatusCode::NOT_FOUND || status == http::StatusCode::GONE {
-            return Ok(None);
-        }
-        if !status.is_success() {
-            return Err(Rejection::Unverifiable(format!(
-                "reading the current resource answered {status}"
-            )));
-        }
-        let limit = generation.config.limits.max_bundle_bytes;
-        let (_, bytes) = buffer(response, limit).await?;
-        let resource = json(&bytes)?;
-        if !membership::is_member(&resource, user) {
-            return Err(Rejection::NotFound(format!(
-                "the resource is outside the compartment of {user}"
-            )));
-        }
-        Ok(Some(resource))
-    }
 }
