@@ -251,17 +251,29 @@ fn answer(
                     Method::from_bytes(entry["request"]["method"].as_str().unwrap().as_bytes())
                         .unwrap();
                 let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+                let mut headers = HeaderMap::new();
+                for (member, header) in [("ifNoneMatch", "if-none-match"), ("ifMatch", "if-match")]
+                {
+                    if let Some(value) = entry["request"][member].as_str() {
+                        headers.insert(header, value.parse().unwrap());
+                    }
+                }
                 let (status, resource) = answer(
                     store,
                     &method,
                     &format!("/{path}"),
                     query,
-                    &HeaderMap::new(),
+                    &headers,
                     entry["resource"].to_string().as_bytes(),
                 );
-                entries.push(
-                    json!({"resource": resource, "response": {"status": status.to_string()}}),
-                );
+                let mut answered = json!({"response": {"status": status.to_string()}});
+                if status != StatusCode::NOT_MODIFIED {
+                    answered["resource"] = resource;
+                }
+                if let Some(version) = answered["resource"]["meta"]["versionId"].as_str() {
+                    answered["response"]["etag"] = json!(format!("W/\"{version}\""));
+                }
+                entries.push(answered);
             }
             (
                 StatusCode::OK,
@@ -625,6 +637,40 @@ async fn conditional_reads_cannot_confirm_another_patients_resource() {
             assert_eq!(own.status, StatusCode::OK, "{method} own {name}: {value}");
         }
     }
+    // Batch entries carry their own conditions: the answer is checked the same.
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Observation/o2", "ifNoneMatch": "W/\"1\""}},
+        {"request": {"method": "GET", "url": "Observation/o2", "ifMatch": "W/\"7\""}},
+        {"request": {"method": "GET", "url": "Observation/nope", "ifNoneMatch": "*"}},
+        {"request": {"method": "GET", "url": "Observation/o1", "ifNoneMatch": "W/\"1\""}},
+        {"request": {"method": "GET", "url": "Observation/o1"}},
+    ]});
+    let answer = h.send(Method::POST, "/", &[], &batch.to_string()).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let statuses: Vec<&str> = answer.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "404 Not Found",
+            "404 Not Found",
+            "404 Not Found",
+            "200 OK",
+            "200 OK"
+        ],
+        "{}",
+        answer.body
+    );
+    assert!(answer.body["entry"][0]["response"].get("etag").is_none());
+    let sent = h.fhir.received().pop().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&sent.body).contains("ifNoneMatch"),
+        "the entries' conditions reached the server"
+    );
     // A vread: the same.
     let answer = h
         .send(

@@ -157,13 +157,17 @@ pub(super) fn check_body(
 }
 
 /// The bundle to forward: only the allowed entries, in order, each entry URL carrying its
-/// planned query. `None` when that is the body as sent.
+/// planned query, and the entries whose answer fhirguard checks without their conditions
+/// (`ifNoneMatch`, `ifModifiedSince`, `ifMatch`), as a checked read alone goes without its
+/// conditional headers (hardening class 5). `None` when that is the body as sent.
 pub(super) fn forwarded_bundle(
     body: &[u8],
     decision: &BundleDecision,
     plans: &[Confinement],
 ) -> Option<Bytes> {
-    let rewrites = plans.iter().any(|plan| planned_query(plan).is_some());
+    let rewrites = plans
+        .iter()
+        .any(|plan| planned_query(plan).is_some() || *plan == Confinement::Read);
     if decision.denied_entries().next().is_none() && !rewrites {
         return None;
     }
@@ -178,6 +182,14 @@ pub(super) fn forwarded_bundle(
             let url = entry["request"]["url"].as_str().unwrap_or_default();
             let path = url.split_once('?').map_or(url, |(path, _)| path).to_owned();
             entry["request"]["url"] = Value::String(format!("{path}?{query}"));
+        }
+        let checked = plans
+            .get(index)
+            .is_some_and(|plan| matches!(plan, Confinement::Read | Confinement::Search { .. }));
+        if let (true, Some(request)) = (checked, entry["request"].as_object_mut()) {
+            for condition in ["ifNoneMatch", "ifModifiedSince", "ifMatch"] {
+                request.remove(condition);
+            }
         }
         kept.push(entry);
     }
@@ -200,7 +212,7 @@ pub(super) fn bundle_needs_check(plans: &[Confinement]) -> bool {
 }
 
 /// Checks the upstream's batch- or transaction-response entry by entry: a read outside the
-/// compartment becomes a 404 entry, a search's Bundle is filtered like a search answer.
+/// compartment, or answered without a resource, becomes a 404 entry, a search's Bundle is filtered like a search answer.
 pub(super) fn check_bundle_answer(
     answer: &mut Value,
     decision: &BundleDecision,
@@ -220,10 +232,13 @@ pub(super) fn check_bundle_answer(
     for (entry, plan) in entries.iter_mut().zip(forwarded) {
         match plan {
             Confinement::Read => {
+                // No resource to check (a `304 Not Modified` or `412` answer to the entry's
+                // `ifNoneMatch`/`ifModifiedSince`/`ifMatch`, a 404, a 410) is a 404 too:
+                // "not modified" would confirm another patient's resource (hardening class 5).
                 let outside = grant.compartment().is_some_and(|user| {
                     entry
                         .get("resource")
-                        .is_some_and(|r| !membership::is_member(r, user))
+                        .is_none_or(|r| !membership::is_member(r, user))
                 });
                 if outside {
                     *entry = json!({ "response": { "status": "404 Not Found" } });

@@ -4,14 +4,14 @@
 //! history (absent or outside the compartment: 404, alike); a JSON Patch is applied to it to
 //! see its result; a conditional create's `If-None-Exist` is confined like a search.
 
-use http::header::{HeaderName, ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, IF_MATCH};
+use http::header::{HeaderName, ACCEPT, ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, IF_MATCH};
 use http::{HeaderValue, Request};
 use serde_json::Value;
 
 use super::{buffer, json, strip_conditional_headers};
 use crate::auth::Principal;
 use crate::authz::smart::{confine_condition, membership, Confinement, FhirUser};
-use crate::error::Rejection;
+use crate::error::{Rejection, FHIR_JSON};
 use crate::fhir::patch::{apply, JSON_PATCH};
 use crate::fhir::FhirRequest;
 use crate::proxy::body::empty;
@@ -120,9 +120,9 @@ pub(in crate::proxy) struct Change<'a> {
 impl Proxy {
     /// Carries out the checks of the stored resource a plan asks for (reference §8 rule 20,
     /// hardening classes 8 and 9): an update, delete, patch or instance history must find it
-    /// in the compartment (absent or outside: 404, alike), and a patch's result
-    /// must stay there — the forwarded patch is then pinned to the version checked (`If-Match`,
-    /// RFC 9110 §13.1.1) unless the client pinned one itself.
+    /// in the compartment (absent or outside: 404, alike), and a patch's result must stay
+    /// there — the forwarded patch is then pinned to the version checked (`If-Match`, RFC 9110
+    /// §13.1.1) unless the client pinned one itself.
     pub(in crate::proxy) async fn check_change(
         &self,
         generation: &Generation,
@@ -173,8 +173,8 @@ impl Proxy {
     /// Before a change, a patch or an instance history under a `patient` context: the current
     /// resource at `path` (`/Type/id`), read from the upstream with the caller's credentials,
     /// must be in the compartment (reference §8 rule 20), else 404. `None`: it does not exist
-    /// (404/410). The read
-    /// carries no conditional header, so its answer is the resource, never a bare 304/412.
+    /// (404/410). The read carries no conditional header, so its answer is the resource, never
+    /// a bare 304/412, and asks for JSON, which is what fhirguard reads.
     async fn current_resource(
         &self,
         generation: &Generation,
@@ -191,6 +191,8 @@ impl Proxy {
             read.headers_mut().remove(name);
         }
         strip_conditional_headers(read.headers_mut());
+        read.headers_mut()
+            .insert(ACCEPT, HeaderValue::from_static(FHIR_JSON));
         let (read_parts, body) = read.into_parts();
         let target = Target {
             query: None,
