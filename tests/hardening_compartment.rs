@@ -952,6 +952,10 @@ async fn patches_are_applied_and_must_stay_in_the_compartment() {
         json!([{"op": "move", "from": "/subject", "path": "/focus"}]),
         json!([{"op": "replace", "path": "", "value": observation("o1", "2")}]),
         json!([{"op": "replace", "path": "/id", "value": "o2"}]),
+        // Case variants a server might bind to the compartment element.
+        json!([{"op": "add", "path": "/Performer", "value": [{"reference": "Patient/2"}]}]),
+        json!([{"op": "add", "path": "/subject/Reference", "value": "Patient/2"}]),
+        json!([{"op": "add", "path": "/SUBJECT", "value": {"reference": "Patient/2"}}]),
         // What fhirguard cannot evaluate is refused.
         json!([{"op": "test", "path": "/status", "value": "amended"}]),
         json!([{"op": "replace", "path": "/nope/x", "value": 1}]),
@@ -1040,9 +1044,18 @@ async fn creates_and_updates_naming_another_patient_are_refused() {
     conditional["performer"] = json!([{"reference": "Patient?identifier=http://x|2"}]);
     let mut elsewhere = observation("x4", "1");
     elsewhere["subject"] = json!({"reference": "http://other.example/Patient/1"});
+    let mut variant = observation("x7", "1");
+    variant["Performer"] = json!([{"reference": "Patient/2"}]);
     let mut versioned_other = observation("x5", "1");
     versioned_other["performer"] = json!([{"reference": "Patient/2/_history/1"}]);
-    for resource in [both, absolute, conditional, elsewhere, versioned_other] {
+    for resource in [
+        both,
+        absolute,
+        conditional,
+        elsewhere,
+        versioned_other,
+        variant,
+    ] {
         for (method, target) in [
             (Method::POST, "/Observation".to_owned()),
             (

@@ -40,6 +40,36 @@ pub fn foreign_reference<'a>(resource: &'a Value, user: &FhirUser) -> Option<&'a
         .find_map(|element| foreign_in(&resource[element.as_str()], user))
 }
 
+/// The first object member under `resource` whose name differs only in ASCII case from
+/// `reference` or from a compartment element of its type (`Subject`, `performer.Reference`).
+/// fhirguard reads names exactly; a server binding them case-insensitively would read such a
+/// member as the compartment element, so a write holding one cannot be checked.
+pub fn case_variant(resource: &Value, user: &FhirUser) -> Option<String> {
+    let params = resource["resourceType"]
+        .as_str()
+        .and_then(|t| user.compartment_params(t))
+        .unwrap_or(&[]);
+    let mut names: Vec<String> = params.iter().flat_map(|param| elements(param)).collect();
+    names.push("reference".to_owned());
+    variant_in(resource, &names)
+}
+
+fn variant_in(value: &Value, names: &[String]) -> Option<String> {
+    match value {
+        Value::Object(object) => object.iter().find_map(|(key, inner)| {
+            let variant = names
+                .iter()
+                .any(|name| key != name && key.eq_ignore_ascii_case(name));
+            if variant {
+                return Some(key.clone());
+            }
+            variant_in(inner, names)
+        }),
+        Value::Array(items) => items.iter().find_map(|item| variant_in(item, names)),
+        _ => None,
+    }
+}
+
 /// True when a resource may be shown under a `patient` context: a shared type, or a member.
 pub fn is_visible(resource: &Value, user: &FhirUser) -> bool {
     resource["resourceType"]

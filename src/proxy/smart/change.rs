@@ -17,14 +17,20 @@ use crate::fhir::FhirRequest;
 use crate::proxy::body::empty;
 use crate::proxy::{Generation, Proxy, Target};
 
-/// What a write would store must be in the compartment and name no other patient in its
+/// What a write would store must be in the compartment, name no other patient in its
 /// compartment elements (hardening class 9: `performer: Patient/2` beside `subject: Patient/1`
-/// writes into patient 2's record).
+/// writes into patient 2's record), and hold no case variant of those elements.
 pub(super) fn check_stored(resource: &Value, what: &str, user: &FhirUser) -> Result<(), Rejection> {
     if !membership::is_member(resource, user) {
         return Err(Rejection::Forbidden(format!(
             "{what} is outside the compartment of {user} (compartment hardening: writes stay \
              in the compartment)"
+        )));
+    }
+    if let Some(name) = membership::case_variant(resource, user) {
+        return Err(Rejection::Forbidden(format!(
+            "{what} holds '{name}', a case variant of a compartment element that fhirguard \
+             cannot check (compartment hardening: writes stay in the compartment)"
         )));
     }
     if let Some(other) = membership::foreign_reference(resource, user) {

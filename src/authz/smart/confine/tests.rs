@@ -331,6 +331,38 @@ fn writes_naming_another_patient_are_found() {
     }
 }
 
+#[test]
+fn case_variants_of_compartment_elements_are_found() {
+    let user = user();
+    for (resource, variant) in [
+        (
+            json!({"resourceType": "Observation", "subject": {"reference": "Patient/123"},
+                   "Performer": [{"reference": "Patient/456"}]}),
+            Some("Performer"),
+        ),
+        (
+            json!({"resourceType": "Observation",
+                   "subject": {"reference": "Patient/123", "Reference": "Patient/456"}}),
+            Some("Reference"),
+        ),
+        (
+            json!({"resourceType": "Encounter", "SUBJECT": {"reference": "Patient/456"}}),
+            Some("SUBJECT"),
+        ),
+        (
+            json!({"resourceType": "Observation", "subject": {"reference": "Patient/123"},
+                   "valueString": "Reference"}),
+            None,
+        ),
+    ] {
+        assert_eq!(
+            membership::case_variant(&resource, &user).as_deref(),
+            variant,
+            "{resource}"
+        );
+    }
+}
+
 mod properties {
     use proptest::prelude::*;
 
