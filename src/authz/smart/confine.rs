@@ -416,7 +416,7 @@ fn include_targets(kind: &str, value: &str) -> Vec<Option<String>> {
 
 /// What a chained name reaches: `subject:Patient.name` → Patient; `subject.name` → unknown;
 /// `_has:Observation:patient:code` → Observation.
-pub(super) fn chain_targets(name: &str) -> Vec<Option<String>> {
+fn chain_targets(name: &str) -> Vec<Option<String>> {
     let mut reached = Vec::new();
     let mut rest = name;
     while let Some(after) = rest.strip_prefix("_has:") {
@@ -433,7 +433,7 @@ pub(super) fn chain_targets(name: &str) -> Vec<Option<String>> {
 }
 
 /// The client's query with `extra` pairs appended (FHIR ANDs repeated parameters).
-pub(super) fn append(query: Option<&str>, extra: &[(String, String)]) -> String {
+fn append(query: Option<&str>, extra: &[(String, String)]) -> String {
     let mut out = query.unwrap_or_default().to_owned();
     for (name, value) in extra {
         if !out.is_empty() {

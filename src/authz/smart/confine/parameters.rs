@@ -38,13 +38,19 @@ pub(super) fn check_names(query: Option<&str>) -> Result<(), Denial> {
 /// reach shared types only, each named (`organization:Organization.name`).
 pub(super) fn check_shared_reach(query: Option<&str>) -> Result<(), Denial> {
     for (name, value) in parameters(query) {
-        if !(name.starts_with("_has:") || name.contains('.')) {
+        let has = name.to_ascii_lowercase().starts_with("_has:");
+        if !(has || name.contains('.')) {
             continue;
         }
-        if let Some(target) = chain_targets(&name)
-            .into_iter()
-            .find(|t| !t.as_deref().is_some_and(is_shared_type))
-        {
+        // `_HAS:…` is read as `_has` by a server comparing names case-insensitively, but its
+        // targets cannot be read from it: refused like an unnamed type.
+        let variant = has && !name.starts_with("_has:");
+        let unreadable = variant.then_some(None);
+        if let Some(target) = unreadable.or_else(|| {
+            chain_targets(&name)
+                .into_iter()
+                .find(|t| !t.as_deref().is_some_and(is_shared_type))
+        }) {
             let what = target.unwrap_or_else(|| "a type it does not name".to_owned());
             return Err(Denial::Forbidden(format!(
                 "'{name}={value}' reaches {what} from a shared type ({RULE}: under a patient \

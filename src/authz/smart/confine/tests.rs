@@ -116,6 +116,8 @@ fn compartment_parameters_with_modifiers_or_foreign_values_are_refused() {
         // Shared types: _has and chains may not reach compartment data.
         "/Location?_has:Encounter:location:patient=Patient/456&_summary=count",
         "/Organization?_has:Patient:organization:_id=456",
+        "/Location?_HAS:Encounter:location:patient=Patient/456",
+        "/Location?_Has:Location:partof:_id=x",
         "/Location?organization.name=x",
         "/?_type=Location&_has:Encounter:location:patient=Patient/456",
     ];
