@@ -26,6 +26,7 @@ pub mod bundle;
 pub mod compartment;
 pub mod json;
 mod operation;
+pub mod patch;
 pub mod path;
 pub mod query;
 pub mod resource_types;

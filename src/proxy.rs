@@ -28,6 +28,7 @@ use crate::auth::{self, ConnectionMemo, KeyStore, Principal, ProviderKind};
 use crate::authz::smart::Confinement;
 use crate::config::Config;
 use crate::error::{Challenge, Rejection, ResponseContext};
+use crate::fhir::Interaction;
 use crate::metrics::Metrics;
 use body::{empty, full, stream, Body};
 pub use decision::granted_actions;
@@ -216,8 +217,15 @@ impl Proxy {
         {
             query = Some(rewritten.clone());
         }
+        if let (Some(user), Some(request)) = (&user, findings.classified.as_ref()) {
+            if request.interaction == Interaction::ConditionalCreate {
+                let resource_type = request.resource_type.as_deref().unwrap_or_default();
+                smart::confine_if_none_exist(&mut parts.headers, resource_type, user)?;
+            }
+        }
         let mut partial_batch = false;
         let mut bundle_checked = false;
+        let mut patch = None;
         let body = if findings.needs_bundle() {
             // Only bundles are buffered: their entries decide (SPEC §7).
             let bytes = read_limited(body.take().expect("unread"), limit).await?;
@@ -247,6 +255,10 @@ impl Proxy {
         } else if search_form.is_some() {
             // The search stays a POST: its parameters, fhirguard's included, travel in the body.
             smart::search_body(&mut parts.headers, query.as_deref().unwrap_or(""))
+        } else if let (Confinement::Patch, Some(_)) = (&confinement, &user) {
+            let bytes = read_limited(body.take().expect("unread"), limit).await?;
+            patch = Some(bytes.clone());
+            full(bytes)
         } else {
             body.take().map_or_else(empty, stream)
         };
@@ -258,22 +270,40 @@ impl Proxy {
             peer,
             request_id,
         };
-        let principal = findings.principal.as_deref();
-        if let (Confinement::Write { current: true, .. }, Some(user)) = (&confinement, &user) {
-            Box::pin(self.check_current(generation, &parts, target, principal, user)).await?;
-        }
         let checked = partial_batch
             || bundle_checked
-            || matches!(confinement, Confinement::Read | Confinement::Search { .. })
+            || matches!(
+                confinement,
+                Confinement::Read | Confinement::Search { .. } | Confinement::History
+            )
             || path == METADATA;
+        if checked && path != METADATA {
+            // fhirguard reads this answer: in JSON (406 when the client accepts none), decided
+            // before anything is sent upstream.
+            negotiate::json_only(query.as_deref(), &mut parts.headers)?;
+        }
+        let principal = findings.principal.as_deref();
+        if let (Some(user), Some(request), true) = (
+            &user,
+            findings.classified.as_ref(),
+            confinement.reads_current(),
+        ) {
+            let change = smart::Change {
+                request,
+                confinement: &confinement,
+                patch: patch.as_deref(),
+            };
+            Box::pin(self.check_change(generation, &mut parts, target, principal, user, change))
+                .await?;
+        }
         if checked {
-            // fhirguard reads this answer: ask for it in JSON (406 when the client accepts no
-            // JSON; the CapabilityStatement is passed on as it comes when not JSON), unencoded,
-            // and with a body (hyper drops the body of the answer to a HEAD).
-            if path != METADATA {
-                negotiate::json_only(query.as_deref(), &mut parts.headers)?;
-            }
+            // fhirguard reads this answer: ask for it unencoded, with a body (hyper drops the
+            // body of the answer to a HEAD), and never a bare 304/412/206 in its place. (The
+            // CapabilityStatement is passed on as it comes when it is not JSON.)
             parts.headers.remove(ACCEPT_ENCODING);
+            if path != METADATA {
+                smart::strip_conditional_headers(&mut parts.headers);
+            }
             if parts.method == Method::HEAD {
                 parts.method = Method::GET;
             }
@@ -312,7 +342,7 @@ impl Proxy {
         }
         match (&confinement, &user, &grant) {
             (Confinement::Read, Some(user), _) => smart::check_read(response, user, limit).await,
-            (Confinement::Search { .. }, _, Some(grant)) => {
+            (Confinement::Search { .. } | Confinement::History, _, Some(grant)) => {
                 let granted = findings.granted.unwrap_or_default();
                 Box::pin(smart::filter_search(response, grant, granted, limit)).await
             }

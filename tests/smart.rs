@@ -635,7 +635,7 @@ async fn checked_answers_in_formats_fhirguard_cannot_read_are_406() {
         ("/Observation/o1?_format=json&_format=xml", &[]),
         ("/Observation?status=final&_format=xml", &[]),
         (
-            "/Observation/_history",
+            "/Observation/o1/_history",
             &[("accept", "application/xml, text/xml")],
         ),
         (

@@ -20,7 +20,7 @@ use crate::fhir::compartment::{patient_compartment_params, practitioner_compartm
 use crate::fhir::query::parameters;
 use crate::fhir::{FhirRequest, Interaction};
 
-pub use confine::{confine, visible, Confinement, Denial};
+pub use confine::{confine, confine_condition, visible, Confinement, Denial};
 
 /// SMART applies to every smart identity provider's token, and to a primary-authority token whose
 /// roles grant the `Smart` data action (reference §3.1, §4.1). Otherwise scopes are ignored.
@@ -53,6 +53,9 @@ impl OwnerType {
 pub struct FhirUser {
     pub owner: OwnerType,
     pub id: String,
+    /// `publicBaseUrl` without its trailing slash: the only base at which an absolute reference
+    /// names this user. `None`: only the relative reference does (see [`FhirUser::is_named_by`]).
+    pub base: Option<String>,
 }
 
 impl FhirUser {
@@ -82,6 +85,7 @@ impl FhirUser {
         Ok(FhirUser {
             owner,
             id: id.to_owned(),
+            base: public_base.map(|b| b.as_str().trim_end_matches('/').to_owned()),
         })
     }
 
@@ -90,15 +94,54 @@ impl FhirUser {
         format!("{}/{}", self.owner.name(), self.id)
     }
 
-    /// True when a reference string (`Patient/123`, `https://base/Patient/123`,
-    /// `Patient/123/_history/2`) points at this user.
+    /// True when a reference string points at this user: exactly the user's reference
+    /// ([`FhirUser::is_named_by`]), optionally versioned (`Patient/123/_history/2`).
     pub fn is_referenced_by(&self, reference: &str) -> bool {
-        let own = self.reference();
-        let reference = match reference.find("/_history/") {
-            Some(at) => &reference[..at],
-            None => reference,
+        let unversioned = match reference.rfind("/_history/") {
+            Some(at) if !reference[at + 10..].contains('/') => &reference[..at],
+            _ => reference,
         };
-        reference == own || reference.ends_with(&format!("/{own}"))
+        self.is_named_by(unversioned)
+    }
+
+    /// True when `text` is exactly this user's reference: relative (`Patient/123`) or absolute
+    /// at `publicBaseUrl` (`https://base/Patient/123`). Anything else — another server's
+    /// `Patient/123`, `foo/Patient/123`, a bare id — is not the user: the FHIR server would
+    /// read it as another resource or not at all (hardening: canonical compartment references).
+    pub fn is_named_by(&self, text: &str) -> bool {
+        self.is_named_by_relative(text)
+            || self.base.as_deref().is_some_and(|base| {
+                text.strip_prefix(base)
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    .is_some_and(|rest| self.is_named_by_relative(rest))
+            })
+    }
+
+    fn is_named_by_relative(&self, text: &str) -> bool {
+        text.strip_prefix(self.owner.name())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|id| id == self.id)
+    }
+
+    /// True when a reference string points at a resource of the owner's type (`Patient/9`,
+    /// `https://x/Patient/9/_history/1`, the conditional `Patient?identifier=…`), whoever it
+    /// is. Used to find writes that name another patient.
+    pub fn names_owner_type(&self, reference: &str) -> bool {
+        let owner = self.owner.name();
+        let (path, conditional) = match reference.split_once('?') {
+            Some((path, _)) => (path, true),
+            None => (reference, false),
+        };
+        if conditional {
+            return path == owner || path.ends_with(&format!("/{owner}"));
+        }
+        let unversioned = match path.rfind("/_history/") {
+            Some(at) => &path[..at],
+            None => path,
+        };
+        let mut segments = unversioned.rsplit('/');
+        segments.next();
+        segments.next() == Some(owner)
     }
 
     /// The search parameters putting `resource_type` in this user's compartment (R4

@@ -182,7 +182,7 @@ fn smart_entry(entry: &FhirRequest, granted: DataActions, grant: &SmartGrant) ->
                 | Confinement::Read
                 | Confinement::Search { .. },
             ) => {}
-            Ok(Confinement::Write { .. }) => {
+            Ok(Confinement::Write { .. } | Confinement::Patch | Confinement::History) => {
                 decision.allowed = false;
                 decision.reason = format!(
                     "{entry} needs a compartment check of the stored resource, which \

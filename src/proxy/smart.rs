@@ -1,24 +1,31 @@
 //! The I/O half of SMART enforcement: carrying out a [`Confinement`] planned by
-//! [`crate::authz::smart`] — checking a request body, reading the current resource first,
-//! checking or filtering the upstream's answer — plus answering a batch entry by entry and the
+//! [`crate::authz::smart`] — checking a request body and, in [`change`], the stored resource
+//! and a patch's result; checking or filtering the upstream's answer — plus answering a batch entry by entry and the
 //! discovery documents (`/.well-known/smart-configuration`, the `/metadata` security block,
 //! reference §5.2–5.3). Everything buffered is bounded by `limits.maxBundleBytes`.
 
 use bytes::{Bytes, BytesMut};
-use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::header::{
+    HeaderName, CONTENT_LENGTH, CONTENT_TYPE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE, RANGE,
+};
+use http::{HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use crate::auth::{KeyStore, Principal, ProviderKeys};
+use crate::auth::{KeyStore, ProviderKeys};
 use crate::authz::actions::DataActions;
 use crate::authz::smart::{membership, visible, Confinement, FhirUser, SmartGrant};
 use crate::authz::BundleDecision;
 use crate::config::Config;
 use crate::error::{Rejection, FHIR_JSON};
 use crate::fhir::json as fhir_json;
-use crate::proxy::body::{empty, full, Body};
-use crate::proxy::{Generation, Proxy, Target};
+use crate::proxy::body::{full, Body};
+
+mod change;
+
+use change::check_stored;
+pub(super) use change::{confine_if_none_exist, Change};
 
 /// Buffers a response body (at most `limit` bytes).
 pub(super) async fn buffer(
@@ -58,13 +65,23 @@ pub(super) fn json(body: &[u8]) -> Result<Value, Rejection> {
 }
 
 /// A read or vread under a `patient` context: a resource outside the compartment is answered
-/// with 404 (reference §4.7). Non-success answers pass unchanged.
+/// with 404 (reference §4.7). Non-success answers pass unchanged, but for those that would
+/// confirm a resource without showing it (304 Not Modified, 412 Precondition Failed): the
+/// conditional headers that ask for them are stripped before forwarding
+/// ([`strip_conditional_headers`]), and should one come anyway it is a 404 (hardening class 5).
 pub(super) async fn check_read(
     response: Response<Body>,
     user: &FhirUser,
     limit: usize,
 ) -> Result<Response<Body>, Rejection> {
-    if !response.status().is_success() {
+    let status = response.status();
+    if status == StatusCode::NOT_MODIFIED || status == StatusCode::PRECONDITION_FAILED {
+        return Err(Rejection::NotFound(format!(
+            "the upstream answered {status}, which fhirguard cannot check against the \
+             compartment of {user} (compartment hardening: conditional reads)"
+        )));
+    }
+    if !status.is_success() {
         return Ok(response);
     }
     let (parts, bytes) = buffer(response, limit).await?;
@@ -74,6 +91,25 @@ pub(super) async fn check_read(
         )));
     }
     Ok(rebuild(parts, bytes))
+}
+
+/// The conditional-request headers (RFC 9110 §13.1) and `Range`: on a request whose answer
+/// fhirguard checks, a 304, 412 or 206 would answer before (or instead of) the resource it
+/// must see — "it exists, at this version" about a resource outside the compartment.
+const CONDITIONAL_HEADERS: [HeaderName; 6] = [
+    IF_NONE_MATCH,
+    IF_MODIFIED_SINCE,
+    IF_MATCH,
+    IF_UNMODIFIED_SINCE,
+    IF_RANGE,
+    RANGE,
+];
+
+/// Strips [`CONDITIONAL_HEADERS`] from a checked read (hardening class 5).
+pub(super) fn strip_conditional_headers(headers: &mut http::HeaderMap) {
+    for name in CONDITIONAL_HEADERS {
+        headers.remove(name);
+    }
 }
 
 /// A search or history answer: entries the grant may not see are removed (reference §4.7,
@@ -119,22 +155,21 @@ pub(super) fn check_body(
             "The resource type in the body does not match the URL.".to_owned(),
         ));
     }
-    if !membership::is_member(&resource, user) {
-        return Err(Rejection::Forbidden(format!(
-            "the resource in the body is outside the compartment of {user}"
-        )));
-    }
-    Ok(())
+    check_stored(&resource, "the resource in the body", user)
 }
 
 /// The bundle to forward: only the allowed entries, in order, each entry URL carrying its
-/// planned query. `None` when that is the body as sent.
+/// planned query, and the entries whose answer fhirguard checks without their conditions
+/// (`ifNoneMatch`, `ifModifiedSince`, `ifMatch`), as a checked read alone goes without its
+/// conditional headers (hardening class 5). `None` when that is the body as sent.
 pub(super) fn forwarded_bundle(
     body: &[u8],
     decision: &BundleDecision,
     plans: &[Confinement],
 ) -> Option<Bytes> {
-    let rewrites = plans.iter().any(|plan| planned_query(plan).is_some());
+    let rewrites = plans
+        .iter()
+        .any(|plan| planned_query(plan).is_some() || *plan == Confinement::Read);
     if decision.denied_entries().next().is_none() && !rewrites {
         return None;
     }
@@ -149,6 +184,14 @@ pub(super) fn forwarded_bundle(
             let url = entry["request"]["url"].as_str().unwrap_or_default();
             let path = url.split_once('?').map_or(url, |(path, _)| path).to_owned();
             entry["request"]["url"] = Value::String(format!("{path}?{query}"));
+        }
+        let checked = plans
+            .get(index)
+            .is_some_and(|plan| matches!(plan, Confinement::Read | Confinement::Search { .. }));
+        if let (true, Some(request)) = (checked, entry["request"].as_object_mut()) {
+            for condition in ["ifNoneMatch", "ifModifiedSince", "ifMatch"] {
+                request.remove(condition);
+            }
         }
         kept.push(entry);
     }
@@ -171,7 +214,7 @@ pub(super) fn bundle_needs_check(plans: &[Confinement]) -> bool {
 }
 
 /// Checks the upstream's batch- or transaction-response entry by entry: a read outside the
-/// compartment becomes a 404 entry, a search's Bundle is filtered like a search answer.
+/// compartment, or answered without a resource, becomes a 404 entry, a search's Bundle is filtered like a search answer.
 pub(super) fn check_bundle_answer(
     answer: &mut Value,
     decision: &BundleDecision,
@@ -191,10 +234,13 @@ pub(super) fn check_bundle_answer(
     for (entry, plan) in entries.iter_mut().zip(forwarded) {
         match plan {
             Confinement::Read => {
+                // No resource to check (a `304 Not Modified` or `412` answer to the entry's
+                // `ifNoneMatch`/`ifModifiedSince`/`ifMatch`, a 404, a 410) is a 404 too:
+                // "not modified" would confirm another patient's resource (hardening class 5).
                 let outside = grant.compartment().is_some_and(|user| {
                     entry
                         .get("resource")
-                        .is_some_and(|r| !membership::is_member(r, user))
+                        .is_none_or(|r| !membership::is_member(r, user))
                 });
                 if outside {
                     *entry = json!({ "response": { "status": "404 Not Found" } });
@@ -205,7 +251,11 @@ pub(super) fn check_bundle_answer(
                     membership::filter_bundle(bundle, |r| visible(grant, granted, r));
                 }
             }
-            Confinement::Forward | Confinement::Rewrite { .. } | Confinement::Write { .. } => {}
+            Confinement::Forward
+            | Confinement::Rewrite { .. }
+            | Confinement::Write { .. }
+            | Confinement::Patch
+            | Confinement::History => {}
         }
     }
 }
@@ -459,46 +509,4 @@ pub(super) async fn add_security(
         return Ok(rebuild(parts, bytes));
     }
     Ok(rebuild(parts, Bytes::from(statement.to_string())))
-}
-
-impl Proxy {
-    /// Before a change under a `patient` context: the current resource, read from the upstream
-    /// with the caller's credentials, must be in the compartment (reference §8 rule 20). A
-    /// resource that does not exist yet (404/410) passes: the body check covers an update that
-    /// creates.
-    pub(super) async fn check_current(
-        &self,
-        generation: &Generation,
-        parts: &http::request::Parts,
-        target: Target<'_>,
-        principal: Option<&Principal>,
-        user: &FhirUser,
-    ) -> Result<(), Rejection> {
-        let mut read = Request::get(parts.uri.clone())
-            .body(empty())
-            .map_err(|error| Rejection::Unverifiable(error.to_string()))?;
-        *read.headers_mut() = parts.headers.clone();
-        for name in [CONTENT_LENGTH, CONTENT_TYPE, ACCEPT_ENCODING] {
-            read.headers_mut().remove(name);
-        }
-        let (read_parts, body) = read.into_parts();
-        let target = Target {
-            query: None,
-            ..target
-        };
-        let response = self
-            .forward(generation, read_parts, body, target, principal)
-            .await?;
-        let status = response.status();
-        if status == http::StatusCode::NOT_FOUND || status == http::StatusCode::GONE {
-            return Ok(());
-        }
-        if !status.is_success() {
-            return Err(Rejection::Unverifiable(format!(
-                "reading the current resource answered {status}"
-            )));
-        }
-        let limit = generation.config.limits.max_bundle_bytes;
-        check_read(response, user, limit).await.map(drop)
-    }
 }

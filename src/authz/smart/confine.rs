@@ -4,11 +4,17 @@
 //! confinement to the `fhirUser`'s compartment. The result is a [`Confinement`]: a plan the proxy
 //! carries out (rewrite the query, check the body, the current resource or the response).
 
+mod parameters;
+#[cfg(test)]
+mod tests;
+
 use super::{export_eligible_types, is_export, membership, FhirUser, SmartGrant};
 use crate::authz::actions::{DataAction, DataActions};
 use crate::fhir::compartment::is_shared_type;
 use crate::fhir::query::{encode, parameters};
 use crate::fhir::{FhirRequest, Interaction};
+pub use parameters::confine_condition;
+use parameters::{canonical_parameter, check_names, check_shared_reach, RULE};
 
 /// How a request is carried out under SMART.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +32,23 @@ pub enum Confinement {
     /// A change to a compartment type: the request body (`body`) and/or the current resource,
     /// fetched first (`current`), must be in the compartment (reference §8 rule 20).
     Write { body: bool, current: bool },
+    /// A patch of a compartment type: the current resource is fetched first and must be in the
+    /// compartment, and so must the result of applying the body (JSON Patch only) to it.
+    Patch,
+    /// An instance history of a compartment type: the current resource is fetched first and
+    /// must be in the compartment, else 404 — the history's `total` and paging would otherwise
+    /// confirm another patient's resource and count its versions; the answer is then filtered.
+    History,
+}
+
+impl Confinement {
+    /// True when the stored resource must be read (and found in the compartment) first.
+    pub fn reads_current(&self) -> bool {
+        matches!(
+            self,
+            Confinement::Write { current: true, .. } | Confinement::Patch | Confinement::History
+        )
+    }
 }
 
 /// Why a request is refused by SMART enforcement.
@@ -276,6 +299,11 @@ impl Gate<'_> {
         let search = |extra: &[(String, String)]| Confinement::Search {
             query: (!extra.is_empty()).then(|| append(query, extra)),
         };
+        let searches = request.interaction.is_search()
+            || (request.interaction == Interaction::Operation && own_type && own_id);
+        if searches {
+            check_names(query)?;
+        }
         Ok(match request.interaction {
             Interaction::Capabilities | Interaction::Bundle => Confinement::Forward,
             Interaction::Read | Interaction::Vread | Interaction::HistoryInstance if shared => {
@@ -289,14 +317,18 @@ impl Gate<'_> {
             }
             Interaction::Read | Interaction::Vread if member => Confinement::Read,
             Interaction::HistoryInstance if own_type && !own_id => return Err(not_found()),
-            Interaction::HistoryInstance | Interaction::HistoryType if member => search(&[]),
+            Interaction::HistoryInstance if own_type => search(&[]),
+            Interaction::HistoryInstance if member => Confinement::History,
             Interaction::HistoryType if shared => Confinement::Forward,
-            Interaction::HistorySystem => search(&[]),
-            Interaction::SearchType if shared => search(&extra),
+            Interaction::HistoryType | Interaction::HistorySystem => {
+                return Err(unconfinable_history(request))
+            }
+            Interaction::SearchType if shared => {
+                check_shared_reach(query)?;
+                search(&extra)
+            }
             Interaction::SearchType if member => {
-                if let Some(pair) = compartment_parameter(user, resource_type, query)? {
-                    extra.push(pair);
-                }
+                extra.push(canonical_parameter(user, resource_type, query)?);
                 search(&extra)
             }
             Interaction::SearchCompartment => {
@@ -306,6 +338,10 @@ impl Gate<'_> {
                     .is_some_and(|(c, id)| c == user.owner.name() && *id == user.id);
                 if !own || !(resource_type.is_none() || shared || member) {
                     return Err(outside());
+                }
+                if member {
+                    // The path confines; the parameters must still not name anyone else.
+                    canonical_parameter(user, resource_type, query)?;
                 }
                 search(&extra)
             }
@@ -328,6 +364,7 @@ impl Gate<'_> {
                             .to_owned(),
                     ));
                 }
+                check_shared_reach(query)?;
                 search(&extra)
             }
             Interaction::Create | Interaction::ConditionalCreate if member => Confinement::Write {
@@ -338,7 +375,8 @@ impl Gate<'_> {
                 body: true,
                 current: true,
             },
-            Interaction::Patch | Interaction::Delete if member => Confinement::Write {
+            Interaction::Patch if member => Confinement::Patch,
+            Interaction::Delete if member => Confinement::Write {
                 body: false,
                 current: true,
             },
@@ -353,62 +391,15 @@ impl Gate<'_> {
     }
 }
 
-/// For a search on a compartment type: a compartment parameter naming someone else is refused;
-/// when none names the user, the one to add (`patient`/`subject`/… = `Patient/<id>`, or `_id`
-/// on the owner's own type).
-fn compartment_parameter(
-    user: &FhirUser,
-    resource_type: Option<&str>,
-    query: Option<&str>,
-) -> Result<Option<(String, String)>, Denial> {
-    let Some(resource_type) = resource_type else {
-        return Ok(None);
-    };
-    let own_type = resource_type == user.owner.name();
-    let params: &[&str] = user.compartment_params(resource_type).unwrap_or(&[]);
-    let mut named_self = false;
-    for (name, value) in parameters(query) {
-        let base = name.split(':').next().unwrap_or_default();
-        let is_id = own_type && base == "_id";
-        // `patient` always targets a Patient (Observation.patient = subject:Patient).
-        let names_patient = user.owner == super::OwnerType::Patient && base == "patient";
-        if !(is_id || names_patient || params.contains(&base)) || name.contains('.') {
-            continue;
-        }
-        for item in value.split(',') {
-            let own = if is_id {
-                item == user.id
-            } else {
-                user.is_referenced_by(item)
-                    || (item == user.id && name.ends_with(&format!(":{}", user.owner.name())))
-            };
-            if !own {
-                return Err(Denial::Forbidden(format!(
-                    "'{name}={item}' names a resource outside the compartment of {user}"
-                )));
-            }
-        }
-        named_self = true;
-    }
-    if named_self {
-        return Ok(None);
-    }
-    if own_type {
-        return Ok(Some(("_id".to_owned(), user.id.clone())));
-    }
-    let preferred = [
-        "patient",
-        "subject",
-        "beneficiary",
-        "practitioner",
-        "performer",
-    ];
-    let chosen = preferred
-        .iter()
-        .find(|p| params.contains(p))
-        .or(params.first())
-        .copied();
-    Ok(chosen.map(|p| (p.to_owned(), user.reference())))
+/// Type- and system-level history cannot be confined upstream (history takes no search
+/// parameters), and filtering the answer would still leak other patients' counts through its
+/// `total` and its paging.
+fn unconfinable_history(request: &FhirRequest) -> Denial {
+    Denial::Forbidden(format!(
+        "{request} is refused under a patient context ({RULE}: unconfinable history): a \
+         history across resources cannot be limited to the compartment; read the history of \
+         one resource, or search with _lastUpdated"
+    ))
 }
 
 /// What `_include`/`_revinclude` value `value` reaches: the target type of an include

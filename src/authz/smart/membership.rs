@@ -28,6 +28,48 @@ pub fn is_member(resource: &Value, user: &FhirUser) -> bool {
         .any(|element| refers_to(&resource[element.as_str()], user))
 }
 
+/// The first reference under `resource`'s compartment elements that names a resource of the
+/// owner's type other than `user` (`performer: Patient/2` beside `subject: Patient/1`, a
+/// Patient's `link` to another patient). Storing such a resource writes into that other
+/// patient's compartment too (hardening: writes stay in the compartment).
+pub fn foreign_reference<'a>(resource: &'a Value, user: &FhirUser) -> Option<&'a str> {
+    let params = user.compartment_params(resource["resourceType"].as_str()?)?;
+    params
+        .iter()
+        .flat_map(|param| elements(param))
+        .find_map(|element| foreign_in(&resource[element.as_str()], user))
+}
+
+/// The first object member under `resource` whose name differs only in ASCII case from
+/// `reference` or from a compartment element of its type (`Subject`, `performer.Reference`).
+/// fhirguard reads names exactly; a server binding them case-insensitively would read such a
+/// member as the compartment element, so a write holding one cannot be checked.
+pub fn case_variant(resource: &Value, user: &FhirUser) -> Option<String> {
+    let params = resource["resourceType"]
+        .as_str()
+        .and_then(|t| user.compartment_params(t))
+        .unwrap_or(&[]);
+    let mut names: Vec<String> = params.iter().flat_map(|param| elements(param)).collect();
+    names.push("reference".to_owned());
+    variant_in(resource, &names)
+}
+
+fn variant_in(value: &Value, names: &[String]) -> Option<String> {
+    match value {
+        Value::Object(object) => object.iter().find_map(|(key, inner)| {
+            let variant = names
+                .iter()
+                .any(|name| key != name && key.eq_ignore_ascii_case(name));
+            if variant {
+                return Some(key.clone());
+            }
+            variant_in(inner, names)
+        }),
+        Value::Array(items) => items.iter().find_map(|item| variant_in(item, names)),
+        _ => None,
+    }
+}
+
 /// True when a resource may be shown under a `patient` context: a shared type, or a member.
 pub fn is_visible(resource: &Value, user: &FhirUser) -> bool {
     resource["resourceType"]
@@ -85,6 +127,24 @@ fn camel_case(param: &str) -> String {
         }
     }
     out
+}
+
+/// The first `reference` string under `value` naming another resource of the owner's type.
+fn foreign_in<'a>(value: &'a Value, user: &FhirUser) -> Option<&'a str> {
+    match value {
+        Value::Object(object) => {
+            object
+                .iter()
+                .find_map(|(key, inner)| match (key.as_str(), inner) {
+                    ("reference", Value::String(reference)) => (user.names_owner_type(reference)
+                        && !user.is_referenced_by(reference))
+                    .then_some(reference.as_str()),
+                    _ => foreign_in(inner, user),
+                })
+        }
+        Value::Array(items) => items.iter().find_map(|item| foreign_in(item, user)),
+        _ => None,
+    }
 }
 
 /// True when any `reference` string under `value` (nested objects and arrays included) points

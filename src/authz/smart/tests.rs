@@ -21,7 +21,8 @@ fn request(method: &str, target: &str) -> (FhirRequest, Option<String>) {
 }
 
 fn grant(scopes: &str) -> SmartGrant {
-    SmartGrant::new(&[scopes.to_owned()], Some(USER), None).expect("valid grant")
+    let base = url::Url::parse("https://fhir.example.org").unwrap();
+    SmartGrant::new(&[scopes.to_owned()], Some(USER), Some(&base)).expect("valid grant")
 }
 
 fn verdict(scopes: &str, granted: DataActions, method: &str, target: &str) -> bool {
@@ -157,9 +158,10 @@ fn patient_context_searches_are_confined() {
         plan(s, "GET", "/Observation?code=x"),
         search("code=x&subject=Patient/123")
     );
+    // The canonical compartment parameter is always appended, also beside the client's own.
     assert_eq!(
         plan(s, "GET", "/Observation?subject=Patient/123"),
-        Ok(Confinement::Search { query: None })
+        search("subject=Patient/123&subject=Patient/123")
     );
     assert_eq!(
         plan(
@@ -167,7 +169,7 @@ fn patient_context_searches_are_confined() {
             "GET",
             "/Observation?patient=https://fhir.example.org/Patient/123"
         ),
-        Ok(Confinement::Search { query: None })
+        search("patient=https://fhir.example.org/Patient/123&subject=Patient/123")
     );
     assert!(forbidden(&plan(
         s,
@@ -222,13 +224,13 @@ fn patient_context_reads_and_writes_are_confined() {
     let write = |body, current| Ok(Confinement::Write { body, current });
     assert_eq!(plan(s, "POST", "/Observation"), write(true, false));
     assert_eq!(plan(s, "PUT", "/Observation/9"), write(true, true));
-    assert_eq!(plan(s, "PATCH", "/Observation/9"), write(false, true));
+    assert_eq!(plan(s, "PATCH", "/Observation/9"), Ok(Confinement::Patch));
     assert_eq!(plan(s, "DELETE", "/Observation/9"), write(false, true));
     assert!(forbidden(&plan(s, "DELETE", "/Observation?code=x")));
     assert!(forbidden(&plan(s, "PUT", "/Organization/1")));
     assert_eq!(
         plan(s, "GET", "/Observation/9/_history"),
-        Ok(Confinement::Search { query: None })
+        Ok(Confinement::History)
     );
     assert_eq!(
         plan(s, "GET", "/Patient/123/$everything"),
@@ -346,7 +348,8 @@ fn fhir_user_claims() {
         ok(USER),
         Ok(FhirUser {
             owner: OwnerType::Patient,
-            id: "123".to_owned()
+            id: "123".to_owned(),
+            base: Some("https://fhir.example.org".to_owned()),
         })
     );
     assert!(ok("Practitioner/7").is_ok());
@@ -373,7 +376,8 @@ fn fhir_user_claims() {
 
 #[test]
 fn compartment_membership() {
-    let user = FhirUser::parse(USER, None).unwrap();
+    let base = url::Url::parse("https://fhir.example.org").unwrap();
+    let user = FhirUser::parse(USER, Some(&base)).unwrap();
     let table = [
         (json!({"resourceType": "Patient", "id": "123"}), true),
         (json!({"resourceType": "Patient", "id": "456"}), false),
@@ -382,8 +386,13 @@ fn compartment_membership() {
             true,
         ),
         (
-            json!({"resourceType": "Observation", "subject": {"reference": "https://x/Patient/123/_history/1"}}),
+            json!({"resourceType": "Observation", "subject": {"reference": "https://fhir.example.org/Patient/123/_history/1"}}),
             true,
+        ),
+        // Another server's Patient/123 is not this patient.
+        (
+            json!({"resourceType": "Observation", "subject": {"reference": "https://x/Patient/123/_history/1"}}),
+            false,
         ),
         (
             json!({"resourceType": "Observation", "subject": {"reference": "Patient/1234"}}),

@@ -1,0 +1,1141 @@
+//! Issue 11, classes 1, 5, 8 and 9: a patient context stays inside its compartment. fhirguard
+//! runs in-process between a fake OpenID provider and a small in-memory FHIR store that, like a
+//! real server, answers counts and totals for whatever it is asked, answers conditional reads
+//! with 304/412, keeps version histories and applies JSON Patches — and records every request
+//! it receives, so each test asserts both what the client got and what reached the server.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fhirguard::app::{self, Running, StartOptions};
+use fhirguard::config::Config;
+use fhirguard::fhir::patch;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{json, Value};
+use support::idp::FakeIdp;
+use support::token::{self, now, TestKey};
+use tokio::net::TcpListener;
+
+const AUDIENCE: &str = "https://fhir.example.org/smart";
+const BASE: &str = "https://fhir.example.org";
+
+/// One request the FHIR store received.
+#[derive(Clone, Debug)]
+struct Received {
+    method: Method,
+    /// Path and query, as sent.
+    target: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// The in-memory store: `type/id` → resource (with `meta.versionId`).
+#[derive(Debug, Default)]
+struct Store {
+    resources: BTreeMap<String, Value>,
+    received: Vec<Received>,
+}
+
+#[derive(Clone)]
+struct Fhir {
+    address: SocketAddr,
+    store: Arc<Mutex<Store>>,
+}
+
+impl Fhir {
+    async fn start(seed: Vec<Value>) -> Fhir {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let store = Arc::new(Mutex::new(Store::default()));
+        for resource in seed {
+            put(&mut store.lock().unwrap(), resource);
+        }
+        let shared = Arc::clone(&store);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let store = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| serve(Arc::clone(&store), request));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Fhir { address, store }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.store.lock().unwrap().received.clone()
+    }
+
+    fn count(&self) -> usize {
+        self.store.lock().unwrap().received.len()
+    }
+
+    fn since(&self, before: usize) -> Vec<Received> {
+        self.received().split_off(before)
+    }
+
+    fn resource(&self, key: &str) -> Option<Value> {
+        self.store.lock().unwrap().resources.get(key).cloned()
+    }
+}
+
+fn put(store: &mut Store, mut resource: Value) -> Value {
+    let key = format!(
+        "{}/{}",
+        resource["resourceType"].as_str().unwrap(),
+        resource["id"].as_str().unwrap()
+    );
+    let version = store
+        .resources
+        .get(&key)
+        .and_then(|r| r["meta"]["versionId"].as_str()?.parse::<u32>().ok())
+        .unwrap_or(0)
+        + 1;
+    resource["meta"] = json!({ "versionId": version.to_string() });
+    store.resources.insert(key, resource.clone());
+    resource
+}
+
+async fn serve(
+    store: Arc<Mutex<Store>>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let target = parts.uri.path_and_query().unwrap().as_str().to_owned();
+    let path = parts.uri.path().trim_start_matches("/fhir").to_owned();
+    let query = parts.uri.query().unwrap_or_default().to_owned();
+    let mut store = store.lock().unwrap();
+    store.received.push(Received {
+        method: parts.method.clone(),
+        target,
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    });
+    let (status, answer) = answer(
+        &mut store,
+        &parts.method,
+        &path,
+        &query,
+        &parts.headers,
+        &body,
+    );
+    let mut response = Response::builder()
+        .status(status)
+        .header("content-type", "application/fhir+json");
+    if let Some(version) = answer["meta"]["versionId"].as_str() {
+        response = response.header("etag", format!("W/\"{version}\""));
+    }
+    let body = if status == StatusCode::NOT_MODIFIED {
+        Bytes::new()
+    } else {
+        Bytes::from(answer.to_string())
+    };
+    Ok(response.body(Full::new(body)).unwrap())
+}
+
+fn outcome(status: StatusCode) -> (StatusCode, Value) {
+    (status, json!({"resourceType": "OperationOutcome"}))
+}
+
+/// A Bundle of `entries` whose `total` counts them all, with none listed when the query asks
+/// for a count only (`_summary=count`, `_count=0`) — the shape that leaks counts.
+fn bundle(kind: &str, entries: Vec<Value>, query: &str) -> Value {
+    let total = entries.len();
+    let count_only = query
+        .split('&')
+        .any(|p| p == "_summary=count" || p == "_count=0");
+    let entries: Vec<Value> = if count_only { Vec::new() } else { entries };
+    json!({"resourceType": "Bundle", "type": kind, "total": total, "entry": entries})
+}
+
+/// The store applies the compartment parameters fhirguard adds (`subject`, `patient`, `_id`,
+/// unmodified) as a server would, ANDed; it ignores every other parameter.
+fn matches(resource: &Value, query: &str) -> bool {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .all(|(name, value)| match name {
+            "subject" | "patient" => {
+                let wanted = value.strip_prefix(&format!("{BASE}/")).unwrap_or(value);
+                let wanted = match wanted.contains('/') {
+                    true => wanted.to_owned(),
+                    false => format!("Patient/{wanted}"),
+                };
+                resource["subject"]["reference"] == wanted.as_str()
+            }
+            "_id" => resource["id"] == value,
+            _ => true,
+        })
+}
+
+fn answer(
+    store: &mut Store,
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (StatusCode, Value) {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match (method.as_str(), segments.as_slice()) {
+        ("GET", [t, "_history"]) | ("GET", [t @ "_history"]) => {
+            let entries: Vec<Value> = store
+                .resources
+                .values()
+                .filter(|r| *t == "_history" || r["resourceType"] == *t)
+                .map(|r| json!({"resource": r}))
+                .collect();
+            (StatusCode::OK, bundle("history", entries, query))
+        }
+        ("GET", [t, id, "_history"]) => match store.resources.get(&format!("{t}/{id}")) {
+            Some(resource) => {
+                let mut history = bundle("history", vec![json!({"resource": resource})], query);
+                history["total"] = json!(resource["meta"]["versionId"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<u32>()
+                    .unwrap());
+                (StatusCode::OK, history)
+            }
+            None => outcome(StatusCode::NOT_FOUND),
+        },
+        ("GET", [t, id] | [t, id, "_history", _]) => {
+            let Some(resource) = store.resources.get(&format!("{t}/{id}")) else {
+                return outcome(StatusCode::NOT_FOUND);
+            };
+            let etag = format!("W/\"{}\"", resource["meta"]["versionId"].as_str().unwrap());
+            if header("if-none-match").is_some_and(|v| v == etag || v == "*") {
+                return (StatusCode::NOT_MODIFIED, resource.clone());
+            }
+            if header("if-match").is_some_and(|v| v != etag) {
+                return outcome(StatusCode::PRECONDITION_FAILED);
+            }
+            (StatusCode::OK, resource.clone())
+        }
+        ("GET", [t]) | ("GET", [_, _, t]) | ("POST", [t, "_search"]) => {
+            let form = std::str::from_utf8(body).unwrap_or_default();
+            let query = format!("{query}&{form}");
+            let entries: Vec<Value> = store
+                .resources
+                .values()
+                .filter(|r| r["resourceType"] == *t && matches(r, &query))
+                .map(|r| json!({"resource": r, "search": {"mode": "match"}}))
+                .collect();
+            (StatusCode::OK, bundle("searchset", entries, &query))
+        }
+        ("POST", []) => {
+            let request: Value = serde_json::from_slice(body).unwrap();
+            let mut entries = Vec::new();
+            for entry in request["entry"].as_array().unwrap() {
+                let url = entry["request"]["url"].as_str().unwrap().to_owned();
+                let method =
+                    Method::from_bytes(entry["request"]["method"].as_str().unwrap().as_bytes())
+                        .unwrap();
+                let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+                let mut headers = HeaderMap::new();
+                for (member, header) in [("ifNoneMatch", "if-none-match"), ("ifMatch", "if-match")]
+                {
+                    if let Some(value) = entry["request"][member].as_str() {
+                        headers.insert(header, value.parse().unwrap());
+                    }
+                }
+                let (status, resource) = answer(
+                    store,
+                    &method,
+                    &format!("/{path}"),
+                    query,
+                    &headers,
+                    entry["resource"].to_string().as_bytes(),
+                );
+                let mut answered = json!({"response": {"status": status.to_string()}});
+                if status != StatusCode::NOT_MODIFIED {
+                    answered["resource"] = resource;
+                }
+                if let Some(version) = answered["resource"]["meta"]["versionId"].as_str() {
+                    answered["response"]["etag"] = json!(format!("W/\"{version}\""));
+                }
+                entries.push(answered);
+            }
+            (
+                StatusCode::OK,
+                json!({"resourceType": "Bundle", "type": "batch-response", "entry": entries}),
+            )
+        }
+        ("POST", [_]) | ("PUT", [_, _]) => {
+            let mut resource: Value = serde_json::from_slice(body).unwrap();
+            if resource.get("id").is_none() {
+                resource["id"] = json!(format!("new{}", store.resources.len()));
+            }
+            (StatusCode::CREATED, put(store, resource))
+        }
+        ("PATCH", [t, id]) => {
+            let Some(mut resource) = store.resources.get(&format!("{t}/{id}")).cloned() else {
+                return outcome(StatusCode::NOT_FOUND);
+            };
+            let etag = format!("W/\"{}\"", resource["meta"]["versionId"].as_str().unwrap());
+            if header("if-match").is_some_and(|v| v != etag) {
+                return outcome(StatusCode::PRECONDITION_FAILED);
+            }
+            let operations: Value = serde_json::from_slice(body).unwrap();
+            match patch::apply(&mut resource, &operations) {
+                Ok(()) => (StatusCode::OK, put(store, resource)),
+                Err(_) => outcome(StatusCode::UNPROCESSABLE_ENTITY),
+            }
+        }
+        ("DELETE", [t, id]) => {
+            store.resources.remove(&format!("{t}/{id}"));
+            (StatusCode::NO_CONTENT, json!({}))
+        }
+        _ => outcome(StatusCode::BAD_REQUEST),
+    }
+}
+
+fn observation(id: &str, patient: &str) -> Value {
+    json!({"resourceType": "Observation", "id": id, "status": "final",
+           "code": {"text": "x"},
+           "subject": {"reference": format!("Patient/{patient}")}})
+}
+
+struct Harness {
+    idp: FakeIdp,
+    key: TestKey,
+    fhir: Fhir,
+    running: Running,
+    client: Client<HttpConnector, Full<Bytes>>,
+    /// A `patient/*.*` token for Patient/1.
+    token: String,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn diagnostics(&self) -> &str {
+        self.body["issue"][0]["diagnostics"].as_str().unwrap_or("")
+    }
+}
+
+fn config_yaml(upstream: SocketAddr, authority: &str) -> String {
+    format!(
+        r#"
+listen: "127.0.0.1:0"
+adminListen: "127.0.0.1:0"
+upstream: "http://{upstream}/fhir"
+publicBaseUrl: "{BASE}"
+allowHttpAuthorities: true
+authenticationConfiguration:
+  smartIdentityProviders:
+    - authority: "{authority}"
+      applications:
+        - clientId: "app"
+          audience: "{AUDIENCE}"
+          allowedDataActions: ["*"]
+"#
+    )
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        let key = TestKey::ec_p256("hardening-1");
+        let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+        let fhir = Fhir::start(vec![
+            json!({"resourceType": "Patient", "id": "1"}),
+            json!({"resourceType": "Patient", "id": "2"}),
+            observation("o1", "1"),
+            observation("o2", "2"),
+            observation("o3", "2"),
+            json!({"resourceType": "Encounter", "id": "e1", "subject": {"reference": "Patient/1"}}),
+            json!({"resourceType": "Encounter", "id": "e2", "subject": {"reference": "Patient/2"}}),
+            json!({"resourceType": "Location", "id": "loc"}),
+        ])
+        .await;
+        let config = Config::parse(&config_yaml(fhir.address, &idp.base_url())).expect("config");
+        let options = StartOptions {
+            config_path: None,
+            grace: Duration::from_secs(5),
+        };
+        let running = app::start(config, options).await.expect("start");
+        let mut harness = Harness {
+            idp,
+            key,
+            fhir,
+            running,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            token: String::new(),
+        };
+        harness.token = harness.token_for("patient/*.*", "Patient/1");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while harness.get("/Location/loc").await.status != StatusCode::OK {
+            assert!(tokio::time::Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        harness
+    }
+
+    fn token_for(&self, scopes: &str, fhir_user: &str) -> String {
+        token::base_claims(&self.idp.issuer(), AUDIENCE, now())
+            .claim("azp", "app")
+            .claim("scp", scopes)
+            .claim("fhirUser", format!("{BASE}/{fhir_user}"))
+            .sign(&self.key)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Answer {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{target}", self.running.proxy_address))
+            .header("authorization", format!("Bearer {}", self.token));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let response = self.client.request(request).await.expect("request");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+
+    async fn get(&self, target: &str) -> Answer {
+        self.send(Method::GET, target, &[], "").await
+    }
+
+    /// `target` is refused with 403 naming a compartment rule, and nothing reaches the server.
+    async fn assert_refused(&self, method: Method, target: &str, form: &str) {
+        let before = self.fhir.count();
+        let headers: &[(&str, &str)] = if form.is_empty() {
+            &[]
+        } else {
+            &[("content-type", "application/x-www-form-urlencoded")]
+        };
+        let answer = self.send(method.clone(), target, headers, form).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::FORBIDDEN,
+            "{method} {target} {form}: {}",
+            answer.body
+        );
+        assert_eq!(answer.body["issue"][0]["code"], "forbidden");
+        assert!(
+            answer.diagnostics().contains("compartment hardening"),
+            "{method} {target} {form}: the reason names no rule: {}",
+            answer.diagnostics()
+        );
+        assert_eq!(
+            self.fhir.count(),
+            before,
+            "{method} {target} {form} reached the server"
+        );
+    }
+}
+
+fn ids(bundle: &Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}/{}",
+                        e["resource"]["resourceType"].as_str().unwrap_or("-"),
+                        e["resource"]["id"].as_str().unwrap_or("-")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What reached the server for one request: its target, plus the form body of a POST search.
+fn searched(received: &Received) -> String {
+    format!(
+        "{} {}",
+        received.target,
+        String::from_utf8_lossy(&received.body)
+    )
+}
+
+// Class 1: compartment escape through search modifiers.
+
+#[tokio::test]
+async fn modifiers_and_foreign_values_on_compartment_parameters_are_refused() {
+    let h = Harness::start().await;
+    for target in [
+        "/Observation?subject:not=Patient/1&_summary=count",
+        "/Observation?subject:not=Patient/1&_total=accurate&_count=0",
+        "/Observation?subject:not=Patient/1&code=x&_summary=count",
+        "/Encounter?patient:not=Patient/1&_summary=count",
+        "/Patient?_id:not=1&_summary=count",
+        "/Observation?subject:missing=true",
+        "/Observation?subject:identifier=http://x%7C1",
+        "/Observation?subject:above=Patient/1",
+        "/Observation?subject:Group=1",
+        "/Observation?subject%3Anot=Patient/1&_summary=count",
+        "/Observation?SUBJECT:NOT=Patient/1",
+        "/Observation?Subject=Patient/2",
+        "/Patient?_ID=2",
+        "/Observation?subject.name=x",
+        "/Observation?subject:Patient.name=x",
+        "/Observation?subject=foo/Patient/1",
+        "/Observation?subject=http://other.example/Patient/1",
+        "/Observation?subject=Patient/1,Patient/2",
+        "/Observation?subject=Patient/1&subject=Patient/2",
+        "/Observation?subject=",
+        "/Observation?performer=Patient/2",
+        "/Observation?subject%253Anot=Patient/1",
+        "/Observation?%C5%BFubject=Patient/2",
+        "/Observation?subject%20=Patient/2",
+        "/Patient/1/Observation?subject:not=Patient/1",
+        "/Location?_has:Encounter:location:patient=Patient/2&_summary=count",
+    ] {
+        h.assert_refused(Method::GET, target, "").await;
+    }
+    // The POST _search form is read the same.
+    for form in [
+        "subject:not=Patient/1&_summary=count",
+        "subject%3Anot=Patient/1",
+        "_id:not=1",
+        "patient=Patient/2&code=x",
+    ] {
+        let target = if form.starts_with("_id") {
+            "/Patient/_search"
+        } else {
+            "/Observation/_search"
+        };
+        h.assert_refused(Method::POST, target, form).await;
+    }
+    // The query-string half of a POST _search too.
+    h.assert_refused(
+        Method::POST,
+        "/Observation/_search?subject:not=Patient/1",
+        "_summary=count",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn counts_and_totals_come_only_from_confined_searches() {
+    let h = Harness::start().await;
+    for (target, canonical) in [
+        (
+            "/Observation?subject=Patient/1&_summary=count",
+            "subject=Patient/1",
+        ),
+        ("/Observation?_total=accurate&_count=0", "subject=Patient/1"),
+        ("/Observation?patient=1&code=x", "subject=Patient/1"),
+        (
+            "/Observation?subject=https://fhir.example.org/Patient/1",
+            "subject=Patient/1",
+        ),
+        ("/Encounter?_summary=count", "patient=Patient/1"),
+        ("/Patient?_id=1&_summary=count", "_id=1"),
+    ] {
+        let before = h.fhir.count();
+        let answer = h.get(target).await;
+        assert_eq!(answer.status, StatusCode::OK, "{target}: {}", answer.body);
+        assert_eq!(answer.body["total"], 1, "{target}: {}", answer.body);
+        let sent = h.fhir.since(before);
+        assert_eq!(sent.len(), 1, "{target}");
+        assert!(
+            sent[0].target.ends_with(&format!("&{canonical}")),
+            "{target} was forwarded as {}",
+            sent[0].target
+        );
+    }
+    // A search form: the canonical parameter reaches the server in the URL or the form.
+    for form in ["_summary=count", "subject=Patient/1&_count=0"] {
+        let before = h.fhir.count();
+        let answer = h
+            .send(
+                Method::POST,
+                "/Observation/_search",
+                &[("content-type", "application/x-www-form-urlencoded")],
+                form,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{form}: {}", answer.body);
+        let sent = h.fhir.since(before);
+        assert!(
+            searched(&sent[0]).contains("subject=Patient/1"),
+            "{form}: {}",
+            searched(&sent[0])
+        );
+    }
+    // Other types' references cannot name a patient and stay allowed.
+    let answer = h.get("/Observation?performer=Practitioner/7").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(ids(&answer.body), ["Observation/o1"]);
+}
+
+// Class 5: 304 as an existence oracle.
+
+#[tokio::test]
+async fn conditional_reads_cannot_confirm_another_patients_resource() {
+    let h = Harness::start().await;
+    for (name, value) in [
+        ("if-none-match", "W/\"1\""),
+        ("if-none-match", "*"),
+        ("if-modified-since", "Sat, 01 Jan 2000 00:00:00 GMT"),
+        ("if-match", "W/\"7\""),
+        ("range", "bytes=0-1"),
+    ] {
+        for method in [Method::GET, Method::HEAD] {
+            let before = h.fhir.count();
+            let answer = h
+                .send(method.clone(), "/Observation/o2", &[(name, value)], "")
+                .await;
+            assert_eq!(
+                answer.status,
+                StatusCode::NOT_FOUND,
+                "{method} {name}: {value}"
+            );
+            assert!(answer.headers.get("etag").is_none(), "{name}: {value}");
+            let sent = h.fhir.since(before);
+            assert!(
+                sent.iter().all(|r| !r.headers.contains_key(name)),
+                "{name} reached the server"
+            );
+            // The own resource is answered in full, never with a bare 304 or 412.
+            let own = h
+                .send(method.clone(), "/Observation/o1", &[(name, value)], "")
+                .await;
+            assert_eq!(own.status, StatusCode::OK, "{method} own {name}: {value}");
+        }
+    }
+    // Batch entries carry their own conditions: the answer is checked the same.
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Observation/o2", "ifNoneMatch": "W/\"1\""}},
+        {"request": {"method": "GET", "url": "Observation/o2", "ifMatch": "W/\"7\""}},
+        {"request": {"method": "GET", "url": "Observation/nope", "ifNoneMatch": "*"}},
+        {"request": {"method": "GET", "url": "Observation/o1", "ifNoneMatch": "W/\"1\""}},
+        {"request": {"method": "GET", "url": "Observation/o1"}},
+    ]});
+    let answer = h.send(Method::POST, "/", &[], &batch.to_string()).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let statuses: Vec<&str> = answer.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "404 Not Found",
+            "404 Not Found",
+            "404 Not Found",
+            "200 OK",
+            "200 OK"
+        ],
+        "{}",
+        answer.body
+    );
+    assert!(answer.body["entry"][0]["response"].get("etag").is_none());
+    let sent = h.fhir.received().pop().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&sent.body).contains("ifNoneMatch"),
+        "the entries' conditions reached the server"
+    );
+    // A vread: the same.
+    let answer = h
+        .send(
+            Method::GET,
+            "/Observation/o2/_history/1",
+            &[("if-none-match", "W/\"1\"")],
+            "",
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    // A write's preconditions cannot probe another patient's resource either: the check of
+    // the stored resource is read without them, and answers 404 whatever the version.
+    for (name, value) in [
+        ("if-match", "W/\"7\""),
+        ("if-match", "W/\"1\""),
+        ("if-none-match", "*"),
+    ] {
+        let answer = h
+            .send(
+                Method::PUT,
+                "/Observation/o2",
+                &[(name, value)],
+                &observation("o2", "1").to_string(),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "PUT {name}: {value}");
+        let answer = h
+            .send(Method::DELETE, "/Observation/o3", &[(name, value)], "")
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::NOT_FOUND,
+            "DELETE {name}: {value}"
+        );
+    }
+    assert!(h.fhir.resource("Observation/o3").is_some());
+}
+
+// Class 8: counts and existence through other doors.
+
+#[tokio::test]
+async fn writes_to_absent_and_foreign_resources_answer_alike() {
+    let h = Harness::start().await;
+    for (method, target, body) in [
+        (Method::PUT, "/Observation/o2", observation("o2", "1")),
+        (Method::PUT, "/Observation/fresh", observation("fresh", "1")),
+        (Method::DELETE, "/Observation/o2", json!(null)),
+        (Method::DELETE, "/Observation/nope", json!(null)),
+    ] {
+        let before = h.fhir.count();
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let answer = h.send(method.clone(), target, &[], &body).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{method} {target}");
+        assert!(
+            h.fhir.since(before).iter().all(|r| r.method == Method::GET),
+            "{method} {target} was forwarded"
+        );
+    }
+    assert!(h.fhir.resource("Observation/fresh").is_none());
+    // The patient's own resources are written as before.
+    let answer = h
+        .send(
+            Method::PUT,
+            "/Observation/o1",
+            &[],
+            &observation("o1", "1").to_string(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    let answer = h.send(Method::DELETE, "/Observation/o1", &[], "").await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn history_never_answers_other_patients_counts() {
+    let h = Harness::start().await;
+    for target in [
+        "/Observation/_history?_count=0",
+        "/Observation/_history?_summary=count",
+        "/Observation/_history?_since=2000-01-01",
+        "/Observation/_history",
+        "/_history?_count=0",
+        "/_history",
+        "/Patient/_history?_count=0",
+        "/Encounter/_history?_count=0",
+    ] {
+        h.assert_refused(Method::GET, target, "").await;
+    }
+    // Another patient's instance history: 404 whatever the parameters, and only the check of
+    // the current resource reaches the server.
+    for target in [
+        "/Observation/o2/_history?_count=0",
+        "/Observation/o2/_history?_summary=count",
+        "/Observation/o2/_history",
+        "/Observation/nope/_history?_count=0",
+        "/Patient/2/_history?_count=0",
+    ] {
+        let before = h.fhir.count();
+        let answer = h.get(target).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{target}");
+        assert!(answer.body.get("total").is_none(), "{target}");
+        assert!(
+            h.fhir
+                .since(before)
+                .iter()
+                .all(|r| !r.target.contains("_history")),
+            "{target}: the history reached the server"
+        );
+    }
+    // The own resource's history is answered (filtered), also as a count.
+    let answer = h.get("/Observation/o1/_history").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(ids(&answer.body), ["Observation/o1"]);
+    let answer = h.get("/Observation/o1/_history?_count=0").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body["total"], 1);
+    // Shared types keep their history.
+    assert_eq!(
+        h.get("/Location/_history?_count=0").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn batch_and_transaction_entries_cannot_count_other_patients() {
+    let h = Harness::start().await;
+    let leaky = [
+        "Observation/_history?_count=0",
+        "_history?_count=0",
+        "Patient/_history?_count=0",
+        "Observation/o2/_history?_count=0",
+        "Observation?subject:not=Patient/1&_summary=count",
+        "Observation?subject%3Anot=Patient/1&_summary=count",
+        "Patient?_id:not=1&_summary=count",
+    ];
+    let mut entries =
+        vec![json!({"request": {"method": "GET", "url": "Observation?_summary=count"}})];
+    entries.extend(
+        leaky
+            .iter()
+            .map(|url| json!({"request": {"method": "GET", "url": url}})),
+    );
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": entries});
+    let before = h.fhir.count();
+    let answer = h.send(Method::POST, "/", &[], &batch.to_string()).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let answered = answer.body["entry"].as_array().unwrap();
+    assert_eq!(answered.len(), leaky.len() + 1);
+    // The confined count is the patient's own; every leaky entry is a 403.
+    assert_eq!(answered[0]["response"]["status"], "200 OK");
+    assert_eq!(answered[0]["resource"]["total"], 1);
+    for (entry, url) in answered[1..].iter().zip(leaky) {
+        assert_eq!(entry["response"]["status"], "403 Forbidden", "{url}");
+        assert!(entry.get("resource").is_none(), "{url}");
+    }
+    let sent = h.fhir.since(before);
+    assert_eq!(sent.len(), 1);
+    let forwarded: Value = serde_json::from_slice(&sent[0].body).unwrap();
+    assert_eq!(forwarded["entry"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        forwarded["entry"][0]["request"]["url"],
+        "Observation?_summary=count&subject=Patient/1"
+    );
+    // A transaction with any of them is refused whole.
+    for url in leaky {
+        let transaction = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"request": {"method": "GET", "url": url}},
+        ]});
+        let before = h.fhir.count();
+        let answer = h
+            .send(Method::POST, "/", &[], &transaction.to_string())
+            .await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{url}");
+        assert_eq!(h.fhir.count(), before, "{url}");
+    }
+}
+
+#[tokio::test]
+async fn conditional_create_criteria_are_confined() {
+    let harness = Harness::start().await;
+    let h = &harness;
+    let create = |criteria: &'static str| {
+        let body = observation("c1", "1").to_string();
+        async move {
+            let before = h.fhir.count();
+            let answer = h
+                .send(
+                    Method::POST,
+                    "/Observation",
+                    &[("if-none-exist", criteria)],
+                    &body,
+                )
+                .await;
+            (answer, h.fhir.since(before))
+        }
+    };
+    for criteria in [
+        "subject=Patient/2",
+        "patient=2&code=x",
+        "subject:not=Patient/1",
+        "subject%3Anot=Patient/1",
+        "Observation?subject=Patient/2",
+        "_has:Observation:subject:code=x",
+    ] {
+        let (answer, sent) = create(criteria).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{criteria}");
+        assert!(
+            answer.diagnostics().contains("compartment hardening"),
+            "{criteria}: {}",
+            answer.diagnostics()
+        );
+        assert!(sent.is_empty(), "{criteria}");
+    }
+    for (criteria, confined) in [
+        ("_id=o2", "_id=o2&subject=Patient/1"),
+        ("code=x", "code=x&subject=Patient/1"),
+        ("Observation?code=x", "code=x&subject=Patient/1"),
+        ("subject=Patient/1", "subject=Patient/1&subject=Patient/1"),
+    ] {
+        let (answer, sent) = create(criteria).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::CREATED,
+            "{criteria}: {}",
+            answer.body
+        );
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].headers["if-none-exist"], confined, "{criteria}");
+    }
+    // Two conditions: which one the server reads is unknown.
+    let answer = h
+        .send(
+            Method::POST,
+            "/Observation",
+            &[("if-none-exist", "code=x"), ("if-none-exist", "_id=o2")],
+            &observation("c1", "1").to_string(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+}
+
+// Class 9: writes that leave the compartment.
+
+const JSON_PATCH: &str = "application/json-patch+json";
+
+#[tokio::test]
+async fn patches_are_applied_and_must_stay_in_the_compartment() {
+    let harness = Harness::start().await;
+    let h = &harness;
+    let patch = |target: &'static str, content_type: &'static str, body: Value| async move {
+        let before = h.fhir.count();
+        let answer = h
+            .send(
+                Method::PATCH,
+                target,
+                &[("content-type", content_type)],
+                &body.to_string(),
+            )
+            .await;
+        let patched = h
+            .fhir
+            .since(before)
+            .iter()
+            .any(|r| r.method == Method::PATCH);
+        (answer, patched)
+    };
+    let leaving = [
+        json!([{"op": "replace", "path": "/subject/reference", "value": "Patient/2"}]),
+        json!([{"op": "replace", "path": "/subject", "value": {"reference": "https://fhir.example.org/Patient/2"}}]),
+        json!([{"op": "add", "path": "/performer", "value": [{"reference": "Patient/2"}]}]),
+        json!([{"op": "remove", "path": "/subject"}]),
+        json!([{"op": "add", "path": "/subject/reference", "value": "http://other.example/Patient/1"}]),
+        json!([{"op": "copy", "from": "/subject", "path": "/performer"},
+               {"op": "replace", "path": "/subject/reference", "value": "Patient/2"}]),
+        json!([{"op": "move", "from": "/subject", "path": "/focus"}]),
+        json!([{"op": "replace", "path": "", "value": observation("o1", "2")}]),
+        json!([{"op": "replace", "path": "/id", "value": "o2"}]),
+        // Case variants a server might bind to the compartment element.
+        json!([{"op": "add", "path": "/Performer", "value": [{"reference": "Patient/2"}]}]),
+        json!([{"op": "add", "path": "/subject/Reference", "value": "Patient/2"}]),
+        json!([{"op": "add", "path": "/SUBJECT", "value": {"reference": "Patient/2"}}]),
+        // What fhirguard cannot evaluate is refused.
+        json!([{"op": "test", "path": "/status", "value": "amended"}]),
+        json!([{"op": "replace", "path": "/nope/x", "value": 1}]),
+        json!({"op": "replace", "path": "/status", "value": "amended"}),
+    ];
+    for body in leaving {
+        let (answer, patched) = patch("/Observation/o1", JSON_PATCH, body.clone()).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::FORBIDDEN,
+            "{body}: {}",
+            answer.body
+        );
+        assert!(
+            answer.diagnostics().contains("compartment hardening"),
+            "{body}: {}",
+            answer.diagnostics()
+        );
+        assert!(!patched, "{body} was forwarded");
+    }
+    assert_eq!(
+        h.fhir.resource("Observation/o1").unwrap()["subject"]["reference"],
+        "Patient/1"
+    );
+    // FHIRPath Patch and other media types cannot be evaluated.
+    let fhirpath = json!({"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+        {"name": "type", "valueCode": "replace"},
+        {"name": "path", "valueString": "Observation.subject"},
+        {"name": "value", "valueReference": {"reference": "Patient/2"}},
+    ]}]});
+    for content_type in ["application/fhir+json", "application/json", "text/plain"] {
+        let (answer, patched) = patch("/Observation/o1", content_type, fhirpath.clone()).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{content_type}");
+        assert!(!patched, "{content_type}");
+    }
+    // Another patient's resource: 404, as a read would be.
+    let keep = json!([{"op": "replace", "path": "/status", "value": "amended"}]);
+    let (answer, patched) = patch("/Observation/o2", JSON_PATCH, keep.clone()).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert!(!patched);
+    let (answer, patched) = patch("/Observation/nope", JSON_PATCH, keep.clone()).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert!(!patched);
+    // A patch that stays is forwarded, pinned to the version checked.
+    let before = h.fhir.count();
+    let (answer, patched) = patch(
+        "/Observation/o1",
+        "application/json-patch+json; charset=utf-8",
+        keep,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(patched);
+    let sent = h.fhir.since(before);
+    let forwarded = sent.iter().find(|r| r.method == Method::PATCH).unwrap();
+    assert_eq!(forwarded.headers["if-match"], "W/\"1\"");
+    assert_eq!(
+        h.fhir.resource("Observation/o1").unwrap()["status"],
+        "amended"
+    );
+    // Adding a performer of another type stays in the compartment.
+    let other_type =
+        json!([{"op": "add", "path": "/performer", "value": [{"reference": "Practitioner/7"}]}]);
+    let (answer, patched) = patch("/Observation/o1", JSON_PATCH, other_type).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(patched);
+    // Patches inside a bundle need the stored resource: refused there.
+    let transaction = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Binary", "contentType": JSON_PATCH, "data": "W10="},
+         "request": {"method": "PATCH", "url": "Observation/o1"}},
+    ]});
+    let answer = h
+        .send(Method::POST, "/", &[], &transaction.to_string())
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn creates_and_updates_naming_another_patient_are_refused() {
+    let h = Harness::start().await;
+    let mut both = observation("x1", "1");
+    both["performer"] = json!([{"reference": "Patient/2"}]);
+    let mut absolute = observation("x2", "1");
+    absolute["performer"] = json!([{"reference": "https://fhir.example.org/Patient/2"}]);
+    let mut conditional = observation("x3", "1");
+    conditional["performer"] = json!([{"reference": "Patient?identifier=http://x|2"}]);
+    let mut elsewhere = observation("x4", "1");
+    elsewhere["subject"] = json!({"reference": "http://other.example/Patient/1"});
+    let mut variant = observation("x7", "1");
+    variant["Performer"] = json!([{"reference": "Patient/2"}]);
+    let mut versioned_other = observation("x5", "1");
+    versioned_other["performer"] = json!([{"reference": "Patient/2/_history/1"}]);
+    for resource in [
+        both,
+        absolute,
+        conditional,
+        elsewhere,
+        versioned_other,
+        variant,
+    ] {
+        for (method, target) in [
+            (Method::POST, "/Observation".to_owned()),
+            (
+                Method::PUT,
+                format!("/Observation/{}", resource["id"].as_str().unwrap()),
+            ),
+        ] {
+            let before = h.fhir.count();
+            let answer = h
+                .send(method.clone(), &target, &[], &resource.to_string())
+                .await;
+            assert_eq!(answer.status, StatusCode::FORBIDDEN, "{method} {resource}");
+            assert!(
+                h.fhir.since(before).iter().all(|r| r.method == Method::GET),
+                "{method} {resource} was written"
+            );
+        }
+    }
+    // The patient's own resource linking to another patient writes into that compartment.
+    let linked = json!({"resourceType": "Patient", "id": "1",
+                        "link": [{"other": {"reference": "Patient/2"}, "type": "seealso"}]});
+    let answer = h
+        .send(Method::PUT, "/Patient/1", &[], &linked.to_string())
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    assert!(answer.diagnostics().contains("compartment hardening"));
+    // The own patient with another type as performer is fine.
+    let mut fine = observation("x6", "1");
+    fine["performer"] = json!([{"reference": "Practitioner/7"}, {"reference": "Patient/1"}]);
+    let answer = h
+        .send(Method::POST, "/Observation", &[], &fine.to_string())
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+}
+
+// explain names the rule that refused.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_names_the_compartment_rule() {
+    let h = Harness::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, config_yaml(h.fhir.address, &h.idp.base_url())).unwrap();
+    let token = h.token.clone();
+    for (path, rule) in [
+        (
+            "/Observation?subject:not=Patient/1&_summary=count",
+            "compartment parameters are exact",
+        ),
+        ("/Observation/_history?_count=0", "unconfinable history"),
+        (
+            "/Location?_has:Encounter:location:patient=Patient/2",
+            "may reach only shared types",
+        ),
+    ] {
+        let args = [
+            "explain",
+            "--config",
+            file.to_str().unwrap(),
+            "--token",
+            &token,
+            "--method",
+            "GET",
+            "--path",
+            path,
+        ]
+        .map(str::to_owned);
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_fhirguard"))
+                .args(args)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(1), "{path}: {stdout}");
+        assert!(
+            stdout.contains("verdict: 403") && stdout.contains(rule),
+            "{path}: {stdout}"
+        );
+    }
+}
