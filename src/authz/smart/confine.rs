@@ -149,11 +149,15 @@ impl Gate<'_> {
                 .any(|c| !c.is_empty())
         });
         for (name, value) in parameters(query) {
+            // Names compared as a case-insensitive server (ASP.NET, the OSS server) reads them:
+            // `_INCLUDE` and `_Has:` reach other types just the same.
+            let name = name.trim();
             let base = name.split(':').next().unwrap_or_default();
-            let reached: Vec<Option<String>> = if INCLUDES.contains(&base) {
-                include_targets(base, &value)
-            } else if name.starts_with("_has:") || name.contains('.') {
-                chain_targets(&name)
+            let include = INCLUDES.iter().find(|i| i.eq_ignore_ascii_case(base));
+            let reached: Vec<Option<String>> = if let Some(include) = include {
+                include_targets(include, &value)
+            } else if has_prefix(name) || name.contains('.') {
+                chain_targets(name)
             } else {
                 continue;
             };
@@ -414,12 +418,18 @@ fn include_targets(kind: &str, value: &str) -> Vec<Option<String>> {
     vec![reached]
 }
 
+/// True when a parameter name starts with `_has:`, in any case.
+fn has_prefix(name: &str) -> bool {
+    name.get(..5)
+        .is_some_and(|p| p.eq_ignore_ascii_case("_has:"))
+}
+
 /// What a chained name reaches: `subject:Patient.name` → Patient; `subject.name` → unknown;
 /// `_has:Observation:patient:code` → Observation.
 fn chain_targets(name: &str) -> Vec<Option<String>> {
     let mut reached = Vec::new();
     let mut rest = name;
-    while let Some(after) = rest.strip_prefix("_has:") {
+    while let Some(after) = rest.get(5..).filter(|_| has_prefix(rest)) {
         let mut parts = after.splitn(3, ':');
         reached.push(parts.next().map(str::to_owned));
         parts.next();

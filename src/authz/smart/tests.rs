@@ -264,6 +264,19 @@ fn includes_and_chains_reach_only_granted_types() {
         "/Patient?_revinclude=Encounter:subject"
     )));
     assert!(plan(s, "GET", "/Patient?_revinclude=Observation:subject").is_ok());
+    // Names in any case: a case-insensitive server reads `_INCLUDE` as `_include`.
+    for query in [
+        "/Observation?_INCLUDE=Observation:performer:Practitioner",
+        "/Observation?_Include:iterate=Observation:performer:Practitioner",
+        "/Patient?_REVINCLUDE=Encounter:subject",
+        "/Patient?_HAS:Condition:patient:code=x",
+        "/Patient?_has:Observation:patient:_HAS:Condition:subject:code=x",
+    ] {
+        assert!(
+            forbidden(&plan("user/Observation.rs user/Patient.rs", "GET", query)),
+            "{query}"
+        );
+    }
     assert!(forbidden(&plan(
         s,
         "GET",
