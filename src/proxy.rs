@@ -9,6 +9,7 @@ pub mod body;
 pub mod decision;
 pub mod forward;
 pub mod headers;
+pub mod hygiene;
 mod pool;
 mod smart;
 
@@ -20,7 +21,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_LENGTH, HOST};
 use http::{Method, Request, Response};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::auth::{self, ConnectionMemo, KeyStore, Principal, ProviderKind};
@@ -28,7 +29,7 @@ use crate::authz::smart::Confinement;
 use crate::config::Config;
 use crate::error::{Challenge, Rejection, ResponseContext};
 use crate::metrics::Metrics;
-use body::{empty, full, stream, Body};
+use body::{empty, full, stream, Body, BodyBuffers, Reservation};
 pub use decision::granted_actions;
 use decision::Findings;
 use forward::Upstream;
@@ -53,6 +54,8 @@ pub struct Proxy {
     pub generation: ArcSwap<Generation>,
     pub keys: Arc<KeyStore>,
     pub metrics: Metrics,
+    /// The request bodies held in memory at once (`limits.maxBufferedBytes`).
+    pub buffers: BodyBuffers,
 }
 
 /// The key-set refresher reads the configuration in force.
@@ -110,7 +113,7 @@ impl Proxy {
             Ok(response) if findings.anonymous => (response, "anonymous"),
             Ok(response) => (response, "allowed"),
             Err(rejection) => {
-                let outcome = outcome_of(&rejection);
+                let outcome = rejection.outcome();
                 reason = rejection.to_string();
                 let challenge = challenge_for(&generation.config, findings.principal.as_deref());
                 let response = rejection.into_response(ResponseContext {
@@ -156,6 +159,9 @@ impl Proxy {
     ) -> Result<Response<Body>, Rejection> {
         let config = &generation.config;
         let (mut parts, body) = request.into_parts();
+        // Bodies read into memory count against `limits.maxBufferedBytes` until the request is
+        // done; nothing is counted (or touched) for the requests that stream.
+        let mut held = self.buffers.reserve();
         decision::decide_head(
             &self.keys,
             config,
@@ -177,7 +183,7 @@ impl Proxy {
             // its form body: merge them into the query and search with GET, as the reference
             // server's SearchPostReroutingMiddleware does, then decide again on that request.
             let form =
-                read_limited(body.take().expect("unread"), config.limits.max_bundle_bytes).await?;
+                read_limited(body.take().expect("unread"), &config.limits, &mut held).await?;
             smart::reroute_search(&mut parts, &form)?;
             *findings = Findings::default();
             decision::decide_head(
@@ -211,7 +217,8 @@ impl Proxy {
         let mut bundle_checked = false;
         let body = if findings.needs_bundle() {
             // Only bundles are buffered: their entries decide (SPEC §7).
-            let bytes = read_limited(body.take().expect("unread"), limit).await?;
+            let bytes =
+                read_limited(body.take().expect("unread"), &config.limits, &mut held).await?;
             decision::decide_bundle(&bytes, findings)?;
             let decision = findings.bundle.as_ref().expect("decided");
             if decision.entries.iter().all(|e| !e.allowed) {
@@ -228,13 +235,20 @@ impl Proxy {
                 None => full(bytes),
             }
         } else if let (Confinement::Write { body: true, .. }, Some(user)) = (&confinement, &user) {
-            let bytes = read_limited(body.take().expect("unread"), limit).await?;
+            let bytes =
+                read_limited(body.take().expect("unread"), &config.limits, &mut held).await?;
             let resource_type = findings
                 .classified
                 .as_ref()
                 .and_then(|c| c.resource_type.as_deref());
             smart::check_body(&bytes, resource_type, user)?;
             full(bytes)
+        } else if findings.anonymous && hygiene::is_preflight(&parts.method, &parts.headers) {
+            // A preflight forwards no body (issue 11): one the head did not announce (an HTTP/2
+            // stream left open) is refused all the same.
+            let ended = body.as_ref().is_none_or(http_body::Body::is_end_stream);
+            hygiene::preflight_has_body(ended)?;
+            empty()
         } else {
             body.take().map_or_else(empty, stream)
         };
@@ -324,7 +338,7 @@ impl Proxy {
             HeaderValue::from_str(authority.as_str()).ok()
         });
         headers::remove_hop_by_hop(headers);
-        headers::remove_identity_headers(headers);
+        headers::remove_client_reserved(headers);
         headers::set_forwarded(headers, peer.address, peer.https, host);
         headers.insert(headers::REQUEST_ID, request_id.header());
         if let Some(principal) = principal {
@@ -415,14 +429,58 @@ fn set_identity(headers: &mut http::HeaderMap, principal: &Principal) {
     }
 }
 
-async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, Rejection> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(Rejection::BodyTooLarge { limit })
-        }
-        Err(error) => Err(Rejection::BodyRead(error.to_string())),
+/// Reads a request body into memory for inspection (SPEC §7): at most
+/// `limits.maxBundleBytes` (413), all of it within `limits.bodyReadTimeout` of the first read
+/// (408, so a `Content-Length` never delivered cannot pin the buffer), each chunk counted in
+/// `held` against `limits.maxBufferedBytes` across all connections (503 beyond). For bundles,
+/// `POST …/_search` form bodies and SMART write checks alike.
+pub(crate) async fn read_limited(
+    body: Incoming,
+    limits: &crate::config::Limits,
+    held: &mut Reservation<'_>,
+) -> Result<Bytes, Rejection> {
+    let limit = limits.max_bundle_bytes;
+    if http_body::Body::size_hint(&body).lower() > u64::try_from(limit).unwrap_or(u64::MAX) {
+        return Err(Rejection::BodyTooLarge { limit });
     }
+    let timeout = limits.body_read_timeout;
+    match tokio::time::timeout(timeout, collect(body, limits, &mut *held)).await {
+        Ok(read) => read,
+        Err(_) => {
+            held.buffers().count_timeout();
+            Err(Rejection::BodyTimeout(timeout))
+        }
+    }
+}
+
+/// The chunks of a body, each counted before it is kept.
+async fn collect(
+    mut body: Incoming,
+    limits: &crate::config::Limits,
+    held: &mut Reservation<'_>,
+) -> Result<Bytes, Rejection> {
+    let limit = limits.max_bundle_bytes;
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut length = 0_usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| Rejection::BodyRead(error.to_string()))?;
+        // Trailers carry nothing fhirguard inspects.
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        length += chunk.len();
+        if length > limit {
+            return Err(Rejection::BodyTooLarge { limit });
+        }
+        held.grow(chunk.len(), limits.max_buffered_bytes)
+            .map_err(|spent| Rejection::BufferFull { limit: spent.limit })?;
+        chunks.push(chunk);
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => Bytes::from(chunks.concat()),
+    })
 }
 
 /// What the audit line records about a decision.
@@ -431,16 +489,6 @@ struct Audit<'a> {
     principal: Option<&'a Principal>,
     outcome: &'static str,
     reason: &'a str,
-}
-
-fn outcome_of(rejection: &Rejection) -> &'static str {
-    match rejection.status().as_u16() {
-        401 => "unauthenticated",
-        403 | 404 => "forbidden",
-        503 => "unavailable",
-        502 | 504 => "upstream_error",
-        _ => "invalid",
-    }
 }
 
 /// Whether audit lines are written at the configured log level.

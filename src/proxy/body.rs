@@ -1,9 +1,13 @@
 //! The body type of every response fhirguard sends: either a streamed upstream body or a small
-//! buffer of its own, boxed so both fit one type.
+//! buffer of its own, boxed so both fit one type. And [`BodyBuffers`], the budget of request
+//! bodies held in memory at once.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use prometheus::{IntCounter, IntGauge};
 
 /// Errors a streamed body can raise.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -30,4 +34,133 @@ where
     B::Error: Into<BoxError>,
 {
     body.map_err(Into::into).boxed()
+}
+
+/// The request-body bytes fhirguard holds in memory at once, across all connections, against
+/// `limits.maxBufferedBytes` (issue 11: a bundle whose `Content-Length` never arrives must not
+/// pin its buffer, and many of them must not exhaust memory). One per proxy; the limit comes
+/// from the configuration in force at each call, so a reload changes it.
+#[derive(Debug)]
+pub struct BodyBuffers {
+    held: AtomicUsize,
+    /// `fhirguard_buffered_request_bytes`
+    gauge: IntGauge,
+    /// `fhirguard_buffer_full_refusals_total`
+    refusals: IntCounter,
+    /// `fhirguard_body_read_timeouts_total`
+    timeouts: IntCounter,
+}
+
+/// Holding one more chunk would pass `limits.maxBufferedBytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the buffered-bytes budget of {limit} bytes is spent")]
+pub struct BudgetSpent {
+    pub limit: usize,
+}
+
+impl BodyBuffers {
+    /// The budget, reporting to these metrics.
+    pub fn new(gauge: IntGauge, refusals: IntCounter, timeouts: IntCounter) -> BodyBuffers {
+        BodyBuffers {
+            held: AtomicUsize::new(0),
+            gauge,
+            refusals,
+            timeouts,
+        }
+    }
+
+    /// An empty reservation for one request; it costs nothing until it grows.
+    pub fn reserve(&self) -> Reservation<'_> {
+        Reservation {
+            buffers: self,
+            bytes: 0,
+        }
+    }
+
+    /// Bytes held right now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Counts a buffered body that did not arrive in time.
+    pub fn count_timeout(&self) {
+        self.timeouts.inc();
+    }
+}
+
+/// The bytes one request holds; released when dropped (when the request is done with them).
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    buffers: &'a BodyBuffers,
+    bytes: usize,
+}
+
+impl Reservation<'_> {
+    /// Counts `more` bytes, unless all requests together would then hold more than `limit`.
+    pub fn grow(&mut self, more: usize, limit: usize) -> Result<(), BudgetSpent> {
+        let buffers = self.buffers;
+        let grown = buffers
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(more).filter(|total| *total <= limit)
+            });
+        if grown.is_err() {
+            buffers.refusals.inc();
+            return Err(BudgetSpent { limit });
+        }
+        self.bytes += more;
+        buffers.gauge.add(i64::try_from(more).unwrap_or(i64::MAX));
+        Ok(())
+    }
+
+    /// The budget this reservation counts against.
+    pub fn buffers(&self) -> &BodyBuffers {
+        self.buffers
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.buffers.held.fetch_sub(self.bytes, Ordering::AcqRel);
+            self.buffers
+                .gauge
+                .sub(i64::try_from(self.bytes).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buffers() -> BodyBuffers {
+        BodyBuffers::new(
+            IntGauge::new("g", "g").unwrap(),
+            IntCounter::new("r", "r").unwrap(),
+            IntCounter::new("t", "t").unwrap(),
+        )
+    }
+
+    #[test]
+    fn reservations_share_one_budget_and_give_it_back() {
+        let buffers = buffers();
+        let mut first = buffers.reserve();
+        let mut second = buffers.reserve();
+        assert_eq!(first.grow(60, 100), Ok(()));
+        assert_eq!(second.grow(41, 100), Err(BudgetSpent { limit: 100 }));
+        assert_eq!(second.grow(40, 100), Ok(()));
+        assert_eq!((buffers.held(), buffers.gauge.get()), (100, 100));
+        assert_eq!(buffers.refusals.get(), 1);
+        drop(first);
+        assert_eq!(second.grow(60, 100), Ok(()));
+        drop(second);
+        assert_eq!((buffers.held(), buffers.gauge.get()), (0, 0));
+        assert_eq!(
+            buffers.reserve().grow(usize::MAX, usize::MAX),
+            Ok(()),
+            "a lone reservation up to the limit"
+        );
+        assert_eq!(buffers.held(), 0, "released on drop");
+    }
 }
