@@ -5,7 +5,8 @@
 //! is closed. hyper's own HTTP/1.1 header timeout only starts once the protocol is known, and
 //! hyper-util's protocol detection waits for the 24-byte preface without any: a connection that
 //! sends nothing, or half a preface, would otherwise stay open for good. Later heads on a
-//! keep-alive connection are timed by hyper (HTTP/1.1) or belong to open streams (h2).
+//! keep-alive connection are timed by hyper (HTTP/1.1; an idle keep-alive connection closing is
+//! normal, so those are not counted as head timeouts) or belong to open streams (h2).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -216,9 +217,6 @@ pub async fn serve<S, F>(
                 }
             };
             if let Err(error) = ended {
-                if is_head_timeout(&*error) {
-                    head_timeouts.inc();
-                }
                 tracing::debug!(%peer, error = %error, "connection ended with an error");
             }
         });
@@ -228,13 +226,6 @@ pub async fn serve<S, F>(
         () = graceful.shutdown() => tracing::info!("all connections finished"),
         () = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
     }
-}
-
-/// hyper's own HTTP/1.1 header-read timeout, on a later request of a keep-alive connection.
-fn is_head_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
-    error
-        .downcast_ref::<hyper::Error>()
-        .is_some_and(hyper::Error::is_timeout)
 }
 
 fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
