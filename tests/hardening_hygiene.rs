@@ -814,16 +814,21 @@ async fn explain_names_the_hygiene_rule_that_refused() {
     let file = dir.path().join("config.yaml");
     std::fs::write(&file, stack.yaml("[\"*\"]", "")).unwrap();
     let token = stack.token();
-    let run = |path: &str| {
-        let args = [
+    let run = |path: &str, method: &str, headers: &[&str]| {
+        let mut args = vec![
             "explain".to_owned(),
             "--config".to_owned(),
             file.display().to_string(),
             "--token".to_owned(),
             token.clone(),
+            "--method".to_owned(),
+            method.to_owned(),
             "--path".to_owned(),
             path.to_owned(),
         ];
+        for header in headers {
+            args.extend(["--header".to_owned(), (*header).to_owned()]);
+        }
         tokio::task::spawn_blocking(move || {
             Command::new(env!("CARGO_BIN_EXE_fhirguard"))
                 .args(args)
@@ -831,19 +836,67 @@ async fn explain_names_the_hygiene_rule_that_refused() {
                 .expect("run fhirguard")
         })
     };
-    let refused = run("/Patient?%5Fmethod=DELETE").await.unwrap();
-    let stdout = String::from_utf8_lossy(&refused.stdout);
-    assert_eq!(refused.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("verdict: 400 method_tunnel"), "{stdout}");
-    assert!(
-        stdout.contains("request hygiene: method tunnels"),
-        "{stdout}"
-    );
-    let allowed = run("/Patient?name=_method").await.unwrap();
+    let refusals = [
+        (
+            "/Patient?%5Fmethod=DELETE",
+            "GET",
+            &[][..],
+            "400 method_tunnel",
+            "request hygiene: method tunnels",
+        ),
+        (
+            "/Patient/1",
+            "GET",
+            &["X_HTTP_Method_Override: DELETE"][..],
+            "400 method_tunnel",
+            "x_http_method_override",
+        ),
+        (
+            "/metadata",
+            "GET",
+            &["x-method-override:"][..],
+            "400 method_tunnel",
+            "request hygiene: method tunnels",
+        ),
+        (
+            "/Patient",
+            "OPTIONS",
+            &[
+                "Origin: https://app.example.org",
+                "Access-Control-Request-Method: GET",
+                "Transfer-Encoding: chunked",
+            ][..],
+            "400 preflight_body",
+            "request hygiene: preflight bodies",
+        ),
+        (
+            "http://fhir.example.org/Patient/1",
+            "GET",
+            &["Host: evil.example.org"][..],
+            "400 ambiguous_authority",
+            "RFC 9113 §8.3.1",
+        ),
+    ];
+    for (path, method, headers, verdict, rule) in refusals {
+        let output = run(path, method, headers).await.unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{path} {headers:?}: {stdout}"
+        );
+        assert!(stdout.contains(&format!("verdict: {verdict}")), "{stdout}");
+        assert!(stdout.contains(rule), "{stdout}");
+    }
+    let allowed = run("/Patient?name=_method", "GET", &["X-Custom: 1"])
+        .await
+        .unwrap();
     assert_eq!(
         allowed.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&allowed.stdout)
     );
+    let bad = run("/Patient", "GET", &["no colon"]).await.unwrap();
+    assert_eq!(bad.status.code(), Some(64));
 }
