@@ -39,19 +39,23 @@ pub(crate) fn is_hard_delete(query: Option<&str>) -> bool {
 /// case-insensitively, with surrounding whitespace and control bytes ignored, with `.` or `[`
 /// in place of the leading `_` (PHP turns both into `_`), and with an array suffix
 /// (`_method[]`). Scans without allocating: this runs on every request that has a query.
-pub fn carries_method_parameter(query: &str) -> bool {
+/// Takes bytes as well as text, so a form body needs no UTF-8 check first.
+pub fn carries_method_parameter(query: impl AsRef<[u8]>) -> bool {
     query
-        .split(['&', ';'])
-        .any(|pair| is_method_name(pair.split_once('=').map_or(pair, |(name, _)| name)))
+        .as_ref()
+        .split(|b| *b == b'&' || *b == b';')
+        .any(|pair| {
+            let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
+            is_method_name(name)
+        })
 }
 
 /// Whether one raw (still encoded) parameter name reads as `_method`.
-fn is_method_name(raw: &str) -> bool {
+fn is_method_name(raw: &[u8]) -> bool {
     // Cheap refusal first: every spelling starts, after optional padding, with one of these.
     if !raw
-        .bytes()
-        .next()
-        .is_some_and(|b| matches!(b, b'_' | b'.' | b'[' | b'%' | b'+') || b <= b' ')
+        .first()
+        .is_some_and(|&b| matches!(b, b'_' | b'.' | b'[' | b'%' | b'+') || b <= b' ')
     {
         return false;
     }
@@ -78,10 +82,8 @@ struct FormDecoded<'a> {
 }
 
 impl<'a> FormDecoded<'a> {
-    fn new(text: &'a str) -> FormDecoded<'a> {
-        FormDecoded {
-            bytes: text.as_bytes(),
-        }
+    fn new(bytes: &'a [u8]) -> FormDecoded<'a> {
+        FormDecoded { bytes }
     }
 }
 
@@ -206,6 +208,11 @@ mod tests {
         for query in plain {
             assert!(!carries_method_parameter(query), "{query}");
         }
+        // A form body as bytes, not necessarily UTF-8.
+        assert!(carries_method_parameter(
+            &b"name=\xff\xfe&_method=DELETE"[..]
+        ));
+        assert!(!carries_method_parameter(&b"name=\xff_method"[..]));
     }
 
     #[test]
