@@ -17,7 +17,7 @@ use crate::authz::smart::{Denial, SmartError};
 use crate::fhir::bundle::BundleError;
 use crate::fhir::path::PathError;
 use crate::fhir::ClassifyError;
-use crate::proxy::body::{full, Body};
+use crate::proxy::body::{full, Body, BufferError};
 use crate::proxy::headers::REQUEST_ID;
 use crate::proxy::hygiene::UnsafeRequest;
 
@@ -262,6 +262,17 @@ impl Rejection {
             _ => {}
         }
         response
+    }
+}
+
+impl From<BufferError> for Rejection {
+    fn from(error: BufferError) -> Rejection {
+        match error {
+            BufferError::TooLarge { limit } => Rejection::BodyTooLarge { limit },
+            BufferError::Timeout(timeout) => Rejection::BodyTimeout(timeout),
+            BufferError::Spent(spent) => Rejection::BufferFull { limit: spent.limit },
+            BufferError::Read(error) => Rejection::BodyRead(error.to_string()),
+        }
     }
 }
 

@@ -21,7 +21,6 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_LENGTH, HOST};
 use http::{Method, Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::auth::{self, ConnectionMemo, KeyStore, Principal, ProviderKind};
@@ -29,7 +28,7 @@ use crate::authz::smart::Confinement;
 use crate::config::Config;
 use crate::error::{Challenge, Rejection, ResponseContext};
 use crate::metrics::Metrics;
-use body::{empty, full, stream, Body, BodyBuffers, Reservation};
+use body::{empty, full, read_limited, stream, Body, BodyBuffers};
 pub use decision::granted_actions;
 use decision::Findings;
 use forward::Upstream;
@@ -427,60 +426,6 @@ fn set_identity(headers: &mut http::HeaderMap, principal: &Principal) {
             headers.insert(name, value);
         }
     }
-}
-
-/// Reads a request body into memory for inspection (SPEC §7): at most
-/// `limits.maxBundleBytes` (413), all of it within `limits.bodyReadTimeout` of the first read
-/// (408, so a `Content-Length` never delivered cannot pin the buffer), each chunk counted in
-/// `held` against `limits.maxBufferedBytes` across all connections (503 beyond). For bundles,
-/// `POST …/_search` form bodies and SMART write checks alike.
-pub(crate) async fn read_limited(
-    body: Incoming,
-    limits: &crate::config::Limits,
-    held: &mut Reservation<'_>,
-) -> Result<Bytes, Rejection> {
-    let limit = limits.max_bundle_bytes;
-    if http_body::Body::size_hint(&body).lower() > u64::try_from(limit).unwrap_or(u64::MAX) {
-        return Err(Rejection::BodyTooLarge { limit });
-    }
-    let timeout = limits.body_read_timeout;
-    match tokio::time::timeout(timeout, collect(body, limits, &mut *held)).await {
-        Ok(read) => read,
-        Err(_) => {
-            held.buffers().count_timeout();
-            Err(Rejection::BodyTimeout(timeout))
-        }
-    }
-}
-
-/// The chunks of a body, each counted before it is kept.
-async fn collect(
-    mut body: Incoming,
-    limits: &crate::config::Limits,
-    held: &mut Reservation<'_>,
-) -> Result<Bytes, Rejection> {
-    let limit = limits.max_bundle_bytes;
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut length = 0_usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|error| Rejection::BodyRead(error.to_string()))?;
-        // Trailers carry nothing fhirguard inspects.
-        let Ok(chunk) = frame.into_data() else {
-            continue;
-        };
-        length += chunk.len();
-        if length > limit {
-            return Err(Rejection::BodyTooLarge { limit });
-        }
-        held.grow(chunk.len(), limits.max_buffered_bytes)
-            .map_err(|spent| Rejection::BufferFull { limit: spent.limit })?;
-        chunks.push(chunk);
-    }
-    Ok(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.swap_remove(0),
-        _ => Bytes::from(chunks.concat()),
-    })
 }
 
 /// What the audit line records about a decision.

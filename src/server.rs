@@ -203,21 +203,15 @@ pub async fn serve<S, F>(
                     }
                 }
             };
-            let mut served = std::pin::pin!(served);
-            let ended = tokio::select! {
-                ended = &mut served => ended,
-                () = tokio::time::sleep_until(deadline) => {
-                    if !started.load(Ordering::Relaxed) {
-                        // Dropping the connection closes the socket.
-                        head_timeouts.inc();
-                        tracing::debug!(%peer, "no request head within limits.headerReadTimeout of accept; closed");
-                        return;
-                    }
-                    served.await
+            match first_head_by(deadline, &started, served).await {
+                Some(Ok(())) => {}
+                Some(Err(error)) => {
+                    tracing::debug!(%peer, error = %error, "connection ended with an error");
                 }
-            };
-            if let Err(error) = ended {
-                tracing::debug!(%peer, error = %error, "connection ended with an error");
+                None => {
+                    head_timeouts.inc();
+                    tracing::debug!(%peer, "no request head within limits.headerReadTimeout of accept; closed");
+                }
             }
         });
     }
@@ -225,6 +219,23 @@ pub async fn serve<S, F>(
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections finished"),
         () = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
+    }
+}
+
+/// Runs a connection to its end, unless no request head has come by `deadline` (`started` is
+/// still false): then it is dropped, which closes the socket, and the answer is `None`.
+async fn first_head_by<F: Future>(
+    deadline: tokio::time::Instant,
+    started: &AtomicBool,
+    served: F,
+) -> Option<F::Output> {
+    let mut served = std::pin::pin!(served);
+    tokio::select! {
+        ended = &mut served => Some(ended),
+        () = tokio::time::sleep_until(deadline) => match started.load(Ordering::Relaxed) {
+            true => Some(served.await),
+            false => None,
+        },
     }
 }
 

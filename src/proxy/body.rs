@@ -1,13 +1,17 @@
 //! The body type of every response fhirguard sends: either a streamed upstream body or a small
-//! buffer of its own, boxed so both fit one type. And [`BodyBuffers`], the budget of request
-//! bodies held in memory at once.
+//! buffer of its own, boxed so both fit one type. And reading a request body into memory for
+//! inspection ([`read_limited`]) under the size, time and [`BodyBuffers`] budget limits.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use prometheus::{IntCounter, IntGauge};
+
+use crate::config::Limits;
 
 /// Errors a streamed body can raise.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -81,11 +85,6 @@ impl BodyBuffers {
     pub fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
     }
-
-    /// Counts a buffered body that did not arrive in time.
-    pub fn count_timeout(&self) {
-        self.timeouts.inc();
-    }
 }
 
 /// The bytes one request holds; released when dropped (when the request is done with them).
@@ -128,6 +127,73 @@ impl Drop for Reservation<'_> {
                 .sub(i64::try_from(self.bytes).unwrap_or(i64::MAX));
         }
     }
+}
+
+/// Why a body could not be read into memory ([`read_limited`]); [`crate::error`] gives each its
+/// answer (413, 408, 503, 400).
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    #[error("the request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the request body did not arrive within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Spent(#[from] BudgetSpent),
+    #[error("the request body could not be read: {0}")]
+    Read(#[source] hyper::Error),
+}
+
+/// Reads a request body into memory for inspection (SPEC §7): at most
+/// `limits.maxBundleBytes` (a larger `Content-Length` is refused before reading), all of it
+/// within `limits.bodyReadTimeout` of the first read (so a `Content-Length` never delivered
+/// cannot pin the buffer), each chunk counted in `held` against `limits.maxBufferedBytes`
+/// across all connections. For bundles, `POST …/_search` form bodies and SMART write checks
+/// alike; nothing else is buffered.
+pub async fn read_limited(
+    body: Incoming,
+    limits: &Limits,
+    held: &mut Reservation<'_>,
+) -> Result<Bytes, BufferError> {
+    let limit = limits.max_bundle_bytes;
+    if http_body::Body::size_hint(&body).lower() > u64::try_from(limit).unwrap_or(u64::MAX) {
+        return Err(BufferError::TooLarge { limit });
+    }
+    let timeout = limits.body_read_timeout;
+    match tokio::time::timeout(timeout, collect(body, limits, &mut *held)).await {
+        Ok(read) => read,
+        Err(_) => {
+            held.buffers().timeouts.inc();
+            Err(BufferError::Timeout(timeout))
+        }
+    }
+}
+
+/// The chunks of a body, each counted before it is kept.
+async fn collect(
+    mut body: Incoming,
+    limits: &Limits,
+    held: &mut Reservation<'_>,
+) -> Result<Bytes, BufferError> {
+    let limit = limits.max_bundle_bytes;
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut length = 0_usize;
+    while let Some(frame) = body.frame().await {
+        // Trailers carry nothing fhirguard inspects.
+        let Ok(chunk) = frame.map_err(BufferError::Read)?.into_data() else {
+            continue;
+        };
+        length += chunk.len();
+        if length > limit {
+            return Err(BufferError::TooLarge { limit });
+        }
+        held.grow(chunk.len(), limits.max_buffered_bytes)?;
+        chunks.push(chunk);
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => Bytes::from(chunks.concat()),
+    })
 }
 
 #[cfg(test)]
