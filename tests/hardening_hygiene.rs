@@ -770,7 +770,10 @@ async fn the_buffered_bytes_budget_is_shared_across_connections_and_503_beyond_i
     let started = Instant::now();
     let answer = raw_exchange(address, &request).await;
     // Refused at once, not after A's 3 s.
-    assert!(started.elapsed() < Duration::from_millis(2500), "B waited for A");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "B waited for A"
+    );
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     let lower = answer.to_ascii_lowercase();
     assert!(lower.contains("retry-after: 1\r\n"), "{answer}");
