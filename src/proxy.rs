@@ -28,7 +28,7 @@ use crate::authz::smart::Confinement;
 use crate::config::Config;
 use crate::error::{Challenge, Rejection, ResponseContext};
 use crate::metrics::Metrics;
-use body::{empty, full, read_limited, stream, Body, BodyBuffers};
+use body::{empty, full, read_limited, stream_request, Body, BodyBuffers};
 pub use decision::granted_actions;
 use decision::Findings;
 use forward::Upstream;
@@ -249,7 +249,7 @@ impl Proxy {
             hygiene::preflight_has_body(ended)?;
             empty()
         } else {
-            body.take().map_or_else(empty, stream)
+            body.take().map_or_else(empty, stream_request)
         };
         let path = findings.path.clone().unwrap_or_else(|| "/".to_owned());
         let target = Target {

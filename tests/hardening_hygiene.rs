@@ -470,6 +470,60 @@ async fn underscored_and_forged_identity_headers_never_reach_the_upstream() {
     }
 }
 
+/// A body of fixed frames: data, then trailers.
+#[derive(Debug)]
+struct Framed(std::collections::VecDeque<Frame<Bytes>>);
+
+impl http_body::Body for Framed {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}
+
+#[tokio::test]
+async fn trailer_fields_never_reach_the_upstream() {
+    // An HTTP/2 upstream: hyper would forward trailers there (over HTTP/1.1 it sends none,
+    // the `Trailer` header being hop-by-hop).
+    let stack = Stack::start().await;
+    let url = stack.upstream.base_url("/fhir");
+    let yaml = stack.yaml("[\"*\"]", "").replace(
+        &format!("upstream: \"{url}\""),
+        &format!("upstream: {{ url: \"{url}\", http2: true }}"),
+    );
+    let running = start_ready(Config::parse(&yaml).expect("config")).await;
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-fhirguard-client-id", "writer".parse().unwrap());
+    trailers.insert("x-trailing", "1".parse().unwrap());
+    let body = Framed(
+        [
+            Frame::data(Bytes::from_static(b"{\"resourceType\":\"Patient\"}")),
+            Frame::trailers(trailers),
+        ]
+        .into(),
+    );
+    let request = Request::post(format!("http://{}/Patient", running.proxy_address))
+        .header("authorization", format!("Bearer {}", stack.token()))
+        .header("content-type", "application/fhir+json")
+        .header("te", "trailers")
+        .body(body)
+        .unwrap();
+    let reply = exchange(request, true).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let seen = stack.upstream.last();
+    assert_eq!(
+        seen.body,
+        Bytes::from_static(b"{\"resourceType\":\"Patient\"}")
+    );
+    assert_eq!(seen.trailers, None, "trailers reached the upstream");
+    assert_eq!(seen.headers["x-fhirguard-client-id"], "ops-client");
+}
+
 #[tokio::test]
 async fn forwarded_and_x_real_ip_cannot_be_forged() {
     let g = Guard::start("").await;

@@ -2,10 +2,13 @@
 //! buffer of its own, boxed so both fit one type. And reading a request body into memory for
 //! inspection ([`read_limited`]) under the size, time and [`BodyBuffers`] budget limits.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -38,6 +41,41 @@ where
     B::Error: Into<BoxError>,
 {
     body.map_err(Into::into).boxed()
+}
+
+/// Boxes a client's streamed request body, ended before its trailers. Trailer fields come after
+/// the head fhirguard cleaned (an `X-Fhirguard-*` identity header could ride there), fhirguard
+/// reads none and no FHIR interaction defines any, so none is forwarded. (Over HTTP/1.1 hyper
+/// already sends none, since the `Trailer` header is removed as hop-by-hop; over HTTP/2 it would.)
+pub fn stream_request(body: Incoming) -> Body {
+    stream(WithoutTrailers(body))
+}
+
+/// A request body that ends where its trailers would begin.
+#[derive(Debug)]
+struct WithoutTrailers(Incoming);
+
+impl http_body::Body for WithoutTrailers {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match Pin::new(&mut self.0).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => Poll::Ready(None),
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
 }
 
 /// The request-body bytes fhirguard holds in memory at once, across all connections, against
