@@ -205,6 +205,14 @@ pub async fn serve<S, F>(
             };
             match first_head_by(deadline, &started, served).await {
                 Some(Ok(())) => {}
+                // hyper's own HTTP/1.1 header timer, started a moment after accept, may fire in
+                // the same tick: a first head not in time all the same.
+                Some(Err(error))
+                    if !started.load(Ordering::Relaxed) && is_header_timeout(&*error) =>
+                {
+                    head_timeouts.inc();
+                    tracing::debug!(%peer, "no request head within limits.headerReadTimeout; closed");
+                }
                 Some(Err(error)) => {
                     tracing::debug!(%peer, error = %error, "connection ended with an error");
                 }
@@ -237,6 +245,13 @@ async fn first_head_by<F: Future>(
             false => None,
         },
     }
+}
+
+/// hyper's HTTP/1.1 header-read timeout.
+fn is_header_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    error
+        .downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_timeout)
 }
 
 fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {

@@ -671,7 +671,8 @@ async fn connections_without_a_first_request_head_are_closed_within_the_deadline
         b"G",
     ];
     let bound = Duration::from_secs(4);
-    // All at once: each has its own deadline from its own accept.
+    // All at once: each has its own deadline from its own accept. The admin listener too.
+    let admin = tokio::spawn(held_open(g.running.admin_address, b"", bound));
     let closes = slow.map(|sent| tokio::spawn(held_open(address, sent, bound)));
     let mut kept = Vec::new();
     for close in closes {
@@ -684,11 +685,16 @@ async fn connections_without_a_first_request_head_are_closed_within_the_deadline
             String::from_utf8_lossy(sent)
         );
     }
+    assert!(admin.await.unwrap() >= Duration::from_millis(900));
     g.upstream_saw_nothing();
+    let text = g.metrics().await;
     assert_eq!(
-        g.metric("fhirguard_head_timeouts_total{listener=\"proxy\"}")
-            .await,
-        slow.len() as f64
+        metric(&text, "fhirguard_head_timeouts_total{listener=\"proxy\"}"),
+        Some(slow.len() as f64)
+    );
+    assert_eq!(
+        metric(&text, "fhirguard_head_timeouts_total{listener=\"admin\"}"),
+        Some(1.0)
     );
 }
 
