@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::auth::KeyStore;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::proxy::body::BodyBuffers;
 use crate::proxy::forward::{Upstream, UpstreamError};
 use crate::proxy::{Generation, Peer, Proxy};
 use crate::reload::Reloader;
@@ -91,6 +92,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
 
     let limits = config.limits.clone();
     let keys = Arc::new(KeyStore::new());
+    let metrics = Metrics::new();
     let proxy = Arc::new(Proxy {
         generation: ArcSwap::from_pointee(Generation {
             number: 1,
@@ -98,7 +100,12 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
             upstream,
         }),
         keys: Arc::clone(&keys),
-        metrics: Metrics::new(),
+        buffers: BodyBuffers::new(
+            metrics.buffered_request_bytes.clone(),
+            metrics.buffer_full_refusals.clone(),
+            metrics.body_read_timeouts.clone(),
+        ),
+        metrics,
     });
     proxy.metrics.config_generation.set(1);
     let (shutdown, stop) = watch::channel(false);
@@ -126,6 +133,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         }));
     }
 
+    let head_timeouts = |listener| proxy.metrics.head_timeouts.with_label_values(&[listener]);
     let handler_proxy = Arc::clone(&proxy);
     let proxy_service = move |request, connection: &server::Connection| {
         let peer = Peer {
@@ -139,6 +147,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         ListenerSettings {
             limits: limits.clone(),
             tls,
+            head_timeouts: head_timeouts("proxy"),
         },
         proxy_service,
         stop.clone(),
@@ -151,7 +160,11 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     };
     tasks.push(tokio::spawn(server::serve(
         admin_listener,
-        ListenerSettings { limits, tls: None },
+        ListenerSettings {
+            limits,
+            tls: None,
+            head_timeouts: head_timeouts("admin"),
+        },
         admin_service,
         stop,
         grace,

@@ -149,6 +149,11 @@ pub struct Limits {
     pub max_token_bytes: usize,
     /// `maxBundleBytes`, default 10 MiB.
     pub max_bundle_bytes: usize,
+    /// `bodyReadTimeout`: the whole of a buffered body must arrive within it, default 30 s.
+    pub body_read_timeout: Duration,
+    /// `maxBufferedBytes`: request-body bytes buffered at once across connections, default
+    /// 128 MiB, never below `max_bundle_bytes`.
+    pub max_buffered_bytes: usize,
 }
 
 /// How the primary authority's tokens are authorized: `roles` / `groups` claim values mapped to

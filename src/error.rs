@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use serde_json::json;
 
@@ -17,8 +17,9 @@ use crate::authz::smart::{Denial, SmartError};
 use crate::fhir::bundle::BundleError;
 use crate::fhir::path::PathError;
 use crate::fhir::ClassifyError;
-use crate::proxy::body::{full, Body};
+use crate::proxy::body::{full, Body, BufferError};
 use crate::proxy::headers::REQUEST_ID;
+use crate::proxy::hygiene::UnsafeRequest;
 
 /// The media type of every body fhirguard writes itself (FHIR R4 §3.1.0.1.3).
 pub const FHIR_JSON: &str = "application/fhir+json";
@@ -50,6 +51,19 @@ pub enum Rejection {
     /// The body could not be read from the client.
     #[error("the request body could not be read: {0}")]
     BodyRead(String),
+    /// A request fhirguard and the upstream could read differently, refused before any decision
+    /// (400): method tunnels, a preflight with a body, an ambiguous authority.
+    #[error(transparent)]
+    Unsafe(#[from] UnsafeRequest),
+    /// A buffered body that did not arrive within `limits.bodyReadTimeout` (408).
+    #[error("the request body did not arrive within {0:?} (limits.bodyReadTimeout)")]
+    BodyTimeout(Duration),
+    /// Buffering the body would hold more than `limits.maxBufferedBytes` across all
+    /// connections (503 with `Retry-After`).
+    #[error(
+        "fhirguard holds as many buffered request bodies as limits.maxBufferedBytes ({limit}          bytes) allows; retry later"
+    )]
+    BufferFull { limit: usize },
     /// Authenticated, but not allowed to do this (403).
     #[error("{0}")]
     Forbidden(String),
@@ -109,6 +123,9 @@ impl Rejection {
             Rejection::Bundle(_) => "bad_bundle",
             Rejection::BodyTooLarge { .. } => "body_too_large",
             Rejection::BodyRead(_) => "body_read",
+            Rejection::Unsafe(unsafe_request) => unsafe_request.reason(),
+            Rejection::BodyTimeout(_) => "body_timeout",
+            Rejection::BufferFull { .. } => "buffer_full",
             Rejection::Forbidden(_) => "forbidden",
             Rejection::Smart(_) => "invalid_smart_claims",
             Rejection::Invalid(_) => "invalid_request",
@@ -158,6 +175,17 @@ impl Rejection {
                 self.to_string(),
             ),
             Rejection::BodyRead(_) => (StatusCode::BAD_REQUEST, "invalid", self.to_string()),
+            Rejection::Unsafe(unsafe_request) => (
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                unsafe_request.to_string(),
+            ),
+            Rejection::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout", self.to_string()),
+            Rejection::BufferFull { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transient",
+                self.to_string(),
+            ),
             Rejection::Forbidden(reason) => (
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -183,6 +211,34 @@ impl Rejection {
         }
     }
 
+    /// The `outcome` label of `fhirguard_requests_total` ([`crate::metrics::OUTCOMES`]).
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Rejection::MissingToken => "unauthenticated",
+            Rejection::Token(error) if error.is_unavailable() => "unavailable",
+            Rejection::Token(_) => "unauthenticated",
+            Rejection::Classify(error) => match classify_status(error) {
+                StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => "forbidden",
+                _ => "invalid",
+            },
+            Rejection::Forbidden(_) | Rejection::NotFound(_) => "forbidden",
+            Rejection::TokenInUrl(_)
+            | Rejection::Path(_)
+            | Rejection::Bundle(_)
+            | Rejection::BodyTooLarge { .. }
+            | Rejection::BodyRead(_)
+            | Rejection::Unsafe(_)
+            | Rejection::BodyTimeout(_)
+            | Rejection::Smart(_)
+            | Rejection::NotAcceptable(_)
+            | Rejection::Invalid(_) => "invalid",
+            Rejection::BufferFull { .. } => "unavailable",
+            Rejection::Unverifiable(_)
+            | Rejection::UpstreamUnavailable(_)
+            | Rejection::UpstreamTimeout(_) => "upstream_error",
+        }
+    }
+
     /// The full response: status, headers and OperationOutcome body.
     pub fn into_response(&self, context: ResponseContext<'_>) -> Response<Body> {
         let (status, code, diagnostics) = self.parts();
@@ -203,9 +259,28 @@ impl Rejection {
                     challenge(context.challenge, Some(&description)),
                 );
             }
+            // Buffers drain within a body read: a second later is a fair guess.
+            Rejection::BufferFull { .. } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // RFC 9110 §15.5.9: the rest of the body is never read, so the connection closes.
+            Rejection::BodyTimeout(_) => {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
             _ => {}
         }
         response
+    }
+}
+
+impl From<BufferError> for Rejection {
+    fn from(error: BufferError) -> Rejection {
+        match error {
+            BufferError::TooLarge { limit } => Rejection::BodyTooLarge { limit },
+            BufferError::Timeout(timeout) => Rejection::BodyTimeout(timeout),
+            BufferError::Spent(spent) => Rejection::BufferFull { limit: spent.limit },
+            BufferError::Read(error) => Rejection::BodyRead(error.to_string()),
+        }
     }
 }
 
@@ -341,5 +416,66 @@ mod tests {
             body["diagnostics"],
             "fhirUser claim cannot be null or missing for SMART on FHIR user."
         );
+    }
+
+    #[test]
+    fn hygiene_and_body_rejections_have_their_status_code_outcome_and_headers() {
+        use crate::proxy::hygiene::{ParameterPlace, UnsafeRequest};
+        let context = ResponseContext {
+            request_id: "r-1",
+            challenge: Challenge {
+                authority: "https://idp.example.org",
+                audience: "https://fhir.example.org",
+            },
+        };
+        let table = [
+            (
+                Rejection::from(UnsafeRequest::MethodParameter(ParameterPlace::FormBody)),
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "invalid",
+                "method_tunnel",
+            ),
+            (
+                Rejection::from(UnsafeRequest::PreflightBody),
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "invalid",
+                "preflight_body",
+            ),
+            (
+                Rejection::from(UnsafeRequest::AuthorityMismatch),
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "invalid",
+                "ambiguous_authority",
+            ),
+            (
+                Rejection::BodyTimeout(Duration::from_secs(2)),
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "invalid",
+                "body_timeout",
+            ),
+            (
+                Rejection::BufferFull { limit: 10 },
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transient",
+                "unavailable",
+                "buffer_full",
+            ),
+        ];
+        for (rejection, status, code, outcome, reason) in table {
+            let (got, body) = answer(&rejection);
+            assert_eq!(got, status, "{rejection}");
+            assert_eq!(body["code"], code, "{rejection}");
+            assert_eq!(rejection.outcome(), outcome, "{rejection}");
+            assert_eq!(rejection.reason(), reason, "{rejection}");
+            assert!(crate::metrics::OUTCOMES.contains(&rejection.outcome()));
+        }
+        let full = Rejection::BufferFull { limit: 10 }.into_response(context);
+        assert_eq!(full.headers()[RETRY_AFTER], "1");
+        let late = Rejection::BodyTimeout(Duration::from_secs(2)).into_response(context);
+        assert_eq!(late.headers()[CONNECTION], "close");
     }
 }

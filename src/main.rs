@@ -55,6 +55,9 @@ enum Command {
         /// A batch/transaction bundle (JSON) to decide with `--method POST --path /`.
         #[arg(long)]
         body: Option<PathBuf>,
+        /// A request header, `Name: value`; repeatable (e.g. `Origin: …` for a preflight).
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
     },
     /// A self-contained demonstration on loopback: development identity provider, in-memory FHIR
     /// stand-in and the proxy, with ready-to-paste curl commands.
@@ -79,12 +82,14 @@ fn main() -> ExitCode {
             method,
             path,
             body,
+            headers,
         } => cli::explain(&cli::ExplainRequest {
             config: &config,
             token: &token,
             method: &method,
             path: &path,
             body: body.as_deref(),
+            headers: &headers,
         }),
         Command::Demo {
             listen,

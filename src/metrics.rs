@@ -44,6 +44,16 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     /// `fhirguard_in_flight_requests`
     pub in_flight: IntGauge,
+    /// `fhirguard_head_timeouts_total{listener}`: connections closed for want of a request head
+    /// in time (from accept: TLS handshake and HTTP/2 preface included).
+    pub head_timeouts: IntCounterVec,
+    /// `fhirguard_body_read_timeouts_total`: buffered bodies that did not arrive in time (408).
+    pub body_read_timeouts: IntCounter,
+    /// `fhirguard_buffered_request_bytes`: request-body bytes held in memory right now.
+    pub buffered_request_bytes: IntGauge,
+    /// `fhirguard_buffer_full_refusals_total`: bodies refused because the buffered-bytes budget
+    /// was spent (503).
+    pub buffer_full_refusals: IntCounter,
     /// The `requests` and `request_duration` series, each resolved once on first use.
     series: Arc<RequestSeries>,
 }
@@ -58,6 +68,9 @@ pub const OUTCOMES: [&str; 7] = [
     "unavailable",
     "upstream_error",
 ];
+
+/// Every listener label of `fhirguard_head_timeouts_total`.
+pub const LISTENERS: [&str; 2] = ["proxy", "admin"];
 
 /// Every method label ([`method_label`]).
 const METHODS: [&str; 8] = [
@@ -151,6 +164,27 @@ impl Metrics {
             "Requests being handled right now.",
         )
         .expect("valid gauge");
+        let head_timeouts = counter_vec(
+            "fhirguard_head_timeouts_total",
+            "Connections closed because no request head arrived within limits.headerReadTimeout \
+             (from accept, TLS handshake and HTTP/2 preface included), by listener.",
+            &["listener"],
+        );
+        let body_read_timeouts = IntCounter::new(
+            "fhirguard_body_read_timeouts_total",
+            "Buffered request bodies that did not arrive within limits.bodyReadTimeout (408).",
+        )
+        .expect("valid counter");
+        let buffered_request_bytes = IntGauge::new(
+            "fhirguard_buffered_request_bytes",
+            "Request-body bytes buffered for inspection right now, across connections.",
+        )
+        .expect("valid gauge");
+        let buffer_full_refusals = IntCounter::new(
+            "fhirguard_buffer_full_refusals_total",
+            "Request bodies refused because limits.maxBufferedBytes was reached (503).",
+        )
+        .expect("valid counter");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "fhirguard_build_info",
@@ -163,7 +197,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
-        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(auth_duration.clone()),
@@ -177,11 +211,18 @@ impl Metrics {
             Box::new(config_reloads.clone()),
             Box::new(config_generation.clone()),
             Box::new(in_flight.clone()),
+            Box::new(head_timeouts.clone()),
+            Box::new(body_read_timeouts.clone()),
+            Box::new(buffered_request_bytes.clone()),
+            Box::new(buffer_full_refusals.clone()),
             Box::new(build_info),
         ];
         // Both reload series exist from the start, so `increase()` sees the first failure.
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
+        }
+        for listener in LISTENERS {
+            head_timeouts.with_label_values(&[listener]);
         }
         for collector in collectors {
             registry.register(collector).expect("unique metric names");
@@ -201,6 +242,10 @@ impl Metrics {
             config_reloads,
             config_generation,
             in_flight,
+            head_timeouts,
+            body_read_timeouts,
+            buffered_request_bytes,
+            buffer_full_refusals,
             series: Arc::default(),
         }
     }

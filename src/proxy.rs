@@ -9,6 +9,7 @@ pub mod body;
 pub mod decision;
 pub mod forward;
 pub mod headers;
+pub mod hygiene;
 mod negotiate;
 mod pool;
 mod smart;
@@ -21,7 +22,6 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_LENGTH, HOST};
 use http::{Method, Request, Response};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::auth::{self, ConnectionMemo, KeyStore, Principal, ProviderKind};
@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::error::{Challenge, Rejection, ResponseContext};
 use crate::fhir::Interaction;
 use crate::metrics::Metrics;
-use body::{empty, full, stream, Body};
+use body::{empty, full, read_limited, stream_request, Body, BodyBuffers};
 pub use decision::granted_actions;
 use decision::Findings;
 use forward::Upstream;
@@ -55,6 +55,8 @@ pub struct Proxy {
     pub generation: ArcSwap<Generation>,
     pub keys: Arc<KeyStore>,
     pub metrics: Metrics,
+    /// The request bodies held in memory at once (`limits.maxBufferedBytes`).
+    pub buffers: BodyBuffers,
 }
 
 /// The key-set refresher reads the configuration in force.
@@ -112,7 +114,7 @@ impl Proxy {
             Ok(response) if findings.anonymous => (response, "anonymous"),
             Ok(response) => (response, "allowed"),
             Err(rejection) => {
-                let outcome = outcome_of(&rejection);
+                let outcome = rejection.outcome();
                 reason = rejection.to_string();
                 let challenge = challenge_for(&generation.config, findings.principal.as_deref());
                 let response = rejection.into_response(ResponseContext {
@@ -158,6 +160,9 @@ impl Proxy {
     ) -> Result<Response<Body>, Rejection> {
         let config = &generation.config;
         let (mut parts, body) = request.into_parts();
+        // Bodies read into memory count against `limits.maxBufferedBytes` until the request is
+        // done; nothing is counted (or touched) for the requests that stream.
+        let mut held = self.buffers.reserve();
         decision::decide_head(
             &self.keys,
             config,
@@ -180,7 +185,7 @@ impl Proxy {
         let mut search_form = None;
         if searches && parts.method == Method::POST {
             let form =
-                read_limited(body.take().expect("unread"), config.limits.max_bundle_bytes).await?;
+                read_limited(body.take().expect("unread"), &config.limits, &mut held).await?;
             let joined = smart::search_form(&parts, &form)?;
             if findings.smart.is_some() {
                 let uri = smart::search_uri(parts.uri.path(), &joined)?;
@@ -228,7 +233,8 @@ impl Proxy {
         let mut patch = None;
         let body = if findings.needs_bundle() {
             // Only bundles are buffered: their entries decide (SPEC §7).
-            let bytes = read_limited(body.take().expect("unread"), limit).await?;
+            let bytes =
+                read_limited(body.take().expect("unread"), &config.limits, &mut held).await?;
             decision::decide_bundle(&bytes, findings)?;
             let decision = findings.bundle.as_ref().expect("decided");
             if decision.entries.iter().all(|e| !e.allowed) {
@@ -245,7 +251,8 @@ impl Proxy {
                 None => full(bytes),
             }
         } else if let (Confinement::Write { body: true, .. }, Some(user)) = (&confinement, &user) {
-            let bytes = read_limited(body.take().expect("unread"), limit).await?;
+            let bytes =
+                read_limited(body.take().expect("unread"), &config.limits, &mut held).await?;
             let resource_type = findings
                 .classified
                 .as_ref()
@@ -256,11 +263,18 @@ impl Proxy {
             // The search stays a POST: its parameters, fhirguard's included, travel in the body.
             smart::search_body(&mut parts.headers, query.as_deref().unwrap_or(""))
         } else if let (Confinement::Patch, Some(_)) = (&confinement, &user) {
-            let bytes = read_limited(body.take().expect("unread"), limit).await?;
+            let bytes =
+                read_limited(body.take().expect("unread"), &config.limits, &mut held).await?;
             patch = Some(bytes.clone());
             full(bytes)
+        } else if findings.anonymous && hygiene::is_preflight(&parts.method, &parts.headers) {
+            // A preflight forwards no body (issue 11): one the head did not announce (an HTTP/2
+            // stream left open) is refused all the same.
+            let ended = body.as_ref().is_none_or(http_body::Body::is_end_stream);
+            hygiene::preflight_has_body(ended)?;
+            empty()
         } else {
-            body.take().map_or_else(empty, stream)
+            body.take().map_or_else(empty, stream_request)
         };
         let path = findings.path.clone().unwrap_or_else(|| "/".to_owned());
         let target = Target {
@@ -371,7 +385,7 @@ impl Proxy {
             HeaderValue::from_str(authority.as_str()).ok()
         });
         headers::remove_hop_by_hop(headers);
-        headers::remove_identity_headers(headers);
+        headers::remove_client_reserved(headers);
         headers::set_forwarded(headers, peer.address, peer.https, host);
         headers.insert(headers::REQUEST_ID, request_id.header());
         if let Some(principal) = principal {
@@ -462,32 +476,12 @@ fn set_identity(headers: &mut http::HeaderMap, principal: &Principal) {
     }
 }
 
-async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, Rejection> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(Rejection::BodyTooLarge { limit })
-        }
-        Err(error) => Err(Rejection::BodyRead(error.to_string())),
-    }
-}
-
 /// What the audit line records about a decision.
 #[derive(Debug)]
 struct Audit<'a> {
     principal: Option<&'a Principal>,
     outcome: &'static str,
     reason: &'a str,
-}
-
-fn outcome_of(rejection: &Rejection) -> &'static str {
-    match rejection.status().as_u16() {
-        401 => "unauthenticated",
-        403 | 404 => "forbidden",
-        503 => "unavailable",
-        502 | 504 => "upstream_error",
-        _ => "invalid",
-    }
 }
 
 /// Whether audit lines are written at the configured log level.

@@ -1,11 +1,19 @@
 //! The listeners: accept loop, optional TLS (rustls), HTTP/1.1 and h2 on one port
-//! (hyper-util auto), header-read timeout and header size limit, graceful shutdown.
+//! (hyper-util auto), header size limit, graceful shutdown, and the first-head deadline: a
+//! connection has `limits.headerReadTimeout` from the moment it is accepted to deliver its
+//! first request head — TLS handshake, HTTP/2 preface and SETTINGS included (SPEC §7) — or it
+//! is closed. hyper's own HTTP/1.1 header timeout only starts once the protocol is known, and
+//! hyper-util's protocol detection waits for the 24-byte preface without any: a connection that
+//! sends nothing, or half a preface, would otherwise stay open for good. Later heads on a
+//! keep-alive connection are timed by hyper (HTTP/1.1; an idle keep-alive connection closing is
+//! normal, so those are not counted as head timeouts) or belong to open streams (h2).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +23,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus::IntCounter;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -103,6 +112,8 @@ pub fn tls_acceptor(tls: &Tls) -> Result<TlsAcceptor, ServerError> {
 pub struct ListenerSettings {
     pub limits: Limits,
     pub tls: Option<TlsAcceptor>,
+    /// Counts connections closed for want of a request head in time.
+    pub head_timeouts: IntCounter,
 }
 
 impl std::fmt::Debug for ListenerSettings {
@@ -153,6 +164,9 @@ pub async fn serve<S, F>(
             }
         };
         let _ = stream.set_nodelay(true);
+        // The first head is due this long after accept, whatever comes before it.
+        let deadline = tokio::time::Instant::now() + settings.limits.header_read_timeout;
+        let started = Arc::new(AtomicBool::new(false));
         let https = settings.tls.is_some();
         let service = service.clone();
         // The service's own future, not wrapped in another: hyper keeps one per connection
@@ -162,53 +176,82 @@ pub async fn serve<S, F>(
             https,
             memo: Arc::default(),
         };
-        let handler = service_fn(move |request| service(request, &connection));
+        let first_head = Arc::clone(&started);
+        let handler = service_fn(move |request| {
+            first_head.store(true, Ordering::Relaxed);
+            service(request, &connection)
+        });
         let builder = builder.clone();
-        match &settings.tls {
-            None => {
-                let connection = builder
-                    .serve_connection(TokioIo::new(stream), handler)
-                    .into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%peer, error = %error, "connection ended with an error");
+        let tls = settings.tls.clone();
+        let watcher = graceful.watcher();
+        let head_timeouts = settings.head_timeouts.clone();
+        tokio::spawn(async move {
+            let served = async move {
+                match tls {
+                    None => {
+                        let connection = builder
+                            .serve_connection(TokioIo::new(stream), handler)
+                            .into_owned();
+                        watcher.watch(connection).await
                     }
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let handshake_timeout = settings.limits.header_read_timeout;
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let connection = builder
-                        .serve_connection(TokioIo::new(tls), handler)
-                        .into_owned();
-                    if let Err(error) = watcher.watch(connection).await {
-                        tracing::debug!(%peer, error = %error, "connection ended with an error");
+                    Some(acceptor) => {
+                        let tls = acceptor.accept(stream).await?;
+                        let connection = builder
+                            .serve_connection(TokioIo::new(tls), handler)
+                            .into_owned();
+                        watcher.watch(connection).await
                     }
-                });
+                }
+            };
+            match first_head_by(deadline, &started, served).await {
+                Some(Ok(())) => {}
+                // hyper's own HTTP/1.1 header timer, started a moment after accept, may fire in
+                // the same tick: a first head not in time all the same.
+                Some(Err(error))
+                    if !started.load(Ordering::Relaxed) && is_header_timeout(&*error) =>
+                {
+                    head_timeouts.inc();
+                    tracing::debug!(%peer, "no request head within limits.headerReadTimeout; closed");
+                }
+                Some(Err(error)) => {
+                    tracing::debug!(%peer, error = %error, "connection ended with an error");
+                }
+                None => {
+                    head_timeouts.inc();
+                    tracing::debug!(%peer, "no request head within limits.headerReadTimeout of accept; closed");
+                }
             }
-        }
+        });
     }
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections finished"),
         () = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
     }
+}
+
+/// Runs a connection to its end, unless no request head has come by `deadline` (`started` is
+/// still false): then it is dropped, which closes the socket, and the answer is `None`.
+async fn first_head_by<F: Future>(
+    deadline: tokio::time::Instant,
+    started: &AtomicBool,
+    served: F,
+) -> Option<F::Output> {
+    let mut served = std::pin::pin!(served);
+    tokio::select! {
+        ended = &mut served => Some(ended),
+        () = tokio::time::sleep_until(deadline) => match started.load(Ordering::Relaxed) {
+            true => Some(served.await),
+            false => None,
+        },
+    }
+}
+
+/// hyper's HTTP/1.1 header-read timeout.
+fn is_header_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    error
+        .downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_timeout)
 }
 
 fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {

@@ -75,6 +75,9 @@ fn entra_example() {
         config.public_base_url.as_ref().map(url::Url::as_str),
         Some("https://fhir.contoso.example/fhir")
     );
+    // The limits it documents are the defaults.
+    assert_eq!(config.limits.body_read_timeout, Duration::from_secs(30));
+    assert_eq!(config.limits.max_buffered_bytes, 128 * 1024 * 1024);
 }
 
 #[test]

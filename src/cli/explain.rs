@@ -1,5 +1,5 @@
-//! `fhirguard explain --config FILE --token TOKEN|- [--method M] [--path P] [--body FILE]`
-//! (SPEC §2): runs the full decision for one request without forwarding it, through the same
+//! `fhirguard explain --config FILE --token TOKEN|- [--method M] [--path P] [--body FILE]
+//! [--header 'NAME: VALUE']…` (SPEC §2): runs the full decision for one request without forwarding it, through the same
 //! [`decide_head`] / [`decide_bundle`] the proxy uses, and prints each step and the verdict.
 
 use std::io::Read;
@@ -28,6 +28,9 @@ pub struct ExplainRequest<'a> {
     pub path: &'a str,
     /// A batch/transaction bundle to decide, for `POST /`.
     pub body: Option<&'a Path>,
+    /// Request headers, each `Name: value`, as the proxy would receive them (the request
+    /// hygiene rules read them: method overrides, preflights, `Host`).
+    pub headers: &'a [String],
 }
 
 /// Prints the steps; exit 0 when the request would be forwarded, 1 when refused, 64 on a bad
@@ -57,6 +60,13 @@ pub fn explain(request: &ExplainRequest<'_>) -> ExitCode {
         eprintln!("fhirguard explain: invalid --method or --path");
         return ExitCode::from(super::EXIT_CONFIG);
     };
+    let headers = match parse_headers(request.headers) {
+        Ok(headers) => headers,
+        Err(message) => {
+            eprintln!("fhirguard explain: {message}");
+            return ExitCode::from(super::EXIT_CONFIG);
+        }
+    };
     let body = match request.body.map(std::fs::read).transpose() {
         Ok(body) => body,
         Err(error) => {
@@ -74,12 +84,38 @@ pub fn explain(request: &ExplainRequest<'_>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let allowed = runtime.block_on(run(&config, &token, &method, &uri, body.as_deref()));
+    let allowed = runtime.block_on(run(
+        &config,
+        &token,
+        &method,
+        &uri,
+        headers,
+        body.as_deref(),
+    ));
     if allowed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `--header 'Name: value'` arguments as a header map.
+fn parse_headers(arguments: &[String]) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::new();
+    for argument in arguments {
+        let parsed = argument.split_once(':').and_then(|(name, value)| {
+            let name = http::HeaderName::from_bytes(name.trim().as_bytes()).ok()?;
+            let value = HeaderValue::from_str(value.trim()).ok()?;
+            Some((name, value))
+        });
+        let Some((name, value)) = parsed else {
+            return Err(format!(
+                "--header {argument:?} is not a valid 'Name: value' header"
+            ));
+        };
+        headers.append(name, value);
+    }
+    Ok(headers)
 }
 
 fn read_token(argument: &str) -> Result<String, String> {
@@ -98,11 +134,11 @@ async fn run(
     token: &str,
     method: &Method,
     uri: &Uri,
+    mut headers: HeaderMap,
     body: Option<&[u8]>,
 ) -> bool {
     let keys = KeyStore::new();
     keys.prefetch(config).await;
-    let mut headers = HeaderMap::new();
     if !token.is_empty() {
         match HeaderValue::from_str(&format!("Bearer {token}")) {
             Ok(value) => {

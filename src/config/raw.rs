@@ -145,6 +145,12 @@ pub struct RawLimits {
     pub max_token_bytes: Option<u64>,
     /// Largest batch/transaction bundle buffered for inspection (413 beyond). Default 10 MiB.
     pub max_bundle_bytes: Option<u64>,
+    /// Time allowed to read a body fhirguard buffers, from its first byte to its last (408
+    /// beyond). Default 30 s.
+    pub body_read_timeout: Option<RawDuration>,
+    /// Bytes of request bodies buffered at once across all connections (503 with Retry-After
+    /// beyond). At least `maxBundleBytes`. Default 128 MiB.
+    pub max_buffered_bytes: Option<u64>,
 }
 
 /// `roles`.

@@ -117,6 +117,8 @@ fn top_level_errors() {
         ("duration huge", &with_primary("keySets: {maxStale: 400d}"), &[("keySets.maxStale", "is too large (at most 365d)")]),
         ("duration type", &with_primary("keySets: {retryInterval: [1]}"), &[("keySets.retryInterval", "expected a duration (e.g. \"5s\", \"300ms\", or whole seconds), found a list")]),
         ("limits", &with_primary("limits: {maxHeaderBytes: 0, maxTokenBytes: \"1k\", maxBundleBytes: -1}"), &[("limits.maxHeaderBytes", "must be at least 1"), ("limits.maxTokenBytes", "expected a whole number, found a string"), ("limits.maxBundleBytes", "must not be negative")]),
+        ("body limits", &with_primary("limits: {bodyReadTimeout: 0s, maxBufferedBytes: 1000}"), &[("limits.bodyReadTimeout", "must be greater than zero"), ("limits.maxBufferedBytes", "must be at least limits.maxBundleBytes (10485760)")]),
+        ("bundle over the buffer budget", &with_primary("limits: {maxBundleBytes: 200000000}"), &[("limits.maxBundleBytes", "must be at most limits.maxBufferedBytes (134217728)")]),
         ("worker threads", &with_primary("workerThreads: 2000"), &[("workerThreads", "must be at most 1024 (0 = one per CPU core)")]),
         ("worker threads type", &with_primary("workerThreads: -1"), &[("workerThreads", "must not be negative")]),
         ("bool", &with_primary("allowHttpAuthorities: yes"), &[("allowHttpAuthorities", "expected true or false, found a string")]),
@@ -325,4 +327,24 @@ fn the_fingerprint_is_the_digest_of_the_text() {
     assert_eq!(one.fingerprint, again.fingerprint);
     assert_ne!(one.fingerprint, other.fingerprint);
     assert_ne!(one.fingerprint, [0; 32]);
+}
+
+#[test]
+fn body_limits_have_safe_defaults_and_follow_the_file() {
+    let defaults = Config::parse(&with_primary("")).expect("valid").limits;
+    assert_eq!(
+        defaults.body_read_timeout,
+        std::time::Duration::from_secs(30)
+    );
+    assert_eq!(defaults.max_buffered_bytes, 128 * 1024 * 1024);
+    let set = Config::parse(&with_primary(
+        "limits: {bodyReadTimeout: 1500ms, maxBufferedBytes: 2000, maxBundleBytes: 2000}",
+    ))
+    .expect("valid")
+    .limits;
+    assert_eq!(
+        set.body_read_timeout,
+        std::time::Duration::from_millis(1500)
+    );
+    assert_eq!((set.max_buffered_bytes, set.max_bundle_bytes), (2000, 2000));
 }

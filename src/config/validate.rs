@@ -364,11 +364,13 @@ fn limits(node: Option<Node<'_>>, errors: &mut Errors) -> Limits {
         max_header_bytes: 65_536,
         max_token_bytes: 16_384,
         max_bundle_bytes: 10 * 1024 * 1024,
+        body_read_timeout: Duration::from_secs(30),
+        max_buffered_bytes: 128 * 1024 * 1024,
     };
     let Some(object) = node.and_then(|node| node.object(errors, keys_of::<RawLimits>())) else {
         return defaults;
     };
-    Limits {
+    let limits = Limits {
         header_read_timeout: duration(
             &object,
             "headerReadTimeout",
@@ -397,7 +399,42 @@ fn limits(node: Option<Node<'_>>, errors: &mut Errors) -> Limits {
             1,
             errors,
         ),
+        body_read_timeout: duration(
+            &object,
+            "bodyReadTimeout",
+            defaults.body_read_timeout,
+            false,
+            errors,
+        ),
+        max_buffered_bytes: count(
+            &object,
+            "maxBufferedBytes",
+            defaults.max_buffered_bytes,
+            1,
+            errors,
+        ),
+    };
+    // One bundle of the largest size must fit the budget, or it could never be read.
+    if limits.max_buffered_bytes < limits.max_bundle_bytes {
+        let (key, message) = match object.get("maxBufferedBytes") {
+            Some(node) => (
+                node.path,
+                format!(
+                    "must be at least limits.maxBundleBytes ({})",
+                    limits.max_bundle_bytes
+                ),
+            ),
+            None => (
+                object.key_path("maxBundleBytes"),
+                format!(
+                    "must be at most limits.maxBufferedBytes ({})",
+                    limits.max_buffered_bytes
+                ),
+            ),
+        };
+        errors.push(&key, message);
     }
+    limits
 }
 
 /// Paths relative to the FHIR base, each starting with '/'.

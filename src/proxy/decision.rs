@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::error::Rejection;
 use crate::fhir::{self, bundle, path::normalize_path, FhirRequest};
 use crate::metrics::Metrics;
+use crate::proxy::hygiene;
 
 /// What the steps learned, in order; later fields stay `None` after the first failure.
 #[derive(Debug, Default)]
@@ -65,7 +66,10 @@ pub async fn decide_head(
     headers: &HeaderMap,
     findings: &mut Findings,
 ) -> Result<(), Rejection> {
-    // Step 0: the decision is made on exactly the path that is forwarded.
+    // Step 0: request hygiene, before the anonymous step so that anonymous paths and
+    // preflights are held to it too (SPEC §4 step 8 "method tunnels", §7).
+    hygiene::check(method, uri, headers)?;
+    // The decision is made on exactly the path that is forwarded.
     let path = normalize_path(uri.path())?;
     let query = uri.query();
     let anonymous = is_anonymous(config, method, &path, headers);
@@ -198,12 +202,13 @@ fn smart_entry(entry: &FhirRequest, granted: DataActions, grant: &SmartGrant) ->
     decision
 }
 
+/// Step 1: an anonymous path read with GET/HEAD, or a CORS preflight (the same predicate the
+/// hygiene rules use, so a request refused as a preflight with a body is the one that would
+/// have passed without a token).
 fn is_anonymous(config: &Config, method: &Method, path: &str, headers: &HeaderMap) -> bool {
-    let preflight = method == Method::OPTIONS
-        && headers.contains_key(http::header::ORIGIN)
-        && headers.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
     let read = method == Method::GET || method == Method::HEAD;
-    preflight || (read && config.anonymous_paths.iter().any(|p| p == path))
+    (read && config.anonymous_paths.iter().any(|p| p == path))
+        || hygiene::is_preflight(method, headers)
 }
 
 /// The data actions the principal holds: the application's `allowedDataActions` for a smart

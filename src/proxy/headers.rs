@@ -1,6 +1,7 @@
 //! Header hygiene between client and upstream: hop-by-hop headers removed both ways
-//! (RFC 9110 §7.6.1), `X-Forwarded-*` set, the request id propagated, identity headers that
-//! fhirguard adds stripped from what clients send (SPEC §7).
+//! (RFC 9110 §7.6.1), `X-Forwarded-*` set (and `Forwarded`, `X-Real-IP` when a client sends
+//! them), the request id propagated, identity headers that fhirguard adds stripped from what
+//! clients send (SPEC §7), together with every header whose name holds `_`.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ pub const ISSUER: HeaderName = HeaderName::from_static("x-fhirguard-issuer");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// The hop-by-hop headers of RFC 9110 §7.6.1 plus the obsolete ones proxies still strip
 /// (`Keep-Alive`, `Proxy-Connection`), RFC 9110 §7.8.
@@ -58,13 +60,21 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-/// Removes every `X-Fhirguard-*` header a client sent.
-pub fn remove_identity_headers(headers: &mut HeaderMap) {
-    let forged: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with(IDENTITY_PREFIX))
-        .cloned()
-        .collect();
+/// Removes what a client may not send on: every `X-Fhirguard-*` header (SPEC §7), and every
+/// header whose name holds `_`. CGI, WSGI and Rack servers (and PHP, and Tomcat behind AJP)
+/// read `_` and `-` alike, so `X_Fhirguard_Client_Id` would arrive next to, or instead of, the
+/// identity header fhirguard sets; the same goes for `X_Forwarded_For` and every header yet to
+/// be reserved. Dropping the whole class is nginx's default (`underscores_in_headers off`); no
+/// FHIR or HTTP header has `_` in its name. Most requests carry neither: one scan of the names,
+/// and nothing allocated unless one is found.
+pub fn remove_client_reserved(headers: &mut HeaderMap) {
+    let reserved = |name: &HeaderName| {
+        name.as_str().starts_with(IDENTITY_PREFIX) || name.as_str().contains('_')
+    };
+    if !headers.keys().any(reserved) {
+        return;
+    }
+    let forged: Vec<HeaderName> = headers.keys().filter(|n| reserved(n)).cloned().collect();
     for name in forged {
         headers.remove(name);
     }
@@ -118,7 +128,13 @@ fn new_request_id() -> HeaderValue {
 }
 
 /// Sets `X-Forwarded-For` (appending the peer to any earlier hops), `-Proto` and `-Host`.
-/// `host` is the client's `Host` (or the request target's authority), as received.
+/// `host` is the client's `Host` (or the request target's authority), as received; hygiene
+/// has made sure the two agree. `Forwarded` (RFC 7239) and `X-Real-IP` follow the same rule as
+/// `X-Forwarded-For`, so none of the three can be forged about the hop fhirguard sees: a
+/// `Forwarded` a client sent gets fhirguard's element appended (the last element is the one
+/// fhirguard vouches for, as the last `X-Forwarded-For` address is); an `X-Real-IP` (one
+/// address, no list to append to) is replaced by the peer. Neither is added when absent:
+/// `X-Forwarded-For` always carries the peer, and the hot path stays as cheap as it was.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: SocketAddr,
@@ -142,6 +158,15 @@ pub fn set_forwarded(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if https { "https" } else { "http" }),
     );
+    if headers.contains_key(header::FORWARDED) {
+        append_forwarded(headers, peer, https, host.as_ref());
+    }
+    if headers.contains_key(&X_REAL_IP) {
+        let address = peer.ip().to_string();
+        if let Ok(value) = HeaderValue::from_str(&address) {
+            headers.insert(X_REAL_IP, value);
+        }
+    }
     match host {
         Some(value) => {
             headers.insert(X_FORWARDED_HOST, value);
@@ -149,6 +174,47 @@ pub fn set_forwarded(
         None => {
             headers.remove(X_FORWARDED_HOST);
         }
+    }
+}
+
+/// Appends `for=…;proto=…[;host=…]` to the client's `Forwarded` (RFC 7239 §4), folding every
+/// line into one. The address is quoted and bracketed when IPv6 (§6); the host is a
+/// quoted-string (RFC 9110 §5.6.4), its `"` and `\` escaped.
+fn append_forwarded(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    https: bool,
+    host: Option<&HeaderValue>,
+) {
+    let mut forwarded = Vec::with_capacity(128);
+    for earlier in headers.get_all(header::FORWARDED) {
+        let earlier = earlier.as_bytes().trim_ascii();
+        if !earlier.is_empty() {
+            forwarded.extend_from_slice(earlier);
+            forwarded.extend_from_slice(b", ");
+        }
+    }
+    let proto = if https { "https" } else { "http" };
+    let written = match peer.ip() {
+        std::net::IpAddr::V4(ip) => write!(forwarded, "for={ip};proto={proto}"),
+        std::net::IpAddr::V6(ip) => write!(forwarded, "for=\"[{ip}]\";proto={proto}"),
+    };
+    written.expect("writing to a Vec");
+    if let Some(host) = host {
+        forwarded.extend_from_slice(b";host=\"");
+        for &byte in host.as_bytes() {
+            if byte == b'"' || byte == b'\\' {
+                forwarded.push(b'\\');
+            }
+            forwarded.push(byte);
+        }
+        forwarded.push(b'"');
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&forwarded) {
+        headers.insert(header::FORWARDED, value);
+    } else {
+        // Not expected (every byte came from header values), but never forward a forgeable one.
+        headers.remove(header::FORWARDED);
     }
 }
 
@@ -176,13 +242,48 @@ mod tests {
     }
 
     #[test]
-    fn forged_identity_headers_are_removed() {
+    fn forged_identity_headers_and_underscored_names_are_removed() {
         let mut headers = HeaderMap::new();
         headers.insert("x-fhirguard-subject", HeaderValue::from_static("admin"));
+        headers.insert("x_fhirguard_client_id", HeaderValue::from_static("writer"));
+        headers.insert(
+            "x-fhirguard_fhir-user",
+            HeaderValue::from_static("Patient/1"),
+        );
+        headers.insert("x_forwarded_for", HeaderValue::from_static("10.9.9.9"));
+        headers.insert("_", HeaderValue::from_static("1"));
         headers.insert("x-other", HeaderValue::from_static("1"));
-        remove_identity_headers(&mut headers);
-        assert!(!headers.contains_key("x-fhirguard-subject"));
-        assert!(headers.contains_key("x-other"));
+        headers.insert("if-none-match", HeaderValue::from_static("W/\"1\""));
+        headers.insert("prefer", HeaderValue::from_static("return=minimal"));
+        remove_client_reserved(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["if-none-match", "prefer", "x-other"]);
+    }
+
+    #[test]
+    fn forwarded_and_real_ip_cannot_be_forged() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::FORWARDED, HeaderValue::from_static("for=10.9.9.9"));
+        headers.append(header::FORWARDED, HeaderValue::from_static("for=10.8.8.8"));
+        headers.insert(X_REAL_IP, HeaderValue::from_static("10.9.9.9"));
+        set_forwarded(
+            &mut headers,
+            "[::1]:5000".parse().unwrap(),
+            false,
+            Some(HeaderValue::from_static("a\"b")),
+        );
+        assert_eq!(
+            headers[header::FORWARDED],
+            "for=10.9.9.9, for=10.8.8.8, for=\"[::1]\";proto=http;host=\"a\\\"b\""
+        );
+        assert_eq!(headers.get_all(header::FORWARDED).iter().count(), 1);
+        assert_eq!(headers[&X_REAL_IP], "::1");
+        // Absent, they are not added: X-Forwarded-For carries the peer.
+        let mut plain = HeaderMap::new();
+        set_forwarded(&mut plain, "127.0.0.1:5000".parse().unwrap(), true, None);
+        assert!(!plain.contains_key(header::FORWARDED) && !plain.contains_key(&X_REAL_IP));
+        assert_eq!(plain[&X_FORWARDED_FOR], "127.0.0.1");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::error::{Rejection, FHIR_JSON};
 use crate::fhir::json as fhir_json;
 use crate::proxy::body::{full, Body};
+use crate::proxy::hygiene::{ParameterPlace, UnsafeRequest};
 
 mod change;
 
@@ -326,14 +327,8 @@ pub(super) fn search_form(parts: &http::request::Parts, form: &[u8]) -> Result<S
                 .to_owned(),
         ));
     }
-    if crate::fhir::query::parameters(Some(form))
-        .any(|(name, _)| name.trim().eq_ignore_ascii_case("_method"))
-    {
-        return Err(Rejection::Invalid(
-            "_method is not allowed: a method tunnel would run a method other than the one \
-             authorized."
-                .to_owned(),
-        ));
+    if crate::fhir::query::carries_method_parameter(form) {
+        return Err(UnsafeRequest::MethodParameter(ParameterPlace::FormBody).into());
     }
     Ok([parts.uri.query().unwrap_or_default(), form]
         .into_iter()

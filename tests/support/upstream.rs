@@ -22,6 +22,8 @@ pub struct Recorded {
     pub target: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Trailer fields after the body, if any came.
+    pub trailers: Option<HeaderMap>,
 }
 
 #[derive(Debug, Default)]
@@ -88,7 +90,9 @@ async fn answer(
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let (parts, body) = request.into_parts();
-    let body = body.collect().await?.to_bytes();
+    let collected = body.collect().await?;
+    let trailers = collected.trailers().cloned();
+    let body = collected.to_bytes();
     let target = parts
         .uri
         .path_and_query()
@@ -100,6 +104,7 @@ async fn answer(
             target: target.clone(),
             headers: parts.headers,
             body,
+            trailers,
         });
         state.delay
     };
