@@ -393,6 +393,47 @@ async fn a_preflight_with_a_body_is_400_and_one_without_is_forwarded_without_one
 // ---------------------------------------------------------------------------------------------
 // Class 6: identity-header lookalikes, `Forwarded`, `X-Real-IP`.
 
+/// Routing overrides (`X-Original-URL` and kin) would let a server run another path or method
+/// than the one fhirguard authorized, or build its links on a forged scheme or port: they never
+/// reach the upstream, on any path, in any case, over either protocol.
+#[tokio::test]
+async fn routing_override_headers_never_reach_the_upstream() {
+    let g = Guard::start("").await;
+    let bearer = g.bearer();
+    let overrides = [
+        ("X-Original-URL", "/Patient/2"),
+        ("x-rewrite-url", "/Patient/2"),
+        ("X-ORIGINAL-URI", "/Patient/2"),
+        ("X-Forwarded-Uri", "/Patient/2"),
+        ("X-Forwarded-Path", "/Patient/2"),
+        ("X-Forwarded-Prefix", "/admin"),
+        ("X-Original-Method", "DELETE"),
+        ("X-Forwarded-Port", "8443"),
+        ("X-Forwarded-Scheme", "https"),
+        ("X-Forwarded-Server", "evil.example.org"),
+        ("X-Forwarded-Ssl", "on"),
+        ("X-Url-Scheme", "https"),
+    ];
+    for (path, token) in [("/Patient/1", Some(bearer.as_str())), ("/metadata", None)] {
+        let mut headers: Vec<(&str, &str)> = overrides.to_vec();
+        if let Some(bearer) = token {
+            headers.push(("authorization", bearer));
+        }
+        for h2 in [false, true] {
+            let reply = exchange(empty("GET", &g.url(path), &headers), h2).await;
+            assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.body);
+            let seen = g.stack.upstream.last();
+            for (name, _) in overrides {
+                assert!(
+                    !seen.headers.contains_key(name),
+                    "{path} (h2: {h2}): {name} reached the upstream"
+                );
+            }
+            assert!(seen.target.ends_with(path), "{}", seen.target);
+        }
+    }
+}
+
 #[tokio::test]
 async fn underscored_and_forged_identity_headers_never_reach_the_upstream() {
     let g = Guard::start("").await;

@@ -67,9 +67,17 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// be reserved. Dropping the whole class is nginx's default (`underscores_in_headers off`); no
 /// FHIR or HTTP header has `_` in its name. Most requests carry neither: one scan of the names,
 /// and nothing allocated unless one is found.
+///
+/// Also removed: the headers with which frameworks let a front proxy re-route a request
+/// ([`ROUTING_OVERRIDES`]: IIS and Symfony's `X-Original-URL` / `X-Rewrite-URL`, Spring's
+/// `X-Forwarded-Prefix`, …). fhirguard decided on the request line; a server that honoured one
+/// of them would run another path or method than the one authorized.
 pub fn remove_client_reserved(headers: &mut HeaderMap) {
     let reserved = |name: &HeaderName| {
-        name.as_str().starts_with(IDENTITY_PREFIX) || name.as_str().contains('_')
+        let name = name.as_str();
+        name.starts_with(IDENTITY_PREFIX)
+            || name.contains('_')
+            || (name.starts_with("x-") && ROUTING_OVERRIDES.contains(&name))
     };
     if !headers.keys().any(reserved) {
         return;
@@ -79,6 +87,24 @@ pub fn remove_client_reserved(headers: &mut HeaderMap) {
         headers.remove(name);
     }
 }
+
+/// Request-routing headers a client may not send (see [`remove_client_reserved`]): path and
+/// method overrides, and the scheme, port and prefix a server uses to build its own URLs
+/// (`X-Forwarded-Proto` and `-Host` are set by fhirguard itself).
+pub const ROUTING_OVERRIDES: [&str; 12] = [
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "x-original-method",
+    "x-forwarded-port",
+    "x-forwarded-scheme",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-url-scheme",
+];
 
 /// The id of one request, as the header value sent to the upstream and back to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
