@@ -96,6 +96,11 @@ pub enum EntryProblem {
     AbsoluteUrl,
     #[error("contains characters not allowed in an HTTP header")]
     BadHeaderValue,
+    #[error(
+        "names a _method parameter, a method override; method tunnels are refused (request \
+         hygiene: method tunnels)"
+    )]
+    MethodParameter,
     #[error("a batch or transaction cannot be nested in another")]
     NestedBundle,
     #[error("{0}")]
@@ -185,6 +190,10 @@ fn classify_entry(entry: RawEntry) -> EntryResult<FhirRequest> {
     };
     let path = normalize_path(&format!("/{path}"))
         .map_err(|error| ("request.url", EntryProblem::Path(error)))?;
+    // The same method-tunnel rule as a request's own query (SPEC §4 step 8).
+    if query.is_some_and(super::query::carries_method_parameter) {
+        return Err(("request.url", EntryProblem::MethodParameter));
+    }
     let mut headers = HeaderMap::new();
     let conditional_headers = [
         (

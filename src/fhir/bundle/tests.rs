@@ -285,3 +285,33 @@ fn entry_errors_name_the_entry() {
         "entry[0].request.url: absolute URLs are not supported; use a URL relative to the FHIR base"
     );
 }
+
+#[test]
+fn entries_tunnelling_a_method_are_refused() {
+    for url in [
+        "Patient/1?_method=DELETE",
+        "Patient?name=x&%5Fmethod=DELETE",
+        "Patient?_METHOD=PUT",
+        "Patient?a=b;_method=DELETE",
+    ] {
+        let body = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "GET", "url": url}}
+        ]});
+        let error = classify_bundle(body.to_string().as_bytes()).expect_err(url);
+        assert!(
+            matches!(
+                error,
+                BundleError::Entry {
+                    index: 0,
+                    field: "request.url",
+                    problem: EntryProblem::MethodParameter
+                }
+            ),
+            "{url}: {error}"
+        );
+    }
+    let body = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient?name=_method"}}
+    ]});
+    assert!(classify_bundle(body.to_string().as_bytes()).is_ok());
+}
