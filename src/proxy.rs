@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::error::{Challenge, Rejection, ResponseContext};
 use crate::fhir::Interaction;
 use crate::metrics::Metrics;
-use body::{empty, full, read_limited, stream_request, Body, BodyBuffers};
+use body::{empty, full, read_inspected, stream_request, Body, BodyBuffers};
 pub use decision::granted_actions;
 use decision::Findings;
 use forward::Upstream;
@@ -184,8 +184,13 @@ impl Proxy {
         // request is decided again on the URL's query and the form together.
         let mut search_form = None;
         if searches && parts.method == Method::POST {
-            let form =
-                read_limited(body.take().expect("unread"), &config.limits, &mut held).await?;
+            let form = read_inspected(
+                body.take().expect("unread"),
+                &parts.headers,
+                &config.limits,
+                &mut held,
+            )
+            .await?;
             let joined = smart::search_form(&parts, &form)?;
             if findings.smart.is_some() {
                 let uri = smart::search_uri(parts.uri.path(), &joined)?;
@@ -233,8 +238,13 @@ impl Proxy {
         let mut patch = None;
         let body = if findings.needs_bundle() {
             // Only bundles are buffered: their entries decide (SPEC §7).
-            let bytes =
-                read_limited(body.take().expect("unread"), &config.limits, &mut held).await?;
+            let bytes = read_inspected(
+                body.take().expect("unread"),
+                &parts.headers,
+                &config.limits,
+                &mut held,
+            )
+            .await?;
             decision::decide_bundle(&bytes, findings)?;
             let decision = findings.bundle.as_ref().expect("decided");
             if decision.entries.iter().all(|e| !e.allowed) {
@@ -251,8 +261,13 @@ impl Proxy {
                 None => full(bytes),
             }
         } else if let (Confinement::Write { body: true, .. }, Some(user)) = (&confinement, &user) {
-            let bytes =
-                read_limited(body.take().expect("unread"), &config.limits, &mut held).await?;
+            let bytes = read_inspected(
+                body.take().expect("unread"),
+                &parts.headers,
+                &config.limits,
+                &mut held,
+            )
+            .await?;
             let resource_type = findings
                 .classified
                 .as_ref()
@@ -263,8 +278,13 @@ impl Proxy {
             // The search stays a POST: its parameters, fhirguard's included, travel in the body.
             smart::search_body(&mut parts.headers, query.as_deref().unwrap_or(""))
         } else if let (Confinement::Patch, Some(_)) = (&confinement, &user) {
-            let bytes =
-                read_limited(body.take().expect("unread"), &config.limits, &mut held).await?;
+            let bytes = read_inspected(
+                body.take().expect("unread"),
+                &parts.headers,
+                &config.limits,
+                &mut held,
+            )
+            .await?;
             patch = Some(bytes.clone());
             full(bytes)
         } else if findings.anonymous && hygiene::is_preflight(&parts.method, &parts.headers) {

@@ -1005,3 +1005,45 @@ async fn explain_names_the_hygiene_rule_that_refused() {
     let bad = run("/Patient", "GET", &["no colon"]).await.unwrap();
     assert_eq!(bad.status.code(), Some(64));
 }
+
+/// A body fhirguard decides on (a bundle, a `_search` form) is read as the upstream will read
+/// it: an encoded one (gzip, br, …) would be judged on other bytes than the upstream decodes,
+/// so it is refused before anything is forwarded; `identity` is no encoding.
+#[tokio::test]
+async fn encoded_bodies_fhirguard_must_read_are_400() {
+    let g = Guard::start("").await;
+    let bearer = g.bearer();
+    let bundle = r#"{"resourceType":"Bundle","type":"batch","entry":[]}"#;
+    for (target, body) in [("/", bundle), ("/Patient/_search", "name=x")] {
+        for encoding in ["gzip", "br", "deflate", "identity, gzip", "GZIP"] {
+            let headers = [
+                ("authorization", bearer.as_str()),
+                ("content-encoding", encoding),
+                ("content-type", "application/fhir+json"),
+            ];
+            let headers = if target == "/" {
+                headers
+            } else {
+                [
+                    headers[0],
+                    headers[1],
+                    ("content-type", "application/x-www-form-urlencoded"),
+                ]
+            };
+            let reply = exchange(with_body("POST", &g.url(target), &headers, body), false).await;
+            reply.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "Content-Encoding");
+        }
+    }
+    g.upstream_saw_nothing();
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("content-encoding", "identity"),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    let reply = exchange(
+        with_body("POST", &g.url("/Patient/_search"), &headers, "name=x"),
+        false,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+}

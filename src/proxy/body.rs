@@ -181,6 +181,36 @@ pub enum BufferError {
     Read(#[source] hyper::Error),
 }
 
+/// A body fhirguard reads to decide must be read as the upstream will read it: one with a
+/// `Content-Encoding` other than `identity` (gzip, deflate, br, …) would be judged on bytes the
+/// upstream decodes into something else, so it is refused (400).
+fn check_unencoded(headers: &http::HeaderMap) -> Result<(), crate::error::Rejection> {
+    let encoded = headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return Err(crate::error::Rejection::Invalid(
+            "fhirguard reads this request body to decide on it, so it must not carry a \
+             Content-Encoding (send it uncompressed)."
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// [`read_limited`] for a request fhirguard decides on: its body must not be encoded
+/// ([`check_unencoded`]).
+pub async fn read_inspected(
+    body: Incoming,
+    headers: &http::HeaderMap,
+    limits: &Limits,
+    held: &mut Reservation<'_>,
+) -> Result<Bytes, crate::error::Rejection> {
+    check_unencoded(headers)?;
+    Ok(read_limited(body, limits, held).await?)
+}
+
 /// Reads a request body into memory for inspection (SPEC §7): at most
 /// `limits.maxBundleBytes` (a larger `Content-Length` is refused before reading), all of it
 /// within `limits.bodyReadTimeout` of the first read (so a `Content-Length` never delivered
