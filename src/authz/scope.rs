@@ -321,4 +321,17 @@ pub enum ScopeError {
     /// The claim is not valid UTF-8 once percent-decoded (reference §4.4 rule 7).
     #[error("The SMART on FHIR scope claim could not be URL-decoded.")]
     Undecodable,
+    /// A scope that percent-decodes to whitespace or a control character (`%20`, `%0A`, `%00`):
+    /// one issued scope must not become several (issue 11).
+    #[error(
+        "Invalid SMART on FHIR scope '{0}'. It percent-decodes to whitespace or a control \
+         character (shown as ␠); scopes are separated by spaces, never by encoded characters."
+    )]
+    DecodedSeparator(String),
+    /// A scope still holding `%` after one percent-decoding (`%2520`): double encoding.
+    #[error(
+        "Invalid SMART on FHIR scope '{0}'. It still holds '%' after percent-decoding once \
+         (double encoding is not accepted)."
+    )]
+    DoubleEncoded(String),
 }

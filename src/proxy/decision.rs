@@ -206,9 +206,17 @@ fn is_anonymous(config: &Config, method: &Method, path: &str, headers: &HeaderMa
     preflight || (read && config.anonymous_paths.iter().any(|p| p == path))
 }
 
-/// The data actions the principal holds: the application's `allowedDataActions` for a smart
-/// identity provider, the role mapping for the primary authority (SPEC §4.8).
+/// The data actions the principal holds: what the configuration grants it
+/// ([`configured_actions`]) with the SMART v2 actions a granted `Read` or `Write` covers
+/// ([`DataActions::implied`], SPEC §4.8).
 pub fn granted_actions(config: &Config, principal: &Principal) -> DataActions {
+    configured_actions(config, principal).implied()
+}
+
+/// The data actions the configuration grants the principal, as written: the application's
+/// `allowedDataActions` for a smart identity provider, the role mapping for the primary
+/// authority (SPEC §4.8).
+pub fn configured_actions(config: &Config, principal: &Principal) -> DataActions {
     match principal.provider {
         ProviderKind::Primary => config.roles.granted(&principal.roles, &principal.groups),
         ProviderKind::Smart { index } => principal
