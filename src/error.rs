@@ -116,6 +116,15 @@ impl Rejection {
         }
     }
 
+    /// The near miss behind a refused token, for the log and `explain` only: it is not part
+    /// of the response.
+    pub fn token_hint(&self) -> Option<&crate::auth::near_miss::NearMiss> {
+        match self {
+            Rejection::Token(error) => error.hint(),
+            _ => None,
+        }
+    }
+
     /// Status, OperationOutcome issue code and diagnostics, in one exhaustive match.
     fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {
