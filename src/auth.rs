@@ -348,7 +348,12 @@ async fn verify(
                     authority: authority.to_owned(),
                 });
             }
-            check_fhir_user(config.compatibility, fhir_user.as_deref(), &scopes, authority)?;
+            check_fhir_user(
+                config.compatibility,
+                fhir_user.as_deref(),
+                &scopes,
+                authority,
+            )?;
             Some(app_index)
         }
     };
@@ -573,4 +578,71 @@ fn find_key(
             alg: keys::algorithm_name(alg).to_owned(),
             kid: echo(kid),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `fhirUser` rules per context and per `compatibility` (SPEC §4 step 7).
+    #[test]
+    fn fhir_user_rules_per_context_and_compatibility() {
+        use Compatibility::{Azure, Open};
+        let scopes = |s: &str| vec![s.to_owned()];
+        let missing = |rule| Err(Some(rule));
+        let absolute = Some("https://fhir.example.org/Patient/1");
+        let relative = Some("Practitioner/7");
+        let table: &[(
+            Compatibility,
+            &str,
+            Option<&str>,
+            Result<(), Option<FhirUserRule>>,
+        )] = &[
+            (
+                Open,
+                "patient/*.read",
+                None,
+                missing(FhirUserRule::Scopes(Context::Patient)),
+            ),
+            (
+                Open,
+                "user/*.rs",
+                None,
+                missing(FhirUserRule::Scopes(Context::User)),
+            ),
+            (Open, "system/*.rs", None, Ok(())),
+            (Open, "openid", None, Ok(())),
+            (Open, "patient/*.read", relative, Ok(())),
+            (Open, "patient/*.read", absolute, Ok(())),
+            (Open, "system/*.rs", relative, Ok(())),
+            (Open, "system/*.rs", Some("urn:x"), Err(None)),
+            (Azure, "system/*.rs", None, missing(FhirUserRule::Azure)),
+            (Azure, "patient/*.read", None, missing(FhirUserRule::Azure)),
+            (Azure, "patient/*.read", relative, Err(None)),
+            (Azure, "patient/*.read", absolute, Ok(())),
+        ];
+        for (compatibility, claim, fhir_user, expected) in table {
+            let got =
+                check_fhir_user(*compatibility, *fhir_user, &scopes(claim), "a").map_err(|error| {
+                    match error {
+                        AuthError::MissingFhirUser { required_by, .. } => Some(required_by),
+                        AuthError::BadFhirUser { absolute_only, .. } => {
+                            assert_eq!(absolute_only, *compatibility == Azure);
+                            None
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                });
+            assert_eq!(&got, expected, "{compatibility:?} {claim} {fhir_user:?}");
+        }
+    }
+
+    #[test]
+    fn client_claims_per_compatibility() {
+        assert_eq!(client_claims(Compatibility::Azure), ["azp", "appid"]);
+        assert_eq!(
+            client_claims(Compatibility::Open),
+            ["azp", "appid", "client_id", "cid"]
+        );
+    }
 }

@@ -341,7 +341,8 @@ mod tests {
         let (_, body) = answer(&Rejection::Smart(SmartError::MissingFhirUser));
         assert_eq!(
             body["diagnostics"],
-            "fhirUser claim cannot be null or missing for SMART on FHIR user."
+            "The token's patient/ or user/ scopes need a fhirUser claim (or extension_fhirUser) \
+             naming the Patient or Practitioner they act for; system/ scopes need none."
         );
     }
 }

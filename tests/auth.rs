@@ -541,9 +541,11 @@ async fn smart_under_azure_compatibility_fhir_user_is_always_required_and_absolu
         "The fhirUser claim 'Patient/123' must be an absolute URL ending in <resourceType>/<id> \
          (compatibility: azure)"
     );
-    assert!(check(&store, &config, &smart_claims(&idp, "portal").sign(&key))
-        .await
-        .is_ok());
+    assert!(
+        check(&store, &config, &smart_claims(&idp, "portal").sign(&key))
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -609,7 +611,10 @@ async fn near_misses_are_hints_for_the_operator_only() {
             .claim("scp", "system/*.read")
             .sign(&key);
         let error = refused(&store, &config, &token).await;
-        assert_eq!(error.description(), format!("The audience '{aud}' is invalid"));
+        assert_eq!(
+            error.description(),
+            format!("The audience '{aud}' is invalid")
+        );
         let hint = error.hint().expect("a near miss").to_string();
         assert!(hint.contains(AUDIENCE), "{hint}");
         assert!(!error.description().contains("hint"), "not in the answer");
@@ -642,7 +647,9 @@ async fn the_launch_patient_claim_is_read_only_when_configured() {
     let store = KeyStore::new();
     let principal = check(&store, &config, &token).await.expect("accepted");
     assert_eq!(principal.launch_patient.as_deref(), Some("456"));
-    let token = smart_claims(&idp, "portal").claim("patient", 456).sign(&key);
+    let token = smart_claims(&idp, "portal")
+        .claim("patient", 456)
+        .sign(&key);
     let error = refused(&store, &config, &token).await;
     assert_eq!(
         error.description(),

@@ -131,20 +131,35 @@ mod tests {
             issuer: known.to_owned(),
         };
         let cases = [
-            ("https://idp/realms/x/", "https://idp/realms/x", Some(slash("https://idp/realms/x"))),
-            ("https://idp/realms/x", "https://idp/realms/x/", Some(slash("https://idp/realms/x/"))),
+            (
+                "https://idp/realms/x/",
+                "https://idp/realms/x",
+                Some(slash("https://idp/realms/x")),
+            ),
+            (
+                "https://idp/realms/x",
+                "https://idp/realms/x/",
+                Some(slash("https://idp/realms/x/")),
+            ),
             (v2.as_str(), v1.as_str(), Some(version(&v1))),
             (v1.as_str(), v2.as_str(), Some(version(&v2))),
             (bare.as_str(), v2.as_str(), Some(version(&v2))),
             ("https://idp/realms/x", "https://idp/realms/y", None),
             ("https://sts.windows.net/other/", v1.as_str(), None),
-            ("https://login.microsoftonline.com//v2.0", "https://sts.windows.net//", None),
+            (
+                "https://login.microsoftonline.com//v2.0",
+                "https://sts.windows.net//",
+                None,
+            ),
             ("https://idp/realms/x", "https://idp/realms/x", None),
         ];
         for (iss, known, expected) in cases {
             assert_eq!(issuer(iss, [known]), expected, "{iss} vs {known}");
         }
-        assert_eq!(issuer("https://a/", ["https://b", "https://a"]), Some(slash("https://a")));
+        assert_eq!(
+            issuer("https://a/", ["https://b", "https://a"]),
+            Some(slash("https://a"))
+        );
     }
 
     #[test]
@@ -154,7 +169,11 @@ mod tests {
             audience: "https://fhir.example.org".into(),
         };
         let cases = [
-            (auds(&["https://fhir.example.org/"]), "https://fhir.example.org", Some(slash)),
+            (
+                auds(&["https://fhir.example.org/"]),
+                "https://fhir.example.org",
+                Some(slash),
+            ),
             (
                 auds(&["api://fhir-app"]),
                 "fhir-app",
@@ -169,8 +188,16 @@ mod tests {
                     audience: "api://fhir-app".into(),
                 }),
             ),
-            (auds(&["https://other.example.org"]), "https://fhir.example.org", None),
-            (auds(&["HTTPS://FHIR.EXAMPLE.ORG"]), "https://fhir.example.org", None),
+            (
+                auds(&["https://other.example.org"]),
+                "https://fhir.example.org",
+                None,
+            ),
+            (
+                auds(&["HTTPS://FHIR.EXAMPLE.ORG"]),
+                "https://fhir.example.org",
+                None,
+            ),
             (auds(&[]), "https://fhir.example.org", None),
         ];
         for (list, expected, hint) in cases {

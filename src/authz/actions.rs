@@ -184,9 +184,7 @@ impl DataActions {
     pub fn implied_description(self) -> String {
         let parts: Vec<String> = IMPLIED
             .iter()
-            .filter(|(grant, covered)| {
-                self.contains(*grant) && !self.contains_all(*covered)
-            })
+            .filter(|(grant, covered)| self.contains(*grant) && !self.contains_all(*covered))
             .map(|(grant, covered)| format!("{grant} covers {covered}"))
             .collect();
         parts.join("; ")
@@ -308,7 +306,10 @@ mod tests {
         let cases = [
             (vec![Read], vec![Read, Search, ReadById]),
             (vec![Write], vec![Write, Create, Update]),
-            (vec![Read, Write], vec![Read, Write, Search, ReadById, Create, Update]),
+            (
+                vec![Read, Write],
+                vec![Read, Write, Search, ReadById, Create, Update],
+            ),
             (vec![Delete], vec![Delete]),
             (vec![Export, Smart], vec![Export, Smart]),
             (vec![Search], vec![Search]),

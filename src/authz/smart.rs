@@ -6,6 +6,8 @@
 //! Pure: the proxy does the I/O the plans ask for.
 
 mod confine;
+#[cfg(test)]
+mod grant_tests;
 pub mod membership;
 #[cfg(test)]
 mod tests;
@@ -146,7 +148,9 @@ impl fmt::Display for FhirUser {
 /// fragment, as written in the claim.
 fn absolute_reference(claim: &str) -> Option<&str> {
     let url = url::Url::parse(claim).ok()?;
-    if !matches!(url.scheme(), "http" | "https") || url.query().is_some() || url.fragment().is_some()
+    if !matches!(url.scheme(), "http" | "https")
+        || url.query().is_some()
+        || url.fragment().is_some()
     {
         return None;
     }

@@ -82,7 +82,13 @@ fn decode(raw: &str) -> Result<std::borrow::Cow<'_, str>, ScopeError> {
 fn printable(decoded: &str) -> String {
     decoded
         .chars()
-        .map(|c| if c.is_whitespace() || c.is_control() { '␠' } else { c })
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() {
+                '␠'
+            } else {
+                c
+            }
+        })
         .take(200)
         .collect()
 }
