@@ -584,6 +584,14 @@ fn find_key(
 mod tests {
     use super::*;
 
+    /// compatibility, scopes, fhirUser → Ok, or the rule that required it (`None`: malformed).
+    type Row = (
+        Compatibility,
+        &'static str,
+        Option<&'static str>,
+        Result<(), Option<FhirUserRule>>,
+    );
+
     /// The `fhirUser` rules per context and per `compatibility` (SPEC §4 step 7).
     #[test]
     fn fhir_user_rules_per_context_and_compatibility() {
@@ -592,12 +600,7 @@ mod tests {
         let missing = |rule| Err(Some(rule));
         let absolute = Some("https://fhir.example.org/Patient/1");
         let relative = Some("Practitioner/7");
-        let table: &[(
-            Compatibility,
-            &str,
-            Option<&str>,
-            Result<(), Option<FhirUserRule>>,
-        )] = &[
+        let table: &[Row] = &[
             (
                 Open,
                 "patient/*.read",
