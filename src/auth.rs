@@ -308,13 +308,9 @@ async fn verify(
 
     // Step 7: audience, and for a smart provider the application, scopes and fhirUser.
     let audience = token.strings("aud");
-    let client = client_claims(config.compatibility)
-        .iter()
-        .find_map(|claim| token.string(claim).map(|value| (value, *claim)));
-    let fhir_user = token
-        .string("fhirUser")
-        .or_else(|| token.string("extension_fhirUser"))
-        .map(str::to_owned);
+    let client = first_string_claim(&token, client_claims(config.compatibility))?;
+    let fhir_user = first_string_claim(&token, &["fhirUser", "extension_fhirUser"])?
+        .map(|(value, _)| value.to_owned());
     let scopes = token.scopes();
     let application = match selected.kind {
         ProviderKind::Primary => {
@@ -404,6 +400,27 @@ pub fn client_claims(compatibility: Compatibility) -> &'static [&'static str] {
     match compatibility {
         Compatibility::Azure => &["azp", "appid"],
         Compatibility::Open => &["azp", "appid", "client_id", "cid"],
+    }
+}
+
+/// The first of `names` the token has, with its name. Present but not a string is malformed:
+/// a claim that names the client or the user is never skipped for a later one, since another
+/// reader of the token (the FHIR server) may take it where fhirguard would not.
+fn first_string_claim<'t>(
+    token: &'t UnverifiedToken<'_>,
+    names: &[&'static str],
+) -> Result<Option<(&'t str, &'static str)>, AuthError> {
+    let Some((name, value)) = names
+        .iter()
+        .find_map(|name| token.claims.get(*name).map(|value| (*name, value)))
+    else {
+        return Ok(None);
+    };
+    match value {
+        serde_json::Value::String(text) => Ok(Some((text.as_str(), name))),
+        _ => Err(AuthError::Malformed {
+            detail: "a client or fhirUser claim is not a string",
+        }),
     }
 }
 

@@ -585,6 +585,25 @@ async fn smart_the_client_is_named_by_azp_else_appid_else_client_id_else_cid() {
 }
 
 #[tokio::test]
+async fn a_client_or_fhir_user_claim_that_is_not_a_string_is_never_skipped() {
+    let (idp, key, store, config) = smart().await;
+    for token in [
+        smart_claims(&idp, "x")
+            .claim("azp", json!(["stranger"]))
+            .claim("client_id", "portal"),
+        smart_claims(&idp, "portal")
+            .claim("fhirUser", json!({"reference": "Patient/1"}))
+            .claim("extension_fhirUser", "Patient/2"),
+    ] {
+        let error = refused(&store, &config, &token.sign(&key)).await;
+        assert_eq!(
+            error.description(),
+            "The token is malformed: a client or fhirUser claim is not a string"
+        );
+    }
+}
+
+#[tokio::test]
 async fn smart_under_azure_compatibility_only_azp_and_appid_name_the_client() {
     let (idp, key, store, config) = smart_azure().await;
     for claim in ["client_id", "cid"] {
