@@ -53,8 +53,9 @@ pub fn parse_scopes(claims: &[String]) -> Result<ScopeSet, ScopeError> {
 
 /// Percent-decodes one whitespace-free scope, once. What decoding may not do, as a class:
 ///
-/// - produce whitespace or a control character (`%20`, `%09`, `%0A`, `%0D`, `%00`, `%C2%A0`, …):
-///   it would split, or hide, a scope that was issued as one → 400;
+/// - produce whitespace, a control character or an invisible formatting character (`%20`,
+///   `%09`, `%0A`, `%0D`, `%00`, `%C2%A0`, `%E2%80%8B`, …): it would split, or hide, a scope
+///   that was issued as one → 400 (the same characters unencoded in a token too);
 /// - leave a `%` behind (`%2520`, double encoding): another decoder downstream would read a
 ///   different scope than fhirguard did → 400.
 ///
@@ -62,13 +63,13 @@ pub fn parse_scopes(claims: &[String]) -> Result<ScopeSet, ScopeError> {
 /// server: they can only add constraints (narrower) or make a constraint invalid (400), never
 /// widen a scope.
 fn decode(raw: &str) -> Result<std::borrow::Cow<'_, str>, ScopeError> {
-    if !raw.contains('%') && !raw.chars().any(char::is_control) {
+    if !raw.contains('%') && !raw.chars().any(separates) {
         return Ok(std::borrow::Cow::Borrowed(raw));
     }
     let decoded = percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| ScopeError::Undecodable)?;
-    if decoded.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if decoded.chars().any(separates) {
         return Err(ScopeError::DecodedSeparator(printable(&decoded)));
     }
     if decoded.contains('%') {
@@ -77,18 +78,21 @@ fn decode(raw: &str) -> Result<std::borrow::Cow<'_, str>, ScopeError> {
     Ok(decoded)
 }
 
+/// Whitespace, a control character, or an invisible formatting character (zero-width space and
+/// joiners, bidirectional marks and overrides, word joiner, byte-order mark): a character that
+/// another reader could take as a separator, or strip, where fhirguard would not.
+fn separates(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+}
+
 /// A decoded scope as an error message may repeat it: whitespace and control characters
 /// shown as `␠`, at most 200 characters.
 fn printable(decoded: &str) -> String {
     decoded
         .chars()
-        .map(|c| {
-            if c.is_whitespace() || c.is_control() {
-                '␠'
-            } else {
-                c
-            }
-        })
+        .map(|c| if separates(c) { '␠' } else { c })
         .take(200)
         .collect()
 }

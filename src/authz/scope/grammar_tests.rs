@@ -291,6 +291,14 @@ fn percent_decoding_never_creates_scopes() {
             Err(separator("user/Patient.read␠user/Observation.write")),
         ),
         ("user/Patient.read%7F", Err(separator("user/Patient.read␠"))),
+        (
+            "user/Patient.read%E2%80%8Buser/Observation.write",
+            Err(separator("user/Patient.read␠user/Observation.write")),
+        ),
+        (
+            "\u{FEFF}user/Observation.write",
+            Err(separator("␠user/Observation.write")),
+        ),
         // ... whatever the token looks like: a non-clinical token may not hide one either.
         (
             "openid%20user/Observation.write",
