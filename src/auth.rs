@@ -17,6 +17,7 @@ pub mod discovery;
 pub mod error;
 pub mod jwks;
 pub mod keys;
+pub mod near_miss;
 pub mod token;
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -28,17 +29,18 @@ use jsonwebtoken::Algorithm;
 pub use bearer::{bearer_token, jwt_in_url, UrlPart};
 pub use cache::{TokenCache, TokenCacheStats};
 pub use discovery::KeyError;
-pub use error::AuthError;
+pub use error::{AuthError, FhirUserRule};
 pub use jwks::{
     ConfigSource, KeySetObserver, KeySetStats, KeySettings, KeyStore, ProbeReport, ProviderKeys,
 };
 pub use keys::SigningKey;
 
-use crate::config::Config;
+use crate::authz::scope::{parse_scopes, Context};
+use crate::config::{Compatibility, Config};
 use cache::{TokenDigest, Verified};
 use error::echo;
 use keys::allowed_algorithm;
-use token::{audience_matches, check_lifetime, is_fhir_user_url, UnverifiedToken};
+use token::{audience_matches, check_lifetime, is_fhir_user_reference, UnverifiedToken};
 
 /// How many token audiences an `error_description` lists (it goes into a response header).
 const MAX_ECHOED_AUDIENCES: usize = 5;
@@ -64,14 +66,21 @@ pub struct Principal {
     pub subject: Option<String>,
     /// `oid` (Entra object id), when present.
     pub object_id: Option<String>,
-    /// `azp`, else `appid`; for a smart provider, the matched application's `clientId`.
+    /// The client the token names ([`client_claims`]: `azp`, else `appid`, else — outside
+    /// `compatibility: azure` — `client_id`, else `cid`); for a smart provider, the matched
+    /// application's `clientId`.
     pub client_id: Option<String>,
+    /// The claim that named the client (`azp`, `appid`, `client_id`, `cid`).
+    pub client_claim: Option<&'static str>,
     /// Smart provider: the index of the matched application in `applications`.
     pub application: Option<usize>,
     /// `aud`, string or array.
     pub audience: Vec<String>,
     /// `fhirUser`, else `extension_fhirUser`.
     pub fhir_user: Option<String>,
+    /// The launch context's patient: the value of the claim `smartLaunchPatientClaim` names,
+    /// when configured and present.
+    pub launch_patient: Option<String>,
     /// `scp` and `scope`, split on whitespace.
     pub scopes: Vec<String>,
     /// `roles`.
@@ -113,14 +122,18 @@ impl PartialEq for Derived {
 impl Eq for Derived {}
 
 impl Principal {
-    /// The SMART grant of the token's scopes and `fhirUser` (reference §8 rules 14–16), parsed
-    /// once per principal and base URL.
+    /// The SMART grant of the token's scopes, `fhirUser` and launch-context patient (reference
+    /// §8 rules 14–16), parsed once per principal and base URL. Every claim it reads is a field
+    /// of the principal, so a cached principal carries a grant built from its own token only.
     pub fn smart_grant(
         &self,
         public_base: Option<&url::Url>,
     ) -> Result<Arc<SmartGrant>, SmartError> {
-        let build =
-            || SmartGrant::new(&self.scopes, self.fhir_user.as_deref(), public_base).map(Arc::new);
+        let build = || {
+            SmartGrant::new(&self.scopes, self.fhir_user.as_deref(), public_base)?
+                .with_launch_patient(self.launch_patient.as_deref())
+                .map(Arc::new)
+        };
         let (base, grant) = &**self
             .derived
             .smart
@@ -295,24 +308,10 @@ async fn verify(
 
     // Step 7: audience, and for a smart provider the application, scopes and fhirUser.
     let audience = token.strings("aud");
-    let mut client_id = token
-        .string("azp")
-        .or_else(|| token.string("appid"))
-        .map(str::to_owned);
-    let fhir_user = token
-        .string("fhirUser")
-        .or_else(|| token.string("extension_fhirUser"))
-        .map(str::to_owned);
+    let client = first_string_claim(&token, client_claims(config.compatibility))?;
+    let fhir_user = first_string_claim(&token, &["fhirUser", "extension_fhirUser"])?
+        .map(|(value, _)| value.to_owned());
     let scopes = token.scopes();
-    let ignore_slash = config.audience_ignore_trailing_slash;
-    let audience_error = || AuthError::Audience {
-        authority: authority.to_owned(),
-        audiences: audience
-            .iter()
-            .take(MAX_ECHOED_AUDIENCES)
-            .map(|a| echo(a))
-            .collect(),
-    };
     let application = match selected.kind {
         ProviderKind::Primary => {
             let expected = config
@@ -320,50 +319,45 @@ async fn verify(
                 .primary
                 .as_ref()
                 .map_or("", |p| p.audience.as_str());
-            if !audience_matches(&audience, expected, ignore_slash) {
-                return Err(audience_error());
-            }
+            check_audience(config, &audience, expected, authority)?;
             None
         }
         ProviderKind::Smart { index } => {
             let provider = &config.auth.smart_providers[index];
-            let (app_index, app) = ["azp", "appid"]
-                .iter()
-                .filter_map(|claim| token.string(claim))
-                .find_map(|client| {
+            let unknown = || AuthError::UnknownClient {
+                authority: authority.to_owned(),
+                client: client.map(|(value, claim)| (echo(value), claim)),
+                looked_in: client_claims_text(config.compatibility),
+            };
+            let (app_index, app) = client
+                .and_then(|(value, _)| {
                     provider
                         .applications
                         .iter()
                         .enumerate()
-                        .find(|(_, a)| a.client_id == client)
+                        .find(|(_, a)| a.client_id == value)
                 })
-                .ok_or_else(|| AuthError::UnknownClient {
-                    authority: authority.to_owned(),
-                    client: client_id.as_deref().map(echo),
-                })?;
-            if !audience_matches(&audience, &app.audience, ignore_slash) {
-                return Err(audience_error());
-            }
+                .ok_or_else(unknown)?;
+            check_audience(config, &audience, &app.audience, authority)?;
             if scopes.is_empty() {
                 return Err(AuthError::MissingScope {
                     authority: authority.to_owned(),
                 });
             }
-            let value = fhir_user
-                .as_deref()
-                .ok_or_else(|| AuthError::MissingFhirUser {
-                    authority: authority.to_owned(),
-                })?;
-            if !is_fhir_user_url(value) {
-                return Err(AuthError::BadFhirUser {
-                    authority: authority.to_owned(),
-                    value: echo(value),
-                });
-            }
-            client_id = Some(app.client_id.clone());
+            check_fhir_user(
+                config.compatibility,
+                fhir_user.as_deref(),
+                &scopes,
+                authority,
+            )?;
             Some(app_index)
         }
     };
+    let launch_patient = match config.smart_launch_patient_claim.as_deref() {
+        Some(claim) => launch_patient(&token, claim)?,
+        None => None,
+    };
+    let client_id = client.map(|(value, _)| value.to_owned());
 
     let groups = config
         .roles
@@ -378,9 +372,11 @@ async fn verify(
         subject: token.string("sub").map(str::to_owned),
         object_id: token.string("oid").map(str::to_owned),
         client_id,
+        client_claim: client.map(|(_, claim)| claim),
         application,
         audience,
         fhir_user,
+        launch_patient,
         scopes,
         roles: token.strings("roles"),
         groups,
@@ -394,6 +390,119 @@ async fn verify(
         key_set,
         config: config.fingerprint,
     })
+}
+
+/// The claims that name a token's client, in order; the first present one decides (SPEC §4
+/// step 7). Entra ID sends `azp` (v2.0) or `appid` (v1.0); a standard JWT access token
+/// (RFC 9068 §2.2) sends `client_id`; Okta sends `cid`. `compatibility: azure` looks only where
+/// Azure does (reference §2.3 rule 3).
+pub fn client_claims(compatibility: Compatibility) -> &'static [&'static str] {
+    match compatibility {
+        Compatibility::Azure => &["azp", "appid"],
+        Compatibility::Open => &["azp", "appid", "client_id", "cid"],
+    }
+}
+
+/// The first of `names` the token has, with its name. Present but not a string is malformed:
+/// a claim that names the client or the user is never skipped for a later one, since another
+/// reader of the token (the FHIR server) may take it where fhirguard would not.
+fn first_string_claim<'t>(
+    token: &'t UnverifiedToken<'_>,
+    names: &[&'static str],
+) -> Result<Option<(&'t str, &'static str)>, AuthError> {
+    let Some((name, value)) = names
+        .iter()
+        .find_map(|name| token.claims.get(*name).map(|value| (*name, value)))
+    else {
+        return Ok(None);
+    };
+    match value {
+        serde_json::Value::String(text) => Ok(Some((text.as_str(), name))),
+        _ => Err(AuthError::Malformed {
+            detail: "a client or fhirUser claim is not a string",
+        }),
+    }
+}
+
+fn client_claims_text(compatibility: Compatibility) -> &'static str {
+    match compatibility {
+        Compatibility::Azure => "azp or appid",
+        Compatibility::Open => "azp, appid, client_id or cid",
+    }
+}
+
+/// `aud` must contain `expected` (reference §8 rules 8, 9); a near miss is kept as a hint.
+fn check_audience(
+    config: &Config,
+    audience: &[String],
+    expected: &str,
+    authority: &str,
+) -> Result<(), AuthError> {
+    if audience_matches(audience, expected, config.audience_ignore_trailing_slash) {
+        return Ok(());
+    }
+    Err(AuthError::Audience {
+        authority: authority.to_owned(),
+        audiences: audience
+            .iter()
+            .take(MAX_ECHOED_AUDIENCES)
+            .map(|a| echo(a))
+            .collect(),
+        hint: near_miss::audience(audience, expected),
+    })
+}
+
+/// The `fhirUser` rules of a smart provider's token (SPEC §4 step 7, reference §4.5). Under
+/// `compatibility: azure`, Azure's: always required, an absolute URL. Otherwise it is required
+/// only when the clinical scopes are `patient/` or `user/` ones (SMART Backend Services tokens,
+/// `system/`, name no user), and may be relative; when present it must be a resource
+/// reference. Which types it may name, and its base against `publicBaseUrl`, are checked with
+/// the grant ([`SmartGrant::new`]), as are malformed scopes (400).
+fn check_fhir_user(
+    compatibility: Compatibility,
+    fhir_user: Option<&str>,
+    scopes: &[String],
+    authority: &str,
+) -> Result<(), AuthError> {
+    let azure = compatibility == Compatibility::Azure;
+    let Some(value) = fhir_user else {
+        let required_by = if azure {
+            Some(FhirUserRule::Azure)
+        } else {
+            match parse_scopes(scopes).map(|set| set.context()) {
+                Ok(Some(context @ (Context::Patient | Context::User))) => {
+                    Some(FhirUserRule::Scopes(context))
+                }
+                _ => None,
+            }
+        };
+        return match required_by {
+            Some(required_by) => Err(AuthError::MissingFhirUser {
+                authority: authority.to_owned(),
+                required_by,
+            }),
+            None => Ok(()),
+        };
+    };
+    if is_fhir_user_reference(value, azure) {
+        return Ok(());
+    }
+    Err(AuthError::BadFhirUser {
+        authority: authority.to_owned(),
+        value: echo(value),
+        absolute_only: azure,
+    })
+}
+
+/// The launch context's patient from the configured claim: a string, or absent.
+fn launch_patient(token: &UnverifiedToken<'_>, claim: &str) -> Result<Option<String>, AuthError> {
+    match token.claims.get(claim) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(value)) => Ok(Some(value.clone())),
+        Some(_) => Err(AuthError::Malformed {
+            detail: "the launch-context patient claim is not a string",
+        }),
+    }
 }
 
 /// Every configured provider: the primary first, then the smart providers in order.
@@ -422,10 +531,11 @@ async fn select_provider(
 ) -> Result<Selected, AuthError> {
     let providers = configured_providers(config);
     let mut missing = Vec::new();
+    let mut others = Vec::new();
     for &(kind, authority) in &providers {
         match store.current(authority, settings.max_stale).await {
             Some(keys) if keys.issuer == issuer => return Ok(selected(kind, authority, keys)),
-            Some(_) => {}
+            Some(keys) => others.push(keys),
             None => missing.push((kind, authority)),
         }
     }
@@ -433,7 +543,7 @@ async fn select_provider(
     for (kind, authority) in missing {
         match store.keys(authority, settings).await {
             Ok(keys) if keys.issuer == issuer => return Ok(selected(kind, authority, keys)),
-            Ok(_) => {}
+            Ok(keys) => others.push(keys),
             Err(error) => {
                 unavailable.get_or_insert(error);
             }
@@ -441,6 +551,7 @@ async fn select_provider(
     }
     Err(unavailable.unwrap_or_else(|| AuthError::UnknownIssuer {
         issuer: echo(issuer),
+        hint: near_miss::issuer(issuer, others.iter().map(|keys| keys.issuer.as_str())),
     }))
 }
 
@@ -484,4 +595,74 @@ fn find_key(
             alg: keys::algorithm_name(alg).to_owned(),
             kid: echo(kid),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// compatibility, scopes, fhirUser → Ok, or the rule that required it (`None`: malformed).
+    type Row = (
+        Compatibility,
+        &'static str,
+        Option<&'static str>,
+        Result<(), Option<FhirUserRule>>,
+    );
+
+    /// The `fhirUser` rules per context and per `compatibility` (SPEC §4 step 7).
+    #[test]
+    fn fhir_user_rules_per_context_and_compatibility() {
+        use Compatibility::{Azure, Open};
+        let scopes = |s: &str| vec![s.to_owned()];
+        let missing = |rule| Err(Some(rule));
+        let absolute = Some("https://fhir.example.org/Patient/1");
+        let relative = Some("Practitioner/7");
+        let table: &[Row] = &[
+            (
+                Open,
+                "patient/*.read",
+                None,
+                missing(FhirUserRule::Scopes(Context::Patient)),
+            ),
+            (
+                Open,
+                "user/*.rs",
+                None,
+                missing(FhirUserRule::Scopes(Context::User)),
+            ),
+            (Open, "system/*.rs", None, Ok(())),
+            (Open, "openid", None, Ok(())),
+            (Open, "patient/*.read", relative, Ok(())),
+            (Open, "patient/*.read", absolute, Ok(())),
+            (Open, "system/*.rs", relative, Ok(())),
+            (Open, "system/*.rs", Some("urn:x"), Err(None)),
+            (Azure, "system/*.rs", None, missing(FhirUserRule::Azure)),
+            (Azure, "patient/*.read", None, missing(FhirUserRule::Azure)),
+            (Azure, "patient/*.read", relative, Err(None)),
+            (Azure, "patient/*.read", absolute, Ok(())),
+        ];
+        for (compatibility, claim, fhir_user, expected) in table {
+            let got =
+                check_fhir_user(*compatibility, *fhir_user, &scopes(claim), "a").map_err(|error| {
+                    match error {
+                        AuthError::MissingFhirUser { required_by, .. } => Some(required_by),
+                        AuthError::BadFhirUser { absolute_only, .. } => {
+                            assert_eq!(absolute_only, *compatibility == Azure);
+                            None
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                });
+            assert_eq!(&got, expected, "{compatibility:?} {claim} {fhir_user:?}");
+        }
+    }
+
+    #[test]
+    fn client_claims_per_compatibility() {
+        assert_eq!(client_claims(Compatibility::Azure), ["azp", "appid"]);
+        assert_eq!(
+            client_claims(Compatibility::Open),
+            ["azp", "appid", "client_id", "cid"]
+        );
+    }
 }

@@ -58,6 +58,9 @@ pub struct Config {
     pub clock_skew: Duration,
     /// `audienceIgnoreTrailingSlash`, default false (reference §8 rule 8).
     pub audience_ignore_trailing_slash: bool,
+    /// `smartLaunchPatientClaim`: the claim naming the launch context's patient; `None` = off
+    /// (the compartment is `fhirUser`'s, as in Azure).
+    pub smart_launch_patient_claim: Option<String>,
     /// `keySets: {...}`.
     pub key_sets: KeySets,
     /// `limits: {...}`.

@@ -137,6 +137,15 @@ impl Rejection {
         }
     }
 
+    /// The near miss behind a refused token, for the log and `explain` only: it is not part
+    /// of the response.
+    pub fn token_hint(&self) -> Option<&crate::auth::near_miss::NearMiss> {
+        match self {
+            Rejection::Token(error) => error.hint(),
+            _ => None,
+        }
+    }
+
     /// Status, OperationOutcome issue code and diagnostics, in one exhaustive match.
     fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {
@@ -414,7 +423,8 @@ mod tests {
         let (_, body) = answer(&Rejection::Smart(SmartError::MissingFhirUser));
         assert_eq!(
             body["diagnostics"],
-            "fhirUser claim cannot be null or missing for SMART on FHIR user."
+            "The token's patient/ or user/ scopes need a fhirUser claim (or extension_fhirUser) \
+             naming the Patient or Practitioner they act for; system/ scopes need none."
         );
     }
 

@@ -110,12 +110,17 @@ impl Proxy {
             .decide_and_forward(&generation, request, peer, memo, &request_id, &mut findings)
             .await;
         let mut reason = String::new();
+        let mut hint = String::new();
         let (mut response, outcome) = match result {
             Ok(response) if findings.anonymous => (response, "anonymous"),
             Ok(response) => (response, "allowed"),
             Err(rejection) => {
                 let outcome = rejection.outcome();
                 reason = rejection.to_string();
+                // A near miss goes to the log (and `explain`), never into the answer.
+                if let Some(near_miss) = rejection.token_hint() {
+                    hint = near_miss.to_string();
+                }
                 let challenge = challenge_for(&generation.config, findings.principal.as_deref());
                 let response = rejection.into_response(ResponseContext {
                     request_id: request_id.as_str(),
@@ -134,6 +139,7 @@ impl Proxy {
                 principal: findings.principal.as_deref(),
                 outcome,
                 reason: &reason,
+                hint: &hint,
             };
             log_decision(
                 &generation.config,
@@ -502,6 +508,8 @@ struct Audit<'a> {
     principal: Option<&'a Principal>,
     outcome: &'static str,
     reason: &'a str,
+    /// A near miss behind a refused token ([`auth::near_miss`]); empty otherwise.
+    hint: &'a str,
 }
 
 /// Whether audit lines are written at the configured log level.
@@ -549,6 +557,7 @@ fn log_decision(
         status,
         outcome = audit.outcome,
         reason = audit.reason,
+        hint = audit.hint,
         provider,
         client_id = principal.and_then(|p| p.client_id.as_deref()).unwrap_or(""),
         subject = principal.and_then(|p| p.subject.as_deref()).unwrap_or(""),

@@ -5,7 +5,9 @@ mod support;
 
 use std::sync::Arc;
 
-use fhirguard::auth::{authenticate, AuthError, KeyStore, Principal};
+use fhirguard::auth::near_miss::NearMiss;
+use fhirguard::auth::{authenticate, AuthError, FhirUserRule, KeyStore, Principal};
+use fhirguard::authz::scope::Context;
 use fhirguard::config::Config;
 use serde_json::json;
 use support::idp::{config_yaml, FakeIdp};
@@ -74,7 +76,10 @@ async fn an_unknown_issuer_is_refused_even_when_it_is_the_authority_string_plus_
     assert_eq!(
         error,
         AuthError::UnknownIssuer {
-            issuer: iss.clone()
+            issuer: iss.clone(),
+            hint: Some(NearMiss::IssuerTrailingSlash {
+                issuer: idp.issuer()
+            }),
         }
     );
     assert_eq!(
@@ -363,7 +368,8 @@ async fn smart_an_unknown_client_is_refused() {
     let error = refused(&store, &config, &smart_claims(&idp, "stranger").sign(&key)).await;
     assert_eq!(
         error.description(),
-        "The client 'stranger' is not a configured application of this identity provider"
+        "The client 'stranger' (claim azp) is not a configured application of this identity \
+         provider"
     );
     let token = smart_claims(&idp, "x").without("azp").sign(&key);
     let error = refused(&store, &config, &token).await;
@@ -371,8 +377,13 @@ async fn smart_an_unknown_client_is_refused() {
         error,
         AuthError::UnknownClient {
             authority: idp.base_url(),
-            client: None
+            client: None,
+            looked_in: "azp, appid, client_id or cid",
         }
+    );
+    assert_eq!(
+        error.description(),
+        "The token names no client: it has no azp, appid, client_id or cid claim"
     );
 }
 
@@ -384,6 +395,7 @@ async fn smart_the_audience_must_be_the_applications() {
         error.description(),
         format!("The audience '{AUDIENCE}' is invalid")
     );
+    assert_eq!(error.hint(), None, "another audience is no near miss");
 }
 
 #[tokio::test]
@@ -406,50 +418,260 @@ async fn smart_a_token_without_scopes_is_refused() {
 }
 
 #[tokio::test]
-async fn smart_a_token_without_fhir_user_is_refused() {
+async fn smart_patient_and_user_scopes_need_a_fhir_user_and_system_scopes_do_not() {
     let (idp, key, store, config) = smart().await;
-    let token = smart_claims(&idp, "portal").without("fhirUser").sign(&key);
+    for (scopes, context) in [
+        ("patient/Observation.read", Context::Patient),
+        ("openid user/*.rs fhirUser", Context::User),
+    ] {
+        let token = smart_claims(&idp, "portal")
+            .claim("scp", scopes)
+            .without("fhirUser")
+            .sign(&key);
+        let error = refused(&store, &config, &token).await;
+        assert_eq!(
+            error,
+            AuthError::MissingFhirUser {
+                authority: idp.base_url(),
+                required_by: FhirUserRule::Scopes(context),
+            }
+        );
+        assert_eq!(
+            error.description(),
+            format!(
+                "The token has {context}/ scopes but no fhirUser claim (or extension_fhirUser); \
+                 patient/ and user/ scopes need one, system/ scopes do not"
+            )
+        );
+    }
+    // SMART Backend Services: client_credentials with system/ scopes and no fhirUser.
+    for scopes in ["system/*.read", "system/*.rs system/Patient.rs", "openid"] {
+        let token = smart_claims(&idp, "portal")
+            .claim("scp", scopes)
+            .without("fhirUser")
+            .sign(&key);
+        let principal = check(&store, &config, &token)
+            .await
+            .unwrap_or_else(|e| panic!("{scopes}: {e}"));
+        assert_eq!(principal.fhir_user, None);
+    }
+    // Malformed scopes are the grant's to refuse (400), not a missing fhirUser.
+    let token = smart_claims(&idp, "portal")
+        .claim("scp", "patient/Observation.read user/Patient.read")
+        .without("fhirUser")
+        .sign(&key);
+    assert!(check(&store, &config, &token).await.is_ok());
+}
+
+#[tokio::test]
+async fn smart_a_relative_fhir_user_is_accepted_and_a_non_reference_is_refused() {
+    let (idp, key, store, config) = smart().await;
+    for value in [
+        "Patient/123",
+        "Practitioner/fhir-system-client",
+        "https://fhir.example.org/Patient/123",
+    ] {
+        let token = smart_claims(&idp, "portal")
+            .claim("fhirUser", value)
+            .sign(&key);
+        let principal = check(&store, &config, &token)
+            .await
+            .unwrap_or_else(|e| panic!("{value}: {e}"));
+        assert_eq!(principal.fhir_user.as_deref(), Some(value));
+    }
+    for value in ["urn:uuid:1234", "Patient", "x/Patient/1", "Patient/1?x=2"] {
+        let token = smart_claims(&idp, "portal")
+            .claim("fhirUser", value)
+            .sign(&key);
+        let error = refused(&store, &config, &token).await;
+        assert_eq!(error.reason(), "bad_fhir_user", "{value}");
+        assert_eq!(
+            error.description(),
+            format!(
+                "The fhirUser claim '{value}' is not a resource reference: expected \
+                 <resourceType>/<id>, relative (Practitioner/7) or an absolute http(s) URL \
+                 ending in it"
+            )
+        );
+    }
+    // extension_fhirUser (Azure AD B2C) counts as fhirUser.
+    let token = smart_claims(&idp, "portal")
+        .without("fhirUser")
+        .claim("extension_fhirUser", "Patient/9")
+        .sign(&key);
+    let principal = check(&store, &config, &token).await.expect("accepted");
+    assert_eq!(principal.fhir_user.as_deref(), Some("Patient/9"));
+}
+
+/// The smart provider of [`smart`] under `compatibility: azure`.
+async fn smart_azure() -> (FakeIdp, TestKey, KeyStore, Config) {
+    let key = TestKey::rsa("smart-1");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let yaml = config_yaml(None, &[(&idp.base_url(), &[("portal", AUDIENCE)])]);
+    let config = Config::parse(&format!("compatibility: azure\n{yaml}")).expect("config");
+    (idp, key, KeyStore::new(), config)
+}
+
+#[tokio::test]
+async fn smart_under_azure_compatibility_fhir_user_is_always_required_and_absolute() {
+    let (idp, key, store, config) = smart_azure().await;
+    let token = smart_claims(&idp, "portal")
+        .claim("scp", "system/*.read")
+        .without("fhirUser")
+        .sign(&key);
     let error = refused(&store, &config, &token).await;
     assert_eq!(
         error,
         AuthError::MissingFhirUser {
-            authority: idp.base_url()
+            authority: idp.base_url(),
+            required_by: FhirUserRule::Azure,
         }
     );
-    assert_eq!(error.description(), "The token has no fhirUser claim");
-}
-
-#[tokio::test]
-async fn smart_a_fhir_user_that_is_not_a_resource_url_is_refused() {
-    let (idp, key, store, config) = smart().await;
+    assert_eq!(
+        error.description(),
+        "The token has no fhirUser claim; with compatibility: azure every token of a smart \
+         identity provider needs one"
+    );
     let token = smart_claims(&idp, "portal")
         .claim("fhirUser", "Patient/123")
         .sign(&key);
     let error = refused(&store, &config, &token).await;
     assert_eq!(
         error.description(),
-        "The fhirUser claim 'Patient/123' must be a URL ending in <resourceType>/<id>"
+        "The fhirUser claim 'Patient/123' must be an absolute URL ending in <resourceType>/<id> \
+         (compatibility: azure)"
+    );
+    assert!(
+        check(&store, &config, &smart_claims(&idp, "portal").sign(&key))
+            .await
+            .is_ok()
     );
 }
 
 #[tokio::test]
-async fn smart_the_application_is_found_by_azp_then_appid() {
+async fn smart_the_client_is_named_by_azp_else_appid_else_client_id_else_cid() {
     let (idp, key, store, config) = smart().await;
+    let cases = [
+        (vec![("azp", "portal"), ("appid", "other")], "azp"),
+        (vec![("appid", "portal"), ("client_id", "other")], "appid"),
+        (vec![("client_id", "portal"), ("cid", "other")], "client_id"),
+        (vec![("cid", "portal")], "cid"),
+    ];
+    for (claims, named_by) in cases {
+        let mut token = smart_claims(&idp, "x").without("azp");
+        for (name, value) in &claims {
+            token = token.claim(name, *value);
+        }
+        let principal = check(&store, &config, &token.sign(&key))
+            .await
+            .unwrap_or_else(|e| panic!("{claims:?}: {e}"));
+        assert_eq!(principal.application, Some(0), "{claims:?}");
+        assert_eq!(principal.client_id.as_deref(), Some("portal"));
+        assert_eq!(principal.client_claim, Some(named_by));
+    }
+    // The first present claim decides: a known client in a later claim does not rescue an
+    // unknown one, and 'other' (another audience) is judged as 'other'.
     let token = smart_claims(&idp, "unregistered")
         .claim("appid", "portal")
         .sign(&key);
-    let principal = check(&store, &config, &token)
-        .await
-        .expect("appid names the application");
-    assert_eq!(principal.application, Some(0));
-    assert_eq!(principal.client_id.as_deref(), Some("portal"));
+    assert_eq!(
+        refused(&store, &config, &token).await.reason(),
+        "unknown_client"
+    );
     let token = smart_claims(&idp, "other")
-        .claim("appid", "portal")
+        .claim("client_id", "portal")
+        .sign(&key);
+    assert_eq!(refused(&store, &config, &token).await.reason(), "audience");
+}
+
+#[tokio::test]
+async fn a_client_or_fhir_user_claim_that_is_not_a_string_is_never_skipped() {
+    let (idp, key, store, config) = smart().await;
+    for token in [
+        smart_claims(&idp, "x")
+            .claim("azp", json!(["stranger"]))
+            .claim("client_id", "portal"),
+        smart_claims(&idp, "portal")
+            .claim("fhirUser", json!({"reference": "Patient/1"}))
+            .claim("extension_fhirUser", "Patient/2"),
+    ] {
+        let error = refused(&store, &config, &token.sign(&key)).await;
+        assert_eq!(
+            error.description(),
+            "The token is malformed: a client or fhirUser claim is not a string"
+        );
+    }
+}
+
+#[tokio::test]
+async fn smart_under_azure_compatibility_only_azp_and_appid_name_the_client() {
+    let (idp, key, store, config) = smart_azure().await;
+    for claim in ["client_id", "cid"] {
+        let token = smart_claims(&idp, "x")
+            .without("azp")
+            .claim(claim, "portal")
+            .sign(&key);
+        let error = refused(&store, &config, &token).await;
+        assert_eq!(
+            error.description(),
+            "The token names no client: it has no azp or appid claim",
+            "{claim}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn near_misses_are_hints_for_the_operator_only() {
+    let (idp, key, store, config) = smart().await;
+    // aud with a trailing slash, or the api:// form of the configured audience.
+    for aud in [format!("{AUDIENCE}/"), format!("api://{AUDIENCE}")] {
+        let token = token::base_claims(&idp.issuer(), &aud, now())
+            .claim("azp", "portal")
+            .claim("scp", "system/*.read")
+            .sign(&key);
+        let error = refused(&store, &config, &token).await;
+        assert_eq!(
+            error.description(),
+            format!("The audience '{aud}' is invalid")
+        );
+        let hint = error.hint().expect("a near miss").to_string();
+        assert!(hint.contains(AUDIENCE), "{hint}");
+        assert!(!error.description().contains("hint"), "not in the answer");
+    }
+    // An issuer one trailing slash away from the discovered one.
+    let iss = format!("{}/", idp.issuer());
+    let token = token::base_claims(&iss, AUDIENCE, now())
+        .claim("azp", "portal")
         .sign(&key);
     let error = refused(&store, &config, &token).await;
     assert_eq!(
-        error.reason(),
-        "audience",
-        "azp wins: 'other' has another audience"
+        error.hint(),
+        Some(&NearMiss::IssuerTrailingSlash {
+            issuer: idp.issuer()
+        })
+    );
+}
+
+#[tokio::test]
+async fn the_launch_patient_claim_is_read_only_when_configured() {
+    let (idp, key, store, config) = smart().await;
+    let token = smart_claims(&idp, "portal")
+        .claim("patient", "456")
+        .sign(&key);
+    let principal = check(&store, &config, &token).await.expect("accepted");
+    assert_eq!(principal.launch_patient, None, "not configured");
+
+    let yaml = config_yaml(None, &[(&idp.base_url(), &[("portal", AUDIENCE)])]);
+    let config = Config::parse(&format!("smartLaunchPatientClaim: patient\n{yaml}")).unwrap();
+    let store = KeyStore::new();
+    let principal = check(&store, &config, &token).await.expect("accepted");
+    assert_eq!(principal.launch_patient.as_deref(), Some("456"));
+    let token = smart_claims(&idp, "portal")
+        .claim("patient", 456)
+        .sign(&key);
+    let error = refused(&store, &config, &token).await;
+    assert_eq!(
+        error.description(),
+        "The token is malformed: the launch-context patient claim is not a string"
     );
 }

@@ -363,7 +363,7 @@ async fn each_token_rule_refuses_with_its_description() {
         (
             "unknown client",
             h.smart_claims("stranger").sign(&h.smart_key),
-            "The client 'stranger' is not a configured application",
+            "The client 'stranger' (claim azp) is not a configured application",
         ),
         (
             "smart audience of another app",
@@ -378,11 +378,12 @@ async fn each_token_rule_refuses_with_its_description() {
             "The token has no scp or scope claim",
         ),
         (
-            "missing fhirUser",
+            "missing fhirUser under patient/ scopes",
             h.smart_claims("reader")
+                .claim("scp", "patient/*.read")
                 .without("fhirUser")
                 .sign(&h.smart_key),
-            "The token has no fhirUser claim",
+            "The token has patient/ scopes but no fhirUser claim",
         ),
         (
             "fhirUser not a resource URL",

@@ -171,3 +171,56 @@ async fn keycloak_token_is_accepted_by_the_second_smart_provider() {
         ["openid", "profile", "patient/*.read", "launch/patient"]
     );
 }
+
+/// A standard JWT access token (RFC 9068 §2.2): `client_id`, `scope`, `typ: at+jwt`; a
+/// client_credentials token of SMART Backend Services carries `system/` scopes and no
+/// `fhirUser` (Duende IdentityServer, Spring Authorization Server, PingFederate,
+/// `oidc-provider`).
+#[tokio::test]
+async fn rfc9068_backend_services_token_is_accepted_by_a_smart_provider() {
+    let key = TestKey::rsa("at-jwt");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let config = config(None, &[(&idp.base_url(), &[("bulk-client", AUDIENCE)])]);
+    let token = token::base_claims(&idp.issuer(), AUDIENCE, now())
+        .header("typ", "at+jwt")
+        .claim("client_id", "bulk-client")
+        .claim("sub", "bulk-client")
+        .claim("jti", "5f1c")
+        .claim("iat", now())
+        .claim("scope", "system/*.rs system/Patient.rs");
+    let principal = check(&KeyStore::new(), &config, &token.sign(&key))
+        .await
+        .expect("accepted");
+    assert_eq!(principal.application, Some(0));
+    assert_eq!(principal.client_id.as_deref(), Some("bulk-client"));
+    assert_eq!(principal.client_claim, Some("client_id"));
+    assert_eq!(principal.fhir_user, None);
+    let grant = principal.smart_grant(None).expect("a system/ grant");
+    assert_eq!(grant.user, None);
+}
+
+/// An Okta access token: the client in `cid`, `scp` as an array, `uid`, a relative `fhirUser`
+/// from a custom claim.
+#[tokio::test]
+async fn okta_token_is_accepted_by_a_smart_provider() {
+    let key = TestKey::rsa("okta");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    idp.set_issuer("https://dev-1.okta.com/oauth2/default");
+    let config = config(None, &[(&idp.base_url(), &[("0oa1okta", AUDIENCE)])]);
+    let token = token::base_claims("https://dev-1.okta.com/oauth2/default", AUDIENCE, now())
+        .claim("ver", 1)
+        .claim("cid", "0oa1okta")
+        .claim("uid", "00u1")
+        .claim("scp", json!(["openid", "fhirUser", "user/Observation.rs"]))
+        .claim("fhirUser", "Practitioner/dr-1");
+    let principal = check(&KeyStore::new(), &config, &token.sign(&key))
+        .await
+        .expect("accepted");
+    assert_eq!(principal.client_claim, Some("cid"));
+    assert_eq!(principal.fhir_user.as_deref(), Some("Practitioner/dr-1"));
+    let grant = principal.smart_grant(None).expect("a user/ grant");
+    assert_eq!(
+        grant.user.as_ref().map(ToString::to_string).as_deref(),
+        Some("Practitioner/dr-1")
+    );
+}

@@ -246,6 +246,7 @@ pub fn weight(verified: &Verified) -> u32 {
         + optional(&p.object_id)
         + optional(&p.client_id)
         + optional(&p.fhir_user)
+        + optional(&p.launch_patient)
         + optional(&p.key_id)
         + list(&p.audience)
         + list(&p.scopes)
@@ -324,9 +325,11 @@ mod tests {
                 subject: Some(subject.into()),
                 object_id: Some("00000000-0000-0000-0000-0000000000a1".into()),
                 client_id: Some("22222222-3333-4444-5555-666666666666".into()),
+                client_claim: Some("appid"),
                 application: None,
                 audience: vec!["https://fhir.contoso.example".into()],
                 fhir_user: None,
+                launch_patient: None,
                 scopes: vec!["user_impersonation".into()],
                 roles: vec!["FHIR Data Reader".into()],
                 groups: Vec::new(),

@@ -3,7 +3,11 @@
 //! can fix the token or the configuration from the 401 alone. No description ever contains the
 //! token; values taken from the (unverified) token are cut to [`ECHO_LIMIT`] characters.
 
+use std::fmt;
 use std::time::Duration;
+
+use super::near_miss::NearMiss;
+use crate::authz::scope::Context;
 
 /// How many characters of a token-supplied value a description repeats.
 pub const ECHO_LIMIT: usize = 100;
@@ -36,8 +40,12 @@ pub enum AuthError {
     #[error("The token has no iss claim")]
     MissingIssuer,
     /// `iss` equals no configured provider's discovered `issuer` (reference §8 rule 4).
+    /// `hint`: a near miss, for `explain` and the log only ([`AuthError::hint`]).
     #[error("The issuer '{issuer}' is not a configured identity provider")]
-    UnknownIssuer { issuer: String },
+    UnknownIssuer {
+        issuer: String,
+        hint: Option<NearMiss>,
+    },
     /// `alg` outside RS256/384/512, PS256/384/512, ES256/384 (RFC 8725 §3.1; `none` and HS*).
     #[error("The algorithm '{alg}' is not allowed")]
     Algorithm { authority: String, alg: String },
@@ -73,27 +81,41 @@ pub enum AuthError {
         nbf: u64,
         exp: u64,
     },
-    /// `aud` does not contain the configured audience (reference §8 rules 8, 9).
+    /// `aud` does not contain the configured audience (reference §8 rules 8, 9). `hint`: a near
+    /// miss, for `explain` and the log only.
     #[error("The audience '{}' is invalid", .audiences.join(", "))]
     Audience {
         authority: String,
         audiences: Vec<String>,
+        hint: Option<NearMiss>,
     },
-    /// Smart provider: neither `azp` nor `appid` names a configured application.
-    #[error("{}", unknown_client(.client))]
+    /// Smart provider: the token's client claim names no configured application, or the token
+    /// has none of the client claims looked in (`looked_in`, e.g. "azp or appid").
+    #[error("{}", unknown_client(.client, .looked_in))]
     UnknownClient {
         authority: String,
-        client: Option<String>,
+        /// The client and the claim that named it.
+        client: Option<(String, &'static str)>,
+        looked_in: &'static str,
     },
     /// Smart provider: `scp`/`scope` missing or empty (reference §2.3 rule 5).
     #[error("The token has no scp or scope claim")]
     MissingScope { authority: String },
-    /// Smart provider: neither `fhirUser` nor `extension_fhirUser` (reference §2.3 rule 6).
-    #[error("The token has no fhirUser claim")]
-    MissingFhirUser { authority: String },
-    /// Smart provider: `fhirUser` is not `<absolute URL>/<ResourceType>/<id>`.
-    #[error("The fhirUser claim '{value}' must be a URL ending in <resourceType>/<id>")]
-    BadFhirUser { authority: String, value: String },
+    /// Smart provider: neither `fhirUser` nor `extension_fhirUser` where one is required
+    /// (reference §2.3 rule 6, §4.5; SPEC §4 step 7).
+    #[error("{required_by}")]
+    MissingFhirUser {
+        authority: String,
+        required_by: FhirUserRule,
+    },
+    /// Smart provider: `fhirUser` is not a resource reference `<ResourceType>/<id>` — relative
+    /// or absolute, or only absolute under `compatibility: azure` (`absolute_only`).
+    #[error("{}", bad_fhir_user(.value, *.absolute_only))]
+    BadFhirUser {
+        authority: String,
+        value: String,
+        absolute_only: bool,
+    },
     /// No usable key set for a provider that may have issued the token (SPEC §5): 503.
     #[error("No signing keys could be obtained from the identity provider '{authority}'")]
     KeysUnavailable {
@@ -107,6 +129,17 @@ impl AuthError {
     /// quote it (RFC 9110 §5.6.4); it never holds the token.
     pub fn description(&self) -> String {
         self.to_string()
+    }
+
+    /// A near miss behind the refusal (an `iss` or `aud` one well-known step from the
+    /// configured value): for `explain` and the audit log line, never for the client's answer.
+    pub fn hint(&self) -> Option<&NearMiss> {
+        match self {
+            AuthError::UnknownIssuer { hint, .. } | AuthError::Audience { hint, .. } => {
+                hint.as_ref()
+            }
+            _ => None,
+        }
     }
 
     /// A bounded label for metrics and the audit log.
@@ -156,7 +189,7 @@ impl AuthError {
             | AuthError::Audience { authority, .. }
             | AuthError::UnknownClient { authority, .. }
             | AuthError::MissingScope { authority }
-            | AuthError::MissingFhirUser { authority }
+            | AuthError::MissingFhirUser { authority, .. }
             | AuthError::BadFhirUser { authority, .. }
             | AuthError::KeysUnavailable { authority, .. } => Some(authority),
         }
@@ -205,14 +238,55 @@ fn unknown_kid(kid: &Option<String>) -> String {
     }
 }
 
-fn unknown_client(client: &Option<String>) -> String {
+fn unknown_client(client: &Option<(String, &'static str)>, looked_in: &str) -> String {
     match client {
-        Some(client) => {
-            format!(
-                "The client '{client}' is not a configured application of this identity provider"
-            )
+        Some((client, claim)) => format!(
+            "The client '{client}' (claim {claim}) is not a configured application of this \
+             identity provider"
+        ),
+        None => format!("The token names no client: it has no {looked_in} claim"),
+    }
+}
+
+fn bad_fhir_user(value: &str, absolute_only: bool) -> String {
+    if absolute_only {
+        format!(
+            "The fhirUser claim '{value}' must be an absolute URL ending in <resourceType>/<id> \
+             (compatibility: azure)"
+        )
+    } else {
+        format!(
+            "The fhirUser claim '{value}' is not a resource reference: expected \
+             <resourceType>/<id>, relative (Practitioner/7) or an absolute http(s) URL ending \
+             in it"
+        )
+    }
+}
+
+/// Why a token needed a `fhirUser` claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FhirUserRule {
+    /// `compatibility: azure`: every smart provider's token needs one, absolute (reference §2.3
+    /// rule 6).
+    Azure,
+    /// Its clinical scopes are of this context (`patient` or `user`): no compartment and no
+    /// user without it (reference §4.5).
+    Scopes(Context),
+}
+
+impl fmt::Display for FhirUserRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FhirUserRule::Azure => f.write_str(
+                "The token has no fhirUser claim; with compatibility: azure every token of a \
+                 smart identity provider needs one",
+            ),
+            FhirUserRule::Scopes(context) => write!(
+                f,
+                "The token has {context}/ scopes but no fhirUser claim (or extension_fhirUser); \
+                 patient/ and user/ scopes need one, system/ scopes do not"
+            ),
         }
-        None => "The token has no azp or appid claim".to_owned(),
     }
 }
 
@@ -279,6 +353,9 @@ mod tests {
                 AuthError::Audience {
                     authority: authority.clone(),
                     audiences: vec!["a".into(), "b".into()],
+                    hint: Some(NearMiss::AudienceTrailingSlash {
+                        audience: "a/".into(),
+                    }),
                 },
                 "The audience 'a, b' is invalid",
             ),
@@ -298,10 +375,37 @@ mod tests {
             ),
             (
                 AuthError::UnknownClient {
-                    authority,
-                    client: Some("x".into()),
+                    authority: authority.clone(),
+                    client: Some(("x".into(), "client_id")),
+                    looked_in: "azp, appid, client_id or cid",
                 },
-                "The client 'x' is not a configured application of this identity provider",
+                "The client 'x' (claim client_id) is not a configured application of this \
+                 identity provider",
+            ),
+            (
+                AuthError::UnknownClient {
+                    authority: authority.clone(),
+                    client: None,
+                    looked_in: "azp or appid",
+                },
+                "The token names no client: it has no azp or appid claim",
+            ),
+            (
+                AuthError::MissingFhirUser {
+                    authority: authority.clone(),
+                    required_by: FhirUserRule::Scopes(Context::Patient),
+                },
+                "The token has patient/ scopes but no fhirUser claim (or extension_fhirUser); \
+                 patient/ and user/ scopes need one, system/ scopes do not",
+            ),
+            (
+                AuthError::BadFhirUser {
+                    authority,
+                    value: "Patient/1".into(),
+                    absolute_only: true,
+                },
+                "The fhirUser claim 'Patient/1' must be an absolute URL ending in \
+                 <resourceType>/<id> (compatibility: azure)",
             ),
         ];
         for (error, text) in cases {

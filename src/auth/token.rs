@@ -208,6 +208,31 @@ pub fn audience_matches(audiences: &[String], expected: &str, ignore_trailing_sl
     })
 }
 
+/// A `fhirUser` value that is a resource reference: `<ResourceType>/<id>` exactly (relative, as
+/// the open-source server accepts it and many identity providers emit it), or an absolute
+/// http(s) URL ending in it ([`is_fhir_user_url`]). `absolute_only`: Azure's rule, the URL only.
+pub fn is_fhir_user_reference(value: &str, absolute_only: bool) -> bool {
+    if value.contains("://") || absolute_only {
+        return is_fhir_user_url(value);
+    }
+    value
+        .split_once('/')
+        .is_some_and(|(kind, id)| is_type_name(kind) && is_id(id))
+}
+
+fn is_type_name(kind: &str) -> bool {
+    kind.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+        && kind.chars().all(|c| c.is_ascii_alphabetic())
+}
+
+/// A FHIR id (R4 `id`: `[A-Za-z0-9\-\.]{1,64}`).
+fn is_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+}
+
 /// A `fhirUser` value shaped `<absolute http(s) URL>/<ResourceType>/<id>` (reference §2.3 rule 6,
 /// §4.5): a FHIR resource type name and a FHIR id (`[A-Za-z0-9\-\.]{1,64}`).
 pub fn is_fhir_user_url(value: &str) -> bool {
@@ -224,13 +249,7 @@ pub fn is_fhir_user_url(value: &str) -> bool {
     let (Some(id), Some(kind)) = (segments.next(), segments.next()) else {
         return false;
     };
-    let type_ok = kind.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-        && kind.chars().all(|c| c.is_ascii_alphabetic());
-    let id_ok = (1..=64).contains(&id.len())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-    type_ok && id_ok
+    is_type_name(kind) && is_id(id)
 }
 
 #[cfg(test)]
@@ -343,6 +362,37 @@ mod tests {
                 "{list:?} {expected} {ignore}"
             );
         }
+    }
+
+    #[test]
+    fn fhir_user_references_may_be_relative_outside_azure() {
+        for good in [
+            "Patient/123",
+            "Practitioner/fhir-system-client",
+            "Device/a.b",
+            "https://fhir.example.org/Patient/123",
+        ] {
+            assert!(is_fhir_user_reference(good, false), "{good}");
+        }
+        for bad in [
+            "patient/123",
+            "Patient/",
+            "/Patient/123",
+            "x/Patient/123",
+            "//evil.example/Patient/123",
+            "Patient/1/_history/2",
+            "Patient/12_3",
+            "Patient",
+            "urn:uuid:1234",
+            "",
+        ] {
+            assert!(!is_fhir_user_reference(bad, false), "{bad}");
+        }
+        assert!(!is_fhir_user_reference("Patient/123", true));
+        assert!(is_fhir_user_reference(
+            "https://fhir.example.org/Patient/123",
+            true
+        ));
     }
 
     #[test]

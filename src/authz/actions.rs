@@ -82,6 +82,10 @@ impl DataAction {
     }
 
     fn bit(self) -> u32 {
+        self.bit_const()
+    }
+
+    const fn bit_const(self) -> u32 {
         1 << (self as u32)
     }
 }
@@ -91,6 +95,18 @@ impl fmt::Display for DataAction {
         f.write_str(self.name())
     }
 }
+
+/// The SMART v2 actions each v1 data action covers ([`DataActions::implied`]).
+const IMPLIED: [(DataAction, DataActions); 2] = [
+    (
+        DataAction::Read,
+        DataActions(DataAction::ReadById.bit_const() | DataAction::Search.bit_const()),
+    ),
+    (
+        DataAction::Write,
+        DataActions(DataAction::Create.bit_const() | DataAction::Update.bit_const()),
+    ),
+];
 
 /// A set of data actions.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -145,6 +161,33 @@ impl DataActions {
 
     pub fn is_empty(self) -> bool {
         self.0 == 0
+    }
+
+    /// This grant with the SMART v2 actions it covers (SPEC §4.8, issue 10): a granted `Read`
+    /// covers `ReadById` and `Search`, a granted `Write` covers `Create` and `Update`. The v2
+    /// letters are finer parts of the v1 actions (SMART App Launch 2.x §scopes: `read` = `rs`,
+    /// `write` = `cud`), so `granted ∩ scope actions` narrows a v1 grant by v2 scopes as it
+    /// does by v1 scopes. `Delete` is a data action of its own and is never implied.
+    #[must_use]
+    pub fn implied(self) -> DataActions {
+        let mut implied = self;
+        for (grant, covered) in IMPLIED {
+            if self.contains(grant) {
+                implied = implied.union(covered);
+            }
+        }
+        implied
+    }
+
+    /// What [`DataActions::implied`] adds to this grant, per granted action, for `explain`:
+    /// `Read covers ReadById, Search`. Empty when it adds nothing.
+    pub fn implied_description(self) -> String {
+        let parts: Vec<String> = IMPLIED
+            .iter()
+            .filter(|(grant, covered)| self.contains(*grant) && !self.contains_all(*covered))
+            .map(|(grant, covered)| format!("{grant} covers {covered}"))
+            .collect();
+        parts.join("; ")
     }
 
     pub fn iter(self) -> impl Iterator<Item = DataAction> {
@@ -255,6 +298,37 @@ mod tests {
         assert_eq!(DataAction::parse("Read"), Some(DataAction::Read));
         assert_eq!(DataAction::parse("Reed"), None);
         assert_eq!(DataActions::parse("*"), Some(DataActions::ALL));
+    }
+
+    #[test]
+    fn read_and_write_imply_their_v2_letters() {
+        use DataAction::*;
+        let cases = [
+            (vec![Read], vec![Read, Search, ReadById]),
+            (vec![Write], vec![Write, Create, Update]),
+            (
+                vec![Read, Write],
+                vec![Read, Write, Search, ReadById, Create, Update],
+            ),
+            (vec![Delete], vec![Delete]),
+            (vec![Export, Smart], vec![Export, Smart]),
+            (vec![Search], vec![Search]),
+            (vec![Create, Update], vec![Create, Update]),
+        ];
+        for (granted, expected) in cases {
+            assert_eq!(
+                DataActions::of(&granted).implied(),
+                DataActions::of(&expected),
+                "{granted:?}"
+            );
+        }
+        assert_eq!(DataActions::ALL.implied(), DataActions::ALL);
+        assert_eq!(
+            DataActions::of(&[Read, Write]).implied_description(),
+            "Read covers Search, ReadById; Write covers Create, Update"
+        );
+        assert_eq!(DataActions::of(&[Delete]).implied_description(), "");
+        assert_eq!(DataActions::ALL.implied_description(), "");
     }
 
     #[test]

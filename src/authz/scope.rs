@@ -147,7 +147,7 @@ pub struct SmartScope {
     pub access: Access,
     /// SMART v2 search-parameter constraints (`?k=v&k2=v2`), in token order, ANDed. Names are
     /// plain parameter names or a name with a resource-type target (`subject:Patient`); values
-    /// are percent-decoded.
+    /// are percent-decoded (once, and never to a `%`, whitespace or a control character).
     pub constraints: Vec<(String, String)>,
 }
 
@@ -163,14 +163,14 @@ impl SmartScope {
 }
 
 impl fmt::Display for SmartScope {
-    /// The canonical form: `/` separator, `*` for all types, v2 letters in `cruds` order. A `%`
-    /// inside a constraint value is written `%25`, so the printed form parses back to the same
-    /// scope (the parser percent-decodes the whole claim once).
+    /// The canonical form: `/` separator, `*` for all types, v2 letters in `cruds` order. It
+    /// parses back to the same scope: a parsed value holds no `%`, whitespace or control
+    /// character (the parser refuses scopes that decode to them).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}.{}", self.context, self.resource, self.access)?;
         for (index, (name, value)) in self.constraints.iter().enumerate() {
             let separator = if index == 0 { '?' } else { '&' };
-            write!(f, "{separator}{name}={}", value.replace('%', "%25"))?;
+            write!(f, "{separator}{name}={value}")?;
         }
         Ok(())
     }
@@ -321,4 +321,17 @@ pub enum ScopeError {
     /// The claim is not valid UTF-8 once percent-decoded (reference §4.4 rule 7).
     #[error("The SMART on FHIR scope claim could not be URL-decoded.")]
     Undecodable,
+    /// A scope that percent-decodes to whitespace or a control character (`%20`, `%0A`, `%00`):
+    /// one issued scope must not become several (issue 11).
+    #[error(
+        "Invalid SMART on FHIR scope '{0}'. It percent-decodes to whitespace or a control \
+         character (shown as ␠); scopes are separated by spaces, never by encoded characters."
+    )]
+    DecodedSeparator(String),
+    /// A scope still holding `%` after one percent-decoding (`%2520`): double encoding.
+    #[error(
+        "Invalid SMART on FHIR scope '{0}'. It still holds '%' after percent-decoding once \
+         (double encoding is not accepted)."
+    )]
+    DoubleEncoded(String),
 }

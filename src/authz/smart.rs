@@ -6,6 +6,8 @@
 //! Pure: the proxy does the I/O the plans ask for.
 
 mod confine;
+#[cfg(test)]
+mod grant_tests;
 pub mod membership;
 #[cfg(test)]
 mod tests;
@@ -59,26 +61,33 @@ pub struct FhirUser {
 }
 
 impl FhirUser {
-    /// Parses the claim (reference §4.5, `FhirUserClaimParser`): the last two path segments are
-    /// the type (exactly `Patient` or `Practitioner`) and the id. When `public_base` is set, an
-    /// absolute claim must start with it (reference §8 rule 16 [REC]).
+    /// Parses the claim (reference §4.5, `FhirUserClaimParser`): a reference to a `Patient` or
+    /// `Practitioner`, relative (`Practitioner/7`, as the open-source server accepts and many
+    /// identity providers emit it) or absolute (`https://fhir.example.org/Patient/123`, http or
+    /// https, no query or fragment). A relative claim is exactly `<type>/<id>`. When
+    /// `public_base` is set, an absolute claim must be `<public_base>/<type>/<id>` (reference §8
+    /// rule 16 [REC]).
     pub fn parse(claim: &str, public_base: Option<&url::Url>) -> Result<FhirUser, SmartError> {
-        let bad_type = || SmartError::FhirUserType(claim.to_owned());
+        let not_a_reference = || SmartError::FhirUserShape(claim.to_owned());
         let trimmed = claim.trim_end_matches('/');
-        let mut segments = trimmed.rsplit('/');
-        let id = segments
-            .next()
-            .filter(|id| valid_id(id))
-            .ok_or_else(bad_type)?;
-        let owner = match segments.next() {
-            Some("Patient") => OwnerType::Patient,
-            Some("Practitioner") => OwnerType::Practitioner,
-            _ => return Err(bad_type()),
+        let absolute = trimmed.contains("://");
+        let reference = if absolute {
+            absolute_reference(trimmed).ok_or_else(not_a_reference)?
+        } else {
+            trimmed
         };
-        if let Some(base) = public_base {
+        let (kind, id) = reference.split_once('/').ok_or_else(not_a_reference)?;
+        if id.contains('/') || !valid_id(id) {
+            return Err(not_a_reference());
+        }
+        let owner = match kind {
+            "Patient" => OwnerType::Patient,
+            "Practitioner" => OwnerType::Practitioner,
+            _ => return Err(SmartError::FhirUserType(claim.to_owned())),
+        };
+        if let Some(base) = public_base.filter(|_| absolute) {
             let base = base.as_str().trim_end_matches('/');
-            let expected = format!("{base}/{}/{id}", owner.name());
-            if trimmed.contains("://") && trimmed != expected {
+            if trimmed != format!("{base}/{}/{id}", owner.name()) {
                 return Err(SmartError::FhirUserBase(claim.to_owned(), base.to_owned()));
             }
         }
@@ -86,6 +95,19 @@ impl FhirUser {
             owner,
             id: id.to_owned(),
             base: public_base.map(|b| b.as_str().trim_end_matches('/').to_owned()),
+        })
+    }
+
+    /// The `Patient/<id>` a launch-context claim names (SMART App Launch 2.x §launch context:
+    /// `patient` is the id of the chosen Patient); `Patient/<id>` is accepted too.
+    pub fn launch_patient(claim: &str) -> Result<FhirUser, SmartError> {
+        let id = claim.strip_prefix("Patient/").unwrap_or(claim);
+        if !valid_id(id) {
+            return Err(SmartError::LaunchPatient(claim.to_owned()));
+        }
+        Ok(FhirUser {
+            owner: OwnerType::Patient,
+            id: id.to_owned(),
         })
     }
 
@@ -165,6 +187,25 @@ impl fmt::Display for FhirUser {
     }
 }
 
+/// `<type>/<id>`: the last two path segments of an absolute http(s) URL without query or
+/// fragment, as written in the claim.
+fn absolute_reference(claim: &str) -> Option<&str> {
+    let url = url::Url::parse(claim).ok()?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return None;
+    }
+    let mut segments = url.path_segments()?.rev();
+    let (id, kind) = (segments.next()?, segments.next()?);
+    let suffix = format!("/{kind}/{id}");
+    claim
+        .ends_with(&suffix)
+        .then(|| &claim[claim.len() - suffix.len() + 1..])
+}
+
+/// A FHIR id (R4 §2.24.0.3 `id`): `[A-Za-z0-9\-\.]{1,64}`.
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
@@ -173,16 +214,23 @@ fn valid_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
 }
 
-/// What a token brings under SMART: its clinical scopes and, for `patient`/`user` contexts, its
-/// `fhirUser`.
+/// What a token brings under SMART: its clinical scopes, its `fhirUser` (required for
+/// `patient`/`user` contexts), and the patient chosen at launch when the configuration names a
+/// launch-context claim (`smartLaunchPatientClaim`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SmartGrant {
     pub scopes: ScopeSet,
     pub user: Option<FhirUser>,
+    /// The launch context's patient: under a `patient` context, the compartment owner instead of
+    /// `fhirUser` (an EHR launch: the Practitioner opens the chosen patient's record).
+    pub launch_patient: Option<FhirUser>,
 }
 
 impl SmartGrant {
     /// Builds the grant from the token's scope values and `fhirUser` (reference §8 rules 14–16).
+    /// `fhirUser` is required for `patient` and `user` contexts only: `system` scopes (SMART
+    /// Backend Services, client_credentials) name no user, and a `fhirUser` they carry anyway is
+    /// not used.
     pub fn new(
         scopes: &[String],
         fhir_user: Option<&str>,
@@ -195,14 +243,27 @@ impl SmartGrant {
             None if needs_user => return Err(SmartError::MissingFhirUser),
             _ => None,
         };
-        Ok(SmartGrant { scopes, user })
+        Ok(SmartGrant {
+            scopes,
+            user,
+            launch_patient: None,
+        })
     }
 
-    /// The compartment owner a `patient` context is confined to; `None` for `user` and
-    /// `system` contexts, which the scopes gate by type and action only.
+    /// Adds the launch-context patient (the value of the configured claim, when the token has
+    /// it). It is used under a `patient` context only; a malformed value is refused whatever the
+    /// context, since the identity provider meant it to confine.
+    pub fn with_launch_patient(mut self, claim: Option<&str>) -> Result<SmartGrant, SmartError> {
+        self.launch_patient = claim.map(FhirUser::launch_patient).transpose()?;
+        Ok(self)
+    }
+
+    /// The compartment owner a `patient` context is confined to: the launch-context patient when
+    /// the token carries one, else `fhirUser`. `None` for `user` and `system` contexts, which
+    /// the scopes gate by type and action only.
     pub fn compartment(&self) -> Option<&FhirUser> {
         match self.scopes.context() {
-            Some(Context::Patient) => self.user.as_ref(),
+            Some(Context::Patient) => self.launch_patient.as_ref().or(self.user.as_ref()),
             _ => None,
         }
     }
@@ -228,15 +289,27 @@ impl SmartGrant {
 pub enum SmartError {
     #[error(transparent)]
     Scope(#[from] ScopeError),
-    #[error("fhirUser claim cannot be null or missing for SMART on FHIR user.")]
+    #[error(
+        "The token's patient/ or user/ scopes need a fhirUser claim (or extension_fhirUser) \
+         naming the Patient or Practitioner they act for; system/ scopes need none."
+    )]
     MissingFhirUser,
     #[error(
         "The given fhirUser claim:{0} is not valid. It must have a resource type of Patient or \
          Practitioner and a resource id."
     )]
     FhirUserType(String),
+    #[error(
+        "The fhirUser claim '{0}' is not a resource reference: expected <resourceType>/<id>, \
+         relative (Practitioner/7) or an absolute http(s) URL ending in it."
+    )]
+    FhirUserShape(String),
     #[error("The fhirUser claim {0} is not a resource of this FHIR service ({1}).")]
     FhirUserBase(String, String),
+    #[error(
+        "The launch-context patient '{0}' is not a Patient id (expected <id> or Patient/<id>)."
+    )]
+    LaunchPatient(String),
 }
 
 /// The type and action gate (reference §4.7, §8 rule 11): the request's requirement must be met

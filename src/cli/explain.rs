@@ -15,7 +15,7 @@ use crate::auth::{KeyStore, ProviderKind};
 use crate::authz::Reasons;
 use crate::config::Config;
 use crate::error::Rejection;
-use crate::proxy::decision::{decide_bundle, decide_head, Findings};
+use crate::proxy::decision::{configured_actions, decide_bundle, decide_head, Findings};
 
 /// What to explain.
 #[derive(Debug)]
@@ -188,6 +188,12 @@ async fn run(
                 rejection.status().as_u16(),
                 rejection.reason()
             );
+            // A near miss is told to the operator here and in the log, never to the client.
+            if let Rejection::Token(error) = &rejection {
+                if let Some(hint) = error.hint() {
+                    println!("hint: {hint}");
+                }
+            }
             false
         }
     }
@@ -211,13 +217,15 @@ fn describe_token(token: &str) {
             .map_or_else(|| "-".to_owned(), Value::to_string)
     };
     println!(
-        "token (unverified): alg={} kid={} iss={} aud={} azp={} appid={} exp={}",
+        "token (unverified): alg={} kid={} iss={} aud={} azp={} appid={} client_id={} cid={} exp={}",
         field(&header, "alg"),
         field(&header, "kid"),
         field(&claims, "iss"),
         field(&claims, "aud"),
         field(&claims, "azp"),
         field(&claims, "appid"),
+        field(&claims, "client_id"),
+        field(&claims, "cid"),
         field(&claims, "exp"),
     );
 }
@@ -260,6 +268,9 @@ fn report(config: &Config, findings: &Findings) {
             .map_or("-", |a| a.client_id.as_str());
         println!("step 7 application: {client}");
     }
+    if let (Some(client), Some(claim)) = (&principal.client_id, principal.client_claim) {
+        println!("step 7 client: {client} (named by the {claim} claim)");
+    }
     println!(
         "        subject={} client={} fhirUser={} roles=[{}] scopes=[{}]",
         principal.subject.as_deref().unwrap_or("-"),
@@ -275,7 +286,26 @@ fn report(config: &Config, findings: &Findings) {
         );
     }
     if let Some(granted) = findings.granted {
-        println!("step 8 granted: {granted}");
+        let expansion = configured_actions(config, principal).implied_description();
+        if expansion.is_empty() {
+            println!("step 8 granted: {granted}");
+        } else {
+            println!("step 8 granted: {granted} ({expansion})");
+        }
+    }
+    if let Some(grant) = &findings.smart {
+        let context = grant
+            .scopes
+            .context()
+            .map_or_else(|| "none".to_owned(), |c| c.to_string());
+        println!("step 8 SMART scopes: {} (context {context})", grant.scopes);
+        if let Some(owner) = grant.compartment() {
+            let source = match (&grant.launch_patient, &config.smart_launch_patient_claim) {
+                (Some(_), Some(claim)) => format!("the launch-context claim {claim}"),
+                _ => "fhirUser".to_owned(),
+            };
+            println!("step 8 compartment: {owner} (from {source})");
+        }
     }
     if let Some(decision) = &findings.decision {
         println!("step 8 decision: {decision}");

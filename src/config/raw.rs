@@ -34,6 +34,11 @@ pub struct RawConfig {
     pub clock_skew: Option<RawDuration>,
     /// Accept `aud` that differs from the audience by one trailing '/'. Default false.
     pub audience_ignore_trailing_slash: Option<bool>,
+    /// The access-token claim holding the SMART launch context's patient id (`patient`, as
+    /// Keycloak's and Okta's SMART set-ups and most EHRs send it). When set and present, `patient/`
+    /// scopes are confined to that patient's compartment instead of `fhirUser`'s. Absent: off.
+    /// Not with `compatibility: azure`.
+    pub smart_launch_patient_claim: Option<String>,
     /// Key-set caching.
     pub key_sets: Option<RawKeySets>,
     /// Request limits.

@@ -150,6 +150,30 @@ fn with_auth_primary(top: &str) -> String {
 }
 
 #[test]
+fn the_launch_patient_claim_is_a_name_and_not_for_azure() {
+    let config = Config::parse(&with_primary("smartLaunchPatientClaim: patient")).unwrap();
+    assert_eq!(
+        config.smart_launch_patient_claim.as_deref(),
+        Some("patient")
+    );
+    let config = Config::parse(&with_primary("")).unwrap();
+    assert_eq!(config.smart_launch_patient_claim, None);
+    assert_errors(
+        "empty",
+        &with_primary("smartLaunchPatientClaim: \"\""),
+        &[("smartLaunchPatientClaim", "must not be empty")],
+    );
+    assert_errors(
+        "azure",
+        &with_primary("compatibility: azure\nsmartLaunchPatientClaim: patient"),
+        &[(
+            "smartLaunchPatientClaim",
+            "is not available with compatibility: azure...",
+        )],
+    );
+}
+
+#[test]
 fn primary_authority_errors() {
     let cases: &[Case<'_>] = &[
         ("no provider", &with_auth("  smartProxyEnabled: false\n"), &[("authenticationConfiguration", "no identity provider is configured: set authority and audience, or smartIdentityProviders")]),

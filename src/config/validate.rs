@@ -121,6 +121,7 @@ fn walk(document: &Value, errors: &mut Errors) -> Option<Config> {
         compatibility,
         clock_skew: duration(&root, "clockSkew", DEFAULT_CLOCK_SKEW, true, errors),
         audience_ignore_trailing_slash: flag(&root, "audienceIgnoreTrailingSlash", errors),
+        smart_launch_patient_claim: launch_patient_claim(&root, compatibility, errors),
         key_sets: key_sets(root.get("keySets"), errors),
         limits: limits(root.get("limits"), errors),
         anonymous_paths: anonymous_paths(&root, errors),
@@ -215,6 +216,26 @@ fn choice(
         );
     }
     found
+}
+
+/// `smartLaunchPatientClaim`: a claim name. Azure confines `patient/` scopes to `fhirUser` and
+/// never to a launch-context claim (reference §4.5), so `compatibility: azure` refuses it.
+fn launch_patient_claim(
+    root: &Object<'_>,
+    compatibility: Compatibility,
+    errors: &mut Errors,
+) -> Option<String> {
+    let node = root.get("smartLaunchPatientClaim")?;
+    let name = node.text(errors)?;
+    if compatibility == Compatibility::Azure {
+        errors.push(
+            &node.path,
+            "is not available with compatibility: azure, which confines patient/ scopes to \
+             fhirUser's compartment",
+        );
+        return None;
+    }
+    Some(name.trim().to_owned())
 }
 
 fn compatibility(root: &Object<'_>, errors: &mut Errors) -> Compatibility {

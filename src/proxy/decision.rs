@@ -211,9 +211,17 @@ fn is_anonymous(config: &Config, method: &Method, path: &str, headers: &HeaderMa
         || hygiene::is_preflight(method, headers)
 }
 
-/// The data actions the principal holds: the application's `allowedDataActions` for a smart
-/// identity provider, the role mapping for the primary authority (SPEC §4.8).
+/// The data actions the principal holds: what the configuration grants it
+/// ([`configured_actions`]) with the SMART v2 actions a granted `Read` or `Write` covers
+/// ([`DataActions::implied`], SPEC §4.8).
 pub fn granted_actions(config: &Config, principal: &Principal) -> DataActions {
+    configured_actions(config, principal).implied()
+}
+
+/// The data actions the configuration grants the principal, as written: the application's
+/// `allowedDataActions` for a smart identity provider, the role mapping for the primary
+/// authority (SPEC §4.8).
+pub fn configured_actions(config: &Config, principal: &Principal) -> DataActions {
     match principal.provider {
         ProviderKind::Primary => config.roles.granted(&principal.roles, &principal.groups),
         ProviderKind::Smart { index } => principal
@@ -234,4 +242,65 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authz::actions::DataAction::{Read, ReadById, Search, Smart, Write};
+
+    fn principal(provider: ProviderKind, roles: &[&str]) -> Principal {
+        Principal {
+            provider,
+            authority: "https://idp.example.org".into(),
+            issuer: "https://idp.example.org".into(),
+            subject: None,
+            object_id: None,
+            client_id: Some("reader".into()),
+            client_claim: Some("client_id"),
+            application: Some(0),
+            audience: vec!["https://fhir.example.org".into()],
+            fhir_user: None,
+            launch_patient: None,
+            scopes: vec!["system/*.rs".into()],
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            groups: Vec::new(),
+            expires_at: 0,
+            key_id: None,
+            derived: Default::default(),
+        }
+    }
+
+    /// Issue 10 part 1: the application's `[Read]` covers the v2 letters, as the role mapping's.
+    #[test]
+    fn granted_actions_cover_the_v2_letters_of_the_configured_ones() {
+        let config = Config::parse(
+            r#"
+upstream: "http://127.0.0.1:1/fhir"
+authenticationConfiguration:
+  authority: "https://login.example.org/tenant"
+  audience: "https://fhir.example.org"
+  smartIdentityProviders:
+    - authority: "https://idp.example.org"
+      applications:
+        - clientId: "reader"
+          audience: "https://fhir.example.org"
+          allowedDataActions: ["Read"]
+"#,
+        )
+        .expect("config");
+        let smart = principal(ProviderKind::Smart { index: 0 }, &[]);
+        assert_eq!(
+            configured_actions(&config, &smart),
+            DataActions::of(&[Read])
+        );
+        assert_eq!(
+            granted_actions(&config, &smart),
+            DataActions::of(&[Read, ReadById, Search])
+        );
+        let primary = principal(ProviderKind::Primary, &["FHIR SMART User", "globalReader"]);
+        assert!(granted_actions(&config, &primary)
+            .contains_all(DataActions::of(&[Read, ReadById, Search, Smart])));
+        assert!(!granted_actions(&config, &primary).contains(Write));
+    }
 }

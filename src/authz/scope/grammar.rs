@@ -21,21 +21,20 @@ use crate::fhir::resource_types::is_resource_type;
 /// Parses the values of a token's scope claims (`scp`, `scope`) into its clinical scopes
 /// (reference §4.1, §4.2, §8 rules 14–15).
 ///
-/// The values are joined with spaces (so a space-delimited string and a JSON array are alike),
-/// percent-decoded once as a whole (`patient%2FObservation.read`, the Entra workaround; `%26`
-/// inside a constraint), and split on whitespace. Tokens that do not begin like a clinical scope
-/// (`openid`, `fhirUser`, `launch/patient`, `offline_access`, `api://app/patient.x.read`, and the
-/// capitalised `Patient/Observation.rs`) are ignored. The first malformed clinical token, or the
-/// first token whose context or SMART version differs from an earlier one, rejects the whole
-/// claim.
+/// Each value is split on whitespace first (so a space-delimited string and a JSON array are
+/// alike), and only then is each scope percent-decoded, once ([`decode`]:
+/// `patient%2FObservation.read`, the Entra workaround; `%26` inside a constraint). Decoding the
+/// whole claim before splitting, as the reference server does, would let one issued scope
+/// become several (`user/Patient.read%20user/Observation.write`, issue 11). Tokens that do not
+/// begin like a clinical scope (`openid`, `fhirUser`, `launch/patient`, `offline_access`,
+/// `api://app/patient.x.read`, and the capitalised `Patient/Observation.rs`) are ignored. The
+/// first malformed token, or the first clinical token whose context or SMART version differs
+/// from an earlier one, rejects the whole claim.
 pub fn parse_scopes(claims: &[String]) -> Result<ScopeSet, ScopeError> {
-    let joined = claims.join(" ");
-    let decoded = percent_decode_str(&joined)
-        .decode_utf8()
-        .map_err(|_| ScopeError::Undecodable)?;
     let mut set = ScopeSet::default();
-    for token in decoded.split_whitespace() {
-        let Some(scope) = parse_token(token)? else {
+    for raw in claims.iter().flat_map(|claim| claim.split_whitespace()) {
+        let token = decode(raw)?;
+        let Some(scope) = parse_token(&token)? else {
             continue;
         };
         if let Some(first) = set.scopes.first() {
@@ -50,6 +49,52 @@ pub fn parse_scopes(claims: &[String]) -> Result<ScopeSet, ScopeError> {
         set.scopes.push(scope);
     }
     Ok(set)
+}
+
+/// Percent-decodes one whitespace-free scope, once. What decoding may not do, as a class:
+///
+/// - produce whitespace, a control character or an invisible formatting character (`%20`,
+///   `%09`, `%0A`, `%0D`, `%00`, `%C2%A0`, `%E2%80%8B`, …): it would split, or hide, a scope
+///   that was issued as one → 400 (the same characters unencoded in a token too);
+/// - leave a `%` behind (`%2520`, double encoding): another decoder downstream would read a
+///   different scope than fhirguard did → 400.
+///
+/// `%3F`, `%26` and `%3D` become `?`, `&` and `=` and are parsed as such, as by the reference
+/// server: they can only add constraints (narrower) or make a constraint invalid (400), never
+/// widen a scope.
+fn decode(raw: &str) -> Result<std::borrow::Cow<'_, str>, ScopeError> {
+    if !raw.contains('%') && !raw.chars().any(separates) {
+        return Ok(std::borrow::Cow::Borrowed(raw));
+    }
+    let decoded = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ScopeError::Undecodable)?;
+    if decoded.chars().any(separates) {
+        return Err(ScopeError::DecodedSeparator(printable(&decoded)));
+    }
+    if decoded.contains('%') {
+        return Err(ScopeError::DoubleEncoded(printable(&decoded)));
+    }
+    Ok(decoded)
+}
+
+/// Whitespace, a control character, or an invisible formatting character (zero-width space and
+/// joiners, bidirectional marks and overrides, word joiner, byte-order mark): a character that
+/// another reader could take as a separator, or strip, where fhirguard would not.
+fn separates(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+}
+
+/// A decoded scope as an error message may repeat it: whitespace and control characters
+/// shown as `␠`, at most 200 characters.
+fn printable(decoded: &str) -> String {
+    decoded
+        .chars()
+        .map(|c| if separates(c) { '␠' } else { c })
+        .take(200)
+        .collect()
 }
 
 /// One whitespace-free token: `Ok(None)` when it is not a clinical scope at all.

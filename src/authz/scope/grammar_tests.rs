@@ -256,6 +256,115 @@ fn rejected_scopes_name_the_rule() {
     }
 }
 
+/// Issue 11 class 2: percent-decoding must not create, split or hide scopes. Every encoded
+/// character that would change how a scope splits is refused; those that change how it parses
+/// (`?`, `&`, `=`) only narrow it or make it invalid.
+#[test]
+fn percent_decoding_never_creates_scopes() {
+    use ScopeError::{DecodedSeparator, DoubleEncoded, InvalidConstraint};
+    let separator = |s: &str| DecodedSeparator(s.to_owned());
+    let table: Vec<(&str, Result<&str, ScopeError>)> = vec![
+        // Whitespace and control characters, encoded: one issued scope stays one scope → 400.
+        (
+            "user/Patient.read%20user/Observation.write",
+            Err(separator("user/Patient.read␠user/Observation.write")),
+        ),
+        (
+            "user/Patient.read%0Auser/Observation.write",
+            Err(separator("user/Patient.read␠user/Observation.write")),
+        ),
+        (
+            "user/Patient.read%09user/Observation.write",
+            Err(separator("user/Patient.read␠user/Observation.write")),
+        ),
+        (
+            "user/Patient.read%0D%0Auser/Observation.write",
+            Err(separator("user/Patient.read␠␠user/Observation.write")),
+        ),
+        ("user/Patient.read%00", Err(separator("user/Patient.read␠"))),
+        (
+            "user/Patient.read%C2%A0user/Observation.write",
+            Err(separator("user/Patient.read␠user/Observation.write")),
+        ),
+        (
+            "user/Patient.read%E2%80%A8user/Observation.write",
+            Err(separator("user/Patient.read␠user/Observation.write")),
+        ),
+        ("user/Patient.read%7F", Err(separator("user/Patient.read␠"))),
+        (
+            "user/Patient.read%E2%80%8Buser/Observation.write",
+            Err(separator("user/Patient.read␠user/Observation.write")),
+        ),
+        (
+            "\u{FEFF}user/Observation.write",
+            Err(separator("␠user/Observation.write")),
+        ),
+        // ... whatever the token looks like: a non-clinical token may not hide one either.
+        (
+            "openid%20user/Observation.write",
+            Err(separator("openid␠user/Observation.write")),
+        ),
+        // A raw control character inside a claim value is no separator either.
+        (
+            "user/Patient.read\u{0}user/Observation.write",
+            Err(separator("user/Patient.read␠user/Observation.write")),
+        ),
+        // Double encoding: decoded once, a `%` is left → 400.
+        (
+            "user/Patient.read%2520user/Observation.write",
+            Err(DoubleEncoded(
+                "user/Patient.read%20user/Observation.write".to_owned(),
+            )),
+        ),
+        (
+            "patient/Observation.rs?code=a%2526status=final",
+            Err(DoubleEncoded(
+                "patient/Observation.rs?code=a%26status=final".to_owned(),
+            )),
+        ),
+        (
+            "patient%252FObservation.read",
+            Err(DoubleEncoded("patient%2FObservation.read".to_owned())),
+        ),
+        // `?`, `&`, `=` decoded are parsed as such (as the reference server does): a constraint
+        // added, a constraint split in two (ANDed), or an invalid constraint. Never wider.
+        (
+            "patient/Observation.rs%3Fcategory=laboratory",
+            Ok("patient/Observation.rs?category=laboratory"),
+        ),
+        (
+            "patient/Observation.rs?category=laboratory%26status=final",
+            Ok("patient/Observation.rs?category=laboratory&status=final"),
+        ),
+        (
+            "patient/Observation.rs?category%3Dlaboratory",
+            Ok("patient/Observation.rs?category=laboratory"),
+        ),
+        (
+            "patient/Observation.rs?category=a%3Db",
+            Err(InvalidConstraint(
+                "patient/Observation.rs?category=a=b".to_owned(),
+            )),
+        ),
+        // The Entra workaround still works, and literal whitespace still separates.
+        (
+            "patient%2FObservation.rs patient%2fCondition.r",
+            Ok("patient/Observation.rs patient/Condition.r"),
+        ),
+    ];
+    for (input, expected) in table {
+        assert_eq!(parse(input), expected.map(str::to_owned), "{input:?}");
+    }
+    // The same scopes, split across a JSON array, are judged alike.
+    assert!(matches!(
+        parse_scopes(&[
+            "openid".to_owned(),
+            "user/Patient.read%0Auser/Observation.write".to_owned()
+        ]),
+        Err(DecodedSeparator(_))
+    ));
+}
+
 #[test]
 fn the_first_bad_token_wins() {
     assert_eq!(
@@ -303,6 +412,9 @@ fn token(
         "value=a%2525b",
         "value=%25",
         "k=a%26j=b",
+        "k=a%20j",
+        "k=a%0Aj",
+        "k%3Dv",
         "code:not=x",
         "subject.name=x",
         "_include=Observation:subject",
@@ -366,8 +478,74 @@ fn claims() -> impl Strategy<Value = Vec<String>> {
     ]
 }
 
+/// Claim values built from scopes with encoded characters spliced in: separators (`%20`,
+/// `%09`, `%0A`, `%0D`, `%00`, `%C2%A0`), double encodings, and structural characters.
+fn spliced_claims() -> impl Strategy<Value = Vec<String>> {
+    let piece = prop::sample::select(vec![
+        "user/Patient.read",
+        "user/Observation.write",
+        "user/Observation.rs",
+        "user/*.cruds",
+        "patient/Observation.read",
+        "openid",
+        "launch/patient",
+        "user%2FCondition.r",
+        "user/Observation.rs?category=laboratory",
+        "%20",
+        "%09",
+        "%0A",
+        "%0D",
+        "%00",
+        "%C2%A0",
+        "%2520",
+        "%250A",
+        "%3F",
+        "%26",
+        "%3D",
+        "%2F",
+        "%2",
+        "%",
+        " ",
+        "\t",
+        "?",
+        "&",
+        "=",
+        "code=x",
+    ]);
+    prop::collection::vec(
+        prop::collection::vec(piece, 1..8).prop_map(|pieces| pieces.concat()),
+        1..3,
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// No scope string yields a grant wider than the scopes it names: each whitespace-separated
+    /// token of the claims, as issued, yields at most one scope, and the claims' scopes are
+    /// exactly those of their tokens read one by one. A parsed scope holds no whitespace,
+    /// control character or `%`.
+    #[test]
+    fn no_scope_string_grants_more_than_its_tokens(claims in spliced_claims()) {
+        let tokens: Vec<&str> = claims.iter().flat_map(|c| c.split_whitespace()).collect();
+        if let Ok(set) = parse_scopes(&claims) {
+            prop_assert!(set.scopes().len() <= tokens.len());
+            let mut one_by_one = Vec::new();
+            for token in &tokens {
+                let alone = parse_scopes(&[(*token).to_owned()]).expect("part of a valid claim");
+                prop_assert!(alone.scopes().len() <= 1, "{} became {}", token, alone);
+                one_by_one.extend(alone.scopes().iter().cloned());
+            }
+            prop_assert_eq!(set.scopes(), one_by_one.as_slice());
+            for scope in set.scopes() {
+                let printed = scope.to_string();
+                prop_assert!(
+                    !printed.chars().any(|c| c.is_whitespace() || c.is_control() || c == '%'),
+                    "{:?}", printed
+                );
+            }
+        }
+    }
 
     #[test]
     fn never_panics(claims in prop::collection::vec(any::<String>(), 0..4)) {

@@ -374,7 +374,7 @@ fn fhir_user_claims() {
         ok("https://fhir.example.org/RelatedPerson/1"),
         Err(SmartError::FhirUserType(_))
     ));
-    assert!(matches!(ok("Patient/"), Err(SmartError::FhirUserType(_))));
+    assert!(matches!(ok("Patient/"), Err(SmartError::FhirUserShape(_))));
     assert_eq!(
         SmartGrant::new(&["patient/*.read".to_owned()], None, None),
         Err(SmartError::MissingFhirUser)

@@ -1,0 +1,535 @@
+//! SMART as real clients send it (issue 10 parts 1, 2, 3, 6; issue 11 class 2), end to end:
+//! fhirguard in-process between the fake OpenID provider and the recording upstream of
+//! `tests/support`, driven over HTTP, asserting the status, the answer and what the upstream
+//! received. `explain` is run as the real binary.
+//!
+//! - SMART v2 scopes under an application granted `[Read]` (the v2 letters of a grant);
+//! - SMART Backend Services: `system/` tokens without `fhirUser`; relative `fhirUser`;
+//! - the launch context's patient (`smartLaunchPatientClaim`), also through the token cache;
+//! - the client named by `client_id` (RFC 9068) or `cid` (Okta);
+//! - near-miss hints in `explain` and in the audit line, never in the 401;
+//! - percent-decoding that would create scopes.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use fhirguard::app::Running;
+use fhirguard::config::Config;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use support::idp::FakeIdp;
+use support::stack::start_ready;
+use support::token::{self, now, TestKey, TokenBuilder};
+use support::upstream::FakeFhir;
+
+const AUDIENCE: &str = "https://fhir.example.org";
+
+/// fhirguard between a smart provider with two applications — `reader` (`[Read]`) and `writer`
+/// (`[Read, Write]`) — and the recording upstream.
+struct Clients {
+    idp: FakeIdp,
+    key: TestKey,
+    upstream: FakeFhir,
+    running: Running,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+fn yaml(idp: &FakeIdp, upstream: &FakeFhir, extra: &str) -> String {
+    format!(
+        r#"listen: "127.0.0.1:0"
+adminListen: "127.0.0.1:0"
+upstream: "{upstream}"
+allowHttpAuthorities: true
+{extra}
+authenticationConfiguration:
+  smartIdentityProviders:
+    - authority: "{authority}"
+      applications:
+        - clientId: "reader"
+          audience: "{AUDIENCE}"
+          allowedDataActions: ["Read"]
+        - clientId: "writer"
+          audience: "{AUDIENCE}"
+          allowedDataActions: ["Read", "Write"]
+"#,
+        upstream = upstream.base_url("/fhir"),
+        authority = idp.base_url(),
+    )
+}
+
+impl Clients {
+    /// `extra`: top-level YAML added to the config.
+    async fn start(extra: &str) -> Clients {
+        let key = TestKey::ec_p256("clients-1");
+        let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+        let upstream = FakeFhir::start().await;
+        let config = Config::parse(&yaml(&idp, &upstream, extra)).expect("config");
+        let running = start_ready(config).await;
+        Clients {
+            idp,
+            key,
+            upstream,
+            running,
+            http: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// A token of the `reader` application (named by `azp`) with `scopes`; no `fhirUser`.
+    fn claims(&self, scopes: &str) -> TokenBuilder {
+        token::base_claims(&self.idp.issuer(), AUDIENCE, now())
+            .claim("azp", "reader")
+            .claim("scp", scopes)
+    }
+
+    async fn call(&self, method: Method, target: &str, token: &str) -> Answer {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{target}", self.running.proxy_address))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/fhir+json")
+            .body(Full::new(Bytes::from_static(
+                br#"{"resourceType":"Observation","status":"final"}"#,
+            )))
+            .unwrap();
+        let response = self.http.request(request).await.expect("an answer");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    async fn get(&self, target: &str, token: &str) -> Answer {
+        self.call(Method::GET, target, token).await
+    }
+
+    /// The target the upstream last received.
+    fn last_target(&self) -> String {
+        self.upstream.last().target
+    }
+
+    fn received(&self) -> usize {
+        self.upstream.requests().len()
+    }
+}
+
+#[tokio::test]
+async fn v2_scopes_narrow_an_application_granted_read_as_v1_scopes_do() {
+    let c = Clients::start("").await;
+    let rs = c
+        .claims("patient/Observation.rs")
+        .claim("fhirUser", "Patient/example")
+        .sign(&c.key);
+    let answer = c.get("/Observation?code=x", &rs).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(
+        c.last_target(),
+        "/fhir/Observation?code=x&subject=Patient/example"
+    );
+
+    // `r` reads by id but cannot search (reference §4.3).
+    let r = c
+        .claims("patient/Observation.r")
+        .claim("fhirUser", "Patient/example")
+        .sign(&c.key);
+    let before = c.received();
+    let answer = c.get("/Observation?code=x", &r).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    assert!(
+        answer
+            .body
+            .contains("granted Read, Search, ReadById ∩ SMART scopes on Observation: ReadById"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(c.received(), before, "nothing forwarded");
+
+    // `user/Observation.cruds` under [Read, Write] creates; under [Read] it does not.
+    let cruds = c
+        .claims("user/Observation.cruds")
+        .claim("azp", "writer")
+        .claim("fhirUser", "Practitioner/7")
+        .sign(&c.key);
+    let answer = c.call(Method::POST, "/Observation", &cruds).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let last = c.upstream.last();
+    assert_eq!(
+        (last.method.as_str(), last.target.as_str()),
+        ("POST", "/fhir/Observation")
+    );
+    let read_only = c
+        .claims("user/Observation.cruds")
+        .claim("fhirUser", "Practitioner/7")
+        .sign(&c.key);
+    let answer = c.call(Method::POST, "/Observation", &read_only).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    let answer = c.call(Method::DELETE, "/Observation/1", &cruds).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::FORBIDDEN,
+        "Write never covers Delete"
+    );
+}
+
+#[tokio::test]
+async fn backend_services_tokens_need_no_fhir_user() {
+    let c = Clients::start("").await;
+    for scopes in [
+        "system/*.rs",
+        "system/*.read",
+        "system/Observation.rs system/Patient.rs",
+    ] {
+        let token = c.claims(scopes).sign(&c.key);
+        let answer = c.get("/Patient/1", &token).await;
+        assert_eq!(answer.status, StatusCode::OK, "{scopes}: {}", answer.body);
+        assert_eq!(c.last_target(), "/fhir/Patient/1");
+        let answer = c.get("/Observation?code=x", &token).await;
+        assert_eq!(answer.status, StatusCode::OK, "{scopes}: {}", answer.body);
+        assert_eq!(c.last_target(), "/fhir/Observation?code=x", "not confined");
+        let last = c.upstream.last();
+        assert!(last.headers.get("x-fhirguard-fhir-user").is_none());
+        let answer = c.call(Method::POST, "/Observation", &token).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{scopes}");
+    }
+    // patient/ scopes still need one: 401 naming the rule.
+    let token = c.claims("patient/Observation.rs").sign(&c.key);
+    let answer = c.get("/Observation?code=x", &token).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let challenge = answer.headers["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.contains(
+            "The token has patient/ scopes but no fhirUser claim (or extension_fhirUser); \
+             patient/ and user/ scopes need one, system/ scopes do not"
+        ),
+        "{challenge}"
+    );
+}
+
+#[tokio::test]
+async fn a_relative_fhir_user_confines_like_an_absolute_one() {
+    let c = Clients::start(r#"publicBaseUrl: "https://fhir.example.org/r4""#).await;
+    for fhir_user in ["Patient/1", "https://fhir.example.org/r4/Patient/1"] {
+        let token = c
+            .claims("patient/Observation.rs")
+            .claim("fhirUser", fhir_user)
+            .sign(&c.key);
+        let answer = c.get("/Observation?status=final", &token).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "{fhir_user}: {}",
+            answer.body
+        );
+        assert_eq!(
+            c.last_target(),
+            "/fhir/Observation?status=final&subject=Patient/1"
+        );
+        let answer = c.get("/Observation?subject=Patient/2", &token).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{fhir_user}");
+    }
+    // An absolute fhirUser of another server is still refused (400).
+    let token = c
+        .claims("patient/Observation.rs")
+        .claim("fhirUser", "https://other.example/Patient/1")
+        .sign(&c.key);
+    let answer = c.get("/Observation?status=final", &token).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+}
+
+#[tokio::test]
+async fn the_launch_patient_claim_confines_patient_scopes_when_configured() {
+    let c = Clients::start("smartLaunchPatientClaim: patient").await;
+    let launch = |patient: &str| {
+        c.claims("patient/Observation.rs")
+            .claim("fhirUser", "Practitioner/7")
+            .claim("patient", patient)
+            .sign(&c.key)
+    };
+    // Two tokens, alike but for the patient: each keeps its own (the grant is memoised per
+    // verified token, and asked twice each to go through the token cache).
+    for _ in 0..2 {
+        for patient in ["456", "789"] {
+            let answer = c.get("/Observation?status=final", &launch(patient)).await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+            assert_eq!(
+                c.last_target(),
+                format!("/fhir/Observation?status=final&subject=Patient/{patient}")
+            );
+        }
+    }
+    let token = launch("456");
+    for _ in 0..2 {
+        c.get("/Observation?status=final", &token).await;
+        assert!(c.last_target().ends_with("subject=Patient/456"));
+    }
+    assert_eq!(
+        c.get("/Observation?subject=Patient/789", &token)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    // Without the claim: fhirUser's (the Practitioner's) compartment, as before.
+    let practitioner = c
+        .claims("patient/Observation.rs")
+        .claim("fhirUser", "Practitioner/7")
+        .sign(&c.key);
+    let answer = c.get("/Observation?status=final", &practitioner).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(
+        c.last_target().contains("Practitioner/7"),
+        "{}",
+        c.last_target()
+    );
+    // A value that is no Patient id is refused; a patient/ token without fhirUser still is.
+    let bad = launch("Practitioner/7");
+    assert_eq!(
+        c.get("/Observation?status=final", &bad).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let no_user = c
+        .claims("patient/Observation.rs")
+        .claim("patient", "456")
+        .sign(&c.key);
+    assert_eq!(
+        c.get("/Observation?status=final", &no_user).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Not configured: the claim is ignored.
+    let plain = Clients::start("").await;
+    let token = plain
+        .claims("patient/Observation.rs")
+        .claim("fhirUser", "Practitioner/7")
+        .claim("patient", "456")
+        .sign(&plain.key);
+    let answer = plain.get("/Observation?status=final", &token).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(!plain.last_target().contains("Patient/456"));
+}
+
+#[tokio::test]
+async fn client_id_and_cid_name_the_client() {
+    let c = Clients::start("").await;
+    for claim in ["client_id", "cid"] {
+        let token = c
+            .claims("system/*.rs")
+            .without("azp")
+            .claim(claim, "reader")
+            .sign(&c.key);
+        let answer = c.get("/Patient/1", &token).await;
+        assert_eq!(answer.status, StatusCode::OK, "{claim}: {}", answer.body);
+        assert_eq!(
+            c.upstream.last().headers["x-fhirguard-client-id"],
+            "reader",
+            "{claim}"
+        );
+    }
+    let token = c.claims("system/*.rs").without("azp").sign(&c.key);
+    let answer = c.get("/Patient/1", &token).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let challenge = answer.headers["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge
+            .contains("The token names no client: it has no azp, appid, client_id or cid claim"),
+        "{challenge}"
+    );
+}
+
+#[tokio::test]
+async fn scopes_decoded_into_several_are_refused() {
+    let c = Clients::start("").await;
+    let writer = |scopes: &str| {
+        c.claims(scopes)
+            .claim("azp", "writer")
+            .claim("fhirUser", "Practitioner/7")
+            .sign(&c.key)
+    };
+    for scopes in [
+        "user/Patient.read%20user/Observation.write",
+        "user/Patient.read%0Auser/Observation.write",
+        "user/Patient.read%0D%0Auser/Observation.write",
+        "user/Patient.read%09user/Observation.write",
+        "user/Patient.read%00user/Observation.write",
+        "user/Patient.read%2520user/Observation.write",
+        "openid%20user/Observation.write",
+    ] {
+        let before = c.received();
+        let answer = c.call(Method::POST, "/Observation", &writer(scopes)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{scopes}: {}",
+            answer.body
+        );
+        let outcome: Value = serde_json::from_str(&answer.body).unwrap();
+        assert_eq!(outcome["issue"][0]["code"], "invalid");
+        assert!(
+            outcome["issue"][0]["diagnostics"]
+                .as_str()
+                .unwrap()
+                .starts_with("Invalid SMART on FHIR scope"),
+            "{}",
+            answer.body
+        );
+        assert_eq!(c.received(), before, "{scopes}: nothing forwarded");
+    }
+    // Encoded constraints only narrow: `%3F` adds one, ANDed into the forwarded search.
+    let constrained = writer("user/Observation.rs%3Fcategory=laboratory");
+    let answer = c.get("/Observation?code=x", &constrained).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(
+        c.last_target().contains("category=laboratory"),
+        "{}",
+        c.last_target()
+    );
+    // The Entra workaround still works.
+    let entra = writer("user%2FObservation.write");
+    let answer = c.call(Method::POST, "/Observation", &entra).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+}
+
+/// A writer every clone shares, for capturing the log in-process.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The near-miss hint goes to the audit line and not into the 401. The test runs on one thread,
+/// so the subscriber set here sees the proxy's tasks.
+#[tokio::test(flavor = "current_thread")]
+async fn near_miss_hints_are_logged_but_not_answered() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let c = Clients::start("").await;
+    let token = token::base_claims(&c.idp.issuer(), &format!("{AUDIENCE}/"), now())
+        .claim("azp", "reader")
+        .claim("scp", "system/*.rs")
+        .sign(&c.key);
+    let answer = c.get("/Patient/1", &token).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let challenge = answer.headers["www-authenticate"].to_str().unwrap();
+    for text in [challenge, answer.body.as_str()] {
+        assert!(
+            text.contains(&format!("The audience '{AUDIENCE}/' is invalid")),
+            "{text}"
+        );
+        assert!(!text.contains("trailing"), "the hint leaked: {text}");
+        assert!(!text.contains("audienceIgnoreTrailingSlash"), "{text}");
+    }
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let audit: Value = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["target"] == "fhirguard::audit")
+        .unwrap_or_else(|| panic!("no audit line in:\n{log}"));
+    let hint = audit["fields"]["hint"].as_str().unwrap();
+    assert!(
+        hint.contains(&format!(
+            "configured audience '{AUDIENCE}' only by a trailing '/'"
+        )),
+        "{audit}"
+    );
+    assert_eq!(audit["fields"]["status"], 401);
+}
+
+fn explain(config: &str, token: &str, path: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fhirguard"))
+        .args([
+            "explain", "--config", config, "--token", "-", "--path", path,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run fhirguard");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(token.as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_the_expansion_the_client_claim_the_compartment_and_the_hint() {
+    let key = TestKey::ec_p256("clients-1");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let upstream = FakeFhir::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fhirguard.yaml");
+    std::fs::write(
+        &path,
+        yaml(&idp, &upstream, "smartLaunchPatientClaim: patient"),
+    )
+    .unwrap();
+    let config = path.to_str().unwrap().to_owned();
+    let run = |token: String, target: &'static str| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || explain(&config, &token, target))
+    };
+
+    let token = token::base_claims(&idp.issuer(), AUDIENCE, now())
+        .claim("client_id", "reader")
+        .claim("scp", "patient/Observation.rs")
+        .claim("fhirUser", "Practitioner/7")
+        .claim("patient", "456")
+        .sign(&key);
+    let output = run(token.clone(), "/Observation?code=x").await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    for expected in [
+        "step 7 client: reader (named by the client_id claim)",
+        "step 8 granted: Read, Search, ReadById (Read covers Search, ReadById)",
+        "step 8 SMART scopes: patient/Observation.rs (context patient)",
+        "step 8 compartment: Patient/456 (from the launch-context claim patient)",
+        "verdict: ALLOW",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains(&token), "explain printed the token");
+
+    let near_miss = token::base_claims(&idp.issuer(), &format!("api://{AUDIENCE}"), now())
+        .claim("azp", "reader")
+        .claim("scp", "system/*.rs")
+        .sign(&key);
+    let output = run(near_miss, "/Patient/1").await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("verdict: 401 audience"), "{stdout}");
+    assert!(
+        stdout.contains("hint: the token's audience differs from the configured audience"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("'api://' prefix"), "{stdout}");
+}
