@@ -131,7 +131,7 @@ impl Principal {
     ) -> Result<Arc<SmartGrant>, SmartError> {
         let build = || {
             SmartGrant::new(&self.scopes, self.fhir_user.as_deref(), public_base)?
-                .with_launch_patient(self.launch_patient.as_deref())
+                .with_launch_patient(self.launch_patient.as_deref(), public_base)
                 .map(Arc::new)
         };
         let (base, grant) = &**self

@@ -100,7 +100,11 @@ impl FhirUser {
 
     /// The `Patient/<id>` a launch-context claim names (SMART App Launch 2.x §launch context:
     /// `patient` is the id of the chosen Patient); `Patient/<id>` is accepted too.
-    pub fn launch_patient(claim: &str) -> Result<FhirUser, SmartError> {
+    /// `public_base` as for [`FhirUser::parse`]: where an absolute reference names the patient.
+    pub fn launch_patient(
+        claim: &str,
+        public_base: Option<&url::Url>,
+    ) -> Result<FhirUser, SmartError> {
         let id = claim.strip_prefix("Patient/").unwrap_or(claim);
         if !valid_id(id) {
             return Err(SmartError::LaunchPatient(claim.to_owned()));
@@ -108,6 +112,7 @@ impl FhirUser {
         Ok(FhirUser {
             owner: OwnerType::Patient,
             id: id.to_owned(),
+            base: public_base.map(|b| b.as_str().trim_end_matches('/').to_owned()),
         })
     }
 
@@ -253,8 +258,14 @@ impl SmartGrant {
     /// Adds the launch-context patient (the value of the configured claim, when the token has
     /// it). It is used under a `patient` context only; a malformed value is refused whatever the
     /// context, since the identity provider meant it to confine.
-    pub fn with_launch_patient(mut self, claim: Option<&str>) -> Result<SmartGrant, SmartError> {
-        self.launch_patient = claim.map(FhirUser::launch_patient).transpose()?;
+    pub fn with_launch_patient(
+        mut self,
+        claim: Option<&str>,
+        public_base: Option<&url::Url>,
+    ) -> Result<SmartGrant, SmartError> {
+        self.launch_patient = claim
+            .map(|claim| FhirUser::launch_patient(claim, public_base))
+            .transpose()?;
         Ok(self)
     }
 

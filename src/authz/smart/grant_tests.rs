@@ -208,6 +208,7 @@ fn fhir_user_may_be_relative_and_an_absolute_one_is_checked_against_the_base() {
     let practitioner = FhirUser {
         owner: OwnerType::Practitioner,
         id: "fhir-system-client".to_owned(),
+        base: Some("https://fhir.example.org/r4".to_owned()),
     };
     assert_eq!(parse("Practitioner/fhir-system-client"), Ok(practitioner));
     assert!(parse("https://fhir.example.org/r4/Patient/1").is_ok());
@@ -245,11 +246,12 @@ fn fhir_user_may_be_relative_and_an_absolute_one_is_checked_against_the_base() {
 fn the_launch_patient_confines_patient_scopes_only() {
     let grant = |scopes: &str, patient: Option<&str>| {
         SmartGrant::new(&[scopes.to_owned()], Some(USER), None)
-            .and_then(|g| g.with_launch_patient(patient))
+            .and_then(|g| g.with_launch_patient(patient, None))
     };
     let patient = |id: &str| FhirUser {
         owner: OwnerType::Patient,
         id: id.to_owned(),
+        base: None,
     };
     // An EHR launch: the Practitioner opens patient 456's record.
     let launched = grant("patient/Observation.rs", Some("456")).unwrap();
