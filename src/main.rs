@@ -52,7 +52,8 @@ enum Command {
         /// Path and query relative to the FHIR base.
         #[arg(long, default_value = "/")]
         path: String,
-        /// A batch/transaction bundle (JSON) to decide with `--method POST --path /`.
+        /// A batch/transaction bundle (JSON) to decide with `--method POST --path /`, or a
+        /// create's or update's body to check under a patient context.
         #[arg(long)]
         body: Option<PathBuf>,
         /// A request header, `Name: value`; repeatable (e.g. `Origin: …` for a preflight).

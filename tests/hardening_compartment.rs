@@ -1139,3 +1139,61 @@ async fn explain_names_the_compartment_rule() {
         );
     }
 }
+
+/// `explain --body` checks a create's body as the proxy does: another patient named beside the
+/// own one, or a duplicate member name, is refused with the rule named.
+#[tokio::test]
+async fn explain_checks_a_create_body_as_the_proxy_does() {
+    let h = Harness::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, config_yaml(h.fhir.address, &h.idp.base_url())).unwrap();
+    let cases = [
+        (
+            r#"{"resourceType":"Observation","subject":{"reference":"Patient/1"},"performer":[{"reference":"Patient/2"}]}"#,
+            "verdict: 403",
+            "compartment hardening",
+        ),
+        (
+            r#"{"resourceType":"Observation","subject":{"reference":"Patient/2"},"subject":{"reference":"Patient/1"}}"#,
+            "verdict: 400",
+            "duplicate JSON member name \"subject\"",
+        ),
+        (
+            r#"{"resourceType":"Observation","subject":{"reference":"Patient/1"}}"#,
+            "verdict: ALLOW",
+            "",
+        ),
+    ];
+    for (index, (body, verdict, rule)) in cases.into_iter().enumerate() {
+        let body_file = dir.path().join(format!("body-{index}.json"));
+        std::fs::write(&body_file, body).unwrap();
+        let args = [
+            "explain",
+            "--config",
+            file.to_str().unwrap(),
+            "--token",
+            &h.token,
+            "--method",
+            "POST",
+            "--path",
+            "/Observation",
+            "--body",
+            body_file.to_str().unwrap(),
+        ]
+        .map(str::to_owned);
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_fhirguard"))
+                .args(args)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains(verdict) && stdout.contains(rule),
+            "{body}: {stdout}"
+        );
+    }
+}

@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderValue, Method, Uri};
 use serde_json::Value;
 
 use crate::auth::{KeyStore, ProviderKind};
+use crate::authz::smart::Confinement;
 use crate::authz::Reasons;
 use crate::config::Config;
 use crate::error::Rejection;
@@ -26,7 +27,8 @@ pub struct ExplainRequest<'a> {
     pub method: &'a str,
     /// Path and query relative to the FHIR base, e.g. `/Observation?code=x`.
     pub path: &'a str,
-    /// A batch/transaction bundle to decide, for `POST /`.
+    /// A batch/transaction bundle to decide (`POST /`), or the body of a create or update to
+    /// check under a patient context.
     pub body: Option<&'a Path>,
     /// Request headers, each `Name: value`, as the proxy would receive them (the request
     /// hygiene rules read them: method overrides, preflights, `Host`).
@@ -129,6 +131,25 @@ fn read_token(argument: &str) -> Result<String, String> {
     Ok(token.trim().to_owned())
 }
 
+/// A create or update under a patient context: the body the proxy would check (duplicate
+/// member names, type, compartment), when given. Checks that need the FHIR server's stored
+/// resource (update, patch, delete) are planned, not run, here.
+fn check_stored_body(findings: &Findings, body: Option<&[u8]>) -> Result<(), Rejection> {
+    let Some(Confinement::Write { body: true, .. }) = &findings.confinement else {
+        return Ok(());
+    };
+    let user = findings.smart.as_ref().and_then(|g| g.compartment());
+    let (Some(user), Some(body)) = (user, body) else {
+        println!("note: under a patient context the body is checked too: pass --body FILE");
+        return Ok(());
+    };
+    let resource_type = findings
+        .classified
+        .as_ref()
+        .and_then(|c| c.resource_type.as_deref());
+    crate::proxy::check_body(body, resource_type, user)
+}
+
 async fn run(
     config: &Config,
     token: &str,
@@ -175,6 +196,9 @@ async fn run(
                 ))
             }
         };
+    }
+    if result.is_ok() {
+        result = check_stored_body(&findings, body);
     }
     report(config, &findings);
     match result {

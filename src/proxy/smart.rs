@@ -144,7 +144,7 @@ pub(super) async fn filter_search(
 
 /// A body stored under a `patient` context (create, update): it must be a resource of the
 /// request's type inside the compartment, else 403.
-pub(super) fn check_body(
+pub fn check_body(
     body: &[u8],
     resource_type: Option<&str>,
     user: &FhirUser,
