@@ -566,46 +566,7 @@ authenticationConfiguration:
     let patient = s
         .issued(&issuer, "patient-app", "patient/Observation.rs")
         .await;
-    assert_eq!(
-        s.get("/Observation/o1", &patient).await.status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        s.get("/Observation/o2", &patient).await.status,
-        StatusCode::NOT_FOUND
-    );
-    let search = s.get("/Observation?code=heart%20rate", &patient).await;
-    assert_eq!(search.status, StatusCode::OK, "{}", search.body);
-    assert_eq!(ids(&search.body), ["Observation/o1"]);
-    // POST _search reaches Medplum as a POST and is confined the same way.
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(format!(
-            "http://{}/Observation/_search",
-            s.running.proxy_address
-        ))
-        .header("authorization", format!("Bearer {patient}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from_static(b"code=heart+rate")))
-        .unwrap();
-    let response = s.client.request(request).await.expect("POST _search");
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let form = Answer {
-        status,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    };
-    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
-    assert_eq!(ids(&form.body), ["Observation/o1"]);
-    let write = s
-        .call(
-            Method::POST,
-            "/Observation",
-            &patient,
-            &observation("n1", "p1"),
-        )
-        .await;
-    assert_eq!(write.status, StatusCode::FORBIDDEN, "[Read] cannot create");
+    confined_to_p1(s, &patient).await;
     // `r` reads but cannot search.
     let read_only = s
         .issued(&issuer, "patient-app", "patient/Observation.r")
@@ -621,12 +582,43 @@ authenticationConfiguration:
 
     // An EHR launch: fhirUser is the practitioner, the `patient` claim chooses the compartment.
     let ehr = s.issued(&issuer, "ehr-app", "patient/Observation.rs").await;
-    assert_eq!(s.get("/Observation/o1", &ehr).await.status, StatusCode::OK);
+    confined_to_p1(s, &ehr).await;
+}
+
+/// A `patient/Observation.rs` token of a `[Read]` application confined to patient p1: its own
+/// observation read, p2's 404, searches (GET and POST `_search`, which reaches Medplum as a
+/// POST) confined to p1, creates refused.
+async fn confined_to_p1(s: &Suite, token: &str) {
+    assert_eq!(s.get("/Observation/o1", token).await.status, StatusCode::OK);
     assert_eq!(
-        s.get("/Observation/o2", &ehr).await.status,
+        s.get("/Observation/o2", token).await.status,
         StatusCode::NOT_FOUND
     );
-    let search = s.get("/Observation", &ehr).await;
+    let search = s.get("/Observation?code=heart%20rate", token).await;
     assert_eq!(search.status, StatusCode::OK, "{}", search.body);
     assert_eq!(ids(&search.body), ["Observation/o1"]);
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(format!(
+            "http://{}/Observation/_search",
+            s.running.proxy_address
+        ))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from_static(b"code=heart+rate")))
+        .unwrap();
+    let response = s.client.request(request).await.expect("POST _search");
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let form: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    assert_eq!(ids(&form), ["Observation/o1"], "{form}");
+    let write = s
+        .call(
+            Method::POST,
+            "/Observation",
+            token,
+            &observation("n1", "p1"),
+        )
+        .await;
+    assert_eq!(write.status, StatusCode::FORBIDDEN, "[Read] cannot create");
 }
