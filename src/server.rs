@@ -181,52 +181,75 @@ pub async fn serve<S, F>(
             first_head.store(true, Ordering::Relaxed);
             service(request, &connection)
         });
-        let builder = builder.clone();
-        let tls = settings.tls.clone();
-        let watcher = graceful.watcher();
-        let head_timeouts = settings.head_timeouts.clone();
-        tokio::spawn(async move {
-            let served = async move {
-                match tls {
-                    None => {
-                        let connection = builder
-                            .serve_connection(TokioIo::new(stream), handler)
-                            .into_owned();
-                        watcher.watch(connection).await
-                    }
-                    Some(acceptor) => {
-                        let tls = acceptor.accept(stream).await?;
-                        let connection = builder
-                            .serve_connection(TokioIo::new(tls), handler)
-                            .into_owned();
-                        watcher.watch(connection).await
-                    }
-                }
-            };
-            match first_head_by(deadline, &started, served).await {
-                Some(Ok(())) => {}
-                // hyper's own HTTP/1.1 header timer, started a moment after accept, may fire in
-                // the same tick: a first head not in time all the same.
-                Some(Err(error))
-                    if !started.load(Ordering::Relaxed) && is_header_timeout(&*error) =>
-                {
-                    head_timeouts.inc();
-                    tracing::debug!(%peer, "no request head within limits.headerReadTimeout; closed");
-                }
-                Some(Err(error)) => {
-                    tracing::debug!(%peer, error = %error, "connection ended with an error");
-                }
-                None => {
-                    head_timeouts.inc();
-                    tracing::debug!(%peer, "no request head within limits.headerReadTimeout of accept; closed");
-                }
+        let first_head = FirstHead {
+            deadline,
+            started,
+            head_timeouts: settings.head_timeouts.clone(),
+            peer,
+        };
+        // One spawn a protocol, so a plain connection's task is not sized for the TLS one's.
+        match settings.tls.clone() {
+            None => {
+                let connection = builder
+                    .serve_connection(TokioIo::new(stream), handler)
+                    .into_owned();
+                tokio::spawn(first_head.watch(graceful.watch(connection)));
             }
-        });
+            Some(acceptor) => {
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(first_head.watch(async move {
+                    let tls = acceptor.accept(stream).await?;
+                    let connection = builder
+                        .serve_connection(TokioIo::new(tls), handler)
+                        .into_owned();
+                    watcher.watch(connection).await
+                }));
+            }
+        }
     }
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections finished"),
         () = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
+    }
+}
+
+/// The first-head deadline of one connection.
+struct FirstHead {
+    deadline: tokio::time::Instant,
+    /// Set by the service when the first request head has arrived.
+    started: Arc<AtomicBool>,
+    head_timeouts: IntCounter,
+    peer: SocketAddr,
+}
+
+impl FirstHead {
+    /// Serves a connection (TLS handshake included) to its end, closing it when no request
+    /// head has come by the deadline, and counts that.
+    async fn watch<F>(self, served: F)
+    where
+        F: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+    {
+        let peer = self.peer;
+        match first_head_by(self.deadline, &self.started, served).await {
+            Some(Ok(())) => {}
+            // hyper's own HTTP/1.1 header timer, started a moment after accept, may fire in
+            // the same tick: a first head not in time all the same.
+            Some(Err(error))
+                if !self.started.load(Ordering::Relaxed) && is_header_timeout(&*error) =>
+            {
+                self.head_timeouts.inc();
+                tracing::debug!(%peer, "no request head within limits.headerReadTimeout; closed");
+            }
+            Some(Err(error)) => {
+                tracing::debug!(%peer, error = %error, "connection ended with an error");
+            }
+            None => {
+                self.head_timeouts.inc();
+                tracing::debug!(%peer, "no request head within limits.headerReadTimeout of accept; closed");
+            }
+        }
     }
 }
 
