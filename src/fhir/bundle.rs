@@ -101,6 +101,8 @@ pub enum EntryProblem {
          hygiene: method tunnels)"
     )]
     MethodParameter,
+    #[error("a search entry carries its parameters in request.url, not in a resource")]
+    SearchWithResource,
     #[error("a batch or transaction cannot be nested in another")]
     NestedBundle,
     #[error("{0}")]
@@ -154,6 +156,8 @@ struct RawBundle {
 #[serde(expecting = "a Bundle.entry (a JSON object)")]
 struct RawEntry {
     request: Option<RawRequest>,
+    /// Only whether there is one: a search entry must not carry one.
+    resource: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,6 +225,11 @@ fn classify_entry(entry: RawEntry) -> EntryResult<FhirRequest> {
     })?;
     if classified.interaction == Interaction::Bundle {
         return Err(("request.url", EntryProblem::NestedBundle));
+    }
+    // A `POST …/_search` entry's parameters are in its URL, where fhirguard reads them; a server
+    // could read a resource beside them (a Parameters, say) as more parameters, unchecked.
+    if method == Method::POST && classified.interaction.is_search() && entry.resource.is_some() {
+        return Err(("resource", EntryProblem::SearchWithResource));
     }
     Ok(classified)
 }

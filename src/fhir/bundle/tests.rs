@@ -8,7 +8,16 @@ use crate::fhir::tests::req;
 fn bundle(kind: &str, requests: &[serde_json::Value]) -> Vec<u8> {
     let entries: Vec<_> = requests
         .iter()
-        .map(|request| json!({"resource": {"resourceType": "Patient"}, "request": request}))
+        .map(|request| {
+            // A search entry carries its parameters in its URL, never a resource.
+            let search = request["url"]
+                .as_str()
+                .is_some_and(|u| u.contains("_search"));
+            match search {
+                true => json!({"request": request}),
+                false => json!({"resource": {"resourceType": "Patient"}, "request": request}),
+            }
+        })
         .collect();
     serde_json::to_vec(&json!({"resourceType": "Bundle", "type": kind, "entry": entries}))
         .expect("json")
@@ -314,4 +323,32 @@ fn entries_tunnelling_a_method_are_refused() {
         {"request": {"method": "GET", "url": "Patient?name=_method"}}
     ]});
     assert!(classify_bundle(body.to_string().as_bytes()).is_ok());
+}
+
+#[test]
+fn search_entries_carry_no_resource() {
+    let body = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": {"resourceType": "Parameters", "parameter": [{"name": "subject", "valueString": "Patient/2"}]},
+         "request": {"method": "POST", "url": "Observation/_search?code=x"}}
+    ]});
+    let error = classify_bundle(body.to_string().as_bytes()).expect_err("search with a resource");
+    assert!(matches!(
+        error,
+        BundleError::Entry {
+            index: 0,
+            field: "resource",
+            problem: EntryProblem::SearchWithResource
+        }
+    ));
+    let body = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "POST", "url": "Observation/_search?code=x"}},
+        {"resource": {"resourceType": "Observation"}, "request": {"method": "POST", "url": "Observation"}}
+    ]});
+    assert_eq!(
+        classify_bundle(body.to_string().as_bytes())
+            .unwrap()
+            .entries
+            .len(),
+        2
+    );
 }
