@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by valgrind's callgrind: a measure of the hot path that does
+# not move with machine noise, for comparing two builds (the load harness's req/s do move).
+#
+#   benches/load/callgrind.sh BIN [BIN ...]        e.g. an old and a new target/release/fhirguard
+#
+# For each binary, fhirguard runs under `valgrind --tool=callgrind` in front of an nginx upstream
+# (and nginx serving the identity provider's discovery document and key set), on loopback only,
+# twice per row: once answering WARM requests, once WARM + REQUESTS; the difference over REQUESTS
+# is the cost of one request, start-up and shutdown excluded. Rows, as in the load harness:
+#   repeated   one valid token on one keep-alive connection (the token cache's fast path)
+#   distinct   a new valid token on every request (signature verification each time)
+#   refused    a request refused for a method-override header (400; 403 in builds before the
+#              hygiene check), for reference
+# env: REQUESTS (default 2000), WARM (default 200). Needs valgrind, nginx, python3 + cryptography.
+set -euo pipefail
+[ -n "${DEBUG:-}" ] && set -x
+
+[ $# -ge 1 ] || { echo "usage: $0 BIN [BIN ...]" >&2; exit 2; }
+REQUESTS=${REQUESTS:-2000}
+WARM=${WARM:-200}
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CACHE="${FHIRGUARD_LOAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fhirguard-load}"
+IP=127.0.0.1
+P_FHIRGUARD=18180 P_UPSTREAM=18181 P_IDP=18182 P_ADMIN=19190
+ISSUER="http://$IP:$P_IDP"
+AUDIENCE="https://fhir.bench.test"
+CLIENT_ID="bench-app"
+
+for tool in valgrind callgrind_annotate python3; do
+    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$NGINX" ] || { echo "missing: nginx" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/fhirguard-callgrind.XXXXXX)
+NGINX_PID=""
+cleanup() {
+    [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null
+    [ -n "${DEBUG:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+python3 "$HERE/tokens.py" --out "$WORK" --cache "$CACHE" --issuer "$ISSUER" \
+    --jwks-uri "$ISSUER/jwks.json" --audience "$AUDIENCE" --client-id "$CLIENT_ID" \
+    --scope "patient/*.read" --fhir-user "$AUDIENCE/Patient/1" \
+    --count $((2 * (WARM + REQUESTS))) --files 1 >/dev/null
+
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx.conf" <<EOF
+user root;
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+daemon off;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/body; proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fcgi; uwsgi_temp_path $WORK/nginx/uwsgi; scgi_temp_path $WORK/nginx/scgi;
+    keepalive_requests 10000000;
+    server {
+        listen $IP:$P_UPSTREAM;
+        location / {
+            default_type application/fhir+json;
+            return 200 '{"resourceType":"Patient","id":"1","active":true}';
+        }
+    }
+    server {
+        listen $IP:$P_IDP;
+        location = /.well-known/openid-configuration { default_type application/json; alias $WORK/discovery.json; }
+        location = /jwks.json { default_type application/json; alias $WORK/jwks.json; }
+    }
+}
+EOF
+"$NGINX" -c "$WORK/nginx.conf" &
+NGINX_PID=$!
+
+cat >"$WORK/fhirguard.yaml" <<EOF
+listen: "$IP:$P_FHIRGUARD"
+adminListen: "$IP:$P_ADMIN"
+upstream: "http://$IP:$P_UPSTREAM/fhir"
+allowHttpAuthorities: true
+workerThreads: 1
+logging: { format: json, level: warn }
+authenticationConfiguration:
+  smartIdentityProviders:
+    - authority: "$ISSUER"
+      applications:
+        - clientId: "$CLIENT_ID"
+          audience: "$AUDIENCE"
+          allowedDataActions: ["Read"]
+EOF
+
+# The client: COUNT requests on one keep-alive connection; `distinct` takes a new token each.
+cat >"$WORK/client.py" <<'EOF'
+import http.client, sys, time
+port, admin, kind, count, repeated, tokens = sys.argv[1:7]
+count = int(count)
+deadline = time.time() + 120
+while True:
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", int(admin), timeout=5)
+        c.request("GET", "/readyz")
+        if c.getresponse().status == 200:
+            break
+    except OSError:
+        pass
+    if time.time() > deadline:
+        sys.exit("fhirguard never became ready")
+    time.sleep(0.2)
+token = open(repeated).read().strip()
+distinct = open(tokens).read().split() if kind == "distinct" else []
+conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=30)
+for i in range(count):
+    headers = {"Authorization": "Bearer " + (distinct[i] if distinct else token)}
+    if kind == "refused":
+        headers["X-HTTP-Method-Override"] = "DELETE"
+    conn.request("GET", "/Patient/1", headers=headers)
+    response = conn.getresponse()
+    response.read()
+    expected = (400, 403) if kind == "refused" else (200,)
+    if response.status not in expected:
+        sys.exit(f"request {i}: {response.status}, expected {expected}")
+EOF
+
+# instructions BIN KIND COUNT: total instructions fhirguard executed to serve COUNT requests.
+instructions() {
+    local bin=$1 kind=$2 count=$3 out="$WORK/callgrind.$RANDOM.out"
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" serve --config "$WORK/fhirguard.yaml" \
+        >"$WORK/fhirguard.log" 2>&1 &
+    local pid=$!
+    python3 "$WORK/client.py" "$P_FHIRGUARD" "$P_ADMIN" "$kind" "$count" \
+        "$WORK/token-repeated.txt" "$WORK/tokens-1.txt" ||
+        { kill -KILL "$pid"; echo "the client failed ($bin, $kind)" >&2; exit 1; }
+    kill -TERM "$pid"
+    wait "$pid" || true
+    # (awk reads to the end: an early exit would fail the pipeline with SIGPIPE.)
+    callgrind_annotate "$out" | awk '/PROGRAM TOTALS/ && !seen { gsub(",", "", $1); print $1; seen = 1 }'
+}
+
+printf '| binary | row | instructions / request |\n|---|---|---:|\n'
+for bin in "$@"; do
+    for kind in repeated distinct refused; do
+        low=$(instructions "$bin" "$kind" "$WARM")
+        high=$(instructions "$bin" "$kind" $((WARM + REQUESTS)))
+        printf '| %s | %s | %s |\n' "$bin" "$kind" $(((high - low) / REQUESTS))
+    done
+done
