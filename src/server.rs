@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -261,13 +262,19 @@ async fn first_head_by<F: Future>(
     served: F,
 ) -> Option<F::Output> {
     let mut served = std::pin::pin!(served);
-    tokio::select! {
-        ended = &mut served => Some(ended),
-        () = tokio::time::sleep_until(deadline) => match started.load(Ordering::Relaxed) {
-            true => Some(served.await),
-            false => None,
-        },
-    }
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
+    // Once the first head has come the timer is never polled again: every later wake-up of the
+    // connection (one or more a request) costs an atomic load, not a timer poll.
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(ended) = served.as_mut().poll(cx) {
+            return Poll::Ready(Some(ended));
+        }
+        if started.load(Ordering::Relaxed) {
+            return Poll::Pending;
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 /// hyper's HTTP/1.1 header-read timeout.
