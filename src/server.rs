@@ -13,6 +13,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
@@ -194,18 +195,18 @@ pub async fn serve<S, F>(
                 let connection = builder
                     .serve_connection(TokioIo::new(stream), handler)
                     .into_owned();
-                tokio::spawn(first_head.watch(graceful.watch(connection)));
+                tokio::spawn(first_head.watch(Box::pin(graceful.watch(connection))));
             }
             Some(acceptor) => {
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
-                tokio::spawn(first_head.watch(async move {
+                tokio::spawn(first_head.watch(Box::pin(async move {
                     let tls = acceptor.accept(stream).await?;
                     let connection = builder
                         .serve_connection(TokioIo::new(tls), handler)
                         .into_owned();
                     watcher.watch(connection).await
-                }));
+                })));
             }
         }
     }
@@ -228,9 +229,12 @@ struct FirstHead {
 impl FirstHead {
     /// Serves a connection (TLS handshake included) to its end, closing it when no request
     /// head has come by the deadline, and counts that.
-    async fn watch<F>(self, served: F)
+    ///
+    /// `served` comes boxed: an async fn keeps its arguments apart from its locals, so a future
+    /// passed by value would take its (large) size twice in the connection's task.
+    async fn watch<F>(self, served: Pin<Box<F>>)
     where
-        F: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+        F: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + ?Sized,
     {
         let peer = self.peer;
         match first_head_by(self.deadline, &self.started, served).await {
@@ -256,12 +260,11 @@ impl FirstHead {
 
 /// Runs a connection to its end, unless no request head has come by `deadline` (`started` is
 /// still false): then it is dropped, which closes the socket, and the answer is `None`.
-async fn first_head_by<F: Future>(
+async fn first_head_by<F: Future + ?Sized>(
     deadline: tokio::time::Instant,
     started: &AtomicBool,
-    served: F,
+    mut served: Pin<Box<F>>,
 ) -> Option<F::Output> {
-    let mut served = std::pin::pin!(served);
     let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
     // Once the first head has come the timer is never polled again: every later wake-up of the
     // connection (one or more a request) costs an atomic load, not a timer poll.
