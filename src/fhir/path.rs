@@ -91,18 +91,23 @@ fn decode_segment(segment: &str) -> Result<String, PathError> {
         match byte {
             b'/' | b'\\' => return Err(PathError::EncodedSeparator(escape)),
             0x00..=0x1F | 0x7F => return Err(PathError::EncodedControl(escape)),
-            b'%' if is_double_encoded_separator(&bytes[i + 3..]) => {
-                return Err(PathError::EncodedSeparator(format!(
-                    "%25{}",
-                    &segment[i + 3..i + 5]
-                )));
-            }
             b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'$') => {
                 out.push(char::from(b));
             }
             _ => out.push_str(&escape),
         }
         i += 3;
+    }
+    // Checked on the decoded segment, not the raw one: `%25%32%46` and `%252%66` only spell
+    // `%252F` once their unreserved escapes are decoded.
+    let double = out
+        .match_indices("%25")
+        .find(|(at, _)| is_double_encoded_separator(&out.as_bytes()[at + 3..]));
+    if let Some((at, _)) = double {
+        return Err(PathError::EncodedSeparator(format!(
+            "%25{}",
+            &out[at + 3..at + 5]
+        )));
     }
     Ok(out)
 }
@@ -182,6 +187,27 @@ mod tests {
         ];
         for (raw, expected) in cases {
             assert_eq!(normalize_path(raw), Err(expected), "{raw:?}");
+        }
+    }
+
+    /// Found by the `path` fuzz target: a `%25` whose following hex digits are themselves
+    /// escaped only spells a double-encoded separator once decoded (`%25%32%46` → `%252F`), which
+    /// the next normalization (or an upstream decoding twice) then reads as `%2F`.
+    #[test]
+    fn refuses_double_encodings_spelled_with_escaped_digits() {
+        for (raw, escape) in [
+            ("/%252%65", "%252e"),
+            ("/a%25%32%46b", "%252F"),
+            ("/a%25%32F", "%252F"),
+            ("/a%252%66", "%252f"),
+            ("/a%25%35%43", "%255C"),
+            ("/%25%32%65%25%32%65/x", "%252e"),
+        ] {
+            assert_eq!(
+                normalize_path(raw),
+                Err(PathError::EncodedSeparator(escape.into())),
+                "{raw}"
+            );
         }
     }
 
