@@ -35,22 +35,32 @@ pub enum Problem {
     MoveIntoItself,
     #[error("the test failed")]
     TestFailed,
+    #[error("the copies add more than {MAX_COPIED_VALUES} JSON values in all")]
+    TooMuchCopied,
 }
+
+/// How many JSON values (every object, array and scalar, nested ones included) the `copy`
+/// operations of one patch may add in all. A `copy` is the one operation whose result can be
+/// larger than its request — copying the document into itself doubles it, and forty such
+/// operations would ask for 2^40 times its size — so fhirguard bounds what it evaluates; a
+/// resource is far smaller.
+pub const MAX_COPIED_VALUES: usize = 100_000;
 
 /// Applies `patch` (a parsed JSON Patch document) to `document`, all or nothing: on error the
 /// document is left as it was (RFC 6902 §5).
 pub fn apply(document: &mut Value, patch: &Value) -> Result<(), PatchError> {
     let operations = patch.as_array().ok_or(PatchError::NotAnArray)?;
     let mut patched = document.clone();
+    let mut copied = 0;
     for (index, operation) in operations.iter().enumerate() {
-        apply_one(&mut patched, operation)
+        apply_one(&mut patched, operation, &mut copied)
             .map_err(|problem| PatchError::Operation { index, problem })?;
     }
     *document = patched;
     Ok(())
 }
 
-fn apply_one(document: &mut Value, operation: &Value) -> Result<(), Problem> {
+fn apply_one(document: &mut Value, operation: &Value, copied: &mut usize) -> Result<(), Problem> {
     let member = |name: &'static str| operation[name].as_str().ok_or(Problem::MissingMember(name));
     let value = || operation.get("value").cloned().ok_or(Problem::MissingValue);
     let path = member("path")?;
@@ -74,10 +84,10 @@ fn apply_one(document: &mut Value, operation: &Value) -> Result<(), Problem> {
         }
         "copy" => {
             let from = member("from")?;
-            let copied = get(document, &pointer(from)?)
-                .cloned()
-                .ok_or_else(|| no_target(from))?;
-            add(document, &target, copied, path)
+            let source = get(document, &pointer(from)?).ok_or_else(|| no_target(from))?;
+            *copied = count_values(source, *copied).ok_or(Problem::TooMuchCopied)?;
+            let value = source.clone();
+            add(document, &target, value, path)
         }
         "test" => match get(document, &target) {
             Some(found) if *found == value()? => Ok(()),
@@ -86,6 +96,26 @@ fn apply_one(document: &mut Value, operation: &Value) -> Result<(), Problem> {
         },
         _ => Err(Problem::UnknownOp),
     }
+}
+
+/// `so_far` plus the number of JSON values in `value`; `None` past [`MAX_COPIED_VALUES`] (the
+/// count stops there, so a huge value costs no more than the bound).
+fn count_values(value: &Value, so_far: usize) -> Option<usize> {
+    let mut count = so_far.checked_add(1).filter(|c| *c <= MAX_COPIED_VALUES)?;
+    match value {
+        Value::Array(items) => {
+            for item in items {
+                count = count_values(item, count)?;
+            }
+        }
+        Value::Object(members) => {
+            for member in members.values() {
+                count = count_values(member, count)?;
+            }
+        }
+        _ => {}
+    }
+    Some(count)
 }
 
 fn no_target(path: &str) -> Problem {
@@ -197,6 +227,30 @@ mod tests {
     fn patched(document: Value, patch: Value) -> Result<Value, PatchError> {
         let mut document = document;
         apply(&mut document, &patch).map(|()| document)
+    }
+
+    #[test]
+    fn copies_that_would_grow_the_document_without_bound_are_refused() {
+        // Each copy of the whole document into itself doubles it: 2^60 values were asked for.
+        let doubling: Vec<Value> = (0..60)
+            .map(|i| json!({"op": "copy", "from": "", "path": format!("/c{i}")}))
+            .collect();
+        let error = patched(
+            json!({"resourceType": "Observation"}),
+            Value::Array(doubling),
+        )
+        .expect_err("unbounded growth");
+        assert!(matches!(
+            error,
+            PatchError::Operation {
+                problem: Problem::TooMuchCopied,
+                ..
+            }
+        ));
+        // A few copies of a small resource are evaluated as before.
+        let few = json!([{"op": "copy", "from": "", "path": "/copy"}]);
+        let done = patched(json!({"resourceType": "Observation", "id": "1"}), few).unwrap();
+        assert_eq!(done["copy"]["id"], "1");
     }
 
     #[test]
