@@ -76,6 +76,8 @@ fn describe_char(c: char) -> String {
 fn decode_segment(segment: &str) -> Result<String, PathError> {
     let bytes = segment.as_bytes();
     let mut out = String::with_capacity(segment.len());
+    // Whether `out` holds a `%` at all: only a kept escape puts one there.
+    let mut kept_escape = false;
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] != b'%' {
@@ -94,9 +96,15 @@ fn decode_segment(segment: &str) -> Result<String, PathError> {
             b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'$') => {
                 out.push(char::from(b));
             }
-            _ => out.push_str(&escape),
+            _ => {
+                out.push_str(&escape);
+                kept_escape = true;
+            }
         }
         i += 3;
+    }
+    if !kept_escape {
+        return Ok(out);
     }
     // Checked on the decoded segment, not the raw one: `%25%32%46` and `%252%66` only spell
     // `%252F` once their unreserved escapes are decoded.
