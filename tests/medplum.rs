@@ -134,6 +134,33 @@ struct Suite {
 }
 
 impl Suite {
+    /// fhirguard on `yaml` in front of Medplum at `upstream`, which is seeded with two patients,
+    /// a practitioner and an observation for each patient.
+    async fn start(yaml: &str, upstream: String, minter: Option<(FakeIdp, TestKey)>) -> Suite {
+        let config = Config::parse(yaml).expect("config");
+        let options = StartOptions {
+            config_path: None,
+            grace: Duration::from_secs(5),
+        };
+        let running = app::start(config, options).await.expect("start");
+        let suite = Suite {
+            minter,
+            running,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            upstream,
+        };
+        for resource in [
+            json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "One"}]}),
+            json!({"resourceType": "Patient", "id": "p2", "name": [{"family": "Two"}]}),
+            json!({"resourceType": "Practitioner", "id": "doc"}),
+            observation("o1", "p1"),
+            observation("o2", "p2"),
+        ] {
+            suite.seed(resource).await;
+        }
+        suite
+    }
+
     async fn send(&self, method: Method, url: String, token: Option<&str>, body: &Value) -> Answer {
         let mut request = Request::builder()
             .method(method)
@@ -275,27 +302,7 @@ authenticationConfiguration:
 "#,
         idp.base_url(),
     );
-    let config = Config::parse(&yaml).expect("config");
-    let options = StartOptions {
-        config_path: None,
-        grace: Duration::from_secs(5),
-    };
-    let running = app::start(config, options).await.expect("start");
-    let suite = Suite {
-        minter: Some((idp, key)),
-        running,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-        upstream,
-    };
-    for resource in [
-        json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "One"}]}),
-        json!({"resourceType": "Patient", "id": "p2", "name": [{"family": "Two"}]}),
-        json!({"resourceType": "Practitioner", "id": "doc"}),
-        observation("o1", "p1"),
-        observation("o2", "p2"),
-    ] {
-        suite.seed(resource).await;
-    }
+    let suite = Suite::start(&yaml, upstream, Some((idp, key))).await;
     let s = &suite;
 
     // Ready: the provider's keys are held once a system token is accepted.
@@ -510,27 +517,7 @@ authenticationConfiguration:
       applications:
 {applications}"#
     );
-    let config = Config::parse(&yaml).expect("config");
-    let options = StartOptions {
-        config_path: None,
-        grace: Duration::from_secs(5),
-    };
-    let running = app::start(config, options).await.expect("start");
-    let suite = Suite {
-        minter: None,
-        running,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-        upstream,
-    };
-    for resource in [
-        json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "One"}]}),
-        json!({"resourceType": "Patient", "id": "p2", "name": [{"family": "Two"}]}),
-        json!({"resourceType": "Practitioner", "id": "doc"}),
-        observation("o1", "p1"),
-        observation("o2", "p2"),
-    ] {
-        suite.seed(resource).await;
-    }
+    let suite = Suite::start(&yaml, upstream, None).await;
     let s = &suite;
 
     // SMART Backend Services: `system/*.rs`, the client named by `client_id`, no fhirUser.
