@@ -189,8 +189,9 @@ impl Proxy {
         // A POST `_search` carries its parameters in a form body (R4 http.html#search): they
         // are read (bounded) and checked like a query, and under SMART they decide, so the
         // request is decided again on the URL's query and the form together.
-        let mut search_form = None;
-        if searches && parts.method == Method::POST {
+        let post_search = searches && parts.method == Method::POST;
+        let mut form_query = None;
+        if post_search {
             let form = read_inspected(
                 body.take().expect("unread"),
                 &parts.headers,
@@ -214,7 +215,7 @@ impl Proxy {
                 )
                 .await?;
             }
-            search_form = Some(joined);
+            form_query = Some(joined);
         }
         if findings.anonymous && findings.path.as_deref() == Some(SMART_CONFIGURATION) {
             return Ok(Box::pin(smart::smart_configuration(config, &self.keys)).await);
@@ -223,10 +224,7 @@ impl Proxy {
         let confinement = findings.confinement.clone().unwrap_or(Confinement::Forward);
         let grant = findings.smart.clone();
         let user = grant.as_ref().and_then(|g| g.compartment()).cloned();
-        let mut query = match &search_form {
-            Some(joined) => Some(joined.clone()),
-            None => parts.uri.query().map(str::to_owned),
-        };
+        let mut query = form_query.or_else(|| parts.uri.query().map(str::to_owned));
         if let Confinement::Rewrite { query: rewritten }
         | Confinement::Search {
             query: Some(rewritten),
@@ -281,7 +279,7 @@ impl Proxy {
                 .and_then(|c| c.resource_type.as_deref());
             smart::check_body(&bytes, resource_type, user)?;
             full(bytes)
-        } else if search_form.is_some() {
+        } else if post_search {
             // The search stays a POST: its parameters, fhirguard's included, travel in the body.
             smart::search_body(&mut parts.headers, query.as_deref().unwrap_or(""))
         } else if let (Confinement::Patch, Some(_)) = (&confinement, &user) {
@@ -307,7 +305,7 @@ impl Proxy {
         let target = Target {
             path: &path,
             // A POST `_search` carries its parameters in the body only.
-            query: query.as_deref().filter(|_| search_form.is_none()),
+            query: query.as_deref().filter(|_| !post_search),
             peer,
             request_id,
         };
