@@ -1,6 +1,6 @@
 //! The body type of every response fhirguard sends: either a streamed upstream body or a small
 //! buffer of its own, boxed so both fit one type. And reading a request body into memory for
-//! inspection ([`read_limited`]) under the size, time and [`BodyBuffers`] budget limits.
+//! inspection ([`read_inspected`]) under the size, time and [`BodyBuffers`] budget limits.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -217,7 +217,7 @@ pub async fn read_inspected(
 /// cannot pin the buffer), each chunk counted in `held` against `limits.maxBufferedBytes`
 /// across all connections. For bundles, `POST …/_search` form bodies and SMART write checks
 /// alike; nothing else is buffered.
-pub async fn read_limited(
+async fn read_limited(
     body: Incoming,
     limits: &Limits,
     held: &mut Reservation<'_>,
