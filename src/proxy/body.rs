@@ -167,7 +167,7 @@ impl Drop for Reservation<'_> {
     }
 }
 
-/// Why a body could not be read into memory ([`read_limited`]); [`crate::error`] gives each its
+/// Why a body could not be read into memory ([`read_inspected`]); [`crate::error`] gives each its
 /// answer (413, 408, 503, 400).
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
