@@ -199,8 +199,8 @@ fn check_unencoded(headers: &http::HeaderMap) -> Result<(), crate::error::Reject
     Ok(())
 }
 
-/// [`read_limited`] for a request fhirguard decides on: its body must not be encoded
-/// ([`check_unencoded`]).
+/// Reads the body of a request fhirguard decides on into memory, within the limits below; it
+/// must not be encoded (a `Content-Encoding` other than `identity` is refused, 400).
 pub async fn read_inspected(
     body: Incoming,
     headers: &http::HeaderMap,
