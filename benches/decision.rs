@@ -30,7 +30,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use fhirguard::authz::actions::DataActions;
+use fhirguard::actions::DataActions;
 use fhirguard::authz::{authorize, authorize_bundle};
 use fhirguard::fhir::bundle::classify_bundle;
 use fhirguard::fhir::classify;

@@ -61,7 +61,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 fn export_key_sets(proxy: &Proxy) {
     let generation = proxy.generation.load();
     let metrics = &proxy.metrics;
-    for (_, authority) in crate::auth::configured_providers(&generation.config) {
+    for (_, authority) in generation.config.auth.providers() {
         let stats = proxy.keys.authority_stats(authority);
         metrics
             .key_set_keys

@@ -36,7 +36,7 @@ pub use jwks::{
 pub use keys::SigningKey;
 
 use crate::authz::scope::{parse_scopes, Context};
-use crate::config::{Compatibility, Config};
+use crate::config::{Compatibility, Config, ProviderKind};
 use cache::{TokenDigest, Verified};
 use error::echo;
 use keys::allowed_algorithm;
@@ -44,15 +44,6 @@ use token::{audience_matches, check_lifetime, is_fhir_user_reference, Unverified
 
 /// How many token audiences an `error_description` lists (it goes into a response header).
 const MAX_ECHOED_AUDIENCES: usize = 5;
-
-/// Which configured identity provider issued a token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderKind {
-    /// `authenticationConfiguration.authority`: authorized by the role mapping.
-    Primary,
-    /// `smartIdentityProviders[index]`: authorized by the application's `allowedDataActions`.
-    Smart { index: usize },
-}
 
 /// Who a verified token names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -505,21 +496,6 @@ fn launch_patient(token: &UnverifiedToken<'_>, claim: &str) -> Result<Option<Str
     }
 }
 
-/// Every configured provider: the primary first, then the smart providers in order.
-pub fn configured_providers(config: &Config) -> Vec<(ProviderKind, &str)> {
-    let auth = &config.auth;
-    auth.primary
-        .iter()
-        .map(|p| (ProviderKind::Primary, p.authority.as_str()))
-        .chain(
-            auth.smart_providers
-                .iter()
-                .enumerate()
-                .map(|(index, p)| (ProviderKind::Smart { index }, p.authority.as_str())),
-        )
-        .collect()
-}
-
 /// The provider whose discovered `issuer` equals `iss` exactly (reference §8 rules 4, 5). When
 /// none matches while some provider has no key set, the token may be that provider's: fail
 /// closed with 503 rather than call it unknown.
@@ -529,10 +505,9 @@ async fn select_provider(
     settings: &KeySettings,
     issuer: &str,
 ) -> Result<Selected, AuthError> {
-    let providers = configured_providers(config);
     let mut missing = Vec::new();
     let mut others = Vec::new();
-    for &(kind, authority) in &providers {
+    for (kind, authority) in config.auth.providers() {
         match store.current(authority, settings.max_stale).await {
             Some(keys) if keys.issuer == issuer => return Ok(selected(kind, authority, keys)),
             Some(keys) => others.push(keys),

@@ -8,7 +8,6 @@
 //! entry's requirement is met. The per-entry decisions are kept, in entry order, so that a batch
 //! can later be answered entry by entry.
 
-pub mod actions;
 pub mod scope;
 pub mod smart;
 #[cfg(test)]
@@ -16,9 +15,9 @@ mod tests;
 
 use std::fmt;
 
+use crate::actions::{DataAction, DataActions, Requirement};
 use crate::fhir::bundle::{BundleKind, BundleRequest};
 use crate::fhir::FhirRequest;
-use actions::{DataAction, DataActions, Requirement};
 
 /// The decision for one request (or one bundle entry).
 #[derive(Clone, Debug, PartialEq, Eq)]

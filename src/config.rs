@@ -35,7 +35,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::authz::actions::DataActions;
+use crate::actions::DataActions;
 
 /// The validated configuration.
 #[derive(Clone, Debug)]
@@ -225,6 +225,32 @@ pub struct Authentication {
     pub smart_proxy_enabled: bool,
     /// `smartIdentityProviders`.
     pub smart_providers: Vec<SmartProvider>,
+}
+
+impl Authentication {
+    /// Every configured provider with its authority as written: the primary first, then the
+    /// smart providers in order (SPEC §4 step 4 selects among them by discovered issuer).
+    pub fn providers(&self) -> impl Iterator<Item = (ProviderKind, &str)> {
+        let primary = self
+            .primary
+            .iter()
+            .map(|p| (ProviderKind::Primary, p.authority.as_str()));
+        let smart = self
+            .smart_providers
+            .iter()
+            .enumerate()
+            .map(|(index, p)| (ProviderKind::Smart { index }, p.authority.as_str()));
+        primary.chain(smart)
+    }
+}
+
+/// Which configured identity provider issued a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// `authenticationConfiguration.authority`: authorized by the role mapping.
+    Primary,
+    /// `smartIdentityProviders[index]`: authorized by the application's `allowedDataActions`.
+    Smart { index: usize },
 }
 
 /// The primary (Entra ID) authority.

@@ -38,7 +38,7 @@ use std::fmt;
 
 use http::{HeaderMap, Method};
 
-use crate::authz::actions::{DataAction, DataActions, Requirement};
+use crate::actions::{DataAction, DataActions, Requirement};
 use route::Route;
 
 /// A FHIR RESTful interaction (R4 http.html), with fhirguard's names for the OSS job endpoints.

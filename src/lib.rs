@@ -17,6 +17,7 @@
 //! Classification and authorization are pure functions over plain data; I/O stays at the edges
 //! (server, forward, key fetches).
 
+pub mod actions;
 pub mod admin;
 pub mod app;
 pub mod auth;

@@ -24,9 +24,10 @@ use http::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_LENGTH, HOST};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use crate::auth::{self, ConnectionMemo, KeyStore, Principal, ProviderKind};
+use crate::auth::{self, ConnectionMemo, KeyStore, Principal};
 use crate::authz::smart::Confinement;
 use crate::config::Config;
+use crate::config::ProviderKind;
 use crate::error::{Challenge, Rejection, ResponseContext};
 use crate::fhir::Interaction;
 use crate::metrics::Metrics;

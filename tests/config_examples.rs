@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fhirguard::authz::actions::{DataAction, DataActions};
+use fhirguard::actions::{DataAction, DataActions};
 use fhirguard::config::raw::RawConfig;
 use fhirguard::config::{Compatibility, Config, LogFormat};
 use proptest::prelude::*;

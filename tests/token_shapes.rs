@@ -6,8 +6,9 @@ mod support;
 
 use std::sync::Arc;
 
-use fhirguard::auth::{authenticate, AuthError, KeyStore, Principal, ProviderKind};
+use fhirguard::auth::{authenticate, AuthError, KeyStore, Principal};
 use fhirguard::config::Config;
+use fhirguard::config::ProviderKind;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 use support::idp::{config_yaml, FakeIdp};

@@ -306,7 +306,7 @@ impl Expiry<TokenDigest, Arc<Verified>> for UntilExpiry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::ProviderKind;
+    use crate::config::ProviderKind;
 
     fn now() -> u64 {
         SystemTime::now()

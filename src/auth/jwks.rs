@@ -370,8 +370,8 @@ impl KeyStore {
     pub async fn prefetch(&self, config: &Config) {
         let settings = KeySettings::of(config);
         let mut fetches = JoinSet::new();
-        for authority in configured_authorities(config) {
-            let store = self.clone();
+        for (_, authority) in config.auth.providers() {
+            let (store, authority) = (self.clone(), authority.to_owned());
             fetches.spawn(async move {
                 if store
                     .current(&authority, settings.max_stale)
@@ -390,7 +390,7 @@ impl KeyStore {
     /// True when every configured authority holds a usable, non-stale key set (`/readyz`).
     pub fn is_ready(&self, config: &Config) -> bool {
         let max_stale = config.key_sets.max_stale;
-        configured_authorities(config).iter().all(|authority| {
+        config.auth.providers().all(|(_, authority)| {
             self.status(authority, |s| {
                 s.stats.keys > 0 && s.last_success.is_some_and(|t| t.elapsed() <= max_stale)
             })
@@ -445,7 +445,7 @@ impl KeyStore {
         tokio::spawn(async move {
             loop {
                 let (authorities, settings) =
-                    source.with_config(|c| (configured_authorities(c), KeySettings::of(c)));
+                    source.with_config(|c| (authorities(c), KeySettings::of(c)));
                 let tick = settings
                     .refresh_interval
                     .min(settings.retry_interval)
@@ -473,14 +473,9 @@ impl KeyStore {
     }
 }
 
-/// Every configured authority: the primary first, then the smart providers in order.
-pub fn configured_authorities(config: &Config) -> Vec<String> {
-    let auth = &config.auth;
-    auth.primary
-        .iter()
-        .map(|p| p.authority.clone())
-        .chain(auth.smart_providers.iter().map(|p| p.authority.clone()))
-        .collect()
+/// The configured authorities, owned: the refresher keeps them across a reload's swap.
+fn authorities(config: &Config) -> Vec<String> {
+    config.auth.providers().map(|(_, a)| a.to_owned()).collect()
 }
 
 fn unix_now() -> u64 {

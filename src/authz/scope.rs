@@ -11,7 +11,7 @@ mod tests;
 
 use std::fmt;
 
-use crate::authz::actions::{DataAction, DataActions};
+use crate::actions::{DataAction, DataActions};
 
 pub use grammar::parse_scopes;
 

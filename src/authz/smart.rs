@@ -14,10 +14,10 @@ mod tests;
 
 use std::fmt;
 
-use crate::auth::ProviderKind;
-use crate::authz::actions::{DataAction, DataActions};
+use crate::actions::{DataAction, DataActions};
 use crate::authz::scope::{parse_scopes, Context, ResourceScope, ScopeError, ScopeSet};
 use crate::authz::{authorize as baseline, decide, Decision, Reasons};
+use crate::config::ProviderKind;
 use crate::fhir::compartment::{patient_compartment_params, practitioner_compartment_params};
 use crate::fhir::query::parameters;
 use crate::fhir::{FhirRequest, Interaction};

@@ -3,9 +3,9 @@
 use http::{HeaderMap, Method};
 
 use super::*;
+use crate::actions::DataAction::{Create, Delete, HardDelete, Read, Smart, Write};
 use crate::fhir::bundle::classify_bundle;
 use crate::fhir::classify;
-use actions::DataAction::{Create, Delete, HardDelete, Read, Smart, Write};
 
 fn classified(method: Method, target: &str) -> FhirRequest {
     let (path, query) = match target.split_once('?') {

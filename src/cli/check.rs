@@ -40,20 +40,8 @@ pub fn check(path: &Path, probe: bool) -> ExitCode {
 
 async fn probe_all(config: &Config) -> bool {
     let store = KeyStore::new();
-    let authorities = config
-        .auth
-        .primary
-        .iter()
-        .map(|p| p.authority.as_str())
-        .chain(
-            config
-                .auth
-                .smart_providers
-                .iter()
-                .map(|p| p.authority.as_str()),
-        );
     let mut all_ok = true;
-    for authority in authorities {
+    for (_, authority) in config.auth.providers() {
         match store.probe(authority, config).await {
             Ok(report) => {
                 println!("{authority}");

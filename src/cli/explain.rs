@@ -11,10 +11,11 @@ use base64::Engine;
 use http::{HeaderMap, HeaderValue, Method, Uri};
 use serde_json::Value;
 
-use crate::auth::{KeyStore, ProviderKind};
+use crate::auth::KeyStore;
 use crate::authz::smart::Confinement;
 use crate::authz::Reasons;
 use crate::config::Config;
+use crate::config::ProviderKind;
 use crate::error::Rejection;
 use crate::proxy::decision::{configured_actions, decide_bundle, decide_head, Findings};
 

@@ -11,7 +11,7 @@ use super::raw::{
     keys_of, RawApplication, RawAuthenticationConfiguration, RawSmartIdentityProvider,
 };
 use super::{Application, Authentication, Compatibility, PrimaryAuthority, SmartProvider};
-use crate::authz::actions::{DataAction, DataActions};
+use crate::actions::{DataAction, DataActions};
 
 /// "…applications is 25" (reference §1.1: the newer configure page; the old page said 2).
 const MAX_APPLICATIONS: usize = 25;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use super::document::{Errors, Node};
 use super::raw::{keys_of, RawRoles};
 use super::RoleMapping;
-use crate::authz::actions::{DataAction, DataActions};
+use crate::actions::{DataAction, DataActions};
 
 /// The built-in role table, names as written (matching is case-insensitive).
 pub fn built_in_roles() -> [(&'static str, DataActions); 15] {

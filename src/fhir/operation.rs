@@ -8,7 +8,7 @@
 //! OSS server's routes are, so `$EXPORT` needs what `$export` needs.
 
 use super::{ClassifyError, Verb};
-use crate::authz::actions::{DataAction, DataActions, Requirement};
+use crate::actions::{DataAction, DataActions, Requirement};
 use DataAction as A;
 use Verb::{Delete, Get, Patch, Post, Put};
 

@@ -4,7 +4,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use proptest::prelude::*;
 
 use super::*;
-use crate::authz::actions::{DataAction, DataActions, Requirement};
+use crate::actions::{DataAction, DataActions, Requirement};
 
 /// `"Read&Write|Update"` → the requirement; `"any"` → any single action; `"*"` → all at once.
 pub(crate) fn req(spec: &str) -> Requirement {

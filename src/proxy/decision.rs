@@ -7,10 +7,12 @@ use std::time::Instant;
 
 use http::{HeaderMap, Method, Uri};
 
-use crate::auth::{self, ConnectionMemo, KeyStore, Principal, ProviderKind};
+use crate::actions::DataActions;
+use crate::auth::{self, ConnectionMemo, KeyStore, Principal};
 use crate::authz::smart::{self, Confinement, SmartGrant};
-use crate::authz::{self, actions::DataActions, BundleDecision, Decision, Reasons};
+use crate::authz::{self, BundleDecision, Decision, Reasons};
 use crate::config::Config;
+use crate::config::ProviderKind;
 use crate::error::Rejection;
 use crate::fhir::{self, bundle, path::normalize_path, FhirRequest};
 use crate::metrics::Metrics;
@@ -247,7 +249,7 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authz::actions::DataAction::{Read, ReadById, Search, Smart, Write};
+    use crate::actions::DataAction::{Read, ReadById, Search, Smart, Write};
 
     fn principal(provider: ProviderKind, roles: &[&str]) -> Principal {
         Principal {

@@ -13,8 +13,8 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
+use crate::actions::DataActions;
 use crate::auth::{KeyStore, ProviderKeys};
-use crate::authz::actions::DataActions;
 use crate::authz::smart::{membership, visible, Confinement, FhirUser, SmartGrant};
 use crate::authz::BundleDecision;
 use crate::config::Config;

@@ -9,7 +9,7 @@ mod parameters;
 mod tests;
 
 use super::{export_eligible_types, is_export, membership, FhirUser, SmartGrant};
-use crate::authz::actions::{DataAction, DataActions};
+use crate::actions::{DataAction, DataActions};
 use crate::fhir::compartment::is_shared_type;
 use crate::fhir::query::{encode, parameters};
 use crate::fhir::{FhirRequest, Interaction};

@@ -7,7 +7,7 @@
 use http::{HeaderMap, Method};
 
 use super::*;
-use crate::authz::actions::DataAction::{self, Delete, Export, Read, ReadById, Write};
+use crate::actions::DataAction::{self, Delete, Export, Read, ReadById, Write};
 use crate::fhir::classify;
 
 const USER: &str = "Practitioner/7";

@@ -5,7 +5,7 @@ use http::{HeaderMap, Method};
 use serde_json::json;
 
 use super::*;
-use crate::authz::actions::DataAction;
+use crate::actions::DataAction;
 use crate::fhir::classify;
 
 const USER: &str = "https://fhir.example.org/Patient/123";
