@@ -3,7 +3,7 @@
 //!
 //! - `cold`: the full path every time — decode, provider by issuer, key by `kid`, signature,
 //!   lifetime, audience, `Principal` — with the verified-token cache disabled
-//!   (`KeyStore::with_token_cache_bytes(0)`). This is what a cache miss costs, less the cache's
+//!   (`TokenCache::new(0)`). This is what a cache miss costs, less the cache's
 //!   own lookup and insert.
 //! - `cached`: the same token again through the default cache: SHA-256 of the token, two map
 //!   lookups (entry, provider key set), the lifetime check, the shared `Principal`. (Serving
@@ -34,8 +34,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use fhirguard::auth::{authenticate, cache::TokenDigest, KeyStore};
+use fhirguard::auth::KeyStore;
 use fhirguard::config::Config;
+use fhirguard::proxy::session::{self, TokenCache, TokenDigest};
 use tokio::runtime::Runtime;
 
 #[allow(dead_code, unreachable_pub)]
@@ -57,18 +58,22 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A fake provider announcing Entra's v1 issuer, its config, and a key store (cache of
-/// `cache_bytes`) already holding the provider's keys.
-fn setup(runtime: &Runtime, key: &TestKey, cache_bytes: u64) -> (FakeIdp, Config, KeyStore) {
+/// A fake provider announcing Entra's v1 issuer, its config, a key store already holding the
+/// provider's keys, and a verified-token cache of `cache_bytes`.
+fn setup(
+    runtime: &Runtime,
+    key: &TestKey,
+    cache_bytes: u64,
+) -> (FakeIdp, Config, KeyStore, TokenCache) {
     runtime.block_on(async {
         let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
         idp.set_issuer(&token::entra_v1_issuer(TENANT));
         let config =
             Config::parse(&config_yaml(Some((&idp.base_url(), AUDIENCE)), &[])).expect("config");
-        let store = KeyStore::with_token_cache_bytes(cache_bytes);
+        let store = KeyStore::new();
         store.prefetch(&config).await;
         assert!(store.is_ready(&config), "the fake provider's keys");
-        (idp, config, store)
+        (idp, config, store, TokenCache::new(cache_bytes))
     })
 }
 
@@ -81,13 +86,10 @@ fn verification(c: &mut Criterion) {
     for key in [TestKey::rsa("rsa-1"), TestKey::ec_p256("ec-1")] {
         let alg = format!("{:?}", key.alg);
         let text = token::entra_v1(TENANT, AUDIENCE, "client-1", now()).sign(&key);
-        for (name, cache_bytes) in [
-            ("cold", 0),
-            ("cached", fhirguard::auth::cache::DEFAULT_CAPACITY_BYTES),
-        ] {
-            let (_idp, config, store) = setup(&runtime, &key, cache_bytes);
+        for (name, cache_bytes) in [("cold", 0), ("cached", session::DEFAULT_CAPACITY_BYTES)] {
+            let (_idp, config, store, tokens) = setup(&runtime, &key, cache_bytes);
             let check = || async {
-                authenticate(&store, &config, &text, now())
+                session::authenticate(&tokens, &store, &config, &text, now(), None)
                     .await
                     .expect("valid token")
             };

@@ -7,7 +7,7 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::proxy::body::{empty, full, Body};
+use crate::body::{empty, full, Body};
 use crate::proxy::Proxy;
 
 /// Answers one admin request.
@@ -84,7 +84,7 @@ fn export_key_sets(proxy: &Proxy) {
 
 /// Copies the verified-token cache's counters into theirs, at scrape time (as key sets above).
 fn export_token_cache(proxy: &Proxy) {
-    let stats = proxy.keys.token_cache().stats();
+    let stats = proxy.tokens.stats();
     let metrics = &proxy.metrics;
     for (counter, total) in [
         (&metrics.token_cache_hits, stats.hits),

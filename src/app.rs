@@ -10,10 +10,11 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::auth::KeyStore;
+use crate::body::BodyBuffers;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::proxy::body::BodyBuffers;
 use crate::proxy::forward::{Upstream, UpstreamError};
+use crate::proxy::session::TokenCache;
 use crate::proxy::{Generation, Peer, Proxy};
 use crate::reload::Reloader;
 use crate::server::{self, ListenerSettings, ServerError};
@@ -94,6 +95,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let keys = Arc::new(KeyStore::new());
     let metrics = Metrics::new();
     let proxy = Arc::new(Proxy {
+        tokens: TokenCache::default(),
         generation: ArcSwap::from_pointee(Generation {
             number: 1,
             config,

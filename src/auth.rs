@@ -7,12 +7,12 @@
 //! whose *discovered* issuer equals `iss` → algorithm allow-list → key by `kid` → signature →
 //! `exp`/`nbf` → audience and (smart providers) application, scopes and `fhirUser`.
 //!
-//! A token verified once is answered from the verified-token cache ([`cache`]) until it expires,
-//! its provider's key set changes or another configuration is in force; its lifetime is checked
-//! on every request either way.
+//! Authentication holds no state of its own beyond key sets: [`verify`] returns a [`Verified`]
+//! (who the token names, under which key set and configuration) and [`revalidate`] says
+//! whether such a result still applies; the proxy's session cache
+//! ([`crate::proxy::session`]) keeps them between requests.
 
 pub mod bearer;
-pub mod cache;
 pub mod discovery;
 pub mod error;
 pub mod jwks;
@@ -20,27 +20,22 @@ pub mod keys;
 pub mod near_miss;
 pub mod token;
 
-use std::sync::{Arc, Mutex, OnceLock};
-
-use crate::authz::smart::{SmartError, SmartGrant};
+use std::sync::Arc;
 
 use jsonwebtoken::Algorithm;
 
 pub use bearer::{bearer_token, jwt_in_url, UrlPart};
-pub use cache::{TokenCache, TokenCacheStats};
 pub use discovery::KeyError;
 pub use error::{AuthError, FhirUserRule};
-pub use jwks::{
-    ConfigSource, KeySetObserver, KeySetStats, KeySettings, KeyStore, ProbeReport, ProviderKeys,
-};
+pub use jwks::{ConfigSource, KeySetStats, KeySettings, KeyStore, ProbeReport, ProviderKeys};
 pub use keys::SigningKey;
 
 use crate::authz::scope::{parse_scopes, Context};
 use crate::config::{Compatibility, Config, ProviderKind};
-use cache::{TokenDigest, Verified};
 use error::echo;
 use keys::allowed_algorithm;
 use token::{audience_matches, check_lifetime, is_fhir_user_reference, UnverifiedToken};
+pub use token::{unix_now, Lifetime};
 
 /// How many token audiences an `error_description` lists (it goes into a response header).
 const MAX_ECHOED_AUDIENCES: usize = 5;
@@ -82,59 +77,6 @@ pub struct Principal {
     pub expires_at: u64,
     /// The `kid` of the key that verified the token.
     pub key_id: Option<String>,
-    /// What requests derive from the claims, kept with them: a principal from the token cache
-    /// answers many requests.
-    pub derived: Derived,
-}
-
-/// Computed from a principal's claims on first use. Not part of its identity: clones start
-/// empty and equality ignores it.
-#[derive(Debug, Default)]
-pub struct Derived {
-    /// The SMART grant, for the public base URL it was built with (boxed: most principals of
-    /// a primary authority never fill it, and every cache entry carries the slot).
-    smart: OnceLock<Box<(Option<url::Url>, GrantResult)>>,
-}
-
-type GrantResult = Result<Arc<SmartGrant>, SmartError>;
-
-impl Clone for Derived {
-    fn clone(&self) -> Derived {
-        Derived::default()
-    }
-}
-
-impl PartialEq for Derived {
-    fn eq(&self, _: &Derived) -> bool {
-        true
-    }
-}
-
-impl Eq for Derived {}
-
-impl Principal {
-    /// The SMART grant of the token's scopes, `fhirUser` and launch-context patient (reference
-    /// §8 rules 14–16), parsed once per principal and base URL. Every claim it reads is a field
-    /// of the principal, so a cached principal carries a grant built from its own token only.
-    pub fn smart_grant(
-        &self,
-        public_base: Option<&url::Url>,
-    ) -> Result<Arc<SmartGrant>, SmartError> {
-        let build = || {
-            SmartGrant::new(&self.scopes, self.fhir_user.as_deref(), public_base)?
-                .with_launch_patient(self.launch_patient.as_deref(), public_base)
-                .map(Arc::new)
-        };
-        let (base, grant) = &**self
-            .derived
-            .smart
-            .get_or_init(|| Box::new((public_base.cloned(), build())));
-        if base.as_ref() == public_base {
-            grant.clone()
-        } else {
-            build()
-        }
-    }
 }
 
 /// A configured provider chosen by issuer, with its key set.
@@ -144,112 +86,55 @@ struct Selected {
     keys: Arc<ProviderKeys>,
 }
 
-/// SPEC §4 steps 4–7 for one token; `now` in Unix seconds. Answered from the store's
-/// verified-token cache when the token was verified before under the same key set and
-/// configuration; the lifetime is checked again either way.
+/// What one verification established, and under which key set and configuration: enough for
+/// [`revalidate`] to tell, later, whether it still applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Shared with every request a kept result answers: no copy of the claims.
+    pub principal: Arc<Principal>,
+    /// `exp` and `nbf`, checked again on every reuse.
+    pub lifetime: Lifetime,
+    /// [`ProviderKeys::fingerprint`] of the set whose key verified the signature.
+    pub key_set: [u8; 32],
+    /// [`Config::fingerprint`] of the configuration that judged the claims.
+    pub config: [u8; 32],
+}
+
+/// SPEC §4 steps 4–7 for one token, in full; `now` in Unix seconds.
 pub async fn authenticate(
     store: &KeyStore,
     config: &Config,
     token: &str,
     now: u64,
 ) -> Result<Arc<Principal>, AuthError> {
-    authenticate_on(store, config, token, now, None).await
+    verify(store, config, token, now).await.map(|v| v.principal)
 }
 
-/// The last token a client connection presented, with what verifying it established. A client
-/// sends the same token on every request of a keep-alive connection: comparing it byte for
-/// byte with the last one costs less than hashing it for the cache. The entry answers only
-/// as a cache entry would ([`reuse`]: same configuration, same key set, lifetime checked).
-#[derive(Debug, Default)]
-pub struct ConnectionMemo(Mutex<Option<(Box<str>, Arc<Verified>)>>);
-
-impl ConnectionMemo {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Box<str>, Arc<Verified>)>> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn get(&self, token: &str) -> Option<Arc<Verified>> {
-        match &*self.lock() {
-            Some((last, verified)) if **last == *token => Some(Arc::clone(verified)),
-            _ => None,
-        }
-    }
-
-    fn set(&self, token: &str, verified: Option<Arc<Verified>>) {
-        *self.lock() = verified.map(|verified| (Box::from(token), verified));
-    }
-}
-
-/// [`authenticate`], trying the connection's last token first.
-pub async fn authenticate_on(
-    store: &KeyStore,
-    config: &Config,
-    token: &str,
-    now: u64,
-    memo: Option<&ConnectionMemo>,
-) -> Result<Arc<Principal>, AuthError> {
-    let cache = store.token_cache();
-    if !cache.is_enabled() {
-        return Box::pin(verify(store, config, token, now))
-            .await
-            .map(|v| v.principal);
-    }
-    if let Some(remembered) = memo.and_then(|memo| memo.get(token)) {
-        if let Some(answer) = reuse(store, config, &remembered, now).await {
-            cache.record(true);
-            return answer;
-        }
-    }
-    let digest = TokenDigest::of(token);
-    if let Some(cached) = cache.get(&digest).await {
-        if let Some(answer) = reuse(store, config, &cached, now).await {
-            cache.record(true);
-            if let Some(memo) = memo {
-                memo.set(token, Some(cached));
-            }
-            return answer;
-        }
-        cache.remove(&digest).await;
-    }
-    cache.record(false);
-    // The miss path's futures are boxed: kept inline, they would make every request's future
-    // (and the copies made of it) several times larger than a hit needs.
-    let verified = Box::pin(verify(store, config, token, now)).await?;
-    let principal = Arc::clone(&verified.principal);
-    let kept = Box::pin(cache.insert(digest, verified, now)).await;
-    if let Some(memo) = memo {
-        memo.set(token, kept);
-    }
-    Ok(principal)
-}
-
-/// A cached verification still applies when the configuration that judged it is in force and
+/// A kept verification still applies when the configuration that judged it is in force and
 /// its provider's current key set is the one that verified it; then only the lifetime is
 /// checked again. `None`: verify in full.
-async fn reuse(
+pub async fn revalidate(
     store: &KeyStore,
     config: &Config,
-    cached: &Verified,
+    kept: &Verified,
     now: u64,
-) -> Option<Result<Arc<Principal>, AuthError>> {
-    if cached.config != config.fingerprint {
+) -> Option<Result<(), AuthError>> {
+    if kept.config != config.fingerprint {
         return None;
     }
-    let authority = cached.principal.authority.as_str();
+    let authority = kept.principal.authority.as_str();
     let keys = store.current(authority, config.key_sets.max_stale).await?;
-    if keys.fingerprint != cached.key_set {
+    if keys.fingerprint != kept.key_set {
         return None;
     }
-    let checked = cached
-        .lifetime
-        .check(now, config.clock_skew.as_secs(), authority);
-    Some(checked.map(|()| Arc::clone(&cached.principal)))
+    Some(
+        kept.lifetime
+            .check(now, config.clock_skew.as_secs(), authority),
+    )
 }
 
-/// The full verification of SPEC §4 steps 4–7, uncached.
-async fn verify(
+/// The full verification of SPEC §4 steps 4–7.
+pub async fn verify(
     store: &KeyStore,
     config: &Config,
     token: &str,
@@ -373,7 +258,6 @@ async fn verify(
         groups,
         expires_at: lifetime.expires_at,
         key_id: key.kid,
-        derived: Derived::default(),
     };
     Ok(Verified {
         principal: Arc::new(principal),

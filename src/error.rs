@@ -14,12 +14,11 @@ use serde_json::json;
 
 use crate::auth::{AuthError, UrlPart};
 use crate::authz::smart::{Denial, SmartError};
+use crate::body::{full, Body, BufferError};
 use crate::fhir::bundle::BundleError;
 use crate::fhir::path::PathError;
 use crate::fhir::ClassifyError;
-use crate::proxy::body::{full, Body, BufferError};
-use crate::proxy::headers::REQUEST_ID;
-use crate::proxy::hygiene::UnsafeRequest;
+use crate::hygiene::UnsafeRequest;
 
 /// The media type of every body fhirguard writes itself (FHIR R4 §3.1.0.1.3).
 pub const FHIR_JSON: &str = "application/fhir+json";
@@ -289,6 +288,7 @@ impl From<BufferError> for Rejection {
             BufferError::Timeout(timeout) => Rejection::BodyTimeout(timeout),
             BufferError::Spent(spent) => Rejection::BufferFull { limit: spent.limit },
             BufferError::Read(error) => Rejection::BodyRead(error.to_string()),
+            BufferError::Encoded => Rejection::Invalid(BufferError::Encoded.to_string()),
         }
     }
 }
@@ -346,7 +346,8 @@ fn quoted(text: &str) -> String {
     out
 }
 
-/// A FHIR `OperationOutcome` response whose `id` is the request id.
+/// A FHIR `OperationOutcome` response whose `id` is the request id (the caller sets the
+/// `X-Request-Id` header on every response alike).
 pub fn operation_outcome(
     status: StatusCode,
     code: &str,
@@ -362,9 +363,6 @@ pub fn operation_outcome(
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
-    if let Ok(id) = HeaderValue::from_str(request_id) {
-        headers.insert(REQUEST_ID, id);
-    }
     response
 }
 
@@ -430,7 +428,7 @@ mod tests {
 
     #[test]
     fn hygiene_and_body_rejections_have_their_status_code_outcome_and_headers() {
-        use crate::proxy::hygiene::{ParameterPlace, UnsafeRequest};
+        use crate::hygiene::{ParameterPlace, UnsafeRequest};
         let context = ResponseContext {
             request_id: "r-1",
             challenge: Challenge {

@@ -118,7 +118,7 @@ impl Reloader {
         }));
         // Verifications judged under the old rules are dropped now rather than left to age out
         // (the cache would not reuse them anyway: each entry records its config fingerprint).
-        self.proxy.keys.token_cache().invalidate_all();
+        self.proxy.tokens.invalidate_all();
         self.last_digest = Some(new_digest);
         self.proxy
             .metrics

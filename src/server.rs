@@ -30,9 +30,9 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::ConnectionMemo;
+use crate::body::Body;
 use crate::config::{Limits, Tls};
-use crate::proxy::body::Body;
+use crate::proxy::session::ConnectionMemo;
 
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]

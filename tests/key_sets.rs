@@ -4,11 +4,11 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use fhirguard::auth::{authenticate, AuthError, KeyError, KeySetObserver, KeyStore};
+use fhirguard::auth::{authenticate, AuthError, KeyError, KeyStore};
 use fhirguard::config::Config;
 use http::StatusCode;
 use serde_json::json;
@@ -288,23 +288,12 @@ async fn probe_reports_issuer_jwks_uri_and_usable_keys() {
     );
 }
 
-#[derive(Debug, Default)]
-struct Recorder(Mutex<Vec<(String, Result<usize, String>)>>);
-
-impl KeySetObserver for Recorder {
-    fn fetched(&self, authority: &str, result: Result<usize, &KeyError>) {
-        let result = result.map_err(ToString::to_string);
-        self.0.lock().unwrap().push((authority.to_owned(), result));
-    }
-}
-
 #[tokio::test]
-async fn fetches_are_counted_and_observed() {
+async fn fetches_are_counted() {
     let key = TestKey::rsa("k");
     let idp = FakeIdp::with_keys(vec![key.jwk(), TestKey::ec_p256("e").jwk()]).await;
     let config = config(&[idp.base_url()]);
-    let recorder = Arc::new(Recorder::default());
-    let store = KeyStore::with_observer(recorder.clone());
+    let store = KeyStore::new();
     let before = now();
     store.prefetch(&config).await;
     let stats = store.authority_stats(&idp.base_url());
@@ -315,5 +304,4 @@ async fn fetches_are_counted_and_observed() {
     assert!(stats.last_success.is_some_and(|t| t >= before));
     assert_eq!(stats.issuer, Some(idp.issuer()));
     assert_eq!(store.stats(), [stats]);
-    assert_eq!(*recorder.0.lock().unwrap(), [(idp.base_url(), Ok(2))]);
 }

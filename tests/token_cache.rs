@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fhirguard::app::{self, StartOptions};
-use fhirguard::auth::{
-    authenticate, authenticate_on, AuthError, ConnectionMemo, KeySettings, KeyStore,
-    TokenCacheStats,
-};
+use std::sync::Arc;
+
+use fhirguard::auth::{AuthError, KeySettings, KeyStore, Principal};
 use fhirguard::config::Config;
+use fhirguard::proxy::session::{self, ConnectionMemo, TokenCache, TokenCacheStats};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -37,7 +37,59 @@ fn valid(idp: &FakeIdp, key: &TestKey) -> String {
     token::base_claims(&idp.issuer(), AUDIENCE, now()).sign(key)
 }
 
-fn counts(store: &KeyStore) -> (u64, u64) {
+/// The key sets and the proxy's verified-token cache, as the proxy holds them.
+struct Store {
+    keys: KeyStore,
+    tokens: TokenCache,
+}
+
+impl Store {
+    fn new() -> Store {
+        Store::with_token_cache_bytes(session::DEFAULT_CAPACITY_BYTES)
+    }
+
+    fn with_token_cache_bytes(capacity: u64) -> Store {
+        Store {
+            keys: KeyStore::new(),
+            tokens: TokenCache::new(capacity),
+        }
+    }
+
+    fn token_cache(&self) -> &TokenCache {
+        &self.tokens
+    }
+}
+
+impl std::ops::Deref for Store {
+    type Target = KeyStore;
+
+    fn deref(&self) -> &KeyStore {
+        &self.keys
+    }
+}
+
+async fn authenticate(
+    store: &Store,
+    config: &Config,
+    token: &str,
+    now: u64,
+) -> Result<Arc<Principal>, AuthError> {
+    authenticate_on(store, config, token, now, None).await
+}
+
+async fn authenticate_on(
+    store: &Store,
+    config: &Config,
+    token: &str,
+    now: u64,
+    memo: Option<&ConnectionMemo>,
+) -> Result<Arc<Principal>, AuthError> {
+    session::authenticate(&store.tokens, &store.keys, config, token, now, memo)
+        .await
+        .map(|session| Arc::clone(session.principal()))
+}
+
+fn counts(store: &Store) -> (u64, u64) {
     let TokenCacheStats { hits, misses, .. } = store.token_cache().stats();
     (hits, misses)
 }
@@ -46,7 +98,7 @@ fn counts(store: &KeyStore) -> (u64, u64) {
 async fn a_repeated_token_is_verified_once() {
     let key = TestKey::rsa("k");
     let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
-    let (config, store) = (config(&idp), KeyStore::new());
+    let (config, store) = (config(&idp), Store::new());
     let token = valid(&idp, &key);
     let first = authenticate(&store, &config, &token, now())
         .await
@@ -73,7 +125,7 @@ async fn a_repeated_token_is_verified_once() {
 async fn refused_tokens_are_not_cached() {
     let key = TestKey::ec_p256("k");
     let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
-    let (config, store) = (config(&idp), KeyStore::new());
+    let (config, store) = (config(&idp), Store::new());
     let wrong_audience = token::base_claims(&idp.issuer(), "https://other", now()).sign(&key);
     for _ in 0..2 {
         let error = authenticate(&store, &config, &wrong_audience, now())
@@ -90,7 +142,7 @@ async fn refused_tokens_are_not_cached() {
 async fn a_cached_token_that_has_expired_since_is_refused() {
     let key = TestKey::ec_p256("k");
     let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
-    let (config, store) = (config(&idp), KeyStore::new());
+    let (config, store) = (config(&idp), Store::new());
     let issued = now();
     let token = token::base_claims(&idp.issuer(), AUDIENCE, issued)
         .claim("exp", issued + 600)
@@ -121,7 +173,7 @@ async fn a_cached_token_that_has_expired_since_is_refused() {
 async fn a_key_set_change_that_removes_the_key_drops_its_tokens() {
     let old = TestKey::ec_p256("old");
     let idp = FakeIdp::with_keys(vec![old.jwk()]).await;
-    let (config, store) = (config(&idp), KeyStore::new());
+    let (config, store) = (config(&idp), Store::new());
     let settings = KeySettings::of(&config);
     let token = valid(&idp, &old);
     authenticate(&store, &config, &token, now())
@@ -166,7 +218,7 @@ async fn a_key_set_change_that_removes_the_key_drops_its_tokens() {
 async fn a_connections_last_token_follows_the_cache_rules() {
     let old = TestKey::ec_p256("old");
     let idp = FakeIdp::with_keys(vec![old.jwk()]).await;
-    let (mut config, store) = (config(&idp), KeyStore::new());
+    let (mut config, store) = (config(&idp), Store::new());
     let memo = ConnectionMemo::default();
     let issued = now();
     let token = token::base_claims(&idp.issuer(), AUDIENCE, issued)
@@ -222,7 +274,7 @@ async fn a_connections_last_token_follows_the_cache_rules() {
 async fn another_configuration_misses() {
     let key = TestKey::ec_p256("k");
     let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
-    let store = KeyStore::new();
+    let store = Store::new();
     let first = config(&idp);
     // The next generation: same provider, another groups claim (the Principal would differ).
     let yaml = format!(
@@ -257,7 +309,7 @@ async fn the_memory_bound_holds() {
     let key = TestKey::ec_p256("k");
     let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
     let capacity = 16 * 1024;
-    let (config, store) = (config(&idp), KeyStore::with_token_cache_bytes(capacity));
+    let (config, store) = (config(&idp), Store::with_token_cache_bytes(capacity));
     for i in 0..200 {
         let token = token::base_claims(&idp.issuer(), AUDIENCE, now())
             .claim("jti", i)
@@ -277,7 +329,7 @@ async fn the_memory_bound_holds() {
 async fn without_a_cache_every_token_is_verified_in_full() {
     let key = TestKey::ec_p256("k");
     let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
-    let (config, store) = (config(&idp), KeyStore::with_token_cache_bytes(0));
+    let (config, store) = (config(&idp), Store::with_token_cache_bytes(0));
     let token = valid(&idp, &key);
     for _ in 0..2 {
         authenticate(&store, &config, &token, now())

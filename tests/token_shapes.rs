@@ -7,6 +7,7 @@ mod support;
 use std::sync::Arc;
 
 use fhirguard::auth::{authenticate, AuthError, KeyStore, Principal};
+use fhirguard::authz::smart::SmartGrant;
 use fhirguard::config::Config;
 use fhirguard::config::ProviderKind;
 use jsonwebtoken::Algorithm;
@@ -196,7 +197,8 @@ async fn rfc9068_backend_services_token_is_accepted_by_a_smart_provider() {
     assert_eq!(principal.client_id.as_deref(), Some("bulk-client"));
     assert_eq!(principal.client_claim, Some("client_id"));
     assert_eq!(principal.fhir_user, None);
-    let grant = principal.smart_grant(None).expect("a system/ grant");
+    let grant = SmartGrant::new(&principal.scopes, principal.fhir_user.as_deref(), None)
+        .expect("a system/ grant");
     assert_eq!(grant.user, None);
 }
 
@@ -219,7 +221,8 @@ async fn okta_token_is_accepted_by_a_smart_provider() {
         .expect("accepted");
     assert_eq!(principal.client_claim, Some("cid"));
     assert_eq!(principal.fhir_user.as_deref(), Some("Practitioner/dr-1"));
-    let grant = principal.smart_grant(None).expect("a user/ grant");
+    let grant = SmartGrant::new(&principal.scopes, principal.fhir_user.as_deref(), None)
+        .expect("a user/ grant");
     assert_eq!(
         grant.user.as_ref().map(ToString::to_string).as_deref(),
         Some("Practitioner/dr-1")

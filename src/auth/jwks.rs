@@ -9,17 +9,17 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::cache::TokenCache;
 use super::discovery::{FetchPolicy, Fetcher, KeyError};
 use super::error::AuthError;
 use super::keys::SigningKey;
+use super::token::unix_now;
 use crate::config::Config;
 
 /// One provider's discovered issuer and usable keys, as last fetched successfully.
@@ -81,12 +81,6 @@ pub struct KeySetStats {
     pub last_error: Option<String>,
 }
 
-/// Told about every fetch as it completes (e.g. to count it in metrics).
-pub trait KeySetObserver: Send + Sync + fmt::Debug {
-    /// `Ok(keys held)` or the error; `authority` as configured.
-    fn fetched(&self, authority: &str, result: Result<usize, &KeyError>);
-}
-
 /// Whatever holds the configuration in force (it changes on reload).
 pub trait ConfigSource: Send + Sync + 'static {
     fn with_config<R>(&self, f: impl FnOnce(&Config) -> R) -> R;
@@ -139,18 +133,14 @@ pub struct KeyStore {
 
 struct Inner {
     sets: Cache<String, Arc<ProviderKeys>>,
-    tokens: TokenCache,
     authorities: Mutex<HashMap<String, Arc<AuthorityState>>>,
     fetcher: Result<Fetcher, String>,
-    observer: Option<Arc<dyn KeySetObserver>>,
 }
 
 impl fmt::Debug for Inner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyStore")
             .field("sets", &self.sets.entry_count())
-            .field("tokens", &self.tokens)
-            .field("observer", &self.observer)
             .finish_non_exhaustive()
     }
 }
@@ -162,30 +152,12 @@ impl Default for KeyStore {
 }
 
 impl KeyStore {
-    /// A store with the default verified-token cache ([`super::cache::DEFAULT_CAPACITY_BYTES`]).
     pub fn new() -> KeyStore {
-        KeyStore::build(None, TokenCache::default())
-    }
-
-    /// A store that reports every fetch to `observer`.
-    pub fn with_observer(observer: Arc<dyn KeySetObserver>) -> KeyStore {
-        KeyStore::build(Some(observer), TokenCache::default())
-    }
-
-    /// A store whose verified-token cache holds at most `capacity_bytes` (0: no cache, every
-    /// token verified in full).
-    pub fn with_token_cache_bytes(capacity_bytes: u64) -> KeyStore {
-        KeyStore::build(None, TokenCache::new(capacity_bytes))
-    }
-
-    fn build(observer: Option<Arc<dyn KeySetObserver>>, tokens: TokenCache) -> KeyStore {
         KeyStore {
             inner: Arc::new(Inner {
                 sets: Cache::new(1024),
-                tokens,
                 authorities: Mutex::default(),
                 fetcher: Fetcher::new().map_err(|error| error.to_string()),
-                observer,
             }),
         }
     }
@@ -197,12 +169,6 @@ impl KeyStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         Arc::clone(map.entry(authority.to_owned()).or_default())
-    }
-
-    /// The verified-token cache ([`super::cache`]), which lives as long as the key sets it
-    /// depends on.
-    pub fn token_cache(&self) -> &TokenCache {
-        &self.inner.tokens
     }
 
     /// The authority's last good key set, if it is younger than `max_stale`.
@@ -325,7 +291,7 @@ impl KeyStore {
                 fetched: Instant::now(),
             })
         });
-        let observed = match result {
+        match result {
             Ok(set) => {
                 tracing::info!(authority, issuer = %set.issuer, keys = set.keys.len(), "key set fetched");
                 let count = set.keys.len();
@@ -343,18 +309,13 @@ impl KeyStore {
                     .sets
                     .insert(authority.to_owned(), Arc::new(set))
                     .await;
-                Ok(count)
             }
             Err(error) => {
                 tracing::warn!(authority, error = %error, "key set fetch failed; the last good set, if any, stays in use");
                 let mut status = state.status.lock().unwrap_or_else(PoisonError::into_inner);
                 status.stats.fetches_error += 1;
                 status.stats.last_error = Some(error.to_string());
-                Err(error)
             }
-        };
-        if let Some(observer) = &self.inner.observer {
-            observer.fetched(authority, observed.as_ref().map(|n| *n));
         }
     }
 
@@ -476,10 +437,4 @@ impl KeyStore {
 /// The configured authorities, owned: the refresher keeps them across a reload's swap.
 fn authorities(config: &Config) -> Vec<String> {
     config.auth.providers().map(|(_, a)| a.to_owned()).collect()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -137,6 +137,13 @@ fn decode_part(part: &str) -> Result<Vec<u8>, AuthError> {
         .map_err(|_| malformed("a part is not base64url"))
 }
 
+/// The wall clock in Unix seconds, the unit of `exp`, `nbf` and `iat` (RFC 7519 §2 NumericDate).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// A token's validity window, Unix seconds: what the verified-token cache keeps so that the
 /// window is checked again on every request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

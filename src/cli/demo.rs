@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::app::{self, StartOptions};
+use crate::body::Body;
 use crate::config::Config;
-use crate::proxy::body::Body;
 use idp::DevIdp;
 
 /// The audience every demo application expects.

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::config::ProviderKind;
 use crate::error::Rejection;
 use crate::proxy::decision::{configured_actions, decide_bundle, decide_head, Findings};
+use crate::proxy::session::TokenCache;
 
 /// What to explain.
 #[derive(Debug)]
@@ -178,6 +179,7 @@ async fn run(
     };
     let mut result = decide_head(
         &keys,
+        &TokenCache::new(0),
         config,
         None,
         None,

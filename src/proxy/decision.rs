@@ -8,15 +8,16 @@ use std::time::Instant;
 use http::{HeaderMap, Method, Uri};
 
 use crate::actions::DataActions;
-use crate::auth::{self, ConnectionMemo, KeyStore, Principal};
+use crate::auth::{self, KeyStore, Principal};
 use crate::authz::smart::{self, Confinement, SmartGrant};
 use crate::authz::{self, BundleDecision, Decision, Reasons};
 use crate::config::Config;
 use crate::config::ProviderKind;
 use crate::error::Rejection;
 use crate::fhir::{self, bundle, path::normalize_path, FhirRequest};
+use crate::hygiene;
 use crate::metrics::Metrics;
-use crate::proxy::hygiene;
+use crate::proxy::session::{self, ConnectionMemo, TokenCache};
 
 /// What the steps learned, in order; later fields stay `None` after the first failure.
 #[derive(Debug, Default)]
@@ -60,6 +61,7 @@ impl Findings {
 #[allow(clippy::too_many_arguments)] // the request head and what judges it, all borrowed
 pub async fn decide_head(
     keys: &KeyStore,
+    tokens: &TokenCache,
     config: &Config,
     metrics: Option<&Metrics>,
     memo: Option<&ConnectionMemo>,
@@ -95,7 +97,8 @@ pub async fn decide_head(
 
     // Steps 4–7: provider, signature, time, audience and client.
     let started = Instant::now();
-    let authenticated = auth::authenticate_on(keys, config, token, unix_now(), memo).await;
+    let authenticated =
+        session::authenticate(tokens, keys, config, token, auth::unix_now(), memo).await;
     if let Some(metrics) = metrics {
         metrics
             .auth_duration
@@ -107,7 +110,8 @@ pub async fn decide_head(
                 .inc();
         }
     }
-    let principal = findings.principal.insert(authenticated?);
+    let session = authenticated?;
+    let principal = findings.principal.insert(Arc::clone(session.principal()));
 
     // Step 8: classification and authorization.
     let granted = granted_actions(config, principal);
@@ -117,7 +121,7 @@ pub async fn decide_head(
         .insert(fhir::classify(method, path, query, headers)?);
     // SMART applies (reference §4.1): the scopes narrow the grant, `fhirUser` confines.
     let grant = if smart::applies(principal.provider, granted) {
-        let grant = principal.smart_grant(config.public_base_url.as_ref())?;
+        let grant = session.smart_grant(config.public_base_url.as_ref())?;
         Some(&**findings.smart.insert(grant))
     } else {
         None
@@ -240,12 +244,6 @@ pub fn configured_actions(config: &Config, principal: &Principal) -> DataActions
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,7 +267,6 @@ mod tests {
             groups: Vec::new(),
             expires_at: 0,
             key_id: None,
-            derived: Default::default(),
         }
     }
 

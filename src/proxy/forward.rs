@@ -19,9 +19,9 @@ use std::sync::Arc;
 use http::HeaderValue;
 use tokio::sync::Semaphore;
 
+use crate::body::{stream, Body};
 use crate::config::Upstream as UpstreamConfig;
 use crate::error::Rejection;
-use crate::proxy::body::{stream, Body};
 use crate::proxy::pool::Pool;
 
 /// Why the upstream client could not be built.

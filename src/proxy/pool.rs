@@ -34,7 +34,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
-use crate::proxy::body::{Body, BoxError};
+use crate::body::{Body, BoxError};
 
 /// The connections to one upstream origin.
 pub(super) struct Pool {

@@ -17,11 +17,11 @@ use crate::actions::DataActions;
 use crate::auth::{KeyStore, ProviderKeys};
 use crate::authz::smart::{membership, visible, Confinement, FhirUser, SmartGrant};
 use crate::authz::BundleDecision;
+use crate::body::{full, Body};
 use crate::config::Config;
 use crate::error::{Rejection, FHIR_JSON};
 use crate::fhir::json as fhir_json;
-use crate::proxy::body::{full, Body};
-use crate::proxy::hygiene::{ParameterPlace, UnsafeRequest};
+use crate::hygiene::{ParameterPlace, UnsafeRequest};
 
 mod change;
 

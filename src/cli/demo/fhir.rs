@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::proxy::body::{full, Body};
+use crate::body::{full, Body};
 
 /// The base path the stand-in serves under, as a FHIR server behind a prefix would.
 pub const BASE_PATH: &str = "/fhir";

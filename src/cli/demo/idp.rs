@@ -16,7 +16,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::proxy::body::{full, Body};
+use crate::body::{full, Body};
 
 /// Why the development identity provider could not start.
 #[derive(Debug, thiserror::Error)]

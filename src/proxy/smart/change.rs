@@ -11,10 +11,10 @@ use serde_json::Value;
 use super::{buffer, json, strip_conditional_headers};
 use crate::auth::Principal;
 use crate::authz::smart::{confine_condition, membership, Confinement, FhirUser};
+use crate::body::empty;
 use crate::error::{Rejection, FHIR_JSON};
 use crate::fhir::patch::{apply, JSON_PATCH};
 use crate::fhir::FhirRequest;
-use crate::proxy::body::empty;
 use crate::proxy::{Generation, Proxy, Target};
 
 /// What a write would store must be in the compartment, name no other patient in its

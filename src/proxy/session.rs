@@ -1,5 +1,8 @@
-//! The verified-token cache (issue 5): a token whose signature and claims were verified once is
-//! not verified again while it lives. Signature checks dominate authentication (RS256 and ES256
+//! Sessions: what the proxy keeps about a token between requests. The verified-token cache
+//! (issue 5): a token whose signature and claims were verified once is not verified again while
+//! it lives; the per-connection memo of the last token; and what requests derive from a token's
+//! claims (its SMART grant), kept with the verification it came from. Authentication itself
+//! ([`crate::auth`]) keeps no such state. Signature checks dominate authentication (RS256 and ES256
 //! cost tens of microseconds; a hit costs one SHA-256 of the token and two map lookups), and a
 //! client sends the same token for its whole lifetime.
 //!
@@ -9,15 +12,16 @@
 //!   other token can be made to collide with a cached one. The token itself is not kept.
 //! - **Expiry**: an entry is dropped no later than the token's `exp` (a per-entry moka
 //!   [`Expiry`]); `exp` and `nbf` are still checked against the clock skew on every hit
-//!   ([`super::token::Lifetime::check`]).
+//!   ([`crate::auth::Lifetime::check`], through [`auth::revalidate`]).
 //! - **Key set**: an entry records the fingerprint of the key set that verified it
-//!   ([`super::ProviderKeys::fingerprint`]); a hit needs that provider's current set to have
+//!   ([`crate::auth::ProviderKeys::fingerprint`]); a hit needs that provider's current set to have
 //!   the same fingerprint, so a rotation that removes the key removes its tokens.
 //! - **Configuration**: an entry records the [`crate::config::Config::fingerprint`] its claims
 //!   were judged under (issuer, audience, application, groups claim); another configuration
 //!   misses. A reload also empties the cache.
-//! - **Authorization** is not cached: the cache returns the [`super::Principal`] and the caller
-//!   decides the request, per request, as before.
+//! - **Authorization** is not cached: the cache returns the [`Principal`] and the caller
+//!   decides the request, per request. The SMART grant kept with it is parsed from the
+//!   principal's own claims only ([`Session::smart_grant`]).
 //! - **Failures** are not cached: only verified tokens are inserted.
 //!
 //! The cache is bounded by an estimate of the bytes each entry holds ([`weight`]), 16 MiB by
@@ -29,15 +33,16 @@
 use std::fmt;
 use std::mem::{size_of, size_of_val};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use moka::Expiry;
 use sha2::{Digest, Sha256};
 
-use super::token::Lifetime;
-use super::Principal;
+use crate::auth::{self, unix_now, AuthError, KeyStore, Principal, Verified};
+use crate::authz::smart::{SmartError, SmartGrant};
+use crate::config::{Config, ProviderKind};
 
 /// The default bound of the cache: 16 MiB of entries by [`weight`].
 pub const DEFAULT_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
@@ -70,17 +75,136 @@ impl fmt::Debug for TokenDigest {
     }
 }
 
-/// What one verification established, and under which key set and configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verified {
-    /// Shared with every request the entry answers: a hit costs no copy of the claims.
-    pub principal: Arc<Principal>,
-    /// `exp` and `nbf`, checked again on every hit.
-    pub lifetime: Lifetime,
-    /// [`super::ProviderKeys::fingerprint`] of the set whose key verified the signature.
-    pub key_set: [u8; 32],
-    /// [`crate::config::Config::fingerprint`] of the configuration that judged the claims.
-    pub config: [u8; 32],
+/// A verified token and what requests derived from it: the cache's value.
+#[derive(Debug)]
+pub struct Session {
+    pub verified: Verified,
+    /// The SMART grant, for the public base URL it was built with, computed on first use
+    /// (boxed: most principals of a primary authority never fill it, and every cache entry
+    /// carries the slot).
+    smart: OnceLock<Box<(Option<url::Url>, GrantResult)>>,
+}
+
+type GrantResult = Result<Arc<SmartGrant>, SmartError>;
+
+impl Session {
+    pub fn new(verified: Verified) -> Session {
+        Session {
+            verified,
+            smart: OnceLock::new(),
+        }
+    }
+
+    /// Who the token names.
+    pub fn principal(&self) -> &Arc<Principal> {
+        &self.verified.principal
+    }
+
+    /// The SMART grant of the token's scopes, `fhirUser` and launch-context patient (reference
+    /// §8 rules 14–16), parsed once per session and base URL. Every claim it reads is a field
+    /// of the session's principal, so a cached session carries a grant built from its own
+    /// token only.
+    pub fn smart_grant(&self, public_base: Option<&url::Url>) -> GrantResult {
+        let principal = self.principal();
+        let build = || {
+            SmartGrant::new(
+                &principal.scopes,
+                principal.fhir_user.as_deref(),
+                public_base,
+            )?
+            .with_launch_patient(principal.launch_patient.as_deref(), public_base)
+            .map(Arc::new)
+        };
+        let (base, grant) = &**self
+            .smart
+            .get_or_init(|| Box::new((public_base.cloned(), build())));
+        if base.as_ref() == public_base {
+            grant.clone()
+        } else {
+            build()
+        }
+    }
+}
+
+/// SPEC §4 steps 4–7 for one token (`now` in Unix seconds), answered from `cache` when the token was verified before
+/// under the same key set and configuration (the lifetime is checked again either way), and
+/// from the connection's last token before that.
+pub async fn authenticate(
+    cache: &TokenCache,
+    store: &KeyStore,
+    config: &Config,
+    token: &str,
+    now: u64,
+    memo: Option<&ConnectionMemo>,
+) -> Result<Arc<Session>, AuthError> {
+    if !cache.is_enabled() {
+        let verified = Box::pin(auth::verify(store, config, token, now)).await?;
+        return Ok(Arc::new(Session::new(verified)));
+    }
+    if let Some(remembered) = memo.and_then(|memo| memo.get(token)) {
+        if let Some(answer) = reuse(store, config, remembered, now).await {
+            cache.record(true);
+            return answer;
+        }
+    }
+    let digest = TokenDigest::of(token);
+    if let Some(cached) = cache.get(&digest).await {
+        if let Some(answer) = reuse(store, config, Arc::clone(&cached), now).await {
+            cache.record(true);
+            if let Some(memo) = memo {
+                memo.set(token, Some(cached));
+            }
+            return answer;
+        }
+        cache.remove(&digest).await;
+    }
+    cache.record(false);
+    // The miss path's futures are boxed: kept inline, they would make every request's future
+    // (and the copies made of it) several times larger than a hit needs.
+    let verified = Box::pin(auth::verify(store, config, token, now)).await?;
+    let session = Arc::new(Session::new(verified));
+    let kept = Box::pin(cache.insert(digest, Arc::clone(&session), now)).await;
+    if let Some(memo) = memo {
+        memo.set(token, kept);
+    }
+    Ok(session)
+}
+
+/// A kept session answers when [`auth::revalidate`] says its verification still applies.
+async fn reuse(
+    store: &KeyStore,
+    config: &Config,
+    kept: Arc<Session>,
+    now: u64,
+) -> Option<Result<Arc<Session>, AuthError>> {
+    let checked = auth::revalidate(store, config, &kept.verified, now).await?;
+    Some(checked.map(|()| kept))
+}
+
+/// The last token a client connection presented, with its session. A client sends the same
+/// token on every request of a keep-alive connection: comparing it byte for byte with the last
+/// one costs less than hashing it for the cache. The entry answers only as a cache entry would
+/// ([`reuse`]: same configuration, same key set, lifetime checked).
+#[derive(Debug, Default)]
+pub struct ConnectionMemo(Mutex<Option<(Box<str>, Arc<Session>)>>);
+
+impl ConnectionMemo {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Box<str>, Arc<Session>)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, token: &str) -> Option<Arc<Session>> {
+        match &*self.lock() {
+            Some((last, session)) if **last == *token => Some(Arc::clone(session)),
+            _ => None,
+        }
+    }
+
+    fn set(&self, token: &str, session: Option<Arc<Session>>) {
+        *self.lock() = session.map(|session| (Box::from(token), session));
+    }
 }
 
 /// Cache counters since start, for `fhirguard_token_cache_{hits,misses}_total`.
@@ -99,7 +223,7 @@ pub struct TokenCacheStats {
 /// The verified-token cache, shared by every configuration generation. Disabled (no lookups,
 /// nothing counted) when built with a capacity of 0.
 pub struct TokenCache {
-    entries: Option<Cache<TokenDigest, Arc<Verified>>>,
+    entries: Option<Cache<TokenDigest, Arc<Session>>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -128,7 +252,7 @@ impl TokenCache {
             Cache::builder()
                 .initial_capacity(usize::try_from(expected_entries).unwrap_or(usize::MAX))
                 .max_capacity(capacity_bytes)
-                .weigher(|_: &TokenDigest, verified: &Arc<Verified>| weight(verified))
+                .weigher(|_: &TokenDigest, session: &Arc<Session>| weight(&session.verified))
                 .expire_after(UntilExpiry)
                 .build()
         });
@@ -145,7 +269,7 @@ impl TokenCache {
 
     /// The entry for `digest`, whatever its key set and configuration: the caller decides
     /// whether it still applies and records the outcome with [`TokenCache::record`].
-    pub async fn get(&self, digest: &TokenDigest) -> Option<Arc<Verified>> {
+    pub async fn get(&self, digest: &TokenDigest) -> Option<Arc<Session>> {
         self.entries.as_ref()?.get(digest).await
     }
 
@@ -163,16 +287,15 @@ impl TokenCache {
     pub async fn insert(
         &self,
         digest: TokenDigest,
-        verified: Verified,
+        session: Arc<Session>,
         now: u64,
-    ) -> Option<Arc<Verified>> {
+    ) -> Option<Arc<Session>> {
         let entries = self.entries.as_ref()?;
-        if verified.lifetime.expires_at <= now {
+        if session.verified.lifetime.expires_at <= now {
             return None;
         }
-        let verified = Arc::new(verified);
-        entries.insert(digest, Arc::clone(&verified)).await;
-        Some(verified)
+        entries.insert(digest, Arc::clone(&session)).await;
+        Some(session)
     }
 
     /// Drops one entry (its key set or configuration is no longer in force).
@@ -235,7 +358,7 @@ pub fn weight(verified: &Verified) -> u32 {
     };
     let optional = |s: &Option<String>| s.as_ref().map_or(0, heap);
     let bytes = size_of::<TokenDigest>()
-        + size_of::<Verified>()
+        + size_of::<Session>()
         + 2 * size_of::<usize>() // the Arc's counters
         + ALLOCATION_OVERHEAD_BYTES // the Arc's allocation
         + size_of::<Principal>() + 2 * size_of::<usize>() + ALLOCATION_OVERHEAD_BYTES // its Arc
@@ -256,13 +379,13 @@ pub fn weight(verified: &Verified) -> u32 {
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
-/// What [`Principal::derived`] comes to hold once requests used the entry: under SMART, the
-/// parsed grant (about the size of the scope list again).
+/// What a [`Session`] comes to hold once requests used the entry: under SMART, the parsed
+/// grant (about the size of the scope list again).
 fn derived(p: &Principal) -> usize {
-    if !matches!(p.provider, super::ProviderKind::Smart { .. }) {
+    if !matches!(p.provider, ProviderKind::Smart { .. }) {
         return 0;
     }
-    size_of::<crate::authz::smart::SmartGrant>()
+    size_of::<SmartGrant>()
         + ALLOCATION_OVERHEAD_BYTES
         + size_of::<Option<url::Url>>()
         + p.scopes.iter().map(|s| s.len() + 64).sum::<usize>()
@@ -272,47 +395,44 @@ fn derived(p: &Principal) -> usize {
 struct UntilExpiry;
 
 impl UntilExpiry {
-    fn until_exp(verified: &Verified) -> Option<Duration> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        Some(Duration::from_secs(
-            verified.lifetime.expires_at.saturating_sub(now),
-        ))
+    fn until_exp(session: &Session) -> Option<Duration> {
+        let expires_at = session.verified.lifetime.expires_at;
+        Some(Duration::from_secs(expires_at.saturating_sub(unix_now())))
     }
 }
 
-impl Expiry<TokenDigest, Arc<Verified>> for UntilExpiry {
+impl Expiry<TokenDigest, Arc<Session>> for UntilExpiry {
     fn expire_after_create(
         &self,
         _: &TokenDigest,
-        verified: &Arc<Verified>,
+        session: &Arc<Session>,
         _: Instant,
     ) -> Option<Duration> {
-        UntilExpiry::until_exp(verified)
+        UntilExpiry::until_exp(session)
     }
 
     fn expire_after_update(
         &self,
         _: &TokenDigest,
-        verified: &Arc<Verified>,
+        session: &Arc<Session>,
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        UntilExpiry::until_exp(verified)
+        UntilExpiry::until_exp(session)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ProviderKind;
+    use crate::auth::Lifetime;
 
     fn now() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
+        unix_now()
+    }
+
+    fn session(subject: &str, expires_at: u64) -> Arc<Session> {
+        Arc::new(Session::new(verified(subject, expires_at)))
     }
 
     fn verified(subject: &str, expires_at: u64) -> Verified {
@@ -335,7 +455,6 @@ mod tests {
                 groups: Vec::new(),
                 expires_at,
                 key_id: Some("kid-1".into()),
-                derived: Default::default(),
             }),
             lifetime: Lifetime {
                 expires_at,
@@ -383,7 +502,7 @@ mod tests {
             cache
                 .insert(
                     TokenDigest::of(&subject),
-                    verified(&subject, now() + 3600),
+                    session(&subject, now() + 3600),
                     now(),
                 )
                 .await;
@@ -400,7 +519,7 @@ mod tests {
         let cache = TokenCache::new(DEFAULT_CAPACITY_BYTES);
         let digest = TokenDigest::of("t");
         // exp one second ahead: gone after it, without any lookup in between.
-        cache.insert(digest, verified("a", now() + 1), now()).await;
+        cache.insert(digest, session("a", now() + 1), now()).await;
         assert!(cache.get(&digest).await.is_some());
         let deadline = Instant::now() + Duration::from_secs(5);
         while cache.get(&digest).await.is_some() {
@@ -409,7 +528,7 @@ mod tests {
         }
         // Already past exp (within the skew the caller allows): not kept at all.
         let late = TokenDigest::of("late");
-        cache.insert(late, verified("b", now() - 10), now()).await;
+        cache.insert(late, session("b", now() - 10), now()).await;
         assert!(cache.get(&late).await.is_none());
     }
 
@@ -417,7 +536,7 @@ mod tests {
     async fn a_disabled_cache_keeps_and_counts_nothing() {
         let cache = TokenCache::new(0);
         let digest = TokenDigest::of("t");
-        cache.insert(digest, verified("a", now() + 60), now()).await;
+        cache.insert(digest, session("a", now() + 60), now()).await;
         assert!(cache.get(&digest).await.is_none());
         cache.record(false);
         assert_eq!(cache.stats(), TokenCacheStats::default());

@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use prometheus::{IntCounter, IntGauge};
 
 use crate::config::Limits;
@@ -43,26 +42,38 @@ where
     body.map_err(Into::into).boxed()
 }
 
+/// What a client's request body may be: hyper's `Incoming` when served, any body in tests and
+/// tools that drive [`crate::proxy::Proxy::handle`] without a socket.
+pub trait RequestBody:
+    http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Sync + Unpin + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Sync + Unpin + 'static
+{
+}
+
 /// Boxes a client's streamed request body, ended before its trailers. Trailer fields come after
 /// the head fhirguard cleaned (an `X-Fhirguard-*` identity header could ride there), fhirguard
 /// reads none and no FHIR interaction defines any, so none is forwarded. (Over HTTP/1.1 hyper
 /// already sends none, since the `Trailer` header is removed as hop-by-hop; over HTTP/2 it would.)
-pub fn stream_request(body: Incoming) -> Body {
+pub fn stream_request<B: RequestBody>(body: B) -> Body {
     stream(WithoutTrailers(body))
 }
 
 /// A request body that ends where its trailers would begin.
 #[derive(Debug)]
-struct WithoutTrailers(Incoming);
+struct WithoutTrailers<B>(B);
 
-impl http_body::Body for WithoutTrailers {
+impl<B: RequestBody> http_body::Body for WithoutTrailers<B> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match Pin::new(&mut self.0).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => Poll::Ready(None),
             other => other,
@@ -178,37 +189,39 @@ pub enum BufferError {
     #[error(transparent)]
     Spent(#[from] BudgetSpent),
     #[error("the request body could not be read: {0}")]
-    Read(#[source] hyper::Error),
+    Read(#[source] BoxError),
+    /// A body fhirguard reads to decide must be read as the upstream will read it: one with a
+    /// `Content-Encoding` other than `identity` (gzip, deflate, br, …) would be judged on bytes
+    /// the upstream decodes into something else (400).
+    #[error(
+        "fhirguard reads this request body to decide on it, so it must not carry a \
+         Content-Encoding (send it uncompressed)."
+    )]
+    Encoded,
 }
 
-/// A body fhirguard reads to decide must be read as the upstream will read it: one with a
-/// `Content-Encoding` other than `identity` (gzip, deflate, br, …) would be judged on bytes the
-/// upstream decodes into something else, so it is refused (400).
-fn check_unencoded(headers: &http::HeaderMap) -> Result<(), crate::error::Rejection> {
+/// Refuses a `Content-Encoding` other than `identity` ([`BufferError::Encoded`]).
+fn check_unencoded(headers: &http::HeaderMap) -> Result<(), BufferError> {
     let encoded = headers
         .get_all(http::header::CONTENT_ENCODING)
         .iter()
         .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
-    if encoded {
-        return Err(crate::error::Rejection::Invalid(
-            "fhirguard reads this request body to decide on it, so it must not carry a \
-             Content-Encoding (send it uncompressed)."
-                .to_owned(),
-        ));
+    match encoded {
+        true => Err(BufferError::Encoded),
+        false => Ok(()),
     }
-    Ok(())
 }
 
 /// Reads the body of a request fhirguard decides on into memory, within the limits below; it
 /// must not be encoded (a `Content-Encoding` other than `identity` is refused, 400).
-pub async fn read_inspected(
-    body: Incoming,
+pub async fn read_inspected<B: RequestBody>(
+    body: B,
     headers: &http::HeaderMap,
     limits: &Limits,
     held: &mut Reservation<'_>,
-) -> Result<Bytes, crate::error::Rejection> {
+) -> Result<Bytes, BufferError> {
     check_unencoded(headers)?;
-    Ok(read_limited(body, limits, held).await?)
+    read_limited(body, limits, held).await
 }
 
 /// Reads a request body into memory for inspection (SPEC §7): at most
@@ -217,8 +230,8 @@ pub async fn read_inspected(
 /// cannot pin the buffer), each chunk counted in `held` against `limits.maxBufferedBytes`
 /// across all connections. For bundles, `POST …/_search` form bodies and SMART write checks
 /// alike; nothing else is buffered.
-async fn read_limited(
-    body: Incoming,
+async fn read_limited<B: RequestBody>(
+    body: B,
     limits: &Limits,
     held: &mut Reservation<'_>,
 ) -> Result<Bytes, BufferError> {
@@ -237,8 +250,8 @@ async fn read_limited(
 }
 
 /// The chunks of a body, each counted before it is kept.
-async fn collect(
-    mut body: Incoming,
+async fn collect<B: RequestBody>(
+    mut body: B,
     limits: &Limits,
     held: &mut Reservation<'_>,
 ) -> Result<Bytes, BufferError> {
@@ -247,7 +260,7 @@ async fn collect(
     let mut length = 0_usize;
     while let Some(frame) = body.frame().await {
         // Trailers carry nothing fhirguard inspects.
-        let Ok(chunk) = frame.map_err(BufferError::Read)?.into_data() else {
+        let Ok(chunk) = frame.map_err(|e| BufferError::Read(e.into()))?.into_data() else {
             continue;
         };
         length += chunk.len();
