@@ -13,7 +13,7 @@ use crate::auth::KeyStore;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::body::BodyBuffers;
-use crate::proxy::forward::{Upstream, UpstreamError};
+use crate::proxy::forward::UpstreamError;
 use crate::proxy::{Generation, Peer, Proxy};
 use crate::reload::Reloader;
 use crate::server::{self, ListenerSettings, ServerError};
@@ -71,7 +71,10 @@ pub struct StartOptions {
 /// Binds both listeners, starts the key-set fetches and serves until stopped.
 pub async fn start(config: Config, options: StartOptions) -> Result<Running, StartError> {
     let grace = options.grace;
-    let upstream = Upstream::new(&config.upstream)?;
+    // Generation 1 is built the way every reload builds the next one; its digest is that of the
+    // bytes `config` was parsed from, which the reloader compares later reads against.
+    let generation = Generation::from_config(1, config)?;
+    let config = &generation.config;
     let tls = config.tls.as_ref().map(server::tls_acceptor).transpose()?;
     let proxy_listener = server::bind(config.listen).await?;
     let admin_listener = server::bind(config.admin_listen).await?;
@@ -91,14 +94,11 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     tracing::info!(listener = "admin", address = %admin_address, "listening");
 
     let limits = config.limits.clone();
+    let number = generation.number;
     let keys = Arc::new(KeyStore::new());
     let metrics = Metrics::new();
     let proxy = Arc::new(Proxy {
-        generation: ArcSwap::from_pointee(Generation {
-            number: 1,
-            config,
-            upstream,
-        }),
+        generation: ArcSwap::from_pointee(generation),
         keys: Arc::clone(&keys),
         buffers: BodyBuffers::new(
             metrics.buffered_request_bytes.clone(),
@@ -107,7 +107,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         ),
         metrics,
     });
-    proxy.metrics.config_generation.set(1);
+    proxy
+        .metrics
+        .config_generation
+        .set(i64::try_from(number).unwrap_or(i64::MAX));
     let (shutdown, stop) = watch::channel(false);
     let mut tasks = Vec::new();
 

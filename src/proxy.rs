@@ -33,7 +33,6 @@ use crate::metrics::Metrics;
 use body::{empty, full, read_inspected, stream_request, Body, BodyBuffers};
 pub use decision::granted_actions;
 use decision::Findings;
-use forward::Upstream;
 use headers::RequestId;
 pub use smart::check_body;
 
@@ -42,13 +41,8 @@ const SMART_CONFIGURATION: &str = "/.well-known/smart-configuration";
 /// The CapabilityStatement, which gets a SMART security block (reference §5.3).
 const METADATA: &str = "/metadata";
 
-/// A configuration generation: the validated config and what was built from it.
-#[derive(Debug)]
-pub struct Generation {
-    pub number: u64,
-    pub config: Config,
-    pub upstream: Upstream,
-}
+mod generation;
+pub use generation::Generation;
 
 /// The proxy's shared state.
 #[derive(Debug)]
