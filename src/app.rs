@@ -94,7 +94,6 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     tracing::info!(listener = "admin", address = %admin_address, "listening");
 
     let limits = config.limits.clone();
-    let number = generation.number;
     let keys = Arc::new(KeyStore::new());
     let metrics = Metrics::new();
     let proxy = Arc::new(Proxy {
@@ -107,10 +106,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         ),
         metrics,
     });
-    proxy
-        .metrics
-        .config_generation
-        .set(i64::try_from(number).unwrap_or(i64::MAX));
+    proxy.metrics.config_generation.set(1);
     let (shutdown, stop) = watch::channel(false);
     let mut tasks = Vec::new();
 
