@@ -13,7 +13,7 @@ use crate::auth::KeyStore;
 use crate::body::BodyBuffers;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::proxy::forward::{Upstream, UpstreamError};
+use crate::proxy::forward::UpstreamError;
 use crate::proxy::session::TokenCache;
 use crate::proxy::{Generation, Peer, Proxy};
 use crate::reload::Reloader;
@@ -72,7 +72,10 @@ pub struct StartOptions {
 /// Binds both listeners, starts the key-set fetches and serves until stopped.
 pub async fn start(config: Config, options: StartOptions) -> Result<Running, StartError> {
     let grace = options.grace;
-    let upstream = Upstream::new(&config.upstream)?;
+    // Generation 1 is built the way every reload builds the next one; its digest is that of the
+    // bytes `config` was parsed from, which the reloader compares later reads against.
+    let generation = Generation::from_config(1, config)?;
+    let config = &generation.config;
     let tls = config.tls.as_ref().map(server::tls_acceptor).transpose()?;
     let proxy_listener = server::bind(config.listen).await?;
     let admin_listener = server::bind(config.admin_listen).await?;
@@ -96,11 +99,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let metrics = Metrics::new();
     let proxy = Arc::new(Proxy {
         tokens: TokenCache::default(),
-        generation: ArcSwap::from_pointee(Generation {
-            number: 1,
-            config,
-            upstream,
-        }),
+        generation: ArcSwap::from_pointee(generation),
         keys: Arc::clone(&keys),
         buffers: BodyBuffers::new(
             metrics.buffered_request_bytes.clone(),

@@ -1,6 +1,7 @@
 //! Configuration: the file (YAML or JSON, camelCase keys, SPEC §3) turned into a validated
-//! [`Config`] that the rest of fhirguard codes against. The same [`Config::load`] runs at
-//! start-up, in `fhirguard check`, and on every reload.
+//! [`Config`] that the rest of fhirguard codes against. The file is read once into a
+//! [`ConfigFile`] (text + digest), and the same [`Config::from_file`] validates it at start-up, in
+//! `fhirguard check` and `explain` (through [`Config::load`]), and on every reload.
 //!
 //! Two types describe the file (STYLE habit 2):
 //!
@@ -26,7 +27,10 @@ pub mod roles;
 mod arm;
 mod authentication;
 mod document;
+mod file;
 mod validate;
+
+pub use file::ConfigFile;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -79,9 +83,10 @@ pub struct Config {
     /// `workerThreads`: the runtime's worker threads; `None` (0 or absent) = one per CPU core.
     /// Read at start-up only.
     pub worker_threads: Option<NonZeroUsize>,
-    /// SHA-256 of the text this configuration was parsed from. The verified-token cache reuses a
-    /// verification only under the fingerprint that judged it, so a reload with other rules
-    /// verifies again. Changing fields of a parsed `Config` (tests) does not change it: give a
+    /// SHA-256 of the text this configuration was parsed from ([`ConfigFile::digest`]), which
+    /// is also how a reload tells a changed file from an unchanged one. The verified-token cache
+    /// reuses a verification only under the fingerprint that judged it, so a reload with other
+    /// rules verifies again. Changing fields of a parsed `Config` (tests) does not change it: give a
     /// changed config its own key store, or a new fingerprint.
     pub fingerprint: [u8; 32],
 }
@@ -320,20 +325,20 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl Config {
-    /// Reads and validates a configuration file (YAML or JSON).
+    /// Reads a configuration file (YAML or JSON) once and validates what was read.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|error| {
-            ConfigErrors(vec![ConfigError::new(
-                "",
-                format!("cannot read {}: {error}", path.display()),
-            )])
-        })?;
-        Config::parse(&text)
+        Config::from_file(&ConfigFile::read(path)?)
+    }
+
+    /// Validates a configuration read by [`ConfigFile::read`], reporting every error at once;
+    /// the config's [`Config::fingerprint`] is the file's digest, taken from the same bytes.
+    pub fn from_file(file: &ConfigFile) -> Result<Config, ConfigErrors> {
+        validate::config(file.text(), file.digest())
     }
 
     /// Validates a configuration given as text (YAML or JSON), reporting every error at once.
     pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-        validate::config(text)
+        validate::config(text, file::digest(text.as_bytes()))
     }
 }
 

@@ -1,19 +1,18 @@
 //! Configuration hot reload (SPEC §5): file-system events in the config file's directory (an
 //! in-place edit, an editor's rename-over, the Kubernetes ConfigMap `..data` symlink swap) and
-//! SIGHUP lead to one path — load with the same function as start-up, validate, build, then swap
-//! the generation atomically. A file that fails keeps the old generation serving; it is logged
-//! with every error and counted.
+//! SIGHUP lead to one path — read the file once, compare its digest with the serving generation's,
+//! build a [`Generation`] from that same buffer (the validation start-up and `fhirguard check`
+//! use), then swap it in atomically. A file that fails keeps the old generation serving; it is
+//! logged with every error and counted.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::config::Config;
-use crate::proxy::forward::Upstream;
+use crate::config::{Config, ConfigFile};
 use crate::proxy::{Generation, Proxy};
 
 /// Events closer together than this are one change (editors write, rename and chmod in bursts).
@@ -35,17 +34,13 @@ pub enum ReloadOutcome {
 pub struct Reloader {
     path: PathBuf,
     proxy: Arc<Proxy>,
-    last_digest: Option<[u8; 32]>,
 }
 
 impl Reloader {
+    /// A reloader of `path` for `proxy`. The file is not read here: "unchanged" is judged
+    /// against the digest of the generation serving, which start-up parsed from its own read.
     pub fn new(path: PathBuf, proxy: Arc<Proxy>) -> Reloader {
-        let last_digest = std::fs::read(&path).ok().map(|bytes| digest(&bytes));
-        Reloader {
-            path,
-            proxy,
-            last_digest,
-        }
+        Reloader { path, proxy }
     }
 
     /// Starts the watcher and the SIGHUP listener; the returned task runs until aborted.
@@ -75,51 +70,36 @@ impl Reloader {
         })
     }
 
-    /// Loads, validates and swaps in the file, if its content changed.
+    /// Reads the file once and applies it, if its content changed. `&mut`: one reload at a time,
+    /// so two cannot both build the next generation number.
     pub async fn reload(&mut self) -> ReloadOutcome {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                return self.failed(vec![format!(
-                    "cannot read {}: {error}",
-                    self.path.display()
-                )]);
-            }
-        };
-        let new_digest = digest(&bytes);
-        if self.last_digest == Some(new_digest) {
+        match ConfigFile::read(&self.path) {
+            Ok(file) => self.apply(&file).await,
+            Err(errors) => self.failed(errors.0.iter().map(ToString::to_string).collect()),
+        }
+    }
+
+    /// Validates, builds and swaps in `file` unless its digest is the serving generation's. The
+    /// decision and the new generation come from this one buffer: the path is not read again,
+    /// so a writer racing the reload cannot make the digest describe other bytes than those
+    /// parsed.
+    async fn apply(&mut self, file: &ConfigFile) -> ReloadOutcome {
+        let current = self.proxy.generation.load_full();
+        if current.digest() == file.digest() {
             return ReloadOutcome::Unchanged;
         }
-        let config = match Config::load(&self.path) {
-            Ok(config) => config,
-            Err(errors) => {
-                return self.failed(
-                    errors
-                        .0
-                        .iter()
-                        .map(|e| format!("{}: {}", e.path, e.message))
-                        .collect(),
-                );
-            }
+        let generation = match Generation::build(current.number + 1, file) {
+            Ok(generation) => generation,
+            Err(error) => return self.failed(error.messages()),
         };
-        let upstream = match Upstream::new(&config.upstream) {
-            Ok(upstream) => upstream,
-            Err(error) => return self.failed(vec![error.to_string()]),
-        };
-        let current = self.proxy.generation.load_full();
-        warn_restart_needed(&current.config, &config);
+        warn_restart_needed(&current.config, &generation.config);
         // New authorities are fetched before they are needed; unchanged ones keep their keys.
-        self.proxy.keys.prefetch(&config).await;
-        let number = current.number + 1;
-        self.proxy.generation.store(Arc::new(Generation {
-            number,
-            config,
-            upstream,
-        }));
+        self.proxy.keys.prefetch(&generation.config).await;
+        let number = generation.number;
+        self.proxy.generation.store(Arc::new(generation));
         // Verifications judged under the old rules are dropped now rather than left to age out
         // (the cache would not reuse them anyway: each entry records its config fingerprint).
         self.proxy.tokens.invalidate_all();
-        self.last_digest = Some(new_digest);
         self.proxy
             .metrics
             .config_reloads
@@ -146,10 +126,6 @@ impl Reloader {
         );
         ReloadOutcome::Failed { errors }
     }
-}
-
-fn digest(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
 }
 
 /// Listeners are bound once (a reload never rebinds), and what was handed to them or to the log
@@ -246,6 +222,51 @@ mod tests {
 
     fn config(extra: &str) -> Config {
         Config::parse(&format!("{BASE}{extra}")).expect("valid config")
+    }
+
+    /// Loopback only, and an authority that refuses at once, so a reload's key prefetch ends
+    /// quickly without a network.
+    const LOCAL: &str = "listen: \"127.0.0.1:0\"\nadminListen: \"127.0.0.1:0\"\nallowHttpAuthorities: true\nkeySets: {fetchTimeout: 1s}\nupstream: \"http://127.0.0.1:1/fhir\"\nauthenticationConfiguration:\n  authority: \"http://127.0.0.1:1/t\"\n  audience: \"https://fhir.example.org\"\n";
+
+    /// The "unchanged" decision and the applied generation come from the one buffer that was
+    /// read: the file on disk says something else throughout, and never takes part.
+    #[tokio::test]
+    async fn the_unchanged_decision_and_the_applied_config_come_from_one_read() {
+        let first = ConfigFile::from_text(LOCAL.to_owned());
+        // The test runs a whole proxy (app wiring sits above this module) to own a real one.
+        let options = crate::app::StartOptions {
+            config_path: None,
+            grace: Duration::from_secs(1),
+        };
+        let config = Config::from_file(&first).expect("valid");
+        let running = crate::app::start(config, options).await.expect("starts");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "listen: [not valid").expect("write");
+        let mut reloader = Reloader::new(path.clone(), Arc::clone(&running.proxy));
+
+        // Generation 1's digest is that of the bytes start-up parsed.
+        assert_eq!(reloader.apply(&first).await, ReloadOutcome::Unchanged);
+        let second = ConfigFile::from_text(format!("{LOCAL}clockSkew: 7s\n"));
+        assert_eq!(
+            reloader.apply(&second).await,
+            ReloadOutcome::Applied { generation: 2 }
+        );
+        let serving = running.proxy.generation.load_full();
+        assert_eq!(serving.digest(), second.digest());
+        assert_eq!(serving.config.clock_skew, Duration::from_secs(7));
+        assert_eq!(reloader.apply(&second).await, ReloadOutcome::Unchanged);
+
+        // `reload` reads the path once: the invalid file fails and generation 2 keeps serving;
+        // the same bytes as generation 2's are unchanged.
+        let ReloadOutcome::Failed { errors } = reloader.reload().await else {
+            panic!("the file on disk is invalid");
+        };
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(running.proxy.generation.load().number, 2);
+        std::fs::write(&path, second.text()).expect("write");
+        assert_eq!(reloader.reload().await, ReloadOutcome::Unchanged);
+        running.stop().await;
     }
 
     #[test]

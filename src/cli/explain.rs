@@ -1,23 +1,29 @@
 //! `fhirguard explain --config FILE --token TOKEN|- [--method M] [--path P] [--body FILE]
-//! [--header 'NAME: VALUE']…` (SPEC §2): runs the full decision for one request without forwarding it, through the same
-//! [`decide_head`] / [`decide_bundle`] the proxy uses, and prints each step and the verdict.
+//! [--header 'NAME: VALUE']…` (SPEC §2): runs the full decision for one request without
+//! forwarding it, through the same phases the proxy uses ([`decide_head`], and [`decide_body`]
+//! for a batch/transaction or a `POST …/_search` form), and prints the [`Trace`] they return
+//! and the verdict.
 
 use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Uri};
 use serde_json::Value;
 
 use crate::auth::KeyStore;
 use crate::authz::smart::Confinement;
 use crate::authz::Reasons;
-use crate::config::Config;
-use crate::config::ProviderKind;
+use crate::config::{Config, ProviderKind};
 use crate::error::Rejection;
-use crate::proxy::decision::{configured_actions, decide_bundle, decide_head, Findings};
+use crate::proxy::decision::{
+    configured_actions, decide_body, decide_head, Authorized, BodyNeed, Head, Judge, Plan, Refused,
+    Trace, Verdict,
+};
 use crate::proxy::session::TokenCache;
 
 /// What to explain.
@@ -136,20 +142,67 @@ fn read_token(argument: &str) -> Result<String, String> {
 /// A create or update under a patient context: the body the proxy would check (duplicate
 /// member names, type, compartment), when given. Checks that need the FHIR server's stored
 /// resource (update, patch, delete) are planned, not run, here.
-fn check_stored_body(findings: &Findings, body: Option<&[u8]>) -> Result<(), Rejection> {
-    let Some(Confinement::Write { body: true, .. }) = &findings.confinement else {
+fn check_stored_body(allowed: &Authorized, body: Option<&[u8]>) -> Result<(), Rejection> {
+    let Plan::Smart {
+        grant,
+        confinement: Confinement::Write { body: true, .. },
+    } = &allowed.plan
+    else {
         return Ok(());
     };
-    let user = findings.smart.as_ref().and_then(|g| g.compartment());
-    let (Some(user), Some(body)) = (user, body) else {
+    let (Some(user), Some(body)) = (grant.compartment(), body) else {
         println!("note: under a patient context the body is checked too: pass --body FILE");
         return Ok(());
     };
-    let resource_type = findings
-        .classified
-        .as_ref()
-        .and_then(|c| c.resource_type.as_deref());
-    crate::proxy::check_body(body, resource_type, user)
+    crate::proxy::check_body(body, allowed.request.resource_type.as_deref(), user)
+}
+
+/// The proxy's phases on one request; `body` stands for the client's body.
+async fn decide(
+    judge: &Judge<'_>,
+    head: &http::request::Parts,
+    body: Option<&[u8]>,
+) -> Result<Trace, Refused> {
+    match decide_head(judge, head).await? {
+        Head::Anonymous { path } => Ok(Trace {
+            path: Some(path),
+            anonymous: true,
+            ..Trace::default()
+        }),
+        Head::Decided(allowed) => {
+            let checked = check_stored_body(&allowed, body);
+            let trace = Verdict::Request(allowed).into_trace();
+            match checked {
+                Ok(()) => Ok(trace),
+                Err(rejection) => Err(Refused::new(rejection, trace)),
+            }
+        }
+        Head::NeedsBody(pending) => {
+            // A POST `_search` without a body is a search on the URL's parameters alone.
+            let body = match (body, pending.body) {
+                (Some(body), _) => Bytes::copy_from_slice(body),
+                (None, BodyNeed::SearchForm) => Bytes::new(),
+                (None, BodyNeed::Bundle) => {
+                    println!(
+                        "note: a batch/transaction is decided by its entries: pass --body FILE"
+                    );
+                    let rejection =
+                        Rejection::Forbidden("the bundle body was not given".to_owned());
+                    let classified = pending.classified;
+                    let trace = Trace {
+                        path: Some(classified.path),
+                        principal: Some(Arc::clone(classified.session.principal())),
+                        request: Some(classified.request),
+                        granted: Some(classified.granted),
+                        grant: classified.grant,
+                        ..Trace::default()
+                    };
+                    return Err(Refused::new(rejection, trace));
+                }
+            };
+            Ok(decide_body(judge, pending, head, body)?.into_trace())
+        }
+    }
 }
 
 async fn run(
@@ -173,53 +226,36 @@ async fn run(
     println!("request: {method} {uri}");
     describe_token(token);
 
-    let mut findings = Findings {
-        reasons: Reasons::Always,
-        ..Findings::default()
-    };
-    let mut result = decide_head(
-        &keys,
-        &TokenCache::new(0),
+    let (mut head, ()) = http::Request::new(()).into_parts();
+    head.method = method.clone();
+    head.uri = uri.clone();
+    head.headers = headers;
+    // No verified-token cache: every explain verifies in full.
+    let tokens = TokenCache::new(0);
+    let judge = Judge {
+        keys: &keys,
+        tokens: &tokens,
         config,
-        None,
-        None,
-        method,
-        uri,
-        &headers,
-        &mut findings,
-    )
-    .await;
-    if result.is_ok() && findings.needs_bundle() {
-        result = match body {
-            Some(body) => decide_bundle(body, &mut findings),
-            None => {
-                println!("note: a batch/transaction is decided by its entries: pass --body FILE");
-                Err(Rejection::Forbidden(
-                    "the bundle body was not given".to_owned(),
-                ))
-            }
-        };
-    }
-    if result.is_ok() {
-        result = check_stored_body(&findings, body);
-    }
-    report(config, &findings);
-    match result {
-        Ok(()) => {
+        metrics: None,
+        memo: None,
+        reasons: Reasons::Always,
+    };
+    match decide(&judge, &head, body).await {
+        Ok(trace) => {
+            report(config, &trace);
             println!("verdict: ALLOW — forwarded to {}", config.upstream.url);
             true
         }
-        Err(rejection) => {
+        Err(Refused { rejection, trace }) => {
+            report(config, &trace);
             println!(
                 "verdict: {} {} — {rejection}",
                 rejection.status().as_u16(),
                 rejection.reason()
             );
             // A near miss is told to the operator here and in the log, never to the client.
-            if let Rejection::Token(error) = &rejection {
-                if let Some(hint) = error.hint() {
-                    println!("hint: {hint}");
-                }
+            if let Some(hint) = rejection.token_hint() {
+                println!("hint: {hint}");
             }
             false
         }
@@ -257,15 +293,15 @@ fn describe_token(token: &str) {
     );
 }
 
-fn report(config: &Config, findings: &Findings) {
-    if let Some(path) = &findings.path {
+fn report(config: &Config, trace: &Trace) {
+    if let Some(path) = &trace.path {
         println!("step 0 path: normalised to {path}");
     }
-    if findings.anonymous {
+    if trace.anonymous {
         println!("step 1 anonymous: yes (no token needed)");
         return;
     }
-    let Some(principal) = &findings.principal else {
+    let Some(principal) = &trace.principal else {
         return;
     };
     let provider = match principal.provider {
@@ -306,13 +342,13 @@ fn report(config: &Config, findings: &Findings) {
         principal.roles.join(", "),
         principal.scopes.join(" ")
     );
-    if let Some(classified) = &findings.classified {
+    if let Some(classified) = &trace.request {
         println!(
             "step 8 request: {classified}, requires {}",
             classified.required
         );
     }
-    if let Some(granted) = findings.granted {
+    if let Some(granted) = trace.granted {
         let expansion = configured_actions(config, principal).implied_description();
         if expansion.is_empty() {
             println!("step 8 granted: {granted}");
@@ -320,7 +356,7 @@ fn report(config: &Config, findings: &Findings) {
             println!("step 8 granted: {granted} ({expansion})");
         }
     }
-    if let Some(grant) = &findings.smart {
+    if let Some(grant) = &trace.grant {
         let context = grant
             .scopes
             .context()
@@ -334,10 +370,10 @@ fn report(config: &Config, findings: &Findings) {
             println!("step 8 compartment: {owner} (from {source})");
         }
     }
-    if let Some(decision) = &findings.decision {
+    if let Some(decision) = &trace.decision {
         println!("step 8 decision: {decision}");
     }
-    if let Some(bundle) = &findings.bundle {
+    if let Some(bundle) = &trace.bundle {
         for (index, entry) in bundle.entries.iter().enumerate() {
             println!("step 8 entry[{index}]: {entry}");
         }

@@ -2,7 +2,7 @@
 //! must produce (reference §6.1 messages for the shared rules).
 
 use super::messages::*;
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, ConfigFile};
 
 const UPSTREAM: &str = "upstream: \"http://127.0.0.1:8081/fhir\"\n";
 
@@ -351,6 +351,34 @@ fn the_fingerprint_is_the_digest_of_the_text() {
     assert_eq!(one.fingerprint, again.fingerprint);
     assert_ne!(one.fingerprint, other.fingerprint);
     assert_ne!(one.fingerprint, [0; 32]);
+}
+
+/// `load` reads the file once and fingerprints the bytes it parsed; a file that is not UTF-8 is
+/// one document-level error, as an unreadable one is.
+#[test]
+fn load_fingerprints_the_bytes_it_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fhirguard.yaml");
+    let text = with_primary("clockSkew: 60");
+    std::fs::write(&path, &text).expect("write");
+    let file = ConfigFile::read(&path).expect("readable");
+    assert_eq!(file.text(), text);
+    let loaded = Config::load(&path).expect("valid");
+    assert_eq!(loaded.fingerprint, file.digest());
+    assert_eq!(
+        loaded.fingerprint,
+        Config::parse(&text).expect("valid").fingerprint
+    );
+    assert_eq!(
+        Config::from_file(&file).expect("valid").fingerprint,
+        file.digest()
+    );
+
+    std::fs::write(&path, b"listen: \xff\n").expect("write");
+    let errors = Config::load(&path).unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_eq!(errors.0[0].path, "");
+    assert!(errors.0[0].message.starts_with("cannot read "), "{errors}");
 }
 
 #[test]

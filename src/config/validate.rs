@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_yaml::Value;
-use sha2::{Digest, Sha256};
 
 use super::document::{base_url, without_trailing_slash, Errors, Node, Object};
 use super::raw::{
@@ -36,14 +35,15 @@ const DEFAULT_ANONYMOUS_PATHS: [&str; 3] = [
     "/$versions",
 ];
 
-/// Parses and validates a whole configuration.
-pub(super) fn config(text: &str) -> Result<Config, ConfigErrors> {
+/// Parses and validates a whole configuration. `fingerprint` is the digest of `text`, taken by
+/// the caller from the bytes it read (see [`super::ConfigFile`]).
+pub(super) fn config(text: &str, fingerprint: [u8; 32]) -> Result<Config, ConfigErrors> {
     let document = parse_document(text).map_err(|error| ConfigErrors(vec![error]))?;
     let mut errors = Errors::default();
     let config = walk(&document, &mut errors);
     match config {
         Some(mut config) if errors.0.is_empty() => {
-            config.fingerprint = Sha256::digest(text.as_bytes()).into();
+            config.fingerprint = fingerprint;
             Ok(config)
         }
         _ => {

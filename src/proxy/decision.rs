@@ -1,105 +1,306 @@
-//! Steps 1–8 of SPEC §4 for one request head, shared by serving ([`super::Proxy::handle`]) and
-//! `fhirguard explain`, so that explain's answer is the proxy's answer. What each step learned is
-//! kept in [`Findings`] for the audit line and for explain's report.
+//! Steps 0–8 of SPEC §4, as phases over typed values, shared by serving
+//! ([`super::Proxy::handle`]) and `fhirguard explain`, so that explain's answer is the proxy's
+//! answer for every request shape:
+//!
+//! ```text
+//! decide_head(head)   → Head::Anonymous           step 1: no token needed
+//!                     → Head::Decided(Authorized)  steps 2–8 passed on the head
+//!                     → Head::NeedsBody(Pending)   a batch/transaction, or a POST _search, whose
+//!                                                  body decides
+//! decide_body(pending, body) → Verdict::Request | Verdict::Bundle
+//! ```
+//!
+//! A refusal ([`Refused`]) carries the [`Trace`] of what the phases before it established (who
+//! the token names, the classified request, the grant), for the audit line, the challenge and
+//! explain's report. Nothing reads a trace to decide.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderMap, Method, Uri};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, Method};
 
 use crate::actions::DataActions;
 use crate::auth::{self, KeyStore, Principal};
 use crate::authz::smart::{self, Confinement, SmartGrant};
 use crate::authz::{self, BundleDecision, Decision, Reasons};
-use crate::config::Config;
-use crate::config::ProviderKind;
+use crate::config::{Config, ProviderKind};
 use crate::error::Rejection;
 use crate::fhir::{self, bundle, path::normalize_path, FhirRequest};
 use crate::hygiene;
 use crate::metrics::Metrics;
-use crate::proxy::session::{self, ConnectionMemo, TokenCache};
+use crate::proxy::session::{self, ConnectionMemo, Session, TokenCache};
+use crate::proxy::smart::search_form;
 
-/// What the steps learned, in order; later fields stay `None` after the first failure.
-#[derive(Debug, Default)]
-pub struct Findings {
-    /// The normalised path, relative to the FHIR base (step 0).
-    pub path: Option<String>,
-    /// The request matched an anonymous path or is a CORS preflight (step 1).
-    pub anonymous: bool,
-    /// The accepted token's principal (steps 4–7).
-    pub principal: Option<Arc<Principal>>,
-    /// The FHIR interaction and the data actions it requires (step 8).
-    pub classified: Option<FhirRequest>,
-    /// The data actions the principal holds (step 8).
-    pub granted: Option<DataActions>,
-    /// The decision for a request without a bundle body (step 8).
-    pub decision: Option<Decision>,
-    /// The decision for a batch/transaction bundle, once its body was read (step 8).
-    pub bundle: Option<BundleDecision>,
-    /// The token's SMART scopes and `fhirUser`, when SMART applies (reference §4.1).
-    pub smart: Option<Arc<SmartGrant>>,
-    /// What SMART enforcement still asks of the forwarding (query rewrite, checks).
-    pub confinement: Option<Confinement>,
-    /// The same per bundle entry, in entry order (`Forward` for denied entries).
-    pub bundle_plans: Vec<Confinement>,
+/// What judges a request: the configuration in force and the caches it is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct Judge<'a> {
+    pub keys: &'a KeyStore,
+    pub tokens: &'a TokenCache,
+    pub config: &'a Config,
+    /// Where authentication is timed and its failures counted (`None`: not counted, explain).
+    pub metrics: Option<&'a Metrics>,
+    /// The client connection's last token, when the caller keeps one.
+    pub memo: Option<&'a ConnectionMemo>,
     /// Whether an allowed decision writes its reason too (explain) or not (serving).
     pub reasons: Reasons,
 }
 
-impl Findings {
-    /// The request still needs its bundle body to be decided.
-    pub fn needs_bundle(&self) -> bool {
-        self.classified
-            .as_ref()
-            .is_some_and(|c| c.interaction.is_bundle())
-            && self.bundle.is_none()
+/// What the head decided.
+#[derive(Debug)]
+pub enum Head {
+    /// Step 1: an anonymous path read, or a CORS preflight: no token read.
+    Anonymous { path: String },
+    /// Steps 2–8 passed on the head alone.
+    Decided(Authorized),
+    /// Authenticated, classified and allowed so far; the body decides.
+    NeedsBody(Pending),
+}
+
+/// What a request whose body decides was allowed to do.
+#[derive(Debug)]
+pub enum Verdict {
+    /// A `POST …/_search`, decided on its URL's and form's parameters together.
+    Request(Authorized),
+    Bundle(AuthorizedBundle),
+}
+
+/// A request allowed on its own (not a bundle), and how it is forwarded.
+#[derive(Debug)]
+pub struct Authorized {
+    /// The normalised path, relative to the FHIR base: what is forwarded.
+    pub path: String,
+    pub session: Arc<Session>,
+    /// The data actions the principal holds (step 8).
+    pub granted: DataActions,
+    pub request: FhirRequest,
+    /// The allowed decision (its reason written only under [`Reasons::Always`]).
+    pub decision: Decision,
+    /// A `POST …/_search`: its parameters, the URL's and the form's joined, which it carries
+    /// upstream in a form body (R4 http.html#search). `None` for every other request.
+    pub form: Option<String>,
+    pub plan: Plan,
+}
+
+/// What forwarding carries out for an allowed request.
+#[derive(Debug)]
+pub enum Plan {
+    /// No SMART: the configuration's grant decided, and the request goes as sent.
+    Forward,
+    /// SMART applies (reference §4.1): the scopes decided, and `confinement` is carried out
+    /// while forwarding (query rewrite, stored-resource and answer checks).
+    Smart {
+        grant: Arc<SmartGrant>,
+        confinement: Confinement,
+    },
+}
+
+/// A request authenticated and classified (step 8 before the decision).
+#[derive(Debug)]
+pub struct Classified {
+    pub path: String,
+    pub session: Arc<Session>,
+    /// The data actions the principal holds.
+    pub granted: DataActions,
+    pub request: FhirRequest,
+    /// The token's SMART grant, when SMART applies (reference §4.1).
+    pub grant: Option<Arc<SmartGrant>>,
+}
+
+/// A request whose body decides, with what the head established.
+#[derive(Debug)]
+pub struct Pending {
+    pub body: BodyNeed,
+    /// The head's classification: a batch/transaction, or a search on the URL's query (which
+    /// was allowed: a search the URL alone refuses is refused before its form is read).
+    pub classified: Classified,
+}
+
+/// Why the body is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyNeed {
+    /// A batch/transaction: every entry is decided (reference §3.2).
+    Bundle,
+    /// A `POST …/_search`: the form's parameters are checked, and decide with the URL's.
+    SearchForm,
+}
+
+/// A batch/transaction allowed (whole, or entry by entry for a batch).
+#[derive(Debug)]
+pub struct AuthorizedBundle {
+    pub path: String,
+    pub session: Arc<Session>,
+    pub granted: DataActions,
+    pub grant: Option<Arc<SmartGrant>>,
+    pub decision: BundleDecision,
+    /// Per entry, in entry order, what SMART enforcement asks of it (`Forward` for denied
+    /// entries and without SMART).
+    pub plans: Vec<Confinement>,
+    /// The bundle as the client sent it.
+    pub body: Bytes,
+}
+
+/// What the phases established before a refusal, or for an allowed request: for the audit
+/// line, the challenge and explain's report.
+#[derive(Debug, Default)]
+pub struct Trace {
+    /// The normalised path (step 0).
+    pub path: Option<String>,
+    /// Step 1 let the request through without a token.
+    pub anonymous: bool,
+    /// The accepted token's principal (steps 4–7).
+    pub principal: Option<Arc<Principal>>,
+    /// The FHIR interaction and the data actions it requires (step 8).
+    pub request: Option<FhirRequest>,
+    /// The data actions the principal holds (step 8).
+    pub granted: Option<DataActions>,
+    /// The token's SMART scopes and compartment, when SMART applies.
+    pub grant: Option<Arc<SmartGrant>>,
+    /// The decision for a request on its own (step 8).
+    pub decision: Option<Decision>,
+    /// The decision for a batch/transaction, entry by entry (step 8).
+    pub bundle: Option<BundleDecision>,
+}
+
+/// A refusal, with what was established before it.
+#[derive(Debug)]
+pub struct Refused {
+    pub rejection: Rejection,
+    /// Boxed: a refusal is the rare path, and every phase's `Result` carries its size.
+    pub trace: Box<Trace>,
+}
+
+impl Refused {
+    pub fn new(rejection: impl Into<Rejection>, trace: Trace) -> Refused {
+        Refused {
+            rejection: rejection.into(),
+            trace: Box::new(trace),
+        }
     }
 }
 
-/// Runs steps 0–8 on a request head. `Ok(())` means forward, unless [`Findings::needs_bundle`],
-/// in which case [`decide_bundle`] must pass first.
-#[allow(clippy::too_many_arguments)] // the request head and what judges it, all borrowed
-pub async fn decide_head(
-    keys: &KeyStore,
-    tokens: &TokenCache,
-    config: &Config,
-    metrics: Option<&Metrics>,
-    memo: Option<&ConnectionMemo>,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    findings: &mut Findings,
-) -> Result<(), Rejection> {
+impl Head {
+    /// Who the token names (`None`: anonymous).
+    pub fn principal(&self) -> Option<&Arc<Principal>> {
+        match self {
+            Head::Anonymous { .. } => None,
+            Head::Decided(allowed) => Some(allowed.session.principal()),
+            Head::NeedsBody(pending) => Some(pending.classified.session.principal()),
+        }
+    }
+}
+
+impl Verdict {
+    /// The trace of an allowed request (explain's report; serving needs none).
+    pub fn into_trace(self) -> Trace {
+        match self {
+            Verdict::Request(allowed) => Trace {
+                path: Some(allowed.path),
+                principal: Some(Arc::clone(allowed.session.principal())),
+                request: Some(allowed.request),
+                granted: Some(allowed.granted),
+                grant: match allowed.plan {
+                    Plan::Smart { grant, .. } => Some(grant),
+                    Plan::Forward => None,
+                },
+                decision: Some(allowed.decision),
+                ..Trace::default()
+            },
+            Verdict::Bundle(allowed) => Trace {
+                path: Some(allowed.path),
+                principal: Some(Arc::clone(allowed.session.principal())),
+                granted: Some(allowed.granted),
+                grant: allowed.grant,
+                bundle: Some(allowed.decision),
+                ..Trace::default()
+            },
+        }
+    }
+}
+
+/// Steps 0–8 on a request head.
+pub async fn decide_head(judge: &Judge<'_>, head: &Parts) -> Result<Head, Refused> {
     // Step 0: request hygiene, before the anonymous step so that anonymous paths and
-    // preflights are held to it too (SPEC §4 step 8 "method tunnels", §7).
-    hygiene::check(method, uri, headers)?;
-    // The decision is made on exactly the path that is forwarded.
-    let path = normalize_path(uri.path())?;
-    let query = uri.query();
-    let anonymous = is_anonymous(config, method, &path, headers);
-    findings.path = Some(path);
-    let path = findings.path.as_deref().unwrap_or("/");
+    // preflights are held to it too (SPEC §4 step 8 "method tunnels", §7); the decision is
+    // made on exactly the path that is forwarded.
+    let admitted = hygiene::check(&head.method, &head.uri, &head.headers)
+        .map_err(Rejection::from)
+        .and_then(|()| Ok(normalize_path(head.uri.path())?));
+    let path = admitted.map_err(|rejection| Refused::new(rejection, Trace::default()))?;
 
     // Step 1: anonymous paths and CORS preflight (SPEC §4.1).
-    if anonymous {
-        findings.anonymous = true;
-        return Ok(());
+    if is_anonymous(judge.config, &head.method, &path, &head.headers) {
+        return Ok(Head::Anonymous { path });
     }
+    let session = match authenticate(judge, head).await {
+        Ok(session) => session,
+        Err(rejection) => {
+            let trace = Trace {
+                path: Some(path),
+                ..Trace::default()
+            };
+            return Err(Refused::new(rejection, trace));
+        }
+    };
+    // Step 8.
+    let query = head.uri.query();
+    let classified = classify(judge, path, session, head, query)?;
+    if classified.request.interaction.is_bundle() {
+        let body = BodyNeed::Bundle;
+        return Ok(Head::NeedsBody(Pending { body, classified }));
+    }
+    let allowed = decide(judge, classified, query, None)?;
+    // A POST `_search` carries parameters in its form body too (R4 http.html#search): allowed
+    // on the URL's, it is decided again once the form is read.
+    if head.method == Method::POST && allowed.request.interaction.is_search() {
+        let Authorized {
+            path,
+            session,
+            granted,
+            request,
+            plan,
+            ..
+        } = allowed;
+        let grant = match plan {
+            Plan::Smart { grant, .. } => Some(grant),
+            Plan::Forward => None,
+        };
+        let classified = Classified {
+            path,
+            session,
+            granted,
+            request,
+            grant,
+        };
+        let body = BodyNeed::SearchForm;
+        return Ok(Head::NeedsBody(Pending { body, classified }));
+    }
+    Ok(Head::Decided(allowed))
+}
 
+/// Steps 2–7: the token from the `Authorization` header, and who it names.
+async fn authenticate(judge: &Judge<'_>, head: &Parts) -> Result<Arc<Session>, Rejection> {
     // Step 2: tokens outside the header (reference §2.1).
-    if let Some(part) = auth::jwt_in_url(uri.path(), query) {
+    if let Some(part) = auth::jwt_in_url(head.uri.path(), head.uri.query()) {
         return Err(Rejection::TokenInUrl(part));
     }
-
     // Step 3: bearer extraction (RFC 6750 §2.1).
-    let token = auth::bearer_token(headers, config.limits.max_token_bytes)?
+    let token = auth::bearer_token(&head.headers, judge.config.limits.max_token_bytes)?
         .ok_or(Rejection::MissingToken)?;
-
     // Steps 4–7: provider, signature, time, audience and client.
     let started = Instant::now();
-    let authenticated =
-        session::authenticate(tokens, keys, config, token, auth::unix_now(), memo).await;
-    if let Some(metrics) = metrics {
+    let now = auth::unix_now();
+    let authenticated = session::authenticate(
+        judge.tokens,
+        judge.keys,
+        judge.config,
+        token,
+        now,
+        judge.memo,
+    )
+    .await;
+    if let Some(metrics) = judge.metrics {
         metrics
             .auth_duration
             .observe(started.elapsed().as_secs_f64());
@@ -110,36 +311,152 @@ pub async fn decide_head(
                 .inc();
         }
     }
-    let session = authenticated?;
-    let principal = findings.principal.insert(Arc::clone(session.principal()));
+    Ok(authenticated?)
+}
 
-    // Step 8: classification and authorization.
+/// Step 8, first half: the request classified, the principal's grant and SMART grant.
+fn classify(
+    judge: &Judge<'_>,
+    path: String,
+    session: Arc<Session>,
+    head: &Parts,
+    query: Option<&str>,
+) -> Result<Classified, Refused> {
+    let config = judge.config;
+    let principal = session.principal();
     let granted = granted_actions(config, principal);
-    findings.granted = Some(granted);
-    let classified = findings
-        .classified
-        .insert(fhir::classify(method, path, query, headers)?);
-    // SMART applies (reference §4.1): the scopes narrow the grant, `fhirUser` confines.
-    let grant = if smart::applies(principal.provider, granted) {
-        let grant = session.smart_grant(config.public_base_url.as_ref())?;
-        Some(&**findings.smart.insert(grant))
-    } else {
-        None
+    let trace = || Trace {
+        principal: Some(Arc::clone(principal)),
+        granted: Some(granted),
+        ..Trace::default()
     };
-    if classified.interaction.is_bundle() {
-        return Ok(());
-    }
-    let decision = findings.decision.insert(match grant {
-        Some(grant) => smart::authorize(classified, query, granted, grant, findings.reasons),
-        None => authz::decide(classified, granted, findings.reasons),
-    });
+    let request = match fhir::classify(&head.method, &path, query, &head.headers) {
+        Ok(request) => request,
+        Err(error) => return Err(Refused::new(error, trace().at(path))),
+    };
+    // SMART applies (reference §4.1): the scopes narrow the grant, `fhirUser` confines.
+    let grant = match smart::applies(principal.provider, granted) {
+        true => match session.smart_grant(config.public_base_url.as_ref()) {
+            Ok(grant) => Some(grant),
+            Err(error) => return Err(Refused::new(error, trace().at(path).with(request))),
+        },
+        false => None,
+    };
+    Ok(Classified {
+        path,
+        session,
+        granted,
+        request,
+        grant,
+    })
+}
+
+/// Step 8, second half: the decision on a request on its own, and under SMART the plan that
+/// confines it. `form`: the joined parameters of a `POST …/_search` (its `query`).
+fn decide(
+    judge: &Judge<'_>,
+    classified: Classified,
+    query: Option<&str>,
+    form: Option<String>,
+) -> Result<Authorized, Refused> {
+    let Classified {
+        path,
+        session,
+        granted,
+        request,
+        grant,
+    } = classified;
+    let decision = match &grant {
+        Some(grant) => smart::authorize(&request, query, granted, grant, judge.reasons),
+        None => authz::decide(&request, granted, judge.reasons),
+    };
+    let refused = |rejection: Rejection, decision, request, grant| {
+        let trace = Trace {
+            path: Some(path.clone()),
+            principal: Some(Arc::clone(session.principal())),
+            granted: Some(granted),
+            request: Some(request),
+            grant,
+            decision: Some(decision),
+            ..Trace::default()
+        };
+        Refused::new(rejection, trace)
+    };
     if !decision.allowed {
-        return Err(Rejection::Forbidden(decision.reason.clone()));
+        let rejection = Rejection::Forbidden(decision.reason.clone());
+        return Err(refused(rejection, decision, request, grant));
     }
-    if let Some(grant) = grant {
-        findings.confinement = Some(smart::confine(classified, query, granted, grant)?);
+    let plan = match grant {
+        Some(grant) => match smart::confine(&request, query, granted, &grant) {
+            Ok(confinement) => Plan::Smart { grant, confinement },
+            Err(denial) => return Err(refused(denial.into(), decision, request, Some(grant))),
+        },
+        None => Plan::Forward,
+    };
+    Ok(Authorized {
+        path,
+        session,
+        granted,
+        request,
+        decision,
+        form,
+        plan,
+    })
+}
+
+impl Trace {
+    fn at(mut self, path: String) -> Trace {
+        self.path = Some(path);
+        self
     }
-    Ok(())
+
+    fn with(mut self, request: FhirRequest) -> Trace {
+        self.request = Some(request);
+        self
+    }
+}
+
+/// Step 8 for a request whose body decides, once the body is read: a batch/transaction entry
+/// by entry ([`decide_bundle`]), or a `POST …/_search` on the URL's parameters and the form's
+/// together, as the FHIR server reads them.
+pub fn decide_body(
+    judge: &Judge<'_>,
+    pending: Pending,
+    head: &Parts,
+    body: Bytes,
+) -> Result<Verdict, Refused> {
+    let Pending {
+        body: need,
+        classified,
+    } = pending;
+    if need == BodyNeed::Bundle {
+        return decide_bundle(classified, body).map(Verdict::Bundle);
+    }
+    let Classified { path, session, .. } = classified;
+    let refused = |rejection: Rejection, path: String| {
+        let trace = Trace {
+            path: Some(path),
+            principal: Some(Arc::clone(session.principal())),
+            ..Trace::default()
+        };
+        Refused::new(rejection, trace)
+    };
+    let form = match search_form(head, &body) {
+        Ok(form) => form,
+        Err(rejection) => return Err(refused(rejection, path)),
+    };
+    // A token in the form is a token outside the header, as it is in the URL (step 2).
+    if let Some(part) = auth::jwt_in_url("", Some(&form)) {
+        return Err(refused(Rejection::TokenInUrl(part), path));
+    }
+    let session = Arc::clone(&session);
+    let classified = classify(judge, path, session, head, Some(&form))?;
+    let query = Some(form.as_str());
+    let allowed = decide(judge, classified, query, None)?;
+    Ok(Verdict::Request(Authorized {
+        form: Some(form),
+        ..allowed
+    }))
 }
 
 /// Step 8 for a batch/transaction: every entry classified and authorized (reference §3.2). A
@@ -147,17 +464,33 @@ pub async fn decide_head(
 /// any data action, and its denied entries are answered one by one ([`BundleDecision`]).
 /// Under SMART an entry must also need no further confinement (no query rewrite, response or
 /// compartment check), since those are carried out only for requests sent on their own.
-pub fn decide_bundle(body: &[u8], findings: &mut Findings) -> Result<(), Rejection> {
-    let bundle = bundle::classify_bundle(body)?;
-    let granted = findings.granted.unwrap_or(DataActions::NONE);
-    let decision = match &findings.smart {
+fn decide_bundle(classified: Classified, body: Bytes) -> Result<AuthorizedBundle, Refused> {
+    let Classified {
+        path,
+        session,
+        granted,
+        grant,
+        ..
+    } = classified;
+    let trace = Trace {
+        path: Some(path.clone()),
+        principal: Some(Arc::clone(session.principal())),
+        granted: Some(granted),
+        grant: grant.clone(),
+        ..Trace::default()
+    };
+    let bundle = match bundle::classify_bundle(&body) {
+        Ok(bundle) => bundle,
+        Err(error) => return Err(Refused::new(error, trace)),
+    };
+    let decision = match &grant {
         Some(grant) => authz::authorize_bundle_with(&bundle, granted, |entry| {
             smart_entry(entry, granted, grant)
         }),
         None => authz::authorize_bundle(&bundle, granted),
     };
-    if let Some(grant) = &findings.smart {
-        findings.bundle_plans = bundle
+    let plans = match &grant {
+        Some(grant) => bundle
             .entries
             .iter()
             .zip(&decision.entries)
@@ -166,16 +499,28 @@ pub fn decide_bundle(body: &[u8], findings: &mut Findings) -> Result<(), Rejecti
                     .unwrap_or(Confinement::Forward),
                 false => Confinement::Forward,
             })
-            .collect();
-    }
-    let decision = findings.bundle.insert(decision);
+            .collect(),
+        None => Vec::new(),
+    };
     let batch_answerable = decision.kind == bundle::BundleKind::Batch
         && !granted.intersection(DataActions::ALL).is_empty();
-    if decision.allowed || batch_answerable {
-        Ok(())
-    } else {
-        Err(Rejection::Forbidden(decision.reason.clone()))
+    if !decision.allowed && !batch_answerable {
+        let rejection = Rejection::Forbidden(decision.reason.clone());
+        let trace = Trace {
+            bundle: Some(decision),
+            ..trace
+        };
+        return Err(Refused::new(rejection, trace));
     }
+    Ok(AuthorizedBundle {
+        path,
+        session,
+        granted,
+        grant,
+        decision,
+        plans,
+        body,
+    })
 }
 
 /// One bundle entry under SMART: the type gate, then a confinement fhirguard can carry out

@@ -19,10 +19,75 @@ use std::sync::Arc;
 use http::HeaderValue;
 use tokio::sync::Semaphore;
 
+use crate::auth::{KeyStore, Principal};
 use crate::body::{stream, Body};
-use crate::config::Upstream as UpstreamConfig;
+use crate::config::{Config, Upstream as UpstreamConfig};
 use crate::error::Rejection;
+use crate::metrics::Metrics;
+use crate::proxy::headers::{self, RequestId};
 use crate::proxy::pool::Pool;
+
+/// Where the request came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub address: std::net::SocketAddr,
+    /// The listener terminated TLS.
+    pub https: bool,
+}
+
+/// One client request's way upstream: the configuration and upstream client of its
+/// generation, and what forwarding sets on everything it sends for that request (the request
+/// itself, and the reads of the stored resource made before a change).
+#[derive(Debug, Clone, Copy)]
+pub struct Exchange<'a> {
+    pub config: &'a Config,
+    pub upstream: &'a Upstream,
+    /// The key sets, for the discovery documents fhirguard writes.
+    pub keys: &'a KeyStore,
+    pub metrics: &'a Metrics,
+    pub peer: Peer,
+    pub request_id: &'a RequestId,
+    /// On whose behalf (`None`: anonymous).
+    pub principal: Option<&'a Principal>,
+}
+
+impl Exchange<'_> {
+    /// Step 9: forwards a request to `path` (normalised, relative to the FHIR base) and `query`
+    /// with its headers cleaned and fhirguard's own set, and streams the answer back.
+    pub async fn send(
+        &self,
+        mut parts: http::request::Parts,
+        body: Body,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<Response<Body>, Rejection> {
+        let headers = &mut parts.headers;
+        let host = headers.remove(http::header::HOST).or_else(|| {
+            let authority = parts.uri.authority()?;
+            HeaderValue::from_str(authority.as_str()).ok()
+        });
+        headers::remove_hop_by_hop(headers);
+        headers::remove_client_reserved(headers);
+        headers::set_forwarded(headers, self.peer.address, self.peer.https, host);
+        headers.insert(headers::REQUEST_ID, self.request_id.header());
+        if let Some(principal) = self.principal {
+            headers::set_identity(headers, principal);
+        }
+        parts.uri = self.upstream.uri(path, query)?;
+        parts.version = match self.config.upstream.http2 {
+            true => http::Version::HTTP_2,
+            false => http::Version::HTTP_11,
+        };
+        let started = std::time::Instant::now();
+        let sent = self.upstream.send(Request::from_parts(parts, body)).await;
+        self.metrics
+            .upstream_duration
+            .observe(started.elapsed().as_secs_f64());
+        let mut response = sent?;
+        headers::remove_hop_by_hop(response.headers_mut());
+        Ok(response)
+    }
+}
 
 /// Why the upstream client could not be built.
 #[derive(Debug, thiserror::Error)]

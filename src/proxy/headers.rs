@@ -244,6 +244,22 @@ fn append_forwarded(
     }
 }
 
+/// The identity headers the upstream may trust (`X-Fhirguard-*`): set from the verified
+/// principal only, after every client-sent one was removed ([`remove_client_reserved`]).
+pub fn set_identity(headers: &mut HeaderMap, principal: &crate::auth::Principal) {
+    let pairs = [
+        (CLIENT_ID, principal.client_id.as_deref()),
+        (SUBJECT, principal.subject.as_deref()),
+        (FHIR_USER, principal.fhir_user.as_deref()),
+        (ISSUER, Some(principal.issuer.as_str())),
+    ];
+    for (name, value) in pairs {
+        if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(name, value);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

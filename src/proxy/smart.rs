@@ -23,10 +23,9 @@ use crate::error::{Rejection, FHIR_JSON};
 use crate::fhir::json as fhir_json;
 use crate::hygiene::{ParameterPlace, UnsafeRequest};
 
-mod change;
+pub(super) mod change;
 
 use change::check_stored;
-pub(super) use change::{confine_if_none_exist, Change};
 
 /// Buffers a response body (at most `limit` bytes).
 pub(super) async fn buffer(
@@ -316,7 +315,10 @@ pub(super) fn fhir_response(status: StatusCode, body: &Value) -> Response<Body> 
 /// The form must be UTF-8 `application/x-www-form-urlencoded` (a body sent without a content
 /// type is read, and forwarded, as one), and may not tunnel a method
 /// (`_method`). The search stays a POST upstream with this as its body ([`search_body`]).
-pub(super) fn search_form(parts: &http::request::Parts, form: &[u8]) -> Result<String, Rejection> {
+pub(in crate::proxy) fn search_form(
+    parts: &http::request::Parts,
+    form: &[u8],
+) -> Result<String, Rejection> {
     let form = std::str::from_utf8(form)
         .map_err(|_| Rejection::Invalid("The _search form body is not UTF-8.".to_owned()))?
         .trim();
@@ -330,11 +332,18 @@ pub(super) fn search_form(parts: &http::request::Parts, form: &[u8]) -> Result<S
     if crate::fhir::query::carries_method_parameter(form) {
         return Err(UnsafeRequest::MethodParameter(ParameterPlace::FormBody).into());
     }
-    Ok([parts.uri.query().unwrap_or_default(), form]
+    let joined = [parts.uri.query().unwrap_or_default(), form]
         .into_iter()
         .filter(|part| !part.is_empty())
         .collect::<Vec<_>>()
-        .join("&"))
+        .join("&");
+    // Decided as a query string, so it must be one (RFC 3986 §3.4).
+    if http::uri::PathAndQuery::try_from(format!("/?{joined}")).is_err() {
+        return Err(Rejection::Invalid(
+            "The _search parameters are not a valid query.".to_owned(),
+        ));
+    }
+    Ok(joined)
 }
 
 fn is_form(content_type: Option<&HeaderValue>) -> bool {
@@ -348,17 +357,6 @@ fn is_form(content_type: Option<&HeaderValue>) -> bool {
                     .eq_ignore_ascii_case("application/x-www-form-urlencoded")
             })
     })
-}
-
-/// The URI fhirguard decides a `POST …/_search` on: its path with the joined parameters.
-pub(super) fn search_uri(path: &str, parameters: &str) -> Result<http::Uri, Rejection> {
-    let target = match parameters {
-        "" => path.to_owned(),
-        query => format!("{path}?{query}"),
-    };
-    target
-        .parse()
-        .map_err(|_| Rejection::Invalid("The _search parameters are not a valid query.".to_owned()))
 }
 
 /// The form body a `POST …/_search` is forwarded with: every parameter the client sent plus

@@ -9,13 +9,12 @@ use http::{HeaderValue, Request};
 use serde_json::Value;
 
 use super::{buffer, json, strip_conditional_headers};
-use crate::auth::Principal;
 use crate::authz::smart::{confine_condition, membership, Confinement, FhirUser};
 use crate::body::empty;
 use crate::error::{Rejection, FHIR_JSON};
 use crate::fhir::patch::{apply, JSON_PATCH};
 use crate::fhir::FhirRequest;
-use crate::proxy::{Generation, Proxy, Target};
+use crate::proxy::forward::Exchange;
 
 /// What a write would store must be in the compartment, name no other patient in its
 /// compartment elements (hardening class 9: `performer: Patient/2` beside `subject: Patient/1`
@@ -123,107 +122,88 @@ pub(in crate::proxy) struct Change<'a> {
     pub(in crate::proxy) patch: Option<&'a [u8]>,
 }
 
-impl Proxy {
-    /// Carries out the checks of the stored resource a plan asks for (reference §8 rule 20,
-    /// hardening classes 8 and 9): an update, delete, patch or instance history must find it
-    /// in the compartment (absent or outside: 404, alike), and a patch's result must stay
-    /// there — the forwarded patch is then pinned to the version checked (`If-Match`, RFC 9110
-    /// §13.1.1) unless the client pinned one itself.
-    pub(in crate::proxy) async fn check_change(
-        &self,
-        generation: &Generation,
-        parts: &mut http::request::Parts,
-        target: Target<'_>,
-        principal: Option<&Principal>,
-        user: &FhirUser,
-        change: Change<'_>,
-    ) -> Result<(), Rejection> {
-        if !change.confinement.reads_current() {
-            return Ok(());
-        }
-        let request = change.request;
-        let path = format!(
-            "/{}/{}",
-            request.resource_type.as_deref().unwrap_or_default(),
-            request.id.as_deref().unwrap_or_default()
-        );
-        let target = Target {
-            path: &path,
-            ..target
-        };
-        let current = self
-            .current_resource(generation, parts, target, principal, user)
-            .await?;
-        let absent = || {
-            Rejection::NotFound(format!(
-                "{request}: the resource is not in the compartment of {user}"
-            ))
-        };
-        match change.confinement {
-            Confinement::Patch => {
-                let current = current.ok_or_else(absent)?;
-                let body = change.patch.unwrap_or_default();
-                let pin = check_patch(&parts.headers, body, current, user)?;
-                if let (Some(pin), false) = (pin, parts.headers.contains_key(IF_MATCH)) {
-                    parts.headers.insert(IF_MATCH, pin);
-                }
+/// Carries out the checks of the stored resource a plan asks for (reference §8 rule 20,
+/// hardening classes 8 and 9): an update, delete, patch or instance history must find it
+/// in the compartment (absent or outside: 404, alike), and a patch's result must stay
+/// there — the forwarded patch is then pinned to the version checked (`If-Match`, RFC 9110
+/// §13.1.1) unless the client pinned one itself.
+pub(in crate::proxy) async fn check_change(
+    exchange: &Exchange<'_>,
+    parts: &mut http::request::Parts,
+    user: &FhirUser,
+    change: Change<'_>,
+) -> Result<(), Rejection> {
+    if !change.confinement.reads_current() {
+        return Ok(());
+    }
+    let request = change.request;
+    let path = format!(
+        "/{}/{}",
+        request.resource_type.as_deref().unwrap_or_default(),
+        request.id.as_deref().unwrap_or_default()
+    );
+    let current = current_resource(exchange, parts, &path, user).await?;
+    let absent = || {
+        Rejection::NotFound(format!(
+            "{request}: the resource is not in the compartment of {user}"
+        ))
+    };
+    match change.confinement {
+        Confinement::Patch => {
+            let current = current.ok_or_else(absent)?;
+            let body = change.patch.unwrap_or_default();
+            let pin = check_patch(&parts.headers, body, current, user)?;
+            if let (Some(pin), false) = (pin, parts.headers.contains_key(IF_MATCH)) {
+                parts.headers.insert(IF_MATCH, pin);
             }
-            // An absent resource is a 404 too, without asking the upstream: an update that
-            // would create (201) or a delete of nothing (204) would otherwise tell "absent"
-            // from "another patient's" (404) — an existence oracle (hardening class 8).
-            _ => drop(current.ok_or_else(absent)?),
         }
-        Ok(())
+        // An absent resource is a 404 too, without asking the upstream: an update that
+        // would create (201) or a delete of nothing (204) would otherwise tell "absent"
+        // from "another patient's" (404) — an existence oracle (hardening class 8).
+        _ => drop(current.ok_or_else(absent)?),
     }
+    Ok(())
+}
 
-    /// Before a change, a patch or an instance history under a `patient` context: the current
-    /// resource at `path` (`/Type/id`), read from the upstream with the caller's credentials,
-    /// must be in the compartment (reference §8 rule 20), else 404. `None`: it does not exist
-    /// (404/410). The read carries no conditional header, so its answer is the resource, never
-    /// a bare 304/412, and asks for JSON, which is what fhirguard reads.
-    async fn current_resource(
-        &self,
-        generation: &Generation,
-        parts: &http::request::Parts,
-        target: Target<'_>,
-        principal: Option<&Principal>,
-        user: &FhirUser,
-    ) -> Result<Option<Value>, Rejection> {
-        let mut read = Request::get(parts.uri.clone())
-            .body(empty())
-            .map_err(|error| Rejection::Unverifiable(error.to_string()))?;
-        *read.headers_mut() = parts.headers.clone();
-        for name in [CONTENT_LENGTH, CONTENT_TYPE, ACCEPT_ENCODING, IF_NONE_EXIST] {
-            read.headers_mut().remove(name);
-        }
-        strip_conditional_headers(read.headers_mut());
-        read.headers_mut()
-            .insert(ACCEPT, HeaderValue::from_static(FHIR_JSON));
-        let (read_parts, body) = read.into_parts();
-        let target = Target {
-            query: None,
-            ..target
-        };
-        let response = self
-            .forward(generation, read_parts, body, target, principal)
-            .await?;
-        let status = response.status();
-        if status == http::StatusCode::NOT_FOUND || status == http::StatusCode::GONE {
-            return Ok(None);
-        }
-        if !status.is_success() {
-            return Err(Rejection::Unverifiable(format!(
-                "reading the current resource answered {status}"
-            )));
-        }
-        let limit = generation.config.limits.max_bundle_bytes;
-        let (_, bytes) = buffer(response, limit).await?;
-        let resource = json(&bytes)?;
-        if !membership::is_member(&resource, user) {
-            return Err(Rejection::NotFound(format!(
-                "the resource is outside the compartment of {user}"
-            )));
-        }
-        Ok(Some(resource))
+/// Before a change, a patch or an instance history under a `patient` context: the current
+/// resource at `path` (`/Type/id`), read from the upstream with the caller's credentials,
+/// must be in the compartment (reference §8 rule 20), else 404. `None`: it does not exist
+/// (404/410). The read carries no conditional header, so its answer is the resource, never
+/// a bare 304/412, and asks for JSON, which is what fhirguard reads.
+async fn current_resource(
+    exchange: &Exchange<'_>,
+    parts: &http::request::Parts,
+    path: &str,
+    user: &FhirUser,
+) -> Result<Option<Value>, Rejection> {
+    let mut read = Request::get(parts.uri.clone())
+        .body(empty())
+        .map_err(|error| Rejection::Unverifiable(error.to_string()))?;
+    *read.headers_mut() = parts.headers.clone();
+    for name in [CONTENT_LENGTH, CONTENT_TYPE, ACCEPT_ENCODING, IF_NONE_EXIST] {
+        read.headers_mut().remove(name);
     }
+    strip_conditional_headers(read.headers_mut());
+    read.headers_mut()
+        .insert(ACCEPT, HeaderValue::from_static(FHIR_JSON));
+    let (read_parts, body) = read.into_parts();
+    let response = exchange.send(read_parts, body, path, None).await?;
+    let status = response.status();
+    if status == http::StatusCode::NOT_FOUND || status == http::StatusCode::GONE {
+        return Ok(None);
+    }
+    if !status.is_success() {
+        return Err(Rejection::Unverifiable(format!(
+            "reading the current resource answered {status}"
+        )));
+    }
+    let limit = exchange.config.limits.max_bundle_bytes;
+    let (_, bytes) = buffer(response, limit).await?;
+    let resource = json(&bytes)?;
+    if !membership::is_member(&resource, user) {
+        return Err(Rejection::NotFound(format!(
+            "the resource is outside the compartment of {user}"
+        )));
+    }
+    Ok(Some(resource))
 }

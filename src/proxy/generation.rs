@@ -1,0 +1,112 @@
+//! A configuration generation: one validated [`Config`], the upstream client built from it and
+//! its number, swapped in whole (STYLE habit 3, SPEC §5). This module is the one way to build
+//! one: start-up and every reload go through [`Generation::from_config`], and a reload gets
+//! there through [`Generation::build`], which parses the very buffer whose digest it was judged by.
+
+use crate::config::{Config, ConfigErrors, ConfigFile};
+use crate::proxy::forward::{Upstream, UpstreamError};
+
+/// A configuration generation: the validated config and what was built from it.
+#[derive(Debug)]
+pub struct Generation {
+    pub number: u64,
+    pub config: Config,
+    pub upstream: Upstream,
+}
+
+/// Why a generation could not be built; the one serving stays.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerationError {
+    /// Every mistake in the file.
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    /// The file is valid but its upstream client cannot be built (an unreadable CA file, …).
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl GenerationError {
+    /// One line per mistake (`path: message`), as a failed reload logs and reports them.
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            GenerationError::Config(errors) => errors.0.iter().map(ToString::to_string).collect(),
+            GenerationError::Upstream(error) => vec![error.to_string()],
+        }
+    }
+}
+
+impl Generation {
+    /// Generation `number` from a file read once: validated with the same function as start-up
+    /// and `fhirguard check` ([`Config::from_file`]), then built. Its [`Generation::digest`] is
+    /// `file`'s, so a caller that judged the file by that digest applies exactly what it judged.
+    pub fn build(number: u64, file: &ConfigFile) -> Result<Generation, GenerationError> {
+        let config = Config::from_file(file)?;
+        Ok(Generation::from_config(number, config)?)
+    }
+
+    /// Generation `number` from a validated config (start-up receives one from
+    /// [`Config::load`]): the upstream client is built here and nowhere else.
+    pub fn from_config(number: u64, config: Config) -> Result<Generation, UpstreamError> {
+        let upstream = Upstream::new(&config.upstream)?;
+        Ok(Generation {
+            number,
+            config,
+            upstream,
+        })
+    }
+
+    /// SHA-256 of the text the config was parsed from ([`Config::fingerprint`]): a reload of a
+    /// file with this digest changes nothing.
+    pub fn digest(&self) -> [u8; 32] {
+        self.config.fingerprint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "upstream: \"http://127.0.0.1:8081/fhir\"\nauthenticationConfiguration:\n  authority: \"https://login.example.org/t\"\n  audience: \"https://fhir.example.org\"\n";
+
+    /// The digest a reload compares is the digest of the buffer that was parsed: one read.
+    #[test]
+    fn the_digest_is_that_of_the_parsed_buffer() {
+        let file = ConfigFile::from_text(format!("{TEXT}clockSkew: 7s\n"));
+        let generation = Generation::build(3, &file).expect("valid");
+        assert_eq!(generation.number, 3);
+        assert_eq!(generation.digest(), file.digest());
+        assert_eq!(
+            generation.config.clock_skew,
+            std::time::Duration::from_secs(7)
+        );
+        let expected: [u8; 32] =
+            <sha2::Sha256 as sha2::Digest>::digest(file.text().as_bytes()).into();
+        assert_eq!(generation.digest(), expected);
+        // The same text parsed on its own path has the same fingerprint.
+        let parsed = Config::parse(file.text()).expect("valid");
+        assert_eq!(parsed.fingerprint, generation.digest());
+    }
+
+    #[test]
+    fn every_config_error_is_reported() {
+        let file = ConfigFile::from_text(format!("{TEXT}listen: nowhere\nclockSkew: soon\n"));
+        let Err(error) = Generation::build(2, &file) else {
+            panic!("an invalid file builds no generation");
+        };
+        let messages = error.messages();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(messages[0].starts_with("listen: "), "{messages:?}");
+        assert!(messages[1].starts_with("clockSkew: "), "{messages:?}");
+    }
+
+    #[test]
+    fn an_unbuildable_upstream_is_an_error() {
+        let file = ConfigFile::from_text(TEXT.replace(
+            "\"http://127.0.0.1:8081/fhir\"",
+            "{url: \"https://127.0.0.1:8081/fhir\", caFile: /nonexistent/ca.pem}",
+        ));
+        let error = Generation::build(2, &file).map(|_| ()).unwrap_err();
+        assert!(matches!(error, GenerationError::Upstream(_)), "{error}");
+        assert_eq!(error.messages().len(), 1);
+    }
+}
