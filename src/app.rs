@@ -13,11 +13,11 @@ use crate::auth::KeyStore;
 use crate::body::BodyBuffers;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::proxy::forward::UpstreamError;
 use crate::proxy::session::TokenCache;
 use crate::proxy::{Generation, Peer, Proxy};
 use crate::reload::Reloader;
 use crate::server::{self, ListenerSettings, ServerError};
+use crate::upstream::UpstreamError;
 
 /// Why fhirguard could not start.
 #[derive(Debug, thiserror::Error)]

@@ -1,27 +1,27 @@
 //! The one place where a refusal becomes an HTTP response (SPEC §4 "Responses", reference §2.4).
 //!
-//! Every module reports failures as its own error type; [`Rejection`] gathers them and
-//! [`Rejection::into_response`] turns each into its status, `WWW-Authenticate` challenge and FHIR
-//! `OperationOutcome` body with one exhaustive `match`, so no failure can leave without the
-//! standard answer.
-
-use std::time::Duration;
+//! Every module reports failures as its own error type; [`Rejection`] holds each as it came
+//! (no cause is flattened into a string), and [`Rejection::answer`] gives each its status,
+//! `OperationOutcome` issue code, metric outcome and extra headers in one exhaustive `match`,
+//! so no failure can leave without the standard answer. A batch's denied entries are answered
+//! through the same mapping ([`Rejection::outcome_resource`]).
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::auth::{AuthError, UrlPart};
+use crate::authz::smart::enforcement::Enforcement;
 use crate::authz::smart::{Denial, SmartError};
+use crate::authz::{BundleDecision, Decision};
 use crate::body::{full, Body, BufferError};
 use crate::fhir::bundle::BundleError;
+use crate::fhir::format::NotAcceptable;
 use crate::fhir::path::PathError;
-use crate::fhir::ClassifyError;
+use crate::fhir::{ClassifyError, FHIR_JSON};
 use crate::hygiene::UnsafeRequest;
-
-/// The media type of every body fhirguard writes itself (FHIR R4 §3.1.0.1.3).
-pub const FHIR_JSON: &str = "application/fhir+json";
+use crate::upstream::UpstreamFailure;
 
 /// Why a request was not forwarded, or why forwarding failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,50 +44,35 @@ pub enum Rejection {
     /// A batch/transaction bundle that cannot be read.
     #[error(transparent)]
     Bundle(#[from] BundleError),
-    /// A bundle larger than `limits.maxBundleBytes`.
-    #[error("the request body is larger than {limit} bytes")]
-    BodyTooLarge { limit: usize },
-    /// The body could not be read from the client.
-    #[error("the request body could not be read: {0}")]
-    BodyRead(String),
+    /// A body fhirguard must read and could not: too large (413), too slow (408), over the
+    /// shared budget (503), unreadable or encoded (400).
+    #[error(transparent)]
+    Body(#[from] BufferError),
     /// A request fhirguard and the upstream could read differently, refused before any decision
     /// (400): method tunnels, a preflight with a body, an ambiguous authority.
     #[error(transparent)]
     Unsafe(#[from] UnsafeRequest),
-    /// A buffered body that did not arrive within `limits.bodyReadTimeout` (408).
-    #[error("the request body did not arrive within {0:?} (limits.bodyReadTimeout)")]
-    BodyTimeout(Duration),
-    /// Buffering the body would hold more than `limits.maxBufferedBytes` across all
-    /// connections (503 with `Retry-After`).
-    #[error(
-        "fhirguard holds as many buffered request bodies as limits.maxBufferedBytes ({limit}          bytes) allows; retry later"
-    )]
-    BufferFull { limit: usize },
-    /// Authenticated, but not allowed to do this (403).
-    #[error("{0}")]
-    Forbidden(String),
+    /// Authenticated, but the grant does not cover the request (403, step 8).
+    #[error("{}", .0.reason)]
+    Denied(Box<Decision>),
+    /// A transaction with a denied entry, or a bundle the grant allows no entry of (403).
+    #[error("{}", .0.reason)]
+    BundleDenied(Box<BundleDecision>),
     /// The token's SMART scopes or `fhirUser` are invalid (400, reference §4.4–4.6).
     #[error(transparent)]
     Smart(#[from] SmartError),
-    /// A request SMART refuses as malformed (400), e.g. an include under constrained scopes.
-    #[error("{0}")]
-    Invalid(String),
-    /// The resource is outside the caller's compartment: answered as if absent (404,
-    /// reference §4.7).
-    #[error("{0}")]
-    NotFound(String),
+    /// SMART's plan for the request refuses it (403, 404 or 400 by the rule).
+    #[error(transparent)]
+    Confined(#[from] Denial),
+    /// Carrying out SMART's plan refused it, or could not check the answer (400/403/404/502).
+    #[error(transparent)]
+    Enforcement(#[from] Enforcement),
     /// The answer must be checked, and the client accepts no format fhirguard can read (406).
-    #[error("{0}")]
-    NotAcceptable(String),
-    /// The upstream's answer had to be checked and could not be (too large, not FHIR JSON).
-    #[error("the FHIR server's response could not be checked: {0}")]
-    Unverifiable(String),
-    /// The upstream refused the connection or broke it (502).
-    #[error("the FHIR server is unreachable: {0}")]
-    UpstreamUnavailable(String),
-    /// The upstream did not answer in time (504).
-    #[error("the FHIR server did not answer within {0:?}")]
-    UpstreamTimeout(Duration),
+    #[error(transparent)]
+    NotAcceptable(#[from] NotAcceptable),
+    /// The upstream refused or broke the connection (502), or did not answer in time (504).
+    #[error(transparent)]
+    Upstream(#[from] UpstreamFailure),
 }
 
 /// What a response needs beyond the rejection itself.
@@ -105,35 +90,237 @@ pub struct Challenge<'a> {
     pub audience: &'a str,
 }
 
-impl Rejection {
-    /// The status this rejection answers with.
-    pub fn status(&self) -> StatusCode {
-        self.parts().0
+/// How a rejection is answered.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    /// The `OperationOutcome` issue code (R4 IssueType).
+    code: &'static str,
+    /// The `outcome` label of `fhirguard_requests_total` ([`crate::metrics::OUTCOMES`]).
+    outcome: &'static str,
+    /// A bounded label for logs and `explain`: the failing rule's name.
+    reason: &'static str,
+    /// The `OperationOutcome`'s diagnostics.
+    diagnostics: Diagnostics,
+    headers: Extra,
+}
+
+#[derive(Debug)]
+enum Diagnostics {
+    /// The rejection's `Display`.
+    Own,
+    /// `Authentication failed. <description>.` (reference §2.4).
+    Authentication(String),
+    /// `Authorization failed. <reason>` (reference §2.4).
+    Authorization,
+    /// `The identity provider's signing keys are unavailable: <description>`.
+    KeysUnavailable(String),
+    /// A fixed text: a 404 never says why (the resource must look absent).
+    Fixed(&'static str),
+}
+
+/// Headers a response carries beyond the `OperationOutcome`'s.
+#[derive(Debug)]
+enum Extra {
+    None,
+    /// `WWW-Authenticate: Bearer …` with the `error_description`, if any (RFC 6750 §3).
+    Challenge(Option<String>),
+    /// `Retry-After` in seconds.
+    RetryAfter(u64),
+    /// RFC 9110 §15.5.9: the rest of the body is never read, so the connection closes.
+    Close,
+}
+
+impl Answer {
+    fn new(
+        status: StatusCode,
+        code: &'static str,
+        outcome: &'static str,
+        reason: &'static str,
+    ) -> Answer {
+        Answer {
+            status,
+            code,
+            outcome,
+            reason,
+            diagnostics: Diagnostics::Own,
+            headers: Extra::None,
+        }
     }
 
-    /// A bounded label for logs and metrics.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Rejection::MissingToken => "missing_token",
-            Rejection::Token(error) => error.reason(),
-            Rejection::TokenInUrl(_) => "token_in_url",
-            Rejection::Path(_) => "bad_path",
-            Rejection::Classify(_) => "unclassified",
-            Rejection::Bundle(_) => "bad_bundle",
-            Rejection::BodyTooLarge { .. } => "body_too_large",
-            Rejection::BodyRead(_) => "body_read",
-            Rejection::Unsafe(unsafe_request) => unsafe_request.reason(),
-            Rejection::BodyTimeout(_) => "body_timeout",
-            Rejection::BufferFull { .. } => "buffer_full",
-            Rejection::Forbidden(_) => "forbidden",
-            Rejection::Smart(_) => "invalid_smart_claims",
-            Rejection::Invalid(_) => "invalid_request",
-            Rejection::NotFound(_) => "out_of_compartment",
-            Rejection::NotAcceptable(_) => "not_acceptable",
-            Rejection::Unverifiable(_) => "unverifiable_response",
-            Rejection::UpstreamUnavailable(_) => "upstream_unavailable",
-            Rejection::UpstreamTimeout(_) => "upstream_timeout",
+    fn invalid(reason: &'static str) -> Answer {
+        Answer::new(StatusCode::BAD_REQUEST, "invalid", "invalid", reason)
+    }
+
+    fn forbidden() -> Answer {
+        Answer {
+            diagnostics: Diagnostics::Authorization,
+            ..Answer::new(StatusCode::FORBIDDEN, "forbidden", "forbidden", "forbidden")
         }
+    }
+
+    /// Outside the compartment: answered as if absent (reference §4.7).
+    fn not_found() -> Answer {
+        Answer {
+            diagnostics: Diagnostics::Fixed("Resource not found."),
+            ..Answer::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "forbidden",
+                "out_of_compartment",
+            )
+        }
+    }
+
+    fn upstream(status: StatusCode, code: &'static str, reason: &'static str) -> Answer {
+        Answer::new(status, code, "upstream_error", reason)
+    }
+
+    fn with(self, headers: Extra) -> Answer {
+        Answer { headers, ..self }
+    }
+
+    fn saying(self, diagnostics: Diagnostics) -> Answer {
+        Answer {
+            diagnostics,
+            ..self
+        }
+    }
+}
+
+impl Rejection {
+    /// Status, issue code, metric outcome, reason, diagnostics and headers: the one
+    /// exhaustive match.
+    fn answer(&self) -> Answer {
+        use StatusCode as S;
+        match self {
+            Rejection::MissingToken => {
+                Answer::new(S::UNAUTHORIZED, "login", "unauthenticated", "missing_token")
+                    .saying(Diagnostics::Fixed("Authentication failed."))
+                    .with(Extra::Challenge(None))
+            }
+            // Key sets come back within a retry: the provider's own hint, else 5 s.
+            Rejection::Token(error) if error.is_unavailable() => Answer::new(
+                S::SERVICE_UNAVAILABLE,
+                "transient",
+                "unavailable",
+                error.reason(),
+            )
+            .saying(Diagnostics::KeysUnavailable(error.description()))
+            .with(Extra::RetryAfter(
+                error.retry_after().map_or(5, |d| d.as_secs().max(1)),
+            )),
+            Rejection::Token(error) => {
+                let description = error.description();
+                Answer::new(S::UNAUTHORIZED, "login", "unauthenticated", error.reason())
+                    .saying(Diagnostics::Authentication(description.clone()))
+                    .with(Extra::Challenge(Some(description)))
+            }
+            Rejection::TokenInUrl(_) => Answer::invalid("token_in_url"),
+            Rejection::Path(_) => Answer::invalid("bad_path"),
+            Rejection::Bundle(_) => Answer::invalid("bad_bundle"),
+            Rejection::Unsafe(unsafe_request) => Answer::invalid(unsafe_request.reason()),
+            Rejection::Smart(_) => Answer::invalid("invalid_smart_claims"),
+            Rejection::Classify(error) => match error {
+                ClassifyError::UnsupportedMethod(_) | ClassifyError::MethodNotAllowed { .. } => {
+                    Answer::new(
+                        S::METHOD_NOT_ALLOWED,
+                        "not-supported",
+                        "invalid",
+                        "unclassified",
+                    )
+                }
+                ClassifyError::UnknownResourceType(_)
+                | ClassifyError::UnknownRoute(_)
+                | ClassifyError::OperationNotSupported { .. } => {
+                    Answer::new(S::NOT_FOUND, "not-found", "forbidden", "unclassified")
+                }
+                ClassifyError::InvalidId(_) => Answer::invalid("unclassified"),
+            },
+            Rejection::Body(error) => match error {
+                BufferError::TooLarge { .. } => Answer::new(
+                    S::PAYLOAD_TOO_LARGE,
+                    "too-costly",
+                    "invalid",
+                    "body_too_large",
+                ),
+                BufferError::Timeout(_) => {
+                    Answer::new(S::REQUEST_TIMEOUT, "timeout", "invalid", "body_timeout")
+                        .with(Extra::Close)
+                }
+                // Buffers drain within a body read: a second later is a fair guess.
+                BufferError::Spent(_) => Answer::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "transient",
+                    "unavailable",
+                    "buffer_full",
+                )
+                .with(Extra::RetryAfter(1)),
+                BufferError::Read(_) => Answer::invalid("body_read"),
+                BufferError::Encoded => Answer::invalid("invalid_request"),
+            },
+            Rejection::Denied(_) | Rejection::BundleDenied(_) => Answer::forbidden(),
+            Rejection::Confined(denial) => match denial {
+                Denial::Forbidden(_) => Answer::forbidden(),
+                Denial::NotFound(_) => Answer::not_found(),
+                Denial::Invalid(_) => Answer::invalid("invalid_request"),
+            },
+            Rejection::Enforcement(refusal) => match refusal {
+                Enforcement::WriteOutside { .. }
+                | Enforcement::CaseVariant { .. }
+                | Enforcement::ForeignReference { .. }
+                | Enforcement::NotJsonPatch { .. }
+                | Enforcement::PatchNotApplicable { .. }
+                | Enforcement::PatchChangesIdentity => Answer::forbidden(),
+                Enforcement::PatchNotJson(_)
+                | Enforcement::BodyNotJson(_)
+                | Enforcement::BodyTypeMismatch
+                | Enforcement::IfNoneExistCount
+                | Enforcement::IfNoneExistNotAscii
+                | Enforcement::IfNoneExistInvalid
+                | Enforcement::FormNotUtf8
+                | Enforcement::FormNotUrlencoded
+                | Enforcement::FormNotQuery => Answer::invalid("invalid_request"),
+                Enforcement::StoredOutside { .. }
+                | Enforcement::AnswerOutside { .. }
+                | Enforcement::AnswerOutsideGrant
+                | Enforcement::ConditionalAnswer { .. } => Answer::not_found(),
+                Enforcement::Unverifiable(_) => {
+                    Answer::upstream(S::BAD_GATEWAY, "exception", "unverifiable_response")
+                }
+            },
+            Rejection::NotAcceptable(_) => Answer::new(
+                S::NOT_ACCEPTABLE,
+                "not-supported",
+                "invalid",
+                "not_acceptable",
+            ),
+            Rejection::Upstream(failure) => match failure {
+                UpstreamFailure::Unavailable(_)
+                | UpstreamFailure::Path(_)
+                | UpstreamFailure::Uri(_) => {
+                    Answer::upstream(S::BAD_GATEWAY, "exception", "upstream_unavailable")
+                }
+                UpstreamFailure::Timeout(_) => {
+                    Answer::upstream(S::GATEWAY_TIMEOUT, "timeout", "upstream_timeout")
+                }
+            },
+        }
+    }
+
+    /// The status this rejection answers with.
+    pub fn status(&self) -> StatusCode {
+        self.answer().status
+    }
+
+    /// The `outcome` label of `fhirguard_requests_total` ([`crate::metrics::OUTCOMES`]).
+    pub fn outcome(&self) -> &'static str {
+        self.answer().outcome
+    }
+
+    /// A bounded label for logs and `explain`: the failing rule's name.
+    pub fn reason(&self) -> &'static str {
+        self.answer().reason
     }
 
     /// The near miss behind a refused token, for the log and `explain` only: it is not part
@@ -145,170 +332,51 @@ impl Rejection {
         }
     }
 
-    /// Status, OperationOutcome issue code and diagnostics, in one exhaustive match.
-    fn parts(&self) -> (StatusCode, &'static str, String) {
-        match self {
-            Rejection::MissingToken => (
-                StatusCode::UNAUTHORIZED,
-                "login",
-                "Authentication failed.".to_owned(),
+    /// The `OperationOutcome` of this rejection, whose `id` is the request id: the body of the
+    /// response, and of a batch entry fhirguard answers itself.
+    pub fn outcome_resource(&self, request_id: &str) -> Value {
+        let answer = self.answer();
+        let diagnostics = match answer.diagnostics {
+            Diagnostics::Own => self.to_string(),
+            Diagnostics::Authentication(description) => format!(
+                "Authentication failed. {}.",
+                description.trim_end_matches('.')
             ),
-            Rejection::Token(error) if error.is_unavailable() => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "transient",
-                format!(
-                    "The identity provider's signing keys are unavailable: {}",
-                    error.description()
-                ),
-            ),
-            Rejection::Token(error) => (
-                StatusCode::UNAUTHORIZED,
-                "login",
-                format!(
-                    "Authentication failed. {}.",
-                    error.description().trim_end_matches('.')
-                ),
-            ),
-            Rejection::TokenInUrl(part) => (
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                part.message().to_owned(),
-            ),
-            Rejection::Path(error) => (StatusCode::BAD_REQUEST, "invalid", error.to_string()),
-            Rejection::Classify(error) => (classify_status(error), error.code(), error.to_string()),
-            Rejection::Bundle(error) => (StatusCode::BAD_REQUEST, "invalid", error.to_string()),
-            Rejection::BodyTooLarge { .. } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-costly",
-                self.to_string(),
-            ),
-            Rejection::BodyRead(_) => (StatusCode::BAD_REQUEST, "invalid", self.to_string()),
-            Rejection::Unsafe(unsafe_request) => (
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                unsafe_request.to_string(),
-            ),
-            Rejection::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout", self.to_string()),
-            Rejection::BufferFull { .. } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "transient",
-                self.to_string(),
-            ),
-            Rejection::Forbidden(reason) => (
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("Authorization failed. {reason}"),
-            ),
-            Rejection::Smart(error) => (StatusCode::BAD_REQUEST, "invalid", error.to_string()),
-            Rejection::Invalid(message) => (StatusCode::BAD_REQUEST, "invalid", message.clone()),
-            Rejection::NotFound(_) => (
-                StatusCode::NOT_FOUND,
-                "not-found",
-                "Resource not found.".to_owned(),
-            ),
-            Rejection::NotAcceptable(message) => {
-                (StatusCode::NOT_ACCEPTABLE, "not-supported", message.clone())
+            Diagnostics::Authorization => format!("Authorization failed. {self}"),
+            Diagnostics::KeysUnavailable(description) => {
+                format!("The identity provider's signing keys are unavailable: {description}")
             }
-            Rejection::Unverifiable(_) => (StatusCode::BAD_GATEWAY, "exception", self.to_string()),
-            Rejection::UpstreamUnavailable(_) => {
-                (StatusCode::BAD_GATEWAY, "exception", self.to_string())
-            }
-            Rejection::UpstreamTimeout(_) => {
-                (StatusCode::GATEWAY_TIMEOUT, "timeout", self.to_string())
-            }
-        }
+            Diagnostics::Fixed(text) => text.to_owned(),
+        };
+        json!({
+            "resourceType": "OperationOutcome",
+            "id": request_id,
+            "issue": [{ "severity": "error", "code": answer.code, "diagnostics": diagnostics }],
+        })
     }
 
-    /// The `outcome` label of `fhirguard_requests_total` ([`crate::metrics::OUTCOMES`]).
-    pub fn outcome(&self) -> &'static str {
-        match self {
-            Rejection::MissingToken => "unauthenticated",
-            Rejection::Token(error) if error.is_unavailable() => "unavailable",
-            Rejection::Token(_) => "unauthenticated",
-            Rejection::Classify(error) => match classify_status(error) {
-                StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => "forbidden",
-                _ => "invalid",
-            },
-            Rejection::Forbidden(_) | Rejection::NotFound(_) => "forbidden",
-            Rejection::TokenInUrl(_)
-            | Rejection::Path(_)
-            | Rejection::Bundle(_)
-            | Rejection::BodyTooLarge { .. }
-            | Rejection::BodyRead(_)
-            | Rejection::Unsafe(_)
-            | Rejection::BodyTimeout(_)
-            | Rejection::Smart(_)
-            | Rejection::NotAcceptable(_)
-            | Rejection::Invalid(_) => "invalid",
-            Rejection::BufferFull { .. } => "unavailable",
-            Rejection::Unverifiable(_)
-            | Rejection::UpstreamUnavailable(_)
-            | Rejection::UpstreamTimeout(_) => "upstream_error",
-        }
-    }
-
-    /// The full response: status, headers and OperationOutcome body.
+    /// The full response: status, headers and `OperationOutcome` body.
     pub fn into_response(&self, context: ResponseContext<'_>) -> Response<Body> {
-        let (status, code, diagnostics) = self.parts();
-        let mut response = operation_outcome(status, code, &diagnostics, context.request_id);
+        let body = self.outcome_resource(context.request_id);
+        let answer = self.answer();
+        let mut response = Response::new(full(Bytes::from(body.to_string())));
+        *response.status_mut() = answer.status;
         let headers = response.headers_mut();
-        match self {
-            Rejection::MissingToken => {
-                headers.insert(WWW_AUTHENTICATE, challenge(context.challenge, None));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+        match answer.headers {
+            Extra::None => {}
+            Extra::Challenge(description) => {
+                let value = challenge(context.challenge, description.as_deref());
+                headers.insert(WWW_AUTHENTICATE, value);
             }
-            Rejection::Token(error) if error.is_unavailable() => {
-                let seconds = error.retry_after().map_or(5, |d| d.as_secs().max(1));
+            Extra::RetryAfter(seconds) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
             }
-            Rejection::Token(error) => {
-                let description = error.description();
-                headers.insert(
-                    WWW_AUTHENTICATE,
-                    challenge(context.challenge, Some(&description)),
-                );
-            }
-            // Buffers drain within a body read: a second later is a fair guess.
-            Rejection::BufferFull { .. } => {
-                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            // RFC 9110 §15.5.9: the rest of the body is never read, so the connection closes.
-            Rejection::BodyTimeout(_) => {
+            Extra::Close => {
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
-            _ => {}
         }
         response
-    }
-}
-
-impl From<BufferError> for Rejection {
-    fn from(error: BufferError) -> Rejection {
-        match error {
-            BufferError::TooLarge { limit } => Rejection::BodyTooLarge { limit },
-            BufferError::Timeout(timeout) => Rejection::BodyTimeout(timeout),
-            BufferError::Spent(spent) => Rejection::BufferFull { limit: spent.limit },
-            BufferError::Read(error) => Rejection::BodyRead(error.to_string()),
-            BufferError::Encoded => Rejection::Invalid(BufferError::Encoded.to_string()),
-        }
-    }
-}
-
-impl From<Denial> for Rejection {
-    fn from(denial: Denial) -> Rejection {
-        match denial {
-            Denial::Forbidden(reason) => Rejection::Forbidden(reason),
-            Denial::NotFound(reason) => Rejection::NotFound(reason),
-            Denial::Invalid(reason) => Rejection::Invalid(reason),
-        }
-    }
-}
-
-fn classify_status(error: &ClassifyError) -> StatusCode {
-    match error.code() {
-        "not-found" => StatusCode::NOT_FOUND,
-        "not-supported" => StatusCode::METHOD_NOT_ALLOWED,
-        "forbidden" => StatusCode::FORBIDDEN,
-        _ => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -346,34 +414,28 @@ fn quoted(text: &str) -> String {
     out
 }
 
-/// A FHIR `OperationOutcome` response whose `id` is the request id (the caller sets the
-/// `X-Request-Id` header on every response alike).
-pub fn operation_outcome(
-    status: StatusCode,
-    code: &str,
-    diagnostics: &str,
-    request_id: &str,
-) -> Response<Body> {
-    let outcome = json!({
-        "resourceType": "OperationOutcome",
-        "id": request_id,
-        "issue": [{ "severity": "error", "code": code, "diagnostics": diagnostics }],
-    });
-    let mut response = Response::new(full(Bytes::from(outcome.to_string())));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
-    response
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::authz::scope::ScopeError;
+    use crate::authz::smart::enforcement::AnswerError;
+    use crate::body::BudgetSpent;
 
-    fn answer(rejection: &Rejection) -> (StatusCode, serde_json::Value) {
-        let (status, code, diagnostics) = rejection.parts();
-        (status, json!({ "code": code, "diagnostics": diagnostics }))
+    fn answer(rejection: &Rejection) -> (StatusCode, Value) {
+        let outcome = rejection.outcome_resource("r-1");
+        (rejection.status(), outcome["issue"][0].clone())
+    }
+
+    fn context() -> ResponseContext<'static> {
+        ResponseContext {
+            request_id: "r-1",
+            challenge: Challenge {
+                authority: "https://idp.example.org",
+                audience: "https://fhir.example.org",
+            },
+        }
     }
 
     #[test]
@@ -405,9 +467,24 @@ mod tests {
                 "not-found",
             ),
             (
-                Rejection::Unverifiable("too large".to_owned()),
+                Rejection::from(Enforcement::from(AnswerError::TooLarge { limit: 1 })),
                 StatusCode::BAD_GATEWAY,
                 "exception",
+            ),
+            (
+                Rejection::from(Enforcement::PatchChangesIdentity),
+                StatusCode::FORBIDDEN,
+                "forbidden",
+            ),
+            (
+                Rejection::from(Enforcement::FormNotUrlencoded),
+                StatusCode::BAD_REQUEST,
+                "invalid",
+            ),
+            (
+                Rejection::from(NotAcceptable::Accept),
+                StatusCode::NOT_ACCEPTABLE,
+                "not-supported",
             ),
         ];
         for (rejection, status, code) in table {
@@ -416,8 +493,10 @@ mod tests {
             assert_eq!(body["code"], code, "{rejection}");
         }
         // A 404 never says why: the resource must look absent.
-        let (_, body) = answer(&Rejection::NotFound("Observation/2 is outside".to_owned()));
+        let (_, body) = answer(&Rejection::from(Enforcement::AnswerOutsideGrant));
         assert_eq!(body["diagnostics"], "Resource not found.");
+        let (_, body) = answer(&Rejection::from(Denial::Forbidden("x is y".to_owned())));
+        assert_eq!(body["diagnostics"], "Authorization failed. x is y");
         let (_, body) = answer(&Rejection::Smart(SmartError::MissingFhirUser));
         assert_eq!(
             body["diagnostics"],
@@ -426,16 +505,66 @@ mod tests {
         );
     }
 
+    /// Classification failures (moved here from the classifier's tests: the code is the error
+    /// mapping's, not the classifier's).
+    #[test]
+    fn classification_errors_have_their_status_code_and_outcome() {
+        let table = [
+            (
+                ClassifyError::UnsupportedMethod("TRACE".into()),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "not-supported",
+                "invalid",
+            ),
+            (
+                ClassifyError::MethodNotAllowed {
+                    method: "POST".into(),
+                    path: "/Patient/1".into(),
+                },
+                StatusCode::METHOD_NOT_ALLOWED,
+                "not-supported",
+                "invalid",
+            ),
+            (
+                ClassifyError::UnknownResourceType("Nope".into()),
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "forbidden",
+            ),
+            (
+                ClassifyError::UnknownRoute("/a/b/c/d/e".into()),
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "forbidden",
+            ),
+            (
+                ClassifyError::OperationNotSupported {
+                    operation: "purge-history".into(),
+                    path: "/$purge-history".into(),
+                },
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "forbidden",
+            ),
+            (
+                ClassifyError::InvalidId("a b".into()),
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "invalid",
+            ),
+        ];
+        for (error, status, code, outcome) in table {
+            let rejection = Rejection::from(error);
+            let (got, body) = answer(&rejection);
+            assert_eq!((got, &body["code"]), (status, &json!(code)), "{rejection}");
+            assert_eq!(rejection.outcome(), outcome, "{rejection}");
+            assert_eq!(body["diagnostics"], rejection.to_string());
+        }
+    }
+
     #[test]
     fn hygiene_and_body_rejections_have_their_status_code_outcome_and_headers() {
         use crate::hygiene::{ParameterPlace, UnsafeRequest};
-        let context = ResponseContext {
-            request_id: "r-1",
-            challenge: Challenge {
-                authority: "https://idp.example.org",
-                audience: "https://fhir.example.org",
-            },
-        };
         let table = [
             (
                 Rejection::from(UnsafeRequest::MethodParameter(ParameterPlace::FormBody)),
@@ -459,18 +588,39 @@ mod tests {
                 "ambiguous_authority",
             ),
             (
-                Rejection::BodyTimeout(Duration::from_secs(2)),
+                Rejection::from(BufferError::Timeout(Duration::from_secs(2))),
                 StatusCode::REQUEST_TIMEOUT,
                 "timeout",
                 "invalid",
                 "body_timeout",
             ),
             (
-                Rejection::BufferFull { limit: 10 },
+                Rejection::from(BufferError::Spent(BudgetSpent { limit: 10 })),
                 StatusCode::SERVICE_UNAVAILABLE,
                 "transient",
                 "unavailable",
                 "buffer_full",
+            ),
+            (
+                Rejection::from(BufferError::TooLarge { limit: 10 }),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-costly",
+                "invalid",
+                "body_too_large",
+            ),
+            (
+                Rejection::from(UpstreamFailure::Timeout(Duration::from_secs(2))),
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                "upstream_error",
+                "upstream_timeout",
+            ),
+            (
+                Rejection::from(UpstreamFailure::Unavailable("refused".into())),
+                StatusCode::BAD_GATEWAY,
+                "exception",
+                "upstream_error",
+                "upstream_unavailable",
             ),
         ];
         for (rejection, status, code, outcome, reason) in table {
@@ -481,9 +631,17 @@ mod tests {
             assert_eq!(rejection.reason(), reason, "{rejection}");
             assert!(crate::metrics::OUTCOMES.contains(&rejection.outcome()));
         }
-        let full = Rejection::BufferFull { limit: 10 }.into_response(context);
-        assert_eq!(full.headers()[RETRY_AFTER], "1");
-        let late = Rejection::BodyTimeout(Duration::from_secs(2)).into_response(context);
-        assert_eq!(late.headers()[CONNECTION], "close");
+        let full = Rejection::from(BufferError::Spent(BudgetSpent { limit: 10 }));
+        assert_eq!(full.into_response(context()).headers()[RETRY_AFTER], "1");
+        let late = Rejection::from(BufferError::Timeout(Duration::from_secs(2)));
+        assert_eq!(late.into_response(context()).headers()[CONNECTION], "close");
+        let missing = Rejection::MissingToken.into_response(context());
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            missing.headers()[WWW_AUTHENTICATE],
+            "Bearer authorization_uri=\"https://idp.example.org\", \
+             resource_id=\"https://fhir.example.org\", realm=\"https://fhir.example.org\""
+        );
+        assert_eq!(missing.headers()[CONTENT_TYPE], FHIR_JSON);
     }
 }

@@ -24,6 +24,7 @@
 
 pub mod bundle;
 pub mod compartment;
+pub mod format;
 pub mod json;
 mod operation;
 pub mod patch;
@@ -189,8 +190,6 @@ impl fmt::Display for FhirRequest {
 pub enum ClassifyError {
     #[error("The HTTP method {0} is not supported.")]
     UnsupportedMethod(String),
-    #[error("The {0} header is not allowed: method overrides are refused.")]
-    MethodOverride(String),
     #[error("Resource type '{0}' is not supported.")]
     UnknownResourceType(String),
     #[error("No FHIR interaction is defined for the path '{0}'.")]
@@ -203,29 +202,9 @@ pub enum ClassifyError {
     InvalidId(String),
 }
 
-impl ClassifyError {
-    /// The OperationOutcome issue code (R4 IssueType): `invalid`, `not-found`, `not-supported`
-    /// or `forbidden`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ClassifyError::UnsupportedMethod(_) | ClassifyError::MethodNotAllowed { .. } => {
-                "not-supported"
-            }
-            ClassifyError::MethodOverride(_) => "forbidden",
-            ClassifyError::UnknownResourceType(_)
-            | ClassifyError::UnknownRoute(_)
-            | ClassifyError::OperationNotSupported { .. } => "not-found",
-            ClassifyError::InvalidId(_) => "invalid",
-        }
-    }
-}
-
-/// Headers some servers and frameworks honour to run another method than the request line's.
-pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
-    "x-http-method-override",
-    "x-method-override",
-    "x-http-method",
-];
+/// The media type of FHIR JSON (R4 §3.1.0.1.3): every body fhirguard writes itself, and the
+/// format it asks for when it must read an answer.
+pub const FHIR_JSON: &str = "application/fhir+json";
 
 /// Resource types whose create, update, patch and delete also need EditProfileDefinitions
 /// (reference §3.2, `ProfileResourcesBehaviour`): the OSS server's profile types,
@@ -273,12 +252,6 @@ pub fn classify(
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<FhirRequest, ClassifyError> {
-    if let Some(name) = METHOD_OVERRIDE_HEADERS
-        .iter()
-        .find(|name| headers.contains_key(**name))
-    {
-        return Err(ClassifyError::MethodOverride((*name).to_owned()));
-    }
     let verb = Verb::from_method(method)?;
     let route = Route::parse(path)?;
     let not_allowed = || ClassifyError::MethodNotAllowed {

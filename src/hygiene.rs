@@ -22,7 +22,13 @@ use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, Method, Uri};
 
 use crate::fhir::query::carries_method_parameter;
-use crate::fhir::METHOD_OVERRIDE_HEADERS;
+
+/// Headers some servers and frameworks honour to run another method than the request line's.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-method-override",
+    "x-http-method",
+];
 
 /// Why a request is refused before any decision (400, `invalid`). Each message names its rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -32,3 +32,4 @@ pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod server;
+pub mod upstream;

@@ -19,9 +19,7 @@ pub mod decision;
 pub mod forward;
 mod generation;
 pub mod headers;
-mod negotiate;
 mod plan;
-mod pool;
 pub mod session;
 mod smart;
 

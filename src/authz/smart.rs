@@ -6,6 +6,7 @@
 //! Pure: the proxy does the I/O the plans ask for.
 
 mod confine;
+pub mod enforcement;
 #[cfg(test)]
 mod grant_tests;
 pub mod membership;

@@ -7,7 +7,6 @@
 use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -178,28 +177,12 @@ async fn decide(
             }
         }
         Head::NeedsBody(pending) => {
-            // A POST `_search` without a body is a search on the URL's parameters alone.
-            let body = match (body, pending.body) {
-                (Some(body), _) => Bytes::copy_from_slice(body),
-                (None, BodyNeed::SearchForm) => Bytes::new(),
-                (None, BodyNeed::Bundle) => {
-                    println!(
-                        "note: a batch/transaction is decided by its entries: pass --body FILE"
-                    );
-                    let rejection =
-                        Rejection::Forbidden("the bundle body was not given".to_owned());
-                    let classified = pending.classified;
-                    let trace = Trace {
-                        path: Some(classified.path),
-                        principal: Some(Arc::clone(classified.session.principal())),
-                        request: Some(classified.request),
-                        granted: Some(classified.granted),
-                        grant: classified.grant,
-                        ..Trace::default()
-                    };
-                    return Err(Refused::new(rejection, trace));
-                }
-            };
+            // Without --body, the request is decided as the proxy decides one sent without a
+            // body: a POST `_search` on its URL's parameters alone, a bundle refused as empty.
+            if body.is_none() && pending.body == BodyNeed::Bundle {
+                println!("note: a batch/transaction is decided by its entries: pass --body FILE");
+            }
+            let body = body.map_or_else(Bytes::new, Bytes::copy_from_slice);
             Ok(decide_body(judge, pending, head, body)?.into_trace())
         }
     }

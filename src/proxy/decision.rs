@@ -383,7 +383,7 @@ fn decide(
         Refused::new(rejection, trace)
     };
     if !decision.allowed {
-        let rejection = Rejection::Forbidden(decision.reason.clone());
+        let rejection = Rejection::Denied(Box::new(decision.clone()));
         return Err(refused(rejection, decision, request, grant));
     }
     let plan = match grant {
@@ -505,7 +505,7 @@ fn decide_bundle(classified: Classified, body: Bytes) -> Result<AuthorizedBundle
     let batch_answerable = decision.kind == bundle::BundleKind::Batch
         && !granted.intersection(DataActions::ALL).is_empty();
     if !decision.allowed && !batch_answerable {
-        let rejection = Rejection::Forbidden(decision.reason.clone());
+        let rejection = Rejection::BundleDenied(Box::new(decision.clone()));
         let trace = Trace {
             bundle: Some(decision),
             ..trace
@@ -546,7 +546,7 @@ fn smart_entry(entry: &FhirRequest, granted: DataActions, grant: &SmartGrant) ->
             }
             Err(denial) => {
                 decision.allowed = false;
-                decision.reason = Rejection::from(denial).to_string();
+                decision.reason = denial.to_string();
             }
         }
     }

@@ -4,7 +4,7 @@
 //! there through [`Generation::build`], which parses the very buffer whose digest it was judged by.
 
 use crate::config::{Config, ConfigErrors, ConfigFile};
-use crate::proxy::forward::{Upstream, UpstreamError};
+use crate::upstream::{Upstream, UpstreamError};
 
 /// A configuration generation: the validated config and what was built from it.
 #[derive(Debug)]

@@ -19,11 +19,14 @@ use crate::authz::smart::{membership, visible, Confinement, FhirUser, SmartGrant
 use crate::authz::BundleDecision;
 use crate::body::{full, Body};
 use crate::config::Config;
-use crate::error::{Rejection, FHIR_JSON};
+use crate::error::Rejection;
 use crate::fhir::json as fhir_json;
+use crate::fhir::FHIR_JSON;
 use crate::hygiene::{ParameterPlace, UnsafeRequest};
 
 pub(super) mod change;
+
+use crate::authz::smart::enforcement::{AnswerError, Enforcement};
 
 use change::check_stored;
 
@@ -35,12 +38,10 @@ pub(super) async fn buffer(
     let (parts, mut body) = response.into_parts();
     let mut bytes = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|error| Rejection::Unverifiable(error.to_string()))?;
+        let frame = frame.map_err(|error| Enforcement::from(AnswerError::Read(error)))?;
         if let Ok(data) = frame.into_data() {
             if bytes.len() + data.len() > limit {
-                return Err(Rejection::Unverifiable(format!(
-                    "the answer is larger than {limit} bytes"
-                )));
+                return Err(Enforcement::from(AnswerError::TooLarge { limit }).into());
             }
             bytes.extend_from_slice(&data);
         }
@@ -60,8 +61,7 @@ pub(super) fn rebuild(mut parts: http::response::Parts, body: Bytes) -> Response
 /// Parses a FHIR JSON answer fhirguard has to look into, as strictly as a request body: an
 /// answer whose members fhirguard and the client could read differently is not passed on.
 pub(super) fn json(body: &[u8]) -> Result<Value, Rejection> {
-    fhir_json::parse(body)
-        .map_err(|error| Rejection::Unverifiable(format!("not FHIR JSON: {error}")))
+    fhir_json::parse(body).map_err(|error| Enforcement::from(AnswerError::NotJson(error)).into())
 }
 
 /// A read or vread under a `patient` context: a resource outside the compartment is answered
@@ -76,19 +76,16 @@ pub(super) async fn check_read(
 ) -> Result<Response<Body>, Rejection> {
     let status = response.status();
     if status == StatusCode::NOT_MODIFIED || status == StatusCode::PRECONDITION_FAILED {
-        return Err(Rejection::NotFound(format!(
-            "the upstream answered {status}, which fhirguard cannot check against the \
-             compartment of {user} (compartment hardening: conditional reads)"
-        )));
+        let user = user.clone();
+        return Err(Enforcement::ConditionalAnswer { status, user }.into());
     }
     if !status.is_success() {
         return Ok(response);
     }
     let (parts, bytes) = buffer(response, limit).await?;
     if !membership::is_member(&json(&bytes)?, user) {
-        return Err(Rejection::NotFound(format!(
-            "the resource is outside the compartment of {user}"
-        )));
+        let user = user.clone();
+        return Err(Enforcement::AnswerOutside { user }.into());
     }
     Ok(rebuild(parts, bytes))
 }
@@ -130,9 +127,7 @@ pub(super) async fn filter_search(
         if visible(grant, granted, &bundle) {
             return Ok(rebuild(parts, bytes));
         }
-        return Err(Rejection::NotFound(
-            "the answer is outside the grant".to_owned(),
-        ));
+        return Err(Enforcement::AnswerOutsideGrant.into());
     }
     let removed = membership::filter_bundle(&mut bundle, |r| visible(grant, granted, r));
     if removed == 0 {
@@ -148,14 +143,11 @@ pub fn check_body(
     resource_type: Option<&str>,
     user: &FhirUser,
 ) -> Result<(), Rejection> {
-    let resource = fhir_json::parse(body)
-        .map_err(|error| Rejection::Invalid(format!("The request body is refused: {error}")))?;
+    let resource = fhir_json::parse(body).map_err(Enforcement::BodyNotJson)?;
     if resource["resourceType"].as_str() != resource_type {
-        return Err(Rejection::Invalid(
-            "The resource type in the body does not match the URL.".to_owned(),
-        ));
+        return Err(Enforcement::BodyTypeMismatch.into());
     }
-    check_stored(&resource, "the resource in the body", user)
+    Ok(check_stored(&resource, "the resource in the body", user)?)
 }
 
 /// The bundle to forward: only the allowed entries, in order, each entry URL carrying its
@@ -281,18 +273,17 @@ pub(super) fn batch_response(
             if entry.allowed {
                 return answered.next().unwrap_or_else(|| json!({}));
             }
+            // Answered through the one error mapping, as the request alone would be.
+            let refusal = Rejection::Denied(Box::new(entry.clone()));
+            let status = refusal.status();
             json!({
                 "response": {
-                    "status": "403 Forbidden",
-                    "outcome": {
-                        "resourceType": "OperationOutcome",
-                        "id": request_id,
-                        "issue": [{
-                            "severity": "error",
-                            "code": "forbidden",
-                            "diagnostics": format!("Authorization failed. {}", entry.reason),
-                        }],
-                    },
+                    "status": format!(
+                        "{} {}",
+                        status.as_u16(),
+                        status.canonical_reason().unwrap_or_default()
+                    ),
+                    "outcome": refusal.outcome_resource(request_id),
                 },
             })
         })
@@ -320,14 +311,10 @@ pub(in crate::proxy) fn search_form(
     form: &[u8],
 ) -> Result<String, Rejection> {
     let form = std::str::from_utf8(form)
-        .map_err(|_| Rejection::Invalid("The _search form body is not UTF-8.".to_owned()))?
+        .map_err(|_| Enforcement::FormNotUtf8)?
         .trim();
     if !form.is_empty() && !is_form(parts.headers.get(CONTENT_TYPE)) {
-        return Err(Rejection::Invalid(
-            "A POST _search body must be application/x-www-form-urlencoded (FHIR R4 \
-             http.html#search)."
-                .to_owned(),
-        ));
+        return Err(Enforcement::FormNotUrlencoded.into());
     }
     if crate::fhir::query::carries_method_parameter(form) {
         return Err(UnsafeRequest::MethodParameter(ParameterPlace::FormBody).into());
@@ -339,9 +326,7 @@ pub(in crate::proxy) fn search_form(
         .join("&");
     // Decided as a query string, so it must be one (RFC 3986 §3.4).
     if http::uri::PathAndQuery::try_from(format!("/?{joined}")).is_err() {
-        return Err(Rejection::Invalid(
-            "The _search parameters are not a valid query.".to_owned(),
-        ));
+        return Err(Enforcement::FormNotQuery.into());
     }
     Ok(joined)
 }

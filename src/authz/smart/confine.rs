@@ -51,14 +51,17 @@ impl Confinement {
     }
 }
 
-/// Why a request is refused by SMART enforcement.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Why a request is refused by SMART enforcement; each names the rule it breaks.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Denial {
     /// 403 `forbidden`.
+    #[error("{0}")]
     Forbidden(String),
     /// 404 `not-found`: the resource is outside the compartment, as if it did not exist.
+    #[error("{0}")]
     NotFound(String),
     /// 400 `invalid`.
+    #[error("{0}")]
     Invalid(String),
 }
 

@@ -8,35 +8,33 @@ use http::header::{HeaderName, ACCEPT, ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_
 use http::{HeaderValue, Request};
 use serde_json::Value;
 
-use super::{buffer, json, strip_conditional_headers};
+use super::{buffer, json, strip_conditional_headers, AnswerError, Enforcement};
 use crate::authz::smart::{confine_condition, membership, Confinement, FhirUser};
 use crate::body::empty;
-use crate::error::{Rejection, FHIR_JSON};
+use crate::error::Rejection;
 use crate::fhir::patch::{apply, JSON_PATCH};
 use crate::fhir::FhirRequest;
+use crate::fhir::FHIR_JSON;
 use crate::proxy::forward::Exchange;
 
 /// What a write would store must be in the compartment, name no other patient in its
 /// compartment elements (hardening class 9: `performer: Patient/2` beside `subject: Patient/1`
 /// writes into patient 2's record), and hold no case variant of those elements.
-pub(super) fn check_stored(resource: &Value, what: &str, user: &FhirUser) -> Result<(), Rejection> {
+pub(super) fn check_stored(
+    resource: &Value,
+    what: &'static str,
+    user: &FhirUser,
+) -> Result<(), Enforcement> {
     if !membership::is_member(resource, user) {
-        return Err(Rejection::Forbidden(format!(
-            "{what} is outside the compartment of {user} (compartment hardening: writes stay \
-             in the compartment)"
-        )));
+        let user = user.clone();
+        return Err(Enforcement::WriteOutside { what, user });
     }
     if let Some(name) = membership::case_variant(resource, user) {
-        return Err(Rejection::Forbidden(format!(
-            "{what} holds '{name}', a case variant of a compartment element that fhirguard \
-             cannot check (compartment hardening: writes stay in the compartment)"
-        )));
+        return Err(Enforcement::CaseVariant { what, name });
     }
     if let Some(other) = membership::foreign_reference(resource, user) {
-        return Err(Rejection::Forbidden(format!(
-            "{what} names {other}, another compartment than {user} (compartment hardening: \
-             writes stay in the compartment)"
-        )));
+        let (other, user) = (other.to_string(), user.clone());
+        return Err(Enforcement::ForeignReference { what, other, user });
     }
     Ok(())
 }
@@ -58,28 +56,18 @@ fn check_patch(
         .map(str::trim)
         .unwrap_or_default();
     if !media_type.eq_ignore_ascii_case(JSON_PATCH) {
-        return Err(Rejection::Forbidden(format!(
-            "a patch under a patient context must be a JSON Patch ({JSON_PATCH}); fhirguard \
-             cannot evaluate '{media_type}' (compartment hardening: patches stay in the \
-             compartment)"
-        )));
+        let media_type = media_type.to_owned();
+        return Err(Enforcement::NotJsonPatch { media_type }.into());
     }
-    let patch = crate::fhir::json::parse(body)
-        .map_err(|error| Rejection::Invalid(format!("The JSON Patch is refused: {error}")))?;
+    let patch = crate::fhir::json::parse(body).map_err(Enforcement::PatchNotJson)?;
     let before = (current["resourceType"].clone(), current["id"].clone());
     let version = current["meta"]["versionId"].as_str().map(str::to_owned);
     apply(&mut current, &patch).map_err(|error| {
-        Rejection::Forbidden(format!(
-            "{error}; fhirguard cannot show the patched resource stays in the compartment of \
-             {user} (compartment hardening: patches stay in the compartment)"
-        ))
+        let user = user.clone();
+        Enforcement::PatchNotApplicable { error, user }
     })?;
     if (current["resourceType"].clone(), current["id"].clone()) != before {
-        return Err(Rejection::Forbidden(
-            "the patch changes the resource's type or id (compartment hardening: patches \
-             stay in the compartment)"
-                .to_owned(),
-        ));
+        return Err(Enforcement::PatchChangesIdentity.into());
     }
     check_stored(&current, "the patched resource", user)?;
     Ok(version.and_then(|v| HeaderValue::from_str(&format!("W/\"{v}\"")).ok()))
@@ -94,19 +82,16 @@ pub(in crate::proxy) fn confine_if_none_exist(
 ) -> Result<(), Rejection> {
     let mut values = headers.get_all(IF_NONE_EXIST).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
-        return Err(Rejection::Invalid(
-            "A conditional create takes exactly one If-None-Exist header.".to_owned(),
-        ));
+        return Err(Enforcement::IfNoneExistCount.into());
     };
     let criteria = value
         .to_str()
-        .map_err(|_| Rejection::Invalid("The If-None-Exist header is not ASCII.".to_owned()))?;
+        .map_err(|_| Enforcement::IfNoneExistNotAscii)?;
     // The header may carry the type before the criteria (`Observation?code=x`); the server
     // reads only the query part.
     let criteria = criteria.split_once('?').map_or(criteria, |(_, q)| q);
     let confined = confine_condition(user, resource_type, criteria)?;
-    let value = HeaderValue::from_str(&confined)
-        .map_err(|_| Rejection::Invalid("The If-None-Exist header is not valid.".to_owned()))?;
+    let value = HeaderValue::from_str(&confined).map_err(|_| Enforcement::IfNoneExistInvalid)?;
     headers.insert(IF_NONE_EXIST, value);
     Ok(())
 }
@@ -143,10 +128,9 @@ pub(in crate::proxy) async fn check_change(
         request.id.as_deref().unwrap_or_default()
     );
     let current = current_resource(exchange, parts, &path, user).await?;
-    let absent = || {
-        Rejection::NotFound(format!(
-            "{request}: the resource is not in the compartment of {user}"
-        ))
+    let absent = || Enforcement::StoredOutside {
+        request: request.to_string(),
+        user: user.clone(),
     };
     match change.confinement {
         Confinement::Patch => {
@@ -178,7 +162,7 @@ async fn current_resource(
 ) -> Result<Option<Value>, Rejection> {
     let mut read = Request::get(parts.uri.clone())
         .body(empty())
-        .map_err(|error| Rejection::Unverifiable(error.to_string()))?;
+        .map_err(|error| Enforcement::from(AnswerError::Request(error)))?;
     *read.headers_mut() = parts.headers.clone();
     for name in [CONTENT_LENGTH, CONTENT_TYPE, ACCEPT_ENCODING, IF_NONE_EXIST] {
         read.headers_mut().remove(name);
@@ -193,17 +177,14 @@ async fn current_resource(
         return Ok(None);
     }
     if !status.is_success() {
-        return Err(Rejection::Unverifiable(format!(
-            "reading the current resource answered {status}"
-        )));
+        return Err(Enforcement::from(AnswerError::StoredRead(status)).into());
     }
     let limit = exchange.config.limits.max_bundle_bytes;
     let (_, bytes) = buffer(response, limit).await?;
     let resource = json(&bytes)?;
     if !membership::is_member(&resource, user) {
-        return Err(Rejection::NotFound(format!(
-            "the resource is outside the compartment of {user}"
-        )));
+        let user = user.clone();
+        return Err(Enforcement::AnswerOutside { user }.into());
     }
     Ok(Some(resource))
 }

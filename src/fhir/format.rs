@@ -7,20 +7,32 @@
 use http::header::{HeaderValue, ACCEPT};
 use http::HeaderMap;
 
-use crate::error::{Rejection, FHIR_JSON};
-use crate::fhir::query::parameters;
+use super::query::parameters;
+use super::FHIR_JSON;
+
+/// A checked answer in a format fhirguard cannot read (406).
+#[derive(Debug, thiserror::Error)]
+pub enum NotAcceptable {
+    #[error(
+        "_format={0}: this answer is checked against the caller's SMART grant, and fhirguard \
+         reads only FHIR JSON; use _format=json"
+    )]
+    Format(String),
+    #[error(
+        "Accept names no JSON type: this answer is checked against the caller's SMART grant, \
+         and fhirguard reads only FHIR JSON; accept application/fhir+json"
+    )]
+    Accept,
+}
 
 /// Refuses a request whose `_format` or `Accept` asks for something other than JSON; otherwise
 /// sets `Accept: application/fhir+json` for the upstream.
-pub(super) fn json_only(query: Option<&str>, headers: &mut HeaderMap) -> Result<(), Rejection> {
+pub fn json_only(query: Option<&str>, headers: &mut HeaderMap) -> Result<(), NotAcceptable> {
     let mut format = false;
     for (name, value) in parameters(query) {
         if name.trim().eq_ignore_ascii_case("_format") {
             if !is_json(&value) {
-                return Err(Rejection::NotAcceptable(format!(
-                    "_format={value}: this answer is checked against the caller's SMART \
-                     grant, and fhirguard reads only FHIR JSON; use _format=json"
-                )));
+                return Err(NotAcceptable::Format(value));
             }
             format = true;
         }
@@ -28,11 +40,7 @@ pub(super) fn json_only(query: Option<&str>, headers: &mut HeaderMap) -> Result<
     // `_format` overrides `Accept` (R4 http.html#mime-type).
     let mut accepts = headers.get_all(ACCEPT).iter().peekable();
     if !format && accepts.peek().is_some() && !accepts.any(accepts_json) {
-        return Err(Rejection::NotAcceptable(
-            "Accept names no JSON type: this answer is checked against the caller's SMART \
-             grant, and fhirguard reads only FHIR JSON; accept application/fhir+json"
-                .to_owned(),
-        ));
+        return Err(NotAcceptable::Accept);
     }
     headers.insert(ACCEPT, HeaderValue::from_static(FHIR_JSON));
     Ok(())
@@ -76,7 +84,7 @@ fn accepts_json(value: &HeaderValue) -> bool {
 mod tests {
     use super::*;
 
-    fn judge(query: Option<&str>, accept: &[&str]) -> Result<HeaderMap, Rejection> {
+    fn judge(query: Option<&str>, accept: &[&str]) -> Result<HeaderMap, NotAcceptable> {
         let mut headers = HeaderMap::new();
         for value in accept {
             headers.append(ACCEPT, HeaderValue::from_str(value).unwrap());
@@ -125,7 +133,12 @@ mod tests {
             (None, &["*/*;q=0"][..]),
         ] {
             let refused = judge(query, accept).expect_err(&format!("{query:?} {accept:?}"));
-            assert_eq!(refused.status(), http::StatusCode::NOT_ACCEPTABLE);
+            // `_format` decides when given; `Accept` otherwise.
+            let expected = match query {
+                Some(_) => matches!(refused, NotAcceptable::Format(_)),
+                None => matches!(refused, NotAcceptable::Accept),
+            };
+            assert!(expected, "{query:?} {accept:?}: {refused}");
         }
     }
 }
