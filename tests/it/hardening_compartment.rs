@@ -4,7 +4,6 @@
 //! with 304/412, keeps version histories and applies JSON Patches — and records every request
 //! it receives, so each test asserts both what the client got and what reached the server.
 
-mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,8 +22,8 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde_json::{json, Value};
-use support::idp::FakeIdp;
-use support::token::{self, now, TestKey};
+use crate::support::idp::FakeIdp;
+use crate::support::token::{self, now, TestKey};
 use tokio::net::TcpListener;
 
 const AUDIENCE: &str = "https://fhir.example.org/smart";

@@ -8,7 +8,6 @@
 //! when `node_modules` is missing). Without `node` the test is skipped, except under CI (env `CI`
 //! set), where that fails it.
 
-mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -23,8 +22,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use support::idp::FakeIdp;
-use support::token::{self, now, TestKey};
+use crate::support::idp::FakeIdp;
+use crate::support::token::{self, now, TestKey};
 
 const AUDIENCE: &str = "https://fhir.example.org/smart";
 const BASE: &str = "https://fhir.example.org";

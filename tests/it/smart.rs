@@ -3,7 +3,6 @@
 //! resource of the type, ignoring parameters — so compartment filtering is fhirguard's doing),
 //! creates, updates, deletes and batches, and records what it was asked.
 
-mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,8 +20,8 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde_json::{json, Value};
-use support::idp::FakeIdp;
-use support::token::{self, now, TestKey};
+use crate::support::idp::FakeIdp;
+use crate::support::token::{self, now, TestKey};
 use tokio::net::TcpListener;
 
 const AUDIENCE: &str = "https://fhir.example.org/smart";

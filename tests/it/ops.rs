@@ -8,13 +8,9 @@
 //! run by `.ci/run`). Without them these tests skip with a message, except under CI (env `CI`
 //! set), where a missing tool fails them.
 
-#[path = "ops/audit.rs"]
 mod audit;
-#[path = "ops/prometheus_tools.rs"]
 mod prometheus_tools;
-#[path = "ops/served.rs"]
 mod served;
-mod support;
 
 use std::io::Write;
 use std::path::Path;
@@ -29,8 +25,8 @@ use http::StatusCode;
 use prometheus_tools::{query_sum, tool, wait_with_deadline, PrometheusServer};
 use serde_json::{json, Value};
 use served::{config_file, json_lines, Served};
-use support::stack::{eventually, metric, start_ready, HttpClient, Stack};
-use support::token::{self, now};
+use crate::support::stack::{eventually, metric, start_ready, HttpClient, Stack};
+use crate::support::token::{self, now};
 
 /// fhirguard in-process (no reload) on a stack whose role grants `actions`.
 async fn in_process(stack: &Stack, actions: &str) -> Running {

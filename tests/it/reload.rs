@@ -8,7 +8,6 @@
 //! of an unchanged file is a no-op, so only the failure count of an invalid file can move
 //! because of another test's signal; assertions on it are lower bounds.
 
-mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +17,7 @@ use std::time::Duration;
 use fhirguard::app::{self, Running, StartOptions};
 use fhirguard::config::Config;
 use http::StatusCode;
-use support::stack::{eventually, metric, HttpClient, Stack};
+use crate::support::stack::{eventually, metric, HttpClient, Stack};
 use tempfile::TempDir;
 
 /// What every test allows a reload to take, from the change to the new decision.

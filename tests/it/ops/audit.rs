@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::Value;
 
-use crate::served::{config_file, json_lines, Served};
+use super::served::{config_file, json_lines, Served};
 use crate::support::idp::FakeIdp;
 use crate::support::stack::{HttpClient, Stack};
 use crate::support::token::{self, now, TestKey};

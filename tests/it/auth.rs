@@ -1,7 +1,6 @@
 //! Token validation against a fake OpenID provider (SPEC §4 steps 4–7): one test per refusal,
 //! asserting the error and its `error_description`. Accepted shapes: `token_shapes.rs`.
 
-mod support;
 
 use std::sync::Arc;
 
@@ -10,8 +9,8 @@ use fhirguard::auth::{authenticate, AuthError, FhirUserRule, KeyStore, Principal
 use fhirguard::authz::scope::Context;
 use fhirguard::config::Config;
 use serde_json::json;
-use support::idp::{config_yaml, FakeIdp};
-use support::token::{self, now, TestKey, TokenBuilder};
+use crate::support::idp::{config_yaml, FakeIdp};
+use crate::support::token::{self, now, TestKey, TokenBuilder};
 
 const AUDIENCE: &str = "https://fhir.example.org";
 

@@ -2,7 +2,6 @@
 //! keep-alive reuse, the `maxConnections` bound, the wait for a free connection counting towards
 //! `responseTimeout`, idle connections the upstream closed, and bodiless answers.
 
-mod support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -12,7 +11,7 @@ use std::time::Duration;
 use fhirguard::app::Running;
 use fhirguard::config::Config;
 use http::StatusCode;
-use support::stack::{start_ready, HttpClient, Stack};
+use crate::support::stack::{start_ready, HttpClient, Stack};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

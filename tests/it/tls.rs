@@ -1,6 +1,5 @@
 //! The TLS listener: PEM certificate and key from the config, h2 and HTTP/1.1 by ALPN.
 
-mod support;
 
 use std::time::Duration;
 
@@ -11,9 +10,9 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use support::idp::FakeIdp;
-use support::token::{self, now, TestKey};
-use support::upstream::FakeFhir;
+use crate::support::idp::FakeIdp;
+use crate::support::token::{self, now, TestKey};
+use crate::support::upstream::FakeFhir;
 
 /// Starts fhirguard from `yaml` and waits until its identity provider's keys are fetched.
 async fn start_ready(yaml: &str) -> app::Running {

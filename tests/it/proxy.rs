@@ -2,7 +2,6 @@
 //! a recording fake FHIR server. Each test pins status, headers, body, and what the upstream
 //! received.
 
-mod support;
 
 use std::time::Duration;
 
@@ -14,9 +13,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use support::idp::FakeIdp;
-use support::token::{self, now, TestKey, TokenBuilder};
-use support::upstream::FakeFhir;
+use crate::support::idp::FakeIdp;
+use crate::support::token::{self, now, TestKey, TokenBuilder};
+use crate::support::upstream::FakeFhir;
 
 const AUDIENCE: &str = "https://fhir.example.org";
 const SMART_AUDIENCE: &str = "https://fhir.example.org/smart";

@@ -7,7 +7,6 @@
 //! tests use raw sockets on 127.0.0.1 and short limits, and assert that fhirguard closes the
 //! connection within the bound.
 
-mod support;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -24,7 +23,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use support::stack::{metric, start_ready, HttpClient, Stack};
+use crate::support::stack::{metric, start_ready, HttpClient, Stack};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

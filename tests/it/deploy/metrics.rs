@@ -17,7 +17,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
-use crate::artifacts::{deploy_dir, read};
+use super::artifacts::{deploy_dir, read};
 use crate::support::idp::FakeIdp;
 use crate::support::token::{self, now, TestKey};
 use crate::support::upstream::FakeFhir;

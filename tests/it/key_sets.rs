@@ -2,7 +2,6 @@
 //! unknown-`kid` rate limit, single flight, identity provider down at start and after a good
 //! fetch, `maxStale`, fail-closed provider selection, probe, counters.
 
-mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,8 +11,8 @@ use fhirguard::auth::{authenticate, AuthError, KeyError, KeySetObserver, KeyStor
 use fhirguard::config::Config;
 use http::StatusCode;
 use serde_json::json;
-use support::idp::{config_yaml, FakeIdp};
-use support::token::{self, now, TestKey};
+use crate::support::idp::{config_yaml, FakeIdp};
+use crate::support::token::{self, now, TestKey};
 use tokio::task::JoinSet;
 
 const AUDIENCE: &str = "https://fhir.example.org";
