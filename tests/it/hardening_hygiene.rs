@@ -7,13 +7,13 @@
 //! tests use raw sockets on 127.0.0.1 and short limits, and assert that fhirguard closes the
 //! connection within the bound.
 
-
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::process::Command;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::support::stack::{metric, start_ready, HttpClient, Stack};
 use bytes::Bytes;
 use fhirguard::app::Running;
 use fhirguard::config::Config;
@@ -23,7 +23,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use crate::support::stack::{metric, start_ready, HttpClient, Stack};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

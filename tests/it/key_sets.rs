@@ -2,17 +2,16 @@
 //! unknown-`kid` rate limit, single flight, identity provider down at start and after a good
 //! fetch, `maxStale`, fail-closed provider selection, probe, counters.
 
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::idp::{config_yaml, FakeIdp};
+use crate::support::token::{self, now, TestKey};
 use arc_swap::ArcSwap;
 use fhirguard::auth::{authenticate, AuthError, KeyError, KeySetObserver, KeyStore};
 use fhirguard::config::Config;
 use http::StatusCode;
 use serde_json::json;
-use crate::support::idp::{config_yaml, FakeIdp};
-use crate::support::token::{self, now, TestKey};
 use tokio::task::JoinSet;
 
 const AUDIENCE: &str = "https://fhir.example.org";

@@ -8,12 +8,13 @@
 //! when `node_modules` is missing). Without `node` the test is skipped, except under CI (env `CI`
 //! set), where that fails it.
 
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::idp::FakeIdp;
+use crate::support::token::{self, now, TestKey};
 use bytes::Bytes;
 use fhirguard::app::{self, Running, StartOptions};
 use fhirguard::config::Config;
@@ -22,8 +23,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use crate::support::idp::FakeIdp;
-use crate::support::token::{self, now, TestKey};
 
 const AUDIENCE: &str = "https://fhir.example.org/smart";
 const BASE: &str = "https://fhir.example.org";

@@ -17,6 +17,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::poll::eventually;
+use crate::support::stack::{metric, start_ready, HttpClient, Stack};
+use crate::support::token::{self, now};
 use audit::{assert_no_secret, audit_run, FHIR_USER, REDACTED, SEARCH};
 use fhirguard::app::Running;
 use fhirguard::config::Config;
@@ -25,8 +28,6 @@ use http::StatusCode;
 use prometheus_tools::{query_sum, tool, wait_with_deadline, PrometheusServer};
 use serde_json::{json, Value};
 use served::{config_file, json_lines, Served};
-use crate::support::stack::{eventually, metric, start_ready, HttpClient, Stack};
-use crate::support::token::{self, now};
 
 /// fhirguard in-process (no reload) on a stack whose role grants `actions`.
 async fn in_process(stack: &Stack, actions: &str) -> Running {

@@ -2,9 +2,11 @@
 //! a recording fake FHIR server. Each test pins status, headers, body, and what the upstream
 //! received.
 
-
 use std::time::Duration;
 
+use crate::support::idp::FakeIdp;
+use crate::support::token::{self, now, TestKey, TokenBuilder};
+use crate::support::upstream::FakeFhir;
 use bytes::Bytes;
 use fhirguard::app::{self, Running, StartOptions};
 use fhirguard::config::Config;
@@ -13,9 +15,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use crate::support::idp::FakeIdp;
-use crate::support::token::{self, now, TestKey, TokenBuilder};
-use crate::support::upstream::FakeFhir;
 
 const AUDIENCE: &str = "https://fhir.example.org";
 const SMART_AUDIENCE: &str = "https://fhir.example.org/smart";

@@ -8,16 +8,16 @@
 //! of an unchanged file is a no-op, so only the failure count of an invalid file can move
 //! because of another test's signal; assertions on it are lower bounds.
 
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::poll::eventually;
+use crate::support::stack::{metric, HttpClient, Stack};
 use fhirguard::app::{self, Running, StartOptions};
 use fhirguard::config::Config;
 use http::StatusCode;
-use crate::support::stack::{eventually, metric, HttpClient, Stack};
 use tempfile::TempDir;
 
 /// What every test allows a reload to take, from the change to the new decision.

@@ -1,9 +1,17 @@
-//! Test support shared by the integration suites (`mod support;`): a fake OpenID provider,
-//! token minting, (lead) a recording fake FHIR server, and the operations suites' stack. Each suite
-//! uses a part of it.
+//! Test support shared by every suite of this binary: the one harness ([`stack`]: a builder that
+//! starts the fakes and fhirguard between them), one fake of each kind — an OpenID provider
+//! ([`idp`]), a FHIR server that records or stores ([`upstream`], [`fhir_store`]) — token
+//! minting ([`token`]), and waiting on a real signal with a deadline ([`poll`]).
+//!
+//! The identity provider and token minting live in `tests/support/` because
+//! `benches/token_verification.rs` includes those two files by path.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod fhir_store;
+#[path = "../support/idp.rs"]
 pub mod idp;
+pub mod poll;
 pub mod stack;
+#[path = "../support/token.rs"]
 pub mod token;
 pub mod upstream;

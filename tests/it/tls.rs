@@ -1,8 +1,10 @@
 //! The TLS listener: PEM certificate and key from the config, h2 and HTTP/1.1 by ALPN.
 
-
 use std::time::Duration;
 
+use crate::support::idp::FakeIdp;
+use crate::support::token::{self, now, TestKey};
+use crate::support::upstream::FakeFhir;
 use bytes::Bytes;
 use fhirguard::app::{self, StartOptions};
 use fhirguard::config::Config;
@@ -10,9 +12,6 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use crate::support::idp::FakeIdp;
-use crate::support::token::{self, now, TestKey};
-use crate::support::upstream::FakeFhir;
 
 /// Starts fhirguard from `yaml` and waits until its identity provider's keys are fetched.
 async fn start_ready(yaml: &str) -> app::Running {

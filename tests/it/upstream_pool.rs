@@ -2,16 +2,15 @@
 //! keep-alive reuse, the `maxConnections` bound, the wait for a free connection counting towards
 //! `responseTimeout`, idle connections the upstream closed, and bodiless answers.
 
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::stack::{start_ready, HttpClient, Stack};
 use fhirguard::app::Running;
 use fhirguard::config::Config;
 use http::StatusCode;
-use crate::support::stack::{start_ready, HttpClient, Stack};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
