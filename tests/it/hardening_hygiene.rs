@@ -13,7 +13,8 @@ use std::process::Command;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::support::stack::{metric, start_ready, HttpClient, Stack};
+use crate::support::exposition::metric;
+use crate::support::stack::{start_ready, HttpClient, Stack};
 use bytes::Bytes;
 use fhirguard::app::Running;
 use fhirguard::config::Config;

@@ -17,13 +17,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::exposition::{metric, registered_names};
 use crate::support::poll::eventually;
-use crate::support::stack::{metric, start_ready, HttpClient, Stack};
+use crate::support::stack::{start_ready, HttpClient, Stack};
 use crate::support::token::{self, now};
 use audit::{assert_no_secret, audit_run, FHIR_USER, REDACTED, SEARCH};
 use fhirguard::app::Running;
 use fhirguard::config::Config;
-use fhirguard::metrics::Metrics;
 use http::StatusCode;
 use prometheus_tools::{query_sum, tool, wait_with_deadline, PrometheusServer};
 use serde_json::{json, Value};
@@ -183,22 +183,9 @@ async fn a_slow_request_is_in_flight_until_it_ends() {
 /// row in the README's metrics table.
 #[test]
 fn every_metric_is_documented_in_the_readme() {
-    let metrics = Metrics::new();
-    metrics.requests.with_label_values(&["allowed", "GET"]);
-    metrics.request_duration.with_label_values(&["allowed"]);
-    metrics.auth_failures.with_label_values(&["p", "expired"]);
-    metrics.key_set_fetches.with_label_values(&["p", "ok"]);
-    metrics.key_set_keys.with_label_values(&["p"]);
-    metrics.key_set_last_success.with_label_values(&["p"]);
-    metrics.config_reloads.with_label_values(&["success"]);
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .expect("README.md");
-    let rendered = metrics.render();
-    let names: Vec<&str> = rendered
-        .lines()
-        .filter_map(|line| line.strip_prefix("# TYPE "))
-        .filter_map(|line| line.split(' ').next())
-        .collect();
+    let names = registered_names();
     assert!(names.len() >= 14, "{names:?}");
     let undocumented: Vec<_> = names
         .iter()

@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::exposition::metric;
 use crate::support::poll::eventually;
-use crate::support::stack::{metric, HttpClient, Stack};
+use crate::support::stack::{HttpClient, Stack};
 use fhirguard::app::{self, Running, StartOptions};
 use fhirguard::config::Config;
 use http::StatusCode;

@@ -3,8 +3,7 @@
 //! (recording, or an in-memory store); [`StackBuilder::serve`] also starts fhirguard in-process on
 //! the YAML a suite writes for them, once it reports ready. Suites that start fhirguard several
 //! times, from a file, or as a process take the [`Stack`] and call [`start_ready`] /
-//! [`start_ready_with`] themselves. Also here: a plain HTTP client and reading one series out of
-//! `/metrics`.
+//! [`start_ready_with`] themselves. Also here: a plain HTTP client.
 //!
 //! [`Stack::yaml`] and [`Stack::token`] give primary-authority tokens authorized by a
 //! `roles.mappings` entry, so what a test grants is decided by the config it writes, not by
@@ -217,6 +216,16 @@ pub async fn start_ready_with(config: Config, options: StartOptions) -> Running 
     running
 }
 
+/// fhirguard in-process on `config`, not waiting for it to be ready: for tests of what it does
+/// before (an identity provider down at start).
+pub async fn start_unready(config: Config) -> Running {
+    let options = StartOptions {
+        config_path: None,
+        grace: Duration::from_secs(5),
+    };
+    app::start(config, options).await.expect("fhirguard starts")
+}
+
 /// An HTTP/1.1 client with a connection pool and a per-request deadline.
 #[derive(Debug, Clone)]
 pub struct HttpClient(Client<HttpConnector, Full<Bytes>>);
@@ -308,14 +317,4 @@ impl HttpClient {
         )
         .await;
     }
-}
-
-/// The value of one series (`name{label="v",…}` exactly as exposed, labels sorted), if present.
-pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
-        })
 }
