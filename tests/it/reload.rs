@@ -200,7 +200,8 @@ async fn sighup_reloads() {
     w.assert_read_only().await;
 
     std::fs::write(&target, w.stack.yaml("[Read, Delete]", "")).unwrap();
-    // Three debounce periods without a signal: the edit alone must not be seen.
+    // Three debounce periods without a signal: the edit alone must not be seen. The behaviour
+    // under test is an absence, so this waits a fixed window: no signal can say "nothing came".
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(w.generation().await, 1.0, "reloaded without SIGHUP");
 
