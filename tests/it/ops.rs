@@ -1,5 +1,5 @@
 //! Operations end to end (SPEC §6): metric values after known traffic (beyond what
-//! `tests/proxy.rs` already pins), every metric documented in the README, `promtool check
+//! `tests/it/proxy.rs` already pins), every metric documented in the README, `promtool check
 //! metrics` on the exposition, a real Prometheus server scraping fhirguard, SIGTERM draining a
 //! request in flight, and the log lines of the real binary — JSON, one audit line per decision
 //! with its fields, no query string unless enabled, and never a token.
@@ -44,7 +44,7 @@ fn unix_now() -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Metrics
 
-/// Outcomes, methods and histograms that `metrics_count_known_traffic` in tests/proxy.rs does
+/// Outcomes, methods and histograms that `metrics_count_known_traffic` in tests/it/proxy.rs does
 /// not cover: anonymous and invalid outcomes, the `other` method, the per-outcome request
 /// histogram, the authentication histogram, failures of an unknown issuer, build info and the
 /// key set's last success time.

@@ -115,7 +115,7 @@ authenticationConfiguration:
         token::base_claims(&self.smart.issuer(), SMART_AUDIENCE, now())
             .claim("azp", client)
             // system/ scopes: these tests are about the token and the forwarding; SMART
-            // narrowing and compartments are tested in tests/smart.rs.
+            // narrowing and compartments are tested in tests/it/smart.rs.
             .claim("scp", "system/*.*")
             .claim("fhirUser", FHIR_USER)
     }

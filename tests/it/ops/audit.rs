@@ -1,4 +1,4 @@
-//! The log run of tests/ops.rs: the real binary at debug level between a primary authority and a
+//! The log run of tests/it/ops.rs: the real binary at debug level between a primary authority and a
 //! SMART provider, sent valid and refused tokens — in the header, in the query, in the path — then
 //! stopped, and every line it wrote checked for token material and for the audit fields.
 

@@ -1,4 +1,4 @@
-//! The tools of the Debian package `prometheus` for tests/ops.rs: finding promtool and the
+//! The tools of the Debian package `prometheus` for tests/it/ops.rs: finding promtool and the
 //! server on PATH (skip with a message when missing, fail under CI), running a child process with
 //! a deadline, and a real Prometheus server on loopback that is killed on drop.
 
