@@ -2,21 +2,20 @@
 //! a recording fake FHIR server. Each test pins status, headers, body, and what the upstream
 //! received.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::idp::FakeIdp;
+use crate::support::stack::{start_unready, Guard, HttpClient, Provider, Stack};
+use crate::support::token::{self, now, TestKey, TokenBuilder};
+use crate::support::upstream::FakeFhir;
 use bytes::Bytes;
-use fhirguard::app::{self, Running, StartOptions};
+use fhirguard::app::Running;
 use fhirguard::config::Config;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use support::idp::FakeIdp;
-use support::token::{self, now, TestKey, TokenBuilder};
-use support::upstream::FakeFhir;
 
 const AUDIENCE: &str = "https://fhir.example.org";
 const SMART_AUDIENCE: &str = "https://fhir.example.org/smart";
@@ -48,15 +47,22 @@ impl Harness {
     /// `extra` is added to the generated YAML (top-level keys); `upstream` gives the YAML value
     /// of the `upstream` key for the harness's fake FHIR server.
     async fn start_with(extra: &str, upstream: impl FnOnce(&FakeFhir) -> String) -> Harness {
-        let primary_key = TestKey::rsa("primary-1");
-        let smart_key = TestKey::ec_p256("smart-1");
-        let primary = FakeIdp::with_keys(vec![primary_key.jwk()]).await;
-        let smart = FakeIdp::with_keys(vec![smart_key.jwk()]).await;
-        let fake_fhir = FakeFhir::start().await;
-        let upstream_value = upstream(&fake_fhir);
-        let upstream = fake_fhir;
-        let yaml = format!(
-            r#"
+        let Guard {
+            stack:
+                Stack {
+                    idp: primary,
+                    key: primary_key,
+                    smart,
+                    upstream,
+                },
+            running,
+            ..
+        } = Stack::builder()
+            .key(TestKey::rsa("primary-1"))
+            .smart(TestKey::ec_p256("smart-1"))
+            .serve(|stack| {
+                format!(
+                    r#"
 listen: "127.0.0.1:0"
 adminListen: "127.0.0.1:0"
 upstream: {upstream_value}
@@ -75,12 +81,17 @@ authenticationConfiguration:
           audience: "{SMART_AUDIENCE}"
           allowedDataActions: ["*"]
 "#,
-            primary = primary.base_url(),
-            smart = smart.base_url(),
-        );
-        let config = Config::parse(&yaml).expect("harness config");
-        let running = start_proxy(config).await;
-        let harness = Harness {
+                    upstream_value = upstream(&stack.upstream),
+                    primary = stack.idp.base_url(),
+                    smart = stack.smart().idp.base_url(),
+                )
+            })
+            .await;
+        let Provider {
+            idp: smart,
+            key: smart_key,
+        } = smart.expect("a smart provider");
+        Harness {
             primary,
             primary_key,
             smart,
@@ -88,22 +99,6 @@ authenticationConfiguration:
             upstream,
             running,
             client: Client::builder(TokioExecutor::new()).build_http(),
-        };
-        harness.wait_ready().await;
-        harness
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if self.admin("/readyz").await.status == StatusCode::OK {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "fhirguard never became ready"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -120,7 +115,7 @@ authenticationConfiguration:
         token::base_claims(&self.smart.issuer(), SMART_AUDIENCE, now())
             .claim("azp", client)
             // system/ scopes: these tests are about the token and the forwarding; SMART
-            // narrowing and compartments are tested in tests/smart.rs.
+            // narrowing and compartments are tested in tests/it/smart.rs.
             .claim("scp", "system/*.*")
             .claim("fhirUser", FHIR_USER)
     }
@@ -172,14 +167,6 @@ authenticationConfiguration:
 /// The `upstream` value pointing at the fake FHIR server under `/fhir`.
 fn default_upstream(fake: &FakeFhir) -> String {
     format!("\"{}\"", fake.base_url("/fhir"))
-}
-
-async fn start_proxy(config: Config) -> Running {
-    let options = StartOptions {
-        config_path: None,
-        grace: Duration::from_secs(5),
-    };
-    app::start(config, options).await.expect("fhirguard starts")
 }
 
 async fn read(response: Response<hyper::body::Incoming>) -> Answer {
@@ -738,10 +725,13 @@ async fn a_token_for_one_provider_signed_with_anothers_key_is_401() {
 
 #[tokio::test]
 async fn an_identity_provider_down_at_start_gives_503_then_recovers() {
-    let key = TestKey::rsa("late-1");
-    let mut idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let Stack {
+        mut idp,
+        key,
+        upstream,
+        ..
+    } = Stack::builder().key(TestKey::rsa("late-1")).start().await;
     idp.stop();
-    let upstream = FakeFhir::start().await;
     let yaml = format!(
         r#"
 listen: "127.0.0.1:0"
@@ -756,7 +746,7 @@ authenticationConfiguration:
         upstream.base_url("/fhir"),
         idp.base_url()
     );
-    let running = start_proxy(Config::parse(&yaml).unwrap()).await;
+    let running = start_unready(Config::parse(&yaml).unwrap()).await;
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let get = |address: std::net::SocketAddr, path: &'static str, token: Option<String>| {
@@ -794,11 +784,9 @@ authenticationConfiguration:
     assert!(upstream.requests().is_empty());
 
     idp.restart().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while get(running.admin_address, "/readyz", None).await.status != StatusCode::OK {
-        assert!(tokio::time::Instant::now() < deadline, "never recovered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    HttpClient::default()
+        .wait_ready(running.admin_address)
+        .await;
     let answer = get(running.proxy_address, "/Patient/1", Some(token)).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 }

@@ -8,13 +8,14 @@
 //! when `node_modules` is missing). Without `node` the test is skipped, except under CI (env `CI`
 //! set), where that fails it.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::idp::FakeIdp;
+use crate::support::poll::eventually;
+use crate::support::token::{self, now, TestKey};
 use bytes::Bytes;
 use fhirguard::app::{self, Running, StartOptions};
 use fhirguard::config::Config;
@@ -23,8 +24,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use support::idp::FakeIdp;
-use support::token::{self, now, TestKey};
 
 const AUDIENCE: &str = "https://fhir.example.org/smart";
 const BASE: &str = "https://fhir.example.org";
@@ -307,11 +306,12 @@ authenticationConfiguration:
 
     // Ready: the provider's keys are held once a system token is accepted.
     let system = s.token("system/*.read", "Patient/p1");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while s.get("/Patient/p1", &system).await.status != StatusCode::OK {
-        assert!(tokio::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "a system token is accepted",
+        Duration::from_secs(10),
+        || async { s.get("/Patient/p1", &system).await.status == StatusCode::OK },
+    )
+    .await;
 
     // patient/Observation.rs for patient 1: its own data only.
     let p1 = s.token("patient/Observation.rs", "Patient/p1");
@@ -522,20 +522,12 @@ authenticationConfiguration:
 
     // SMART Backend Services: `system/*.rs`, the client named by `client_id`, no fhirUser.
     let backend = s.issued(&issuer, "backend-app", "system/*.rs").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let answer = s.get("/Observation/o2", &backend).await;
-        if answer.status == StatusCode::OK {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "backend token never accepted: {} {}",
-            answer.status,
-            answer.body
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the backend token is accepted",
+        Duration::from_secs(10),
+        || async { s.get("/Observation/o2", &backend).await.status == StatusCode::OK },
+    )
+    .await;
     let all = s.get("/Observation", &backend).await;
     assert_eq!(all.status, StatusCode::OK, "{}", all.body);
     assert_eq!(ids(&all.body), ["Observation/o1", "Observation/o2"]);

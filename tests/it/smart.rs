@@ -1,192 +1,23 @@
 //! SMART on FHIR end to end (reference §4, §5.2–5.3, issue 3): fhirguard in-process between a
-//! fake OpenID provider and a small in-memory FHIR store that answers reads, searches (every
-//! resource of the type, ignoring parameters — so compartment filtering is fhirguard's doing),
-//! creates, updates, deletes and batches, and records what it was asked.
-
-mod support;
-
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+//! fake OpenID provider and the in-memory FHIR store (`support::fhir_store`) searching every
+//! resource of the type, ignoring parameters — so compartment filtering is fhirguard's doing.
 
 use bytes::Bytes;
-use fhirguard::app::{self, Running, StartOptions};
-use fhirguard::config::Config;
-use http::{Method, Request, Response, StatusCode};
+use fhirguard::app::Running;
+use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use support::idp::FakeIdp;
-use support::token::{self, now, TestKey};
-use tokio::net::TcpListener;
+
+use crate::support::fhir_store::Search;
+use crate::support::idp::FakeIdp;
+use crate::support::stack::{Guard, Stack};
+use crate::support::token::{self, now, TestKey};
+use crate::support::upstream::FakeFhir;
 
 const AUDIENCE: &str = "https://fhir.example.org/smart";
 const BASE: &str = "https://fhir.example.org";
-
-/// An in-memory FHIR store: `type/id` → resource; `log` holds `METHOD target` lines.
-#[derive(Debug, Default)]
-struct Store {
-    resources: BTreeMap<String, Value>,
-    log: Vec<String>,
-}
-
-#[derive(Clone)]
-struct Fhir {
-    address: SocketAddr,
-    store: Arc<Mutex<Store>>,
-}
-
-impl Fhir {
-    async fn start(seed: Vec<Value>) -> Fhir {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let store = Arc::new(Mutex::new(Store::default()));
-        for resource in seed {
-            put(&mut store.lock().unwrap(), resource);
-        }
-        let shared = Arc::clone(&store);
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let store = Arc::clone(&shared);
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| serve(Arc::clone(&store), request));
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Fhir { address, store }
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.store.lock().unwrap().log.clone()
-    }
-
-    fn has(&self, key: &str) -> bool {
-        self.store.lock().unwrap().resources.contains_key(key)
-    }
-}
-
-fn put(store: &mut Store, resource: Value) {
-    let key = format!(
-        "{}/{}",
-        resource["resourceType"].as_str().unwrap(),
-        resource["id"].as_str().unwrap()
-    );
-    store.resources.insert(key, resource);
-}
-
-async fn serve(
-    store: Arc<Mutex<Store>>,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    let (parts, body) = request.into_parts();
-    let body = body.collect().await?.to_bytes();
-    let target = parts.uri.path_and_query().unwrap().as_str().to_owned();
-    let path = parts.uri.path().trim_start_matches("/fhir").to_owned();
-    let mut store = store.lock().unwrap();
-    // A POST `_search` is logged with its form body and answered like the GET search.
-    let (method, path) = match path.strip_suffix("/_search") {
-        Some(searched) if parts.method == Method::POST => {
-            let form = String::from_utf8_lossy(&body);
-            let content_type = parts.headers.get("content-type").unwrap().to_str().unwrap();
-            store
-                .log
-                .push(format!("POST {target} [{content_type}] {form}"));
-            (Method::GET, searched.to_owned())
-        }
-        _ => {
-            store.log.push(format!("{} {target}", parts.method));
-            (parts.method.clone(), path)
-        }
-    };
-    let (status, answer) = answer(&mut store, &method, &path, &body);
-    let response = Response::builder()
-        .status(status)
-        .header("content-type", "application/fhir+json")
-        .body(Full::new(Bytes::from(answer.to_string())))
-        .unwrap();
-    Ok(response)
-}
-
-fn answer(store: &mut Store, method: &Method, path: &str, body: &[u8]) -> (StatusCode, Value) {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    match (method.as_str(), segments.as_slice()) {
-        ("GET", ["metadata"]) => (
-            StatusCode::OK,
-            json!({"resourceType": "CapabilityStatement", "rest": [{"mode": "server"}]}),
-        ),
-        ("GET", [t, id] | [t, id, "_history", _]) => {
-            match store.resources.get(&format!("{t}/{id}")) {
-                Some(resource) => (StatusCode::OK, resource.clone()),
-                None => (
-                    StatusCode::NOT_FOUND,
-                    json!({"resourceType": "OperationOutcome"}),
-                ),
-            }
-        }
-        ("GET", [t]) | ("GET", [_, _, t]) => {
-            let entries: Vec<Value> = store
-                .resources
-                .values()
-                .filter(|r| r["resourceType"] == *t)
-                .map(|r| json!({"resource": r, "search": {"mode": "match"}}))
-                .collect();
-            (
-                StatusCode::OK,
-                json!({"resourceType": "Bundle", "type": "searchset", "total": entries.len(), "entry": entries}),
-            )
-        }
-        ("POST", []) => {
-            let bundle: Value = serde_json::from_slice(body).unwrap();
-            let mut entries = Vec::new();
-            for entry in bundle["entry"].as_array().unwrap() {
-                let url = entry["request"]["url"].as_str().unwrap().to_owned();
-                store.log.push(format!("  entry {url}"));
-                let method =
-                    Method::from_bytes(entry["request"]["method"].as_str().unwrap().as_bytes())
-                        .unwrap();
-                let path = format!("/{}", url.split('?').next().unwrap());
-                let (status, resource) = answer(
-                    store,
-                    &method,
-                    &path,
-                    entry["resource"].to_string().as_bytes(),
-                );
-                entries.push(json!({"resource": resource, "response": {"status": status.to_string(), "location": url}}));
-            }
-            (
-                StatusCode::OK,
-                json!({"resourceType": "Bundle", "type": "batch-response", "entry": entries}),
-            )
-        }
-        ("POST", [_]) | ("PUT", [_, _]) => {
-            let mut resource: Value = serde_json::from_slice(body).unwrap();
-            if resource.get("id").is_none() {
-                resource["id"] = json!(format!("new{}", store.resources.len()));
-            }
-            put(store, resource.clone());
-            (StatusCode::CREATED, resource)
-        }
-        ("DELETE", [t, id]) => {
-            store.resources.remove(&format!("{t}/{id}"));
-            (StatusCode::NO_CONTENT, json!({}))
-        }
-        _ => (
-            StatusCode::BAD_REQUEST,
-            json!({"resourceType": "OperationOutcome"}),
-        ),
-    }
-}
 
 fn observation(id: &str, patient: &str) -> Value {
     json!({"resourceType": "Observation", "id": id, "status": "final",
@@ -196,7 +27,7 @@ fn observation(id: &str, patient: &str) -> Value {
 struct Harness {
     idp: FakeIdp,
     key: TestKey,
-    fhir: Fhir,
+    fhir: FakeFhir,
     running: Running,
     client: Client<HttpConnector, Full<Bytes>>,
 }
@@ -208,21 +39,30 @@ struct Answer {
 
 impl Harness {
     async fn start() -> Harness {
-        let key = TestKey::ec_p256("smart-1");
-        let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
-        let fhir = Fhir::start(vec![
-            json!({"resourceType": "Patient", "id": "1"}),
-            json!({"resourceType": "Patient", "id": "2"}),
-            observation("o1", "1"),
-            observation("o2", "2"),
-            json!({"resourceType": "Organization", "id": "org"}),
-        ])
-        .await;
-        let yaml = format!(
-            r#"
+        let Guard {
+            stack: Stack {
+                idp, key, upstream, ..
+            },
+            running,
+            ..
+        } = Stack::builder()
+            .key(TestKey::ec_p256("smart-1"))
+            .store(
+                vec![
+                    json!({"resourceType": "Patient", "id": "1"}),
+                    json!({"resourceType": "Patient", "id": "2"}),
+                    observation("o1", "1"),
+                    observation("o2", "2"),
+                    json!({"resourceType": "Organization", "id": "org"}),
+                ],
+                Search::AllOfType,
+            )
+            .serve(|stack| {
+                format!(
+                    r#"
 listen: "127.0.0.1:0"
 adminListen: "127.0.0.1:0"
-upstream: "http://{}/fhir"
+upstream: "{}"
 publicBaseUrl: "{BASE}"
 allowHttpAuthorities: true
 authenticationConfiguration:
@@ -233,36 +73,18 @@ authenticationConfiguration:
           audience: "{AUDIENCE}"
           allowedDataActions: ["*"]
 "#,
-            fhir.address,
-            idp.base_url(),
-        );
-        let config = Config::parse(&yaml).expect("config");
-        let options = StartOptions {
-            config_path: None,
-            grace: Duration::from_secs(5),
-        };
-        let running = app::start(config, options).await.expect("start");
-        let harness = Harness {
+                    stack.upstream.base_url("/fhir"),
+                    stack.idp.base_url(),
+                )
+            })
+            .await;
+        Harness {
             idp,
             key,
-            fhir,
+            fhir: upstream,
             running,
             client: Client::builder(TokioExecutor::new()).build_http(),
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while harness
-            .get(
-                "/Organization/org",
-                &harness.token("system/*.read", "Patient/1"),
-            )
-            .await
-            .status
-            != StatusCode::OK
-        {
-            assert!(tokio::time::Instant::now() < deadline, "never ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        harness
     }
 
     fn token(&self, scopes: &str, fhir_user: &str) -> String {

@@ -8,17 +8,17 @@
 //! of an unchanged file is a no-op, so only the failure count of an invalid file can move
 //! because of another test's signal; assertions on it are lower bounds.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::exposition::metric;
+use crate::support::poll::eventually;
+use crate::support::stack::{HttpClient, Stack};
 use fhirguard::app::{self, Running, StartOptions};
 use fhirguard::config::Config;
 use http::StatusCode;
-use support::stack::{eventually, metric, HttpClient, Stack};
 use tempfile::TempDir;
 
 /// What every test allows a reload to take, from the change to the new decision.
@@ -200,7 +200,8 @@ async fn sighup_reloads() {
     w.assert_read_only().await;
 
     std::fs::write(&target, w.stack.yaml("[Read, Delete]", "")).unwrap();
-    // Three debounce periods without a signal: the edit alone must not be seen.
+    // Three debounce periods without a signal: the edit alone must not be seen. The behaviour
+    // under test is an absence, so this waits a fixed window: no signal can say "nothing came".
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(w.generation().await, 1.0, "reloaded without SIGHUP");
 

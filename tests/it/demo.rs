@@ -1,6 +1,7 @@
 //! `fhirguard demo` end to end: start it on ephemeral ports, run every printed `curl` command
 //! and check the status it promised, then stop it with SIGINT.
 
+use crate::support::poll::eventually_blocking;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -133,16 +134,7 @@ fn demo_commands_answer_as_printed() {
         .status()
         .expect("kill");
     assert!(killed.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = demo.0.try_wait().expect("wait") {
-            assert!(status.success(), "demo exited with {status}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "demo did not stop on SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = eventually_blocking(Duration::from_secs(15), || demo.0.try_wait().expect("wait"))
+        .expect("demo did not stop on SIGINT");
+    assert!(status.success(), "demo exited with {status}");
 }

@@ -3,7 +3,6 @@
 //! fetches (good and failing) and reloads (good and bad).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +16,10 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
-use crate::artifacts::{deploy_dir, read};
+use super::artifacts::{deploy_dir, read};
+use crate::support::exposition::registered_names;
 use crate::support::idp::FakeIdp;
+use crate::support::poll::eventually;
 use crate::support::token::{self, now, TestKey};
 use crate::support::upstream::FakeFhir;
 
@@ -150,14 +151,14 @@ authenticationConfiguration:
             .sign(&smart_key)
     };
     let reader = smart_token("reader", now() + 600);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while send(Method::GET, "/Patient/1".into(), Some(reader.clone())).await != StatusCode::OK {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "fhirguard never allowed a valid token"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "fhirguard allows a valid token",
+        Duration::from_secs(10),
+        || async {
+            send(Method::GET, "/Patient/1".into(), Some(reader.clone())).await == StatusCode::OK
+        },
+    )
+    .await;
     let primary_token = token::base_claims(&primary.issuer(), audience, now())
         .claim("appid", "backend-service")
         .claim("roles", json!(["FHIR Data Reader"]))
@@ -265,10 +266,8 @@ async fn every_metric_in_the_alerts_and_the_dashboard_is_exported() {
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| l[..l.find(['{', ' ']).unwrap()].to_owned())
         .collect();
-    // Every metric metrics.rs registers shows up after this traffic.
-    let registered = metric_names(&read(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs"),
-    ));
+    // Every metric a real `Metrics` registers shows up after this traffic.
+    let registered = registered_names();
     assert_eq!(
         families.keys().cloned().collect::<BTreeSet<_>>(),
         registered,

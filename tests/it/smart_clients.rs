@@ -10,12 +10,14 @@
 //! - near-miss hints in `explain` and in the audit line, never in the 401;
 //! - percent-decoding that would create scopes.
 
-mod support;
-
 use std::io::Write;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
+use crate::support::idp::FakeIdp;
+use crate::support::stack::start_ready;
+use crate::support::token::{self, now, TestKey, TokenBuilder};
+use crate::support::upstream::FakeFhir;
 use bytes::Bytes;
 use fhirguard::app::Running;
 use fhirguard::config::Config;
@@ -24,10 +26,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use support::idp::FakeIdp;
-use support::stack::start_ready;
-use support::token::{self, now, TestKey, TokenBuilder};
-use support::upstream::FakeFhir;
 
 const AUDIENCE: &str = "https://fhir.example.org";
 

@@ -8,11 +8,8 @@
 //!
 //! Parts: `deploy/artifacts.rs` reads the files, `deploy/metrics.rs` scrapes a running fhirguard.
 
-#[path = "deploy/artifacts.rs"]
 mod artifacts;
-#[path = "deploy/metrics.rs"]
 mod metrics;
-mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

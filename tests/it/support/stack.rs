@@ -1,11 +1,14 @@
-//! fhirguard's surroundings for the operations suites (`reload`, `ops`): a fake primary authority
-//! with one signing key, a recording fake FHIR server, the YAML that puts fhirguard between them,
-//! a plain HTTP client, reading one series out of `/metrics`, and polling with a deadline.
+//! The one harness: fhirguard between its fakes. [`Stack::builder`] starts a fake primary
+//! authority (one signing key), optionally a second, SMART provider, and the fake FHIR server
+//! (recording, or an in-memory store); [`StackBuilder::serve`] also starts fhirguard in-process on
+//! the YAML a suite writes for them, once it reports ready. Suites that start fhirguard several
+//! times, from a file, or as a process take the [`Stack`] and call [`start_ready`] /
+//! [`start_ready_with`] themselves. Also here: a plain HTTP client.
 //!
-//! Tokens are primary-authority tokens authorized by a `roles.mappings` entry, so what a test
-//! grants is decided by the config it writes, not by SMART scope rules.
+//! [`Stack::yaml`] and [`Stack::token`] give primary-authority tokens authorized by a
+//! `roles.mappings` entry, so what a test grants is decided by the config it writes, not by
+//! SMART scope rules.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -16,9 +19,11 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use serde_json::json;
+use serde_json::{json, Value};
 
+use super::fhir_store::Search;
 use super::idp::FakeIdp;
+use super::poll::eventually;
 use super::token::{self, now, TestKey};
 use super::upstream::FakeFhir;
 
@@ -27,20 +32,129 @@ pub const AUDIENCE: &str = "https://fhir.example.org";
 /// The role the tokens carry; each config maps it to data actions.
 pub const ROLE: &str = "ops-tester";
 
-/// A fake identity provider and a fake FHIR server for fhirguard to sit between.
+/// A fake identity provider with the key it signs with.
 #[derive(Debug)]
-pub struct Stack {
+pub struct Provider {
     pub idp: FakeIdp,
     pub key: TestKey,
+}
+
+impl Provider {
+    pub async fn start(key: TestKey) -> Provider {
+        let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+        Provider { idp, key }
+    }
+}
+
+/// The fakes fhirguard sits between.
+#[derive(Debug)]
+pub struct Stack {
+    /// The primary authority.
+    pub idp: FakeIdp,
+    pub key: TestKey,
+    /// A second provider, when [`StackBuilder::smart`] asked for one.
+    pub smart: Option<Provider>,
     pub upstream: FakeFhir,
 }
 
-impl Stack {
-    pub async fn start() -> Stack {
-        let key = TestKey::rsa("ops-1");
+/// What [`Stack::builder`] starts.
+#[derive(Debug)]
+pub struct StackBuilder {
+    key: Option<TestKey>,
+    smart: Option<TestKey>,
+    store: Option<(Vec<Value>, Search)>,
+}
+
+impl StackBuilder {
+    /// The primary authority's signing key (by default a fresh RSA key, `kid` `ops-1`).
+    pub fn key(mut self, key: TestKey) -> StackBuilder {
+        self.key = Some(key);
+        self
+    }
+
+    /// Also a second provider, signing with `key`.
+    pub fn smart(mut self, key: TestKey) -> StackBuilder {
+        self.smart = Some(key);
+        self
+    }
+
+    /// The upstream is the in-memory FHIR store holding `seed` (by default the recording fake).
+    pub fn store(mut self, seed: Vec<Value>, search: Search) -> StackBuilder {
+        self.store = Some((seed, search));
+        self
+    }
+
+    /// Starts the fakes.
+    pub async fn start(self) -> Stack {
+        let key = self.key.unwrap_or_else(|| TestKey::rsa("ops-1"));
         let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
-        let upstream = FakeFhir::start().await;
-        Stack { idp, key, upstream }
+        let smart = match self.smart {
+            Some(key) => Some(Provider::start(key).await),
+            None => None,
+        };
+        let upstream = match self.store {
+            Some((seed, search)) => FakeFhir::store(seed, search).await,
+            None => FakeFhir::start().await,
+        };
+        Stack {
+            idp,
+            key,
+            smart,
+            upstream,
+        }
+    }
+
+    /// Starts the fakes, then fhirguard in-process on the YAML `config` writes for them, once
+    /// it reports ready.
+    pub async fn serve(self, config: impl FnOnce(&Stack) -> String) -> Guard {
+        let stack = self.start().await;
+        let yaml = config(&stack);
+        let running = start_ready(Config::parse(&yaml).expect("the suite's config")).await;
+        Guard {
+            stack,
+            running,
+            http: HttpClient::default(),
+        }
+    }
+}
+
+/// fhirguard running in-process between a [`Stack`]'s fakes.
+#[derive(Debug)]
+pub struct Guard {
+    pub stack: Stack,
+    pub running: Running,
+    pub http: HttpClient,
+}
+
+impl Guard {
+    /// `http://<proxy address><target>`.
+    pub fn url(&self, target: &str) -> String {
+        format!("http://{}{target}", self.running.proxy_address)
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http.metrics(self.running.admin_address).await
+    }
+}
+
+impl Stack {
+    pub fn builder() -> StackBuilder {
+        StackBuilder {
+            key: None,
+            smart: None,
+            store: None,
+        }
+    }
+
+    /// The default stack: a primary authority and the recording upstream.
+    pub async fn start() -> Stack {
+        Stack::builder().start().await
+    }
+
+    /// The second provider.
+    pub fn smart(&self) -> &Provider {
+        self.smart.as_ref().expect("a stack built with .smart(key)")
     }
 
     /// A config on 127.0.0.1:0 whose role [`ROLE`] grants `actions` (e.g. `"[Read]"`);
@@ -89,11 +203,27 @@ pub async fn start_ready(config: Config) -> Running {
         config_path: None,
         grace: Duration::from_secs(5),
     };
+    start_ready_with(config, options).await
+}
+
+/// fhirguard in-process on `config` with `options`, once `/readyz` answers 200: the config is
+/// loaded and every identity provider's keys are held.
+pub async fn start_ready_with(config: Config, options: StartOptions) -> Running {
     let running = app::start(config, options).await.expect("fhirguard starts");
     HttpClient::default()
         .wait_ready(running.admin_address)
         .await;
     running
+}
+
+/// fhirguard in-process on `config`, not waiting for it to be ready: for tests of what it does
+/// before (an identity provider down at start).
+pub async fn start_unready(config: Config) -> Running {
+    let options = StartOptions {
+        config_path: None,
+        grace: Duration::from_secs(5),
+    };
+    app::start(config, options).await.expect("fhirguard starts")
 }
 
 /// An HTTP/1.1 client with a connection pool and a per-request deadline.
@@ -186,34 +316,5 @@ impl HttpClient {
             },
         )
         .await;
-    }
-}
-
-/// The value of one series (`name{label="v",…}` exactly as exposed, labels sorted), if present.
-pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
-        })
-}
-
-/// Polls `check` every 20 ms until it holds; panics naming `what` after `timeout`.
-pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -2,17 +2,16 @@
 //! keep-alive reuse, the `maxConnections` bound, the wait for a free connection counting towards
 //! `responseTimeout`, idle connections the upstream closed, and bodiless answers.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::poll::eventually;
+use crate::support::stack::{start_ready, HttpClient, Stack};
 use fhirguard::app::Running;
 use fhirguard::config::Config;
 use http::StatusCode;
-use support::stack::{start_ready, HttpClient, Stack};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -31,6 +30,8 @@ struct Seen {
     delay_ms: AtomicU64,
     /// Milliseconds after an answer at which the upstream closes the idle connection (0: never).
     close_idle_after_ms: AtomicU64,
+    /// Idle connections the upstream closed.
+    idle_closed: AtomicUsize,
 }
 
 /// A keep-alive HTTP/1.1 server that answers every request with [`BODY`].
@@ -84,7 +85,11 @@ async fn serve(mut stream: TcpStream, seen: Arc<Seen>) {
                 .await
                 {
                     Ok(read) => read,
-                    Err(_idle) => return, // close the idle keep-alive connection
+                    Err(_idle) => {
+                        // Close the idle keep-alive connection.
+                        seen.idle_closed.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
                 }
             } else {
                 stream.read(&mut chunk).await
@@ -111,6 +116,7 @@ async fn serve(mut stream: TcpStream, seen: Arc<Seen>) {
         seen.max_in_flight.fetch_max(now, Ordering::SeqCst);
         let delay = seen.delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
+            // The behaviour under test: a slow upstream.
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         seen.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -219,7 +225,12 @@ async fn waiting_for_a_connection_counts_towards_the_response_timeout() {
     .await;
     let token = stack.token();
     let first = spawn_get(&running, "/Patient/1", &token);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually(
+        "the first request holds the one connection",
+        Duration::from_secs(5),
+        || async { upstream.requests() == 1 },
+    )
+    .await;
     // Waits ~400 ms for the one connection, then 500 ms for the answer: over 800 ms.
     let (status, body) = HttpClient::default()
         .get(running.proxy_address, "/Patient/2", Some(&token))
@@ -251,7 +262,12 @@ async fn an_idle_connection_the_upstream_closed_is_not_used() {
             .unwrap();
         assert_eq!(status, StatusCode::OK, "round {round}: {body}");
         // The upstream drops the idle connection meanwhile.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        eventually(
+            "the upstream closed the idle connection",
+            Duration::from_secs(5),
+            || async { upstream.seen.idle_closed.load(Ordering::SeqCst) > round },
+        )
+        .await;
     }
     assert_eq!(upstream.requests(), 3);
     assert_eq!(upstream.connections(), 3, "a new connection each round");

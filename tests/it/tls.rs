@@ -1,9 +1,9 @@
 //! The TLS listener: PEM certificate and key from the config, h2 and HTTP/1.1 by ALPN.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::stack::{start_ready_with, Provider, Stack};
+use crate::support::token::{self, now, TestKey};
 use bytes::Bytes;
 use fhirguard::app::{self, StartOptions};
 use fhirguard::config::Config;
@@ -11,29 +11,14 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use support::idp::FakeIdp;
-use support::token::{self, now, TestKey};
-use support::upstream::FakeFhir;
 
-/// Starts fhirguard from `yaml` and waits until its identity provider's keys are fetched.
+/// Starts fhirguard from `yaml` once it reports ready.
 async fn start_ready(yaml: &str) -> app::Running {
     let options = StartOptions {
         config_path: None,
         grace: Duration::from_secs(1),
     };
-    let running = app::start(Config::parse(yaml).expect("config"), options)
-        .await
-        .expect("start");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !running
-        .proxy
-        .keys
-        .is_ready(&running.proxy.generation.load().config)
-    {
-        assert!(tokio::time::Instant::now() < deadline, "keys never fetched");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    running
+    start_ready_with(Config::parse(yaml).expect("config"), options).await
 }
 
 #[tokio::test]
@@ -45,9 +30,9 @@ async fn tls_listener_serves_h2_and_http1() {
     std::fs::write(&cert_file, certified.cert.pem()).unwrap();
     std::fs::write(&key_file, certified.key_pair.serialize_pem()).unwrap();
 
-    let key = TestKey::rsa("tls-1");
-    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
-    let upstream = FakeFhir::start().await;
+    let Stack {
+        idp, key, upstream, ..
+    } = Stack::builder().key(TestKey::rsa("tls-1")).start().await;
     let yaml = format!(
         r#"
 listen: "127.0.0.1:0"
@@ -152,8 +137,7 @@ async fn an_https_upstream_is_reached_with_an_extra_ca_file() {
         }
     });
 
-    let key = TestKey::rsa("tls-up-1");
-    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let Provider { idp, key } = Provider::start(TestKey::rsa("tls-up-1")).await;
     let yaml = format!(
         r#"
 listen: "127.0.0.1:0"

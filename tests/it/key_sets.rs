@@ -2,18 +2,17 @@
 //! unknown-`kid` rate limit, single flight, identity provider down at start and after a good
 //! fetch, `maxStale`, fail-closed provider selection, probe, counters.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::idp::{config_yaml, FakeIdp};
+use crate::support::poll;
+use crate::support::token::{self, now, TestKey};
 use arc_swap::ArcSwap;
 use fhirguard::auth::{authenticate, AuthError, KeyError, KeyStore};
 use fhirguard::config::Config;
 use http::StatusCode;
 use serde_json::json;
-use support::idp::{config_yaml, FakeIdp};
-use support::token::{self, now, TestKey};
 use tokio::task::JoinSet;
 
 const AUDIENCE: &str = "https://fhir.example.org";
@@ -40,19 +39,12 @@ fn config(authorities: &[String]) -> Config {
     config
 }
 
-/// Polls `condition` every 10 ms for up to 10 s.
+/// Polls `condition` for up to 10 s.
 async fn eventually<F: std::future::Future<Output = bool>>(
     what: &str,
-    mut condition: impl FnMut() -> F,
+    condition: impl FnMut() -> F,
 ) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    poll::eventually(what, Duration::from_secs(10), condition).await;
 }
 
 fn valid(idp: &FakeIdp, key: &TestKey) -> String {
@@ -187,7 +179,10 @@ async fn keys_are_served_while_the_identity_provider_is_down_up_to_max_stale() {
     // Past maxStale the old set is no longer trusted.
     config.key_sets.max_stale = Duration::from_millis(1);
     source.store(Arc::new(config.clone()));
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    eventually("the held set is past maxStale", || async {
+        !store.is_ready(&config)
+    })
+    .await;
     assert!(!store.is_ready(&config));
     let error = authenticate(&store, &config, &valid(&idp, &key), now())
         .await

@@ -1,4 +1,4 @@
-//! The tools of the Debian package `prometheus` for tests/ops.rs: finding promtool and the
+//! The tools of the Debian package `prometheus` for tests/it/ops.rs: finding promtool and the
 //! server on PATH (skip with a message when missing, fail under CI), running a child process with
 //! a deadline, and a real Prometheus server on loopback that is killed on drop.
 
@@ -6,9 +6,11 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::support::poll::eventually_blocking;
 
 /// The path of `name` on PATH.
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -51,13 +53,9 @@ pub(crate) fn tool(name: &str) -> Option<PathBuf> {
 
 /// Waits for `child` (whose stdin is closed) at most `timeout`, killing it past that.
 pub(crate) fn wait_with_deadline(mut child: Child, timeout: Duration) -> std::process::Output {
-    let deadline = Instant::now() + timeout;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{child:?} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if eventually_blocking(timeout, || child.try_wait().expect("wait")).is_none() {
+        let _ = child.kill();
+        panic!("{child:?} did not finish within {timeout:?}");
     }
     child.wait_with_output().expect("output")
 }
@@ -116,19 +114,15 @@ impl PrometheusServer {
 
     /// Waits until the web listener accepts; false if the process exited first.
     fn listening(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        eventually_blocking(timeout, || {
             if self.child.try_wait().ok().flatten().is_some() {
-                return false;
+                return Some(false);
             }
-            if std::net::TcpStream::connect_timeout(&self.address, Duration::from_millis(200))
-                .is_ok()
-            {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+            std::net::TcpStream::connect_timeout(&self.address, Duration::from_millis(200))
+                .ok()
+                .map(|_| true)
+        })
+        .unwrap_or(false)
     }
 
     pub(crate) fn log(&self) -> String {

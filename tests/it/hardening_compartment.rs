@@ -1,313 +1,26 @@
 //! Issue 11, classes 1, 5, 8 and 9: a patient context stays inside its compartment. fhirguard
-//! runs in-process between a fake OpenID provider and a small in-memory FHIR store that, like a
-//! real server, answers counts and totals for whatever it is asked, answers conditional reads
-//! with 304/412, keeps version histories and applies JSON Patches — and records every request
-//! it receives, so each test asserts both what the client got and what reached the server.
-
-mod support;
-
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+//! runs in-process between a fake OpenID provider and the in-memory FHIR store
+//! (`support::fhir_store`, applying compartment parameters) that, like a real server, answers
+//! counts and totals for whatever it is asked, answers conditional reads with 304/412, keeps
+//! version histories and applies JSON Patches — and records every request it receives, so each
+//! test asserts both what the client got and what reached the server.
 
 use bytes::Bytes;
-use fhirguard::app::{self, Running, StartOptions};
-use fhirguard::config::Config;
-use fhirguard::fhir::patch;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use fhirguard::app::Running;
+use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use support::idp::FakeIdp;
-use support::token::{self, now, TestKey};
-use tokio::net::TcpListener;
+
+use crate::support::fhir_store::Search;
+use crate::support::idp::FakeIdp;
+use crate::support::stack::{Guard, Stack};
+use crate::support::token::{self, now, TestKey};
+use crate::support::upstream::{FakeFhir, Recorded};
 
 const AUDIENCE: &str = "https://fhir.example.org/smart";
 const BASE: &str = "https://fhir.example.org";
-
-/// One request the FHIR store received.
-#[derive(Clone, Debug)]
-struct Received {
-    method: Method,
-    /// Path and query, as sent.
-    target: String,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-/// The in-memory store: `type/id` → resource (with `meta.versionId`).
-#[derive(Debug, Default)]
-struct Store {
-    resources: BTreeMap<String, Value>,
-    received: Vec<Received>,
-}
-
-#[derive(Clone)]
-struct Fhir {
-    address: SocketAddr,
-    store: Arc<Mutex<Store>>,
-}
-
-impl Fhir {
-    async fn start(seed: Vec<Value>) -> Fhir {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let store = Arc::new(Mutex::new(Store::default()));
-        for resource in seed {
-            put(&mut store.lock().unwrap(), resource);
-        }
-        let shared = Arc::clone(&store);
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let store = Arc::clone(&shared);
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| serve(Arc::clone(&store), request));
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Fhir { address, store }
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.store.lock().unwrap().received.clone()
-    }
-
-    fn count(&self) -> usize {
-        self.store.lock().unwrap().received.len()
-    }
-
-    fn since(&self, before: usize) -> Vec<Received> {
-        self.received().split_off(before)
-    }
-
-    fn resource(&self, key: &str) -> Option<Value> {
-        self.store.lock().unwrap().resources.get(key).cloned()
-    }
-}
-
-fn put(store: &mut Store, mut resource: Value) -> Value {
-    let key = format!(
-        "{}/{}",
-        resource["resourceType"].as_str().unwrap(),
-        resource["id"].as_str().unwrap()
-    );
-    let version = store
-        .resources
-        .get(&key)
-        .and_then(|r| r["meta"]["versionId"].as_str()?.parse::<u32>().ok())
-        .unwrap_or(0)
-        + 1;
-    resource["meta"] = json!({ "versionId": version.to_string() });
-    store.resources.insert(key, resource.clone());
-    resource
-}
-
-async fn serve(
-    store: Arc<Mutex<Store>>,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    let (parts, body) = request.into_parts();
-    let body = body.collect().await?.to_bytes();
-    let target = parts.uri.path_and_query().unwrap().as_str().to_owned();
-    let path = parts.uri.path().trim_start_matches("/fhir").to_owned();
-    let query = parts.uri.query().unwrap_or_default().to_owned();
-    let mut store = store.lock().unwrap();
-    store.received.push(Received {
-        method: parts.method.clone(),
-        target,
-        headers: parts.headers.clone(),
-        body: body.clone(),
-    });
-    let (status, answer) = answer(
-        &mut store,
-        &parts.method,
-        &path,
-        &query,
-        &parts.headers,
-        &body,
-    );
-    let mut response = Response::builder()
-        .status(status)
-        .header("content-type", "application/fhir+json");
-    if let Some(version) = answer["meta"]["versionId"].as_str() {
-        response = response.header("etag", format!("W/\"{version}\""));
-    }
-    let body = if status == StatusCode::NOT_MODIFIED {
-        Bytes::new()
-    } else {
-        Bytes::from(answer.to_string())
-    };
-    Ok(response.body(Full::new(body)).unwrap())
-}
-
-fn outcome(status: StatusCode) -> (StatusCode, Value) {
-    (status, json!({"resourceType": "OperationOutcome"}))
-}
-
-/// A Bundle of `entries` whose `total` counts them all, with none listed when the query asks
-/// for a count only (`_summary=count`, `_count=0`) — the shape that leaks counts.
-fn bundle(kind: &str, entries: Vec<Value>, query: &str) -> Value {
-    let total = entries.len();
-    let count_only = query
-        .split('&')
-        .any(|p| p == "_summary=count" || p == "_count=0");
-    let entries: Vec<Value> = if count_only { Vec::new() } else { entries };
-    json!({"resourceType": "Bundle", "type": kind, "total": total, "entry": entries})
-}
-
-/// The store applies the compartment parameters fhirguard adds (`subject`, `patient`, `_id`,
-/// unmodified) as a server would, ANDed; it ignores every other parameter.
-fn matches(resource: &Value, query: &str) -> bool {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .all(|(name, value)| match name {
-            "subject" | "patient" => {
-                let wanted = value.strip_prefix(&format!("{BASE}/")).unwrap_or(value);
-                let wanted = match wanted.contains('/') {
-                    true => wanted.to_owned(),
-                    false => format!("Patient/{wanted}"),
-                };
-                resource["subject"]["reference"] == wanted.as_str()
-            }
-            "_id" => resource["id"] == value,
-            _ => true,
-        })
-}
-
-fn answer(
-    store: &mut Store,
-    method: &Method,
-    path: &str,
-    query: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> (StatusCode, Value) {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    match (method.as_str(), segments.as_slice()) {
-        ("GET", [t, "_history"]) | ("GET", [t @ "_history"]) => {
-            let entries: Vec<Value> = store
-                .resources
-                .values()
-                .filter(|r| *t == "_history" || r["resourceType"] == *t)
-                .map(|r| json!({"resource": r}))
-                .collect();
-            (StatusCode::OK, bundle("history", entries, query))
-        }
-        ("GET", [t, id, "_history"]) => match store.resources.get(&format!("{t}/{id}")) {
-            Some(resource) => {
-                let mut history = bundle("history", vec![json!({"resource": resource})], query);
-                history["total"] = json!(resource["meta"]["versionId"]
-                    .as_str()
-                    .unwrap()
-                    .parse::<u32>()
-                    .unwrap());
-                (StatusCode::OK, history)
-            }
-            None => outcome(StatusCode::NOT_FOUND),
-        },
-        ("GET", [t, id] | [t, id, "_history", _]) => {
-            let Some(resource) = store.resources.get(&format!("{t}/{id}")) else {
-                return outcome(StatusCode::NOT_FOUND);
-            };
-            let etag = format!("W/\"{}\"", resource["meta"]["versionId"].as_str().unwrap());
-            if header("if-none-match").is_some_and(|v| v == etag || v == "*") {
-                return (StatusCode::NOT_MODIFIED, resource.clone());
-            }
-            if header("if-match").is_some_and(|v| v != etag) {
-                return outcome(StatusCode::PRECONDITION_FAILED);
-            }
-            (StatusCode::OK, resource.clone())
-        }
-        ("GET", [t]) | ("GET", [_, _, t]) | ("POST", [t, "_search"]) => {
-            let form = std::str::from_utf8(body).unwrap_or_default();
-            let query = format!("{query}&{form}");
-            let entries: Vec<Value> = store
-                .resources
-                .values()
-                .filter(|r| r["resourceType"] == *t && matches(r, &query))
-                .map(|r| json!({"resource": r, "search": {"mode": "match"}}))
-                .collect();
-            (StatusCode::OK, bundle("searchset", entries, &query))
-        }
-        ("POST", []) => {
-            let request: Value = serde_json::from_slice(body).unwrap();
-            let mut entries = Vec::new();
-            for entry in request["entry"].as_array().unwrap() {
-                let url = entry["request"]["url"].as_str().unwrap().to_owned();
-                let method =
-                    Method::from_bytes(entry["request"]["method"].as_str().unwrap().as_bytes())
-                        .unwrap();
-                let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-                let mut headers = HeaderMap::new();
-                for (member, header) in [("ifNoneMatch", "if-none-match"), ("ifMatch", "if-match")]
-                {
-                    if let Some(value) = entry["request"][member].as_str() {
-                        headers.insert(header, value.parse().unwrap());
-                    }
-                }
-                let (status, resource) = answer(
-                    store,
-                    &method,
-                    &format!("/{path}"),
-                    query,
-                    &headers,
-                    entry["resource"].to_string().as_bytes(),
-                );
-                let mut answered = json!({"response": {"status": status.to_string()}});
-                if status != StatusCode::NOT_MODIFIED {
-                    answered["resource"] = resource;
-                }
-                if let Some(version) = answered["resource"]["meta"]["versionId"].as_str() {
-                    answered["response"]["etag"] = json!(format!("W/\"{version}\""));
-                }
-                entries.push(answered);
-            }
-            (
-                StatusCode::OK,
-                json!({"resourceType": "Bundle", "type": "batch-response", "entry": entries}),
-            )
-        }
-        ("POST", [_]) | ("PUT", [_, _]) => {
-            let mut resource: Value = serde_json::from_slice(body).unwrap();
-            if resource.get("id").is_none() {
-                resource["id"] = json!(format!("new{}", store.resources.len()));
-            }
-            (StatusCode::CREATED, put(store, resource))
-        }
-        ("PATCH", [t, id]) => {
-            let Some(mut resource) = store.resources.get(&format!("{t}/{id}")).cloned() else {
-                return outcome(StatusCode::NOT_FOUND);
-            };
-            let etag = format!("W/\"{}\"", resource["meta"]["versionId"].as_str().unwrap());
-            if header("if-match").is_some_and(|v| v != etag) {
-                return outcome(StatusCode::PRECONDITION_FAILED);
-            }
-            let operations: Value = serde_json::from_slice(body).unwrap();
-            match patch::apply(&mut resource, &operations) {
-                Ok(()) => (StatusCode::OK, put(store, resource)),
-                Err(_) => outcome(StatusCode::UNPROCESSABLE_ENTITY),
-            }
-        }
-        ("DELETE", [t, id]) => {
-            store.resources.remove(&format!("{t}/{id}"));
-            (StatusCode::NO_CONTENT, json!({}))
-        }
-        _ => outcome(StatusCode::BAD_REQUEST),
-    }
-}
 
 fn observation(id: &str, patient: &str) -> Value {
     json!({"resourceType": "Observation", "id": id, "status": "final",
@@ -318,7 +31,7 @@ fn observation(id: &str, patient: &str) -> Value {
 struct Harness {
     idp: FakeIdp,
     key: TestKey,
-    fhir: Fhir,
+    fhir: FakeFhir,
     running: Running,
     client: Client<HttpConnector, Full<Bytes>>,
     /// A `patient/*.*` token for Patient/1.
@@ -337,12 +50,12 @@ impl Answer {
     }
 }
 
-fn config_yaml(upstream: SocketAddr, authority: &str) -> String {
+fn config_yaml(upstream: &str, authority: &str) -> String {
     format!(
         r#"
 listen: "127.0.0.1:0"
 adminListen: "127.0.0.1:0"
-upstream: "http://{upstream}/fhir"
+upstream: "{upstream}"
 publicBaseUrl: "{BASE}"
 allowHttpAuthorities: true
 authenticationConfiguration:
@@ -358,39 +71,36 @@ authenticationConfiguration:
 
 impl Harness {
     async fn start() -> Harness {
-        let key = TestKey::ec_p256("hardening-1");
-        let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
-        let fhir = Fhir::start(vec![
-            json!({"resourceType": "Patient", "id": "1"}),
-            json!({"resourceType": "Patient", "id": "2"}),
-            observation("o1", "1"),
-            observation("o2", "2"),
-            observation("o3", "2"),
-            json!({"resourceType": "Encounter", "id": "e1", "subject": {"reference": "Patient/1"}}),
-            json!({"resourceType": "Encounter", "id": "e2", "subject": {"reference": "Patient/2"}}),
-            json!({"resourceType": "Location", "id": "loc"}),
-        ])
-        .await;
-        let config = Config::parse(&config_yaml(fhir.address, &idp.base_url())).expect("config");
-        let options = StartOptions {
-            config_path: None,
-            grace: Duration::from_secs(5),
-        };
-        let running = app::start(config, options).await.expect("start");
+        let Guard {
+            stack: Stack { idp, key, upstream, .. },
+            running,
+            ..
+        } = Stack::builder()
+            .key(TestKey::ec_p256("hardening-1"))
+            .store(
+                vec![
+                    json!({"resourceType": "Patient", "id": "1"}),
+                    json!({"resourceType": "Patient", "id": "2"}),
+                    observation("o1", "1"),
+                    observation("o2", "2"),
+                    observation("o3", "2"),
+                    json!({"resourceType": "Encounter", "id": "e1", "subject": {"reference": "Patient/1"}}),
+                    json!({"resourceType": "Encounter", "id": "e2", "subject": {"reference": "Patient/2"}}),
+                    json!({"resourceType": "Location", "id": "loc"}),
+                ],
+                Search::CompartmentParameters,
+            )
+            .serve(|stack| config_yaml(&stack.upstream.base_url("/fhir"), &stack.idp.base_url()))
+            .await;
         let mut harness = Harness {
             idp,
             key,
-            fhir,
+            fhir: upstream,
             running,
             client: Client::builder(TokioExecutor::new()).build_http(),
             token: String::new(),
         };
         harness.token = harness.token_for("patient/*.*", "Patient/1");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while harness.get("/Location/loc").await.status != StatusCode::OK {
-            assert!(tokio::time::Instant::now() < deadline, "never ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         harness
     }
 
@@ -482,7 +192,7 @@ fn ids(bundle: &Value) -> Vec<String> {
 }
 
 /// What reached the server for one request: its target, plus the form body of a POST search.
-fn searched(received: &Received) -> String {
+fn searched(received: &Recorded) -> String {
     format!(
         "{} {}",
         received.target,
@@ -666,7 +376,7 @@ async fn conditional_reads_cannot_confirm_another_patients_resource() {
         answer.body
     );
     assert!(answer.body["entry"][0]["response"].get("etag").is_none());
-    let sent = h.fhir.received().pop().unwrap();
+    let sent = h.fhir.requests().pop().unwrap();
     assert!(
         !String::from_utf8_lossy(&sent.body).contains("ifNoneMatch"),
         "the entries' conditions reached the server"
@@ -1098,7 +808,11 @@ async fn explain_names_the_compartment_rule() {
     let h = Harness::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");
-    std::fs::write(&file, config_yaml(h.fhir.address, &h.idp.base_url())).unwrap();
+    std::fs::write(
+        &file,
+        config_yaml(&h.fhir.base_url("/fhir"), &h.idp.base_url()),
+    )
+    .unwrap();
     let token = h.token.clone();
     for (path, rule) in [
         (
@@ -1147,7 +861,11 @@ async fn explain_checks_a_create_body_as_the_proxy_does() {
     let h = Harness::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");
-    std::fs::write(&file, config_yaml(h.fhir.address, &h.idp.base_url())).unwrap();
+    std::fs::write(
+        &file,
+        config_yaml(&h.fhir.base_url("/fhir"), &h.idp.base_url()),
+    )
+    .unwrap();
     let cases = [
         (
             r#"{"resourceType":"Observation","subject":{"reference":"Patient/1"},"performer":[{"reference":"Patient/2"}]}"#,

@@ -1,4 +1,4 @@
-//! The log run of tests/ops.rs: the real binary at debug level between a primary authority and a
+//! The log run of tests/it/ops.rs: the real binary at debug level between a primary authority and a
 //! SMART provider, sent valid and refused tokens — in the header, in the query, in the path — then
 //! stopped, and every line it wrote checked for token material and for the audit fields.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::Value;
 
-use crate::served::{config_file, json_lines, Served};
+use super::served::{config_file, json_lines, Served};
 use crate::support::idp::FakeIdp;
 use crate::support::stack::{HttpClient, Stack};
 use crate::support::token::{self, now, TestKey};

@@ -1,17 +1,15 @@
 //! Token validation against a fake OpenID provider (SPEC §4 steps 4–7): one test per refusal,
 //! asserting the error and its `error_description`. Accepted shapes: `token_shapes.rs`.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::idp::{config_yaml, FakeIdp};
+use crate::support::token::{self, now, TestKey, TokenBuilder};
 use fhirguard::auth::near_miss::NearMiss;
 use fhirguard::auth::{authenticate, AuthError, FhirUserRule, KeyStore, Principal};
 use fhirguard::authz::scope::Context;
 use fhirguard::config::Config;
 use serde_json::json;
-use support::idp::{config_yaml, FakeIdp};
-use support::token::{self, now, TestKey, TokenBuilder};
 
 const AUDIENCE: &str = "https://fhir.example.org";
 

@@ -2,10 +2,11 @@
 //! verified once; a hit still checks the lifetime; a key-set change and another configuration
 //! miss; the memory bound holds; the counters reach `/metrics`.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::idp::{config_yaml, FakeIdp};
+use crate::support::token::{self, now, TestKey};
+use crate::support::upstream::FakeFhir;
 use bytes::Bytes;
 use fhirguard::app::{self, StartOptions};
 use std::sync::Arc;
@@ -18,9 +19,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
-use support::idp::{config_yaml, FakeIdp};
-use support::token::{self, now, TestKey};
-use support::upstream::FakeFhir;
 
 const AUDIENCE: &str = "https://fhir.example.org";
 

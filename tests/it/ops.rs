@@ -1,5 +1,5 @@
 //! Operations end to end (SPEC §6): metric values after known traffic (beyond what
-//! `tests/proxy.rs` already pins), every metric documented in the README, `promtool check
+//! `tests/it/proxy.rs` already pins), every metric documented in the README, `promtool check
 //! metrics` on the exposition, a real Prometheus server scraping fhirguard, SIGTERM draining a
 //! request in flight, and the log lines of the real binary — JSON, one audit line per decision
 //! with its fields, no query string unless enabled, and never a token.
@@ -8,29 +8,26 @@
 //! run by `.ci/run`). Without them these tests skip with a message, except under CI (env `CI`
 //! set), where a missing tool fails them.
 
-#[path = "ops/audit.rs"]
 mod audit;
-#[path = "ops/prometheus_tools.rs"]
 mod prometheus_tools;
-#[path = "ops/served.rs"]
 mod served;
-mod support;
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::exposition::{metric, registered_names};
+use crate::support::poll::eventually;
+use crate::support::stack::{start_ready, HttpClient, Stack};
+use crate::support::token::{self, now};
 use audit::{assert_no_secret, audit_run, FHIR_USER, REDACTED, SEARCH};
 use fhirguard::app::Running;
 use fhirguard::config::Config;
-use fhirguard::metrics::Metrics;
 use http::StatusCode;
 use prometheus_tools::{query_sum, tool, wait_with_deadline, PrometheusServer};
 use serde_json::{json, Value};
 use served::{config_file, json_lines, Served};
-use support::stack::{eventually, metric, start_ready, HttpClient, Stack};
-use support::token::{self, now};
 
 /// fhirguard in-process (no reload) on a stack whose role grants `actions`.
 async fn in_process(stack: &Stack, actions: &str) -> Running {
@@ -47,7 +44,7 @@ fn unix_now() -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Metrics
 
-/// Outcomes, methods and histograms that `metrics_count_known_traffic` in tests/proxy.rs does
+/// Outcomes, methods and histograms that `metrics_count_known_traffic` in tests/it/proxy.rs does
 /// not cover: anonymous and invalid outcomes, the `other` method, the per-outcome request
 /// histogram, the authentication histogram, failures of an unknown issuer, build info and the
 /// key set's last success time.
@@ -186,22 +183,9 @@ async fn a_slow_request_is_in_flight_until_it_ends() {
 /// row in the README's metrics table.
 #[test]
 fn every_metric_is_documented_in_the_readme() {
-    let metrics = Metrics::new();
-    metrics.requests.with_label_values(&["allowed", "GET"]);
-    metrics.request_duration.with_label_values(&["allowed"]);
-    metrics.auth_failures.with_label_values(&["p", "expired"]);
-    metrics.key_set_fetches.with_label_values(&["p", "ok"]);
-    metrics.key_set_keys.with_label_values(&["p"]);
-    metrics.key_set_last_success.with_label_values(&["p"]);
-    metrics.config_reloads.with_label_values(&["success"]);
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .expect("README.md");
-    let rendered = metrics.render();
-    let names: Vec<&str> = rendered
-        .lines()
-        .filter_map(|line| line.strip_prefix("# TYPE "))
-        .filter_map(|line| line.split(' ').next())
-        .collect();
+    let names = registered_names();
     assert!(names.len() >= 14, "{names:?}");
     let undocumented: Vec<_> = names
         .iter()

@@ -2,18 +2,16 @@
 //! v1 and v2, ADFS (primary authority), Azure AD B2C and Keycloak/Okta (smart providers), and
 //! every allowed algorithm family.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::idp::{config_yaml, FakeIdp};
+use crate::support::token::{self, now, TestKey};
 use fhirguard::auth::{authenticate, AuthError, KeyStore, Principal};
 use fhirguard::authz::smart::SmartGrant;
 use fhirguard::config::Config;
 use fhirguard::config::ProviderKind;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
-use support::idp::{config_yaml, FakeIdp};
-use support::token::{self, now, TestKey};
 
 const AUDIENCE: &str = "https://fhir.example.org";
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";

@@ -1,13 +1,11 @@
 //! The command line: `check` (every error, exit codes, `--probe`), `serve` on a bad config, and
 //! `explain` agreeing with the proxy's verdicts.
 
-mod support;
-
 use std::process::{Command, Output};
 
+use crate::support::idp::FakeIdp;
+use crate::support::token::{self, now, TestKey};
 use serde_json::json;
-use support::idp::FakeIdp;
-use support::token::{self, now, TestKey};
 
 fn fhirguard(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fhirguard"))

@@ -1,0 +1,29 @@
+//! fhirguard's integration tests, as one test binary (`cargo test --test it`): one module per
+//! suite, all sharing [`support`] — the one harness ([`support::stack`]), the fakes and token
+//! minting. Select a suite by its module path, e.g. `cargo test --test it proxy::` or
+//! `cargo test --test it smart::`.
+//!
+//! The npm projects of the interop suites (`tests/interop`, `tests/medplum`) and
+//! `tests/ops/install.sh` stay outside this directory: `.ci/run` and `deploy/check.sh` name them
+//! by path.
+
+mod auth;
+mod cli;
+mod config_examples;
+mod demo;
+mod deploy;
+mod hardening_compartment;
+mod hardening_hygiene;
+mod interop_oidc;
+mod key_sets;
+mod medplum;
+mod ops;
+mod proxy;
+mod reload;
+mod smart;
+mod smart_clients;
+mod support;
+mod tls;
+mod token_cache;
+mod token_shapes;
+mod upstream_pool;
