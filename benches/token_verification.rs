@@ -12,7 +12,7 @@
 //! - `digest`: the SHA-256 of the token alone (part of every lookup).
 //!
 //! The key store is filled once, before measuring, from an in-process fake OpenID provider on
-//! 127.0.0.1 (`tests/support/idp.rs`); nothing is fetched while measuring.
+//! 127.0.0.1 (`tests/it/support/idp.rs`); nothing is fetched while measuring.
 //!
 //! Run: `cargo bench --bench token_verification` (quick: append
 //! `-- --warm-up-time 1 --measurement-time 3`).
@@ -40,10 +40,10 @@ use fhirguard::proxy::session::{self, TokenCache, TokenDigest};
 use tokio::runtime::Runtime;
 
 #[allow(dead_code, unreachable_pub)]
-#[path = "../tests/support/idp.rs"]
+#[path = "../tests/it/support/idp.rs"]
 mod idp;
 #[allow(dead_code, unreachable_pub)]
-#[path = "../tests/support/token.rs"]
+#[path = "../tests/it/support/token.rs"]
 mod token;
 
 use idp::{config_yaml, FakeIdp};

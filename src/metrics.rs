@@ -275,6 +275,11 @@ impl Metrics {
         }
     }
 
+    /// The registry every metric is on (what `/metrics` renders).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();

@@ -108,7 +108,11 @@ async fn a_thousand_random_kids_cause_a_bounded_number_of_fetches() {
 async fn concurrent_cold_misses_cause_one_fetch() {
     let key = TestKey::ec_p256("k");
     let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
-    let (config, store) = (Arc::new(config(&[idp.base_url()])), KeyStore::new());
+    let mut config = config(&[idp.base_url()]);
+    // One fetch must serve all 50: on a machine busy with the rest of the suite a 2 s fetch
+    // can time out, and a failed fetch is retried by design.
+    config.key_sets.fetch_timeout = Duration::from_secs(30);
+    let (config, store) = (Arc::new(config), KeyStore::new());
     let mut requests = JoinSet::new();
     for _ in 0..50 {
         let (store, config, token) = (store.clone(), Arc::clone(&config), valid(&idp, &key));

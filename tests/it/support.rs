@@ -9,10 +9,8 @@
 
 pub mod exposition;
 pub mod fhir_store;
-#[path = "../support/idp.rs"]
 pub mod idp;
 pub mod poll;
 pub mod stack;
-#[path = "../support/token.rs"]
 pub mod token;
 pub mod upstream;

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use fhirguard::metrics::Metrics;
+use prometheus::proto::MetricType;
 
 /// The value of one series (`name{label="v",…}` exactly as exposed, labels sorted), if present.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
@@ -28,11 +29,19 @@ pub fn registered_families() -> BTreeSet<(String, String)> {
     metrics.config_reloads.with_label_values(&["success"]);
     metrics.head_timeouts.with_label_values(&["proxy"]);
     metrics
-        .render()
-        .lines()
-        .filter_map(|line| line.strip_prefix("# TYPE "))
-        .filter_map(|line| line.split_once(' '))
-        .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+        .registry()
+        .gather()
+        .iter()
+        .map(|family| {
+            let kind = match family.get_field_type() {
+                MetricType::COUNTER => "counter",
+                MetricType::GAUGE => "gauge",
+                MetricType::HISTOGRAM => "histogram",
+                MetricType::SUMMARY => "summary",
+                MetricType::UNTYPED => "untyped",
+            };
+            (family.name().to_owned(), kind.to_owned())
+        })
         .collect()
 }
 
