@@ -140,14 +140,74 @@ pub async fn verify(
     token: &str,
     now: u64,
 ) -> Result<Verified, AuthError> {
-    let settings = KeySettings::of(config);
     // Step 4: decode without trusting; the provider whose discovered issuer is `iss`.
     let token = UnverifiedToken::parse(token)?;
     let issuer = token.string("iss").ok_or(AuthError::MissingIssuer)?;
+    let settings = KeySettings::of(config);
     let selected = select_provider(store, config, &settings, issuer).await?;
     let authority = selected.authority.as_str();
-
     // Step 5: algorithm allow-list, key by kid from this provider only, signature.
+    let (key, key_set) = verify_signature(store, &settings, &selected, &token, issuer).await?;
+    // Step 6: lifetime.
+    let lifetime = check_lifetime(&token, now, config.clock_skew.as_secs(), authority)?;
+    // Step 7: audience, and for a smart provider the application, scopes and fhirUser.
+    let client = first_string_claim(&token, client_claims(config.compatibility))?;
+    let fhir_user =
+        first_string_claim(&token, &["fhirUser", "extension_fhirUser"])?.map(|(value, _)| value);
+    let claims = Claims {
+        audience: token.strings("aud"),
+        client,
+        fhir_user,
+        scopes: token.scopes(),
+    };
+    let application = check_claims(config, &selected, &claims)?;
+    let launch_patient = match config.smart_launch_patient_claim.as_deref() {
+        Some(claim) => launch_patient(&token, claim)?,
+        None => None,
+    };
+    let groups = config
+        .roles
+        .groups_claim
+        .as_deref()
+        .map(|claim| token.strings(claim))
+        .unwrap_or_default();
+    let principal = Principal {
+        provider: selected.kind,
+        authority: selected.authority.clone(),
+        issuer: issuer.to_owned(),
+        subject: token.string("sub").map(str::to_owned),
+        object_id: token.string("oid").map(str::to_owned),
+        client_id: client.map(|(value, _)| value.to_owned()),
+        client_claim: client.map(|(_, claim)| claim),
+        application,
+        audience: claims.audience,
+        fhir_user: fhir_user.map(str::to_owned),
+        launch_patient,
+        scopes: claims.scopes,
+        roles: token.strings("roles"),
+        groups,
+        expires_at: lifetime.expires_at,
+        key_id: key.kid,
+    };
+    Ok(Verified {
+        principal: Arc::new(principal),
+        lifetime,
+        key_set,
+        config: config.fingerprint,
+    })
+}
+
+/// Step 5: the algorithm on the allow-list, the key by `kid` from the selected provider's set
+/// only (refetched once for an unknown `kid`, rate-limited), and the signature. Returns the key
+/// and the fingerprint of the set it came from.
+async fn verify_signature(
+    store: &KeyStore,
+    settings: &KeySettings,
+    selected: &Selected,
+    token: &UnverifiedToken<'_>,
+    issuer: &str,
+) -> Result<(SigningKey, [u8; 32]), AuthError> {
+    let authority = selected.authority.as_str();
     let alg = allowed_algorithm(&token.header.alg).ok_or_else(|| AuthError::Algorithm {
         authority: authority.to_owned(),
         alg: echo(&token.header.alg),
@@ -156,7 +216,7 @@ pub async fn verify(
     let (key, key_set) = match find_key(&selected.keys, kid, alg, authority)? {
         Some(key) => (key, selected.keys.fingerprint),
         None => {
-            let refreshed = store.refetch_for_unknown_kid(authority, &settings).await;
+            let refreshed = store.refetch_for_unknown_kid(authority, settings).await;
             // A refreshed set that announces another issuer is no longer this token's provider.
             refreshed
                 .as_deref()
@@ -178,93 +238,67 @@ pub async fn verify(
             authority: authority.to_owned(),
         });
     }
+    Ok((key, key_set))
+}
 
-    // Step 6: lifetime.
-    let lifetime = check_lifetime(&token, now, config.clock_skew.as_secs(), authority)?;
+/// The claims step 7 judges.
+#[derive(Debug)]
+struct Claims<'t> {
+    /// `aud`, string or array.
+    audience: Vec<String>,
+    /// The client claim's value and name ([`client_claims`]).
+    client: Option<(&'t str, &'static str)>,
+    fhir_user: Option<&'t str>,
+    scopes: Vec<String>,
+}
 
-    // Step 7: audience, and for a smart provider the application, scopes and fhirUser.
-    let audience = token.strings("aud");
-    let client = first_string_claim(&token, client_claims(config.compatibility))?;
-    let fhir_user = first_string_claim(&token, &["fhirUser", "extension_fhirUser"])?
-        .map(|(value, _)| value.to_owned());
-    let scopes = token.scopes();
-    let application = match selected.kind {
-        ProviderKind::Primary => {
-            let expected = config
-                .auth
-                .primary
-                .as_ref()
-                .map_or("", |p| p.audience.as_str());
-            check_audience(config, &audience, expected, authority)?;
-            None
-        }
-        ProviderKind::Smart { index } => {
-            let provider = &config.auth.smart_providers[index];
-            let unknown = || AuthError::UnknownClient {
-                authority: authority.to_owned(),
-                client: client.map(|(value, claim)| (echo(value), claim)),
-                looked_in: client_claims_text(config.compatibility),
-            };
-            let (app_index, app) = client
-                .and_then(|(value, _)| {
-                    provider
-                        .applications
-                        .iter()
-                        .enumerate()
-                        .find(|(_, a)| a.client_id == value)
-                })
-                .ok_or_else(unknown)?;
-            check_audience(config, &audience, &app.audience, authority)?;
-            if scopes.is_empty() {
-                return Err(AuthError::MissingScope {
-                    authority: authority.to_owned(),
-                });
-            }
-            check_fhir_user(
-                config.compatibility,
-                fhir_user.as_deref(),
-                &scopes,
-                authority,
-            )?;
-            Some(app_index)
-        }
+/// Step 7: the audience; for a smart provider also the application named by the client claim,
+/// its audience, the presence of scopes and the `fhirUser` rules. Returns the application's
+/// index (`None` for the primary authority).
+fn check_claims(
+    config: &Config,
+    selected: &Selected,
+    claims: &Claims<'_>,
+) -> Result<Option<usize>, AuthError> {
+    let authority = selected.authority.as_str();
+    let ProviderKind::Smart { index } = selected.kind else {
+        let expected = config
+            .auth
+            .primary
+            .as_ref()
+            .map_or("", |p| p.audience.as_str());
+        check_audience(config, &claims.audience, expected, authority)?;
+        return Ok(None);
     };
-    let launch_patient = match config.smart_launch_patient_claim.as_deref() {
-        Some(claim) => launch_patient(&token, claim)?,
-        None => None,
+    let provider = &config.auth.smart_providers[index];
+    let unknown = || AuthError::UnknownClient {
+        authority: authority.to_owned(),
+        client: claims.client.map(|(value, claim)| (echo(value), claim)),
+        looked_in: client_claims_text(config.compatibility),
     };
-    let client_id = client.map(|(value, _)| value.to_owned());
-
-    let groups = config
-        .roles
-        .groups_claim
-        .as_deref()
-        .map(|claim| token.strings(claim))
-        .unwrap_or_default();
-    let principal = Principal {
-        provider: selected.kind,
-        authority: selected.authority.clone(),
-        issuer: issuer.to_owned(),
-        subject: token.string("sub").map(str::to_owned),
-        object_id: token.string("oid").map(str::to_owned),
-        client_id,
-        client_claim: client.map(|(_, claim)| claim),
-        application,
-        audience,
-        fhir_user,
-        launch_patient,
-        scopes,
-        roles: token.strings("roles"),
-        groups,
-        expires_at: lifetime.expires_at,
-        key_id: key.kid,
-    };
-    Ok(Verified {
-        principal: Arc::new(principal),
-        lifetime,
-        key_set,
-        config: config.fingerprint,
-    })
+    let (app_index, app) = claims
+        .client
+        .and_then(|(value, _)| {
+            provider
+                .applications
+                .iter()
+                .enumerate()
+                .find(|(_, a)| a.client_id == value)
+        })
+        .ok_or_else(unknown)?;
+    check_audience(config, &claims.audience, &app.audience, authority)?;
+    if claims.scopes.is_empty() {
+        return Err(AuthError::MissingScope {
+            authority: authority.to_owned(),
+        });
+    }
+    check_fhir_user(
+        config.compatibility,
+        claims.fhir_user,
+        &claims.scopes,
+        authority,
+    )?;
+    Ok(Some(app_index))
 }
 
 /// The claims that name a token's client, in order; the first present one decides (SPEC §4

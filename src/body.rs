@@ -184,9 +184,13 @@ impl Drop for Reservation<'_> {
 pub enum BufferError {
     #[error("the request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
-    #[error("the request body did not arrive within {0:?}")]
+    #[error("the request body did not arrive within {0:?} (limits.bodyReadTimeout)")]
     Timeout(Duration),
-    #[error(transparent)]
+    #[error(
+        "fhirguard holds as many buffered request bodies as limits.maxBufferedBytes ({} \
+         bytes) allows; retry later",
+        .0.limit
+    )]
     Spent(#[from] BudgetSpent),
     #[error("the request body could not be read: {0}")]
     Read(#[source] BoxError),

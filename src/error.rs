@@ -176,6 +176,107 @@ impl Answer {
         Answer::new(status, code, "upstream_error", reason)
     }
 
+    /// A request fhirguard cannot classify (SPEC §4 step 8).
+    fn of_classify(error: &ClassifyError) -> Answer {
+        use StatusCode as S;
+        match error {
+            ClassifyError::UnsupportedMethod(_) | ClassifyError::MethodNotAllowed { .. } => {
+                Answer::new(
+                    S::METHOD_NOT_ALLOWED,
+                    "not-supported",
+                    "invalid",
+                    "unclassified",
+                )
+            }
+            ClassifyError::UnknownResourceType(_)
+            | ClassifyError::UnknownRoute(_)
+            | ClassifyError::OperationNotSupported { .. } => {
+                Answer::new(S::NOT_FOUND, "not-found", "forbidden", "unclassified")
+            }
+            ClassifyError::InvalidId(_) => Answer::invalid("unclassified"),
+        }
+    }
+
+    /// A body fhirguard must read and could not (SPEC §7).
+    fn of_body(error: &BufferError) -> Answer {
+        use StatusCode as S;
+        match error {
+            BufferError::TooLarge { .. } => Answer::new(
+                S::PAYLOAD_TOO_LARGE,
+                "too-costly",
+                "invalid",
+                "body_too_large",
+            ),
+            BufferError::Timeout(_) => {
+                Answer::new(S::REQUEST_TIMEOUT, "timeout", "invalid", "body_timeout")
+                    .with(Extra::Close)
+            }
+            // Buffers drain within a body read: a second later is a fair guess.
+            BufferError::Spent(_) => Answer::new(
+                S::SERVICE_UNAVAILABLE,
+                "transient",
+                "unavailable",
+                "buffer_full",
+            )
+            .with(Extra::RetryAfter(1)),
+            BufferError::Read(_) => Answer::invalid("body_read"),
+            BufferError::Encoded => Answer::invalid("invalid_request"),
+        }
+    }
+
+    /// SMART's plan refuses the request (reference §4.7).
+    fn of_confined(denial: &Denial) -> Answer {
+        match denial {
+            Denial::Forbidden(_) => Answer::forbidden(),
+            Denial::NotFound(_) => Answer::not_found(),
+            Denial::Invalid(_) => Answer::invalid("invalid_request"),
+        }
+    }
+
+    /// Carrying out SMART's plan refused the request, or its answer could not be checked.
+    fn of_enforcement(refusal: &Enforcement) -> Answer {
+        use StatusCode as S;
+        match refusal {
+            Enforcement::WriteOutside { .. }
+            | Enforcement::CaseVariant { .. }
+            | Enforcement::ForeignReference { .. }
+            | Enforcement::NotJsonPatch { .. }
+            | Enforcement::PatchNotApplicable { .. }
+            | Enforcement::PatchChangesIdentity => Answer::forbidden(),
+            Enforcement::PatchNotJson(_)
+            | Enforcement::BodyNotJson(_)
+            | Enforcement::BodyTypeMismatch
+            | Enforcement::IfNoneExistCount
+            | Enforcement::IfNoneExistNotAscii
+            | Enforcement::IfNoneExistInvalid
+            | Enforcement::FormNotUtf8
+            | Enforcement::FormNotUrlencoded
+            | Enforcement::FormNotQuery => Answer::invalid("invalid_request"),
+            Enforcement::StoredOutside { .. }
+            | Enforcement::AnswerOutside { .. }
+            | Enforcement::AnswerOutsideGrant
+            | Enforcement::ConditionalAnswer { .. } => Answer::not_found(),
+            Enforcement::Unverifiable(_) => {
+                Answer::upstream(S::BAD_GATEWAY, "exception", "unverifiable_response")
+            }
+        }
+    }
+
+    /// Forwarding failed (SPEC §4 step 9).
+    fn of_upstream(failure: &UpstreamFailure) -> Answer {
+        use StatusCode as S;
+        match failure {
+            UpstreamFailure::Unavailable(_)
+            | UpstreamFailure::Path(_)
+            | UpstreamFailure::Uri(_) => {
+                Answer::upstream(S::BAD_GATEWAY, "exception", "upstream_unavailable")
+            }
+            UpstreamFailure::Timeout(_) => {
+                Answer::upstream(S::GATEWAY_TIMEOUT, "timeout", "upstream_timeout")
+            }
+        }
+    }
+
     fn with(self, headers: Extra) -> Answer {
         Answer { headers, ..self }
     }
@@ -221,90 +322,18 @@ impl Rejection {
             Rejection::Bundle(_) => Answer::invalid("bad_bundle"),
             Rejection::Unsafe(unsafe_request) => Answer::invalid(unsafe_request.reason()),
             Rejection::Smart(_) => Answer::invalid("invalid_smart_claims"),
-            Rejection::Classify(error) => match error {
-                ClassifyError::UnsupportedMethod(_) | ClassifyError::MethodNotAllowed { .. } => {
-                    Answer::new(
-                        S::METHOD_NOT_ALLOWED,
-                        "not-supported",
-                        "invalid",
-                        "unclassified",
-                    )
-                }
-                ClassifyError::UnknownResourceType(_)
-                | ClassifyError::UnknownRoute(_)
-                | ClassifyError::OperationNotSupported { .. } => {
-                    Answer::new(S::NOT_FOUND, "not-found", "forbidden", "unclassified")
-                }
-                ClassifyError::InvalidId(_) => Answer::invalid("unclassified"),
-            },
-            Rejection::Body(error) => match error {
-                BufferError::TooLarge { .. } => Answer::new(
-                    S::PAYLOAD_TOO_LARGE,
-                    "too-costly",
-                    "invalid",
-                    "body_too_large",
-                ),
-                BufferError::Timeout(_) => {
-                    Answer::new(S::REQUEST_TIMEOUT, "timeout", "invalid", "body_timeout")
-                        .with(Extra::Close)
-                }
-                // Buffers drain within a body read: a second later is a fair guess.
-                BufferError::Spent(_) => Answer::new(
-                    S::SERVICE_UNAVAILABLE,
-                    "transient",
-                    "unavailable",
-                    "buffer_full",
-                )
-                .with(Extra::RetryAfter(1)),
-                BufferError::Read(_) => Answer::invalid("body_read"),
-                BufferError::Encoded => Answer::invalid("invalid_request"),
-            },
+            Rejection::Classify(error) => Answer::of_classify(error),
+            Rejection::Body(error) => Answer::of_body(error),
             Rejection::Denied(_) | Rejection::BundleDenied(_) => Answer::forbidden(),
-            Rejection::Confined(denial) => match denial {
-                Denial::Forbidden(_) => Answer::forbidden(),
-                Denial::NotFound(_) => Answer::not_found(),
-                Denial::Invalid(_) => Answer::invalid("invalid_request"),
-            },
-            Rejection::Enforcement(refusal) => match refusal {
-                Enforcement::WriteOutside { .. }
-                | Enforcement::CaseVariant { .. }
-                | Enforcement::ForeignReference { .. }
-                | Enforcement::NotJsonPatch { .. }
-                | Enforcement::PatchNotApplicable { .. }
-                | Enforcement::PatchChangesIdentity => Answer::forbidden(),
-                Enforcement::PatchNotJson(_)
-                | Enforcement::BodyNotJson(_)
-                | Enforcement::BodyTypeMismatch
-                | Enforcement::IfNoneExistCount
-                | Enforcement::IfNoneExistNotAscii
-                | Enforcement::IfNoneExistInvalid
-                | Enforcement::FormNotUtf8
-                | Enforcement::FormNotUrlencoded
-                | Enforcement::FormNotQuery => Answer::invalid("invalid_request"),
-                Enforcement::StoredOutside { .. }
-                | Enforcement::AnswerOutside { .. }
-                | Enforcement::AnswerOutsideGrant
-                | Enforcement::ConditionalAnswer { .. } => Answer::not_found(),
-                Enforcement::Unverifiable(_) => {
-                    Answer::upstream(S::BAD_GATEWAY, "exception", "unverifiable_response")
-                }
-            },
+            Rejection::Confined(denial) => Answer::of_confined(denial),
+            Rejection::Enforcement(refusal) => Answer::of_enforcement(refusal),
             Rejection::NotAcceptable(_) => Answer::new(
                 S::NOT_ACCEPTABLE,
                 "not-supported",
                 "invalid",
                 "not_acceptable",
             ),
-            Rejection::Upstream(failure) => match failure {
-                UpstreamFailure::Unavailable(_)
-                | UpstreamFailure::Path(_)
-                | UpstreamFailure::Uri(_) => {
-                    Answer::upstream(S::BAD_GATEWAY, "exception", "upstream_unavailable")
-                }
-                UpstreamFailure::Timeout(_) => {
-                    Answer::upstream(S::GATEWAY_TIMEOUT, "timeout", "upstream_timeout")
-                }
-            },
+            Rejection::Upstream(failure) => Answer::of_upstream(failure),
         }
     }
 

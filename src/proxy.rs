@@ -15,6 +15,7 @@
 //! Each request loads one [`Generation`] (config snapshot + the upstream client built from it)
 //! at its start and uses it to the end, so a reload never changes the rules mid-request.
 
+mod change;
 pub mod decision;
 pub mod forward;
 mod generation;
@@ -36,13 +37,13 @@ use crate::body::{read_inspected, Body, BodyBuffers, RequestBody};
 use crate::config::{Config, ProviderKind};
 use crate::error::{Challenge, ResponseContext};
 use crate::metrics::Metrics;
+pub use change::check_body;
 pub use decision::{configured_actions, granted_actions};
 use decision::{decide_body, decide_head, Head, Judge, Refused, Trace, Verdict};
 pub use forward::{Exchange, Peer};
 pub use generation::{Generation, GenerationError};
 use headers::RequestId;
 use session::{ConnectionMemo, TokenCache};
-pub use smart::check_body;
 
 /// The proxy's shared state.
 #[derive(Debug)]

@@ -9,9 +9,10 @@ use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 
+use super::change;
 use super::decision::{Authorized, AuthorizedBundle, Plan};
 use super::forward::Exchange;
-use super::smart::{self, change};
+use super::smart;
 use crate::authz::smart::{Confinement, SmartGrant};
 use crate::body::{empty, full, read_inspected, stream_request, Body, RequestBody, Reservation};
 use crate::error::Rejection;
@@ -161,7 +162,7 @@ impl Confined<'_> {
             _ if posted => smart::search_body(&mut parts.headers, query.as_deref().unwrap_or("")),
             (Confinement::Write { body: true, .. }, Some(user)) => {
                 let bytes = read(body, &parts, limits, held).await?;
-                smart::check_body(&bytes, resource_type, user)?;
+                change::check_body(&bytes, resource_type, user)?;
                 full(bytes)
             }
             (Confinement::Patch, Some(_)) => {

@@ -1,8 +1,9 @@
-//! The I/O half of SMART enforcement: carrying out a [`Confinement`] planned by
-//! [`crate::authz::smart`] — checking a request body and, in [`change`], the stored resource
-//! and a patch's result; checking or filtering the upstream's answer — plus answering a batch entry by entry and the
-//! discovery documents (`/.well-known/smart-configuration`, the `/metadata` security block,
-//! reference §5.2–5.3). Everything buffered is bounded by `limits.maxBundleBytes`.
+//! The I/O half of SMART enforcement's checks of answers: checking or filtering the upstream's
+//! answer to a read, search or bundle planned by [`crate::authz::smart`] (a [`Confinement`]);
+//! answering a batch entry by entry; the `POST …/_search` form; and the discovery documents
+//! (`/.well-known/smart-configuration`, the `/metadata` security block, reference §5.2–5.3).
+//! Checks of what a change would store live in [`super::change`]; the order of it all in
+//! [`super::plan`]. Everything buffered is bounded by `limits.maxBundleBytes`.
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
@@ -24,11 +25,7 @@ use crate::fhir::json as fhir_json;
 use crate::fhir::FHIR_JSON;
 use crate::hygiene::{ParameterPlace, UnsafeRequest};
 
-pub(super) mod change;
-
 use crate::authz::smart::enforcement::{AnswerError, Enforcement};
-
-use change::check_stored;
 
 /// Buffers a response body (at most `limit` bytes).
 pub(super) async fn buffer(
@@ -134,20 +131,6 @@ pub(super) async fn filter_search(
         return Ok(rebuild(parts, bytes));
     }
     Ok(rebuild(parts, Bytes::from(bundle.to_string())))
-}
-
-/// A body stored under a `patient` context (create, update): it must be a resource of the
-/// request's type inside the compartment, else 403.
-pub fn check_body(
-    body: &[u8],
-    resource_type: Option<&str>,
-    user: &FhirUser,
-) -> Result<(), Rejection> {
-    let resource = fhir_json::parse(body).map_err(Enforcement::BodyNotJson)?;
-    if resource["resourceType"].as_str() != resource_type {
-        return Err(Enforcement::BodyTypeMismatch.into());
-    }
-    Ok(check_stored(&resource, "the resource in the body", user)?)
 }
 
 /// The bundle to forward: only the allowed entries, in order, each entry URL carrying its

@@ -8,7 +8,7 @@ use http::header::{HeaderName, ACCEPT, ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_
 use http::{HeaderValue, Request};
 use serde_json::Value;
 
-use super::{buffer, json, strip_conditional_headers, AnswerError, Enforcement};
+use crate::authz::smart::enforcement::{AnswerError, Enforcement};
 use crate::authz::smart::{confine_condition, membership, Confinement, FhirUser};
 use crate::body::empty;
 use crate::error::Rejection;
@@ -16,15 +16,12 @@ use crate::fhir::patch::{apply, JSON_PATCH};
 use crate::fhir::FhirRequest;
 use crate::fhir::FHIR_JSON;
 use crate::proxy::forward::Exchange;
+use crate::proxy::smart::{buffer, json, strip_conditional_headers};
 
 /// What a write would store must be in the compartment, name no other patient in its
 /// compartment elements (hardening class 9: `performer: Patient/2` beside `subject: Patient/1`
 /// writes into patient 2's record), and hold no case variant of those elements.
-pub(super) fn check_stored(
-    resource: &Value,
-    what: &'static str,
-    user: &FhirUser,
-) -> Result<(), Enforcement> {
+fn check_stored(resource: &Value, what: &'static str, user: &FhirUser) -> Result<(), Enforcement> {
     if !membership::is_member(resource, user) {
         let user = user.clone();
         return Err(Enforcement::WriteOutside { what, user });
@@ -37,6 +34,20 @@ pub(super) fn check_stored(
         return Err(Enforcement::ForeignReference { what, other, user });
     }
     Ok(())
+}
+
+/// A body stored under a `patient` context (create, update): it must be a resource of the
+/// request's type inside the compartment, else 403.
+pub fn check_body(
+    body: &[u8],
+    resource_type: Option<&str>,
+    user: &FhirUser,
+) -> Result<(), Rejection> {
+    let resource = crate::fhir::json::parse(body).map_err(Enforcement::BodyNotJson)?;
+    if resource["resourceType"].as_str() != resource_type {
+        return Err(Enforcement::BodyTypeMismatch.into());
+    }
+    Ok(check_stored(&resource, "the resource in the body", user)?)
 }
 
 /// A patch under a `patient` context (hardening class 9): only a JSON Patch (RFC 6902) is
@@ -75,7 +86,7 @@ fn check_patch(
 
 /// A conditional create's `If-None-Exist` under a `patient` context (hardening class 8):
 /// exactly one header, confined like a search on the type.
-pub(in crate::proxy) fn confine_if_none_exist(
+pub(super) fn confine_if_none_exist(
     headers: &mut http::HeaderMap,
     resource_type: &str,
     user: &FhirUser,
@@ -100,11 +111,11 @@ const IF_NONE_EXIST: HeaderName = HeaderName::from_static("if-none-exist");
 
 /// A change, patch or instance history whose stored resource must be checked first.
 #[derive(Debug, Clone, Copy)]
-pub(in crate::proxy) struct Change<'a> {
-    pub(in crate::proxy) request: &'a FhirRequest,
-    pub(in crate::proxy) confinement: &'a Confinement,
+pub(super) struct Change<'a> {
+    pub(super) request: &'a FhirRequest,
+    pub(super) confinement: &'a Confinement,
     /// The buffered body of a patch.
-    pub(in crate::proxy) patch: Option<&'a [u8]>,
+    pub(super) patch: Option<&'a [u8]>,
 }
 
 /// Carries out the checks of the stored resource a plan asks for (reference §8 rule 20,
@@ -112,7 +123,7 @@ pub(in crate::proxy) struct Change<'a> {
 /// in the compartment (absent or outside: 404, alike), and a patch's result must stay
 /// there — the forwarded patch is then pinned to the version checked (`If-Match`, RFC 9110
 /// §13.1.1) unless the client pinned one itself.
-pub(in crate::proxy) async fn check_change(
+pub(super) async fn check_change(
     exchange: &Exchange<'_>,
     parts: &mut http::request::Parts,
     user: &FhirUser,
