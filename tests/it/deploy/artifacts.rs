@@ -9,7 +9,20 @@ use fhirguard::config::Config;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-pub(crate) const KUBERNETES_DIRS: [&str; 2] = ["kubernetes/sidecar", "kubernetes/standalone"];
+/// The Kubernetes examples as applied: each kustomize overlay (`kubernetes/overlays/<name>`)
+/// rendered by `kubectl kustomize` into `kubernetes/rendered/<name>`, one file per kind
+/// (`bash deploy/check.sh --render`; `deploy/check.sh` fails when they differ).
+pub(crate) const KUBERNETES_DIRS: [&str; 2] = [
+    "kubernetes/rendered/sidecar",
+    "kubernetes/rendered/standalone",
+];
+
+/// `kubernetes/<name>` (an example's name before the overlays) or `kubernetes/rendered/<name>`:
+/// the rendered overlay's directory.
+fn rendered(dir: &str) -> PathBuf {
+    let name = dir.rsplit('/').next().unwrap();
+    deploy_dir().join("kubernetes/rendered").join(name)
+}
 
 pub(crate) fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
@@ -73,7 +86,7 @@ pub(crate) struct Example {
 
 impl Example {
     pub(crate) fn load(dir: &'static str) -> Example {
-        let manifests: Vec<Value> = yaml_files(&deploy_dir().join(dir))
+        let manifests: Vec<Value> = yaml_files(&rendered(dir))
             .iter()
             .flat_map(|p| documents(p))
             .collect();
@@ -214,4 +227,69 @@ pub(crate) fn dockerfile() -> Dockerfile {
             .map(str::to_owned)
             .collect(),
     }
+}
+
+/// Issue 13: the standalone overlay scales out on CPU with a HorizontalPodAutoscaler, next to its
+/// PodDisruptionBudget; the sidecar (HAPI with its own H2 data per pod) does not.
+#[test]
+fn the_standalone_deployment_is_autoscaled_on_cpu_from_two_replicas() {
+    let example = Example::load("kubernetes/rendered/standalone");
+    let hpa = example.one("HorizontalPodAutoscaler");
+    let deployment = example.one("Deployment");
+    assert_eq!(s(hpa, "apiVersion"), "autoscaling/v2");
+    assert_eq!(
+        at(hpa, "metadata.namespace"),
+        at(deployment, "metadata.namespace")
+    );
+    let target = at(hpa, "spec.scaleTargetRef");
+    assert_eq!(
+        [
+            s(target, "apiVersion"),
+            s(target, "kind"),
+            s(target, "name")
+        ],
+        [
+            s(deployment, "apiVersion"),
+            "Deployment",
+            s(deployment, "metadata.name")
+        ]
+    );
+    let min = at(hpa, "spec.minReplicas").as_u64().expect("minReplicas");
+    let max = at(hpa, "spec.maxReplicas").as_u64().expect("maxReplicas");
+    assert!(min >= 2 && max > min, "{min}..{max} replicas");
+    assert!(
+        seq(at(hpa, "spec.metrics")).iter().any(|m| {
+            s(m, "type") == "Resource"
+                && s(m, "resource.name") == "cpu"
+                && s(m, "resource.target.type") == "Utilization"
+        }),
+        "a CPU utilisation metric"
+    );
+    assert!(
+        at(hpa, "spec.behavior.scaleDown.stabilizationWindowSeconds")
+            .as_u64()
+            .is_some_and(|seconds| seconds > 0),
+        "scale-down is stabilised"
+    );
+    // Utilisation is a share of the CPU request; the count is the autoscaler's alone.
+    for container in seq(at(example.pod(), "spec.containers")) {
+        assert!(!at(container, "resources.requests.cpu").is_null());
+    }
+    assert!(
+        at(deployment, "spec.replicas").is_null(),
+        "replicas left to the autoscaler"
+    );
+    assert!(selects(
+        at(
+            example.one("PodDisruptionBudget"),
+            "spec.selector.matchLabels"
+        ),
+        at(example.pod(), "metadata.labels")
+    ));
+    let sidecar = Example::load("kubernetes/rendered/sidecar");
+    assert!(kinds(&sidecar.manifests, "HorizontalPodAutoscaler").is_empty());
+    assert_eq!(
+        at(sidecar.one("Deployment"), "spec.replicas").as_u64(),
+        Some(1)
+    );
 }
