@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks of deploy/ that need tools outside cargo (issues 6 and 13); tests/deploy.rs checks the
+# Checks of deploy/ that need tools outside cargo (issues 6 and 13); tests/it/deploy.rs checks the
 # rest under `cargo test`. Run from anywhere: bash deploy/check.sh. Installs what is missing:
 #   promtool             from Debian's `prometheus` package,
 #   checkov              from PyPI, into its own virtual environment (not the system Python),
@@ -14,7 +14,7 @@
 #                        compared byte for byte, so the kustomize that renders them must not drift.
 # Then:
 #   1. `kubectl kustomize` of each overlay under deploy/kubernetes/overlays/, split by kind and
-#      compared with deploy/kubernetes/rendered/<overlay>/ (what tests/deploy.rs reads), then
+#      compared with deploy/kubernetes/rendered/<overlay>/ (what tests/it/deploy.rs reads), then
 #      `kubernetes-validate --strict` of the output against the Kubernetes schemas (there is no
 #      schema for the ServiceMonitor, a Prometheus Operator CRD: it must be the only kind skipped);
 #   2. promtool check rules + promtool test rules on deploy/prometheus/;
@@ -79,7 +79,7 @@ render_overlays() { # render_overlays DIR: each overlay rendered into DIR/<overl
     "$kube/bin/python" - "$out/$name.all.yaml" "$out/$name" "$name" <<'PY'
 import re, sys
 
-# kustomize's output split by kind into the files tests/deploy.rs expects, text kept as is.
+# kustomize's output split by kind into the files tests/it/deploy.rs expects, text kept as is.
 FILES = {
     "ServiceAccount": "deployment", "Deployment": "deployment", "ConfigMap": "configmap",
     "Service": "service", "PodDisruptionBudget": "pdb", "NetworkPolicy": "networkpolicy",
