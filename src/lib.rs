@@ -1,21 +1,45 @@
 //! fhirguard: an authorization sidecar for FHIR servers.
 //!
-//! Every request walks the same named steps ([`proxy::Proxy::handle`]):
+//! Every request walks the same named phases ([`proxy::Proxy::handle`]), each taking typed
+//! input and returning typed output:
 //!
 //! ```text
 //! client ─► server (accept, TLS, limits) ─► proxy::handle
-//!             anonymous paths / token-in-URL check / bearer extraction
-//!             authenticate (auth/)  → Principal      token → provider (by discovered issuer) → key → claims
-//!             classify     (fhir/)  → FhirRequest    method + normalised path + query (+ bundle) → interaction, data actions
-//!             authorize    (authz/) → Decision       required actions vs allowedDataActions / role mapping
-//!             forward      (proxy/forward)           streaming, header hygiene, 502 / 504
-//!           error.rs: the one place a failure becomes a response (401/403/400/413/502/503/504 OperationOutcome)
-//! admin (/metrics, /healthz, /readyz) · config (raw → validated) · reload (watch, SIGHUP, swap)
-//! auth (discovery, key-set cache) · metrics (owned Prometheus registry)
+//!   proxy::decision  decide_head  step 0 hygiene, path · step 1 anonymous · steps 2–7 token
+//!                                 (auth/, via proxy::session's cache) · step 8 classify (fhir/)
+//!                                 and authorize (authz/)
+//!                    → Head::Anonymous | Head::Decided(Authorized) | Head::NeedsBody(Pending)
+//!                    decide_body  a batch/transaction entry by entry, a POST _search's form
+//!                    → Verdict::Request | Verdict::Bundle
+//!   proxy::plan      carries the decision out: SMART's query rewrite, body, stored-resource and
+//!                    answer checks (proxy::change, proxy::smart), step 9 forwarding
+//!                    (proxy::forward over upstream/)
+//!   error.rs         a refusal (Refused: a typed Rejection and its Trace) becomes the response,
+//!                    in one exhaustive match: status, headers, OperationOutcome, metric outcome
+//! admin (/metrics, /healthz, /readyz) · reload (watch, SIGHUP, swap a proxy::Generation)
+//! ```
+//!
+//! Layers, from the bottom; a module uses only modules below it, and no two import each other:
+//!
+//! ```text
+//! actions   data actions and requirements (reference §3.1)
+//! fhir      pure classification: paths, queries, bundles, JSON, patches, formats
+//! hygiene   request hygiene: method tunnels, preflight bodies, ambiguous authority
+//! metrics   the owned Prometheus registry
+//! config    raw → validated configuration, the configured providers
+//! body      response bodies, bounded request-body reads, the buffered-bytes budget
+//! upstream  the pooled client towards the FHIR server
+//! authz     pure decisions: data actions, SMART scopes, compartments, enforcement refusals
+//! auth      who a token names: bearer, discovery, key sets, verification (no session state)
+//! error     Rejection → response
+//! proxy     the request's phases, session caches, forwarding, configuration generations
+//! server · reload · admin   the listeners, hot reload, the admin endpoints
+//! app       wiring: shared state, listeners, the reload task, graceful shutdown
+//! cli       fhirguard's commands: serve, check, explain, demo (main.rs only calls it)
 //! ```
 //!
 //! Classification and authorization are pure functions over plain data; I/O stays at the edges
-//! (server, forward, key fetches).
+//! (server, upstream, key fetches).
 
 pub mod actions;
 pub mod admin;

@@ -16,6 +16,7 @@ mod hardening_compartment;
 mod hardening_hygiene;
 mod interop_oidc;
 mod key_sets;
+mod layers;
 mod medplum;
 mod ops;
 mod proxy;
