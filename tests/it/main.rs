@@ -12,6 +12,7 @@ mod cli;
 mod config_examples;
 mod demo;
 mod deploy;
+mod explain_parity;
 mod hardening_compartment;
 mod hardening_hygiene;
 mod interop_oidc;
