@@ -38,10 +38,10 @@ use crate::config::{Config, ProviderKind};
 use crate::error::{Challenge, ResponseContext};
 use crate::metrics::Metrics;
 pub use change::check_body;
-pub use decision::{configured_actions, granted_actions};
 use decision::{decide_body, decide_head, Head, Judge, Refused, Trace, Verdict};
-pub use forward::{Exchange, Peer};
-pub use generation::{Generation, GenerationError};
+use forward::Exchange;
+pub use forward::Peer;
+pub use generation::Generation;
 use headers::RequestId;
 use session::{ConnectionMemo, TokenCache};
 

@@ -2,7 +2,8 @@
 //! `scp` array would carry them): never panics, nor do the questions asked of a parsed set.
 #![no_main]
 
-use fhirguard::authz::{actions::DataAction, scope::parse_scopes};
+use fhirguard::actions::DataAction;
+use fhirguard::authz::scope::parse_scopes;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
