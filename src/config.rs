@@ -65,6 +65,8 @@ pub struct Config {
     /// `smartLaunchPatientClaim`: the claim naming the launch context's patient; `None` = off
     /// (the compartment is `fhirUser`'s, as in Azure).
     pub smart_launch_patient_claim: Option<String>,
+    /// `reportOnly`: the clients whose would-be denials are forwarded (issue 13).
+    pub report_only: ReportOnly,
     /// `keySets: {...}`.
     pub key_sets: KeySets,
     /// `limits: {...}`.
@@ -246,6 +248,32 @@ impl Authentication {
             .enumerate()
             .map(|(index, p)| (ProviderKind::Smart { index }, p.authority.as_str()));
         primary.chain(smart)
+    }
+}
+
+/// `reportOnly` (issue 13): for which clients a request that authorization would refuse (403)
+/// is forwarded anyway, counted and logged as a would-be denial — the safe way to roll
+/// fhirguard out in front of a live FHIR server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ReportOnly {
+    /// Enforce for every client (the default).
+    #[default]
+    Off,
+    /// Report only, for every client.
+    All,
+    /// Report only, for these client ids (as the token names its client: a smart application's
+    /// `clientId`, or the `azp`/`appid`/… of a primary-authority token).
+    Clients(Vec<String>),
+}
+
+impl ReportOnly {
+    /// Whether a refusal of `client`'s request is reported instead of enforced.
+    pub fn covers(&self, client: Option<&str>) -> bool {
+        match self {
+            ReportOnly::Off => false,
+            ReportOnly::All => true,
+            ReportOnly::Clients(ids) => client.is_some_and(|c| ids.iter().any(|id| id == c)),
+        }
     }
 }
 

@@ -364,7 +364,10 @@ impl Rejection {
     /// The `OperationOutcome` of this rejection, whose `id` is the request id: the body of the
     /// response, and of a batch entry fhirguard answers itself.
     pub fn outcome_resource(&self, request_id: &str) -> Value {
-        let answer = self.answer();
+        self.resource(self.answer(), request_id)
+    }
+
+    fn resource(&self, answer: Answer, request_id: &str) -> Value {
         let diagnostics = match answer.diagnostics {
             Diagnostics::Own => self.to_string(),
             Diagnostics::Authentication(description) => format!(
@@ -386,13 +389,16 @@ impl Rejection {
 
     /// The full response: status, headers and `OperationOutcome` body.
     pub fn into_response(&self, context: ResponseContext<'_>) -> Response<Body> {
-        let body = self.outcome_resource(context.request_id);
-        let answer = self.answer();
+        let mut answer = self.answer();
+        let headers = std::mem::replace(&mut answer.headers, Extra::None);
+        let status = answer.status;
+        let body = self.resource(answer, context.request_id);
         let mut response = Response::new(full(Bytes::from(body.to_string())));
-        *response.status_mut() = answer.status;
+        *response.status_mut() = status;
+        let extra = headers;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
-        match answer.headers {
+        match extra {
             Extra::None => {}
             Extra::Challenge(description) => {
                 let value = challenge(context.challenge, description.as_deref());

@@ -35,7 +35,7 @@ use crate::auth::{self, KeyStore, Principal};
 use crate::authz::Reasons;
 use crate::body::{read_inspected, Body, BodyBuffers, RequestBody};
 use crate::config::{Config, ProviderKind};
-use crate::error::{Challenge, ResponseContext};
+use crate::error::{Challenge, Rejection, ResponseContext};
 use crate::metrics::Metrics;
 pub use change::check_body;
 use decision::{decide_body, decide_head, Head, Judge, Refused, Trace, Verdict};
@@ -69,6 +69,8 @@ impl crate::auth::ConfigSource for Proxy {
 struct Answered {
     response: Response<Body>,
     principal: Option<Arc<Principal>>,
+    /// The refusal report-only mode forwarded instead (`reportOnly`).
+    would_be: Option<Box<Rejection>>,
 }
 
 impl Proxy {
@@ -107,14 +109,27 @@ impl Proxy {
             .await;
         let mut reason = String::new();
         let mut hint = String::new();
+        let mut would_be_status = 0;
         let (mut response, outcome, principal) = match result {
             Ok(Answered {
                 response,
                 principal: None,
+                ..
             }) => (response, "anonymous", None),
             Ok(Answered {
                 response,
                 principal,
+                would_be: Some(would_be),
+            }) => {
+                // Counted and logged with the status and reason it would have had.
+                reason = would_be.to_string();
+                would_be_status = would_be.status().as_u16();
+                (response, "report_only", principal)
+            }
+            Ok(Answered {
+                response,
+                principal,
+                would_be: None,
             }) => (response, "allowed", principal),
             Err(Refused { rejection, trace }) => {
                 let outcome = rejection.outcome();
@@ -142,6 +157,7 @@ impl Proxy {
                 outcome,
                 reason: &reason,
                 hint: &hint,
+                would_be_status,
             };
             log_decision(
                 &generation.config,
@@ -179,8 +195,12 @@ impl Proxy {
         // Bodies read into memory count against `limits.maxBufferedBytes` until the request is
         // done; nothing is counted (or touched) for the requests that stream.
         let mut held = self.buffers.reserve();
-        let head = decide_head(&judge, &parts).await?;
+        let mut head = decide_head(&judge, &parts).await?;
         let principal = head.principal().cloned();
+        let mut would_be = match &mut head {
+            Head::Decided(allowed) => allowed.would_be.take(),
+            Head::Anonymous { .. } | Head::NeedsBody(_) => None,
+        };
         let exchange = Exchange {
             config,
             upstream: &generation.upstream,
@@ -199,10 +219,14 @@ impl Proxy {
                 let read = read_inspected(body, &parts.headers, &config.limits, &mut held).await;
                 match read {
                     Ok(bytes) => match decide_body(&judge, pending, &parts, bytes)? {
-                        Verdict::Request(allowed) => {
+                        Verdict::Request(mut allowed) => {
+                            would_be = allowed.would_be.take();
                             plan::request::<B>(&exchange, allowed, parts, None, &mut held).await
                         }
-                        Verdict::Bundle(allowed) => plan::bundle(&exchange, allowed, parts).await,
+                        Verdict::Bundle(mut allowed) => {
+                            would_be = allowed.would_be.take();
+                            plan::bundle(&exchange, allowed, parts).await
+                        }
                     },
                     Err(error) => Err(error.into()),
                 }
@@ -212,6 +236,7 @@ impl Proxy {
             Ok(response) => Ok(Answered {
                 response,
                 principal,
+                would_be,
             }),
             Err(rejection) => {
                 let trace = Trace {
@@ -273,6 +298,8 @@ struct Audit<'a> {
     reason: &'a str,
     /// A near miss behind a refused token ([`auth::near_miss`]); empty otherwise.
     hint: &'a str,
+    /// The status a report-only request would have had (0: none).
+    would_be_status: u16,
 }
 
 /// Whether audit lines are written at the configured log level.
@@ -319,6 +346,7 @@ fn log_decision(
         query,
         status,
         outcome = audit.outcome,
+        would_be_status = audit.would_be_status,
         reason = audit.reason,
         hint = audit.hint,
         provider,

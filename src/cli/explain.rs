@@ -356,6 +356,13 @@ fn report(config: &Config, trace: &Trace) {
     if let Some(decision) = &trace.decision {
         println!("step 8 decision: {decision}");
     }
+    if let Some(would_be) = &trace.would_be {
+        println!(
+            "step 8 report-only: would be {} {} — {would_be}; forwarded (reportOnly)",
+            would_be.status().as_u16(),
+            would_be.reason()
+        );
+    }
     if let Some(bundle) = &trace.bundle {
         for (index, entry) in bundle.entries.iter().enumerate() {
             println!("step 8 entry[{index}]: {entry}");

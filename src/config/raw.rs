@@ -39,6 +39,11 @@ pub struct RawConfig {
     /// scopes are confined to that patient's compartment instead of `fhirUser`'s. Absent: off.
     /// Not with `compatibility: azure`.
     pub smart_launch_patient_claim: Option<String>,
+    /// Report-only mode (issue 13): `true` for every client, or a list of client ids. For those
+    /// clients a request that authorization would refuse (403) is forwarded anyway and counted
+    /// and logged as a would-be denial. Authentication, request hygiene, limits and SMART's
+    /// compartment checks are never relaxed. Absent or `false`: enforce.
+    pub report_only: Option<RawReportOnly>,
     /// Key-set caching.
     pub key_sets: Option<RawKeySets>,
     /// Request limits.
@@ -57,6 +62,14 @@ pub struct RawConfig {
     /// The Azure `authenticationConfiguration`: the ARM object itself, an ARM resource holding
     /// `properties.authenticationConfiguration`, or an ARM template whose `resources` hold one.
     pub authentication_configuration: RawAuthenticationSource,
+}
+
+/// `reportOnly`: every client, or the listed client ids.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawReportOnly {
+    All(bool),
+    Clients(Vec<String>),
 }
 
 /// `upstream`: a URL string or an object.

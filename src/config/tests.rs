@@ -150,6 +150,38 @@ fn with_auth_primary(top: &str) -> String {
 }
 
 #[test]
+fn report_only_is_every_client_or_a_list_of_client_ids() {
+    use super::ReportOnly;
+    let parse = |extra: &str| Config::parse(&with_primary(extra)).unwrap().report_only;
+    assert_eq!(parse(""), ReportOnly::Off);
+    assert_eq!(parse("reportOnly: false"), ReportOnly::Off);
+    assert_eq!(parse("reportOnly: true"), ReportOnly::All);
+    let listed = parse("reportOnly: [reader, \" ehr \"]");
+    assert_eq!(
+        listed,
+        ReportOnly::Clients(vec!["reader".to_owned(), "ehr".to_owned()])
+    );
+    assert!(listed.covers(Some("reader")) && listed.covers(Some("ehr")));
+    assert!(!listed.covers(Some("writer")) && !listed.covers(None));
+    assert!(ReportOnly::All.covers(None) && !ReportOnly::Off.covers(Some("reader")));
+    assert_errors(
+        "empty list",
+        &with_primary("reportOnly: []"),
+        &[("reportOnly", "lists no client id...")],
+    );
+    assert_errors(
+        "blank id",
+        &with_primary("reportOnly: [\"\"]"),
+        &[("reportOnly[0]", "must not be empty")],
+    );
+    assert_errors(
+        "a string",
+        &with_primary("reportOnly: reader"),
+        &[("reportOnly", "expected a list...")],
+    );
+}
+
+#[test]
 fn the_launch_patient_claim_is_a_name_and_not_for_azure() {
     let config = Config::parse(&with_primary("smartLaunchPatientClaim: patient")).unwrap();
     assert_eq!(

@@ -16,7 +16,7 @@ use super::raw::{
 };
 use super::{
     authentication, roles, Compatibility, Config, ConfigError, ConfigErrors, KeySets, Limits,
-    LogFormat, Logging, Tls, Upstream,
+    LogFormat, Logging, ReportOnly, Tls, Upstream,
 };
 
 /// Defaults of the top-level keys (see `config/*.yaml`).
@@ -122,6 +122,7 @@ fn walk(document: &Value, errors: &mut Errors) -> Option<Config> {
         clock_skew: duration(&root, "clockSkew", DEFAULT_CLOCK_SKEW, true, errors),
         audience_ignore_trailing_slash: flag(&root, "audienceIgnoreTrailingSlash", errors),
         smart_launch_patient_claim: launch_patient_claim(&root, compatibility, errors),
+        report_only: report_only(&root, errors),
         key_sets: key_sets(root.get("keySets"), errors),
         limits: limits(root.get("limits"), errors),
         anonymous_paths: anonymous_paths(&root, errors),
@@ -236,6 +237,34 @@ fn launch_patient_claim(
         return None;
     }
     Some(name.trim().to_owned())
+}
+
+/// `reportOnly`: `true`/`false`, or a non-empty list of client ids.
+fn report_only(root: &Object<'_>, errors: &mut Errors) -> ReportOnly {
+    let Some(node) = root.get("reportOnly") else {
+        return ReportOnly::Off;
+    };
+    if let serde_yaml::Value::Bool(all) = node.value {
+        return if *all {
+            ReportOnly::All
+        } else {
+            ReportOnly::Off
+        };
+    }
+    let Some(items) = node.list(errors) else {
+        return ReportOnly::Off;
+    };
+    if items.is_empty() {
+        errors.push(
+            &node.path,
+            "lists no client id; use false to enforce for every client",
+        );
+    }
+    let ids = items
+        .iter()
+        .filter_map(|item| item.text(errors).map(|id| id.trim().to_owned()))
+        .collect();
+    ReportOnly::Clients(ids)
 }
 
 fn compatibility(root: &Object<'_>, errors: &mut Errors) -> Compatibility {

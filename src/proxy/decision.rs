@@ -47,6 +47,14 @@ pub struct Judge<'a> {
     pub reasons: Reasons,
 }
 
+impl Judge<'_> {
+    /// Whether this session's client is in report-only mode (`reportOnly`).
+    fn reports_only(&self, session: &Session) -> bool {
+        let client = session.principal().client_id.as_deref();
+        self.config.report_only.covers(client)
+    }
+}
+
 /// What the head decided.
 #[derive(Debug)]
 pub enum Head {
@@ -81,6 +89,9 @@ pub struct Authorized {
     /// upstream in a form body (R4 http.html#search). `None` for every other request.
     pub form: Option<String>,
     pub plan: Plan,
+    /// The refusal the decision would have been, had the client not been in report-only mode
+    /// (`reportOnly`, issue 13): the request is forwarded and counted as a would-be denial.
+    pub would_be: Option<Box<Rejection>>,
 }
 
 /// What forwarding carries out for an allowed request.
@@ -139,6 +150,8 @@ pub struct AuthorizedBundle {
     pub plans: Vec<Confinement>,
     /// The bundle as the client sent it.
     pub body: Bytes,
+    /// The refusal a report-only client was spared ([`Authorized::would_be`]).
+    pub would_be: Option<Box<Rejection>>,
 }
 
 /// What the phases established before a refusal, or for an allowed request: for the audit
@@ -161,6 +174,8 @@ pub struct Trace {
     pub decision: Option<Decision>,
     /// The decision for a batch/transaction, entry by entry (step 8).
     pub bundle: Option<BundleDecision>,
+    /// The refusal report-only mode turned into a forward.
+    pub would_be: Option<Box<Rejection>>,
 }
 
 /// A refusal, with what was established before it.
@@ -205,6 +220,7 @@ impl Verdict {
                     Plan::Forward => None,
                 },
                 decision: Some(allowed.decision),
+                would_be: allowed.would_be,
                 ..Trace::default()
             },
             Verdict::Bundle(allowed) => Trace {
@@ -213,6 +229,7 @@ impl Verdict {
                 granted: Some(allowed.granted),
                 grant: allowed.grant,
                 bundle: Some(allowed.decision),
+                would_be: allowed.would_be,
                 ..Trace::default()
             },
         }
@@ -382,9 +399,15 @@ fn decide(
         };
         Refused::new(rejection, trace)
     };
+    // Report-only mode relaxes the decision, never what follows from it: SMART's plan below
+    // still confines the request, or refuses it.
+    let mut would_be = None;
     if !decision.allowed {
         let rejection = Rejection::Denied(Box::new(decision.clone()));
-        return Err(refused(rejection, decision, request, grant));
+        if !judge.reports_only(&session) {
+            return Err(refused(rejection, decision, request, grant));
+        }
+        would_be = Some(Box::new(rejection));
     }
     let plan = match grant {
         Some(grant) => match smart::confine(&request, query, granted, &grant) {
@@ -401,6 +424,7 @@ fn decide(
         decision,
         form,
         plan,
+        would_be,
     })
 }
 
@@ -430,7 +454,7 @@ pub fn decide_body(
         classified,
     } = pending;
     if need == BodyNeed::Bundle {
-        return decide_bundle(classified, body).map(Verdict::Bundle);
+        return decide_bundle(judge, classified, body).map(Verdict::Bundle);
     }
     let Classified { path, session, .. } = classified;
     let refused = |rejection: Rejection, path: String| {
@@ -464,7 +488,11 @@ pub fn decide_body(
 /// any data action, and its denied entries are answered one by one ([`BundleDecision`]).
 /// Under SMART an entry must also need no further confinement (no query rewrite, response or
 /// compartment check), since those are carried out only for requests sent on their own.
-fn decide_bundle(classified: Classified, body: Bytes) -> Result<AuthorizedBundle, Refused> {
+fn decide_bundle(
+    judge: &Judge<'_>,
+    classified: Classified,
+    body: Bytes,
+) -> Result<AuthorizedBundle, Refused> {
     let Classified {
         path,
         session,
@@ -504,6 +532,18 @@ fn decide_bundle(classified: Classified, body: Bytes) -> Result<AuthorizedBundle
     };
     let batch_answerable = decision.kind == bundle::BundleKind::Batch
         && !granted.intersection(DataActions::ALL).is_empty();
+    // Report-only mode forwards a bundle's denied entries too — but not under a SMART grant,
+    // whose entries may be denied because they need compartment checks a bundle cannot have.
+    let mut decision = decision;
+    let mut would_be = None;
+    let denied = !decision.allowed || decision.denied_entries().next().is_some();
+    if denied && grant.is_none() && judge.reports_only(&session) {
+        would_be = Some(Box::new(Rejection::BundleDenied(Box::new(decision.clone()))));
+        decision.allowed = true;
+        for entry in &mut decision.entries {
+            entry.allowed = true;
+        }
+    }
     if !decision.allowed && !batch_answerable {
         let rejection = Rejection::BundleDenied(Box::new(decision.clone()));
         let trace = Trace {
@@ -520,6 +560,7 @@ fn decide_bundle(classified: Classified, body: Bytes) -> Result<AuthorizedBundle
         decision,
         plans,
         body,
+        would_be,
     })
 }
 

@@ -22,6 +22,7 @@ mod medplum;
 mod ops;
 mod proxy;
 mod reload;
+mod report_only;
 mod smart;
 mod smart_clients;
 mod support;
