@@ -12,6 +12,7 @@
 //!           error.rs: the one place a failure becomes a response (401/403/400/413/502/503/504 OperationOutcome)
 //! admin (/metrics, /healthz, /readyz) · config (raw → validated) · reload (watch, SIGHUP, swap)
 //! auth (discovery, key-set cache) · metrics (owned Prometheus registry)
+//! audit (the audit line or FHIR AuditEvent per decision; the bounded queue to an audit server)
 //! ```
 //!
 //! Classification and authorization are pure functions over plain data; I/O stays at the edges
@@ -20,6 +21,7 @@
 pub mod actions;
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod body;
