@@ -96,10 +96,11 @@ impl Sink {
             return;
         };
         if timeout(within, &mut task).await.is_err() {
+            // Counted before the task goes: dropping its receiver empties the queue.
+            let queued = self.queue.max_capacity() - self.queue.capacity();
             task.abort();
             let _ = task.await;
-            // The task is gone: what it held and what the queue holds will never be sent.
-            let queued = self.queue.max_capacity() - self.queue.capacity();
+            // What the task held and what the queue held will never be sent.
             let held = self.in_flight.swap(0, Ordering::Relaxed);
             let lost = held.saturating_add(u64::try_from(queued).unwrap_or(u64::MAX));
             self.dropped("shutdown", lost);
