@@ -25,6 +25,7 @@ pub mod raw;
 pub mod roles;
 
 mod arm;
+mod audit;
 mod authentication;
 mod document;
 mod file;
@@ -40,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::actions::DataActions;
+pub use audit::{Audit, AuditFormat, AuditServer};
 
 /// The validated configuration.
 #[derive(Clone, Debug)]
@@ -77,6 +79,8 @@ pub struct Config {
     pub roles: RoleMapping,
     /// `logging: {...}`.
     pub logging: Logging,
+    /// `audit: {...}`: the audit line's format and an optional AuditEvent server.
+    pub audit: Audit,
     /// `shutdownGracePeriod`, default 30 s: how long in-flight requests may take to finish after
     /// SIGTERM / SIGINT. Read at start-up, like the listeners.
     pub shutdown_grace_period: Duration,

@@ -17,6 +17,7 @@
 //!   error.rs         a refusal (Refused: a typed Rejection and its Trace) becomes the response,
 //!                    in one exhaustive match: status, headers, OperationOutcome, metric outcome
 //! admin (/metrics, /healthz, /readyz) · reload (watch, SIGHUP, swap a proxy::Generation)
+//! audit: one line per decision (json, or a FHIR AuditEvent), optionally queued to an audit server
 //! ```
 //!
 //! Layers, from the bottom; a module uses only modules below it, and no two import each other:
@@ -31,6 +32,7 @@
 //! upstream  the pooled client towards the FHIR server
 //! authz     pure decisions: data actions, SMART scopes, compartments, enforcement refusals
 //! auth      who a token names: bearer, discovery, key sets, verification (no session state)
+//! audit     each decision as an audit line or a FHIR AuditEvent; the queue to an audit server
 //! error     Rejection → response
 //! proxy     the request's phases, session caches, forwarding, configuration generations
 //! server · reload · admin   the listeners, hot reload, the admin endpoints
@@ -44,6 +46,7 @@
 pub mod actions;
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod body;

@@ -54,6 +54,15 @@ pub struct Metrics {
     /// `fhirguard_buffer_full_refusals_total`: bodies refused because the buffered-bytes budget
     /// was spent (503).
     pub buffer_full_refusals: IntCounter,
+    /// `fhirguard_audit_events_sent_total`: AuditEvents the audit FHIR server stored (its
+    /// batch-response entry said 2xx).
+    pub audit_events_sent: IntCounter,
+    /// `fhirguard_audit_events_dropped_total{reason}`: AuditEvents given up on, by
+    /// [`AUDIT_DROP_REASONS`].
+    pub audit_events_dropped: IntCounterVec,
+    /// `fhirguard_audit_batch_failures_total`: batch POSTs to the audit FHIR server that failed
+    /// (each attempt, retried ones included).
+    pub audit_batch_failures: IntCounter,
     /// The `requests` and `request_duration` series, each resolved once on first use.
     series: Arc<RequestSeries>,
 }
@@ -68,6 +77,11 @@ pub const OUTCOMES: [&str; 7] = [
     "unavailable",
     "upstream_error",
 ];
+
+/// Every reason label of `fhirguard_audit_events_dropped_total`: the queue was full, the batch
+/// could not be delivered after its retries, the server refused the entry, or fhirguard stopped
+/// before it was sent.
+pub const AUDIT_DROP_REASONS: [&str; 4] = ["queue_full", "send_failed", "rejected", "shutdown"];
 
 /// Every listener label of `fhirguard_head_timeouts_total`.
 pub const LISTENERS: [&str; 2] = ["proxy", "admin"];
@@ -185,6 +199,22 @@ impl Metrics {
             "Request bodies refused because limits.maxBufferedBytes was reached (503).",
         )
         .expect("valid counter");
+        let audit_events_sent = IntCounter::new(
+            "fhirguard_audit_events_sent_total",
+            "AuditEvents stored by the audit FHIR server (audit.fhirServer).",
+        )
+        .expect("valid counter");
+        let audit_events_dropped = counter_vec(
+            "fhirguard_audit_events_dropped_total",
+            "AuditEvents not stored by the audit FHIR server, by reason (queue_full, send_failed, \
+             rejected, shutdown).",
+            &["reason"],
+        );
+        let audit_batch_failures = IntCounter::new(
+            "fhirguard_audit_batch_failures_total",
+            "Batch POSTs to the audit FHIR server that failed, retried attempts included.",
+        )
+        .expect("valid counter");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "fhirguard_build_info",
@@ -197,7 +227,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
-        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(auth_duration.clone()),
@@ -215,6 +245,9 @@ impl Metrics {
             Box::new(body_read_timeouts.clone()),
             Box::new(buffered_request_bytes.clone()),
             Box::new(buffer_full_refusals.clone()),
+            Box::new(audit_events_sent.clone()),
+            Box::new(audit_events_dropped.clone()),
+            Box::new(audit_batch_failures.clone()),
             Box::new(build_info),
         ];
         // Both reload series exist from the start, so `increase()` sees the first failure.
@@ -223,6 +256,9 @@ impl Metrics {
         }
         for listener in LISTENERS {
             head_timeouts.with_label_values(&[listener]);
+        }
+        for reason in AUDIT_DROP_REASONS {
+            audit_events_dropped.with_label_values(&[reason]);
         }
         for collector in collectors {
             registry.register(collector).expect("unique metric names");
@@ -246,6 +282,9 @@ impl Metrics {
             body_read_timeouts,
             buffered_request_bytes,
             buffer_full_refusals,
+            audit_events_sent,
+            audit_events_dropped,
+            audit_batch_failures,
             series: Arc::default(),
         }
     }

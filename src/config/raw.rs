@@ -54,6 +54,8 @@ pub struct RawConfig {
     pub roles: Option<RawRoles>,
     /// Log output.
     pub logging: Option<RawLogging>,
+    /// Audit output: the audit line's format, and an optional FHIR server for AuditEvents.
+    pub audit: Option<RawAudit>,
     /// How long in-flight requests may take to finish after SIGTERM / SIGINT; the listeners stop
     /// accepting at once. Default 30 s. Read at start-up (a reload does not change it).
     pub shutdown_grace_period: Option<RawDuration>,
@@ -205,6 +207,38 @@ pub enum RawLogFormat {
     Json,
     /// Human-readable lines.
     Text,
+}
+
+/// `audit`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawAudit {
+    /// `json` (default: the audit line as it always was) or `fhir` (one R4 `AuditEvent` per line).
+    pub format: Option<RawAuditFormat>,
+    /// The identifier of this fhirguard in `AuditEvent.source.observer`. Default: the host name.
+    pub observer: Option<String>,
+    /// A FHIR base URL (http or https) that AuditEvents are also sent to, in batch bundles.
+    pub fhir_server: Option<String>,
+    /// Events held while the FHIR server is slow or down; more are dropped and counted. Default
+    /// 10000. Only with `fhirServer`.
+    pub queue_capacity: Option<u64>,
+    /// Events per batch bundle, at most `queueCapacity`. Default 100. Only with `fhirServer`.
+    pub batch_size: Option<u64>,
+    /// A batch is sent at the latest this long after its first event. Default 2 s. Only with
+    /// `fhirServer`.
+    pub flush_interval: Option<RawDuration>,
+    /// Deadline of one POST of a batch, body included. Default 10 s. Only with `fhirServer`.
+    pub send_timeout: Option<RawDuration>,
+}
+
+/// `audit.format`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawAuditFormat {
+    /// The `fhirguard::audit` log line with its fields.
+    Json,
+    /// One FHIR R4 `AuditEvent` (IHE BALP shape) per line.
+    Fhir,
 }
 
 /// Where `authenticationConfiguration` comes from.

@@ -128,6 +128,7 @@ fn walk(document: &Value, errors: &mut Errors) -> Option<Config> {
         anonymous_paths: anonymous_paths(&root, errors),
         roles: roles::role_mapping(root.get("roles"), errors),
         logging: logging(root.get("logging"), errors),
+        audit: super::audit::audit(root.get("audit"), errors),
         // Zero is allowed: stop at once, cutting requests in flight.
         shutdown_grace_period: duration(
             &root,
