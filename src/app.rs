@@ -9,6 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use crate::audit::{AuditError, Auditor};
 use crate::auth::KeyStore;
 use crate::body::BodyBuffers;
 use crate::config::Config;
@@ -26,6 +27,8 @@ pub enum StartError {
     Server(#[from] ServerError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 /// A running fhirguard: its bound addresses and the handle that stops it.
@@ -35,16 +38,20 @@ pub struct Running {
     pub admin_address: SocketAddr,
     pub proxy: Arc<Proxy>,
     shutdown: watch::Sender<bool>,
+    /// `shutdownGracePeriod`: also how long the audit queue may take to empty at the end.
+    grace: Duration,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
-    /// Stops accepting and waits for the listeners to drain.
+    /// Stops accepting, waits for the listeners to drain, then sends what the audit queue
+    /// holds (within the grace period).
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
+        self.proxy.auditor.shutdown(self.grace).await;
     }
 
     /// Waits until the listeners end (after [`Running::signal_stop`] or a signal).
@@ -97,7 +104,9 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let limits = config.limits.clone();
     let keys = Arc::new(KeyStore::new());
     let metrics = Metrics::new();
+    let auditor = Auditor::start(&generation.config, &metrics)?;
     let proxy = Arc::new(Proxy {
+        auditor,
         tokens: TokenCache::default(),
         generation: ArcSwap::from_pointee(generation),
         keys: Arc::clone(&keys),
@@ -176,6 +185,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         admin_address,
         proxy,
         shutdown,
+        grace,
         tasks,
     })
 }

@@ -178,6 +178,12 @@ impl Auditor {
         })
     }
 
+    /// Whether anything would be written or sent for a decision: the pipeline keeps what a
+    /// record borrows (the path, the classified request) only then.
+    pub fn is_active(&self) -> bool {
+        self.sink.is_some() || matches!(self.lines, Lines::Memory(_)) || line_enabled()
+    }
+
     /// The same auditor writing its `fhir` lines to `lines`.
     pub fn with_lines(self, lines: Lines) -> Auditor {
         Auditor { lines, ..self }
@@ -257,6 +263,10 @@ fn json_line(record: &AuditRecord<'_>) {
         query = record.query.unwrap_or(""),
         status = record.status,
         outcome = record.outcome.label(),
+        would_be_status = match record.outcome {
+            Outcome::WouldBeRefused { status, .. } => status,
+            Outcome::Allowed | Outcome::Anonymous | Outcome::Refused { .. } => 0,
+        },
         reason = record.outcome.reason(),
         hint = record.hint,
         provider = principal.map(|p| p.authority.as_str()).unwrap_or(""),

@@ -25,20 +25,23 @@ pub mod session;
 mod smart;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use hyper::body::Incoming;
 
-use crate::auth::{self, KeyStore, Principal};
+use crate::audit::{self, AuditRecord, Auditor};
+use crate::auth::{KeyStore, Principal};
 use crate::authz::Reasons;
-use crate::body::{read_inspected, Body, BodyBuffers, RequestBody};
+use crate::body::{read_inspected, Body, BodyBuffers, RequestBody, Reservation};
 use crate::config::{Config, ProviderKind};
 use crate::error::{Challenge, Rejection, ResponseContext};
+use crate::fhir::bundle::BundleKind;
+use crate::fhir::FhirRequest;
 use crate::metrics::Metrics;
 pub use change::check_body;
-use decision::{decide_body, decide_head, Head, Judge, Refused, Trace, Verdict};
+use decision::{decide_body, decide_head, Head, Judge, Pending, Refused, Trace, Verdict};
 use forward::Exchange;
 pub use forward::Peer;
 pub use generation::Generation;
@@ -55,6 +58,8 @@ pub struct Proxy {
     pub metrics: Metrics,
     /// The request bodies held in memory at once (`limits.maxBufferedBytes`).
     pub buffers: BodyBuffers,
+    /// Writes each decision to the audit trail.
+    pub auditor: Auditor,
 }
 
 /// The key-set refresher reads the configuration in force.
@@ -71,6 +76,23 @@ struct Answered {
     principal: Option<Arc<Principal>>,
     /// The refusal report-only mode forwarded instead (`reportOnly`).
     would_be: Option<Box<Rejection>>,
+    /// What the audit record names, kept only when the auditor is active.
+    audited: Audited,
+}
+
+/// Why a request whose body decides was not answered: refused by the decision (with its
+/// trace), or failed reading the body or carrying the decision out.
+#[derive(Debug)]
+enum BodyDecided {
+    Refused(Refused),
+    Failed(Rejection),
+}
+
+/// The classified request and bundle kind, for the audit record.
+#[derive(Debug, Default)]
+struct Audited {
+    request: Option<FhirRequest>,
+    bundle: Option<BundleKind>,
 }
 
 impl Proxy {
@@ -98,52 +120,50 @@ impl Proxy {
         let generation = self.generation.load_full();
         let request_id = headers::request_id(request.headers());
         let method = request.method().clone();
-        // The audit line is written after the request is handed on: keep what it shows, and
+        // The audit record is written after the request is handed on: keep what it shows, and
         // only when it is written at all.
-        let audited = audit_enabled().then(|| {
+        let audit = self.auditor.is_active();
+        let target = audit.then(|| {
             let uri = request.uri();
             (uri.path().to_owned(), uri.query().map(str::to_owned))
         });
         let result = self
-            .decide_and_forward(&generation, request, peer, memo, &request_id)
+            .decide_and_forward(&generation, request, peer, memo, &request_id, audit)
             .await;
-        let mut reason = String::new();
-        let mut hint = String::new();
-        let mut would_be_status = 0;
-        let (mut response, outcome, principal) = match result {
-            Ok(Answered {
-                response,
-                principal: None,
-                ..
-            }) => (response, "anonymous", None),
-            Ok(Answered {
-                response,
-                principal,
-                would_be: Some(would_be),
-            }) => {
-                // Counted and logged with the status and reason it would have had.
-                reason = would_be.to_string();
-                would_be_status = would_be.status().as_u16();
-                (response, "report_only", principal)
+        let config = &generation.config;
+        let (mut response, reason, hint, would_be_status);
+        let (outcome, principal, audited) = match result {
+            Ok(answered) => {
+                response = answered.response;
+                hint = String::new();
+                let outcome = match (&answered.principal, &answered.would_be) {
+                    (None, _) => "anonymous",
+                    (Some(_), None) => "allowed",
+                    // Counted and logged with the status and reason it would have had.
+                    (Some(_), Some(_)) => "report_only",
+                };
+                reason = answered.would_be.as_ref().map(ToString::to_string);
+                would_be_status = answered.would_be.as_ref().map(|r| r.status().as_u16());
+                (outcome, answered.principal, answered.audited)
             }
-            Ok(Answered {
-                response,
-                principal,
-                would_be: None,
-            }) => (response, "allowed", principal),
             Err(Refused { rejection, trace }) => {
-                let outcome = rejection.outcome();
-                reason = rejection.to_string();
                 // A near miss goes to the log (and `explain`), never into the answer.
-                if let Some(near_miss) = rejection.token_hint() {
-                    hint = near_miss.to_string();
-                }
-                let challenge = challenge_for(&generation.config, trace.principal.as_deref());
-                let response = rejection.into_response(ResponseContext {
+                hint = rejection
+                    .token_hint()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                reason = Some(rejection.to_string());
+                would_be_status = None;
+                let challenge = challenge_for(config, trace.principal.as_deref());
+                response = rejection.into_response(ResponseContext {
                     request_id: request_id.as_str(),
                     challenge,
                 });
-                (response, outcome, trace.principal)
+                let audited = Audited {
+                    request: trace.request,
+                    bundle: trace.bundle.map(|b| b.kind),
+                };
+                (rejection.outcome(), trace.principal, audited)
             }
         };
         response
@@ -151,24 +171,34 @@ impl Proxy {
             .insert(headers::REQUEST_ID, request_id.header());
         self.metrics
             .record_request(outcome, &method, started.elapsed().as_secs_f64());
-        if let Some((path, query)) = &audited {
-            let audit = Audit {
-                principal: principal.as_deref(),
-                outcome,
-                reason: &reason,
-                hint: &hint,
-                would_be_status,
+        if let Some((path, query)) = &target {
+            let reason = reason.as_deref().unwrap_or("");
+            let outcome = match (outcome, would_be_status) {
+                ("allowed", _) => audit::Outcome::Allowed,
+                ("anonymous", _) => audit::Outcome::Anonymous,
+                (outcome, Some(status)) => audit::Outcome::WouldBeRefused {
+                    outcome,
+                    status,
+                    reason,
+                },
+                (outcome, None) => audit::Outcome::Refused { outcome, reason },
             };
-            log_decision(
-                &generation.config,
-                &audit,
-                request_id.as_str(),
-                &method,
+            let record = AuditRecord {
+                request_id: request_id.as_str(),
+                method: &method,
                 path,
-                query.as_deref(),
-                response.status().as_u16(),
-                started,
-            );
+                query: query.as_deref(),
+                request: audited.request.as_ref(),
+                bundle: audited.bundle,
+                outcome,
+                status: response.status().as_u16(),
+                hint: &hint,
+                principal: principal.as_deref(),
+                peer: Some(peer.address),
+                time: SystemTime::now(),
+                latency: started.elapsed(),
+            };
+            self.auditor.record(config, &record);
         }
         response
     }
@@ -181,6 +211,7 @@ impl Proxy {
         peer: Peer,
         memo: Option<&ConnectionMemo>,
         request_id: &RequestId,
+        audit: bool,
     ) -> Result<Answered, Refused> {
         let config = &generation.config;
         let judge = Judge {
@@ -201,6 +232,10 @@ impl Proxy {
             Head::Decided(allowed) => allowed.would_be.take(),
             Head::Anonymous { .. } | Head::NeedsBody(_) => None,
         };
+        let mut audited = Audited::default();
+        if let (true, Head::Decided(allowed)) = (audit, &head) {
+            audited.request = Some(allowed.request.clone());
+        }
         let exchange = Exchange {
             config,
             upstream: &generation.upstream,
@@ -211,24 +246,27 @@ impl Proxy {
             principal: principal.as_deref(),
         };
         let answered = match head {
-            Head::Anonymous { path } => plan::anonymous(&exchange, &path, parts, body).await,
             Head::Decided(allowed) => {
                 plan::request(&exchange, allowed, parts, Some(body), &mut held).await
             }
+            // The rarer shapes are boxed: inline, their futures would make every request's
+            // future larger, and 5,000 connections each hold one.
+            Head::Anonymous { path } => {
+                Box::pin(plan::anonymous(&exchange, &path, parts, body)).await
+            }
             Head::NeedsBody(pending) => {
-                let read = read_inspected(body, &parts.headers, &config.limits, &mut held).await;
+                let read = Box::pin(
+                    self.body_decides(&judge, &exchange, pending, parts, body, &mut held, audit),
+                )
+                .await;
                 match read {
-                    Ok(bytes) => match decide_body(&judge, pending, &parts, bytes)? {
-                        Verdict::Request(mut allowed) => {
-                            would_be = allowed.would_be.take();
-                            plan::request::<B>(&exchange, allowed, parts, None, &mut held).await
-                        }
-                        Verdict::Bundle(mut allowed) => {
-                            would_be = allowed.would_be.take();
-                            plan::bundle(&exchange, allowed, parts).await
-                        }
-                    },
-                    Err(error) => Err(error.into()),
+                    Ok((response, kept_would_be, kept_audited)) => {
+                        would_be = kept_would_be;
+                        audited = kept_audited;
+                        Ok(response)
+                    }
+                    Err(BodyDecided::Refused(refused)) => return Err(refused),
+                    Err(BodyDecided::Failed(rejection)) => Err(rejection),
                 }
             }
         };
@@ -237,6 +275,7 @@ impl Proxy {
                 response,
                 principal,
                 would_be,
+                audited,
             }),
             Err(rejection) => {
                 let trace = Trace {
@@ -246,6 +285,46 @@ impl Proxy {
                 Err(Refused::new(rejection, trace))
             }
         }
+    }
+
+    /// A request whose body decides: the body read within the limits, decided, carried out.
+    #[allow(clippy::too_many_arguments)] // the request and what decides and carries it
+    async fn body_decides<B: RequestBody>(
+        &self,
+        judge: &Judge<'_>,
+        exchange: &Exchange<'_>,
+        pending: Pending,
+        parts: http::request::Parts,
+        body: B,
+        held: &mut Reservation<'_>,
+        audit: bool,
+    ) -> Result<(Response<Body>, Option<Box<Rejection>>, Audited), BodyDecided> {
+        let limits = &judge.config.limits;
+        let bytes = read_inspected(body, &parts.headers, limits, held)
+            .await
+            .map_err(|error| BodyDecided::Failed(error.into()))?;
+        let verdict = decide_body(judge, pending, &parts, bytes).map_err(BodyDecided::Refused)?;
+        let mut audited = Audited::default();
+        let (answer, would_be) = match verdict {
+            Verdict::Request(mut allowed) => {
+                let would_be = allowed.would_be.take();
+                if audit {
+                    audited.request = Some(allowed.request.clone());
+                }
+                (
+                    plan::request::<B>(exchange, allowed, parts, None, held).await,
+                    would_be,
+                )
+            }
+            Verdict::Bundle(mut allowed) => {
+                let would_be = allowed.would_be.take();
+                audited.bundle = Some(allowed.decision.kind);
+                (plan::bundle(exchange, allowed, parts).await, would_be)
+            }
+        };
+        answer
+            .map(|response| (response, would_be, audited))
+            .map_err(BodyDecided::Failed)
     }
 }
 
@@ -288,72 +367,4 @@ fn challenge_for<'a>(config: &'a Config, principal: Option<&'a Principal>) -> Ch
             .and_then(|p| p.applications.first())
             .map_or("", |a| a.audience.as_str()),
     }
-}
-
-/// What the audit line records about a decision.
-#[derive(Debug)]
-struct Audit<'a> {
-    principal: Option<&'a Principal>,
-    outcome: &'static str,
-    reason: &'a str,
-    /// A near miss behind a refused token ([`auth::near_miss`]); empty otherwise.
-    hint: &'a str,
-    /// The status a report-only request would have had (0: none).
-    would_be_status: u16,
-}
-
-/// Whether audit lines are written at the configured log level.
-fn audit_enabled() -> bool {
-    tracing::enabled!(target: "fhirguard::audit", tracing::Level::INFO)
-}
-
-/// What the audit line shows instead of a path or query that holds a token.
-const REDACTED: &str = "[redacted: holds a token]";
-
-/// One audit line per decision (SPEC §6): never the token; the query only when enabled.
-#[allow(clippy::too_many_arguments)]
-fn log_decision(
-    config: &Config,
-    audit: &Audit<'_>,
-    request_id: &str,
-    method: &Method,
-    path: &str,
-    query: Option<&str>,
-    status: u16,
-    started: Instant,
-) {
-    let principal = audit.principal;
-    let provider = principal.map(|p| p.authority.as_str()).unwrap_or("");
-    // A token in the URL is refused (step 2, or earlier as a bad path), but the refused URL
-    // must not carry it into the log either (SPEC §7).
-    let path = if auth::jwt_in_url(path, None).is_some() {
-        REDACTED
-    } else {
-        path
-    };
-    let query = match query {
-        Some(query) if config.logging.log_query => match auth::jwt_in_url("", Some(query)) {
-            Some(_) => REDACTED,
-            None => query,
-        },
-        _ => "",
-    };
-    tracing::info!(
-        target: "fhirguard::audit",
-        request_id,
-        method = method.as_str(),
-        path,
-        query,
-        status,
-        outcome = audit.outcome,
-        would_be_status = audit.would_be_status,
-        reason = audit.reason,
-        hint = audit.hint,
-        provider,
-        client_id = principal.and_then(|p| p.client_id.as_deref()).unwrap_or(""),
-        subject = principal.and_then(|p| p.subject.as_deref()).unwrap_or(""),
-        fhir_user = principal.and_then(|p| p.fhir_user.as_deref()).unwrap_or(""),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "decision"
-    );
 }

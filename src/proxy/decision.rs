@@ -538,7 +538,9 @@ fn decide_bundle(
     let mut would_be = None;
     let denied = !decision.allowed || decision.denied_entries().next().is_some();
     if denied && grant.is_none() && judge.reports_only(&session) {
-        would_be = Some(Box::new(Rejection::BundleDenied(Box::new(decision.clone()))));
+        would_be = Some(Box::new(Rejection::BundleDenied(Box::new(
+            decision.clone(),
+        ))));
         decision.allowed = true;
         for entry in &mut decision.entries {
             entry.allowed = true;

@@ -122,15 +122,24 @@ async fn would_be_denials_of_listed_clients_are_forwarded_and_counted_others_enf
     let sent = upstream.since(before);
     assert_eq!(sent.len(), 1, "the write reached the upstream");
     assert_eq!(sent[0].method, Method::POST);
-    assert_eq!(requests(running.admin_address, "report_only", "POST").await, 1.0);
-    assert_eq!(requests(running.admin_address, "forbidden", "POST").await, 0.0);
+    assert_eq!(
+        requests(running.admin_address, "report_only", "POST").await,
+        1.0
+    );
+    assert_eq!(
+        requests(running.admin_address, "forbidden", "POST").await,
+        0.0
+    );
 
     // The same write by an enforced application: refused, nothing sent.
     let before = upstream.count();
     let answer = call(address, Method::POST, "/Observation", &system("enforced")).await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
     assert_eq!(upstream.count(), before, "nothing forwarded");
-    assert_eq!(requests(running.admin_address, "forbidden", "POST").await, 1.0);
+    assert_eq!(
+        requests(running.admin_address, "forbidden", "POST").await,
+        1.0
+    );
 
     // An expired token of a report-only client: still 401.
     let expired = token::base_claims(&idp.issuer(), AUDIENCE, now() - 7200)
@@ -158,11 +167,15 @@ async fn would_be_denials_of_listed_clients_are_forwarded_and_counted_others_enf
     assert_eq!(entries, 0, "filtered: {bundle}");
     let sent = upstream.since(before);
     assert!(
-        sent.iter().any(|r| r.target.contains("Patient%2Fp1") || r.target.contains("Patient/p1")),
+        sent.iter()
+            .any(|r| r.target.contains("Patient%2Fp1") || r.target.contains("Patient/p1")),
         "the search went confined to the compartment: {:?}",
         sent.iter().map(|r| &r.target).collect::<Vec<_>>()
     );
-    assert_eq!(requests(running.admin_address, "report_only", "GET").await, 1.0);
+    assert_eq!(
+        requests(running.admin_address, "report_only", "GET").await,
+        1.0
+    );
     running.stop().await;
 }
 
@@ -188,7 +201,10 @@ async fn a_reload_turns_report_only_on_and_off() {
     let write = || call(address, Method::POST, "/Observation", &token);
     assert_eq!(write().await.status, StatusCode::FORBIDDEN);
 
-    for (mode, expected) in [("true", StatusCode::CREATED), ("false", StatusCode::FORBIDDEN)] {
+    for (mode, expected) in [
+        ("true", StatusCode::CREATED),
+        ("false", StatusCode::FORBIDDEN),
+    ] {
         std::fs::write(&path, yaml(&idp, &upstream, mode)).unwrap();
         eventually(
             &format!("reportOnly: {mode} in force"),
@@ -199,3 +215,4 @@ async fn a_reload_turns_report_only_on_and_off() {
     }
     running.stop().await;
 }
+
