@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use crate::support::idp::FakeIdp;
 use crate::support::client;
+use crate::support::idp::FakeIdp;
 use crate::support::stack::{Guard, HttpClient, Provider, Stack, StackBuilder};
 use crate::support::token::{self, now, TestKey, TokenBuilder};
 use crate::support::upstream::FakeFhir;
@@ -66,8 +66,8 @@ impl Harness {
                 .smart(TestKey::ec_p256("smart-1")),
         )
         .serve(|stack| {
-                format!(
-                    r#"
+            format!(
+                r#"
 listen: "127.0.0.1:0"
 adminListen: "127.0.0.1:0"
 upstream: {upstream_value}
@@ -86,12 +86,12 @@ authenticationConfiguration:
           audience: "{SMART_AUDIENCE}"
           allowedDataActions: ["*"]
 "#,
-                    upstream_value = stack.upstream_yaml(),
-                    primary = stack.idp.base_url(),
-                    smart = stack.smart().idp.base_url(),
-                )
-            })
-            .await;
+                upstream_value = stack.upstream_yaml(),
+                primary = stack.idp.base_url(),
+                smart = stack.smart().idp.base_url(),
+            )
+        })
+        .await;
         let Provider {
             idp: smart,
             key: smart_key,
@@ -710,12 +710,13 @@ async fn a_token_for_one_provider_signed_with_anothers_key_is_401() {
 #[tokio::test]
 async fn an_identity_provider_down_at_start_gives_503_then_recovers() {
     let Guard {
-        stack: Stack {
-            mut idp,
-            key,
-            upstream,
-            ..
-        },
+        stack:
+            Stack {
+                mut idp,
+                key,
+                upstream,
+                ..
+            },
         running,
         http,
         ..
@@ -777,7 +778,10 @@ async fn an_unreachable_upstream_is_502() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = closed.local_addr().unwrap();
     drop(closed);
-    let h = Harness::start_with("", |stack| stack.upstream_url(format!("http://{address}/fhir"))).await;
+    let h = Harness::start_with("", |stack| {
+        stack.upstream_url(format!("http://{address}/fhir"))
+    })
+    .await;
     let answer = h.get("/Patient/1", Some(&h.smart_token("reader"))).await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
     answer.assert_outcome("exception");

@@ -16,3 +16,4 @@ pub mod poll;
 pub mod stack;
 pub mod token;
 pub mod upstream;
+pub mod verification;

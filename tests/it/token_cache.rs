@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::support::idp::{config_yaml, FakeIdp};
-use crate::support::token::{self, now, TestKey};
 use crate::support::stack::Stack;
+use crate::support::token::{self, now, TestKey};
 use std::sync::Arc;
 
 use fhirguard::auth::{AuthError, KeySettings, KeyStore, Principal};

@@ -61,7 +61,9 @@ pub fn request(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    request.body(Full::new(body.into())).expect("a valid request")
+    request
+        .body(Full::new(body.into()))
+        .expect("a valid request")
 }
 
 /// An HTTP client with a connection pool and a per-exchange deadline.
@@ -159,16 +161,12 @@ impl HttpClient {
     /// Waits until the admin listener reports ready: the config is loaded and every identity
     /// provider's keys are held.
     pub async fn wait_ready(&self, admin: SocketAddr) {
-        eventually(
-            "fhirguard reports ready",
-            DEADLINE,
-            || async move {
-                matches!(
-                    self.get(admin, "/readyz", None).await,
-                    Ok((StatusCode::OK, _))
-                )
-            },
-        )
+        eventually("fhirguard reports ready", DEADLINE, || async move {
+            matches!(
+                self.get(admin, "/readyz", None).await,
+                Ok((StatusCode::OK, _))
+            )
+        })
         .await;
     }
 }

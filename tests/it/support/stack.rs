@@ -352,7 +352,6 @@ authenticationConfiguration:
     }
 }
 
-
 /// fhirguard in-process on `config` (no config file to watch), once it reports ready.
 pub async fn start_ready(config: Config) -> Running {
     let options = StartOptions {
