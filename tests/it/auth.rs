@@ -1,39 +1,14 @@
 //! Token validation against a fake OpenID provider (SPEC §4 steps 4–7): one test per refusal,
 //! asserting the error and its `error_description`. Accepted shapes: `token_shapes.rs`.
 
-use std::sync::Arc;
-
 use crate::support::idp::{config_yaml, FakeIdp};
 use crate::support::token::{self, now, TestKey, TokenBuilder};
+use crate::support::verification::{check, config, primary, AUDIENCE};
 use fhirguard::auth::near_miss::NearMiss;
-use fhirguard::auth::{authenticate, AuthError, FhirUserRule, KeyStore, Principal};
+use fhirguard::auth::{authenticate, AuthError, FhirUserRule, KeyStore};
 use fhirguard::authz::scope::Context;
 use fhirguard::config::Config;
 use serde_json::json;
-
-const AUDIENCE: &str = "https://fhir.example.org";
-
-/// A config with a primary authority (audience [`AUDIENCE`]) and/or smart providers.
-fn config(primary: Option<&str>, smart: &[(&str, &[(&str, &str)])]) -> Config {
-    let yaml = config_yaml(primary.map(|authority| (authority, AUDIENCE)), smart);
-    Config::parse(&yaml).expect("test config")
-}
-
-/// A primary authority served by a fake IdP holding one RSA key.
-async fn primary() -> (FakeIdp, TestKey, KeyStore, Config) {
-    let key = TestKey::rsa("rsa-1");
-    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
-    let config = config(Some(&idp.base_url()), &[]);
-    (idp, key, KeyStore::new(), config)
-}
-
-async fn check(
-    store: &KeyStore,
-    config: &Config,
-    token: &str,
-) -> Result<Arc<Principal>, AuthError> {
-    authenticate(store, config, token, now()).await
-}
 
 async fn refused(store: &KeyStore, config: &Config, token: &str) -> AuthError {
     check(store, config, token)

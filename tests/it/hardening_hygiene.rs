@@ -13,54 +13,44 @@ use std::process::Command;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::support::client;
 use crate::support::exposition::metric;
 use crate::support::poll::eventually;
-use crate::support::stack::{start_ready, HttpClient, Stack};
+use crate::support::stack::{Guard, HttpClient, Stack};
 use bytes::Bytes;
-use fhirguard::app::Running;
-use fhirguard::config::Config;
 use http::{HeaderMap, Request, StatusCode};
 use http_body::Frame;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// fhirguard between the fake identity provider and the fake FHIR server.
-struct Guard {
-    stack: Stack,
-    running: Running,
+/// fhirguard between the fake identity provider and the fake FHIR server, with a token.
+struct Hygiene {
+    guard: Guard,
     token: String,
 }
 
-impl Guard {
-    /// `extra`: top-level YAML (limits, tls). The role grants every data action.
-    async fn start(extra: &str) -> Guard {
-        let stack = Stack::start().await;
-        let config = Config::parse(&stack.yaml("[\"*\"]", extra)).expect("config");
-        let running = start_ready(config).await;
-        let token = stack.token();
-        Guard {
-            stack,
-            running,
-            token,
-        }
-    }
+impl std::ops::Deref for Hygiene {
+    type Target = Guard;
 
-    fn url(&self, target: &str) -> String {
-        format!("http://{}{target}", self.running.proxy_address)
+    fn deref(&self) -> &Guard {
+        &self.guard
+    }
+}
+
+impl Hygiene {
+    /// `extra`: top-level YAML (limits, tls). The role grants every data action.
+    async fn start(extra: &str) -> Hygiene {
+        let guard = Stack::builder()
+            .serve(|stack| stack.yaml("[\"*\"]", extra))
+            .await;
+        let token = guard.stack.token();
+        Hygiene { guard, token }
     }
 
     fn bearer(&self) -> String {
         format!("Bearer {}", self.token)
-    }
-
-    async fn metrics(&self) -> String {
-        HttpClient::default()
-            .metrics(self.running.admin_address)
-            .await
     }
 
     async fn metric(&self, series: &str) -> f64 {
@@ -110,25 +100,14 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let client: Client<HttpConnector, B> = Client::builder(TokioExecutor::new())
-        .http2_only(h2)
-        .build_http();
-    let response = tokio::time::timeout(Duration::from_secs(20), client.request(request))
-        .await
-        .expect("an answer within 20 s")
-        .expect("request");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let answer = client::exchange_once(request, h2).await;
     Reply {
-        status,
-        headers,
-        body,
+        body: answer.json_or_null(),
+        status: answer.status,
+        headers: answer.headers,
     }
 }
 
-/// A request with no body.
 fn empty(method: &str, url: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
     with_body(method, url, headers, "")
 }
@@ -205,7 +184,7 @@ const OVERRIDE_HEADERS: [&str; 6] = [
 
 #[tokio::test]
 async fn method_override_headers_are_400_on_every_path_before_the_anonymous_step() {
-    let g = Guard::start("").await;
+    let g = Hygiene::start("").await;
     let bearer = g.bearer();
     let bearer = bearer.as_str();
     for name in OVERRIDE_HEADERS {
@@ -287,7 +266,7 @@ async fn method_override_headers_are_400_on_every_path_before_the_anonymous_step
 
 #[tokio::test]
 async fn method_parameters_in_the_query_are_400_in_every_spelling() {
-    let g = Guard::start("").await;
+    let g = Hygiene::start("").await;
     let bearer = g.bearer();
     let bearer = bearer.as_str();
     let spellings = [
@@ -349,7 +328,7 @@ async fn method_parameters_in_the_query_are_400_in_every_spelling() {
 
 #[tokio::test]
 async fn a_preflight_with_a_body_is_400_and_one_without_is_forwarded_without_one() {
-    let g = Guard::start("").await;
+    let g = Hygiene::start("").await;
     let url = g.url("/Patient");
     let refused = [
         exchange(with_body("OPTIONS", &url, &PREFLIGHT, "abc"), false).await,
@@ -398,7 +377,7 @@ async fn a_preflight_with_a_body_is_400_and_one_without_is_forwarded_without_one
 /// reach the upstream, on any path, in any case, over either protocol.
 #[tokio::test]
 async fn routing_override_headers_never_reach_the_upstream() {
-    let g = Guard::start("").await;
+    let g = Hygiene::start("").await;
     let bearer = g.bearer();
     let overrides = [
         ("X-Original-URL", "/Patient/2"),
@@ -436,7 +415,7 @@ async fn routing_override_headers_never_reach_the_upstream() {
 
 #[tokio::test]
 async fn underscored_and_forged_identity_headers_never_reach_the_upstream() {
-    let g = Guard::start("").await;
+    let g = Hygiene::start("").await;
     let bearer = g.bearer();
     let bearer = bearer.as_str();
     let forged = [
@@ -531,13 +510,10 @@ impl http_body::Body for Framed {
 async fn trailer_fields_never_reach_the_upstream() {
     // An HTTP/2 upstream: hyper would forward trailers there (over HTTP/1.1 it sends none,
     // the `Trailer` header being hop-by-hop).
-    let stack = Stack::start().await;
-    let url = stack.upstream.base_url("/fhir");
-    let yaml = stack.yaml("[\"*\"]", "").replace(
-        &format!("upstream: \"{url}\""),
-        &format!("upstream: {{ url: \"{url}\", http2: true }}"),
-    );
-    let running = start_ready(Config::parse(&yaml).expect("config")).await;
+    let Guard { stack, running, .. } = Stack::builder()
+        .upstream_settings("http2: true")
+        .serve(|stack| stack.yaml("[\"*\"]", ""))
+        .await;
     let mut trailers = HeaderMap::new();
     trailers.insert("x-fhirguard-client-id", "writer".parse().unwrap());
     trailers.insert("x-trailing", "1".parse().unwrap());
@@ -567,7 +543,7 @@ async fn trailer_fields_never_reach_the_upstream() {
 
 #[tokio::test]
 async fn forwarded_and_x_real_ip_cannot_be_forged() {
-    let g = Guard::start("").await;
+    let g = Hygiene::start("").await;
     let bearer = g.bearer();
     let bearer = bearer.as_str();
     let host = g.running.proxy_address.to_string();
@@ -602,7 +578,7 @@ async fn forwarded_and_x_real_ip_cannot_be_forged() {
 
 #[tokio::test]
 async fn an_h2_authority_and_a_host_that_disagree_are_400() {
-    let g = Guard::start("").await;
+    let g = Hygiene::start("").await;
     let bearer = g.bearer();
     let bearer = bearer.as_str();
     let url = g.url("/Patient/1");
@@ -654,7 +630,7 @@ async fn raw_exchange(address: SocketAddr, request: &[u8]) -> String {
 
 #[tokio::test]
 async fn an_http1_absolute_target_or_a_second_host_that_disagree_are_400() {
-    let g = Guard::start("").await;
+    let g = Hygiene::start("").await;
     let address = g.running.proxy_address;
     let token = &g.token;
     let refused = [
@@ -702,7 +678,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00
 
 #[tokio::test]
 async fn connections_without_a_first_request_head_are_closed_within_the_deadline() {
-    let g = Guard::start("limits: { headerReadTimeout: 1s }").await;
+    let g = Hygiene::start("limits: { headerReadTimeout: 1s }").await;
     let address = g.running.proxy_address;
     let slow: [&[u8]; 5] = [
         b"",
@@ -747,7 +723,7 @@ async fn a_tls_handshake_never_finished_is_closed_within_the_deadline() {
     let key_file = dir.path().join("key.pem");
     std::fs::write(&cert_file, certified.cert.pem()).unwrap();
     std::fs::write(&key_file, certified.key_pair.serialize_pem()).unwrap();
-    let g = Guard::start(&format!(
+    let g = Hygiene::start(&format!(
         "limits: {{ headerReadTimeout: 1s }}\ntls: {{ certFile: \"{}\", keyFile: \"{}\" }}",
         cert_file.display(),
         key_file.display()
@@ -770,20 +746,18 @@ async fn a_tls_handshake_never_finished_is_closed_within_the_deadline() {
 
 #[tokio::test]
 async fn an_h2_connection_that_sent_its_first_request_outlives_the_deadline() {
-    let g = Guard::start("limits: { headerReadTimeout: 1s }").await;
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http();
+    let g = Hygiene::start("limits: { headerReadTimeout: 1s }").await;
+    let client = HttpClient::h2();
     let bearer = g.bearer();
     let bearer = bearer.as_str();
     let get = || empty("GET", &g.url("/Patient/1"), &[("authorization", bearer)]);
-    let first = client.request(get()).await.expect("first request");
-    assert_eq!(first.status(), StatusCode::OK);
+    let first = client.exchange(get()).await;
+    assert_eq!(first.status, StatusCode::OK);
     // The deadline applies to the first head only: past it, the same connection still serves.
     // The behaviour under test: the connection stays idle past the 1 s deadline.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let second = client.request(get()).await.expect("second request");
-    assert_eq!(second.status(), StatusCode::OK);
+    let second = client.exchange(get()).await;
+    assert_eq!(second.status, StatusCode::OK);
     assert_eq!(g.stack.upstream.requests().len(), 2);
     assert_eq!(
         g.metric("fhirguard_head_timeouts_total{listener=\"proxy\"}")
@@ -801,7 +775,7 @@ fn bundle_head(address: SocketAddr, token: &str, length: usize) -> String {
 
 #[tokio::test]
 async fn a_stalled_bundle_body_is_408_within_the_body_read_timeout() {
-    let g = Guard::start("limits: { bodyReadTimeout: 1s }").await;
+    let g = Hygiene::start("limits: { bodyReadTimeout: 1s }").await;
     let address = g.running.proxy_address;
     let started = Instant::now();
     let mut stream = TcpStream::connect(address).await.unwrap();
@@ -846,7 +820,7 @@ async fn a_stalled_bundle_body_is_408_within_the_body_read_timeout() {
 
 #[tokio::test]
 async fn the_buffered_bytes_budget_is_shared_across_connections_and_503_beyond_it() {
-    let g = Guard::start(
+    let g = Hygiene::start(
         "limits: { bodyReadTimeout: 3s, maxBundleBytes: 1000, maxBufferedBytes: 1000 }",
     )
     .await;
@@ -1010,7 +984,7 @@ async fn explain_names_the_hygiene_rule_that_refused() {
 /// so it is refused before anything is forwarded; `identity` is no encoding.
 #[tokio::test]
 async fn encoded_bodies_fhirguard_must_read_are_400() {
-    let g = Guard::start("").await;
+    let g = Hygiene::start("").await;
     let bearer = g.bearer();
     let bundle = r#"{"resourceType":"Bundle","type":"batch","entry":[]}"#;
     for (target, body) in [("/", bundle), ("/Patient/_search", "name=x")] {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::idp::{config_yaml, FakeIdp};
-use crate::support::poll;
+use crate::support::poll::eventually;
 use crate::support::token::{self, now, TestKey};
 use arc_swap::ArcSwap;
 use fhirguard::auth::{authenticate, AuthError, KeyError, KeyStore};
@@ -39,13 +39,8 @@ fn config(authorities: &[String]) -> Config {
     config
 }
 
-/// Polls `condition` for up to 10 s.
-async fn eventually<F: std::future::Future<Output = bool>>(
-    what: &str,
-    condition: impl FnMut() -> F,
-) {
-    poll::eventually(what, Duration::from_secs(10), condition).await;
-}
+/// How long a test waits for the key store to change state.
+const DEADLINE: Duration = Duration::from_secs(10);
 
 fn valid(idp: &FakeIdp, key: &TestKey) -> String {
     token::base_claims(&idp.issuer(), AUDIENCE, now()).sign(key)
@@ -151,7 +146,7 @@ async fn an_identity_provider_down_at_start_gives_503_until_the_retry_succeeds()
     let source = Arc::new(ArcSwap::from_pointee(config.clone()));
     let refresher = store.spawn_refresher(Arc::clone(&source));
     idp.heal();
-    eventually("ready", || async { store.is_ready(&config) }).await;
+    eventually("ready", DEADLINE, || async { store.is_ready(&config) }).await;
     authenticate(&store, &config, &valid(&idp, &key), now())
         .await
         .expect("accepted");
@@ -171,7 +166,7 @@ async fn keys_are_served_while_the_identity_provider_is_down_up_to_max_stale() {
 
     idp.stop();
     let authority = idp.base_url();
-    eventually("a failed refresh", || async {
+    eventually("a failed refresh", DEADLINE, || async {
         store.authority_stats(&authority).fetches_error >= 2
     })
     .await;
@@ -183,7 +178,7 @@ async fn keys_are_served_while_the_identity_provider_is_down_up_to_max_stale() {
     // Past maxStale the old set is no longer trusted.
     config.key_sets.max_stale = Duration::from_millis(1);
     source.store(Arc::new(config.clone()));
-    eventually("the held set is past maxStale", || async {
+    eventually("the held set is past maxStale", DEADLINE, || async {
         !store.is_ready(&config)
     })
     .await;
@@ -199,7 +194,10 @@ async fn keys_are_served_while_the_identity_provider_is_down_up_to_max_stale() {
     config.key_sets.max_stale = Duration::from_secs(3600);
     source.store(Arc::new(config.clone()));
     idp.restart().await;
-    eventually("ready again", || async { store.is_ready(&config) }).await;
+    eventually("ready again", DEADLINE, || async {
+        store.is_ready(&config)
+    })
+    .await;
     refresher.abort();
 }
 
@@ -224,12 +222,16 @@ async fn an_unknown_issuer_fails_closed_while_a_provider_has_no_keys() {
         .expect("the good provider works");
 
     down.heal();
-    eventually("unknown issuer once every provider is known", || async {
-        matches!(
-            authenticate(&store, &config, &token, now()).await,
-            Err(AuthError::UnknownIssuer { .. })
-        )
-    })
+    eventually(
+        "unknown issuer once every provider is known",
+        DEADLINE,
+        || async {
+            matches!(
+                authenticate(&store, &config, &token, now()).await,
+                Err(AuthError::UnknownIssuer { .. })
+            )
+        },
+    )
     .await;
 }
 

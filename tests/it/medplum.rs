@@ -13,16 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::support::idp::FakeIdp;
+use crate::support::client;
 use crate::support::poll::eventually;
+use crate::support::stack::{Guard, Stack};
 use crate::support::token::{self, now, TestKey};
 use bytes::Bytes;
-use fhirguard::app::{self, Running, StartOptions};
-use fhirguard::config::Config;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
 const AUDIENCE: &str = "https://fhir.example.org/smart";
@@ -124,30 +120,33 @@ struct Answer {
     body: Value,
 }
 
+impl Answer {
+    fn of(answer: client::Answer) -> Answer {
+        Answer {
+            status: answer.status,
+            body: answer.json_or_null(),
+        }
+    }
+}
+
+/// fhirguard in front of Medplum; the stack's fake primary authority mints the suite's own
+/// tokens (when the config names it).
 struct Suite {
-    /// The fake provider minting this suite's own tokens, when it has one.
-    minter: Option<(FakeIdp, TestKey)>,
-    running: Running,
-    client: Client<HttpConnector, Full<Bytes>>,
+    guard: Guard,
+    /// Medplum's FHIR base, for seeding it directly.
     upstream: String,
 }
 
 impl Suite {
-    /// fhirguard on `yaml` in front of Medplum at `upstream`, which is seeded with two patients,
-    /// a practitioner and an observation for each patient.
-    async fn start(yaml: &str, upstream: String, minter: Option<(FakeIdp, TestKey)>) -> Suite {
-        let config = Config::parse(yaml).expect("config");
-        let options = StartOptions {
-            config_path: None,
-            grace: Duration::from_secs(5),
-        };
-        let running = app::start(config, options).await.expect("start");
-        let suite = Suite {
-            minter,
-            running,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            upstream,
-        };
+    /// fhirguard on the YAML `config` writes, in front of Medplum at `upstream`, which is seeded
+    /// with two patients, a practitioner and an observation for each patient.
+    async fn start(upstream: String, config: impl FnOnce(&Stack) -> String) -> Suite {
+        let guard = Stack::builder()
+            .key(TestKey::ec_p256("smart-1"))
+            .upstream_url(upstream.clone())
+            .serve(config)
+            .await;
+        let suite = Suite { guard, upstream };
         for resource in [
             json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "One"}]}),
             json!({"resourceType": "Patient", "id": "p2", "name": [{"family": "Two"}]}),
@@ -161,35 +160,20 @@ impl Suite {
     }
 
     async fn send(&self, method: Method, url: String, token: Option<&str>, body: &Value) -> Answer {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(url)
-            .header("content-type", "application/fhir+json");
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
         let body = if body.is_null() {
             Bytes::new()
         } else {
             Bytes::from(body.to_string())
         };
-        let response = self
-            .client
-            .request(request.body(Full::new(body)).unwrap())
-            .await
-            .expect("request");
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        Answer {
-            status,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        }
+        let headers = [("content-type", "application/fhir+json")];
+        let request = client::request(method, &url, token, &headers, body);
+        Answer::of(self.guard.http.exchange(request).await)
     }
 
     /// Through fhirguard.
     async fn call(&self, method: Method, target: &str, token: &str, body: &Value) -> Answer {
-        let url = format!("http://{}{target}", self.running.proxy_address);
-        self.send(method, url, Some(token), body).await
+        self.send(method, self.guard.url(target), Some(token), body)
+            .await
     }
 
     async fn get(&self, target: &str, token: &str) -> Answer {
@@ -205,17 +189,16 @@ impl Suite {
             "grant_type=client_credentials&scope={}",
             scope.replace(' ', "+")
         );
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(format!("{issuer}/token"))
-            .header("authorization", format!("Basic {basic}"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from(form)))
-            .unwrap();
-        let response = self.client.request(request).await.expect("token request");
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let basic = format!("Basic {basic}");
+        let headers = [
+            ("authorization", basic.as_str()),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ];
+        let url = format!("{issuer}/token");
+        let request = client::request(Method::POST, &url, None, &headers, form);
+        let response = self.guard.http.exchange(request).await;
+        let status = response.status;
+        let answer: Value = response.json_or_null();
         assert_eq!(status, StatusCode::OK, "{client} {scope}: {answer}");
         answer["access_token"]
             .as_str()
@@ -236,7 +219,7 @@ impl Suite {
     }
 
     fn token(&self, scopes: &str, fhir_user: &str) -> String {
-        let (idp, key) = self.minter.as_ref().expect("a fake provider");
+        let Stack { idp, key, .. } = &self.guard.stack;
         token::base_claims(&idp.issuer(), AUDIENCE, now())
             .claim("azp", "app")
             .claim("scp", scopes)
@@ -282,13 +265,12 @@ async fn smart_tokens_in_front_of_a_real_fhir_server() {
     }
     let (_medplum, port) = tokio::task::spawn_blocking(start_medplum).await.unwrap();
     let upstream = format!("http://127.0.0.1:{port}/fhir");
-    let key = TestKey::ec_p256("smart-1");
-    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
-    let yaml = format!(
-        r#"
+    let suite = Suite::start(upstream, |stack| {
+        format!(
+            r#"
 listen: "127.0.0.1:0"
 adminListen: "127.0.0.1:0"
-upstream: "{upstream}"
+upstream: "{}"
 publicBaseUrl: "{BASE}"
 allowHttpAuthorities: true
 authenticationConfiguration:
@@ -299,9 +281,11 @@ authenticationConfiguration:
           audience: "{AUDIENCE}"
           allowedDataActions: ["*"]
 "#,
-        idp.base_url(),
-    );
-    let suite = Suite::start(&yaml, upstream, Some((idp, key))).await;
+            stack.upstream_url(),
+            stack.idp.base_url(),
+        )
+    })
+    .await;
     let s = &suite;
 
     // Ready: the provider's keys are held once a system token is accepted.
@@ -503,11 +487,12 @@ async fn smart_clients_of_a_real_identity_provider() {
             )
         })
         .concat();
-    let yaml = format!(
-        r#"
+    let suite = Suite::start(upstream, |stack| {
+        format!(
+            r#"
 listen: "127.0.0.1:0"
 adminListen: "127.0.0.1:0"
-upstream: "{upstream}"
+upstream: "{}"
 publicBaseUrl: "{BASE}"
 allowHttpAuthorities: true
 smartLaunchPatientClaim: patient
@@ -515,9 +500,11 @@ authenticationConfiguration:
   smartIdentityProviders:
     - authority: "{issuer}"
       applications:
-{applications}"#
-    );
-    let suite = Suite::start(&yaml, upstream, None).await;
+{applications}"#,
+            stack.upstream_url(),
+        )
+    })
+    .await;
     let s = &suite;
 
     // SMART Backend Services: `system/*.rs`, the client named by `client_id`, no fhirUser.
@@ -576,20 +563,18 @@ async fn confined_to_p1(s: &Suite, token: &str) {
     let search = s.get("/Observation?code=heart%20rate", token).await;
     assert_eq!(search.status, StatusCode::OK, "{}", search.body);
     assert_eq!(ids(&search.body), ["Observation/o1"]);
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(format!(
-            "http://{}/Observation/_search",
-            s.running.proxy_address
-        ))
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from_static(b"code=heart+rate")))
-        .unwrap();
-    let response = s.client.request(request).await.expect("POST _search");
-    assert_eq!(response.status(), StatusCode::OK);
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let form: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let response = s
+        .guard
+        .call(
+            Method::POST,
+            "/Observation/_search",
+            Some(token),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            "code=heart+rate",
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::OK);
+    let form: Value = response.json_or_null();
     assert_eq!(ids(&form), ["Observation/o1"], "{form}");
     let write = s
         .call(

@@ -19,19 +19,20 @@ use std::time::{Duration, Instant};
 
 use crate::support::exposition::{metric, registered_names};
 use crate::support::poll::eventually;
-use crate::support::stack::{start_ready, HttpClient, Stack};
+use crate::support::stack::{Guard, HttpClient, Stack};
 use crate::support::token::{self, now};
 use audit::{assert_no_secret, audit_run, FHIR_USER, REDACTED, SEARCH};
 use fhirguard::app::Running;
-use fhirguard::config::Config;
 use http::StatusCode;
 use prometheus_tools::{query_sum, tool, wait_with_deadline, PrometheusServer};
 use serde_json::{json, Value};
 use served::{config_file, json_lines, Served};
 
 /// fhirguard in-process (no reload) on a stack whose role grants `actions`.
-async fn in_process(stack: &Stack, actions: &str) -> Running {
-    start_ready(Config::parse(&stack.yaml(actions, "")).expect("config")).await
+async fn in_process(actions: &str) -> Guard {
+    Stack::builder()
+        .serve(|stack| stack.yaml(actions, ""))
+        .await
 }
 
 fn unix_now() -> f64 {
@@ -51,8 +52,7 @@ fn unix_now() -> f64 {
 #[tokio::test]
 async fn metrics_after_known_traffic() {
     let started = unix_now().floor();
-    let stack = Stack::start().await;
-    let running = in_process(&stack, "[Read]").await;
+    let Guard { stack, running, .. } = in_process("[Read]").await;
     let (client, proxy) = (HttpClient::default(), running.proxy_address);
     let valid = stack.token();
 
@@ -154,8 +154,7 @@ async fn metrics_after_known_traffic() {
 
 #[tokio::test]
 async fn a_slow_request_is_in_flight_until_it_ends() {
-    let stack = Stack::start().await;
-    let running = in_process(&stack, "[Read]").await;
+    let Guard { stack, running, .. } = in_process("[Read]").await;
     let client = HttpClient::default();
     stack.upstream.set_delay(Duration::from_secs(1));
     let request = {
@@ -225,8 +224,7 @@ async fn promtool_accepts_the_exposition() {
     let Some(promtool) = tool("promtool") else {
         return;
     };
-    let stack = Stack::start().await;
-    let running = in_process(&stack, "[Read]").await;
+    let Guard { stack, running, .. } = in_process("[Read]").await;
     some_traffic(&stack, &running).await;
     let text = HttpClient::default().metrics(running.admin_address).await;
     running.stop().await;
@@ -259,8 +257,7 @@ async fn a_real_prometheus_scrapes_fhirguard() {
     let Some(prometheus) = tool("prometheus") else {
         return;
     };
-    let stack = Stack::start().await;
-    let running = in_process(&stack, "[Read]").await;
+    let Guard { stack, running, .. } = in_process("[Read]").await;
     some_traffic(&stack, &running).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let server = {

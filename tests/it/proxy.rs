@@ -4,17 +4,15 @@
 
 use std::time::Duration;
 
+use crate::support::client;
 use crate::support::idp::FakeIdp;
-use crate::support::stack::{start_unready, Guard, HttpClient, Provider, Stack};
+use crate::support::stack::{Guard, HttpClient, Provider, Stack, StackBuilder};
 use crate::support::token::{self, now, TestKey, TokenBuilder};
 use crate::support::upstream::FakeFhir;
 use bytes::Bytes;
 use fhirguard::app::Running;
-use fhirguard::config::Config;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
 use serde_json::{json, Value};
 
 const AUDIENCE: &str = "https://fhir.example.org";
@@ -29,7 +27,7 @@ struct Harness {
     smart_key: TestKey,
     upstream: FakeFhir,
     running: Running,
-    client: Client<HttpConnector, Full<Bytes>>,
+    http: HttpClient,
 }
 
 /// The parts of a response a test looks at.
@@ -41,12 +39,15 @@ struct Answer {
 
 impl Harness {
     async fn start() -> Harness {
-        Harness::start_with("", default_upstream).await
+        Harness::start_with("", |stack| stack).await
     }
 
-    /// `extra` is added to the generated YAML (top-level keys); `upstream` gives the YAML value
-    /// of the `upstream` key for the harness's fake FHIR server.
-    async fn start_with(extra: &str, upstream: impl FnOnce(&FakeFhir) -> String) -> Harness {
+    /// `extra` is added to the generated YAML (top-level keys); `upstream` chooses the upstream
+    /// (by default the fake FHIR server under `/fhir`) and its settings.
+    async fn start_with(
+        extra: &str,
+        upstream: impl FnOnce(StackBuilder) -> StackBuilder,
+    ) -> Harness {
         let Guard {
             stack:
                 Stack {
@@ -54,15 +55,19 @@ impl Harness {
                     key: primary_key,
                     smart,
                     upstream,
+                    ..
                 },
             running,
+            http,
             ..
-        } = Stack::builder()
-            .key(TestKey::rsa("primary-1"))
-            .smart(TestKey::ec_p256("smart-1"))
-            .serve(|stack| {
-                format!(
-                    r#"
+        } = upstream(
+            Stack::builder()
+                .key(TestKey::rsa("primary-1"))
+                .smart(TestKey::ec_p256("smart-1")),
+        )
+        .serve(|stack| {
+            format!(
+                r#"
 listen: "127.0.0.1:0"
 adminListen: "127.0.0.1:0"
 upstream: {upstream_value}
@@ -81,12 +86,12 @@ authenticationConfiguration:
           audience: "{SMART_AUDIENCE}"
           allowedDataActions: ["*"]
 "#,
-                    upstream_value = upstream(&stack.upstream),
-                    primary = stack.idp.base_url(),
-                    smart = stack.smart().idp.base_url(),
-                )
-            })
-            .await;
+                upstream_value = stack.upstream_yaml(),
+                primary = stack.idp.base_url(),
+                smart = stack.smart().idp.base_url(),
+            )
+        })
+        .await;
         let Provider {
             idp: smart,
             key: smart_key,
@@ -98,7 +103,7 @@ authenticationConfiguration:
             smart_key,
             upstream,
             running,
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            http,
         }
     }
 
@@ -125,23 +130,13 @@ authenticationConfiguration:
     }
 
     async fn send(&self, request: Request<Full<Bytes>>) -> Answer {
-        let response = self.client.request(request).await.expect("request");
-        read(response).await
+        Answer::of(self.http.exchange(request).await)
     }
 
     async fn call(&self, method: Method, target: &str, token: Option<&str>, body: &str) -> Answer {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{target}", self.running.proxy_address));
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        self.send(
-            request
-                .body(Full::new(Bytes::from(body.to_owned())))
-                .unwrap(),
-        )
-        .await
+        let url = format!("http://{}{target}", self.running.proxy_address);
+        self.send(client::request(method, &url, token, &[], body.to_owned()))
+            .await
     }
 
     async fn get(&self, target: &str, token: Option<&str>) -> Answer {
@@ -149,35 +144,24 @@ authenticationConfiguration:
     }
 
     async fn admin(&self, path: &str) -> Answer {
-        let request = Request::get(format!("http://{}{path}", self.running.admin_address))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let response = self.client.request(request).await.expect("admin request");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let url = format!("http://{}{path}", self.running.admin_address);
+        let answer = self.http.get_url(&url, &[]).await;
         Answer {
-            status,
-            headers,
-            body: Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+            status: answer.status,
+            headers: answer.headers,
+            body: Value::String(answer.body),
         }
     }
 }
 
-/// The `upstream` value pointing at the fake FHIR server under `/fhir`.
-fn default_upstream(fake: &FakeFhir) -> String {
-    format!("\"{}\"", fake.base_url("/fhir"))
-}
-
-async fn read(response: Response<hyper::body::Incoming>) -> Answer {
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Answer {
-        status,
-        headers,
-        body,
+impl Answer {
+    /// The shared client's answer, its body read as JSON (`null` when it is not).
+    fn of(answer: client::Answer) -> Answer {
+        Answer {
+            body: answer.json_or_null(),
+            status: answer.status,
+            headers: answer.headers,
+        }
     }
 }
 
@@ -640,7 +624,7 @@ async fn bundles_are_allowed_only_when_every_entry_is() {
 
 #[tokio::test]
 async fn a_bundle_over_the_limit_is_413() {
-    let h = Harness::start_with("limits: { maxBundleBytes: 1024 }", default_upstream).await;
+    let h = Harness::start_with("limits: { maxBundleBytes: 1024 }", |stack| stack).await;
     let big = json!({
         "resourceType": "Bundle", "type": "batch",
         "entry": [{ "request": { "method": "GET", "url": "Patient/1" }, "fullUrl": "x".repeat(4096) }],
@@ -725,15 +709,24 @@ async fn a_token_for_one_provider_signed_with_anothers_key_is_401() {
 
 #[tokio::test]
 async fn an_identity_provider_down_at_start_gives_503_then_recovers() {
-    let Stack {
-        mut idp,
-        key,
-        upstream,
+    let Guard {
+        stack:
+            Stack {
+                mut idp,
+                key,
+                upstream,
+                ..
+            },
+        running,
+        http,
         ..
-    } = Stack::builder().key(TestKey::rsa("late-1")).start().await;
-    idp.stop();
-    let yaml = format!(
-        r#"
+    } = Stack::builder()
+        .key(TestKey::rsa("late-1"))
+        .primary_down()
+        .unready()
+        .serve(|stack| {
+            format!(
+                r#"
 listen: "127.0.0.1:0"
 adminListen: "127.0.0.1:0"
 upstream: "{}"
@@ -743,26 +736,17 @@ authenticationConfiguration:
   authority: "{}"
   audience: "{AUDIENCE}"
 "#,
-        upstream.base_url("/fhir"),
-        idp.base_url()
-    );
-    let running = start_unready(Config::parse(&yaml).unwrap()).await;
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let get = |address: std::net::SocketAddr, path: &'static str, token: Option<String>| {
-        let client = client.clone();
-        async move {
-            let mut request = Request::get(format!("http://{address}{path}"));
-            if let Some(token) = token {
-                request = request.header("authorization", format!("Bearer {token}"));
-            }
-            read(
-                client
-                    .request(request.body(Full::new(Bytes::new())).unwrap())
-                    .await
-                    .unwrap(),
+                stack.upstream_url(),
+                stack.idp.base_url()
             )
-            .await
+        })
+        .await;
+    let get = |address: std::net::SocketAddr, path: &'static str, token: Option<String>| {
+        let http = http.clone();
+        async move {
+            let url = format!("http://{address}{path}");
+            let request = client::request(Method::GET, &url, token.as_deref(), &[], Bytes::new());
+            Answer::of(http.exchange(request).await)
         }
     };
     let token = token::base_claims(&idp.base_url(), AUDIENCE, now())
@@ -784,9 +768,7 @@ authenticationConfiguration:
     assert!(upstream.requests().is_empty());
 
     idp.restart().await;
-    HttpClient::default()
-        .wait_ready(running.admin_address)
-        .await;
+    http.wait_ready(running.admin_address).await;
     let answer = get(running.proxy_address, "/Patient/1", Some(token)).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 }
@@ -796,7 +778,10 @@ async fn an_unreachable_upstream_is_502() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = closed.local_addr().unwrap();
     drop(closed);
-    let h = Harness::start_with("", |_| format!("\"http://{address}/fhir\"")).await;
+    let h = Harness::start_with("", |stack| {
+        stack.upstream_url(format!("http://{address}/fhir"))
+    })
+    .await;
     let answer = h.get("/Patient/1", Some(&h.smart_token("reader"))).await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
     answer.assert_outcome("exception");
@@ -804,11 +789,8 @@ async fn an_unreachable_upstream_is_502() {
 
 #[tokio::test]
 async fn a_slow_upstream_is_504() {
-    let h = Harness::start_with("", |fake| {
-        format!(
-            "{{ url: \"{}\", responseTimeout: \"300ms\" }}",
-            fake.base_url("/fhir")
-        )
+    let h = Harness::start_with("", |stack| {
+        stack.upstream_settings("responseTimeout: \"300ms\"")
     })
     .await;
     h.upstream.set_delay(Duration::from_secs(3));
@@ -824,7 +806,7 @@ async fn a_slow_upstream_is_504() {
 
 #[tokio::test]
 async fn an_oversized_request_head_is_refused() {
-    let h = Harness::start_with("limits: { maxHeaderBytes: 8192 }", default_upstream).await;
+    let h = Harness::start_with("limits: { maxHeaderBytes: 8192 }", |stack| stack).await;
     let request = Request::get(format!("http://{}/Patient/1", h.running.proxy_address))
         .header("x-padding", "a".repeat(20_000))
         .body(Full::new(Bytes::new()))
@@ -837,9 +819,6 @@ async fn an_oversized_request_head_is_refused() {
 #[tokio::test]
 async fn h2_with_prior_knowledge_is_served() {
     let h = Harness::start().await;
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http();
     let request = Request::get(format!("http://{}/Patient/1", h.running.proxy_address))
         .header(
             "authorization",
@@ -847,9 +826,9 @@ async fn h2_with_prior_knowledge_is_served() {
         )
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let response = client.request(request).await.expect("h2 request");
-    assert_eq!(response.version(), http::Version::HTTP_2);
-    assert_eq!(response.status(), StatusCode::OK);
+    let response = HttpClient::h2().exchange(request).await;
+    assert_eq!(response.version, http::Version::HTTP_2);
+    assert_eq!(response.status, StatusCode::OK);
     assert_eq!(h.upstream.last().target, "/fhir/Patient/1");
 }
 

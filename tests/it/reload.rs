@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use crate::support::exposition::metric;
 use crate::support::poll::eventually;
-use crate::support::stack::{HttpClient, Stack};
-use fhirguard::app::{self, Running, StartOptions};
+use crate::support::stack::{Guard, Stack};
 use fhirguard::config::Config;
 use http::StatusCode;
 use tempfile::TempDir;
@@ -26,30 +25,31 @@ const RELOAD_DEADLINE: Duration = Duration::from_secs(10);
 
 /// fhirguard watching `path`, with the stack it guards.
 struct Watched {
-    stack: Stack,
-    running: Running,
-    client: HttpClient,
+    guard: Guard,
     /// Owns the directory; removed on drop.
     _dir: TempDir,
     dir: PathBuf,
     path: PathBuf,
 }
 
+impl std::ops::Deref for Watched {
+    type Target = Guard;
+
+    fn deref(&self) -> &Guard {
+        &self.guard
+    }
+}
+
 impl Watched {
-    /// Starts fhirguard on the config at `path` (already written into `dir`).
-    async fn start(stack: Stack, dir: TempDir, path: PathBuf) -> Watched {
-        let config = Config::load(&path).expect("the first config is valid");
-        let options = StartOptions {
-            config_path: Some(path.clone()),
-            grace: Duration::from_secs(5),
-        };
-        let running = app::start(config, options).await.expect("fhirguard starts");
-        let client = HttpClient::default();
-        client.wait_ready(running.admin_address).await;
+    /// Starts fhirguard on the config `config` writes, at `path` in `dir` (through it, when
+    /// the test made it a symlink).
+    async fn start(dir: TempDir, path: PathBuf, config: impl FnOnce(&Stack) -> String) -> Watched {
+        let guard = Stack::builder()
+            .config_file(path.clone())
+            .serve(config)
+            .await;
         Watched {
-            stack,
-            running,
-            client,
+            guard,
             dir: dir.path().to_path_buf(),
             _dir: dir,
             path,
@@ -58,15 +58,9 @@ impl Watched {
 
     /// `config.yaml` in a new directory, granting `actions`.
     async fn plain(actions: &str) -> Watched {
-        let stack = Stack::start().await;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.yaml");
-        std::fs::write(&path, stack.yaml(actions, "")).expect("write config");
-        Watched::start(stack, dir, path).await
-    }
-
-    async fn metrics(&self) -> String {
-        self.client.metrics(self.running.admin_address).await
+        Watched::start(dir, path, |stack| stack.yaml(actions, "")).await
     }
 
     async fn generation(&self) -> f64 {
@@ -83,7 +77,7 @@ impl Watched {
     async fn delete_status(&self) -> StatusCode {
         let token = self.stack.token();
         let (status, body) = self
-            .client
+            .http
             .call(
                 "DELETE",
                 self.running.proxy_address,
@@ -152,18 +146,20 @@ async fn a_rename_over_the_file_is_applied() {
 /// removes the old directory.
 #[tokio::test]
 async fn a_configmap_symlink_swap_is_applied() {
-    let stack = Stack::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_path_buf();
     let first = root.join("..2026_01_01_00_00_00.000000001");
     std::fs::create_dir(&first).unwrap();
-    std::fs::write(first.join("config.yaml"), stack.yaml("[Read]", "")).unwrap();
     symlink(
         Path::new("..2026_01_01_00_00_00.000000001"),
         &root.join("..data"),
     );
     symlink(Path::new("..data/config.yaml"), &root.join("config.yaml"));
-    let w = Watched::start(stack, dir, root.join("config.yaml")).await;
+    // Written through the links, into the timestamped directory.
+    let w = Watched::start(dir, root.join("config.yaml"), |stack| {
+        stack.yaml("[Read]", "")
+    })
+    .await;
     w.assert_read_only().await;
 
     let second_name = "..2026_01_01_00_01_00.000000002";
@@ -189,14 +185,13 @@ fn symlink(target: &Path, link: &Path) {
 /// raises no event where fhirguard looks: only SIGHUP can bring the change in.
 #[tokio::test]
 async fn sighup_reloads() {
-    let stack = Stack::start().await;
     let watched_dir = tempfile::tempdir().expect("tempdir");
     let elsewhere = tempfile::tempdir().expect("tempdir");
     let target = elsewhere.path().join("real.yaml");
-    std::fs::write(&target, stack.yaml("[Read]", "")).unwrap();
     let path = watched_dir.path().join("config.yaml");
     symlink(&target, &path);
-    let w = Watched::start(stack, watched_dir, path).await;
+    // Written through the link, to the target.
+    let w = Watched::start(watched_dir, path, |stack| stack.yaml("[Read]", "")).await;
     w.assert_read_only().await;
 
     std::fs::write(&target, w.stack.yaml("[Read, Delete]", "")).unwrap();
@@ -278,7 +273,7 @@ async fn fifty_reloads_under_load_decide_every_request_right() {
                 };
                 round += 1;
                 sent.fetch_add(1, Ordering::Relaxed);
-                match w.client.get(proxy, "/Patient/1", Some(token)).await {
+                match w.http.get(proxy, "/Patient/1", Some(token)).await {
                     Ok((status, _)) if status == expected => {}
                     Ok((status, body)) => wrong
                         .lock()

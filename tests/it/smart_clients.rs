@@ -14,38 +14,26 @@ use std::io::Write;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
-use crate::support::idp::FakeIdp;
-use crate::support::stack::start_ready;
+use crate::support::stack::{Answer, Guard, Stack};
 use crate::support::token::{self, now, TestKey, TokenBuilder};
-use crate::support::upstream::FakeFhir;
-use bytes::Bytes;
-use fhirguard::app::Running;
-use fhirguard::config::Config;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use serde_json::Value;
 
 const AUDIENCE: &str = "https://fhir.example.org";
 
 /// fhirguard between a smart provider with two applications — `reader` (`[Read]`) and `writer`
 /// (`[Read, Write]`) — and the recording upstream.
-struct Clients {
-    idp: FakeIdp,
-    key: TestKey,
-    upstream: FakeFhir,
-    running: Running,
-    http: Client<HttpConnector, Full<Bytes>>,
+struct Clients(Guard);
+
+impl std::ops::Deref for Clients {
+    type Target = Stack;
+
+    fn deref(&self) -> &Stack {
+        &self.0.stack
+    }
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-fn yaml(idp: &FakeIdp, upstream: &FakeFhir, extra: &str) -> String {
+fn yaml(stack: &Stack, extra: &str) -> String {
     format!(
         r#"listen: "127.0.0.1:0"
 adminListen: "127.0.0.1:0"
@@ -63,26 +51,19 @@ authenticationConfiguration:
           audience: "{AUDIENCE}"
           allowedDataActions: ["Read", "Write"]
 "#,
-        upstream = upstream.base_url("/fhir"),
-        authority = idp.base_url(),
+        upstream = stack.upstream_url(),
+        authority = stack.idp.base_url(),
     )
 }
 
 impl Clients {
     /// `extra`: top-level YAML added to the config.
     async fn start(extra: &str) -> Clients {
-        let key = TestKey::ec_p256("clients-1");
-        let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
-        let upstream = FakeFhir::start().await;
-        let config = Config::parse(&yaml(&idp, &upstream, extra)).expect("config");
-        let running = start_ready(config).await;
-        Clients {
-            idp,
-            key,
-            upstream,
-            running,
-            http: Client::builder(TokioExecutor::new()).build_http(),
-        }
+        let guard = Stack::builder()
+            .key(TestKey::ec_p256("clients-1"))
+            .serve(|stack| yaml(stack, extra))
+            .await;
+        Clients(guard)
     }
 
     /// A token of the `reader` application (named by `azp`) with `scopes`; no `fhirUser`.
@@ -93,23 +74,15 @@ impl Clients {
     }
 
     async fn call(&self, method: Method, target: &str, token: &str) -> Answer {
-        let request = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{target}", self.running.proxy_address))
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/fhir+json")
-            .body(Full::new(Bytes::from_static(
-                br#"{"resourceType":"Observation","status":"final"}"#,
-            )))
-            .unwrap();
-        let response = self.http.request(request).await.expect("an answer");
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
-        Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
+        self.0
+            .call(
+                method,
+                target,
+                Some(token),
+                &[("content-type", "application/fhir+json")],
+                &br#"{"resourceType":"Observation","status":"final"}"#[..],
+            )
+            .await
     }
 
     async fn get(&self, target: &str, token: &str) -> Answer {
@@ -502,16 +475,14 @@ fn explain(config: &str, token: &str, path: &str) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_shows_the_expansion_the_client_claim_the_compartment_and_the_hint() {
-    let key = TestKey::ec_p256("clients-1");
-    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
-    let upstream = FakeFhir::start().await;
+    let stack = Stack::builder()
+        .key(TestKey::ec_p256("clients-1"))
+        .start()
+        .await;
+    let Stack { idp, key, .. } = &stack;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fhirguard.yaml");
-    std::fs::write(
-        &path,
-        yaml(&idp, &upstream, "smartLaunchPatientClaim: patient"),
-    )
-    .unwrap();
+    std::fs::write(&path, yaml(&stack, "smartLaunchPatientClaim: patient")).unwrap();
     let config = path.to_str().unwrap().to_owned();
     let run = |token: String, target: &'static str| {
         let config = config.clone();
@@ -523,7 +494,7 @@ async fn explain_shows_the_expansion_the_client_claim_the_compartment_and_the_hi
         .claim("scp", "patient/Observation.rs")
         .claim("fhirUser", "Practitioner/7")
         .claim("patient", "456")
-        .sign(&key);
+        .sign(key);
     let output = run(token.clone(), "/Observation?code=x").await.unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
@@ -544,7 +515,7 @@ async fn explain_shows_the_expansion_the_client_claim_the_compartment_and_the_hi
     let near_miss = token::base_claims(&idp.issuer(), &format!("api://{AUDIENCE}"), now())
         .claim("azp", "reader")
         .claim("scp", "system/*.rs")
-        .sign(&key);
+        .sign(key);
     let output = run(near_miss, "/Patient/1").await.unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");

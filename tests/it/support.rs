@@ -1,12 +1,14 @@
 //! Test support shared by every suite of this binary: the one harness ([`stack`]: a builder that
 //! starts the fakes and fhirguard between them), one fake of each kind — an OpenID provider
 //! ([`idp`]), a FHIR server that records or stores ([`upstream`], [`fhir_store`]) — token
-//! minting ([`token`]), reading `/metrics` ([`exposition`]), and waiting on a real signal with a deadline ([`poll`]).
+//! minting ([`token`]), the HTTP client ([`client`]), reading `/metrics` ([`exposition`]), and
+//! waiting on a real signal with a deadline ([`poll`]).
 //!
 //! The identity provider and token minting live in `tests/support/` because
 //! `benches/token_verification.rs` includes those two files by path.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod client;
 pub mod exposition;
 pub mod fhir_store;
 pub mod idp;
@@ -14,3 +16,4 @@ pub mod poll;
 pub mod stack;
 pub mod token;
 pub mod upstream;
+pub mod verification;

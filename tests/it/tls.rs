@@ -2,24 +2,16 @@
 
 use std::time::Duration;
 
-use crate::support::stack::{start_ready_with, Provider, Stack};
+use crate::support::stack::{Guard, Stack};
 use crate::support::token::{self, now, TestKey};
 use bytes::Bytes;
-use fhirguard::app::{self, StartOptions};
-use fhirguard::config::Config;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-/// Starts fhirguard from `yaml` once it reports ready.
-async fn start_ready(yaml: &str) -> app::Running {
-    let options = StartOptions {
-        config_path: None,
-        grace: Duration::from_secs(1),
-    };
-    start_ready_with(Config::parse(yaml).expect("config"), options).await
-}
+/// How long a stopping fhirguard lets requests finish: these tests stop it at the end.
+const GRACE: Duration = Duration::from_secs(1);
 
 #[tokio::test]
 async fn tls_listener_serves_h2_and_http1() {
@@ -30,11 +22,19 @@ async fn tls_listener_serves_h2_and_http1() {
     std::fs::write(&cert_file, certified.cert.pem()).unwrap();
     std::fs::write(&key_file, certified.key_pair.serialize_pem()).unwrap();
 
-    let Stack {
-        idp, key, upstream, ..
-    } = Stack::builder().key(TestKey::rsa("tls-1")).start().await;
-    let yaml = format!(
-        r#"
+    let Guard {
+        stack: Stack {
+            idp, key, upstream, ..
+        },
+        running,
+        http,
+        ..
+    } = Stack::builder()
+        .key(TestKey::rsa("tls-1"))
+        .grace(GRACE)
+        .serve(|stack| {
+            format!(
+                r#"
 listen: "127.0.0.1:0"
 adminListen: "127.0.0.1:0"
 upstream: "{}"
@@ -44,12 +44,13 @@ authenticationConfiguration:
   authority: "{}"
   audience: "https://fhir.example.org"
 "#,
-        upstream.base_url("/fhir"),
-        cert_file.display(),
-        key_file.display(),
-        idp.base_url()
-    );
-    let running = start_ready(&yaml).await;
+                stack.upstream_url(),
+                cert_file.display(),
+                key_file.display(),
+                stack.idp.base_url()
+            )
+        })
+        .await;
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(certified.cert.der().clone()).unwrap();
@@ -82,11 +83,10 @@ authenticationConfiguration:
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
 
     // Plain HTTP to the TLS port is not served.
-    let plain: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let request = Request::get(format!("http://127.0.0.1:{port}/Patient/1"))
         .body(Full::new(Bytes::new()))
         .unwrap();
-    assert!(plain.request(request).await.is_err());
+    assert!(http.try_exchange(request).await.is_err());
     running.stop().await;
 }
 
@@ -137,35 +137,34 @@ async fn an_https_upstream_is_reached_with_an_extra_ca_file() {
         }
     });
 
-    let Provider { idp, key } = Provider::start(TestKey::rsa("tls-up-1")).await;
-    let yaml = format!(
-        r#"
+    let g = Stack::builder()
+        .key(TestKey::rsa("tls-up-1"))
+        .upstream_url(format!("https://localhost:{port}/fhir"))
+        .upstream_settings(&format!("caFile: \"{}\"", ca_file.display()))
+        .grace(GRACE)
+        .serve(|stack| {
+            format!(
+                r#"
 listen: "127.0.0.1:0"
 adminListen: "127.0.0.1:0"
-upstream: {{ url: "https://localhost:{port}/fhir", caFile: "{}" }}
+upstream: {}
 allowHttpAuthorities: true
 authenticationConfiguration:
   authority: "{}"
   audience: "https://fhir.example.org"
 "#,
-        ca_file.display(),
-        idp.base_url()
-    );
-    let running = start_ready(&yaml).await;
+                stack.upstream_yaml(),
+                stack.idp.base_url()
+            )
+        })
+        .await;
+    let Stack { idp, key, .. } = &g.stack;
     let token = token::base_claims(&idp.issuer(), "https://fhir.example.org", now())
         .claim("roles", serde_json::json!(["FHIR Data Reader"]))
-        .sign(&key);
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let request = Request::get(format!("http://{}/Patient/7", running.proxy_address))
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let body = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
+        .sign(key);
+    let response = g.get("/Patient/7", Some(&token)).await;
+    assert_eq!(response.status, StatusCode::OK);
+    let body = Bytes::from(response.body);
     assert_eq!(body, Bytes::from_static(b"{\"seen\":\"/fhir/Patient/7\"}"));
-    running.stop().await;
+    g.running.stop().await;
 }

@@ -5,19 +5,14 @@
 use std::time::Duration;
 
 use crate::support::idp::{config_yaml, FakeIdp};
+use crate::support::stack::Stack;
 use crate::support::token::{self, now, TestKey};
-use crate::support::upstream::FakeFhir;
-use bytes::Bytes;
-use fhirguard::app::{self, StartOptions};
 use std::sync::Arc;
 
 use fhirguard::auth::{AuthError, KeySettings, KeyStore, Principal};
 use fhirguard::config::Config;
 use fhirguard::proxy::session::{self, ConnectionMemo, TokenCache, TokenCacheStats};
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::StatusCode;
 use serde_json::json;
 
 const AUDIENCE: &str = "https://fhir.example.org";
@@ -339,45 +334,24 @@ async fn without_a_cache_every_token_is_verified_in_full() {
 
 #[tokio::test]
 async fn the_counters_are_exported() {
-    let key = TestKey::ec_p256("k");
-    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
-    let upstream = FakeFhir::start().await;
-    let yaml = format!(
-        "listen: \"127.0.0.1:0\"\nadminListen: \"127.0.0.1:0\"\n{}",
-        config_yaml(Some((&idp.base_url(), AUDIENCE)), &[])
-            .replace("http://127.0.0.1:1/fhir", &upstream.base_url("/fhir"))
-    );
-    let config = Config::parse(&yaml).expect("config");
-    let options = StartOptions {
-        config_path: None,
-        grace: Duration::from_secs(5),
-    };
-    let running = app::start(config, options).await.expect("starts");
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let token = token::base_claims(&idp.issuer(), AUDIENCE, now())
+    let g = Stack::builder()
+        .key(TestKey::ec_p256("k"))
+        .serve(|stack| {
+            format!(
+                "listen: \"127.0.0.1:0\"\nadminListen: \"127.0.0.1:0\"\n{}",
+                config_yaml(Some((&stack.idp.base_url(), AUDIENCE)), &[])
+                    .replace("http://127.0.0.1:1/fhir", &stack.upstream_url())
+            )
+        })
+        .await;
+    let token = token::base_claims(&g.stack.idp.issuer(), AUDIENCE, now())
         .claim("roles", json!(["FHIR Data Reader"]))
-        .sign(&key);
-    let get = |uri: String, token: Option<&str>| {
-        let mut request = Request::get(uri);
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        client.request(request.body(Full::new(Bytes::new())).unwrap())
-    };
+        .sign(&g.stack.key);
     for _ in 0..3 {
-        let response = get(
-            format!("http://{}/Patient/1", running.proxy_address),
-            Some(&token),
-        )
-        .await
-        .expect("proxy");
-        assert_eq!(response.status(), StatusCode::OK);
+        let response = g.get("/Patient/1", Some(&token)).await;
+        assert_eq!(response.status, StatusCode::OK);
     }
-    let response = get(format!("http://{}/metrics", running.admin_address), None)
-        .await
-        .expect("admin");
-    let text = response.into_body().collect().await.unwrap().to_bytes();
-    let text = String::from_utf8_lossy(&text);
+    let text = g.metrics().await;
     assert!(
         text.lines()
             .any(|l| l == "fhirguard_token_cache_hits_total 2"),
@@ -388,5 +362,5 @@ async fn the_counters_are_exported() {
             .any(|l| l == "fhirguard_token_cache_misses_total 1"),
         "{text}"
     );
-    running.stop().await;
+    g.running.stop().await;
 }

@@ -2,41 +2,17 @@
 //! v1 and v2, ADFS (primary authority), Azure AD B2C and Keycloak/Okta (smart providers), and
 //! every allowed algorithm family.
 
-use std::sync::Arc;
-
-use crate::support::idp::{config_yaml, FakeIdp};
+use crate::support::idp::FakeIdp;
 use crate::support::token::{self, now, TestKey};
-use fhirguard::auth::{authenticate, AuthError, KeyStore, Principal};
+use crate::support::verification::{check, config, primary, AUDIENCE};
+use fhirguard::auth::KeyStore;
 use fhirguard::authz::smart::SmartGrant;
-use fhirguard::config::Config;
 use fhirguard::config::ProviderKind;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 
-const AUDIENCE: &str = "https://fhir.example.org";
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const B2C_API: &str = "0a1b2c3d-0000-4000-8000-00000000b2c0";
-
-fn config(primary: Option<&str>, smart: &[(&str, &[(&str, &str)])]) -> Config {
-    let yaml = config_yaml(primary.map(|authority| (authority, AUDIENCE)), smart);
-    Config::parse(&yaml).expect("test config")
-}
-
-/// A primary authority served by a fake IdP holding one RSA key.
-async fn primary() -> (FakeIdp, TestKey, KeyStore, Config) {
-    let key = TestKey::rsa("rsa-1");
-    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
-    let config = config(Some(&idp.base_url()), &[]);
-    (idp, key, KeyStore::new(), config)
-}
-
-async fn check(
-    store: &KeyStore,
-    config: &Config,
-    token: &str,
-) -> Result<Arc<Principal>, AuthError> {
-    authenticate(store, config, token, now()).await
-}
 
 #[tokio::test]
 async fn rs256_ps256_es256_and_es384_are_accepted() {

@@ -8,9 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::poll::eventually;
-use crate::support::stack::{start_ready, HttpClient, Stack};
+use crate::support::stack::{Guard, HttpClient, Stack};
 use fhirguard::app::Running;
-use fhirguard::config::Config;
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -131,16 +130,13 @@ async fn serve(mut stream: TcpStream, seen: Arc<Seen>) {
     }
 }
 
-/// fhirguard in front of `upstream`, with `settings` added to the `upstream` object.
-async fn proxy(stack: &Stack, upstream: &RawUpstream, settings: &str) -> Running {
-    let yaml = stack.yaml("[Read]", "").replace(
-        &format!("upstream: \"{}\"", stack.upstream.base_url("/fhir")),
-        &format!(
-            "upstream: {{url: \"http://{}/fhir\"{settings}}}",
-            upstream.address
-        ),
-    );
-    start_ready(Config::parse(&yaml).expect("valid config")).await
+/// fhirguard in front of `upstream`, with `settings` (if any) added to the `upstream` object.
+async fn proxy(upstream: &RawUpstream, settings: &str) -> Guard {
+    let mut builder = Stack::builder().upstream_url(format!("http://{}/fhir", upstream.address));
+    if !settings.is_empty() {
+        builder = builder.upstream_settings(settings);
+    }
+    builder.serve(|stack| stack.yaml("[Read]", "")).await
 }
 
 /// A GET with `token` sent from a task of its own, so that several are in flight at once.
@@ -159,9 +155,8 @@ fn spawn_get(
 
 #[tokio::test]
 async fn sequential_requests_share_one_upstream_connection() {
-    let stack = Stack::start().await;
     let upstream = RawUpstream::start().await;
-    let running = proxy(&stack, &upstream, "").await;
+    let Guard { stack, running, .. } = proxy(&upstream, "").await;
     let client = HttpClient::default();
     let token = stack.token();
     for _ in 0..10 {
@@ -190,10 +185,9 @@ async fn sequential_requests_share_one_upstream_connection() {
 
 #[tokio::test]
 async fn max_connections_bounds_the_requests_in_flight() {
-    let stack = Stack::start().await;
     let upstream = RawUpstream::start().await;
     upstream.seen.delay_ms.store(150, Ordering::SeqCst);
-    let running = proxy(&stack, &upstream, ", maxConnections: 2").await;
+    let Guard { stack, running, .. } = proxy(&upstream, "maxConnections: 2").await;
     let token = stack.token();
     let calls: Vec<_> = (0..8)
         .map(|_| spawn_get(&running, "/Patient/1", &token))
@@ -214,15 +208,10 @@ async fn max_connections_bounds_the_requests_in_flight() {
 
 #[tokio::test]
 async fn waiting_for_a_connection_counts_towards_the_response_timeout() {
-    let stack = Stack::start().await;
     let upstream = RawUpstream::start().await;
     upstream.seen.delay_ms.store(500, Ordering::SeqCst);
-    let running = proxy(
-        &stack,
-        &upstream,
-        ", maxConnections: 1, responseTimeout: 800ms",
-    )
-    .await;
+    let Guard { stack, running, .. } =
+        proxy(&upstream, "maxConnections: 1, responseTimeout: 800ms").await;
     let token = stack.token();
     let first = spawn_get(&running, "/Patient/1", &token);
     eventually(
@@ -246,13 +235,12 @@ async fn waiting_for_a_connection_counts_towards_the_response_timeout() {
 
 #[tokio::test]
 async fn an_idle_connection_the_upstream_closed_is_not_used() {
-    let stack = Stack::start().await;
     let upstream = RawUpstream::start().await;
     upstream
         .seen
         .close_idle_after_ms
         .store(50, Ordering::SeqCst);
-    let running = proxy(&stack, &upstream, "").await;
+    let Guard { stack, running, .. } = proxy(&upstream, "").await;
     let client = HttpClient::default();
     let token = stack.token();
     for round in 0..3 {
@@ -276,9 +264,8 @@ async fn an_idle_connection_the_upstream_closed_is_not_used() {
 
 #[tokio::test]
 async fn a_bodiless_answer_frees_its_connection_at_once() {
-    let stack = Stack::start().await;
     let upstream = RawUpstream::start().await;
-    let running = proxy(&stack, &upstream, ", maxConnections: 1").await;
+    let Guard { stack, running, .. } = proxy(&upstream, "maxConnections: 1").await;
     let client = HttpClient::default();
     let token = stack.token();
     let (status, body) = client

@@ -7,21 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fhirguard::app::{self, StartOptions};
-use fhirguard::config::Config;
 use fhirguard::reload::{ReloadOutcome, Reloader};
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use serde_json::json;
 
 use super::artifacts::{deploy_dir, read};
 use crate::support::exposition::registered_names;
 use crate::support::idp::FakeIdp;
 use crate::support::poll::eventually;
+use crate::support::stack::{Provider, Stack};
 use crate::support::token::{self, now, TestKey};
-use crate::support::upstream::FakeFhir;
 
 /// Every `fhirguard_…` name in `text`.
 fn metric_names(text: &str) -> BTreeSet<String> {
@@ -86,19 +81,22 @@ fn names_and_label_values_are_found_in_rule_text() {
 /// fhirguard after traffic of every outcome, refused tokens, key-set fetches (good and failing)
 /// and reloads (good and bad): its `/metrics` text.
 async fn metrics_after_traffic() -> String {
-    let primary_key = TestKey::rsa("primary-1");
-    let smart_key = TestKey::ec_p256("smart-1");
-    let primary = FakeIdp::with_keys(vec![primary_key.jwk()]).await;
-    let smart = FakeIdp::with_keys(vec![smart_key.jwk()]).await;
     let down_key = TestKey::rsa("down-1");
     let mut down = FakeIdp::with_keys(vec![down_key.jwk()]).await;
     down.stop();
-    let upstream = FakeFhir::start().await;
     let audience = "https://fhir.example.org";
-    let yaml = format!(
-        r#"listen: "127.0.0.1:0"
+    // The provider that is down keeps fhirguard unready: it is polled for a valid token below.
+    let guard = Stack::builder()
+        .key(TestKey::rsa("primary-1"))
+        .smart(TestKey::ec_p256("smart-1"))
+        .upstream_settings("responseTimeout: \"300ms\"")
+        .grace(Duration::from_secs(1))
+        .unready()
+        .serve(|stack| {
+            format!(
+                r#"listen: "127.0.0.1:0"
 adminListen: "127.0.0.1:0"
-upstream: {{ url: "{upstream}", responseTimeout: "300ms" }}
+upstream: {upstream}
 allowHttpAuthorities: true
 keySets: {{ retryInterval: "100ms", fetchTimeout: "1s" }}
 authenticationConfiguration:
@@ -110,36 +108,30 @@ authenticationConfiguration:
     - authority: "{down}"
       applications: [{{ clientId: "down-app", audience: "{audience}", allowedDataActions: ["Read"] }}]
 "#,
-        upstream = upstream.base_url("/fhir"),
-        primary = primary.base_url(),
-        smart = smart.base_url(),
-        down = down.base_url(),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, &yaml).unwrap();
-    let options = StartOptions {
-        config_path: None,
-        grace: Duration::from_secs(1),
-    };
-    let running = app::start(Config::load(&path).unwrap(), options)
-        .await
-        .unwrap();
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+                upstream = stack.upstream_yaml(),
+                primary = stack.idp.base_url(),
+                smart = stack.smart().idp.base_url(),
+                down = down.base_url(),
+            )
+        })
+        .await;
+    let Stack {
+        idp: primary,
+        key: primary_key,
+        upstream,
+        ..
+    } = &guard.stack;
+    let Provider {
+        idp: smart,
+        key: smart_key,
+    } = guard.stack.smart();
     let send = |method: Method, target: String, token: Option<String>| {
-        let client = client.clone();
-        let uri = format!("http://{}{target}", running.proxy_address);
+        let guard = &guard;
         async move {
-            let mut request = Request::builder().method(method).uri(uri);
-            if let Some(token) = token {
-                request = request.header("authorization", format!("Bearer {token}"));
-            }
-            client
-                .request(request.body(Full::new(Bytes::new())).unwrap())
+            guard
+                .call(method, &target, token.as_deref(), &[], Bytes::new())
                 .await
-                .unwrap()
-                .status()
+                .status
         }
     };
     let smart_token = |client: &str, exp: u64| {
@@ -148,7 +140,7 @@ authenticationConfiguration:
             .claim("scp", "system/*.read")
             .claim("fhirUser", "https://fhir.example.org/Patient/123")
             .claim("exp", exp)
-            .sign(&smart_key)
+            .sign(smart_key)
     };
     let reader = smart_token("reader", now() + 600);
     eventually(
@@ -162,7 +154,7 @@ authenticationConfiguration:
     let primary_token = token::base_claims(&primary.issuer(), audience, now())
         .claim("appid", "backend-service")
         .claim("roles", json!(["FHIR Data Reader"]))
-        .sign(&primary_key);
+        .sign(primary_key);
     let down_token = token::base_claims(&down.base_url(), audience, now())
         .claim("azp", "down-app")
         .sign(&down_key);
@@ -219,7 +211,9 @@ authenticationConfiguration:
     );
     upstream.set_delay(Duration::ZERO);
 
-    let mut reloader = Reloader::new(path.clone(), Arc::clone(&running.proxy));
+    let (dir, yaml) = (tempfile::tempdir().unwrap(), &guard.yaml);
+    let path = dir.path().join("config.yaml");
+    let mut reloader = Reloader::new(path.clone(), Arc::clone(&guard.running.proxy));
     std::fs::write(&path, format!("{yaml}clockSkew: \"60s\"\n")).unwrap();
     assert!(matches!(
         reloader.reload().await,
@@ -231,21 +225,8 @@ authenticationConfiguration:
         ReloadOutcome::Failed { .. }
     ));
 
-    let admin = Request::get(format!("http://{}/metrics", running.admin_address))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = client.request(admin).await.unwrap();
-    let text = String::from_utf8(
-        response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
-    running.stop().await;
+    let text = guard.metrics().await;
+    guard.running.stop().await;
     text
 }
 

@@ -1,29 +1,30 @@
 //! The one harness: fhirguard between its fakes. [`Stack::builder`] starts a fake primary
 //! authority (one signing key), optionally a second, SMART provider, and the fake FHIR server
-//! (recording, or an in-memory store); [`StackBuilder::serve`] also starts fhirguard in-process on
-//! the YAML a suite writes for them, once it reports ready. Suites that start fhirguard several
-//! times, from a file, or as a process take the [`Stack`] and call [`start_ready`] /
-//! [`start_ready_with`] themselves. Also here: a plain HTTP client.
+//! (recording, or an in-memory store) — or points fhirguard at a real upstream instead;
+//! [`StackBuilder::serve`] also starts fhirguard in-process on the YAML a suite writes for them
+//! (from a file it watches, when asked), once it reports ready unless told not to wait. Suites
+//! that start fhirguard several times on one stack call [`start_ready`] themselves; suites that
+//! run the binary as a process, or real third-party peers, still take the shared client
+//! ([`super::client`]), readiness polling and token minting.
 //!
 //! [`Stack::yaml`] and [`Stack::token`] give primary-authority tokens authorized by a
 //! `roles.mappings` entry, so what a test grants is decided by the config it writes, not by
 //! SMART scope rules.
 
-use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 use fhirguard::app::{self, Running, StartOptions};
 use fhirguard::config::Config;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use http::Method;
 use serde_json::{json, Value};
 
+pub use super::client::{Answer, HttpClient};
+
+use super::client::request;
 use super::fhir_store::Search;
 use super::idp::FakeIdp;
-use super::poll::eventually;
 use super::token::{self, now, TestKey};
 use super::upstream::FakeFhir;
 
@@ -31,6 +32,8 @@ use super::upstream::FakeFhir;
 pub const AUDIENCE: &str = "https://fhir.example.org";
 /// The role the tokens carry; each config maps it to data actions.
 pub const ROLE: &str = "ops-tester";
+/// How long a stopping fhirguard lets requests in flight finish, unless a suite says otherwise.
+const GRACE: Duration = Duration::from_secs(5);
 
 /// A fake identity provider with the key it signs with.
 #[derive(Debug)]
@@ -54,15 +57,26 @@ pub struct Stack {
     pub key: TestKey,
     /// A second provider, when [`StackBuilder::smart`] asked for one.
     pub smart: Option<Provider>,
+    /// The fake FHIR server (receiving nothing when [`StackBuilder::upstream_url`] names another).
     pub upstream: FakeFhir,
+    /// The upstream's URL when it is not the fake.
+    upstream_url: Option<String>,
+    /// More keys of the `upstream` object ([`StackBuilder::upstream_settings`]).
+    upstream_settings: Option<String>,
 }
 
-/// What [`Stack::builder`] starts.
+/// What [`Stack::builder`] starts, and how [`StackBuilder::serve`] starts fhirguard.
 #[derive(Debug)]
 pub struct StackBuilder {
     key: Option<TestKey>,
     smart: Option<TestKey>,
     store: Option<(Vec<Value>, Search)>,
+    upstream_url: Option<String>,
+    upstream_settings: Option<String>,
+    config_file: Option<PathBuf>,
+    grace: Duration,
+    ready: bool,
+    primary_down: bool,
 }
 
 impl StackBuilder {
@@ -84,10 +98,56 @@ impl StackBuilder {
         self
     }
 
+    /// fhirguard forwards to `url` (a real FHIR server, a raw upstream) instead of the fake.
+    pub fn upstream_url(mut self, url: impl Into<String>) -> StackBuilder {
+        self.upstream_url = Some(url.into());
+        self
+    }
+
+    /// More keys of the `upstream` object, as flow YAML: `responseTimeout: "300ms"`.
+    pub fn upstream_settings(mut self, settings: &str) -> StackBuilder {
+        self.upstream_settings = Some(settings.to_owned());
+        self
+    }
+
+    /// [`StackBuilder::serve`] writes the config to `path` (through it, if it is a symlink) and
+    /// fhirguard loads it from there and watches it for reloads.
+    pub fn config_file(mut self, path: PathBuf) -> StackBuilder {
+        self.config_file = Some(path);
+        self
+    }
+
+    /// How long a stopping fhirguard lets requests in flight finish (by default 5 s).
+    pub fn grace(mut self, grace: Duration) -> StackBuilder {
+        self.grace = grace;
+        self
+    }
+
+    /// The primary authority stops listening before fhirguard starts (connection refused);
+    /// `stack.idp.restart()` brings it back on the same port.
+    pub fn primary_down(mut self) -> StackBuilder {
+        self.primary_down = true;
+        self
+    }
+
+    /// [`StackBuilder::serve`] returns once fhirguard listens, not waiting for it to be ready:
+    /// for tests of what it does before (an identity provider down at start).
+    pub fn unready(mut self) -> StackBuilder {
+        self.ready = false;
+        self
+    }
+
     /// Starts the fakes.
     pub async fn start(self) -> Stack {
+        self.start_fakes().await.0
+    }
+
+    async fn start_fakes(self) -> (Stack, Start) {
         let key = self.key.unwrap_or_else(|| TestKey::rsa("ops-1"));
-        let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+        let mut idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+        if self.primary_down {
+            idp.stop();
+        }
         let smart = match self.smart {
             Some(key) => Some(Provider::start(key).await),
             None => None,
@@ -96,24 +156,63 @@ impl StackBuilder {
             Some((seed, search)) => FakeFhir::store(seed, search).await,
             None => FakeFhir::start().await,
         };
-        Stack {
+        let stack = Stack {
             idp,
             key,
             smart,
             upstream,
-        }
+            upstream_url: self.upstream_url,
+            upstream_settings: self.upstream_settings,
+        };
+        let start = Start {
+            config_file: self.config_file,
+            grace: self.grace,
+            ready: self.ready,
+        };
+        (stack, start)
     }
 
     /// Starts the fakes, then fhirguard in-process on the YAML `config` writes for them, once
-    /// it reports ready.
+    /// it reports ready (unless [`StackBuilder::unready`]).
     pub async fn serve(self, config: impl FnOnce(&Stack) -> String) -> Guard {
-        let stack = self.start().await;
+        let (stack, start) = self.start_fakes().await;
         let yaml = config(&stack);
-        let running = start_ready(Config::parse(&yaml).expect("the suite's config")).await;
+        let running = start.run(&yaml).await;
         Guard {
             stack,
             running,
             http: HttpClient::default(),
+            yaml,
+        }
+    }
+}
+
+/// How [`StackBuilder::serve`] starts fhirguard.
+#[derive(Debug)]
+struct Start {
+    config_file: Option<PathBuf>,
+    grace: Duration,
+    ready: bool,
+}
+
+impl Start {
+    async fn run(self, yaml: &str) -> Running {
+        let config = match &self.config_file {
+            Some(path) => {
+                std::fs::write(path, yaml)
+                    .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+                Config::load(path).expect("the suite's config file")
+            }
+            None => Config::parse(yaml).expect("the suite's config"),
+        };
+        let options = StartOptions {
+            config_path: self.config_file,
+            grace: self.grace,
+        };
+        if self.ready {
+            start_ready_with(config, options).await
+        } else {
+            app::start(config, options).await.expect("fhirguard starts")
         }
     }
 }
@@ -124,6 +223,8 @@ pub struct Guard {
     pub stack: Stack,
     pub running: Running,
     pub http: HttpClient,
+    /// The config it started on.
+    pub yaml: String,
 }
 
 impl Guard {
@@ -132,9 +233,41 @@ impl Guard {
         format!("http://{}{target}", self.running.proxy_address)
     }
 
+    /// `method target` through fhirguard, with the bearer `token` if any, `headers` and `body`.
+    pub async fn call(
+        &self,
+        method: Method,
+        target: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Answer {
+        let url = self.url(target);
+        self.http
+            .exchange(request(method, &url, token, headers, body))
+            .await
+    }
+
+    /// `GET target` through fhirguard, with the bearer `token` if any.
+    pub async fn get(&self, target: &str, token: Option<&str>) -> Answer {
+        self.call(Method::GET, target, token, &[], Bytes::new())
+            .await
+    }
+
+    /// `GET path` on the admin listener.
+    pub async fn admin(&self, path: &str) -> Answer {
+        let url = format!("http://{}{path}", self.running.admin_address);
+        self.http.get_url(&url, &[]).await
+    }
+
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
         self.http.metrics(self.running.admin_address).await
+    }
+
+    /// Waits until fhirguard reports ready.
+    pub async fn wait_ready(&self) {
+        self.http.wait_ready(self.running.admin_address).await;
     }
 }
 
@@ -144,12 +277,34 @@ impl Stack {
             key: None,
             smart: None,
             store: None,
+            upstream_url: None,
+            upstream_settings: None,
+            config_file: None,
+            grace: GRACE,
+            ready: true,
+            primary_down: false,
         }
     }
 
     /// The default stack: a primary authority and the recording upstream.
     pub async fn start() -> Stack {
         Stack::builder().start().await
+    }
+
+    /// The upstream's URL: the one [`StackBuilder::upstream_url`] named, or the fake's `/fhir`.
+    pub fn upstream_url(&self) -> String {
+        self.upstream_url
+            .clone()
+            .unwrap_or_else(|| self.upstream.base_url("/fhir"))
+    }
+
+    /// The YAML value of the `upstream` key: its URL, in an object with the settings if any.
+    pub fn upstream_yaml(&self) -> String {
+        let url = self.upstream_url();
+        match &self.upstream_settings {
+            Some(settings) => format!("{{ url: \"{url}\", {settings} }}"),
+            None => format!("\"{url}\""),
+        }
     }
 
     /// The second provider.
@@ -163,7 +318,7 @@ impl Stack {
         format!(
             r#"listen: "127.0.0.1:0"
 adminListen: "127.0.0.1:0"
-upstream: "{upstream}"
+upstream: {upstream}
 allowHttpAuthorities: true
 roles:
   mappings:
@@ -173,7 +328,7 @@ authenticationConfiguration:
   authority: "{authority}"
   audience: "{AUDIENCE}"
 "#,
-            upstream = self.upstream.base_url("/fhir"),
+            upstream = self.upstream_yaml(),
             authority = self.idp.base_url(),
         )
     }
@@ -201,7 +356,7 @@ authenticationConfiguration:
 pub async fn start_ready(config: Config) -> Running {
     let options = StartOptions {
         config_path: None,
-        grace: Duration::from_secs(5),
+        grace: GRACE,
     };
     start_ready_with(config, options).await
 }
@@ -214,107 +369,4 @@ pub async fn start_ready_with(config: Config, options: StartOptions) -> Running 
         .wait_ready(running.admin_address)
         .await;
     running
-}
-
-/// fhirguard in-process on `config`, not waiting for it to be ready: for tests of what it does
-/// before (an identity provider down at start).
-pub async fn start_unready(config: Config) -> Running {
-    let options = StartOptions {
-        config_path: None,
-        grace: Duration::from_secs(5),
-    };
-    app::start(config, options).await.expect("fhirguard starts")
-}
-
-/// An HTTP/1.1 client with a connection pool and a per-request deadline.
-#[derive(Debug, Clone)]
-pub struct HttpClient(Client<HttpConnector, Full<Bytes>>);
-
-impl Default for HttpClient {
-    fn default() -> HttpClient {
-        HttpClient(Client::builder(TokioExecutor::new()).build_http())
-    }
-}
-
-impl HttpClient {
-    /// Sends `method` to `http://{address}{target}`, with the bearer token if any; the status
-    /// and body, or why there is no answer within 20 s.
-    pub async fn call(
-        &self,
-        method: &str,
-        address: SocketAddr,
-        target: &str,
-        token: Option<&str>,
-    ) -> Result<(StatusCode, String), String> {
-        let authorization = token.map(|token| format!("Bearer {token}"));
-        let headers: Vec<(&str, &str)> = authorization
-            .iter()
-            .map(|value| ("authorization", value.as_str()))
-            .collect();
-        self.send(method, address, target, &headers).await
-    }
-
-    /// Like [`HttpClient::call`], with any headers.
-    pub async fn send(
-        &self,
-        method: &str,
-        address: SocketAddr,
-        target: &str,
-        headers: &[(&str, &str)],
-    ) -> Result<(StatusCode, String), String> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("http://{address}{target}"));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        let exchange = async {
-            let response = self.0.request(request).await.map_err(|e| e.to_string())?;
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok((status, String::from_utf8_lossy(&body).into_owned()))
-        };
-        tokio::time::timeout(Duration::from_secs(20), exchange)
-            .await
-            .map_err(|_| format!("no answer from {address}{target} within 20 s"))?
-    }
-
-    pub async fn get(
-        &self,
-        address: SocketAddr,
-        target: &str,
-        token: Option<&str>,
-    ) -> Result<(StatusCode, String), String> {
-        self.call("GET", address, target, token).await
-    }
-
-    /// The `/metrics` text of an admin listener.
-    pub async fn metrics(&self, admin: SocketAddr) -> String {
-        let (status, body) = self.get(admin, "/metrics", None).await.expect("/metrics");
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body
-    }
-
-    /// Waits until the admin listener reports ready.
-    pub async fn wait_ready(&self, admin: SocketAddr) {
-        eventually(
-            "fhirguard reports ready",
-            Duration::from_secs(20),
-            || async move {
-                matches!(
-                    self.get(admin, "/readyz", None).await,
-                    Ok((StatusCode::OK, _))
-                )
-            },
-        )
-        .await;
-    }
 }
