@@ -7,6 +7,8 @@
 //! `tests/ops/install.sh` stay outside this directory: `.ci/run` and `deploy/check.sh` name them
 //! by path.
 
+mod audit_event;
+mod audit_trail;
 mod auth;
 mod cli;
 mod config_examples;

@@ -215,4 +215,3 @@ async fn a_reload_turns_report_only_on_and_off() {
     }
     running.stop().await;
 }
-
