@@ -1,9 +1,11 @@
-//! A configuration generation: one validated [`Config`], the upstream client built from it and
-//! its number, swapped in whole (STYLE habit 3, SPEC §5). This module is the one way to build
+//! A configuration generation: one validated [`Config`], the upstream client and the `client_id`
+//! metric labels built from it, and its number, swapped in whole (STYLE habit 3, SPEC §5). This module is the one way to build
 //! one: start-up and every reload go through [`Generation::from_config`], and a reload gets
 //! there through [`Generation::build`], which parses the very buffer whose digest it was judged by.
 
-use crate::config::{Config, ConfigErrors, ConfigFile};
+use crate::auth::Principal;
+use crate::config::{Config, ConfigErrors, ConfigFile, ProviderKind};
+use crate::metrics::{ClientLabel, ClientLabels};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// A configuration generation: the validated config and what was built from it.
@@ -12,6 +14,9 @@ pub struct Generation {
     pub number: u64,
     pub config: Config,
     pub upstream: Upstream,
+    /// The `client_id` values of `fhirguard_requests_total` under this config: its applications'
+    /// client ids, `other` and `anonymous` (with their series cache).
+    pub clients: ClientLabels,
 }
 
 /// Why a generation could not be built; the one serving stays.
@@ -45,14 +50,43 @@ impl Generation {
     }
 
     /// Generation `number` from a validated config (start-up receives one from
-    /// [`Config::load`]): the upstream client is built here and nowhere else.
+    /// [`Config::load`]): the upstream client and the metric labels are built here and nowhere
+    /// else.
     pub fn from_config(number: u64, config: Config) -> Result<Generation, UpstreamError> {
         let upstream = Upstream::new(&config.upstream)?;
+        let clients = ClientLabels::new(config.auth.smart_providers.iter().map(|provider| {
+            provider
+                .applications
+                .iter()
+                .map(|application| application.client_id.as_str())
+        }));
         Ok(Generation {
             number,
             config,
             upstream,
+            clients,
         })
+    }
+
+    /// The `client_id` label of a request by `principal` (none: no verified token). A smart
+    /// token's matched application gives it without a lookup; any other verified token is looked
+    /// up by its client id (a primary-authority token may name a configured client too).
+    pub fn client_label(&self, principal: Option<&Principal>) -> ClientLabel<'_> {
+        let Some(principal) = principal else {
+            return self.clients.anonymous();
+        };
+        let client_id = principal.client_id.as_deref();
+        let matched = match (principal.provider, principal.application) {
+            (ProviderKind::Smart { index }, Some(application)) => {
+                self.clients.application(index, application)
+            }
+            _ => None,
+        };
+        // The index is of this generation's config (the token cache keys entries by config
+        // fingerprint); the comparison keeps a stale index from naming another client.
+        matched
+            .filter(|label| Some(label.as_str()) == client_id)
+            .unwrap_or_else(|| self.clients.client(client_id))
     }
 
     /// SHA-256 of the text the config was parsed from ([`Config::fingerprint`]): a reload of a

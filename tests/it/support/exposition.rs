@@ -20,7 +20,9 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 /// registers. A labelled family renders only once it has a series, so each is given one first.
 pub fn registered_families() -> BTreeSet<(String, String)> {
     let metrics = Metrics::new();
-    metrics.requests.with_label_values(&["allowed", "GET"]);
+    metrics
+        .requests
+        .with_label_values(&["allowed", "GET", "anonymous"]);
     metrics.request_duration.with_label_values(&["allowed"]);
     metrics.auth_failures.with_label_values(&["p", "expired"]);
     metrics.key_set_fetches.with_label_values(&["p", "ok"]);
