@@ -133,6 +133,51 @@ mod tests {
         assert!(messages[1].starts_with("clockSkew: "), "{messages:?}");
     }
 
+    fn principal(provider: ProviderKind, client_id: &str, application: Option<usize>) -> Principal {
+        Principal {
+            provider,
+            authority: "https://idp.example.org".into(),
+            issuer: "https://idp.example.org".into(),
+            subject: None,
+            object_id: None,
+            client_id: Some(client_id.into()),
+            client_claim: Some("azp"),
+            application,
+            audience: vec!["https://fhir.example.org".into()],
+            fhir_user: None,
+            launch_patient: None,
+            scopes: Vec::new(),
+            roles: Vec::new(),
+            groups: Vec::new(),
+            expires_at: 0,
+            key_id: None,
+        }
+    }
+
+    /// Issue 13: the labels are the configured applications' client ids, `other` and
+    /// `anonymous`, and each request's principal maps to one of them.
+    #[test]
+    fn a_principal_gets_its_client_label() {
+        let smart = "  smartIdentityProviders:\n    - authority: \"https://smart.example.org\"\n      applications:\n        - { clientId: reader, audience: \"https://fhir.example.org\", allowedDataActions: [Read] }\n        - { clientId: writer, audience: \"https://fhir.example.org\", allowedDataActions: [Read, Write] }\n";
+        let file = ConfigFile::from_text(format!("{TEXT}{smart}"));
+        let generation = Generation::build(1, &file).expect("valid");
+        assert_eq!(
+            generation.clients.values().collect::<Vec<_>>(),
+            ["anonymous", "other", "reader", "writer"]
+        );
+        let label = |principal: Option<&Principal>| generation.client_label(principal).as_str();
+        let writer = principal(ProviderKind::Smart { index: 0 }, "writer", Some(1));
+        assert_eq!(label(Some(&writer)), "writer");
+        // An index that names another application than the token's client is not trusted.
+        let stale = principal(ProviderKind::Smart { index: 0 }, "writer", Some(0));
+        assert_eq!(label(Some(&stale)), "writer");
+        let listed = principal(ProviderKind::Primary, "reader", None);
+        assert_eq!(label(Some(&listed)), "reader");
+        let unlisted = principal(ProviderKind::Primary, "backend-service", None);
+        assert_eq!(label(Some(&unlisted)), "other");
+        assert_eq!(label(None), "anonymous");
+    }
+
     #[test]
     fn an_unbuildable_upstream_is_an_error() {
         let file = ConfigFile::from_text(TEXT.replace(

@@ -1,5 +1,5 @@
 //! Operations end to end (SPEC §6): metric values after known traffic (beyond what
-//! `tests/it/proxy.rs` already pins), every metric documented in the README, `promtool check
+//! `tests/it/proxy.rs` already pins), the per-client series ([`clients`]), every metric documented in the README, `promtool check
 //! metrics` on the exposition, a real Prometheus server scraping fhirguard, SIGTERM draining a
 //! request in flight, and the log lines of the real binary — JSON, one audit line per decision
 //! with its fields, no query string unless enabled, and never a token.
@@ -9,6 +9,7 @@
 //! set), where a missing tool fails them.
 
 mod audit;
+mod clients;
 mod prometheus_tools;
 mod served;
 
@@ -95,17 +96,19 @@ async fn metrics_after_known_traffic() {
     let text = client.metrics(running.admin_address).await;
     let value =
         |series: &str| metric(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
-    let requests = |method: &str, outcome: &str| {
+    // The stack's token names the client `ops-client`, which no application lists: `other`.
+    let requests = |method: &str, outcome: &str, client: &str| {
         value(&format!(
-            "fhirguard_requests_total{{method=\"{method}\",outcome=\"{outcome}\"}}"
+            "fhirguard_requests_total{{client_id=\"{client}\",method=\"{method}\",outcome=\"{outcome}\"}}"
         ))
     };
-    assert_eq!(requests("GET", "allowed"), 2.0);
-    assert_eq!(requests("GET", "anonymous"), 1.0);
-    assert_eq!(requests("GET", "invalid"), 1.0);
-    assert_eq!(requests("DELETE", "forbidden"), 1.0);
-    assert_eq!(requests("GET", "unauthenticated"), 1.0);
-    assert_eq!(requests("other", "invalid"), 1.0);
+    assert_eq!(requests("GET", "allowed", "other"), 2.0);
+    assert_eq!(requests("GET", "anonymous", "anonymous"), 1.0);
+    // Refused before authentication: the token in the URL is never verified.
+    assert_eq!(requests("GET", "invalid", "anonymous"), 1.0);
+    assert_eq!(requests("DELETE", "forbidden", "other"), 1.0);
+    assert_eq!(requests("GET", "unauthenticated", "anonymous"), 1.0);
+    assert_eq!(requests("other", "invalid", "other"), 1.0);
 
     let duration_count = |outcome: &str| {
         value(&format!(

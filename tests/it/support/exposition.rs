@@ -1,7 +1,8 @@
-//! Reading fhirguard's Prometheus exposition: the value of one series, and the metric families
-//! a real [`Metrics`] registers — learned from its registry's output, never from the source text.
+//! Reading fhirguard's Prometheus exposition: the value of one series, every series of a family,
+//! and the metric families a real [`Metrics`] registers — learned from its registry's output,
+//! never from the source text.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use fhirguard::metrics::Metrics;
 use prometheus::proto::MetricType;
@@ -14,6 +15,40 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
             let (name, value) = line.rsplit_once(' ')?;
             (name == series).then(|| value.parse().ok()).flatten()
         })
+}
+
+/// Every series of the family `name`: its labels (`label` → value) and its value. Label values
+/// are taken as written (fhirguard's hold no quotes or backslashes).
+pub fn series(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    let prefix = format!("{name}{{");
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            let (labels, value) = rest.rsplit_once("} ")?;
+            let labels = labels
+                .split("\",")
+                .filter_map(|pair| {
+                    let (label, value) = pair.split_once("=\"")?;
+                    Some((label.to_owned(), value.trim_end_matches('"').to_owned()))
+                })
+                .collect();
+            Some((labels, value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The sum of the series of `name` whose labels include every `(label, value)` of `wanted`:
+/// 0 when there is none.
+pub fn sum(text: &str, name: &str, wanted: &[(&str, &str)]) -> f64 {
+    series(text, name)
+        .into_iter()
+        .filter(|(labels, _)| {
+            wanted
+                .iter()
+                .all(|(label, value)| labels.get(*label).map(String::as_str) == Some(*value))
+        })
+        .map(|(_, value)| value)
+        .sum()
 }
 
 /// The name and type (`counter`, `gauge`, `histogram`) of every family a fresh [`Metrics`]
