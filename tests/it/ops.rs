@@ -25,6 +25,7 @@ use crate::support::token::{self, now};
 use audit::{assert_no_secret, audit_run, FHIR_USER, REDACTED, SEARCH};
 use fhirguard::app::Running;
 use fhirguard::config::Config;
+use fhirguard::metrics::{ANONYMOUS_CLIENT, OTHER_CLIENT};
 use http::StatusCode;
 use prometheus_tools::{query_sum, tool, wait_with_deadline, PrometheusServer};
 use serde_json::{json, Value};
@@ -198,6 +199,21 @@ fn every_metric_is_documented_in_the_readme() {
         undocumented.is_empty(),
         "metrics without a README row: {undocumented:?}"
     );
+    // Every outcome, in the row of `fhirguard_requests_total`, and the `client_id` label's
+    // two fixed values in its section.
+    let row = readme
+        .lines()
+        .find(|line| line.starts_with("| `fhirguard_requests_total` |"))
+        .expect("the requests row");
+    for outcome in fhirguard::metrics::OUTCOMES {
+        assert!(row.contains(&format!("`{outcome}` (")), "outcome {outcome}");
+    }
+    let section = &readme[readme
+        .find("#### The `client_id` label")
+        .expect("the section")..];
+    for value in [ANONYMOUS_CLIENT, OTHER_CLIENT] {
+        assert!(section.contains(&format!("**`{value}`**")), "{value}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
