@@ -32,7 +32,6 @@ const OTHER_SLOT: usize = 1;
 type Series = [[OnceLock<IntCounter>; METHODS.len()]; OUTCOMES.len()];
 
 /// The `client_id` label values of one configuration generation, and their series.
-#[derive(Debug)]
 pub struct ClientLabels {
     /// `anonymous`, `other`, then each configured id once, in configuration order.
     labels: Box<[Box<str>]>,
@@ -49,8 +48,15 @@ pub struct ClientLabels {
     owner: OnceLock<Arc<RequestSeries>>,
 }
 
+/// The values only: the series cache is 64 cells a value.
+impl std::fmt::Debug for ClientLabels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.values()).finish()
+    }
+}
+
 /// The `client_id` label of one request: a slot in a generation's [`ClientLabels`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct ClientLabel<'a> {
     labels: &'a ClientLabels,
     slot: usize,
@@ -132,6 +138,12 @@ impl ClientLabels {
     }
 }
 
+impl std::fmt::Debug for ClientLabel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ClientLabel").field(&self.as_str()).finish()
+    }
+}
+
 impl<'a> ClientLabel<'a> {
     /// The label value.
     pub fn as_str(&self) -> &'a str {
@@ -195,6 +207,10 @@ mod tests {
     fn a_principal_maps_to_its_label() {
         let labels = table();
         assert_eq!(labels.anonymous().as_str(), "anonymous");
+        assert_eq!(
+            format!("{labels:?} {:?}", labels.anonymous()),
+            r#"["anonymous", "other", "reader", "writer"] ClientLabel("anonymous")"#
+        );
         assert_eq!(labels.client(Some("writer")).as_str(), "writer");
         assert_eq!(labels.client(Some("stranger")).as_str(), "other");
         assert_eq!(labels.client(None).as_str(), "other");
