@@ -176,7 +176,7 @@ for var in dashboard["templating"]["list"]:
 if not exprs:
     sys.exit("no queries found in the dashboard")
 # Grafana's variables, replaced by values Prometheus accepts.
-subst = {"$__rate_interval": "5m", "$__interval": "1m", "$job": ".*", "$instance": ".*"}
+subst = {"$__rate_interval": "5m", "$__interval": "1m", "$job": ".*", "$instance": ".*", "$client_id": ".*"}
 with open(sys.argv[2], "w") as out:
     out.write("groups:\n  - name: dashboard\n    rules:\n")
     for i, expr in enumerate(exprs):

@@ -1,6 +1,9 @@
 //! Prometheus metrics on an owned registry (SPEC §6): no global registry, so tests can build many
-//! instances. Labels are bounded: outcomes, methods, reasons and configured authorities only —
-//! never a subject, client or patient id.
+//! instances. Labels are bounded: outcomes, methods, reasons, configured authorities and
+//! configured client ids only ([`clients`]) — never a subject, patient id, or a client id taken
+//! from a token as-is.
+
+mod clients;
 
 use std::sync::{Arc, OnceLock};
 
@@ -8,6 +11,8 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+pub use clients::{ClientLabel, ClientLabels, ANONYMOUS_CLIENT, OTHER_CLIENT};
 
 /// Buckets for request latencies, in seconds: 0.5 ms to 10 s.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -18,9 +23,12 @@ const LATENCY_BUCKETS: [f64; 14] = [
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// `fhirguard_requests_total{outcome, method}`
+    /// `fhirguard_requests_total{outcome, method, client_id}`
     pub requests: IntCounterVec,
-    /// `fhirguard_request_duration_seconds{outcome}`: whole request, to the response head.
+    /// `fhirguard_request_duration_seconds{outcome}`: whole request, to the response head. No
+    /// `client_id`: a histogram is 17 series per label set (14 buckets, `+Inf`, sum, count), so
+    /// per client it would multiply the exposition by the number of clients for a figure the
+    /// counters and `fhirguard_upstream_duration_seconds` already explain.
     pub request_duration: HistogramVec,
     /// `fhirguard_auth_duration_seconds`: token validation.
     pub auth_duration: Histogram,
@@ -63,16 +71,22 @@ pub struct Metrics {
     /// `fhirguard_audit_batch_failures_total`: batch POSTs to the audit FHIR server that failed
     /// (each attempt, retried ones included).
     pub audit_batch_failures: IntCounter,
-    /// The `requests` and `request_duration` series, each resolved once on first use.
+    /// The `request_duration` series, each resolved once on first use (the `requests` series
+    /// are cached per client, in the generation's [`ClientLabels`]); also this instance's
+    /// identity for those caches.
     series: Arc<RequestSeries>,
 }
 
-/// Every outcome label of `fhirguard_requests_total` and `fhirguard_request_duration_seconds`.
-pub const OUTCOMES: [&str; 7] = [
+/// Every outcome label of `fhirguard_requests_total` and `fhirguard_request_duration_seconds`:
+/// the one list of them (the README, the dashboard and the alerts name these).
+pub const OUTCOMES: [&str; 8] = [
     "allowed",
     "anonymous",
     "unauthenticated",
     "forbidden",
+    // Authorization would have refused (403), but the client is in report-only mode
+    // (`reportOnly`), so the request was forwarded: a would-be denial.
+    "report_only",
     "invalid",
     "unavailable",
     "upstream_error",
@@ -95,7 +109,6 @@ const METHODS: [&str; 8] = [
 /// a request should not pay twice over.
 #[derive(Debug, Default)]
 struct RequestSeries {
-    requests: [[OnceLock<IntCounter>; METHODS.len()]; OUTCOMES.len()],
     durations: [OnceLock<Histogram>; OUTCOMES.len()],
 }
 
@@ -105,8 +118,9 @@ impl Metrics {
         let registry = Registry::new();
         let requests = counter_vec(
             "fhirguard_requests_total",
-            "Requests handled by the proxy, by outcome and method.",
-            &["outcome", "method"],
+            "Requests handled by the proxy, by outcome, method and client (a configured client \
+             id, 'other' for any other verified token, 'anonymous' without one).",
+            &["outcome", "method", "client_id"],
         );
         let request_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -289,28 +303,37 @@ impl Metrics {
         }
     }
 
-    /// Counts one finished request and observes its duration. `outcome` is one of [`OUTCOMES`].
-    pub fn record_request(&self, outcome: &str, method: &http::Method, seconds: f64) {
+    /// Counts one finished request and observes its duration. `outcome` is one of [`OUTCOMES`];
+    /// `client` comes from the generation the request was decided under
+    /// ([`ClientLabels`]). With the series resolved, this is two short scans, a pointer
+    /// comparison and two atomic updates: no lock, no allocation.
+    pub fn record_request(
+        &self,
+        outcome: &str,
+        method: &http::Method,
+        client: ClientLabel<'_>,
+        seconds: f64,
+    ) {
         let label = method_label(method);
-        match (
-            OUTCOMES.iter().position(|o| *o == outcome),
-            METHODS.iter().position(|m| *m == label),
-        ) {
-            (Some(o), Some(m)) => {
-                let series = &self.series;
-                series.requests[o][m]
-                    .get_or_init(|| self.requests.with_label_values(&[outcome, label]))
-                    .inc();
-                series.durations[o]
-                    .get_or_init(|| self.request_duration.with_label_values(&[outcome]))
-                    .observe(seconds);
-            }
-            _ => {
-                self.requests.with_label_values(&[outcome, label]).inc();
-                self.request_duration
-                    .with_label_values(&[outcome])
-                    .observe(seconds);
-            }
+        let outcome_index = OUTCOMES.iter().position(|o| *o == outcome);
+        let cached = outcome_index
+            .zip(METHODS.iter().position(|m| *m == label))
+            .and_then(|(o, m)| client.counter(&self.series, &self.requests, o, m));
+        match cached {
+            Some(counter) => counter.inc(),
+            None => self
+                .requests
+                .with_label_values(&[outcome, label, client.as_str()])
+                .inc(),
+        }
+        match outcome_index {
+            Some(o) => self.series.durations[o]
+                .get_or_init(|| self.request_duration.with_label_values(&[outcome]))
+                .observe(seconds),
+            None => self
+                .request_duration
+                .with_label_values(&[outcome])
+                .observe(seconds),
         }
     }
 
@@ -365,25 +388,37 @@ mod tests {
         let metrics = Metrics::new();
         metrics
             .requests
-            .with_label_values(&["allowed", "GET"])
+            .with_label_values(&["allowed", "GET", "reader"])
             .inc_by(3);
         let text = metrics.render();
-        assert!(text.contains("fhirguard_requests_total{method=\"GET\",outcome=\"allowed\"} 3"));
+        assert!(text.contains(
+            "fhirguard_requests_total{client_id=\"reader\",method=\"GET\",outcome=\"allowed\"} 3"
+        ));
         assert!(text.contains("fhirguard_build_info{version="));
     }
 
     #[test]
     fn recorded_requests_land_on_their_labels() {
         let metrics = Metrics::new();
-        metrics.record_request("forbidden", &http::Method::DELETE, 0.002);
-        metrics.record_request("forbidden", &http::Method::DELETE, 0.002);
-        metrics.record_request("allowed", &http::Method::from_bytes(b"BREW").unwrap(), 0.5);
+        let clients = ClientLabels::new([["reader"]]);
+        let reader = clients.client(Some("reader"));
+        metrics.record_request("forbidden", &http::Method::DELETE, reader, 0.002);
+        metrics.record_request("forbidden", &http::Method::DELETE, reader, 0.002);
+        let brew = http::Method::from_bytes(b"BREW").unwrap();
+        metrics.record_request("allowed", &brew, clients.client(Some("x")), 0.5);
+        metrics.record_request("report_only", &http::Method::PUT, reader, 0.1);
         let text = metrics.render();
-        assert!(
-            text.contains("fhirguard_requests_total{method=\"DELETE\",outcome=\"forbidden\"} 2"),
-            "{text}"
-        );
-        assert!(text.contains("fhirguard_requests_total{method=\"other\",outcome=\"allowed\"} 1"));
+        let requests = "fhirguard_requests_total";
+        for line in [
+            "{client_id=\"reader\",method=\"DELETE\",outcome=\"forbidden\"} 2",
+            "{client_id=\"other\",method=\"other\",outcome=\"allowed\"} 1",
+            "{client_id=\"reader\",method=\"PUT\",outcome=\"report_only\"} 1",
+        ] {
+            assert!(
+                text.contains(&format!("{requests}{line}")),
+                "{line} in {text}"
+            );
+        }
         // Sample names built here: the deploy suite reads this file for the registered names.
         let duration = "fhirguard_request_duration_seconds";
         assert!(text.contains(&format!("{duration}_count{{outcome=\"forbidden\"}} 2")));
@@ -391,6 +426,50 @@ mod tests {
         assert!(
             !text.contains("outcome=\"anonymous\""),
             "no series before its first request"
+        );
+        assert!(
+            !text.contains("client_id=\"anonymous\""),
+            "no series before its first request"
+        );
+    }
+
+    /// A table first used by one registry is not used to count into it by another: each
+    /// registry gets its own requests.
+    #[test]
+    fn a_table_shared_by_two_registries_counts_into_each_its_own() {
+        let (first, second) = (Metrics::new(), Metrics::new());
+        let clients = ClientLabels::none();
+        first.record_request("allowed", &http::Method::GET, clients.anonymous(), 0.1);
+        second.record_request("allowed", &http::Method::GET, clients.anonymous(), 0.1);
+        second.record_request("allowed", &http::Method::GET, clients.anonymous(), 0.1);
+        let series =
+            "fhirguard_requests_total{client_id=\"anonymous\",method=\"GET\",outcome=\"allowed\"}";
+        assert!(first.render().contains(&format!("{series} 1")));
+        assert!(second.render().contains(&format!("{series} 2")));
+    }
+
+    /// The label set stays bounded: any number of unlisted clients is one `other` series.
+    #[test]
+    fn unlisted_clients_share_one_series() {
+        let metrics = Metrics::new();
+        let clients = ClientLabels::new([["reader"]]);
+        for n in 0..100 {
+            let id = format!("stranger-{n}");
+            metrics.record_request(
+                "allowed",
+                &http::Method::GET,
+                clients.client(Some(&id)),
+                0.1,
+            );
+        }
+        let text = metrics.render();
+        let lines: Vec<_> = text
+            .lines()
+            .filter(|line| line.starts_with("fhirguard_requests_total{"))
+            .collect();
+        assert_eq!(
+            lines,
+            ["fhirguard_requests_total{client_id=\"other\",method=\"GET\",outcome=\"allowed\"} 100"]
         );
     }
 

@@ -169,8 +169,11 @@ impl Proxy {
         response
             .headers_mut()
             .insert(headers::REQUEST_ID, request_id.header());
+        // The client as this generation labels it: no token verified → `anonymous`.
+        let client = generation.client_label(principal.as_deref());
+        let seconds = started.elapsed().as_secs_f64();
         self.metrics
-            .record_request(outcome, &method, started.elapsed().as_secs_f64());
+            .record_request(outcome, &method, client, seconds);
         if let Some((path, query)) = &target {
             let reason = reason.as_deref().unwrap_or("");
             let outcome = match (outcome, would_be_status) {

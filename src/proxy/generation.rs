@@ -1,9 +1,11 @@
-//! A configuration generation: one validated [`Config`], the upstream client built from it and
-//! its number, swapped in whole (STYLE habit 3, SPEC §5). This module is the one way to build
+//! A configuration generation: one validated [`Config`], the upstream client and the `client_id`
+//! metric labels built from it, and its number, swapped in whole (STYLE habit 3, SPEC §5). This module is the one way to build
 //! one: start-up and every reload go through [`Generation::from_config`], and a reload gets
 //! there through [`Generation::build`], which parses the very buffer whose digest it was judged by.
 
-use crate::config::{Config, ConfigErrors, ConfigFile};
+use crate::auth::Principal;
+use crate::config::{Config, ConfigErrors, ConfigFile, ProviderKind, ReportOnly};
+use crate::metrics::{ClientLabel, ClientLabels};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// A configuration generation: the validated config and what was built from it.
@@ -12,6 +14,9 @@ pub struct Generation {
     pub number: u64,
     pub config: Config,
     pub upstream: Upstream,
+    /// The `client_id` values of `fhirguard_requests_total` under this config: its applications'
+    /// client ids, `other` and `anonymous` (with their series cache).
+    pub clients: ClientLabels,
 }
 
 /// Why a generation could not be built; the one serving stays.
@@ -45,14 +50,55 @@ impl Generation {
     }
 
     /// Generation `number` from a validated config (start-up receives one from
-    /// [`Config::load`]): the upstream client is built here and nowhere else.
+    /// [`Config::load`]): the upstream client and the metric labels are built here and nowhere
+    /// else.
     pub fn from_config(number: u64, config: Config) -> Result<Generation, UpstreamError> {
         let upstream = Upstream::new(&config.upstream)?;
+        // The smart applications' ids, by provider, then the report-only ids (a primary-authority
+        // client rolled out in report-only mode gets its own series too).
+        let mut ids: Vec<Vec<&str>> = config
+            .auth
+            .smart_providers
+            .iter()
+            .map(|provider| {
+                provider
+                    .applications
+                    .iter()
+                    .map(|application| application.client_id.as_str())
+                    .collect()
+            })
+            .collect();
+        if let ReportOnly::Clients(listed) = &config.report_only {
+            ids.push(listed.iter().map(String::as_str).collect());
+        }
+        let clients = ClientLabels::new(ids);
         Ok(Generation {
             number,
             config,
             upstream,
+            clients,
         })
+    }
+
+    /// The `client_id` label of a request by `principal` (none: no verified token). A smart
+    /// token's matched application gives it without a lookup; any other verified token is looked
+    /// up by its client id (a primary-authority token may name a configured client too).
+    pub fn client_label(&self, principal: Option<&Principal>) -> ClientLabel<'_> {
+        let Some(principal) = principal else {
+            return self.clients.anonymous();
+        };
+        let client_id = principal.client_id.as_deref();
+        let matched = match (principal.provider, principal.application) {
+            (ProviderKind::Smart { index }, Some(application)) => {
+                self.clients.application(index, application)
+            }
+            _ => None,
+        };
+        // The index is of this generation's config (the token cache keys entries by config
+        // fingerprint); the comparison keeps a stale index from naming another client.
+        matched
+            .filter(|label| Some(label.as_str()) == client_id)
+            .unwrap_or_else(|| self.clients.client(client_id))
     }
 
     /// SHA-256 of the text the config was parsed from ([`Config::fingerprint`]): a reload of a
@@ -97,6 +143,51 @@ mod tests {
         assert_eq!(messages.len(), 2, "{messages:?}");
         assert!(messages[0].starts_with("listen: "), "{messages:?}");
         assert!(messages[1].starts_with("clockSkew: "), "{messages:?}");
+    }
+
+    fn principal(provider: ProviderKind, client_id: &str, application: Option<usize>) -> Principal {
+        Principal {
+            provider,
+            authority: "https://idp.example.org".into(),
+            issuer: "https://idp.example.org".into(),
+            subject: None,
+            object_id: None,
+            client_id: Some(client_id.into()),
+            client_claim: Some("azp"),
+            application,
+            audience: vec!["https://fhir.example.org".into()],
+            fhir_user: None,
+            launch_patient: None,
+            scopes: Vec::new(),
+            roles: Vec::new(),
+            groups: Vec::new(),
+            expires_at: 0,
+            key_id: None,
+        }
+    }
+
+    /// Issue 13: the labels are the configured applications' client ids, `other` and
+    /// `anonymous`, and each request's principal maps to one of them.
+    #[test]
+    fn a_principal_gets_its_client_label() {
+        let smart = "  smartIdentityProviders:\n    - authority: \"https://smart.example.org\"\n      applications:\n        - { clientId: reader, audience: \"https://fhir.example.org\", allowedDataActions: [Read] }\n        - { clientId: writer, audience: \"https://fhir.example.org\", allowedDataActions: [Read, Write] }\n";
+        let file = ConfigFile::from_text(format!("{TEXT}{smart}"));
+        let generation = Generation::build(1, &file).expect("valid");
+        assert_eq!(
+            generation.clients.values().collect::<Vec<_>>(),
+            ["anonymous", "other", "reader", "writer"]
+        );
+        let label = |principal: Option<&Principal>| generation.client_label(principal).as_str();
+        let writer = principal(ProviderKind::Smart { index: 0 }, "writer", Some(1));
+        assert_eq!(label(Some(&writer)), "writer");
+        // An index that names another application than the token's client is not trusted.
+        let stale = principal(ProviderKind::Smart { index: 0 }, "writer", Some(0));
+        assert_eq!(label(Some(&stale)), "writer");
+        let listed = principal(ProviderKind::Primary, "reader", None);
+        assert_eq!(label(Some(&listed)), "reader");
+        let unlisted = principal(ProviderKind::Primary, "backend-service", None);
+        assert_eq!(label(Some(&unlisted)), "other");
+        assert_eq!(label(None), "anonymous");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Operations end to end (SPEC §6): metric values after known traffic (beyond what
-//! `tests/it/proxy.rs` already pins), every metric documented in the README, `promtool check
+//! `tests/it/proxy.rs` already pins), the per-client series ([`clients`]), every metric documented in the README, `promtool check
 //! metrics` on the exposition, a real Prometheus server scraping fhirguard, SIGTERM draining a
 //! request in flight, and the log lines of the real binary — JSON, one audit line per decision
 //! with its fields, no query string unless enabled, and never a token.
@@ -9,6 +9,7 @@
 //! set), where a missing tool fails them.
 
 mod audit;
+mod clients;
 mod prometheus_tools;
 mod served;
 
@@ -23,6 +24,7 @@ use crate::support::stack::{Guard, HttpClient, Stack};
 use crate::support::token::{self, now};
 use audit::{assert_no_secret, audit_run, FHIR_USER, REDACTED, SEARCH};
 use fhirguard::app::Running;
+use fhirguard::metrics::{ANONYMOUS_CLIENT, OTHER_CLIENT};
 use http::StatusCode;
 use prometheus_tools::{query_sum, tool, wait_with_deadline, PrometheusServer};
 use serde_json::{json, Value};
@@ -95,17 +97,19 @@ async fn metrics_after_known_traffic() {
     let text = client.metrics(running.admin_address).await;
     let value =
         |series: &str| metric(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
-    let requests = |method: &str, outcome: &str| {
+    // The stack's token names the client `ops-client`, which no application lists: `other`.
+    let requests = |method: &str, outcome: &str, client: &str| {
         value(&format!(
-            "fhirguard_requests_total{{method=\"{method}\",outcome=\"{outcome}\"}}"
+            "fhirguard_requests_total{{client_id=\"{client}\",method=\"{method}\",outcome=\"{outcome}\"}}"
         ))
     };
-    assert_eq!(requests("GET", "allowed"), 2.0);
-    assert_eq!(requests("GET", "anonymous"), 1.0);
-    assert_eq!(requests("GET", "invalid"), 1.0);
-    assert_eq!(requests("DELETE", "forbidden"), 1.0);
-    assert_eq!(requests("GET", "unauthenticated"), 1.0);
-    assert_eq!(requests("other", "invalid"), 1.0);
+    assert_eq!(requests("GET", "allowed", "other"), 2.0);
+    assert_eq!(requests("GET", "anonymous", "anonymous"), 1.0);
+    // Refused before authentication: the token in the URL is never verified.
+    assert_eq!(requests("GET", "invalid", "anonymous"), 1.0);
+    assert_eq!(requests("DELETE", "forbidden", "other"), 1.0);
+    assert_eq!(requests("GET", "unauthenticated", "anonymous"), 1.0);
+    assert_eq!(requests("other", "invalid", "other"), 1.0);
 
     let duration_count = |outcome: &str| {
         value(&format!(
@@ -194,6 +198,21 @@ fn every_metric_is_documented_in_the_readme() {
         undocumented.is_empty(),
         "metrics without a README row: {undocumented:?}"
     );
+    // Every outcome, in the row of `fhirguard_requests_total`, and the `client_id` label's
+    // two fixed values in its section.
+    let row = readme
+        .lines()
+        .find(|line| line.starts_with("| `fhirguard_requests_total` |"))
+        .expect("the requests row");
+    for outcome in fhirguard::metrics::OUTCOMES {
+        assert!(row.contains(&format!("`{outcome}` (")), "outcome {outcome}");
+    }
+    let section = &readme[readme
+        .find("#### The `client_id` label")
+        .expect("the section")..];
+    for value in [ANONYMOUS_CLIENT, OTHER_CLIENT] {
+        assert!(section.contains(&format!("**`{value}`**")), "{value}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

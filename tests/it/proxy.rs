@@ -874,15 +874,15 @@ async fn metrics_count_known_traffic() {
             .unwrap()
     };
     assert_eq!(
-        value("fhirguard_requests_total{method=\"GET\",outcome=\"allowed\"}"),
+        value("fhirguard_requests_total{client_id=\"reader\",method=\"GET\",outcome=\"allowed\"}"),
         3.0
     );
     assert_eq!(
-        value("fhirguard_requests_total{method=\"GET\",outcome=\"unauthenticated\"}"),
+        value("fhirguard_requests_total{client_id=\"anonymous\",method=\"GET\",outcome=\"unauthenticated\"}"),
         2.0
     );
     assert_eq!(
-        value("fhirguard_requests_total{method=\"DELETE\",outcome=\"forbidden\"}"),
+        value("fhirguard_requests_total{client_id=\"reader\",method=\"DELETE\",outcome=\"forbidden\"}"),
         1.0
     );
     let smart = h.smart.base_url();
