@@ -46,6 +46,7 @@ use forward::Exchange;
 pub use forward::Peer;
 pub use generation::Generation;
 use headers::RequestId;
+use plan::{After, Outgoing, Prepared};
 use session::{ConnectionMemo, TokenCache};
 
 /// The proxy's shared state.
@@ -77,6 +78,16 @@ struct Answered {
     /// The refusal report-only mode forwarded instead (`reportOnly`).
     would_be: Option<Box<Rejection>>,
     /// What the audit record names, kept only when the auditor is active.
+    audited: Audited,
+}
+
+/// A request ready to be sent (or answered, or failed while preparing), with what its outcome
+/// and audit record need.
+#[derive(Debug)]
+struct Ready {
+    prepared: Result<Prepared, Rejection>,
+    /// The refusal report-only mode spared (`reportOnly`).
+    would_be: Option<Box<Rejection>>,
     audited: Audited,
 }
 
@@ -130,80 +141,35 @@ impl Proxy {
         let result = self
             .decide_and_forward(&generation, request, peer, memo, &request_id, audit)
             .await;
-        let config = &generation.config;
-        let (mut response, reason, hint, would_be_status);
-        let (outcome, principal, audited) = match result {
-            Ok(answered) => {
-                response = answered.response;
-                hint = String::new();
-                let outcome = match (&answered.principal, &answered.would_be) {
-                    (None, _) => "anonymous",
-                    (Some(_), None) => "allowed",
-                    // Counted and logged with the status and reason it would have had.
-                    (Some(_), Some(_)) => "report_only",
-                };
-                reason = answered.would_be.as_ref().map(ToString::to_string);
-                would_be_status = answered.would_be.as_ref().map(|r| r.status().as_u16());
-                (outcome, answered.principal, answered.audited)
-            }
-            Err(Refused { rejection, trace }) => {
-                // A near miss goes to the log (and `explain`), never into the answer.
-                hint = rejection
-                    .token_hint()
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
-                reason = Some(rejection.to_string());
-                would_be_status = None;
-                let challenge = challenge_for(config, trace.principal.as_deref());
-                response = rejection.into_response(ResponseContext {
-                    request_id: request_id.as_str(),
-                    challenge,
-                });
-                let audited = Audited {
-                    request: trace.request,
-                    bundle: trace.bundle.map(|b| b.kind),
-                };
-                (rejection.outcome(), trace.principal, audited)
-            }
-        };
-        response
+        let mut ended = Ended::of(result, &generation.config, &request_id);
+        ended
+            .response
             .headers_mut()
             .insert(headers::REQUEST_ID, request_id.header());
         // The client as this generation labels it: no token verified → `anonymous`.
-        let client = generation.client_label(principal.as_deref());
+        let client = generation.client_label(ended.principal.as_deref());
         let seconds = started.elapsed().as_secs_f64();
         self.metrics
-            .record_request(outcome, &method, client, seconds);
+            .record_request(ended.outcome, &method, client, seconds);
         if let Some((path, query)) = &target {
-            let reason = reason.as_deref().unwrap_or("");
-            let outcome = match (outcome, would_be_status) {
-                ("allowed", _) => audit::Outcome::Allowed,
-                ("anonymous", _) => audit::Outcome::Anonymous,
-                (outcome, Some(status)) => audit::Outcome::WouldBeRefused {
-                    outcome,
-                    status,
-                    reason,
-                },
-                (outcome, None) => audit::Outcome::Refused { outcome, reason },
-            };
             let record = AuditRecord {
                 request_id: request_id.as_str(),
                 method: &method,
                 path,
                 query: query.as_deref(),
-                request: audited.request.as_ref(),
-                bundle: audited.bundle,
-                outcome,
-                status: response.status().as_u16(),
-                hint: &hint,
-                principal: principal.as_deref(),
+                request: ended.audited.request.as_ref(),
+                bundle: ended.audited.bundle,
+                outcome: ended.audit_outcome(),
+                status: ended.response.status().as_u16(),
+                hint: &ended.hint,
+                principal: ended.principal.as_deref(),
                 peer: Some(peer.address),
                 time: SystemTime::now(),
                 latency: started.elapsed(),
             };
-            self.auditor.record(config, &record);
+            self.auditor.record(&generation.config, &record);
         }
-        response
+        ended.response
     }
 
     /// The phases: decide on the head; read the body when it decides; carry the decision out.
@@ -229,16 +195,8 @@ impl Proxy {
         // Bodies read into memory count against `limits.maxBufferedBytes` until the request is
         // done; nothing is counted (or touched) for the requests that stream.
         let mut held = self.buffers.reserve();
-        let mut head = decide_head(&judge, &parts).await?;
+        let head = decide_head(&judge, &parts).await?;
         let principal = head.principal().cloned();
-        let mut would_be = match &mut head {
-            Head::Decided(allowed) => allowed.would_be.take(),
-            Head::Anonymous { .. } | Head::NeedsBody(_) => None,
-        };
-        let mut audited = Audited::default();
-        if let (true, Head::Decided(allowed)) = (audit, &head) {
-            audited.request = Some(allowed.request.clone());
-        }
         let exchange = Exchange {
             config,
             upstream: &generation.upstream,
@@ -248,38 +206,33 @@ impl Proxy {
             request_id,
             principal: principal.as_deref(),
         };
-        let answered = match head {
-            // Every plan's future is boxed: inline, a future awaited through several async fns
-            // is laid out more than once (rustc #62958), and 5,000 connections in flight each
-            // hold one (the load harness's RSS row: 226 MiB inline, see benches/README.md).
-            Head::Decided(allowed) => {
-                Box::pin(plan::request(
-                    &exchange,
-                    allowed,
+        // Prepare, send, finish (`plan`): the upstream's future stays in this function's state,
+        // one level under `handle`; the rare steps are boxed.
+        let ready = self.prepare(&judge, &exchange, head, parts, body, &mut held, audit);
+        let Ready {
+            prepared,
+            would_be,
+            audited,
+        } = ready.await?;
+        let answered = match prepared {
+            Ok(Prepared::Send(outgoing)) => {
+                let Outgoing {
                     parts,
-                    Some(body),
-                    &mut held,
-                ))
-                .await
-            }
-            Head::Anonymous { path } => {
-                Box::pin(plan::anonymous(&exchange, &path, parts, body)).await
-            }
-            Head::NeedsBody(pending) => {
-                let read = Box::pin(
-                    self.body_decides(&judge, &exchange, pending, parts, body, &mut held, audit),
-                )
-                .await;
-                match read {
-                    Ok((response, kept_would_be, kept_audited)) => {
-                        would_be = kept_would_be;
-                        audited = kept_audited;
-                        Ok(response)
-                    }
-                    Err(BodyDecided::Refused(refused)) => return Err(refused),
-                    Err(BodyDecided::Failed(rejection)) => Err(rejection),
+                    body,
+                    path,
+                    query,
+                    after,
+                } = outgoing;
+                match exchange.send(parts, body, &path, query.as_deref()).await {
+                    Ok(response) => match after {
+                        After::Nothing => Ok(response),
+                        after => Box::pin(plan::finish(&exchange, after, response)).await,
+                    },
+                    Err(rejection) => Err(rejection),
                 }
             }
+            Ok(Prepared::Answered(response)) => Ok(response),
+            Err(rejection) => Err(rejection),
         };
         match answered {
             Ok(response) => Ok(Answered {
@@ -298,6 +251,54 @@ impl Proxy {
         }
     }
 
+    /// What goes upstream for a decided head (`plan`), with the report-only refusal it spared
+    /// and what the audit record names.
+    #[allow(clippy::too_many_arguments)] // the request and what decides and carries it
+    async fn prepare<B: RequestBody>(
+        &self,
+        judge: &Judge<'_>,
+        exchange: &Exchange<'_>,
+        mut head: Head,
+        parts: http::request::Parts,
+        body: B,
+        held: &mut Reservation<'_>,
+        audit: bool,
+    ) -> Result<Ready, Refused> {
+        let mut audited = Audited::default();
+        let would_be = match &mut head {
+            Head::Decided(allowed) => {
+                if audit {
+                    audited.request = Some(allowed.request.clone());
+                }
+                allowed.would_be.take()
+            }
+            Head::Anonymous { .. } | Head::NeedsBody(_) => None,
+        };
+        let prepared = match head {
+            Head::Anonymous { path } => plan::anonymous(exchange, path, parts, body).await,
+            Head::Decided(allowed) => plan::request(exchange, allowed, parts, Some(body), held)
+                .await
+                .map(Prepared::Send),
+            Head::NeedsBody(pending) => {
+                let decided = self.body_decides(judge, exchange, pending, parts, body, held, audit);
+                return match Box::pin(decided).await {
+                    Ok(ready) => Ok(ready),
+                    Err(BodyDecided::Refused(refused)) => Err(refused),
+                    Err(BodyDecided::Failed(rejection)) => Ok(Ready {
+                        prepared: Err(rejection),
+                        would_be: None,
+                        audited,
+                    }),
+                };
+            }
+        };
+        Ok(Ready {
+            prepared,
+            would_be,
+            audited,
+        })
+    }
+
     /// A request whose body decides: the body read within the limits, decided, carried out.
     #[allow(clippy::too_many_arguments)] // the request and what decides and carries it
     async fn body_decides<B: RequestBody>(
@@ -309,7 +310,7 @@ impl Proxy {
         body: B,
         held: &mut Reservation<'_>,
         audit: bool,
-    ) -> Result<(Response<Body>, Option<Box<Rejection>>, Audited), BodyDecided> {
+    ) -> Result<Ready, BodyDecided> {
         let limits = &judge.config.limits;
         let bytes = read_inspected(body, &parts.headers, limits, held)
             .await
@@ -322,20 +323,96 @@ impl Proxy {
                 if audit {
                     audited.request = Some(allowed.request.clone());
                 }
-                (
-                    plan::request::<B>(exchange, allowed, parts, None, held).await,
-                    would_be,
-                )
+                let prepared = plan::request::<B>(exchange, allowed, parts, None, held).await;
+                (prepared.map(Prepared::Send), would_be)
             }
             Verdict::Bundle(mut allowed) => {
                 let would_be = allowed.would_be.take();
                 audited.bundle = Some(allowed.decision.kind);
-                (plan::bundle(exchange, allowed, parts).await, would_be)
+                (plan::bundle(exchange, allowed, parts), would_be)
             }
         };
-        answer
-            .map(|response| (response, would_be, audited))
-            .map_err(BodyDecided::Failed)
+        Ok(Ready {
+            prepared: answer,
+            would_be,
+            audited,
+        })
+    }
+}
+
+/// How a request ended: the response, and what the metrics and the audit record say of it.
+#[derive(Debug)]
+struct Ended {
+    response: Response<Body>,
+    /// The `outcome` label of `fhirguard_requests_total`.
+    outcome: &'static str,
+    principal: Option<Arc<Principal>>,
+    /// Why it was refused, or (report-only) would have been.
+    reason: String,
+    /// A near miss behind a refused token: the log's and `explain`'s, never the answer's.
+    hint: String,
+    /// The status a report-only request would have had.
+    would_be_status: Option<u16>,
+    audited: Audited,
+}
+
+impl Ended {
+    fn of(result: Result<Answered, Refused>, config: &Config, request_id: &RequestId) -> Ended {
+        match result {
+            Ok(answered) => {
+                let outcome = match (&answered.principal, &answered.would_be) {
+                    (None, _) => "anonymous",
+                    (Some(_), None) => "allowed",
+                    // Counted and logged with the status and reason it would have had.
+                    (Some(_), Some(_)) => "report_only",
+                };
+                let would_be = answered.would_be.as_deref();
+                Ended {
+                    response: answered.response,
+                    outcome,
+                    principal: answered.principal,
+                    reason: would_be.map(ToString::to_string).unwrap_or_default(),
+                    hint: String::new(),
+                    would_be_status: would_be.map(|r| r.status().as_u16()),
+                    audited: answered.audited,
+                }
+            }
+            Err(Refused { rejection, trace }) => {
+                let challenge = challenge_for(config, trace.principal.as_deref());
+                let response = rejection.into_response(ResponseContext {
+                    request_id: request_id.as_str(),
+                    challenge,
+                });
+                let hint = rejection.token_hint().map(ToString::to_string);
+                Ended {
+                    response,
+                    outcome: rejection.outcome(),
+                    principal: trace.principal,
+                    reason: rejection.to_string(),
+                    hint: hint.unwrap_or_default(),
+                    would_be_status: None,
+                    audited: Audited {
+                        request: trace.request,
+                        bundle: trace.bundle.map(|b| b.kind),
+                    },
+                }
+            }
+        }
+    }
+
+    /// The outcome as the audit trail tells it.
+    fn audit_outcome(&self) -> audit::Outcome<'_> {
+        let (outcome, reason) = (self.outcome, self.reason.as_str());
+        match (outcome, self.would_be_status) {
+            ("allowed", _) => audit::Outcome::Allowed,
+            ("anonymous", _) => audit::Outcome::Anonymous,
+            (outcome, Some(status)) => audit::Outcome::WouldBeRefused {
+                outcome,
+                status,
+                reason,
+            },
+            (outcome, None) => audit::Outcome::Refused { outcome, reason },
+        }
     }
 }
 

@@ -64,9 +64,7 @@ impl Exchange<'_> {
             false => http::Version::HTTP_11,
         };
         let started = std::time::Instant::now();
-        // Boxed: awaited inline, the client's future is laid out twice in every caller's
-        // state (rustc #62958), and each of 5,000 connections in flight holds one.
-        let sent = Box::pin(self.upstream.send(Request::from_parts(parts, body))).await;
+        let sent = self.upstream.send(Request::from_parts(parts, body)).await;
         self.metrics
             .upstream_duration
             .observe(started.elapsed().as_secs_f64());

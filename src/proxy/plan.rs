@@ -1,19 +1,31 @@
-//! Carrying out an allowed request (SPEC §4 step 9): what is read from the client, what goes
-//! upstream, and which checks the answer passes through — for an anonymous request, a request
-//! decided on its own ([`Plan::Forward`], or SMART's [`Plan::Smart`] with its
-//! [`Confinement`]), and a batch/transaction decided entry by entry. The checks themselves are
-//! [`super::smart`]'s; this module orders them.
+//! Carrying out an allowed request (SPEC §4 step 9) in three named steps, in the spirit of
+//! pingora's request filter / upstream / response filter:
+//!
+//! ```text
+//! prepare  what goes upstream: the request as sent, or as SMART's plan has it (query rewritten,
+//!          body and stored resource checked, conditional headers stripped) → Outgoing
+//! send     the one request to the upstream (proxy::forward::Exchange::send), in the caller
+//! finish   what the answer goes through (After): nothing, the /metadata security block, a
+//!          compartment check or filter, a batch answered entry by entry
+//! ```
+//!
+//! Keeping the upstream's future in the caller's state (not nested under several async fns,
+//! where rustc lays it out more than once, #62958) keeps each request's memory as it was before
+//! the pipeline was typed; the rare steps (SMART's checks, bundle answers) are boxed.
 
 use bytes::Bytes;
 use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
+use std::sync::Arc;
 
 use super::change;
 use super::decision::{Authorized, AuthorizedBundle, Plan};
 use super::forward::Exchange;
 use super::smart;
-use crate::authz::smart::{Confinement, SmartGrant};
+use crate::actions::DataActions;
+use crate::authz::smart::{Confinement, FhirUser, SmartGrant};
+use crate::authz::BundleDecision;
 use crate::body::{empty, full, read_inspected, stream_request, Body, RequestBody, Reservation};
 use crate::error::Rejection;
 use crate::fhir::{format, FhirRequest, Interaction};
@@ -24,15 +36,61 @@ const SMART_CONFIGURATION: &str = "/.well-known/smart-configuration";
 /// The CapabilityStatement, which gets a SMART security block (reference §5.3).
 const METADATA: &str = "/metadata";
 
+/// What goes upstream, and what its answer goes through.
+#[derive(Debug)]
+pub(super) struct Outgoing {
+    pub(super) parts: Parts,
+    pub(super) body: Body,
+    /// The normalised path, relative to the FHIR base.
+    pub(super) path: String,
+    pub(super) query: Option<String>,
+    pub(super) after: After,
+}
+
+/// What the upstream's answer goes through before the client sees it.
+#[derive(Debug)]
+pub(super) enum After {
+    /// Passed on as it comes.
+    Nothing,
+    /// `/metadata`: the CapabilityStatement gets its SMART security block.
+    Metadata,
+    /// A read under a patient context: the resource must be in the compartment, else 404.
+    Read(FhirUser),
+    /// A search or history under SMART: entries the grant may not see are removed.
+    Filter(Arc<SmartGrant>, DataActions),
+    /// A batch/transaction whose answer fhirguard completes (denied entries) or checks.
+    Bundle(Box<BundleAnswer>),
+}
+
+/// What a batch/transaction's answer needs.
+#[derive(Debug)]
+pub(super) struct BundleAnswer {
+    decision: BundleDecision,
+    plans: Vec<Confinement>,
+    grant: Option<Arc<SmartGrant>>,
+    granted: DataActions,
+    /// Some entries were denied: the answer is fhirguard's batch-response around the upstream's.
+    partial: bool,
+}
+
+/// What a request comes to: sent upstream, or answered by fhirguard at once.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // `Send` is nearly every request: boxed, each would allocate
+pub(super) enum Prepared {
+    Send(Outgoing),
+    Answered(Response<Body>),
+}
+
 /// An anonymous path or a CORS preflight (step 1).
 pub(super) async fn anonymous<B: RequestBody>(
     exchange: &Exchange<'_>,
-    path: &str,
+    path: String,
     parts: Parts,
     body: B,
-) -> Result<Response<Body>, Rejection> {
+) -> Result<Prepared, Rejection> {
     if path == SMART_CONFIGURATION {
-        return Ok(Box::pin(smart::smart_configuration(exchange.config, exchange.keys)).await);
+        let document = Box::pin(smart::smart_configuration(exchange.config, exchange.keys));
+        return Ok(Prepared::Answered(document.await));
     }
     let body = if hygiene::is_preflight(&parts.method, &parts.headers) {
         // A preflight forwards no body (issue 11): one the head did not announce (an HTTP/2
@@ -42,8 +100,27 @@ pub(super) async fn anonymous<B: RequestBody>(
     } else {
         stream_request(body)
     };
+    Ok(Prepared::Send(as_sent(parts, body, path)))
+}
+
+/// A request as it came (headers cleaned when sent); the CapabilityStatement is read whole for
+/// its security block.
+fn as_sent(mut parts: Parts, body: Body, path: String) -> Outgoing {
     let query = parts.uri.query().map(str::to_owned);
-    as_sent(exchange, parts, body, path, query.as_deref()).await
+    let after = match path == METADATA {
+        true => {
+            read_answer_whole(&mut parts);
+            After::Metadata
+        }
+        false => After::Nothing,
+    };
+    Outgoing {
+        parts,
+        body,
+        path,
+        query,
+        after,
+    }
 }
 
 /// A request decided on its own. `body`: the client's body, `None` when the decision read it
@@ -54,7 +131,7 @@ pub(super) async fn request<B: RequestBody>(
     mut parts: Parts,
     body: Option<B>,
     held: &mut Reservation<'_>,
-) -> Result<Response<Body>, Rejection> {
+) -> Result<Outgoing, Rejection> {
     let Authorized {
         path,
         granted,
@@ -63,51 +140,36 @@ pub(super) async fn request<B: RequestBody>(
         plan,
         ..
     } = allowed;
-    match plan {
-        Plan::Forward => {
-            let (body, query) = match form {
-                // The search stays a POST: its parameters travel in the body.
-                Some(form) => (smart::search_body(&mut parts.headers, &form), None),
-                None => (
-                    body.map_or_else(empty, stream_request),
-                    parts.uri.query().map(str::to_owned),
-                ),
-            };
-            as_sent(exchange, parts, body, &path, query.as_deref()).await
+    match (plan, form) {
+        // The search stays a POST: its parameters travel in the body.
+        (Plan::Forward, Some(form)) => {
+            let body = smart::search_body(&mut parts.headers, &form);
+            let after = After::Nothing;
+            let (query, path) = (None, path);
+            Ok(Outgoing {
+                parts,
+                body,
+                path,
+                query,
+                after,
+            })
         }
-        Plan::Smart { grant, confinement } => {
+        (Plan::Forward, None) => Ok(as_sent(
+            parts,
+            body.map_or_else(empty, stream_request),
+            path,
+        )),
+        (Plan::Smart { grant, confinement }, form) => {
             let confined = Confined {
-                path: &path,
-                request: &request,
-                grant: &grant,
+                path,
+                request,
+                grant,
                 granted,
-                confinement: &confinement,
+                confinement,
             };
-            Box::pin(confined.carry_out(exchange, parts, body, form, held)).await
+            Box::pin(confined.prepare(exchange, parts, body, form, held)).await
         }
     }
-}
-
-/// Forwards a request as it came (headers cleaned); the CapabilityStatement gets its security
-/// block.
-async fn as_sent(
-    exchange: &Exchange<'_>,
-    mut parts: Parts,
-    body: Body,
-    path: &str,
-    query: Option<&str>,
-) -> Result<Response<Body>, Rejection> {
-    if path != METADATA {
-        return exchange.send(parts, body, path, query).await;
-    }
-    read_answer_whole(&mut parts);
-    let response = exchange.send(parts, body, path, query).await?;
-    Box::pin(smart::add_security(
-        response,
-        exchange.config,
-        exchange.keys,
-    ))
-    .await
 }
 
 /// fhirguard reads this answer: ask for it unencoded and with a body (hyper drops the body of
@@ -120,27 +182,27 @@ fn read_answer_whole(parts: &mut Parts) {
 }
 
 /// A request under SMART, and the confinement its plan asks for.
-#[derive(Debug, Clone, Copy)]
-struct Confined<'a> {
-    path: &'a str,
-    request: &'a FhirRequest,
-    grant: &'a SmartGrant,
-    granted: crate::actions::DataActions,
-    confinement: &'a Confinement,
+#[derive(Debug)]
+struct Confined {
+    path: String,
+    request: FhirRequest,
+    grant: Arc<SmartGrant>,
+    granted: DataActions,
+    confinement: Confinement,
 }
 
-impl Confined<'_> {
-    /// The query rewritten, the body and the stored resource checked before forwarding, the
-    /// answer checked or filtered after (reference §4.7, §8 rule 20).
-    async fn carry_out<B: RequestBody>(
+impl Confined {
+    /// The query rewritten, the body and the stored resource checked before forwarding, and
+    /// the check or filter its answer needs (reference §4.7, §8 rule 20).
+    async fn prepare<B: RequestBody>(
         self,
         exchange: &Exchange<'_>,
         mut parts: Parts,
         body: Option<B>,
         form: Option<String>,
         held: &mut Reservation<'_>,
-    ) -> Result<Response<Body>, Rejection> {
-        let confinement = self.confinement;
+    ) -> Result<Outgoing, Rejection> {
+        let confinement = &self.confinement;
         let user = self.grant.compartment();
         let posted = form.is_some();
         let mut query = form.or_else(|| parts.uri.query().map(str::to_owned));
@@ -182,36 +244,39 @@ impl Confined<'_> {
         }
         if let (Some(user), true) = (user, confinement.reads_current()) {
             let change = change::Change {
-                request: self.request,
+                request: &self.request,
                 confinement,
                 patch: patch.as_deref(),
             };
-            Box::pin(change::check_change(exchange, &mut parts, user, change)).await?;
+            change::check_change(exchange, &mut parts, user, change).await?;
         }
         if checked {
             // Never a bare 304/412/206 in place of the resource fhirguard must see.
             read_answer_whole(&mut parts);
             smart::strip_conditional_headers(&mut parts.headers);
         }
-        let query = query.as_deref().filter(|_| !posted);
+        if posted {
+            query = None;
+        }
         if self.path == METADATA {
-            return as_sent(exchange, parts, body, self.path, query).await;
+            let mut outgoing = as_sent(parts, body, self.path);
+            outgoing.query = query;
+            return Ok(outgoing);
         }
-        let response = exchange.send(parts, body, self.path, query).await?;
-        let limit = limits.max_bundle_bytes;
-        match (confinement, user) {
-            (Confinement::Read, Some(user)) => smart::check_read(response, user, limit).await,
+        let after = match (&self.confinement, user) {
+            (Confinement::Read, Some(user)) => After::Read(user.clone()),
             (Confinement::Search { .. } | Confinement::History, _) => {
-                Box::pin(smart::filter_search(
-                    response,
-                    self.grant,
-                    self.granted,
-                    limit,
-                ))
-                .await
+                After::Filter(self.grant, self.granted)
             }
-            _ => Ok(response),
-        }
+            _ => After::Nothing,
+        };
+        Ok(Outgoing {
+            parts,
+            body,
+            path: self.path,
+            query,
+            after,
+        })
     }
 }
 
@@ -231,12 +296,12 @@ async fn read<B: RequestBody>(
 
 /// A batch/transaction (reference §3.2): the allowed entries go upstream, each as its plan
 /// says; a batch's denied entries are answered by fhirguard, in order, around the upstream's
-/// answers; entries whose answer SMART must see are checked in the bundle answered.
-pub(super) async fn bundle(
+/// answers ([`finish`]); entries whose answer SMART must see are checked there.
+pub(super) fn bundle(
     exchange: &Exchange<'_>,
     allowed: AuthorizedBundle,
     mut parts: Parts,
-) -> Result<Response<Body>, Rejection> {
+) -> Result<Prepared, Rejection> {
     let AuthorizedBundle {
         path,
         granted,
@@ -246,10 +311,12 @@ pub(super) async fn bundle(
         body,
         ..
     } = allowed;
-    let request_id = exchange.request_id.as_str();
     if decision.entries.iter().all(|e| !e.allowed) {
-        let answer = smart::batch_response(&decision, None, request_id);
-        return Ok(smart::fhir_response(StatusCode::OK, &answer));
+        let answer = smart::batch_response(&decision, None, exchange.request_id.as_str());
+        return Ok(Prepared::Answered(smart::fhir_response(
+            StatusCode::OK,
+            &answer,
+        )));
     }
     let partial = decision.denied_entries().next().is_some();
     let checked = partial || smart::bundle_needs_check(&plans);
@@ -262,26 +329,66 @@ pub(super) async fn bundle(
     };
     let query = parts.uri.query().map(str::to_owned);
     if checked {
+        // fhirguard reads the answer: JSON only (406 otherwise), unencoded, without conditions.
         format::json_only(query.as_deref(), &mut parts.headers)?;
         read_answer_whole(&mut parts);
         smart::strip_conditional_headers(&mut parts.headers);
     }
-    let response = exchange.send(parts, body, &path, query.as_deref()).await?;
-    if !checked || !response.status().is_success() {
-        return Ok(response);
-    }
+    let after = match checked {
+        true => After::Bundle(Box::new(BundleAnswer {
+            decision,
+            plans,
+            grant,
+            granted,
+            partial,
+        })),
+        false => After::Nothing,
+    };
+    Ok(Prepared::Send(Outgoing {
+        parts,
+        body,
+        path,
+        query,
+        after,
+    }))
+}
+
+/// The upstream's answer, through what the plan asked of it.
+pub(super) async fn finish(
+    exchange: &Exchange<'_>,
+    after: After,
+    response: Response<Body>,
+) -> Result<Response<Body>, Rejection> {
     let limit = exchange.config.limits.max_bundle_bytes;
-    let (response_parts, bytes) = Box::pin(smart::buffer(response, limit)).await?;
-    let mut answer = smart::json(&bytes)?;
-    if let Some(grant) = &grant {
-        smart::check_bundle_answer(&mut answer, &decision, &plans, grant, granted);
+    match after {
+        After::Nothing => Ok(response),
+        After::Metadata => smart::add_security(response, exchange.config, exchange.keys).await,
+        After::Read(user) => smart::check_read(response, &user, limit).await,
+        After::Filter(grant, granted) => {
+            smart::filter_search(response, &grant, granted, limit).await
+        }
+        After::Bundle(answer) => {
+            if !response.status().is_success() {
+                return Ok(response);
+            }
+            let BundleAnswer {
+                decision,
+                plans,
+                grant,
+                granted,
+                partial,
+            } = *answer;
+            let (parts, bytes) = smart::buffer(response, limit).await?;
+            let mut body = smart::json(&bytes)?;
+            if let Some(grant) = &grant {
+                smart::check_bundle_answer(&mut body, &decision, &plans, grant, granted);
+            }
+            if partial {
+                let request_id = exchange.request_id.as_str();
+                let answer = smart::batch_response(&decision, Some(body), request_id);
+                return Ok(smart::fhir_response(StatusCode::OK, &answer));
+            }
+            Ok(smart::rebuild(parts, Bytes::from(body.to_string())))
+        }
     }
-    if partial {
-        let answer = smart::batch_response(&decision, Some(answer), request_id);
-        return Ok(smart::fhir_response(StatusCode::OK, &answer));
-    }
-    Ok(smart::rebuild(
-        response_parts,
-        Bytes::from(answer.to_string()),
-    ))
 }
