@@ -207,13 +207,32 @@ impl Proxy {
             principal: principal.as_deref(),
         };
         // Prepare, send, finish (`plan`): the upstream's future stays in this function's state,
-        // one level under `handle`; the rare steps are boxed.
-        let ready = self.prepare(&judge, &exchange, head, parts, body, &mut held, audit);
+        // one level under `handle`. A request the configuration's grant decided without SMART
+        // (most requests) is prepared without an await; the other shapes are boxed, so their
+        // futures are neither laid out nor copied for every request.
+        let ready = match head {
+            Head::Decided(allowed) if allowed.is_plain() => {
+                let audited = Audited {
+                    request: audit.then(|| allowed.request.clone()),
+                    bundle: None,
+                };
+                let (outgoing, would_be) = plan::plain(allowed, parts, body);
+                Ready {
+                    prepared: Ok(Prepared::Send(outgoing)),
+                    would_be,
+                    audited,
+                }
+            }
+            head => {
+                let ready = self.prepare(&judge, &exchange, head, parts, body, &mut held, audit);
+                Box::pin(ready).await?
+            }
+        };
         let Ready {
             prepared,
             would_be,
             audited,
-        } = ready.await?;
+        } = ready;
         let answered = match prepared {
             Ok(Prepared::Send(outgoing)) => {
                 let Outgoing {

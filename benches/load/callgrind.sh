@@ -12,7 +12,8 @@
 #   distinct   a new valid token on every request (signature verification each time)
 #   refused    a request refused for a method-override header (400; 403 in builds before the
 #              hygiene check), for reference
-# env: REQUESTS (default 2000), WARM (default 200). Needs valgrind, nginx, python3 + cryptography.
+# env: REQUESTS (default 2000), WARM (default 200), PROFILES (a directory: keep each run's
+# callgrind.out there as BIN.KIND.COUNT.out, for callgrind_annotate). Needs valgrind, nginx, python3 + cryptography.
 set -euo pipefail
 [ -n "${DEBUG:-}" ] && set -x
 
@@ -136,6 +137,9 @@ instructions() {
     kill -TERM "$pid"
     wait "$pid" || true
     # (awk reads to the end: an early exit would fail the pipeline with SIGPIPE.)
+    if [ -n "${PROFILES:-}" ]; then
+        mkdir -p "$PROFILES" && cp "$out" "$PROFILES/$(basename "$bin").$kind.$count.out"
+    fi
     callgrind_annotate "$out" | awk '/PROGRAM TOTALS/ && !seen { gsub(",", "", $1); print $1; seen = 1 }'
 }
 

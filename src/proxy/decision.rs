@@ -195,6 +195,14 @@ impl Refused {
     }
 }
 
+impl Authorized {
+    /// Decided by the configuration's grant alone, without SMART and without a form: forwarded
+    /// as it came.
+    pub fn is_plain(&self) -> bool {
+        matches!(self.plan, Plan::Forward) && self.form.is_none()
+    }
+}
+
 impl Head {
     /// Who the token names (`None`: anonymous).
     pub fn principal(&self) -> Option<&Arc<Principal>> {

@@ -123,6 +123,18 @@ fn as_sent(mut parts: Parts, body: Body, path: String) -> Outgoing {
     }
 }
 
+/// A request the configuration's grant decided, without SMART and without a form
+/// ([`Authorized::is_plain`]): forwarded as it came. Returns the refusal report-only mode
+/// spared, if any.
+pub(super) fn plain<B: RequestBody>(
+    allowed: Authorized,
+    parts: Parts,
+    body: B,
+) -> (Outgoing, Option<Box<Rejection>>) {
+    let Authorized { path, would_be, .. } = allowed;
+    (as_sent(parts, stream_request(body), path), would_be)
+}
+
 /// A request decided on its own. `body`: the client's body, `None` when the decision read it
 /// (a `POST …/_search`, which goes upstream with its joined parameters instead).
 pub(super) async fn request<B: RequestBody>(
