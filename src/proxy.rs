@@ -41,7 +41,7 @@ use crate::fhir::bundle::BundleKind;
 use crate::fhir::FhirRequest;
 use crate::metrics::Metrics;
 pub use change::check_body;
-use decision::{decide_body, decide_head, Head, Judge, Pending, Refused, Trace, Verdict};
+use decision::{decide_body, decide_head, Authorized, Head, Judge, Pending, Refused, Verdict};
 use forward::Exchange;
 pub use forward::Peer;
 pub use generation::Generation;
@@ -91,12 +91,33 @@ struct Ready {
     audited: Audited,
 }
 
-/// Why a request whose body decides was not answered: refused by the decision (with its
-/// trace), or failed reading the body or carrying the decision out.
-#[derive(Debug)]
-enum BodyDecided {
-    Refused(Refused),
-    Failed(Rejection),
+/// What an allowed request's outcome and audit record keep of its decision before its plan is
+/// carried out.
+#[derive(Debug, Default)]
+struct Kept {
+    would_be: Option<Box<Rejection>>,
+    audited: Audited,
+}
+
+impl Kept {
+    /// The report-only refusal, and the classified request only when auditing.
+    fn of(allowed: &mut Authorized, audit: bool) -> Kept {
+        Kept {
+            would_be: allowed.would_be.take(),
+            audited: Audited {
+                request: audit.then(|| allowed.request.clone()),
+                bundle: None,
+            },
+        }
+    }
+
+    fn ready(self, prepared: Result<Prepared, Rejection>) -> Ready {
+        Ready {
+            prepared,
+            would_be: self.would_be,
+            audited: self.audited,
+        }
+    }
 }
 
 /// The classified request and bundle kind, for the audit record.
@@ -172,7 +193,11 @@ impl Proxy {
         ended.response
     }
 
-    /// The phases: decide on the head; read the body when it decides; carry the decision out.
+    /// The phases: decide on the head; read the body when it decides; prepare, send, finish
+    /// (`plan`). The upstream's future stays in this function's state, one level under
+    /// `handle`: a request decided without SMART (most) is prepared without an await, and the
+    /// other shapes are boxed, so their futures are neither laid out nor copied for every
+    /// request (nested, rustc lays a future out more than once, #62958).
     async fn decide_and_forward<B: RequestBody>(
         &self,
         generation: &Generation,
@@ -183,14 +208,7 @@ impl Proxy {
         audit: bool,
     ) -> Result<Answered, Refused> {
         let config = &generation.config;
-        let judge = Judge {
-            keys: &self.keys,
-            tokens: &self.tokens,
-            config,
-            metrics: Some(&self.metrics),
-            memo,
-            reasons: Reasons::OnDenial,
-        };
+        let judge = self.judge(config, memo);
         let (parts, body) = request.into_parts();
         // Bodies read into memory count against `limits.maxBufferedBytes` until the request is
         // done; nothing is counted (or touched) for the requests that stream.
@@ -206,50 +224,44 @@ impl Proxy {
             request_id,
             principal: principal.as_deref(),
         };
-        // Prepare, send, finish (`plan`): the upstream's future stays in this function's state,
-        // one level under `handle`. A request the configuration's grant decided without SMART
-        // (most requests) is prepared without an await; the other shapes are boxed, so their
-        // futures are neither laid out nor copied for every request.
-        let ready = match head {
-            Head::Decided(allowed) if allowed.is_plain() => {
-                let audited = Audited {
-                    request: audit.then(|| allowed.request.clone()),
-                    bundle: None,
-                };
-                let (outgoing, would_be) = plan::plain(allowed, parts, body);
-                Ready {
-                    prepared: Ok(Prepared::Send(outgoing)),
-                    would_be,
-                    audited,
-                }
-            }
-            head => {
-                let ready = self.prepare(&judge, &exchange, head, parts, body, &mut held, audit);
-                Box::pin(ready).await?
-            }
-        };
         let Ready {
             prepared,
             would_be,
             audited,
-        } = ready;
-        let answered = match prepared {
-            Ok(Prepared::Send(outgoing)) => {
-                let Outgoing {
-                    parts,
-                    body,
-                    path,
-                    query,
-                    after,
-                } = outgoing;
-                match exchange.send(parts, body, &path, query.as_deref()).await {
-                    Ok(response) => match after {
-                        After::Nothing => Ok(response),
-                        after => Box::pin(plan::finish(&exchange, after, response)).await,
-                    },
-                    Err(rejection) => Err(rejection),
-                }
+        } = match head {
+            Head::Decided(mut allowed) => {
+                let kept = Kept::of(&mut allowed, audit);
+                let prepared = match allowed.is_plain() {
+                    true => Ok(plan::plain(allowed, parts, body)),
+                    false => {
+                        let request =
+                            plan::request(&exchange, allowed, parts, Some(body), &mut held);
+                        Box::pin(request).await
+                    }
+                };
+                kept.ready(prepared.map(Prepared::Send))
             }
+            Head::Anonymous { path } => {
+                Kept::default().ready(plan::anonymous(&exchange, path, parts, body).await)
+            }
+            Head::NeedsBody(pending) => {
+                let decided =
+                    self.body_decides(&judge, &exchange, pending, parts, body, &mut held, audit);
+                Box::pin(decided).await?
+            }
+        };
+        let answered = match prepared {
+            Ok(Prepared::Send(Outgoing {
+                parts,
+                body,
+                path,
+                query,
+                after,
+            })) => match exchange.send(parts, body, &path, query.as_deref()).await {
+                Ok(response) if matches!(after, After::Nothing) => Ok(response),
+                Ok(response) => Box::pin(plan::finish(&exchange, after, response)).await,
+                Err(rejection) => Err(rejection),
+            },
             Ok(Prepared::Answered(response)) => Ok(response),
             Err(rejection) => Err(rejection),
         };
@@ -260,62 +272,20 @@ impl Proxy {
                 would_be,
                 audited,
             }),
-            Err(rejection) => {
-                let trace = Trace {
-                    principal,
-                    ..Trace::default()
-                };
-                Err(Refused::new(rejection, trace))
-            }
+            Err(rejection) => Err(Refused::of(rejection, principal)),
         }
     }
 
-    /// What goes upstream for a decided head (`plan`), with the report-only refusal it spared
-    /// and what the audit record names.
-    #[allow(clippy::too_many_arguments)] // the request and what decides and carries it
-    async fn prepare<B: RequestBody>(
-        &self,
-        judge: &Judge<'_>,
-        exchange: &Exchange<'_>,
-        mut head: Head,
-        parts: http::request::Parts,
-        body: B,
-        held: &mut Reservation<'_>,
-        audit: bool,
-    ) -> Result<Ready, Refused> {
-        let mut audited = Audited::default();
-        let would_be = match &mut head {
-            Head::Decided(allowed) => {
-                if audit {
-                    audited.request = Some(allowed.request.clone());
-                }
-                allowed.would_be.take()
-            }
-            Head::Anonymous { .. } | Head::NeedsBody(_) => None,
-        };
-        let prepared = match head {
-            Head::Anonymous { path } => plan::anonymous(exchange, path, parts, body).await,
-            Head::Decided(allowed) => plan::request(exchange, allowed, parts, Some(body), held)
-                .await
-                .map(Prepared::Send),
-            Head::NeedsBody(pending) => {
-                let decided = self.body_decides(judge, exchange, pending, parts, body, held, audit);
-                return match Box::pin(decided).await {
-                    Ok(ready) => Ok(ready),
-                    Err(BodyDecided::Refused(refused)) => Err(refused),
-                    Err(BodyDecided::Failed(rejection)) => Ok(Ready {
-                        prepared: Err(rejection),
-                        would_be: None,
-                        audited,
-                    }),
-                };
-            }
-        };
-        Ok(Ready {
-            prepared,
-            would_be,
-            audited,
-        })
+    /// What judges this proxy's requests under `config`.
+    fn judge<'a>(&'a self, config: &'a Config, memo: Option<&'a ConnectionMemo>) -> Judge<'a> {
+        Judge {
+            keys: &self.keys,
+            tokens: &self.tokens,
+            config,
+            metrics: Some(&self.metrics),
+            memo,
+            reasons: Reasons::OnDenial,
+        }
     }
 
     /// A request whose body decides: the body read within the limits, decided, carried out.
@@ -329,13 +299,22 @@ impl Proxy {
         body: B,
         held: &mut Reservation<'_>,
         audit: bool,
-    ) -> Result<Ready, BodyDecided> {
+    ) -> Result<Ready, Refused> {
         let limits = &judge.config.limits;
-        let bytes = read_inspected(body, &parts.headers, limits, held)
-            .await
-            .map_err(|error| BodyDecided::Failed(error.into()))?;
-        let verdict = decide_body(judge, pending, &parts, bytes).map_err(BodyDecided::Refused)?;
         let mut audited = Audited::default();
+        let bytes = match read_inspected(body, &parts.headers, limits, held).await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                let prepared = Err(error.into());
+                let would_be = None;
+                return Ok(Ready {
+                    prepared,
+                    would_be,
+                    audited,
+                });
+            }
+        };
+        let verdict = decide_body(judge, pending, &parts, bytes)?;
         let (answer, would_be) = match verdict {
             Verdict::Request(mut allowed) => {
                 let would_be = allowed.would_be.take();

@@ -187,6 +187,15 @@ pub struct Refused {
 }
 
 impl Refused {
+    /// A refusal after the decision, on behalf of `principal`.
+    pub fn of(rejection: Rejection, principal: Option<Arc<Principal>>) -> Refused {
+        let trace = Trace {
+            principal,
+            ..Trace::default()
+        };
+        Refused::new(rejection, trace)
+    }
+
     pub fn new(rejection: impl Into<Rejection>, trace: Trace) -> Refused {
         Refused {
             rejection: rejection.into(),

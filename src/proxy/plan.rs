@@ -124,15 +124,9 @@ fn as_sent(mut parts: Parts, body: Body, path: String) -> Outgoing {
 }
 
 /// A request the configuration's grant decided, without SMART and without a form
-/// ([`Authorized::is_plain`]): forwarded as it came. Returns the refusal report-only mode
-/// spared, if any.
-pub(super) fn plain<B: RequestBody>(
-    allowed: Authorized,
-    parts: Parts,
-    body: B,
-) -> (Outgoing, Option<Box<Rejection>>) {
-    let Authorized { path, would_be, .. } = allowed;
-    (as_sent(parts, stream_request(body), path), would_be)
+/// ([`Authorized::is_plain`]): forwarded as it came.
+pub(super) fn plain<B: RequestBody>(allowed: Authorized, parts: Parts, body: B) -> Outgoing {
+    as_sent(parts, stream_request(body), allowed.path)
 }
 
 /// A request decided on its own. `body`: the client's body, `None` when the decision read it
@@ -179,7 +173,8 @@ pub(super) async fn request<B: RequestBody>(
                 granted,
                 confinement,
             };
-            Box::pin(confined.prepare(exchange, parts, body, form, held)).await
+            // Not boxed again: the caller boxes every request that is not plain.
+            confined.prepare(exchange, parts, body, form, held).await
         }
     }
 }
