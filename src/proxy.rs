@@ -105,7 +105,7 @@ impl Kept {
         Kept {
             would_be: allowed.would_be.take(),
             audited: Audited {
-                request: audit.then(|| allowed.request.clone()),
+                request: audit.then(|| Box::new(allowed.request.clone())),
                 bundle: None,
             },
         }
@@ -123,7 +123,8 @@ impl Kept {
 /// The classified request and bundle kind, for the audit record.
 #[derive(Debug, Default)]
 struct Audited {
-    request: Option<FhirRequest>,
+    /// Boxed: kept only when auditing, and moved with every request's outcome.
+    request: Option<Box<FhirRequest>>,
     bundle: Option<BundleKind>,
 }
 
@@ -178,7 +179,7 @@ impl Proxy {
                 method: &method,
                 path,
                 query: query.as_deref(),
-                request: ended.audited.request.as_ref(),
+                request: ended.audited.request.as_deref(),
                 bundle: ended.audited.bundle,
                 outcome: ended.audit_outcome(),
                 status: ended.response.status().as_u16(),
@@ -319,7 +320,7 @@ impl Proxy {
             Verdict::Request(mut allowed) => {
                 let would_be = allowed.would_be.take();
                 if audit {
-                    audited.request = Some(allowed.request.clone());
+                    audited.request = Some(Box::new(allowed.request.clone()));
                 }
                 let prepared = plan::request::<B>(exchange, allowed, parts, None, held).await;
                 (prepared.map(Prepared::Send), would_be)
@@ -390,7 +391,7 @@ impl Ended {
                     hint: hint.unwrap_or_default(),
                     would_be_status: None,
                     audited: Audited {
-                        request: trace.request,
+                        request: trace.request.map(Box::new),
                         bundle: trace.bundle.map(|b| b.kind),
                     },
                 }
