@@ -79,6 +79,32 @@ pub struct Principal {
     pub key_id: Option<String>,
 }
 
+#[cfg(test)]
+impl Principal {
+    /// A principal for unit tests: `client_id` of `provider` (named by `azp`), with no scopes,
+    /// roles or groups; tests set what they need with struct update syntax.
+    pub(crate) fn for_tests(provider: ProviderKind, client_id: &str) -> Principal {
+        Principal {
+            provider,
+            authority: "https://idp.example.org".into(),
+            issuer: "https://idp.example.org".into(),
+            subject: None,
+            object_id: None,
+            client_id: Some(client_id.into()),
+            client_claim: Some("azp"),
+            application: None,
+            audience: vec!["https://fhir.example.org".into()],
+            fhir_user: None,
+            launch_patient: None,
+            scopes: Vec::new(),
+            roles: Vec::new(),
+            groups: Vec::new(),
+            expires_at: 0,
+            key_id: None,
+        }
+    }
+}
+
 /// A configured provider chosen by issuer, with its key set.
 struct Selected {
     kind: ProviderKind,

@@ -656,22 +656,11 @@ mod tests {
 
     fn principal(provider: ProviderKind, roles: &[&str]) -> Principal {
         Principal {
-            provider,
-            authority: "https://idp.example.org".into(),
-            issuer: "https://idp.example.org".into(),
-            subject: None,
-            object_id: None,
-            client_id: Some("reader".into()),
             client_claim: Some("client_id"),
             application: Some(0),
-            audience: vec!["https://fhir.example.org".into()],
-            fhir_user: None,
-            launch_patient: None,
             scopes: vec!["system/*.rs".into()],
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-            groups: Vec::new(),
-            expires_at: 0,
-            key_id: None,
+            ..Principal::for_tests(provider, "reader")
         }
     }
 

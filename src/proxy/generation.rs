@@ -147,22 +147,8 @@ mod tests {
 
     fn principal(provider: ProviderKind, client_id: &str, application: Option<usize>) -> Principal {
         Principal {
-            provider,
-            authority: "https://idp.example.org".into(),
-            issuer: "https://idp.example.org".into(),
-            subject: None,
-            object_id: None,
-            client_id: Some(client_id.into()),
-            client_claim: Some("azp"),
             application,
-            audience: vec!["https://fhir.example.org".into()],
-            fhir_user: None,
-            launch_patient: None,
-            scopes: Vec::new(),
-            roles: Vec::new(),
-            groups: Vec::new(),
-            expires_at: 0,
-            key_id: None,
+            ..Principal::for_tests(provider, client_id)
         }
     }
 
