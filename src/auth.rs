@@ -15,6 +15,7 @@
 pub mod bearer;
 pub mod discovery;
 pub mod error;
+pub mod introspection;
 pub mod jwks;
 pub mod keys;
 pub mod near_miss;
@@ -34,8 +35,8 @@ use crate::authz::scope::{parse_scopes, Context};
 use crate::config::{Compatibility, Config, ProviderKind};
 use error::echo;
 use keys::allowed_algorithm;
-use token::{audience_matches, check_lifetime, is_fhir_user_reference, UnverifiedToken};
 pub use token::ClaimSet;
+use token::{audience_matches, check_lifetime, is_fhir_user_reference, UnverifiedToken};
 pub use token::{unix_now, Lifetime};
 
 /// How many token audiences an `error_description` lists (it goes into a response header).

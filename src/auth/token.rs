@@ -371,7 +371,7 @@ mod tests {
         for (claims, expected) in cases {
             let text = token(&json!({"alg": "RS256"}), &claims);
             let parsed = UnverifiedToken::parse(&text).unwrap();
-            let got = check_lifetime(&parsed, now, skew, "a")
+            let got = check_lifetime(&parsed.claims, now, skew, "a")
                 .map(|l| l.expires_at)
                 .map_err(|e| e.reason());
             assert_eq!(got, expected, "{claims}");
