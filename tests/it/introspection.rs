@@ -291,6 +291,43 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
         assert!(metrics.contains(&series), "no `{series}` in:\n{metrics}");
     }
 
+    // `check --probe` reports the advertised endpoint; `explain` shows the introspection step.
+    let fhirguard_cli = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_fhirguard"))
+            .args(args)
+            .env_remove("FHIRGUARD_LOG")
+            .output()
+            .expect("fhirguard cli");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let config_arg = config_path.to_str().expect("utf-8 path");
+    let probe = fhirguard_cli(&["check", "--config", config_arg, "--probe"]);
+    assert!(
+        probe.contains(&format!(
+            "introspection_endpoint: {issuer}/token/introspection"
+        )),
+        "{probe}"
+    );
+    let explained = fhirguard_cli(&[
+        "explain",
+        "--config",
+        config_arg,
+        "--token",
+        &accepted,
+        "--path",
+        "/Observation",
+    ]);
+    for line in [
+        "token: opaque (not a JWT), introspected at",
+        "step 5 introspection: active at",
+        "step 7 application: fhir-app",
+        "verdict: ALLOW",
+    ] {
+        assert!(explained.contains(line), "no `{line}` in:\n{explained}");
+    }
+    assert!(!explained.contains(&accepted), "explain printed the token");
+    next_introspection(&mut idp, &events);
+
     // The endpoint down (the provider stopped; its keys are still held): 503 + Retry-After.
     assert!(
         idp.stop(),
