@@ -144,3 +144,68 @@ fn secret(object: &Object<'_>, errors: &mut Errors) -> Option<SecretSource> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+
+    fn config(introspection: &str) -> Result<Config, String> {
+        let text = format!(
+            "upstream: http://fhir:8080\nallowHttpAuthorities: true\n\
+             authenticationConfiguration:\n  authority: https://idp.example.org\n  audience: api\n\
+             introspection:\n{introspection}"
+        );
+        Config::parse(&text).map_err(|errors| errors.to_string())
+    }
+
+    #[test]
+    fn a_valid_block_with_its_defaults() {
+        let parsed = config(
+            "  authority: https://idp.example.org\n  clientId: fg\n  clientSecretEnv: SECRET\n",
+        )
+        .unwrap();
+        let settings = parsed.introspection.unwrap();
+        assert_eq!(settings.client_secret, SecretSource::Env("SECRET".into()));
+        assert_eq!(settings.endpoint, None);
+        assert_eq!(settings.cache_ttl, DEFAULT_CACHE_TTL);
+        assert_eq!(settings.inactive_cache_ttl, DEFAULT_INACTIVE_CACHE_TTL);
+        assert_eq!(settings.timeout, DEFAULT_TIMEOUT);
+    }
+
+    #[test]
+    fn every_mistake_is_reported() {
+        let cases = [
+            (
+                "  authority: https://other\n  clientId: fg\n  clientSecretEnv: S\n",
+                "introspection.authority: 'https://other' is not a configured provider",
+            ),
+            (
+                "  authority: https://idp.example.org\n  clientId: fg\n",
+                "clientSecretFile or clientSecretEnv is required",
+            ),
+            (
+                "  authority: https://idp.example.org\n  clientId: fg\n  clientSecretEnv: S\n  \
+                 clientSecretFile: /s\n",
+                "not both",
+            ),
+            (
+                "  authority: https://idp.example.org\n  clientSecret: s\n  clientId: fg\n",
+                "clientSecret",
+            ),
+            (
+                "  authority: https://idp.example.org\n  clientSecretEnv: S\n",
+                "introspection.clientId: is required",
+            ),
+            (
+                "  authority: https://idp.example.org\n  clientId: fg\n  clientSecretEnv: S\n  \
+                 endpoint: ftp://x\n",
+                "introspection.endpoint",
+            ),
+        ];
+        for (block, expected) in cases {
+            let error = config(block).unwrap_err();
+            assert!(error.contains(expected), "{block}: {error}");
+        }
+    }
+}
