@@ -7,6 +7,7 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::auth::introspection::IntrospectionResult;
 use crate::body::{empty, full, Body};
 use crate::proxy::Proxy;
 
@@ -20,6 +21,7 @@ pub async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response<B
         "/metrics" => {
             export_key_sets(&proxy);
             export_token_cache(&proxy);
+            export_introspections(&proxy);
             let mut response = Response::new(full(proxy.metrics.render()));
             response.headers_mut().insert(
                 CONTENT_TYPE,
@@ -79,6 +81,24 @@ fn export_key_sets(proxy: &Proxy) {
                 .with_label_values(&[authority, result]);
             counter.inc_by(total.saturating_sub(counter.get()));
         }
+    }
+}
+
+/// Copies the introspection counters of the configured introspecting provider (RFC 7662) into
+/// `fhirguard_introspections_total`, at scrape time (as key sets above).
+fn export_introspections(proxy: &Proxy) {
+    let generation = proxy.generation.load();
+    let Some(settings) = &generation.config.introspection else {
+        return;
+    };
+    let authority = settings.authority.as_str();
+    let counts = proxy.keys.introspector().counts(authority);
+    for (result, total) in IntrospectionResult::ALL.iter().zip(counts) {
+        let counter = proxy
+            .metrics
+            .introspections
+            .with_label_values(&[authority, result.label()]);
+        counter.inc_by(total.saturating_sub(counter.get()));
     }
 }
 

@@ -15,6 +15,7 @@
 pub mod bearer;
 pub mod discovery;
 pub mod error;
+pub mod introspection;
 pub mod jwks;
 pub mod keys;
 pub mod near_miss;
@@ -34,6 +35,7 @@ use crate::authz::scope::{parse_scopes, Context};
 use crate::config::{Compatibility, Config, ProviderKind};
 use error::echo;
 use keys::allowed_algorithm;
+pub use token::ClaimSet;
 use token::{audience_matches, check_lifetime, is_fhir_user_reference, UnverifiedToken};
 pub use token::{unix_now, Lifetime};
 
@@ -171,56 +173,73 @@ pub async fn verify(
     let issuer = token.string("iss").ok_or(AuthError::MissingIssuer)?;
     let settings = KeySettings::of(config);
     let selected = select_provider(store, config, &settings, issuer).await?;
-    let authority = selected.authority.as_str();
     // Step 5: algorithm allow-list, key by kid from this provider only, signature.
     let (key, key_set) = verify_signature(store, &settings, &selected, &token, issuer).await?;
-    // Step 6: lifetime.
-    let lifetime = check_lifetime(&token, now, config.clock_skew.as_secs(), authority)?;
-    // Step 7: audience, and for a smart provider the application, scopes and fhirUser.
-    let client = first_string_claim(&token, client_claims(config.compatibility))?;
-    let fhir_user =
-        first_string_claim(&token, &["fhirUser", "extension_fhirUser"])?.map(|(value, _)| value);
-    let claims = Claims {
-        audience: token.strings("aud"),
-        client,
-        fhir_user,
-        scopes: token.scopes(),
-    };
-    let application = check_claims(config, &selected, &claims)?;
-    let launch_patient = match config.smart_launch_patient_claim.as_deref() {
-        Some(claim) => launch_patient(&token, claim)?,
-        None => None,
-    };
-    let groups = config
-        .roles
-        .groups_claim
-        .as_deref()
-        .map(|claim| token.strings(claim))
-        .unwrap_or_default();
-    let principal = Principal {
-        provider: selected.kind,
-        authority: selected.authority.clone(),
-        issuer: issuer.to_owned(),
-        subject: token.string("sub").map(str::to_owned),
-        object_id: token.string("oid").map(str::to_owned),
-        client_id: client.map(|(value, _)| value.to_owned()),
-        client_claim: client.map(|(_, claim)| claim),
-        application,
-        audience: claims.audience,
-        fhir_user: fhir_user.map(str::to_owned),
-        launch_patient,
-        scopes: claims.scopes,
-        roles: token.strings("roles"),
-        groups,
-        expires_at: lifetime.expires_at,
-        key_id: key.kid,
-    };
+    // Steps 6–7: lifetime, audience, client, scopes, fhirUser.
+    let (principal, lifetime) =
+        judge_claims(config, &selected, issuer, &token.claims, now, key.kid)?;
     Ok(Verified {
         principal: Arc::new(principal),
         lifetime,
         key_set,
         config: config.fingerprint,
     })
+}
+
+/// Steps 6–7 over a token's claims, whoever vouched for them: a JWT whose signature step 5
+/// verified, or an active introspection answer (RFC 7662 §2.2, [`introspection`]). Both paths
+/// share these rules, so an opaque token is judged exactly as a JWT with the same claims.
+fn judge_claims(
+    config: &Config,
+    selected: &Selected,
+    issuer: &str,
+    claims: &ClaimSet,
+    now: u64,
+    key_id: Option<String>,
+) -> Result<(Principal, Lifetime), AuthError> {
+    let authority = selected.authority.as_str();
+    // Step 6: lifetime.
+    let lifetime = check_lifetime(claims, now, config.clock_skew.as_secs(), authority)?;
+    // Step 7: audience, and for a smart provider the application, scopes and fhirUser.
+    let client = first_string_claim(claims, client_claims(config.compatibility))?;
+    let fhir_user =
+        first_string_claim(claims, &["fhirUser", "extension_fhirUser"])?.map(|(value, _)| value);
+    let judged = Claims {
+        audience: claims.strings("aud"),
+        client,
+        fhir_user,
+        scopes: claims.scopes(),
+    };
+    let application = check_claims(config, selected, &judged)?;
+    let launch_patient = match config.smart_launch_patient_claim.as_deref() {
+        Some(claim) => launch_patient(claims, claim)?,
+        None => None,
+    };
+    let groups = config
+        .roles
+        .groups_claim
+        .as_deref()
+        .map(|claim| claims.strings(claim))
+        .unwrap_or_default();
+    let principal = Principal {
+        provider: selected.kind,
+        authority: selected.authority.clone(),
+        issuer: issuer.to_owned(),
+        subject: claims.string("sub").map(str::to_owned),
+        object_id: claims.string("oid").map(str::to_owned),
+        client_id: client.map(|(value, _)| value.to_owned()),
+        client_claim: client.map(|(_, claim)| claim),
+        application,
+        audience: judged.audience,
+        fhir_user: fhir_user.map(str::to_owned),
+        launch_patient,
+        scopes: judged.scopes,
+        roles: claims.strings("roles"),
+        groups,
+        expires_at: lifetime.expires_at,
+        key_id,
+    };
+    Ok((principal, lifetime))
 }
 
 /// Step 5: the algorithm on the allow-list, the key by `kid` from the selected provider's set
@@ -342,12 +361,12 @@ pub fn client_claims(compatibility: Compatibility) -> &'static [&'static str] {
 /// a claim that names the client or the user is never skipped for a later one, since another
 /// reader of the token (the FHIR server) may take it where fhirguard would not.
 fn first_string_claim<'t>(
-    token: &'t UnverifiedToken<'_>,
+    token: &'t ClaimSet,
     names: &[&'static str],
 ) -> Result<Option<(&'t str, &'static str)>, AuthError> {
     let Some((name, value)) = names
         .iter()
-        .find_map(|name| token.claims.get(*name).map(|value| (*name, value)))
+        .find_map(|name| token.get(name).map(|value| (*name, value)))
     else {
         return Ok(None);
     };
@@ -430,8 +449,8 @@ fn check_fhir_user(
 }
 
 /// The launch context's patient from the configured claim: a string, or absent.
-fn launch_patient(token: &UnverifiedToken<'_>, claim: &str) -> Result<Option<String>, AuthError> {
-    match token.claims.get(claim) {
+fn launch_patient(token: &ClaimSet, claim: &str) -> Result<Option<String>, AuthError> {
+    match token.get(claim) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(value)) => Ok(Some(value.clone())),
         Some(_) => Err(AuthError::Malformed {

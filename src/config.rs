@@ -29,6 +29,7 @@ mod audit;
 mod authentication;
 mod document;
 mod file;
+mod introspection;
 mod validate;
 
 pub use file::ConfigFile;
@@ -42,6 +43,7 @@ use std::time::Duration;
 
 use crate::actions::DataActions;
 pub use audit::{Audit, AuditFormat, AuditServer};
+pub use introspection::{Introspection, SecretSource};
 
 /// The validated configuration.
 #[derive(Clone, Debug)]
@@ -71,6 +73,9 @@ pub struct Config {
     pub report_only: ReportOnly,
     /// `keySets: {...}`.
     pub key_sets: KeySets,
+    /// `introspection: {...}`: the one provider whose opaque tokens are introspected (RFC 7662);
+    /// `None` = every token must be a JWT.
+    pub introspection: Option<Introspection>,
     /// `limits: {...}`.
     pub limits: Limits,
     /// `anonymousPaths`, default `/metadata`, `/.well-known/smart-configuration`, `/$versions`.

@@ -115,6 +115,8 @@ enum Diagnostics {
     Authorization,
     /// `The identity provider's signing keys are unavailable: <description>`.
     KeysUnavailable(String),
+    /// `Token introspection is unavailable: <description>` (RFC 7662).
+    IntrospectionUnavailable(String),
     /// A fixed text: a 404 never says why (the resource must look absent).
     Fixed(&'static str),
 }
@@ -307,7 +309,12 @@ impl Rejection {
                 "unavailable",
                 error.reason(),
             )
-            .saying(Diagnostics::KeysUnavailable(error.description()))
+            .saying(match error {
+                AuthError::IntrospectionUnavailable { .. } => {
+                    Diagnostics::IntrospectionUnavailable(error.description())
+                }
+                _ => Diagnostics::KeysUnavailable(error.description()),
+            })
             .with(Extra::RetryAfter(
                 error.retry_after().map_or(5, |d| d.as_secs().max(1)),
             )),
@@ -377,6 +384,9 @@ impl Rejection {
             Diagnostics::Authorization => format!("Authorization failed. {self}"),
             Diagnostics::KeysUnavailable(description) => {
                 format!("The identity provider's signing keys are unavailable: {description}")
+            }
+            Diagnostics::IntrospectionUnavailable(description) => {
+                format!("Token introspection is unavailable: {description}")
             }
             Diagnostics::Fixed(text) => text.to_owned(),
         };
@@ -667,6 +677,35 @@ mod tests {
             assert!(crate::metrics::OUTCOMES.contains(&rejection.outcome()));
         }
         let full = Rejection::from(BufferError::Spent(BudgetSpent { limit: 10 }));
+        // RFC 7662: an inactive opaque token is 401 invalid_token; no answer is 503.
+        let inactive = Rejection::from(AuthError::Inactive {
+            authority: "a".into(),
+        });
+        let (status, body) = answer(&inactive);
+        assert_eq!(
+            (status, inactive.reason()),
+            (StatusCode::UNAUTHORIZED, "inactive")
+        );
+        assert_eq!(body["code"], "login");
+        let challenge = inactive.into_response(context()).headers()[WWW_AUTHENTICATE].clone();
+        assert!(challenge
+            .to_str()
+            .unwrap()
+            .contains("error=\"invalid_token\""));
+        let down = Rejection::from(AuthError::IntrospectionUnavailable {
+            authority: "a".into(),
+            retry_after: Duration::from_secs(5),
+        });
+        let (status, body) = answer(&down);
+        assert_eq!(
+            (status, down.outcome()),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
+        assert!(body["diagnostics"]
+            .as_str()
+            .unwrap()
+            .starts_with("Token introspection is unavailable"));
+        assert_eq!(down.into_response(context()).headers()[RETRY_AFTER], "5");
         assert_eq!(full.into_response(context()).headers()[RETRY_AFTER], "1");
         let late = Rejection::from(BufferError::Timeout(Duration::from_secs(2)));
         assert_eq!(late.into_response(context()).headers()[CONNECTION], "close");

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub key_set_fetches: IntCounterVec,
     /// `fhirguard_key_set_keys{provider}`
     pub key_set_keys: IntGaugeVec,
+    /// `fhirguard_introspections_total{provider, result}`: RFC 7662 introspection requests,
+    /// `result` one of active, inactive, error.
+    pub introspections: IntCounterVec,
     /// `fhirguard_key_set_last_success_timestamp_seconds{provider}`
     pub key_set_last_success: IntGaugeVec,
     /// `fhirguard_token_cache_hits_total`
@@ -157,6 +160,12 @@ impl Metrics {
             "Discovery and key-set fetches, by identity provider and result.",
             &["provider", "result"],
         );
+        let introspections = counter_vec(
+            "fhirguard_introspections_total",
+            "Token introspection requests (RFC 7662), by identity provider and result (active, \
+             inactive, error).",
+            &["provider", "result"],
+        );
         let key_set_keys = gauge_vec(
             "fhirguard_key_set_keys",
             "Usable signing keys held, by identity provider.",
@@ -241,7 +250,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
-        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(auth_duration.clone()),
@@ -249,6 +258,7 @@ impl Metrics {
             Box::new(auth_failures.clone()),
             Box::new(key_set_fetches.clone()),
             Box::new(key_set_keys.clone()),
+            Box::new(introspections.clone()),
             Box::new(key_set_last_success.clone()),
             Box::new(token_cache_hits.clone()),
             Box::new(token_cache_misses.clone()),
@@ -286,6 +296,7 @@ impl Metrics {
             auth_failures,
             key_set_fetches,
             key_set_keys,
+            introspections,
             key_set_last_success,
             token_cache_hits,
             token_cache_misses,

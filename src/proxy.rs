@@ -20,6 +20,7 @@ pub mod decision;
 pub mod forward;
 mod generation;
 pub mod headers;
+pub mod introspected;
 mod plan;
 pub mod session;
 mod smart;

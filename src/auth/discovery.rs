@@ -80,6 +80,9 @@ pub struct Discovery {
     pub authorization_endpoint: Option<String>,
     #[serde(default)]
     pub token_endpoint: Option<String>,
+    /// RFC 8414 §2 / RFC 7662 §4: where opaque tokens are introspected, when advertised.
+    #[serde(default)]
+    pub introspection_endpoint: Option<String>,
 }
 
 /// The discovery URL of an authority: one trailing `/` removed, then the well-known path

@@ -122,6 +122,19 @@ pub enum AuthError {
         authority: String,
         retry_after: Duration,
     },
+    /// RFC 7662 §2.2: the introspection answer says the opaque token is not active (revoked,
+    /// expired, unknown, or not an access token): 401 `invalid_token`.
+    #[error("The token is not active")]
+    Inactive { authority: String },
+    /// The introspection endpoint did not answer (down, timed out, refused fhirguard's client
+    /// credentials): the token was not judged, 503 + `Retry-After`.
+    #[error(
+        "The token introspection endpoint of the identity provider '{authority}' is unavailable"
+    )]
+    IntrospectionUnavailable {
+        authority: String,
+        retry_after: Duration,
+    },
 }
 
 impl AuthError {
@@ -164,6 +177,8 @@ impl AuthError {
             AuthError::MissingFhirUser { .. } => "missing_fhir_user",
             AuthError::BadFhirUser { .. } => "bad_fhir_user",
             AuthError::KeysUnavailable { .. } => "keys_unavailable",
+            AuthError::Inactive { .. } => "inactive",
+            AuthError::IntrospectionUnavailable { .. } => "introspection_unavailable",
         }
     }
 
@@ -191,19 +206,25 @@ impl AuthError {
             | AuthError::MissingScope { authority }
             | AuthError::MissingFhirUser { authority, .. }
             | AuthError::BadFhirUser { authority, .. }
-            | AuthError::KeysUnavailable { authority, .. } => Some(authority),
+            | AuthError::KeysUnavailable { authority, .. }
+            | AuthError::Inactive { authority }
+            | AuthError::IntrospectionUnavailable { authority, .. } => Some(authority),
         }
     }
 
     /// True for the 503 case: the token was not judged, the keys were missing.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, AuthError::KeysUnavailable { .. })
+        matches!(
+            self,
+            AuthError::KeysUnavailable { .. } | AuthError::IntrospectionUnavailable { .. }
+        )
     }
 
     /// When to try again (the 503's `Retry-After`), for [`AuthError::KeysUnavailable`].
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            AuthError::KeysUnavailable { retry_after, .. } => Some(*retry_after),
+            AuthError::KeysUnavailable { retry_after, .. }
+            | AuthError::IntrospectionUnavailable { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

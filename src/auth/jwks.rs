@@ -18,6 +18,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::discovery::{FetchPolicy, Fetcher, KeyError};
 use super::error::AuthError;
+use super::introspection::Introspector;
 use super::keys::SigningKey;
 use super::token::unix_now;
 use crate::config::Config;
@@ -30,6 +31,8 @@ pub struct ProviderKeys {
     /// The provider's `authorization_endpoint` and `token_endpoint`, from discovery.
     pub authorization_endpoint: Option<String>,
     pub token_endpoint: Option<String>,
+    /// `introspection_endpoint` from discovery (RFC 8414 §2), for opaque tokens.
+    pub introspection_endpoint: Option<String>,
     pub keys: Vec<SigningKey>,
     /// SHA-256 over `issuer`, `jwks_uri` and the JWK Set document: equal fingerprints, same
     /// keys. The verified-token cache reuses an entry only while its provider's set has the
@@ -97,6 +100,8 @@ impl ConfigSource for ArcSwap<Config> {
 pub struct ProbeReport {
     pub issuer: String,
     pub jwks_uri: String,
+    /// `introspection_endpoint`, when the provider advertises one (RFC 8414 §2).
+    pub introspection_endpoint: Option<String>,
     pub keys: Vec<SigningKey>,
     /// Keys of the set that were skipped, as `"kid: reason"`.
     pub skipped: Vec<String>,
@@ -135,6 +140,8 @@ struct Inner {
     sets: Cache<String, Arc<ProviderKeys>>,
     authorities: Mutex<HashMap<String, Arc<AuthorityState>>>,
     fetcher: Result<Fetcher, String>,
+    /// The client of RFC 7662 introspection requests, to the same identity providers.
+    introspector: Introspector,
 }
 
 impl fmt::Debug for Inner {
@@ -158,8 +165,14 @@ impl KeyStore {
                 sets: Cache::new(1024),
                 authorities: Mutex::default(),
                 fetcher: Fetcher::new().map_err(|error| error.to_string()),
+                introspector: Introspector::new(),
             }),
         }
+    }
+
+    /// The introspection client and its counters (RFC 7662; [`super::introspection`]).
+    pub fn introspector(&self) -> &Introspector {
+        &self.inner.introspector
     }
 
     fn state(&self, authority: &str) -> Arc<AuthorityState> {
@@ -285,6 +298,7 @@ impl KeyStore {
                 jwks_uri: discovery.jwks_uri,
                 authorization_endpoint: discovery.authorization_endpoint,
                 token_endpoint: discovery.token_endpoint,
+                introspection_endpoint: discovery.introspection_endpoint,
                 keys: parsed.keys,
                 fingerprint,
                 fetched_at: unix_now(),
@@ -393,6 +407,7 @@ impl KeyStore {
         Ok(ProbeReport {
             issuer: discovery.issuer,
             jwks_uri: discovery.jwks_uri,
+            introspection_endpoint: discovery.introspection_endpoint,
             keys: parsed.keys,
             skipped: parsed.skipped,
         })

@@ -25,7 +25,7 @@ pub struct JoseHeader {
 #[derive(Debug, Clone)]
 pub struct UnverifiedToken<'a> {
     pub header: JoseHeader,
-    pub claims: Map<String, Value>,
+    pub claims: ClaimSet,
     signing_input: &'a str,
     signature: &'a str,
 }
@@ -49,8 +49,10 @@ impl<'a> UnverifiedToken<'a> {
                 "the header has critical parameters fhirguard does not understand",
             ));
         }
-        let claims: Map<String, Value> = serde_json::from_slice(&decode_part(payload)?)
-            .map_err(|_| malformed("the payload is not a JSON object"))?;
+        let claims = ClaimSet(
+            serde_json::from_slice(&decode_part(payload)?)
+                .map_err(|_| malformed("the payload is not a JSON object"))?,
+        );
         Ok(UnverifiedToken {
             header,
             claims,
@@ -83,12 +85,39 @@ impl<'a> UnverifiedToken<'a> {
 
     /// A string claim; any other JSON type is absent.
     pub fn string(&self, name: &str) -> Option<&str> {
-        self.claims.get(name).and_then(Value::as_str)
+        self.claims.string(name)
+    }
+
+    /// A claim that is one string or an array of strings ([`ClaimSet::strings`]).
+    pub fn strings(&self, name: &str) -> Vec<String> {
+        self.claims.strings(name)
+    }
+
+    /// `scp` then `scope` ([`ClaimSet::scopes`]).
+    pub fn scopes(&self) -> Vec<String> {
+        self.claims.scopes()
+    }
+}
+
+/// A token's claims as a JSON object: a JWT's payload (RFC 7519 §4), or an introspection answer's
+/// members (RFC 7662 §2.2, which reuses the JWT claim names), judged by the same rules.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClaimSet(pub Map<String, Value>);
+
+impl ClaimSet {
+    /// A claim as JSON.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name)
+    }
+
+    /// A string claim; any other JSON type is absent.
+    pub fn string(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(Value::as_str)
     }
 
     /// A claim that is one string or an array of strings (`aud`, `roles`, `groups`).
     pub fn strings(&self, name: &str) -> Vec<String> {
-        match self.claims.get(name) {
+        match self.0.get(name) {
             Some(Value::String(one)) => vec![one.clone()],
             Some(Value::Array(many)) => many
                 .iter()
@@ -119,7 +148,7 @@ impl<'a> UnverifiedToken<'a> {
 
     /// A NumericDate claim (RFC 7519 §2), fractions dropped; Err when present but not a number.
     pub fn numeric_date(&self, name: &'static str) -> Result<Option<u64>, AuthError> {
-        match self.claims.get(name) {
+        match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => n
                 .as_u64()
@@ -178,7 +207,7 @@ impl Lifetime {
 /// The lifetime rules of IdentityModel `ValidateLifetime` in its order: `exp` required, `nbf`
 /// not after `exp`, `nbf ≤ now + skew`, `exp ≥ now − skew` (reference §2.1).
 pub fn check_lifetime(
-    token: &UnverifiedToken<'_>,
+    token: &ClaimSet,
     now: u64,
     skew: u64,
     authority: &str,
@@ -342,7 +371,7 @@ mod tests {
         for (claims, expected) in cases {
             let text = token(&json!({"alg": "RS256"}), &claims);
             let parsed = UnverifiedToken::parse(&text).unwrap();
-            let got = check_lifetime(&parsed, now, skew, "a")
+            let got = check_lifetime(&parsed.claims, now, skew, "a")
                 .map(|l| l.expires_at)
                 .map_err(|e| e.reason());
             assert_eq!(got, expected, "{claims}");

@@ -47,6 +47,27 @@ async fn probe_all(config: &Config) -> bool {
                 println!("{authority}");
                 println!("  issuer:   {}", report.issuer);
                 println!("  jwks_uri: {}", report.jwks_uri);
+                // RFC 8414 §2: whether opaque tokens of this provider could be introspected.
+                let introspects = config
+                    .introspection
+                    .as_ref()
+                    .is_some_and(|settings| settings.authority == authority);
+                match (&report.introspection_endpoint, introspects) {
+                    (Some(endpoint), _) => println!("  introspection_endpoint: {endpoint}"),
+                    (None, true)
+                        if config
+                            .introspection
+                            .as_ref()
+                            .is_some_and(|s| s.endpoint.is_some()) =>
+                    {
+                        println!("  introspection_endpoint: not advertised (introspection.endpoint is set)");
+                    }
+                    (None, true) => {
+                        println!("  introspection_endpoint: not advertised, and introspection.endpoint is not set");
+                        all_ok = false;
+                    }
+                    (None, false) => println!("  introspection_endpoint: not advertised"),
+                }
                 for key in &report.keys {
                     println!("  key:      {key}");
                 }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Uri};
 use serde_json::Value;
 
+use crate::auth::introspection::looks_like_jwt;
 use crate::auth::KeyStore;
 use crate::authz::smart::Confinement;
 use crate::authz::Reasons;
@@ -207,7 +208,14 @@ async fn run(
         }
     }
     println!("request: {method} {uri}");
-    describe_token(token);
+    let introspected = introspected_at(config, token);
+    match introspected {
+        Some(authority) => println!(
+            "token: opaque (not a JWT), introspected at {authority} (RFC 7662 §2; \
+             introspection.authority)"
+        ),
+        None => describe_token(token),
+    }
 
     let (mut head, ()) = http::Request::new(()).into_parts();
     head.method = method.clone();
@@ -225,12 +233,12 @@ async fn run(
     };
     match decide(&judge, &head, body).await {
         Ok(trace) => {
-            report(config, &trace);
+            report(config, &trace, introspected);
             println!("verdict: ALLOW — forwarded to {}", config.upstream.url);
             true
         }
         Err(Refused { rejection, trace }) => {
-            report(config, &trace);
+            report(config, &trace, introspected);
             println!(
                 "verdict: {} {} — {rejection}",
                 rejection.status().as_u16(),
@@ -243,6 +251,13 @@ async fn run(
             false
         }
     }
+}
+
+/// The provider that introspects `token` (RFC 7662), when it is opaque and one is configured:
+/// the same decision as the proxy's ([`looks_like_jwt`]).
+fn introspected_at<'c>(config: &'c Config, token: &str) -> Option<&'c str> {
+    let settings = config.introspection.as_ref()?;
+    (!token.is_empty() && !looks_like_jwt(token)).then_some(settings.authority.as_str())
 }
 
 /// The token's header and the claims that decide, decoded without trusting them.
@@ -276,7 +291,7 @@ fn describe_token(token: &str) {
     );
 }
 
-fn report(config: &Config, trace: &Trace) {
+fn report(config: &Config, trace: &Trace, introspected: Option<&str>) {
     if let Some(path) = &trace.path {
         println!("step 0 path: normalised to {path}");
     }
@@ -295,10 +310,16 @@ fn report(config: &Config, trace: &Trace) {
         "step 4 provider: {provider} {} (issuer {})",
         principal.authority, principal.issuer
     );
-    println!(
-        "step 5 signature: verified with key {}",
-        principal.key_id.as_deref().unwrap_or("-")
-    );
+    match introspected {
+        Some(authority) => println!(
+            "step 5 introspection: active at {authority} (the answer's claims are judged as a \
+             JWT's below)"
+        ),
+        None => println!(
+            "step 5 signature: verified with key {}",
+            principal.key_id.as_deref().unwrap_or("-")
+        ),
+    }
     println!(
         "step 6 time: valid until {} (Unix seconds)",
         principal.expires_at

@@ -46,6 +46,8 @@ pub struct RawConfig {
     pub report_only: Option<RawReportOnly>,
     /// Key-set caching.
     pub key_sets: Option<RawKeySets>,
+    /// Token introspection (RFC 7662) of opaque access tokens by one configured provider.
+    pub introspection: Option<RawIntrospection>,
     /// Request limits.
     pub limits: Option<RawLimits>,
     /// Paths (relative to the FHIR base) served without a token, GET/HEAD only.
@@ -151,6 +153,32 @@ pub struct RawKeySets {
     pub fetch_timeout: Option<RawDuration>,
     /// Retry interval for a provider that has no keys at all. Default 10 s.
     pub retry_interval: Option<RawDuration>,
+}
+
+/// `introspection`: opaque access tokens (not a JWT) are sent to this provider's introspection
+/// endpoint (RFC 7662 §2) and judged by its answer.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawIntrospection {
+    /// The provider that issues opaque tokens: a configured authority, exactly as written in
+    /// `authenticationConfiguration`. Required.
+    pub authority: String,
+    /// The introspection endpoint. Default: the provider's discovered `introspection_endpoint`.
+    pub endpoint: Option<String>,
+    /// fhirguard's client id at the provider (client_secret_basic, RFC 7662 §2.1). Required.
+    pub client_id: String,
+    /// A file holding the client secret (trailing newline ignored). Exactly one of this and
+    /// `clientSecretEnv`; the secret itself never goes in the configuration.
+    pub client_secret_file: Option<String>,
+    /// The environment variable holding the client secret.
+    pub client_secret_env: Option<String>,
+    /// How long an active answer is kept, at most (never past the token's `exp`). Default 5 min.
+    pub cache_ttl: Option<RawDuration>,
+    /// How long an inactive answer is kept, to absorb floods of a revoked or made-up token;
+    /// 0 = not kept. Default 10 s.
+    pub inactive_cache_ttl: Option<RawDuration>,
+    /// Deadline of one introspection request, body included. Default 5 s.
+    pub timeout: Option<RawDuration>,
 }
 
 /// `limits`.

@@ -124,6 +124,12 @@ fn walk(document: &Value, errors: &mut Errors) -> Option<Config> {
         smart_launch_patient_claim: launch_patient_claim(&root, compatibility, errors),
         report_only: report_only(&root, errors),
         key_sets: key_sets(root.get("keySets"), errors),
+        introspection: super::introspection::introspection(
+            root.get("introspection"),
+            auth.as_ref(),
+            allow_http_authorities,
+            errors,
+        ),
         limits: limits(root.get("limits"), errors),
         anonymous_paths: anonymous_paths(&root, errors),
         roles: roles::role_mapping(root.get("roles"), errors),

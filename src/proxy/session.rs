@@ -40,6 +40,7 @@ use moka::future::Cache;
 use moka::Expiry;
 use sha2::{Digest, Sha256};
 
+use super::introspected::{self, IntrospectionCache};
 use crate::auth::{self, unix_now, AuthError, KeyStore, Principal, Verified};
 use crate::authz::smart::{SmartError, SmartGrant};
 use crate::config::{Config, ProviderKind};
@@ -137,6 +138,13 @@ pub async fn authenticate(
     now: u64,
     memo: Option<&ConnectionMemo>,
 ) -> Result<Arc<Session>, AuthError> {
+    // RFC 7662: with introspection configured, a token not shaped like a JWS is opaque. The
+    // test is a byte count, and without introspection it is not even made.
+    if config.introspection.is_some() && !auth::introspection::looks_like_jwt(token) {
+        let introspected =
+            introspected::authenticate(&cache.introspected, store, config, token, now);
+        return Box::pin(introspected).await;
+    }
     if !cache.is_enabled() {
         let verified = Box::pin(auth::verify(store, config, token, now)).await?;
         return Ok(Arc::new(Session::new(verified)));
@@ -224,6 +232,8 @@ pub struct TokenCacheStats {
 /// nothing counted) when built with a capacity of 0.
 pub struct TokenCache {
     entries: Option<Cache<TokenDigest, Arc<Session>>>,
+    /// Introspection answers of opaque tokens (RFC 7662), kept by their own rules.
+    introspected: IntrospectionCache,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -258,6 +268,8 @@ impl TokenCache {
         });
         TokenCache {
             entries,
+            // A quarter of the bound: opaque tokens are the exception among a sidecar's clients.
+            introspected: IntrospectionCache::new(capacity_bytes / 4),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -310,6 +322,7 @@ impl TokenCache {
         if let Some(entries) = &self.entries {
             entries.invalidate_all();
         }
+        self.introspected.invalidate_all();
     }
 
     /// Applies moka's pending evictions and expirations now (tests, and before reading exact

@@ -18,10 +18,16 @@
 //   - `patient-app`: `scp` and a relative `fhirUser` (env PATIENT_FHIR_USER, default Patient/123);
 //   - `ehr-app`: an EHR launch — `scp`, `fhirUser` the practitioner (env PRACTITIONER, default
 //     Practitioner/doc) and the chosen patient as a `patient` claim (env LAUNCH_PATIENT, default 123)
+// - env ACCESS_TOKEN_FORMAT=opaque: the resource server's access tokens are opaque (RFC 7662
+//   introspection is their only check) instead of JWTs; revocation (RFC 7009) is enabled, and a
+//   client `fhirguard` (secret `fhirguard-secret`) stands for the resource server introspecting
+//   them (client_secret_basic). Each introspection request prints {"event":"introspection"} on
+//   stdout, so a test can count them.
 // - the signing key is an RSA key generated at start (stable for the life of the process, so two
 //   instances never share a key)
 //
-// When listening it prints ONE line of JSON to stdout: {"issuer": "...", "port": N}.
+// When listening it prints one line of JSON to stdout: {"issuer": "...", "port": N} (then only
+// the introspection events above).
 // It exits on SIGTERM / SIGINT and when its stdin closes, so a crashed parent never leaves it running.
 
 import { createPrivateKey, generateKeyPairSync, randomUUID } from 'node:crypto';
@@ -40,6 +46,7 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) {
 const CLIENT_ID = 'fhir-app';
 const CLIENT_SECRET = process.env.CLIENT_SECRET ?? 'fhir-app-secret';
 const RESOURCE = process.env.RESOURCE ?? 'https://fhir.example.test';
+const ACCESS_TOKEN_FORMAT = process.env.ACCESS_TOKEN_FORMAT ?? 'jwt';
 const FHIR_USER = process.env.FHIR_USER ?? 'https://fhir.example.test/Patient/123';
 // SMART scopes (v1 and v2 syntax) this resource server grants. A token request's scope is
 // filtered to this set (oidc-provider's client_credentials grant keeps only the resource's scopes).
@@ -96,7 +103,7 @@ const provider = new Provider(issuer, {
   jwks: signingKeys(),
   // Every scope a client may be registered with must be known to the provider.
   scopes: ['openid', 'offline_access', ...RESOURCE_SCOPES.split(' ')],
-  clients: [CLIENT_ID, ...Object.keys(SMART_CLIENTS)].map((clientId) => ({
+  clients: [CLIENT_ID, ...Object.keys(SMART_CLIENTS), 'fhirguard'].map((clientId) => ({
     client_id: clientId,
     client_secret: clientId === CLIENT_ID ? CLIENT_SECRET : `${clientId}-secret`,
     grant_types: ['client_credentials'],
@@ -110,6 +117,7 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
+    revocation: { enabled: true },
     resourceIndicators: {
       enabled: true,
       // A token request without `resource` gets the FHIR resource server too.
@@ -123,7 +131,7 @@ const provider = new Provider(issuer, {
           scope: RESOURCE_SCOPES,
           audience: RESOURCE,
           accessTokenTTL: 300,
-          accessTokenFormat: 'jwt',
+          accessTokenFormat: ACCESS_TOKEN_FORMAT,
           jwt: { sign: { alg: 'RS256' } },
         };
       },
@@ -142,6 +150,13 @@ const provider = new Provider(issuer, {
 });
 
 provider.on('server_error', (_ctx, err) => console.error('oidc-provider server_error:', err));
+
+provider.use(async (ctx, next) => {
+  if (ctx.method === 'POST' && ctx.path === '/token/introspection') {
+    process.stdout.write(`${JSON.stringify({ event: 'introspection' })}\n`);
+  }
+  await next();
+});
 
 server.on('request', provider.callback());
 

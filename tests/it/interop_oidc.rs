@@ -41,8 +41,8 @@ const NPM_CI_DEADLINE: Duration = Duration::from_secs(300);
 /// A child process that is killed (and reaped) when dropped, so a failing assertion never leaves
 /// it running. Its stdin is a pipe: the Node scripts also exit when it closes.
 #[derive(Debug)]
-struct ChildGuard {
-    name: &'static str,
+pub(crate) struct ChildGuard {
+    pub(crate) name: &'static str,
     child: Child,
     /// Every stderr line so far, for failure messages.
     stderr: Arc<Mutex<Vec<String>>>,
@@ -50,7 +50,7 @@ struct ChildGuard {
 
 impl ChildGuard {
     /// Starts `command` with piped stdio; stderr lines are collected, and also sent to `lines`.
-    fn spawn(
+    pub(crate) fn spawn(
         name: &'static str,
         command: &mut Command,
     ) -> (ChildGuard, Receiver<String>, Receiver<String>) {
@@ -73,12 +73,12 @@ impl ChildGuard {
         (guard, stdout_lines, stderr_lines)
     }
 
-    fn stderr_text(&self) -> String {
+    pub(crate) fn stderr_text(&self) -> String {
         self.stderr.lock().expect("stderr buffer").join("\n")
     }
 
     /// "running" or how it ended, for failure messages.
-    fn status(&mut self) -> String {
+    pub(crate) fn status(&mut self) -> String {
         match self.child.try_wait() {
             Ok(None) => "running".to_owned(),
             Ok(Some(status)) => format!("exited, {status}"),
@@ -87,7 +87,7 @@ impl ChildGuard {
     }
 
     /// Kills the process and waits for it; true when it was still running (it should be).
-    fn stop(&mut self) -> bool {
+    pub(crate) fn stop(&mut self) -> bool {
         let running = matches!(self.child.try_wait(), Ok(None));
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -122,7 +122,7 @@ fn forward_lines(
 }
 
 /// Waits for the first line that `accept` maps to `Some`, until `deadline`.
-fn wait_for_line<T>(
+pub(crate) fn wait_for_line<T>(
     guard: &mut ChildGuard,
     lines: &Receiver<String>,
     deadline: Instant,
@@ -149,12 +149,12 @@ fn wait_for_line<T>(
     }
 }
 
-fn interop_dir() -> PathBuf {
+pub(crate) fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
 }
 
 /// `Some(())` when Node.js can run; `None` (skip) only outside CI.
-fn node_available() -> Option<()> {
+pub(crate) fn node_available() -> Option<()> {
     let in_ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty());
     match Command::new("node").arg("--version").output() {
         Ok(output) if output.status.success() => Some(()),
@@ -170,7 +170,7 @@ fn node_available() -> Option<()> {
 }
 
 /// Installs the locked Node dependencies when `node_modules` is missing.
-fn ensure_node_modules() {
+pub(crate) fn ensure_node_modules() {
     let dir = interop_dir();
     if dir
         .join("node_modules/oidc-provider/package.json")
@@ -223,18 +223,18 @@ fn spawn_node(name: &'static str, script: &str) -> (ChildGuard, Value) {
     (guard, greeting)
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// The parts of a response the test looks at.
 #[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Bytes,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|error| {
             panic!(
                 "not JSON ({error}): {}",
@@ -243,12 +243,12 @@ impl Answer {
         })
     }
 
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 }
 
-async fn send(client: &HttpClient, request: Request<Full<Bytes>>) -> Answer {
+pub(crate) async fn send(client: &HttpClient, request: Request<Full<Bytes>>) -> Answer {
     let uri = request.uri().clone();
     let response = tokio::time::timeout(REQUEST_TIMEOUT, client.request(request))
         .await
@@ -267,7 +267,7 @@ async fn send(client: &HttpClient, request: Request<Full<Bytes>>) -> Answer {
     }
 }
 
-async fn get(client: &HttpClient, url: &str, headers: &[(&str, &str)]) -> Answer {
+pub(crate) async fn get(client: &HttpClient, url: &str, headers: &[(&str, &str)]) -> Answer {
     let mut builder = Request::builder().method(Method::GET).uri(url);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
@@ -323,7 +323,7 @@ async fn client_credentials_token(client: &HttpClient, issuer: &str) -> String {
     token
 }
 
-fn form_encode(value: &str) -> String {
+pub(crate) fn form_encode(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
@@ -350,7 +350,7 @@ fn assert_token_shape(token: &str, issuer: &str) {
 
 /// A 401 body is an `OperationOutcome` with `code: login`, identified by the response's
 /// `X-Request-Id` (SPEC §4, responses).
-fn assert_login_outcome(answer: &Answer) {
+pub(crate) fn assert_login_outcome(answer: &Answer) {
     let outcome = answer.json();
     assert_eq!(outcome["resourceType"], "OperationOutcome", "{outcome}");
     assert_eq!(outcome["issue"][0]["severity"], "error", "{outcome}");
@@ -360,7 +360,7 @@ fn assert_login_outcome(answer: &Answer) {
 }
 
 /// The `address` of fhirguard's `{"message":"listening","listener":<which>}` log line.
-fn listening_address(line: &str, which: &str) -> Option<String> {
+pub(crate) fn listening_address(line: &str, which: &str) -> Option<String> {
     let event: Value = serde_json::from_str(line).ok()?;
     (event["message"] == "listening" && event["listener"] == which)
         .then(|| event["address"].as_str().map(str::to_owned))

@@ -18,6 +18,7 @@ mod explain_parity;
 mod hardening_compartment;
 mod hardening_hygiene;
 mod interop_oidc;
+mod introspection;
 mod key_sets;
 mod layers;
 mod medplum;

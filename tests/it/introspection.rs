@@ -1,0 +1,359 @@
+//! Token introspection (RFC 7662) end to end: the `fhirguard` binary between a real npm
+//! `oidc-provider` issuing **opaque** access tokens (`ACCESS_TOKEN_FORMAT=opaque`,
+//! `tests/interop/oidc-provider.mjs`) and the FHIR echo upstream, all on 127.0.0.1.
+//!
+//! What it pins: an opaque client_credentials token is introspected (client_secret_basic, the
+//! secret from a file) and its answer's `azp`/`aud`/`scp`/`fhirUser` pass the smart provider's
+//! checks, so the request reaches the upstream; a second request is answered from the cache (the
+//! provider sees one introspection); a token revoked at the provider (RFC 7009) and a made-up one
+//! are 401 `invalid_token`; an inactive answer is kept `inactiveCacheTtl` and then asked again;
+//! the endpoint down is 503 with `Retry-After`; `fhirguard_introspections_total` counts by result.
+//!
+//! Needs Node.js, as `interop_oidc` (skipped without it outside CI).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+use crate::interop_oidc::{
+    assert_login_outcome, ensure_node_modules, form_encode, get, interop_dir, listening_address,
+    node_available, send, wait_for_line, Answer, ChildGuard, HttpClient,
+};
+
+const CLIENT_ID: &str = "fhir-app";
+const CLIENT_SECRET: &str = "fhir-app-secret";
+const RESOURCE: &str = "https://fhir.example.test";
+const SCOPE: &str = "system/*.read";
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The provider with opaque access tokens, its greeting, and its stdout (introspection events).
+fn spawn_opaque_provider() -> (ChildGuard, Value, Receiver<String>) {
+    let (mut guard, stdout, _stderr) = ChildGuard::spawn(
+        "oidc-provider (opaque)",
+        Command::new("node")
+            .arg("oidc-provider.mjs")
+            .arg("0")
+            .env("ACCESS_TOKEN_FORMAT", "opaque")
+            .current_dir(interop_dir()),
+    );
+    let greeting = wait_for_line(
+        &mut guard,
+        &stdout,
+        Instant::now() + DEADLINE,
+        "JSON greeting",
+        |line| serde_json::from_str::<Value>(line).ok(),
+    );
+    (guard, greeting, stdout)
+}
+
+/// Waits for the provider's next `{"event":"introspection"}` line.
+fn next_introspection(guard: &mut ChildGuard, events: &Receiver<String>) {
+    wait_for_line(
+        guard,
+        events,
+        Instant::now() + DEADLINE,
+        "introspection event",
+        |line| line.contains("\"introspection\"").then_some(()),
+    );
+}
+
+fn basic(id: &str, secret: &str) -> String {
+    let pair = format!("{id}:{secret}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+async fn post_form(client: &HttpClient, url: &str, form: String) -> Answer {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header("authorization", basic(CLIENT_ID, CLIENT_SECRET))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(form)))
+        .expect("request");
+    send(client, request).await
+}
+
+/// A client_credentials token for the FHIR resource; it must be opaque (not a JWS).
+async fn opaque_token(client: &HttpClient, issuer: &str) -> String {
+    let form = format!(
+        "grant_type=client_credentials&resource={}&scope={}",
+        form_encode(RESOURCE),
+        form_encode(SCOPE)
+    );
+    let answer = post_form(client, &format!("{issuer}/token"), form).await;
+    assert_eq!(answer.status, StatusCode::OK, "token endpoint");
+    let token = answer.json()["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned();
+    assert!(!token.contains('.'), "not an opaque token: {token}");
+    token
+}
+
+/// Starts fhirguard on `config`; returns it with the proxy and admin addresses once ready.
+async fn start_fhirguard(client: &HttpClient, config: &Path) -> (ChildGuard, String, String) {
+    let (mut fhirguard, _stdout, stderr) = ChildGuard::spawn(
+        "fhirguard",
+        Command::new(env!("CARGO_BIN_EXE_fhirguard"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env_remove("FHIRGUARD_LOG")
+            .env_remove("FHIRGUARD_CONFIG"),
+    );
+    let deadline = Instant::now() + DEADLINE;
+    let (mut proxy, mut admin) = (None, None);
+    while proxy.is_none() || admin.is_none() {
+        let (which, address) = wait_for_line(
+            &mut fhirguard,
+            &stderr,
+            deadline,
+            "listening lines",
+            |line| {
+                ["proxy", "admin"]
+                    .into_iter()
+                    .find_map(|which| listening_address(line, which).map(|a| (which, a)))
+            },
+        );
+        if which == "proxy" {
+            proxy = Some(address);
+        } else {
+            admin = Some(address);
+        }
+    }
+    let (proxy, admin) = (proxy.expect("proxy"), admin.expect("admin"));
+    while get(client, &format!("http://{admin}/readyz"), &[])
+        .await
+        .status
+        != StatusCode::OK
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not ready:\n{}",
+            fhirguard.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (fhirguard, proxy, admin)
+}
+
+fn assert_invalid_token(answer: &Answer, what: &str) {
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{what}");
+    let challenge = answer.header("www-authenticate").expect("challenge");
+    assert!(
+        challenge.contains("error=\"invalid_token\""),
+        "{what}: {challenge}"
+    );
+    assert!(
+        challenge.contains("The token is not active"),
+        "{what}: {challenge}"
+    );
+    assert_login_outcome(answer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
+    if node_available().is_none() {
+        return;
+    }
+    ensure_node_modules();
+    let (mut idp, greeting, events) = spawn_opaque_provider();
+    let (mut echo, echo_greeting, _) = {
+        let (mut guard, stdout, _stderr) = ChildGuard::spawn(
+            "fhir-echo",
+            Command::new("node")
+                .args(["fhir-echo.mjs", "0"])
+                .current_dir(interop_dir()),
+        );
+        let greeting = wait_for_line(
+            &mut guard,
+            &stdout,
+            Instant::now() + DEADLINE,
+            "greeting",
+            |line| serde_json::from_str::<Value>(line).ok(),
+        );
+        (guard, greeting, stdout)
+    };
+    let issuer = greeting["issuer"].as_str().expect("issuer").to_owned();
+    let echo_port = echo_greeting["port"].as_u64().expect("echo port");
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let accepted = opaque_token(&client, &issuer).await;
+    let revoked = opaque_token(&client, &issuer).await;
+    let for_outage = opaque_token(&client, &issuer).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("introspection-secret");
+    std::fs::write(&secret, "fhirguard-secret\n").expect("secret");
+    let config_path = dir.path().join("fhirguard.json");
+    let config = json!({
+        "listen": "127.0.0.1:0",
+        "adminListen": "127.0.0.1:0",
+        "upstream": format!("http://127.0.0.1:{echo_port}/fhir"),
+        "allowHttpAuthorities": true,
+        "introspection": {
+            "authority": issuer,
+            "clientId": "fhirguard",
+            "clientSecretFile": secret,
+            "inactiveCacheTtl": "1s",
+        },
+        "authenticationConfiguration": {
+            "smartIdentityProviders": [{
+                "authority": issuer,
+                "applications": [{
+                    "clientId": CLIENT_ID,
+                    "audience": RESOURCE,
+                    "allowedDataActions": ["Read"],
+                }],
+            }],
+        },
+    });
+    std::fs::write(&config_path, serde_json::to_vec(&config).expect("json")).expect("config");
+    let (mut fhirguard, proxy, admin) = start_fhirguard(&client, &config_path).await;
+    let url = format!("http://{proxy}/Observation?code=x");
+    let request = |token: &str| format!("Bearer {token}");
+
+    // Introspected, judged like a JWT's claims, forwarded.
+    let answer = get(&client, &url, &[("authorization", &request(&accepted))]).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "opaque token: {}\n{}",
+        String::from_utf8_lossy(&answer.body),
+        fhirguard.stderr_text()
+    );
+    assert_eq!(answer.json()["url"], "/fhir/Observation?code=x");
+    next_introspection(&mut idp, &events);
+
+    // Again: from the cache, no introspection.
+    let answer = get(&client, &url, &[("authorization", &request(&accepted))]).await;
+    assert_eq!(answer.status, StatusCode::OK, "cached opaque token");
+
+    // Revoked at the provider (RFC 7009): inactive, 401 invalid_token.
+    let revocation = post_form(
+        &client,
+        &format!("{issuer}/token/revocation"),
+        format!("token={}", form_encode(&revoked)),
+    )
+    .await;
+    assert_eq!(revocation.status, StatusCode::OK, "revocation");
+    let answer = get(&client, &url, &[("authorization", &request(&revoked))]).await;
+    assert_invalid_token(&answer, "revoked token");
+    // The introspection seen now is the revoked token's: the cached request made none.
+    next_introspection(&mut idp, &events);
+    assert!(
+        events.try_recv().is_err(),
+        "the cached token was introspected again"
+    );
+
+    // Unknown: inactive; kept briefly, so a repeat is not introspected...
+    let unknown = "bm90LWEtcmVhbC10b2tlbi1hdC1hbGw";
+    let answer = get(&client, &url, &[("authorization", &request(unknown))]).await;
+    assert_invalid_token(&answer, "unknown token");
+    next_introspection(&mut idp, &events);
+    let answer = get(&client, &url, &[("authorization", &request(unknown))]).await;
+    assert_invalid_token(&answer, "unknown token, cached");
+    assert!(
+        events.try_recv().is_err(),
+        "an inactive answer was not kept"
+    );
+    // ...and asked again once inactiveCacheTtl (1 s) has passed.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let answer = get(&client, &url, &[("authorization", &request(unknown))]).await;
+        assert_invalid_token(&answer, "unknown token, later");
+        if events.try_recv().is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the inactive answer was never asked again"
+        );
+    }
+
+    let metrics = get(&client, &format!("http://{admin}/metrics"), &[]).await;
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    for (result, count) in [("active", 1), ("inactive", 3)] {
+        let series = format!(
+            "fhirguard_introspections_total{{provider=\"{issuer}\",result=\"{result}\"}} {count}"
+        );
+        assert!(metrics.contains(&series), "no `{series}` in:\n{metrics}");
+    }
+
+    // `check --probe` reports the advertised endpoint; `explain` shows the introspection step.
+    let fhirguard_cli = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_fhirguard"))
+            .args(args)
+            .env_remove("FHIRGUARD_LOG")
+            .output()
+            .expect("fhirguard cli");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let config_arg = config_path.to_str().expect("utf-8 path");
+    let probe = fhirguard_cli(&["check", "--config", config_arg, "--probe"]);
+    assert!(
+        probe.contains(&format!(
+            "introspection_endpoint: {issuer}/token/introspection"
+        )),
+        "{probe}"
+    );
+    let explained = fhirguard_cli(&[
+        "explain",
+        "--config",
+        config_arg,
+        "--token",
+        &accepted,
+        "--path",
+        "/Observation",
+    ]);
+    for line in [
+        "token: opaque (not a JWT), introspected at",
+        "step 5 introspection: active at",
+        "step 7 application: fhir-app",
+        "verdict: ALLOW",
+    ] {
+        assert!(explained.contains(line), "no `{line}` in:\n{explained}");
+    }
+    assert!(!explained.contains(&accepted), "explain printed the token");
+    next_introspection(&mut idp, &events);
+
+    // The endpoint down (the provider stopped; its keys are still held): 503 + Retry-After.
+    assert!(
+        idp.stop(),
+        "the provider had exited:\n{}",
+        idp.stderr_text()
+    );
+    let answer = get(&client, &url, &[("authorization", &request(&for_outage))]).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "endpoint down: {}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.header("retry-after"), Some("5"));
+    assert_eq!(answer.json()["issue"][0]["code"], "transient");
+    // The cached token still passes while the provider is away (until cacheTtl).
+    let answer = get(&client, &url, &[("authorization", &request(&accepted))]).await;
+    assert_eq!(answer.status, StatusCode::OK, "cached token, provider down");
+
+    for guard in [&mut fhirguard, &mut echo] {
+        let status = guard.status();
+        assert!(
+            guard.stop(),
+            "{} had exited early ({status}):\n{}",
+            guard.name,
+            guard.stderr_text()
+        );
+    }
+}
