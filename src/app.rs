@@ -83,7 +83,12 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     // bytes `config` was parsed from, which the reloader compares later reads against.
     let generation = Generation::from_config(1, config)?;
     let config = &generation.config;
-    let tls = config.tls.as_ref().map(server::tls_acceptor).transpose()?;
+    let client_certificates = config.sender.request_client_certificates;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|tls| server::tls_acceptor(tls, client_certificates))
+        .transpose()?;
     let proxy_listener = server::bind(config.listen).await?;
     let admin_listener = server::bind(config.admin_listen).await?;
     let proxy_address = proxy_listener
@@ -105,8 +110,11 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let keys = Arc::new(KeyStore::new());
     let metrics = Metrics::new();
     let auditor = Auditor::start(&generation.config, &metrics)?;
+    let replay =
+        crate::proxy::replay::ReplayCache::new(generation.config.sender.replay_cache_entries);
     let proxy = Arc::new(Proxy {
         auditor,
+        replay,
         tokens: TokenCache::default(),
         generation: ArcSwap::from_pointee(generation),
         keys: Arc::clone(&keys),
@@ -149,6 +157,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         let peer = Peer {
             address: connection.peer,
             https: connection.https,
+            client_certificate: connection.client_certificate.get().copied(),
         };
         Arc::clone(&handler_proxy).serve(request, peer, Arc::clone(&connection.memo))
     };

@@ -13,7 +13,9 @@
 //! ([`crate::proxy::session`]) keeps them between requests.
 
 pub mod bearer;
+pub mod binding;
 pub mod discovery;
+pub mod dpop;
 pub mod error;
 pub mod jwks;
 pub mod keys;
@@ -24,7 +26,8 @@ use std::sync::Arc;
 
 use jsonwebtoken::Algorithm;
 
-pub use bearer::{bearer_token, jwt_in_url, UrlPart};
+pub use bearer::{access_token, bearer_token, jwt_in_url, Scheme, UrlPart};
+pub use binding::{Confirmation, SenderError};
 pub use discovery::KeyError;
 pub use error::{AuthError, FhirUserRule};
 pub use jwks::{ConfigSource, KeySetStats, KeySettings, KeyStore, ProbeReport, ProviderKeys};
@@ -77,6 +80,9 @@ pub struct Principal {
     pub expires_at: u64,
     /// The `kid` of the key that verified the token.
     pub key_id: Option<String>,
+    /// `cnf`: the key or certificate the token is bound to (RFC 9449 §6.1, RFC 8705 §3.1),
+    /// checked on every request ([`crate::proxy::sender`]). Boxed: most tokens have none.
+    pub confirmation: Option<Box<Confirmation>>,
 }
 
 /// A configured provider chosen by issuer, with its key set.
@@ -188,6 +194,7 @@ pub async fn verify(
         groups,
         expires_at: lifetime.expires_at,
         key_id: key.kid,
+        confirmation: binding::confirmation(&token)?.map(Box::new),
     };
     Ok(Verified {
         principal: Arc::new(principal),

@@ -11,7 +11,9 @@ use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHE
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::auth::{AuthError, UrlPart};
+use crate::auth::binding::ChallengeKind;
+use crate::auth::dpop::PROOF_ALGORITHMS_TEXT;
+use crate::auth::{AuthError, SenderError, UrlPart};
 use crate::authz::smart::enforcement::Enforcement;
 use crate::authz::smart::{Denial, SmartError};
 use crate::authz::{BundleDecision, Decision};
@@ -32,6 +34,10 @@ pub enum Rejection {
     /// A token was presented and refused (401), or its keys cannot be had (503).
     #[error(transparent)]
     Token(#[from] AuthError),
+    /// A verified token without the DPoP proof or client certificate it is bound to, or a
+    /// client that must use bound tokens without one (401, RFC 9449 §7, RFC 8705 §3).
+    #[error(transparent)]
+    Sender(#[from] SenderError),
     /// A JWT-shaped string in the URL (reference §2.1 "Token source").
     #[error("{}", .0.message())]
     TokenInUrl(UrlPart),
@@ -125,6 +131,11 @@ enum Extra {
     None,
     /// `WWW-Authenticate: Bearer …` with the `error_description`, if any (RFC 6750 §3).
     Challenge(Option<String>),
+    /// `WWW-Authenticate: DPoP error="…", error_description="…", algs="…"` (RFC 9449 §7.1).
+    Dpop {
+        error: &'static str,
+        description: String,
+    },
     /// `Retry-After` in seconds.
     RetryAfter(u64),
     /// RFC 9110 §15.5.9: the rest of the body is never read, so the connection closes.
@@ -317,6 +328,19 @@ impl Rejection {
                     .saying(Diagnostics::Authentication(description.clone()))
                     .with(Extra::Challenge(Some(description)))
             }
+            Rejection::Sender(error) => {
+                let description = error.to_string();
+                let headers = match error.challenge() {
+                    ChallengeKind::Dpop(code) => Extra::Dpop {
+                        error: code,
+                        description: description.clone(),
+                    },
+                    ChallengeKind::Bearer => Extra::Challenge(Some(description.clone())),
+                };
+                Answer::new(S::UNAUTHORIZED, "login", "unauthenticated", error.reason())
+                    .saying(Diagnostics::Authentication(description))
+                    .with(headers)
+            }
             Rejection::TokenInUrl(_) => Answer::invalid("token_in_url"),
             Rejection::Path(_) => Answer::invalid("bad_path"),
             Rejection::Bundle(_) => Answer::invalid("bad_bundle"),
@@ -402,6 +426,15 @@ impl Rejection {
             Extra::None => {}
             Extra::Challenge(description) => {
                 let value = challenge(context.challenge, description.as_deref());
+                headers.insert(WWW_AUTHENTICATE, value);
+            }
+            Extra::Dpop { error, description } => {
+                let value = format!(
+                    "DPoP error=\"{error}\", error_description=\"{}\", algs=\"{PROOF_ALGORITHMS_TEXT}\"",
+                    quoted(&description)
+                );
+                let value = HeaderValue::from_str(&value)
+                    .unwrap_or_else(|_| HeaderValue::from_static("DPoP"));
                 headers.insert(WWW_AUTHENTICATE, value);
             }
             Extra::RetryAfter(seconds) => {

@@ -21,6 +21,8 @@ pub mod forward;
 mod generation;
 pub mod headers;
 mod plan;
+pub mod replay;
+pub mod sender;
 pub mod session;
 mod smart;
 
@@ -61,6 +63,8 @@ pub struct Proxy {
     pub buffers: BodyBuffers,
     /// Writes each decision to the audit trail.
     pub auditor: Auditor,
+    /// Seen DPoP proofs (RFC 9449 §11.1), per process.
+    pub replay: replay::ReplayCache,
 }
 
 /// The key-set refresher reads the configuration in force.
@@ -190,6 +194,8 @@ impl Proxy {
             metrics: Some(&self.metrics),
             memo,
             reasons: Reasons::OnDenial,
+            replay: &self.replay,
+            peer: Some(&peer),
         };
         let (parts, body) = request.into_parts();
         // Bodies read into memory count against `limits.maxBufferedBytes` until the request is

@@ -23,6 +23,7 @@ use crate::proxy::decision::{
     configured_actions, decide_body, decide_head, Authorized, BodyNeed, Head, Judge, Plan, Refused,
     Trace, Verdict,
 };
+use crate::proxy::replay::ReplayCache;
 use crate::proxy::session::TokenCache;
 
 /// What to explain.
@@ -199,7 +200,14 @@ async fn run(
     let keys = KeyStore::new();
     keys.prefetch(config).await;
     if !token.is_empty() {
-        match HeaderValue::from_str(&format!("Bearer {token}")) {
+        // With a DPoP proof (`--header 'DPoP: …'`) the token goes as a DPoP-bound one
+        // (RFC 9449 §7.1).
+        let scheme = if headers.contains_key(crate::auth::dpop::DPOP) {
+            "DPoP"
+        } else {
+            "Bearer"
+        };
+        match HeaderValue::from_str(&format!("{scheme} {token}")) {
             Ok(value) => {
                 headers.insert(http::header::AUTHORIZATION, value);
             }
@@ -215,6 +223,8 @@ async fn run(
     head.headers = headers;
     // No verified-token cache: every explain verifies in full.
     let tokens = TokenCache::new(0);
+    // A DPoP proof is checked as the proxy would, against a replay cache of this run only.
+    let replay = ReplayCache::new(16);
     let judge = Judge {
         keys: &keys,
         tokens: &tokens,
@@ -222,6 +232,8 @@ async fn run(
         metrics: None,
         memo: None,
         reasons: Reasons::Always,
+        replay: &replay,
+        peer: None,
     };
     match decide(&judge, &head, body).await {
         Ok(trace) => {

@@ -30,6 +30,9 @@ use crate::error::Rejection;
 use crate::fhir::{self, bundle, path::normalize_path, FhirRequest};
 use crate::hygiene;
 use crate::metrics::Metrics;
+use crate::proxy::forward::Peer;
+use crate::proxy::replay::ReplayCache;
+use crate::proxy::sender::{self, Evidence};
 use crate::proxy::session::{self, ConnectionMemo, Session, TokenCache};
 use crate::proxy::smart::search_form;
 
@@ -45,6 +48,10 @@ pub struct Judge<'a> {
     pub memo: Option<&'a ConnectionMemo>,
     /// Whether an allowed decision writes its reason too (explain) or not (serving).
     pub reasons: Reasons,
+    /// Seen DPoP proofs (RFC 9449 §11.1).
+    pub replay: &'a ReplayCache,
+    /// The client connection (`None`: explain).
+    pub peer: Option<&'a Peer>,
 }
 
 impl Judge<'_> {
@@ -252,9 +259,10 @@ pub async fn decide_head(judge: &Judge<'_>, head: &Parts) -> Result<Head, Refuse
     }
     let session = match authenticate(judge, head).await {
         Ok(session) => session,
-        Err(rejection) => {
+        Err((rejection, principal)) => {
             let trace = Trace {
                 path: Some(path),
+                principal,
                 ..Trace::default()
             };
             return Err(Refused::new(rejection, trace));
@@ -296,19 +304,27 @@ pub async fn decide_head(judge: &Judge<'_>, head: &Parts) -> Result<Head, Refuse
     Ok(Head::Decided(allowed))
 }
 
-/// Steps 2–7: the token from the `Authorization` header, and who it names.
-async fn authenticate(judge: &Judge<'_>, head: &Parts) -> Result<Arc<Session>, Rejection> {
+/// Steps 2–7: the token from the `Authorization` header, who it names, and what it is bound
+/// to. A refusal for want of the binding names the token's principal (for the trace).
+async fn authenticate(
+    judge: &Judge<'_>,
+    head: &Parts,
+) -> Result<Arc<Session>, (Rejection, Option<Arc<Principal>>)> {
     // Step 2: tokens outside the header (reference §2.1).
     if let Some(part) = auth::jwt_in_url(head.uri.path(), head.uri.query()) {
-        return Err(Rejection::TokenInUrl(part));
+        return Err((Rejection::TokenInUrl(part), None));
     }
-    // Step 3: bearer extraction (RFC 6750 §2.1).
-    let token = auth::bearer_token(&head.headers, judge.config.limits.max_token_bytes)?
-        .ok_or(Rejection::MissingToken)?;
+    // Step 3: bearer extraction (RFC 6750 §2.1), or a DPoP-bound token (RFC 9449 §7.1).
+    let presented = auth::access_token(&head.headers, judge.config.limits.max_token_bytes);
+    let (scheme, token) = match presented {
+        Ok(Some(presented)) => presented,
+        Ok(None) => return Err((Rejection::MissingToken, None)),
+        Err(error) => return Err((Rejection::from(error), None)),
+    };
     // Steps 4–7: provider, signature, time, audience and client.
     let started = Instant::now();
     let now = auth::unix_now();
-    let authenticated = session::authenticate(
+    let mut authenticated = session::authenticate(
         judge.tokens,
         judge.keys,
         judge.config,
@@ -316,19 +332,49 @@ async fn authenticate(judge: &Judge<'_>, head: &Parts) -> Result<Arc<Session>, R
         now,
         judge.memo,
     )
-    .await;
+    .await
+    .map_err(Rejection::from);
+    // The token's binding, on every request, cached or not (RFC 9449 §4.3, RFC 8705 §3).
+    let mut bound_to = None;
+    if let Ok(session) = &authenticated {
+        let principal = session.principal();
+        if sender::needs_check(judge.config, scheme, principal) {
+            let evidence = Evidence {
+                head,
+                scheme,
+                token,
+                peer: judge.peer,
+                now,
+            };
+            let checked = sender::check(judge.config, judge.replay, &evidence, principal).await;
+            if let Err(error) = checked {
+                bound_to = Some(Arc::clone(principal));
+                authenticated = Err(Rejection::Sender(error));
+            }
+        }
+    }
     if let Some(metrics) = judge.metrics {
         metrics
             .auth_duration
             .observe(started.elapsed().as_secs_f64());
-        if let Err(error) = &authenticated {
+        let failure = match &authenticated {
+            Err(Rejection::Token(error)) => {
+                Some((error.provider().unwrap_or("unknown"), error.reason()))
+            }
+            Err(Rejection::Sender(error)) => {
+                let authority = bound_to.as_deref().map(|p| p.authority.as_str());
+                Some((authority.unwrap_or("unknown"), error.reason()))
+            }
+            _ => None,
+        };
+        if let Some((provider, reason)) = failure {
             metrics
                 .auth_failures
-                .with_label_values(&[error.provider().unwrap_or("unknown"), error.reason()])
+                .with_label_values(&[provider, reason])
                 .inc();
         }
     }
-    Ok(authenticated?)
+    authenticated.map_err(|rejection| (rejection, bound_to))
 }
 
 /// Step 8, first half: the request classified, the principal's grant and SMART grant.
@@ -655,6 +701,7 @@ mod tests {
             groups: Vec::new(),
             expires_at: 0,
             key_id: None,
+            confirmation: None,
         }
     }
 

@@ -18,6 +18,9 @@ pub struct Peer {
     pub address: std::net::SocketAddr,
     /// The listener terminated TLS.
     pub https: bool,
+    /// SHA-256 of the DER of the client certificate of the TLS connection, when the listener
+    /// asked for one and the client sent it (RFC 8705 §3).
+    pub client_certificate: Option<[u8; 32]>,
 }
 
 /// One client request's way upstream: the configuration and upstream client of its
@@ -53,6 +56,12 @@ impl Exchange<'_> {
         });
         headers::remove_hop_by_hop(headers);
         headers::remove_client_reserved(headers);
+        // A client-certificate header is believed, and forwarded, only from a trusted proxy.
+        if let Some(forwarded) = &self.config.sender.forwarded {
+            if !forwarded.trusts(self.peer.address.ip()) {
+                headers.remove(forwarded.header.name());
+            }
+        }
         headers::set_forwarded(headers, self.peer.address, self.peer.https, host);
         headers.insert(headers::REQUEST_ID, self.request_id.header());
         if let Some(principal) = self.principal {

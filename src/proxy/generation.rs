@@ -163,6 +163,7 @@ mod tests {
             groups: Vec::new(),
             expires_at: 0,
             key_id: None,
+            confirmation: None,
         }
     }
 
