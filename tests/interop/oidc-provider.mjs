@@ -18,6 +18,11 @@
 //   - `patient-app`: `scp` and a relative `fhirUser` (env PATIENT_FHIR_USER, default Patient/123);
 //   - `ehr-app`: an EHR launch — `scp`, `fhirUser` the practitioner (env PRACTITIONER, default
 //     Practitioner/doc) and the chosen patient as a `patient` claim (env LAUNCH_PATIENT, default 123)
+// - `mtls-app` (secret `mtls-app-secret`): like `fhir-app`, but its access tokens are bound to
+//   the client certificate (RFC 8705 §3, `cnf.x5t#S256`), which the token request carries in
+//   the `x-test-client-cert` header (URL-encoded PEM) since this provider serves plain HTTP
+// - DPoP (RFC 9449) is on, as in oidc-provider's defaults: a token request with a `DPoP` proof
+//   gets a DPoP-bound access token (`cnf.jkt`), for any client
 // - the signing key is an RSA key generated at start (stable for the life of the process, so two
 //   instances never share a key)
 //
@@ -38,6 +43,7 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) {
 }
 
 const CLIENT_ID = 'fhir-app';
+const MTLS_CLIENT_ID = 'mtls-app';
 const CLIENT_SECRET = process.env.CLIENT_SECRET ?? 'fhir-app-secret';
 const RESOURCE = process.env.RESOURCE ?? 'https://fhir.example.test';
 const FHIR_USER = process.env.FHIR_USER ?? 'https://fhir.example.test/Patient/123';
@@ -96,9 +102,10 @@ const provider = new Provider(issuer, {
   jwks: signingKeys(),
   // Every scope a client may be registered with must be known to the provider.
   scopes: ['openid', 'offline_access', ...RESOURCE_SCOPES.split(' ')],
-  clients: [CLIENT_ID, ...Object.keys(SMART_CLIENTS)].map((clientId) => ({
+  clients: [CLIENT_ID, MTLS_CLIENT_ID, ...Object.keys(SMART_CLIENTS)].map((clientId) => ({
     client_id: clientId,
     client_secret: clientId === CLIENT_ID ? CLIENT_SECRET : `${clientId}-secret`,
+    ...(clientId === MTLS_CLIENT_ID ? { tls_client_certificate_bound_access_tokens: true } : {}),
     grant_types: ['client_credentials'],
     redirect_uris: [],
     response_types: [],
@@ -110,6 +117,15 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
+    dPoP: { enabled: true },
+    mTLS: {
+      enabled: true,
+      certificateBoundAccessTokens: true,
+      getCertificate: (ctx) => {
+        const pem = ctx.get('x-test-client-cert');
+        return pem ? decodeURIComponent(pem) : undefined;
+      },
+    },
     resourceIndicators: {
       enabled: true,
       // A token request without `resource` gets the FHIR resource server too.

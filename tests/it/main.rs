@@ -14,6 +14,7 @@ mod cli;
 mod config_examples;
 mod demo;
 mod deploy;
+mod dpop;
 mod explain_parity;
 mod hardening_compartment;
 mod hardening_hygiene;
