@@ -22,6 +22,7 @@ mod interop_oidc;
 mod key_sets;
 mod layers;
 mod medplum;
+mod mtls;
 mod ops;
 mod proxy;
 mod reload;
