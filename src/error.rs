@@ -712,4 +712,38 @@ mod tests {
         );
         assert_eq!(missing.headers()[CONTENT_TYPE], FHIR_JSON);
     }
+
+    /// RFC 9449 §7.1: a bad proof is `invalid_dpop_proof`, a bound token without its proof
+    /// `invalid_token`, both in a `DPoP` challenge naming the algorithms; RFC 8705 §3: a
+    /// certificate mismatch is Bearer's `invalid_token`.
+    #[test]
+    fn sender_refusals_are_401_with_their_challenge() {
+        use crate::auth::dpop::ProofError;
+        let cases = [
+            (
+                SenderError::Proof(ProofError::Replayed),
+                "DPoP error=\"invalid_dpop_proof\", error_description=\"The DPoP proof was \
+                 already used\", algs=\"ES256 ES384 EdDSA PS256 PS384 PS512 RS256 RS384 RS512\"",
+            ),
+            (
+                SenderError::BoundAsBearer,
+                "DPoP error=\"invalid_token\", error_description=\"The token is DPoP-bound and \
+                 must be sent with the DPoP scheme and a proof\", algs=\"ES256 ES384 EdDSA PS256 \
+                 PS384 PS512 RS256 RS384 RS512\"",
+            ),
+        ];
+        for (error, challenge) in cases {
+            let rejection = Rejection::Sender(error);
+            assert_eq!(rejection.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(rejection.outcome(), "unauthenticated");
+            let response = rejection.into_response(context());
+            assert_eq!(response.headers()[WWW_AUTHENTICATE], challenge);
+        }
+        let mismatch = Rejection::Sender(SenderError::CertificateMismatch);
+        assert_eq!(mismatch.reason(), "certificate_mismatch");
+        let response = mismatch.into_response(context());
+        let challenge = response.headers()[WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(challenge.starts_with("Bearer "), "{challenge}");
+        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    }
 }

@@ -80,6 +80,9 @@ pub struct Discovery {
     pub authorization_endpoint: Option<String>,
     #[serde(default)]
     pub token_endpoint: Option<String>,
+    /// The DPoP proof algorithms the provider accepts (RFC 9449 §5.1), for `check --probe`.
+    #[serde(default)]
+    pub dpop_signing_alg_values_supported: Option<Vec<String>>,
 }
 
 /// The discovery URL of an authority: one trailing `/` removed, then the well-known path

@@ -129,6 +129,8 @@ async fn check_probe_reports_issuer_and_keys() {
     );
     assert!(stdout.contains("jwks_uri:"), "{stdout}");
     assert!(stdout.contains("probe-key-1"), "{stdout}");
+    // The fake provider advertises no DPoP algorithms (RFC 9449 §5.1).
+    assert!(stdout.contains("dpop:     not advertised"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
