@@ -157,7 +157,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         let peer = Peer {
             address: connection.peer,
             https: connection.https,
-            client_certificate: connection.client_certificate.get().copied(),
+            client_certificate: connection
+                .client_certificate
+                .as_ref()
+                .and_then(|cell| cell.get().copied()),
         };
         Arc::clone(&handler_proxy).serve(request, peer, Arc::clone(&connection.memo))
     };

@@ -199,8 +199,9 @@ pub struct Connection {
     pub https: bool,
     /// The connection's last token (see [`ConnectionMemo`]).
     pub memo: Arc<ConnectionMemo>,
-    /// SHA-256 of the DER of the TLS client certificate, once the handshake has shown one.
-    pub client_certificate: Arc<OnceLock<[u8; 32]>>,
+    /// SHA-256 of the DER of the TLS client certificate, once the handshake has shown one
+    /// (`None` on a plain listener).
+    pub client_certificate: Option<Arc<OnceLock<[u8; 32]>>>,
 }
 
 /// Serves connections until `shutdown` turns true, then stops accepting and waits up to
@@ -239,12 +240,12 @@ pub async fn serve<S, F>(
         let service = service.clone();
         // The service's own future, not wrapped in another: hyper keeps one per connection
         // and moves it on every request, so its size counts twice.
-        let client_certificate = Arc::new(OnceLock::new());
+        let client_certificate = https.then(|| Arc::new(OnceLock::new()));
         let connection = Connection {
             peer,
             https,
             memo: Arc::default(),
-            client_certificate: Arc::clone(&client_certificate),
+            client_certificate: client_certificate.clone(),
         };
         let first_head = Arc::clone(&started);
         let handler = service_fn(move |request| {
@@ -270,10 +271,9 @@ pub async fn serve<S, F>(
                 let watcher = graceful.watcher();
                 tokio::spawn(first_head.watch(Box::pin(async move {
                     let tls = acceptor.accept(stream).await?;
-                    if let Some(certificate) =
-                        tls.get_ref().1.peer_certificates().and_then(|c| c.first())
-                    {
-                        let _ = client_certificate.set(Sha256::digest(certificate).into());
+                    let presented = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+                    if let (Some(cell), Some(certificate)) = (&client_certificate, presented) {
+                        let _ = cell.set(Sha256::digest(certificate).into());
                     }
                     let connection = builder
                         .serve_connection(TokioIo::new(tls), handler)

@@ -346,7 +346,14 @@ async fn authenticate(
                 peer: judge.peer,
                 now,
             };
-            let checked = sender::check(judge.config, judge.replay, &evidence, principal).await;
+            // Boxed: only requests with a DPoP proof or a bound token pay for its state.
+            let checked = Box::pin(sender::check(
+                judge.config,
+                judge.replay,
+                &evidence,
+                principal,
+            ))
+            .await;
             if let Err(error) = checked {
                 bound_to = Some(Arc::clone(principal));
                 authenticated = Err(Rejection::Sender(error));
