@@ -14,6 +14,7 @@ use crate::auth::KeyStore;
 use crate::body::BodyBuffers;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::proxy::sender::ClientCertificate;
 use crate::proxy::session::TokenCache;
 use crate::proxy::{Generation, Peer, Proxy};
 use crate::reload::Reloader;
@@ -153,15 +154,17 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
 
     let head_timeouts = |listener| proxy.metrics.head_timeouts.with_label_values(&[listener]);
     let handler_proxy = Arc::clone(&proxy);
-    let proxy_service = move |request, connection: &server::Connection| {
+    let proxy_service = move |mut request: http::Request<_>, connection: &server::Connection| {
         let peer = Peer {
             address: connection.peer,
             https: connection.https,
-            client_certificate: connection
-                .client_certificate
-                .as_ref()
-                .and_then(|cell| cell.get().copied()),
         };
+        // The TLS client certificate rides with the request (RFC 8705 §3): nothing is added,
+        // and nothing grows, for a connection without one.
+        let certificate = connection.client_certificate.as_ref();
+        if let Some(digest) = certificate.and_then(|cell| cell.get()) {
+            request.extensions_mut().insert(ClientCertificate(*digest));
+        }
         Arc::clone(&handler_proxy).serve(request, peer, Arc::clone(&connection.memo))
     };
     tasks.push(tokio::spawn(server::serve(

@@ -324,7 +324,7 @@ async fn authenticate(
     // Steps 4–7: provider, signature, time, audience and client.
     let started = Instant::now();
     let now = auth::unix_now();
-    let mut authenticated = session::authenticate(
+    let authenticated = session::authenticate(
         judge.tokens,
         judge.keys,
         judge.config,
@@ -332,13 +332,11 @@ async fn authenticate(
         now,
         judge.memo,
     )
-    .await
-    .map_err(Rejection::from);
-    // The token's binding, on every request, cached or not (RFC 9449 §4.3, RFC 8705 §3).
-    let mut bound_to = None;
+    .await;
+    // The token's binding, on every request, cached or not (RFC 9449 §4.3, RFC 8705 §3); boxed,
+    // so only requests with a proof, a bound token or a requirement pay for its state.
     if let Ok(session) = &authenticated {
-        let principal = session.principal();
-        if sender::needs_check(judge.config, scheme, principal) {
+        if sender::needs_check(judge.config, scheme, session.principal()) {
             let evidence = Evidence {
                 head,
                 scheme,
@@ -346,42 +344,47 @@ async fn authenticate(
                 peer: judge.peer,
                 now,
             };
-            // Boxed: only requests with a DPoP proof or a bound token pay for its state.
-            let checked = Box::pin(sender::check(
-                judge.config,
-                judge.replay,
-                &evidence,
-                principal,
-            ))
-            .await;
-            if let Err(error) = checked {
-                bound_to = Some(Arc::clone(principal));
-                authenticated = Err(Rejection::Sender(error));
-            }
+            let bound = Box::pin(bind(judge, &evidence, session, started)).await;
+            return bound.map(|()| Arc::clone(session));
         }
     }
     if let Some(metrics) = judge.metrics {
         metrics
             .auth_duration
             .observe(started.elapsed().as_secs_f64());
-        let failure = match &authenticated {
-            Err(Rejection::Token(error)) => {
-                Some((error.provider().unwrap_or("unknown"), error.reason()))
-            }
-            Err(Rejection::Sender(error)) => {
-                let authority = bound_to.as_deref().map(|p| p.authority.as_str());
-                Some((authority.unwrap_or("unknown"), error.reason()))
-            }
-            _ => None,
-        };
-        if let Some((provider, reason)) = failure {
+        if let Err(error) = &authenticated {
             metrics
                 .auth_failures
-                .with_label_values(&[provider, reason])
+                .with_label_values(&[error.provider().unwrap_or("unknown"), error.reason()])
                 .inc();
         }
     }
-    authenticated.map_err(|rejection| (rejection, bound_to))
+    authenticated.map_err(|error| (Rejection::from(error), None))
+}
+
+/// The sender-constraint checks of a verified token ([`sender::check`]), timed with
+/// authentication and counted under the token's provider when they refuse. The refusal names
+/// the token's principal (for the trace).
+async fn bind(
+    judge: &Judge<'_>,
+    evidence: &Evidence<'_>,
+    session: &Session,
+    started: Instant,
+) -> Result<(), (Rejection, Option<Arc<Principal>>)> {
+    let principal = session.principal();
+    let checked = sender::check(judge.config, judge.replay, evidence, principal).await;
+    if let Some(metrics) = judge.metrics {
+        metrics
+            .auth_duration
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(error) = &checked {
+            metrics
+                .auth_failures
+                .with_label_values(&[principal.authority.as_str(), error.reason()])
+                .inc();
+        }
+    }
+    checked.map_err(|error| (Rejection::Sender(error), Some(Arc::clone(principal))))
 }
 
 /// Step 8, first half: the request classified, the principal's grant and SMART grant.

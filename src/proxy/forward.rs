@@ -18,9 +18,6 @@ pub struct Peer {
     pub address: std::net::SocketAddr,
     /// The listener terminated TLS.
     pub https: bool,
-    /// SHA-256 of the DER of the client certificate of the TLS connection, when the listener
-    /// asked for one and the client sent it (RFC 8705 §3).
-    pub client_certificate: Option<[u8; 32]>,
 }
 
 /// One client request's way upstream: the configuration and upstream client of its

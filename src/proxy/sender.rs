@@ -16,6 +16,11 @@ use crate::config::{CertificateHeader, Config};
 use crate::proxy::forward::Peer;
 use crate::proxy::replay::ReplayCache;
 
+/// SHA-256 of the DER of the TLS connection's client certificate, when the listener asked for
+/// one and the client sent it (RFC 8705 §3): a request extension, set by the listener's service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientCertificate(pub [u8; 32]);
+
 /// Whether the request needs any sender-constraint check: the DPoP scheme, a bound token, or a
 /// configuration that requires binding for some client.
 pub fn needs_check(config: &Config, scheme: Scheme, principal: &Principal) -> bool {
@@ -153,8 +158,8 @@ fn client_certificate(
     let Some(peer) = evidence.peer else {
         return Ok(None);
     };
-    if let Some(digest) = peer.client_certificate {
-        return Ok(Some(digest));
+    if let Some(ClientCertificate(digest)) = evidence.head.extensions.get() {
+        return Ok(Some(*digest));
     }
     let Some(forwarded) = &config.sender.forwarded else {
         return Ok(None);

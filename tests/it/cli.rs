@@ -14,7 +14,7 @@ fn fhirguard(args: &[&str]) -> Output {
         .expect("run fhirguard")
 }
 
-async fn fhirguard_async(args: Vec<String>, stdin: Option<String>) -> Output {
+pub(crate) async fn fhirguard_async(args: Vec<String>, stdin: Option<String>) -> Output {
     tokio::task::spawn_blocking(move || {
         use std::io::Write;
         let mut child = Command::new(env!("CARGO_BIN_EXE_fhirguard"))
@@ -87,7 +87,7 @@ fn check_accepts_every_example_config() {
 }
 
 /// A config with one smart provider served by `idp`.
-fn config_file(dir: &tempfile::TempDir, idp: &FakeIdp) -> String {
+pub(crate) fn config_file(dir: &tempfile::TempDir, idp: &FakeIdp) -> String {
     let file = dir.path().join("config.yaml");
     std::fs::write(
         &file,

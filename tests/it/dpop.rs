@@ -293,3 +293,64 @@ authenticationConfiguration:
     }
     drop(provider);
 }
+
+/// `explain` runs the same proof checks as the proxy, and shows the proof and the binding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_checks_a_dpop_proof() {
+    use crate::support::idp::FakeIdp;
+    use crate::support::token::{self, now, TestKey};
+
+    let key = TestKey::ec_p256("explain-dpop");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::cli::config_file(&dir, &idp);
+    let proof_key = ProofKey::new();
+    let token = token::base_claims(&idp.issuer(), "https://fhir.example.org", now())
+        .claim("azp", "reader")
+        .claim("scp", "system/*.read")
+        .claim("cnf", json!({"jkt": proof_key.thumbprint()}))
+        .sign(&key);
+    let explain = |headers: Vec<String>| {
+        let mut args: Vec<String> = [
+            "explain",
+            "--config",
+            &config,
+            "--token",
+            "-",
+            "--method",
+            "GET",
+            "--path",
+            "/Observation",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        for header in headers {
+            args.push("--header".to_owned());
+            args.push(header);
+        }
+        crate::cli::fhirguard_async(args, Some(token.clone()))
+    };
+    let host = "Host: fhir.test".to_owned();
+    let proof = proof_key.proof("GET", "http://fhir.test/Observation", Some(&token));
+    let output = explain(vec![host.clone(), format!("DPoP: {proof}")]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    for expected in [
+        "dpop proof (unverified): typ=\"dpop+jwt\" alg=\"ES256\"",
+        "ath=matches the token",
+        "step 7 binding: DPoP key jkt=",
+        "verdict: ALLOW",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    // Without the proof, the bound token is a bearer token: refused (RFC 9449 §7.2).
+    let output = explain(vec![host]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("verdict: 401 dpop_bound_as_bearer"),
+        "{stdout}"
+    );
+}
