@@ -179,10 +179,7 @@ pub fn verify(proof: &str, target: &ProofTarget<'_>) -> Result<Proof, ProofError
     let jti = text("jti")
         .filter(|jti| !jti.is_empty())
         .ok_or(ProofError::Malformed("no jti"))?;
-    let issued_at = claims
-        .get("iat")
-        .and_then(Value::as_u64)
-        .ok_or(ProofError::Malformed("no iat, or not a NumericDate"))?;
+    let issued_at = issued_at(&claims)?;
     Ok(Proof {
         thumbprint,
         jti: jti.to_owned(),
@@ -206,10 +203,7 @@ fn check_claims(claims: &Map<String, Value>, target: &ProofTarget<'_>) -> Result
     if !same_uri(htu, target.uri) {
         return Err(ProofError::Uri(echo(htu)));
     }
-    let iat = claims
-        .get("iat")
-        .and_then(Value::as_u64)
-        .ok_or(ProofError::Malformed("no iat, or not a NumericDate"))?;
+    let iat = issued_at(claims)?;
     if iat > target.now.saturating_add(target.window)
         || iat < target.now.saturating_sub(target.window)
     {
@@ -221,6 +215,17 @@ fn check_claims(claims: &Map<String, Value>, target: &ProofTarget<'_>) -> Result
         return Err(ProofError::TokenHash);
     }
     Ok(())
+}
+
+/// `iat`, a NumericDate (RFC 7519 §2: seconds, fractions allowed and dropped).
+fn issued_at(claims: &Map<String, Value>) -> Result<u64, ProofError> {
+    claims
+        .get("iat")
+        .and_then(|iat| {
+            iat.as_u64()
+                .or_else(|| iat.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+        })
+        .ok_or(ProofError::Malformed("no iat, or not a NumericDate"))
 }
 
 /// `htu` compared after RFC 3986 §6.2.2 syntax-based normalisation (the `url` crate's parse:
