@@ -14,6 +14,7 @@ use crate::auth::KeyStore;
 use crate::body::BodyBuffers;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::proxy::sender::ClientCertificate;
 use crate::proxy::session::TokenCache;
 use crate::proxy::{Generation, Peer, Proxy};
 use crate::reload::Reloader;
@@ -83,7 +84,12 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     // bytes `config` was parsed from, which the reloader compares later reads against.
     let generation = Generation::from_config(1, config)?;
     let config = &generation.config;
-    let tls = config.tls.as_ref().map(server::tls_acceptor).transpose()?;
+    let client_certificates = config.sender.request_client_certificates;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|tls| server::tls_acceptor(tls, client_certificates))
+        .transpose()?;
     let proxy_listener = server::bind(config.listen).await?;
     let admin_listener = server::bind(config.admin_listen).await?;
     let proxy_address = proxy_listener
@@ -105,8 +111,11 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let keys = Arc::new(KeyStore::new());
     let metrics = Metrics::new();
     let auditor = Auditor::start(&generation.config, &metrics)?;
+    let replay =
+        crate::proxy::replay::ReplayCache::new(generation.config.sender.replay_cache_entries);
     let proxy = Arc::new(Proxy {
         auditor,
+        replay,
         tokens: TokenCache::default(),
         generation: ArcSwap::from_pointee(generation),
         keys: Arc::clone(&keys),
@@ -145,11 +154,17 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
 
     let head_timeouts = |listener| proxy.metrics.head_timeouts.with_label_values(&[listener]);
     let handler_proxy = Arc::clone(&proxy);
-    let proxy_service = move |request, connection: &server::Connection| {
+    let proxy_service = move |mut request: http::Request<_>, connection: &server::Connection| {
         let peer = Peer {
             address: connection.peer,
             https: connection.https,
         };
+        // The TLS client certificate rides with the request (RFC 8705 §3): nothing is added,
+        // and nothing grows, for a connection without one.
+        let certificate = connection.client_certificate.as_ref();
+        if let Some(digest) = certificate.and_then(|cell| cell.get()) {
+            request.extensions_mut().insert(ClientCertificate(*digest));
+        }
         Arc::clone(&handler_proxy).serve(request, peer, Arc::clone(&connection.memo))
     };
     tasks.push(tokio::spawn(server::serve(

@@ -13,7 +13,9 @@
 //! ([`crate::proxy::session`]) keeps them between requests.
 
 pub mod bearer;
+pub mod binding;
 pub mod discovery;
+pub mod dpop;
 pub mod error;
 pub mod introspection;
 pub mod jwks;
@@ -25,7 +27,8 @@ use std::sync::Arc;
 
 use jsonwebtoken::Algorithm;
 
-pub use bearer::{bearer_token, jwt_in_url, UrlPart};
+pub use bearer::{access_token, bearer_token, jwt_in_url, Scheme, UrlPart};
+pub use binding::{Confirmation, SenderError};
 pub use discovery::KeyError;
 pub use error::{AuthError, FhirUserRule};
 pub use jwks::{ConfigSource, KeySetStats, KeySettings, KeyStore, ProbeReport, ProviderKeys};
@@ -79,6 +82,9 @@ pub struct Principal {
     pub expires_at: u64,
     /// The `kid` of the key that verified the token.
     pub key_id: Option<String>,
+    /// `cnf`: the key or certificate the token is bound to (RFC 9449 §6.1, RFC 8705 §3.1),
+    /// checked on every request ([`crate::proxy::sender`]). Boxed: most tokens have none.
+    pub confirmation: Option<Box<Confirmation>>,
 }
 
 #[cfg(test)]
@@ -103,6 +109,7 @@ impl Principal {
             groups: Vec::new(),
             expires_at: 0,
             key_id: None,
+            confirmation: None,
         }
     }
 }
@@ -238,6 +245,9 @@ fn judge_claims(
         groups,
         expires_at: lifetime.expires_at,
         key_id,
+        // RFC 9449 §6 / RFC 8705 §3.1 (and RFC 7662 §2.2 for an introspection answer): the
+        // token's binding, checked on every request it is used.
+        confirmation: binding::confirmation(&claims.0)?.map(Box::new),
     };
     Ok((principal, lifetime))
 }

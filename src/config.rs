@@ -30,6 +30,7 @@ mod authentication;
 mod document;
 mod file;
 mod introspection;
+mod sender;
 mod validate;
 
 pub use file::ConfigFile;
@@ -44,6 +45,7 @@ use std::time::Duration;
 use crate::actions::DataActions;
 pub use audit::{Audit, AuditFormat, AuditServer};
 pub use introspection::{Introspection, SecretSource};
+pub use sender::{CertificateHeader, ForwardedCertificate, Network, SenderConstraints};
 
 /// The validated configuration.
 #[derive(Clone, Debug)]
@@ -86,6 +88,8 @@ pub struct Config {
     pub logging: Logging,
     /// `audit: {...}`: the audit line's format and an optional AuditEvent server.
     pub audit: Audit,
+    /// `senderConstraints: {...}`: DPoP and certificate-bound tokens (issue 14).
+    pub sender: SenderConstraints,
     /// `shutdownGracePeriod`, default 30 s: how long in-flight requests may take to finish after
     /// SIGTERM / SIGINT. Read at start-up, like the listeners.
     pub shutdown_grace_period: Duration,

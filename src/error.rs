@@ -11,7 +11,9 @@ use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHE
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::auth::{AuthError, UrlPart};
+use crate::auth::binding::ChallengeKind;
+use crate::auth::dpop::PROOF_ALGORITHMS_TEXT;
+use crate::auth::{AuthError, SenderError, UrlPart};
 use crate::authz::smart::enforcement::Enforcement;
 use crate::authz::smart::{Denial, SmartError};
 use crate::authz::{BundleDecision, Decision};
@@ -32,6 +34,10 @@ pub enum Rejection {
     /// A token was presented and refused (401), or its keys cannot be had (503).
     #[error(transparent)]
     Token(#[from] AuthError),
+    /// A verified token without the DPoP proof or client certificate it is bound to, or a
+    /// client that must use bound tokens without one (401, RFC 9449 §7, RFC 8705 §3).
+    #[error(transparent)]
+    Sender(#[from] SenderError),
     /// A JWT-shaped string in the URL (reference §2.1 "Token source").
     #[error("{}", .0.message())]
     TokenInUrl(UrlPart),
@@ -127,6 +133,11 @@ enum Extra {
     None,
     /// `WWW-Authenticate: Bearer …` with the `error_description`, if any (RFC 6750 §3).
     Challenge(Option<String>),
+    /// `WWW-Authenticate: DPoP error="…", error_description="…", algs="…"` (RFC 9449 §7.1).
+    Dpop {
+        error: &'static str,
+        description: String,
+    },
     /// `Retry-After` in seconds.
     RetryAfter(u64),
     /// RFC 9110 §15.5.9: the rest of the body is never read, so the connection closes.
@@ -324,6 +335,19 @@ impl Rejection {
                     .saying(Diagnostics::Authentication(description.clone()))
                     .with(Extra::Challenge(Some(description)))
             }
+            Rejection::Sender(error) => {
+                let description = error.to_string();
+                let headers = match error.challenge() {
+                    ChallengeKind::Dpop(code) => Extra::Dpop {
+                        error: code,
+                        description: description.clone(),
+                    },
+                    ChallengeKind::Bearer => Extra::Challenge(Some(description.clone())),
+                };
+                Answer::new(S::UNAUTHORIZED, "login", "unauthenticated", error.reason())
+                    .saying(Diagnostics::Authentication(description))
+                    .with(headers)
+            }
             Rejection::TokenInUrl(_) => Answer::invalid("token_in_url"),
             Rejection::Path(_) => Answer::invalid("bad_path"),
             Rejection::Bundle(_) => Answer::invalid("bad_bundle"),
@@ -412,6 +436,15 @@ impl Rejection {
             Extra::None => {}
             Extra::Challenge(description) => {
                 let value = challenge(context.challenge, description.as_deref());
+                headers.insert(WWW_AUTHENTICATE, value);
+            }
+            Extra::Dpop { error, description } => {
+                let value = format!(
+                    "DPoP error=\"{error}\", error_description=\"{}\", algs=\"{PROOF_ALGORITHMS_TEXT}\"",
+                    quoted(&description)
+                );
+                let value = HeaderValue::from_str(&value)
+                    .unwrap_or_else(|_| HeaderValue::from_static("DPoP"));
                 headers.insert(WWW_AUTHENTICATE, value);
             }
             Extra::RetryAfter(seconds) => {
@@ -717,5 +750,39 @@ mod tests {
              resource_id=\"https://fhir.example.org\", realm=\"https://fhir.example.org\""
         );
         assert_eq!(missing.headers()[CONTENT_TYPE], FHIR_JSON);
+    }
+
+    /// RFC 9449 §7.1: a bad proof is `invalid_dpop_proof`, a bound token without its proof
+    /// `invalid_token`, both in a `DPoP` challenge naming the algorithms; RFC 8705 §3: a
+    /// certificate mismatch is Bearer's `invalid_token`.
+    #[test]
+    fn sender_refusals_are_401_with_their_challenge() {
+        use crate::auth::dpop::ProofError;
+        let cases = [
+            (
+                SenderError::Proof(ProofError::Replayed),
+                "DPoP error=\"invalid_dpop_proof\", error_description=\"The DPoP proof was \
+                 already used\", algs=\"ES256 ES384 EdDSA PS256 PS384 PS512 RS256 RS384 RS512\"",
+            ),
+            (
+                SenderError::BoundAsBearer,
+                "DPoP error=\"invalid_token\", error_description=\"The token is DPoP-bound and \
+                 must be sent with the DPoP scheme and a proof\", algs=\"ES256 ES384 EdDSA PS256 \
+                 PS384 PS512 RS256 RS384 RS512\"",
+            ),
+        ];
+        for (error, challenge) in cases {
+            let rejection = Rejection::Sender(error);
+            assert_eq!(rejection.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(rejection.outcome(), "unauthenticated");
+            let response = rejection.into_response(context());
+            assert_eq!(response.headers()[WWW_AUTHENTICATE], challenge);
+        }
+        let mismatch = Rejection::Sender(SenderError::CertificateMismatch);
+        assert_eq!(mismatch.reason(), "certificate_mismatch");
+        let response = mismatch.into_response(context());
+        let challenge = response.headers()[WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(challenge.starts_with("Bearer "), "{challenge}");
+        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
     }
 }

@@ -31,10 +31,10 @@
 //! body      response bodies, bounded request-body reads, the buffered-bytes budget
 //! upstream  the pooled client towards the FHIR server
 //! authz     pure decisions: data actions, SMART scopes, compartments, enforcement refusals
-//! auth      who a token names: bearer, discovery, key sets, verification (no session state)
+//! auth      who a token names: bearer, discovery, keys, verification, DPoP, cnf (no session state)
 //! audit     each decision as an audit line or a FHIR AuditEvent; the queue to an audit server
 //! error     Rejection → response
-//! proxy     the request's phases, session caches, forwarding, configuration generations
+//! proxy     the request's phases, session caches, sender constraints, forwarding, generations
 //! server · reload · admin   the listeners, hot reload, the admin endpoints
 //! app       wiring: shared state, listeners, the reload task, graceful shutdown
 //! cli       fhirguard's commands: serve, check, explain, demo (main.rs only calls it)

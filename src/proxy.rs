@@ -22,6 +22,8 @@ mod generation;
 pub mod headers;
 pub mod introspected;
 mod plan;
+pub mod replay;
+pub mod sender;
 pub mod session;
 mod smart;
 
@@ -62,6 +64,8 @@ pub struct Proxy {
     pub buffers: BodyBuffers,
     /// Writes each decision to the audit trail.
     pub auditor: Auditor,
+    /// Seen DPoP proofs (RFC 9449 §11.1), per process.
+    pub replay: replay::ReplayCache,
 }
 
 /// The key-set refresher reads the configuration in force.
@@ -210,7 +214,7 @@ impl Proxy {
         audit: bool,
     ) -> Result<Answered, Refused> {
         let config = &generation.config;
-        let judge = self.judge(config, memo);
+        let judge = self.judge(config, memo, &peer);
         let (parts, body) = request.into_parts();
         // Bodies read into memory count against `limits.maxBufferedBytes` until the request is
         // done; nothing is counted (or touched) for the requests that stream.
@@ -279,7 +283,12 @@ impl Proxy {
     }
 
     /// What judges this proxy's requests under `config`.
-    fn judge<'a>(&'a self, config: &'a Config, memo: Option<&'a ConnectionMemo>) -> Judge<'a> {
+    fn judge<'a>(
+        &'a self,
+        config: &'a Config,
+        memo: Option<&'a ConnectionMemo>,
+        peer: &'a Peer,
+    ) -> Judge<'a> {
         Judge {
             keys: &self.keys,
             tokens: &self.tokens,
@@ -287,6 +296,8 @@ impl Proxy {
             metrics: Some(&self.metrics),
             memo,
             reasons: Reasons::OnDenial,
+            replay: &self.replay,
+            peer: Some(peer),
         }
     }
 

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::IntCounter;
+use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -74,7 +75,9 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, ServerError> {
 }
 
 /// Builds the rustls acceptor from PEM files, offering h2 and http/1.1 by ALPN.
-pub fn tls_acceptor(tls: &Tls) -> Result<TlsAcceptor, ServerError> {
+/// `client_certificates`: ask clients for an (optional) certificate, for certificate-bound
+/// tokens (RFC 8705 §2.2, [`AnyClientCertificate`]).
+pub fn tls_acceptor(tls: &Tls, client_certificates: bool) -> Result<TlsAcceptor, ServerError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| ServerError::ReadPem {
             path: path.display().to_string(),
@@ -100,13 +103,74 @@ pub fn tls_acceptor(tls: &Tls) -> Result<TlsAcceptor, ServerError> {
             source,
         })?
         .ok_or_else(|| ServerError::NoKey(tls.key_file.display().to_string()))?;
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let mut config = rustls::ServerConfig::builder_with_provider(provider.into())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_certificates {
+        true => builder.with_client_cert_verifier(Arc::new(AnyClientCertificate(provider))),
+        false => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// RFC 8705 §2.2 (self-signed certificate mutual TLS): any client certificate is accepted at
+/// the handshake, which still proves the client holds its private key (the CertificateVerify
+/// signature is checked); what the certificate is good for is decided per request, by the
+/// token's `cnf.x5t#S256`. A client without a certificate connects too.
+#[derive(Debug)]
+struct AnyClientCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::server::danger::ClientCertVerifier for AnyClientCertificate {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// The connection settings of a listener.
@@ -135,6 +199,9 @@ pub struct Connection {
     pub https: bool,
     /// The connection's last token (see [`ConnectionMemo`]).
     pub memo: Arc<ConnectionMemo>,
+    /// SHA-256 of the DER of the TLS client certificate, once the handshake has shown one
+    /// (`None` on a plain listener).
+    pub client_certificate: Option<Arc<OnceLock<[u8; 32]>>>,
 }
 
 /// Serves connections until `shutdown` turns true, then stops accepting and waits up to
@@ -173,10 +240,12 @@ pub async fn serve<S, F>(
         let service = service.clone();
         // The service's own future, not wrapped in another: hyper keeps one per connection
         // and moves it on every request, so its size counts twice.
+        let client_certificate = https.then(|| Arc::new(OnceLock::new()));
         let connection = Connection {
             peer,
             https,
             memo: Arc::default(),
+            client_certificate: client_certificate.clone(),
         };
         let first_head = Arc::clone(&started);
         let handler = service_fn(move |request| {
@@ -202,6 +271,10 @@ pub async fn serve<S, F>(
                 let watcher = graceful.watcher();
                 tokio::spawn(first_head.watch(Box::pin(async move {
                     let tls = acceptor.accept(stream).await?;
+                    let presented = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+                    if let (Some(cell), Some(certificate)) = (&client_certificate, presented) {
+                        let _ = cell.set(Sha256::digest(certificate).into());
+                    }
                     let connection = builder
                         .serve_connection(TokioIo::new(tls), handler)
                         .into_owned();

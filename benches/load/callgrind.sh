@@ -12,14 +12,19 @@
 #   distinct   a new valid token on every request (signature verification each time)
 #   refused    a request refused for a method-override header (400; 403 in builds before the
 #              hygiene check), for reference
-# env: REQUESTS (default 2000), WARM (default 200), PROFILES (a directory: keep each run's
-# callgrind.out there as BIN.KIND.COUNT.out, for callgrind_annotate). Needs valgrind, nginx, python3 + cryptography.
+#   dpop       one DPoP-bound token (cnf.jkt, RFC 9449) with a fresh ES256 proof on every
+#              request, made by the client as a DPoP client does (the token cache's path plus
+#              the proof's checks and the replay cache); builds without DPoP answer 401
+# env: REQUESTS (default 2000), WARM (default 200), ROWS (default "repeated distinct refused
+# dpop"), PROFILES (a directory: keep each run's callgrind.out there as BIN.KIND.COUNT.out, for
+# callgrind_annotate). Needs valgrind, nginx, python3 + cryptography.
 set -euo pipefail
 [ -n "${DEBUG:-}" ] && set -x
 
 [ $# -ge 1 ] || { echo "usage: $0 BIN [BIN ...]" >&2; exit 2; }
 REQUESTS=${REQUESTS:-2000}
 WARM=${WARM:-200}
+ROWS=${ROWS:-repeated distinct refused dpop}
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${FHIRGUARD_LOAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fhirguard-load}"
 IP=127.0.0.1
@@ -93,10 +98,12 @@ authenticationConfiguration:
           allowedDataActions: ["Read"]
 EOF
 
-# The client: COUNT requests on one keep-alive connection; `distinct` takes a new token each.
+# The client: COUNT requests on one keep-alive connection; `distinct` takes a new token each;
+# `dpop` mints one DPoP-bound token (the issuer's key from the token cache) and signs a new proof
+# for every request.
 cat >"$WORK/client.py" <<'EOF'
-import http.client, sys, time
-port, admin, kind, count, repeated, tokens = sys.argv[1:7]
+import base64, hashlib, http.client, json, sys, time
+port, admin, kind, count, repeated, tokens, issuer_key = sys.argv[1:8]
 count = int(count)
 deadline = time.time() + 120
 while True:
@@ -112,9 +119,47 @@ while True:
     time.sleep(0.2)
 token = open(repeated).read().strip()
 distinct = open(tokens).read().split() if kind == "distinct" else []
+
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+if kind == "dpop":
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    proof_key = ec.generate_private_key(ec.SECP256R1())
+    numbers = proof_key.public_key().public_numbers()
+    jwk = {"crv": "P-256", "kty": "EC", "x": b64(numbers.x.to_bytes(32, "big")),
+           "y": b64(numbers.y.to_bytes(32, "big"))}
+    jkt = b64(hashlib.sha256(json.dumps(jwk, separators=(",", ":"), sort_keys=True).encode()).digest())
+    header, payload, _ = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["cnf"] = {"jkt": jkt}
+    signing_input = header + "." + b64(json.dumps(claims, separators=(",", ":")).encode())
+    with open(issuer_key, "rb") as f:
+        issuer = serialization.load_pem_private_key(f.read(), password=None)
+    signature = issuer.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    token = signing_input + "." + b64(signature)
+    token_hash = b64(hashlib.sha256(token.encode()).digest())
+    proof_header = b64(json.dumps({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}).encode())
+
+
+def proof(i):
+    claims = {"jti": f"bench-{time.time_ns()}-{i}", "htm": "GET",
+              "htu": f"http://127.0.0.1:{port}/Patient/1", "iat": int(time.time()), "ath": token_hash}
+    signing_input = proof_header + "." + b64(json.dumps(claims).encode())
+    r, s = decode_dss_signature(proof_key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    return signing_input + "." + b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+
 conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=30)
 for i in range(count):
     headers = {"Authorization": "Bearer " + (distinct[i] if distinct else token)}
+    if kind == "dpop":
+        headers = {"Authorization": "DPoP " + token, "DPoP": proof(i)}
     if kind == "refused":
         headers["X-HTTP-Method-Override"] = "DELETE"
     conn.request("GET", "/Patient/1", headers=headers)
@@ -132,7 +177,7 @@ instructions() {
         >"$WORK/fhirguard.log" 2>&1 &
     local pid=$!
     python3 "$WORK/client.py" "$P_FHIRGUARD" "$P_ADMIN" "$kind" "$count" \
-        "$WORK/token-repeated.txt" "$WORK/tokens-1.txt" ||
+        "$WORK/token-repeated.txt" "$WORK/tokens-1.txt" "$CACHE/key.pem" ||
         { kill -KILL "$pid"; echo "the client failed ($bin, $kind)" >&2; exit 1; }
     kill -TERM "$pid"
     wait "$pid" || true
@@ -145,7 +190,7 @@ instructions() {
 
 printf '| binary | row | instructions / request |\n|---|---|---:|\n'
 for bin in "$@"; do
-    for kind in repeated distinct refused; do
+    for kind in $ROWS; do
         low=$(instructions "$bin" "$kind" "$WARM")
         high=$(instructions "$bin" "$kind" $((WARM + REQUESTS)))
         printf '| %s | %s | %s |\n' "$bin" "$kind" $(((high - low) / REQUESTS))

@@ -28,6 +28,15 @@ impl UrlPart {
     }
 }
 
+/// The scheme an access token came with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// RFC 6750 §2.1.
+    Bearer,
+    /// RFC 9449 §7.1: a DPoP-bound token, with a `DPoP` proof header.
+    Dpop,
+}
+
 /// The bearer token of the request, if it has an `Authorization` header at all.
 ///
 /// RFC 6750 §2.1: `credentials = "Bearer" 1*SP b64token`, the scheme case-insensitive
@@ -35,6 +44,20 @@ impl UrlPart {
 /// No header is `Ok(None)` (a 401 without `error`, RFC 6750 §3.1); anything else that is not
 /// exactly one well-formed bearer token is an [`AuthError`] (401 `invalid_token`).
 pub fn bearer_token(headers: &HeaderMap, max_len: usize) -> Result<Option<&str>, AuthError> {
+    match access_token(headers, max_len)? {
+        Some((Scheme::Bearer, token)) => Ok(Some(token)),
+        Some((Scheme::Dpop, _)) => Err(AuthError::NotBearer),
+        None => Ok(None),
+    }
+}
+
+/// The access token of the request and its scheme: `Bearer` (RFC 6750 §2.1) or `DPoP`
+/// (RFC 9449 §7.1, whose `token68` is the same alphabet as `b64token`), with the rules of
+/// [`bearer_token`].
+pub fn access_token(
+    headers: &HeaderMap,
+    max_len: usize,
+) -> Result<Option<(Scheme, &str)>, AuthError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -48,9 +71,13 @@ pub fn bearer_token(headers: &HeaderMap, max_len: usize) -> Result<Option<&str>,
     if scheme.is_empty() && rest.is_empty() {
         return Err(AuthError::EmptyToken);
     }
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
         return Err(AuthError::NotBearer);
-    }
+    };
     let token = rest.trim_start_matches(' ');
     if token.is_empty() {
         return Err(AuthError::EmptyToken);
@@ -61,7 +88,7 @@ pub fn bearer_token(headers: &HeaderMap, max_len: usize) -> Result<Option<&str>,
     if !is_b64token(token) {
         return Err(AuthError::InvalidCharacters);
     }
-    Ok(Some(token))
+    Ok(Some((scheme, token)))
 }
 
 /// RFC 6750 §2.1 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.

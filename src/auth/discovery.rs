@@ -83,6 +83,9 @@ pub struct Discovery {
     /// RFC 8414 §2 / RFC 7662 §4: where opaque tokens are introspected, when advertised.
     #[serde(default)]
     pub introspection_endpoint: Option<String>,
+    /// The DPoP proof algorithms the provider accepts (RFC 9449 §5.1), for `check --probe`.
+    #[serde(default)]
+    pub dpop_signing_alg_values_supported: Option<Vec<String>>,
 }
 
 /// The discovery URL of an authority: one trailing `/` removed, then the well-known path

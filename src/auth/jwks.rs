@@ -105,6 +105,8 @@ pub struct ProbeReport {
     pub keys: Vec<SigningKey>,
     /// Keys of the set that were skipped, as `"kid: reason"`.
     pub skipped: Vec<String>,
+    /// `dpop_signing_alg_values_supported` (RFC 9449 §5.1); `None`: not advertised.
+    pub dpop_algorithms: Option<Vec<String>>,
 }
 
 /// Which rule allows a fetch once the authority's lock is held.
@@ -410,6 +412,7 @@ impl KeyStore {
             introspection_endpoint: discovery.introspection_endpoint,
             keys: parsed.keys,
             skipped: parsed.skipped,
+            dpop_algorithms: discovery.dpop_signing_alg_values_supported,
         })
     }
 

@@ -38,6 +38,30 @@ pub fn check(path: &Path, probe: bool) -> ExitCode {
     }
 }
 
+/// The DPoP proof algorithms a provider advertises, and which of them fhirguard verifies
+/// (RFC 9449 §5.1; fhirguard's list is [`crate::auth::dpop::PROOF_ALGORITHMS_TEXT`]).
+fn dpop_line(advertised: Option<&[String]>) -> String {
+    let Some(advertised) = advertised else {
+        return "not advertised (no dpop_signing_alg_values_supported)".to_owned();
+    };
+    let verified: Vec<&str> = crate::auth::dpop::PROOF_ALGORITHMS_TEXT
+        .split(' ')
+        .collect();
+    let others: Vec<&str> = advertised
+        .iter()
+        .map(String::as_str)
+        .filter(|alg| !verified.contains(alg))
+        .collect();
+    let mut line = format!("proof algorithms {}", advertised.join(" "));
+    if !others.is_empty() {
+        line.push_str(&format!(
+            " (fhirguard does not verify {})",
+            others.join(" ")
+        ));
+    }
+    line
+}
+
 async fn probe_all(config: &Config) -> bool {
     let store = KeyStore::new();
     let mut all_ok = true;
@@ -71,6 +95,10 @@ async fn probe_all(config: &Config) -> bool {
                 for key in &report.keys {
                     println!("  key:      {key}");
                 }
+                println!(
+                    "  dpop:     {}",
+                    dpop_line(report.dpop_algorithms.as_deref())
+                );
                 if report.keys.is_empty() {
                     println!("  no usable signing key");
                     all_ok = false;
@@ -84,4 +112,22 @@ async fn probe_all(config: &Config) -> bool {
         }
     }
     all_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dpop_line;
+
+    #[test]
+    fn dpop_algorithms_are_reported_with_those_fhirguard_does_not_verify() {
+        assert_eq!(
+            dpop_line(None),
+            "not advertised (no dpop_signing_alg_values_supported)"
+        );
+        let advertised = ["ES256".to_owned(), "Ed25519".to_owned()];
+        assert_eq!(
+            dpop_line(Some(&advertised)),
+            "proof algorithms ES256 Ed25519 (fhirguard does not verify Ed25519)"
+        );
+    }
 }

@@ -24,6 +24,7 @@ use crate::proxy::decision::{
     configured_actions, decide_body, decide_head, Authorized, BodyNeed, Head, Judge, Plan, Refused,
     Trace, Verdict,
 };
+use crate::proxy::replay::ReplayCache;
 use crate::proxy::session::TokenCache;
 
 /// What to explain.
@@ -200,7 +201,14 @@ async fn run(
     let keys = KeyStore::new();
     keys.prefetch(config).await;
     if !token.is_empty() {
-        match HeaderValue::from_str(&format!("Bearer {token}")) {
+        // With a DPoP proof (`--header 'DPoP: …'`) the token goes as a DPoP-bound one
+        // (RFC 9449 §7.1).
+        let scheme = if headers.contains_key(crate::auth::dpop::DPOP) {
+            "DPoP"
+        } else {
+            "Bearer"
+        };
+        match HeaderValue::from_str(&format!("{scheme} {token}")) {
             Ok(value) => {
                 headers.insert(http::header::AUTHORIZATION, value);
             }
@@ -216,6 +224,7 @@ async fn run(
         ),
         None => describe_token(token),
     }
+    describe_proof(&headers, token);
 
     let (mut head, ()) = http::Request::new(()).into_parts();
     head.method = method.clone();
@@ -223,6 +232,8 @@ async fn run(
     head.headers = headers;
     // No verified-token cache: every explain verifies in full.
     let tokens = TokenCache::new(0);
+    // A DPoP proof is checked as the proxy would, against a replay cache of this run only.
+    let replay = ReplayCache::new(16);
     let judge = Judge {
         keys: &keys,
         tokens: &tokens,
@@ -230,6 +241,8 @@ async fn run(
         metrics: None,
         memo: None,
         reasons: Reasons::Always,
+        replay: &replay,
+        peer: None,
     };
     match decide(&judge, &head, body).await {
         Ok(trace) => {
@@ -289,6 +302,53 @@ fn describe_token(token: &str) {
         field(&claims, "cid"),
         field(&claims, "exp"),
     );
+    if let Some(cnf) = claims.get("cnf") {
+        println!("token binding (unverified): cnf={cnf}");
+    }
+}
+
+/// The request's DPoP proof (RFC 9449 §4.2), decoded without trusting it: what the proxy
+/// checks against the request, the token and the replay cache.
+fn describe_proof(headers: &HeaderMap, token: &str) {
+    let Some(proof) = headers.get(crate::auth::dpop::DPOP) else {
+        return;
+    };
+    let mut parts = proof.to_str().unwrap_or("").split('.');
+    let decode = |part: Option<&str>| -> Option<Value> {
+        let bytes = URL_SAFE_NO_PAD.decode(part?).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    };
+    let (Some(header), Some(claims)) = (decode(parts.next()), decode(parts.next())) else {
+        println!("dpop proof: not a decodable JWT");
+        return;
+    };
+    let field = |value: &Value, name: &str| {
+        value
+            .get(name)
+            .map_or_else(|| "-".to_owned(), Value::to_string)
+    };
+    let thumbprint = header
+        .get("jwk")
+        .and_then(Value::as_object)
+        .and_then(crate::auth::dpop::jwk_thumbprint)
+        .unwrap_or_else(|| "-".to_owned());
+    let ath = claims.get("ath").and_then(Value::as_str);
+    let ath_matches = ath == Some(crate::auth::dpop::token_hash(token).as_str());
+    println!(
+        "dpop proof (unverified): typ={} alg={} jwk thumbprint={thumbprint} htm={} htu={} iat={} \
+         jti={} ath={}",
+        field(&header, "typ"),
+        field(&header, "alg"),
+        field(&claims, "htm"),
+        field(&claims, "htu"),
+        field(&claims, "iat"),
+        field(&claims, "jti"),
+        if ath_matches {
+            "matches the token"
+        } else {
+            "does not match the token"
+        },
+    );
 }
 
 fn report(config: &Config, trace: &Trace, introspected: Option<&str>) {
@@ -325,6 +385,18 @@ fn report(config: &Config, trace: &Trace, introspected: Option<&str>) {
         principal.expires_at
     );
     println!("step 7 audience: {}", principal.audience.join(", "));
+    match principal.confirmation.as_deref() {
+        Some(cnf) => println!(
+            "step 7 binding: {}{}",
+            cnf.jkt.as_ref().map_or(String::new(), |jkt| format!(
+                "DPoP key jkt={jkt} (proof checked) "
+            )),
+            cnf.x5t_s256.as_ref().map_or(String::new(), |x5t| format!(
+                "client certificate x5t#S256={x5t} (no connection in explain)"
+            )),
+        ),
+        None => println!("step 7 binding: none (a bearer token)"),
+    }
     if let (ProviderKind::Smart { index }, Some(app)) = (principal.provider, principal.application)
     {
         let client = config

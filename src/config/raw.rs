@@ -58,6 +58,9 @@ pub struct RawConfig {
     pub logging: Option<RawLogging>,
     /// Audit output: the audit line's format, and an optional FHIR server for AuditEvents.
     pub audit: Option<RawAudit>,
+    /// DPoP (RFC 9449) and certificate-bound tokens (RFC 8705): which clients must use them,
+    /// the replay cache, client certificates on the TLS listener or from a trusted proxy.
+    pub sender_constraints: Option<super::sender::RawSenderConstraints>,
     /// How long in-flight requests may take to finish after SIGTERM / SIGINT; the listeners stop
     /// accepting at once. Default 30 s. Read at start-up (a reload does not change it).
     pub shutdown_grace_period: Option<RawDuration>,

@@ -127,6 +127,8 @@ fn top_level_errors() {
         ("anonymous paths", &with_primary("anonymousPaths: [metadata, \"/a?b\", 3]"), &[("anonymousPaths[0]", "'metadata' must be a path starting with '/', without a query"), ("anonymousPaths[1]", "'/a?b' must be a path starting with '/', without a query"), ("anonymousPaths[2]", "expected a string, found a number (3)")]),
         ("tls", &with_primary("tls: {certFile: c.pem}"), &[("tls.keyFile", "is required")]),
         ("public base url", &with_primary("publicBaseUrl: \"fhir.example.org\""), &[("publicBaseUrl", "'fhir.example.org' is not a URL: ...")]),
+        ("sender constraints", &with_primary("senderConstraints: {dpop: {replayCacheEntries: 0, nonces: true}, clientCertificates: {request: true, header: x-client-cert, trustedProxies: [\"10.0.0.0/33\"]}}"), &[("senderConstraints.dpop.nonces", "unknown key 'nonces'; expected one of: requiredFor, replayCacheEntries"), ("senderConstraints.dpop.replayCacheEntries", "must be at least 1"), ("senderConstraints.clientCertificates.request", "applies only with tls (the listener must terminate TLS to ask for a certificate)"), ("senderConstraints.clientCertificates.header", "unknown value 'x-client-cert'; expected one of: x-forwarded-client-cert, ssl-client-cert"), ("senderConstraints.clientCertificates.trustedProxies[0]", "'10.0.0.0/33': the prefix length must be 0..=32"), ("senderConstraints.clientCertificates.trustedProxies", "applies only with header")]),
+        ("certificate header needs proxies", &with_primary("senderConstraints: {clientCertificates: {header: ssl-client-cert}}"), &[("senderConstraints.clientCertificates.trustedProxies", "is required with header (the proxies whose header is believed)")]),
         (
             "roles",
             &with_primary("roles:\n  mappings: {Reader: [read, Reed, READ], reader: [read]}\n  groups: [x]\n  groupsClaim: \"\""),
@@ -431,4 +433,28 @@ fn body_limits_have_safe_defaults_and_follow_the_file() {
         std::time::Duration::from_millis(1500)
     );
     assert_eq!((set.max_buffered_bytes, set.max_bundle_bytes), (2000, 2000));
+}
+
+/// `senderConstraints` (issue 14): each key read; absent, nothing is required.
+#[test]
+fn sender_constraints_are_read() {
+    let none = Config::parse(&with_primary("")).unwrap().sender;
+    assert!(!none.any_required());
+    assert_eq!(none.replay_cache_entries, 100_000);
+    let text = with_primary(
+        "tls: {certFile: c.pem, keyFile: k.pem}\nsenderConstraints:\n  dpop: {requiredFor: [a], replayCacheEntries: 10}\n  clientCertificates: {request: true, requiredFor: [b], header: X-Forwarded-Client-Cert, trustedProxies: [\"10.0.0.0/8\", \"::1\"]}",
+    );
+    let sender = Config::parse(&text).unwrap().sender;
+    assert!(sender.requires_dpop(Some("a")) && !sender.requires_dpop(Some("b")));
+    assert!(sender.requires_certificate(Some("b")) && !sender.requires_certificate(None));
+    assert_eq!(sender.replay_cache_entries, 10);
+    assert!(sender.request_client_certificates);
+    let forwarded = sender.forwarded.unwrap();
+    assert_eq!(
+        forwarded.header,
+        super::CertificateHeader::XForwardedClientCert
+    );
+    assert!(forwarded.trusts("10.1.2.3".parse().unwrap()));
+    assert!(forwarded.trusts("::1".parse().unwrap()));
+    assert!(!forwarded.trusts("192.0.2.1".parse().unwrap()));
 }

@@ -135,6 +135,11 @@ fn walk(document: &Value, errors: &mut Errors) -> Option<Config> {
         roles: roles::role_mapping(root.get("roles"), errors),
         logging: logging(root.get("logging"), errors),
         audit: super::audit::audit(root.get("audit"), errors),
+        sender: super::sender::sender_constraints(
+            root.get("senderConstraints"),
+            root.has("tls"),
+            errors,
+        ),
         // Zero is allowed: stop at once, cutting requests in flight.
         shutdown_grace_period: duration(
             &root,

@@ -30,6 +30,9 @@ use crate::error::Rejection;
 use crate::fhir::{self, bundle, path::normalize_path, FhirRequest};
 use crate::hygiene;
 use crate::metrics::Metrics;
+use crate::proxy::forward::Peer;
+use crate::proxy::replay::ReplayCache;
+use crate::proxy::sender::{self, Evidence};
 use crate::proxy::session::{self, ConnectionMemo, Session, TokenCache};
 use crate::proxy::smart::search_form;
 
@@ -45,6 +48,10 @@ pub struct Judge<'a> {
     pub memo: Option<&'a ConnectionMemo>,
     /// Whether an allowed decision writes its reason too (explain) or not (serving).
     pub reasons: Reasons,
+    /// Seen DPoP proofs (RFC 9449 §11.1).
+    pub replay: &'a ReplayCache,
+    /// The client connection (`None`: explain).
+    pub peer: Option<&'a Peer>,
 }
 
 impl Judge<'_> {
@@ -269,9 +276,10 @@ pub async fn decide_head(judge: &Judge<'_>, head: &Parts) -> Result<Head, Refuse
     }
     let session = match authenticate(judge, head).await {
         Ok(session) => session,
-        Err(rejection) => {
+        Err((rejection, principal)) => {
             let trace = Trace {
                 path: Some(path),
+                principal,
                 ..Trace::default()
             };
             return Err(Refused::new(rejection, trace));
@@ -313,15 +321,23 @@ pub async fn decide_head(judge: &Judge<'_>, head: &Parts) -> Result<Head, Refuse
     Ok(Head::Decided(allowed))
 }
 
-/// Steps 2–7: the token from the `Authorization` header, and who it names.
-async fn authenticate(judge: &Judge<'_>, head: &Parts) -> Result<Arc<Session>, Rejection> {
+/// Steps 2–7: the token from the `Authorization` header, who it names, and what it is bound
+/// to. A refusal for want of the binding names the token's principal (for the trace).
+async fn authenticate(
+    judge: &Judge<'_>,
+    head: &Parts,
+) -> Result<Arc<Session>, (Rejection, Option<Arc<Principal>>)> {
     // Step 2: tokens outside the header (reference §2.1).
     if let Some(part) = auth::jwt_in_url(head.uri.path(), head.uri.query()) {
-        return Err(Rejection::TokenInUrl(part));
+        return Err((Rejection::TokenInUrl(part), None));
     }
-    // Step 3: bearer extraction (RFC 6750 §2.1).
-    let token = auth::bearer_token(&head.headers, judge.config.limits.max_token_bytes)?
-        .ok_or(Rejection::MissingToken)?;
+    // Step 3: bearer extraction (RFC 6750 §2.1), or a DPoP-bound token (RFC 9449 §7.1).
+    let presented = auth::access_token(&head.headers, judge.config.limits.max_token_bytes);
+    let (scheme, token) = match presented {
+        Ok(Some(presented)) => presented,
+        Ok(None) => return Err((Rejection::MissingToken, None)),
+        Err(error) => return Err((Rejection::from(error), None)),
+    };
     // Steps 4–7: provider, signature, time, audience and client.
     let started = Instant::now();
     let now = auth::unix_now();
@@ -334,6 +350,21 @@ async fn authenticate(judge: &Judge<'_>, head: &Parts) -> Result<Arc<Session>, R
         judge.memo,
     )
     .await;
+    // The token's binding, on every request, cached or not (RFC 9449 §4.3, RFC 8705 §3); boxed,
+    // so only requests with a proof, a bound token or a requirement pay for its state.
+    if let Ok(session) = &authenticated {
+        if sender::needs_check(judge.config, scheme, session.principal()) {
+            let evidence = Evidence {
+                head,
+                scheme,
+                token,
+                peer: judge.peer,
+                now,
+            };
+            let bound = Box::pin(bind(judge, &evidence, session, started)).await;
+            return bound.map(|()| Arc::clone(session));
+        }
+    }
     if let Some(metrics) = judge.metrics {
         metrics
             .auth_duration
@@ -345,7 +376,32 @@ async fn authenticate(judge: &Judge<'_>, head: &Parts) -> Result<Arc<Session>, R
                 .inc();
         }
     }
-    Ok(authenticated?)
+    authenticated.map_err(|error| (Rejection::from(error), None))
+}
+
+/// The sender-constraint checks of a verified token ([`sender::check`]), timed with
+/// authentication and counted under the token's provider when they refuse. The refusal names
+/// the token's principal (for the trace).
+async fn bind(
+    judge: &Judge<'_>,
+    evidence: &Evidence<'_>,
+    session: &Session,
+    started: Instant,
+) -> Result<(), (Rejection, Option<Arc<Principal>>)> {
+    let principal = session.principal();
+    let checked = sender::check(judge.config, judge.replay, evidence, principal).await;
+    if let Some(metrics) = judge.metrics {
+        metrics
+            .auth_duration
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(error) = &checked {
+            metrics
+                .auth_failures
+                .with_label_values(&[principal.authority.as_str(), error.reason()])
+                .inc();
+        }
+    }
+    checked.map_err(|error| (Rejection::Sender(error), Some(Arc::clone(principal))))
 }
 
 /// Step 8, first half: the request classified, the principal's grant and SMART grant.

@@ -53,6 +53,12 @@ impl Exchange<'_> {
         });
         headers::remove_hop_by_hop(headers);
         headers::remove_client_reserved(headers);
+        // A client-certificate header is believed, and forwarded, only from a trusted proxy.
+        if let Some(forwarded) = &self.config.sender.forwarded {
+            if !forwarded.trusts(self.peer.address.ip()) {
+                headers.remove(forwarded.header.name());
+            }
+        }
         headers::set_forwarded(headers, self.peer.address, self.peer.https, host);
         headers.insert(headers::REQUEST_ID, self.request_id.header());
         if let Some(principal) = self.principal {

@@ -184,6 +184,7 @@ mod tests {
             groups: Vec::new(),
             expires_at,
             key_id: None,
+            confirmation: None,
         };
         Verified {
             principal: Arc::new(principal),

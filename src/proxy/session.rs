@@ -384,6 +384,11 @@ pub fn weight(verified: &Verified) -> u32 {
         + optional(&p.fhir_user)
         + optional(&p.launch_patient)
         + optional(&p.key_id)
+        + p.confirmation.as_ref().map_or(0, |c| {
+            size_of::<crate::auth::Confirmation>() + ALLOCATION_OVERHEAD_BYTES
+                + optional(&c.jkt)
+                + optional(&c.x5t_s256)
+        })
         + list(&p.audience)
         + list(&p.scopes)
         + list(&p.roles)
@@ -468,6 +473,7 @@ mod tests {
                 groups: Vec::new(),
                 expires_at,
                 key_id: Some("kid-1".into()),
+                confirmation: None,
             }),
             lifetime: Lifetime {
                 expires_at,

@@ -23,6 +23,11 @@
 //   client `fhirguard` (secret `fhirguard-secret`) stands for the resource server introspecting
 //   them (client_secret_basic). Each introspection request prints {"event":"introspection"} on
 //   stdout, so a test can count them.
+// - `mtls-app` (secret `mtls-app-secret`): like `fhir-app`, but its access tokens are bound to
+//   the client certificate (RFC 8705 §3, `cnf.x5t#S256`), which the token request carries in
+//   the `x-test-client-cert` header (URL-encoded PEM) since this provider serves plain HTTP
+// - DPoP (RFC 9449) is on, as in oidc-provider's defaults: a token request with a `DPoP` proof
+//   gets a DPoP-bound access token (`cnf.jkt`), for any client
 // - the signing key is an RSA key generated at start (stable for the life of the process, so two
 //   instances never share a key)
 //
@@ -44,6 +49,7 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) {
 }
 
 const CLIENT_ID = 'fhir-app';
+const MTLS_CLIENT_ID = 'mtls-app';
 const CLIENT_SECRET = process.env.CLIENT_SECRET ?? 'fhir-app-secret';
 const RESOURCE = process.env.RESOURCE ?? 'https://fhir.example.test';
 const ACCESS_TOKEN_FORMAT = process.env.ACCESS_TOKEN_FORMAT ?? 'jwt';
@@ -103,9 +109,10 @@ const provider = new Provider(issuer, {
   jwks: signingKeys(),
   // Every scope a client may be registered with must be known to the provider.
   scopes: ['openid', 'offline_access', ...RESOURCE_SCOPES.split(' ')],
-  clients: [CLIENT_ID, ...Object.keys(SMART_CLIENTS), 'fhirguard'].map((clientId) => ({
+  clients: [CLIENT_ID, MTLS_CLIENT_ID, ...Object.keys(SMART_CLIENTS), 'fhirguard'].map((clientId) => ({
     client_id: clientId,
     client_secret: clientId === CLIENT_ID ? CLIENT_SECRET : `${clientId}-secret`,
+    ...(clientId === MTLS_CLIENT_ID ? { tls_client_certificate_bound_access_tokens: true } : {}),
     grant_types: ['client_credentials'],
     redirect_uris: [],
     response_types: [],
@@ -118,6 +125,15 @@ const provider = new Provider(issuer, {
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
     revocation: { enabled: true },
+    dPoP: { enabled: true },
+    mTLS: {
+      enabled: true,
+      certificateBoundAccessTokens: true,
+      getCertificate: (ctx) => {
+        const pem = ctx.get('x-test-client-cert');
+        return pem ? decodeURIComponent(pem) : undefined;
+      },
+    },
     resourceIndicators: {
       enabled: true,
       // A token request without `resource` gets the FHIR resource server too.

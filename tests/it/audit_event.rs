@@ -82,6 +82,7 @@ fn principal(fhir_user: Option<&str>, subject: Option<&str>) -> Principal {
         groups: Vec::new(),
         expires_at: 0,
         key_id: Some("k1".into()),
+        confirmation: None,
     }
 }
 

@@ -14,7 +14,7 @@ fn fhirguard(args: &[&str]) -> Output {
         .expect("run fhirguard")
 }
 
-async fn fhirguard_async(args: Vec<String>, stdin: Option<String>) -> Output {
+pub(crate) async fn fhirguard_async(args: Vec<String>, stdin: Option<String>) -> Output {
     tokio::task::spawn_blocking(move || {
         use std::io::Write;
         let mut child = Command::new(env!("CARGO_BIN_EXE_fhirguard"))
@@ -87,7 +87,7 @@ fn check_accepts_every_example_config() {
 }
 
 /// A config with one smart provider served by `idp`.
-fn config_file(dir: &tempfile::TempDir, idp: &FakeIdp) -> String {
+pub(crate) fn config_file(dir: &tempfile::TempDir, idp: &FakeIdp) -> String {
     let file = dir.path().join("config.yaml");
     std::fs::write(
         &file,
@@ -129,6 +129,8 @@ async fn check_probe_reports_issuer_and_keys() {
     );
     assert!(stdout.contains("jwks_uri:"), "{stdout}");
     assert!(stdout.contains("probe-key-1"), "{stdout}");
+    // The fake provider advertises no DPoP algorithms (RFC 9449 §5.1).
+    assert!(stdout.contains("dpop:     not advertised"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ pub mod client;
 pub mod exposition;
 pub mod fhir_store;
 pub mod idp;
+pub mod oidc;
 pub mod poll;
 pub mod stack;
 pub mod token;

@@ -36,6 +36,7 @@ pub(crate) fn principal(fhir_user: Option<&str>, subject: Option<&str>) -> Princ
         groups: Vec::new(),
         expires_at: 0,
         key_id: Some("k1".into()),
+        confirmation: None,
     }
 }
 

@@ -1,0 +1,364 @@
+//! DPoP proofs (RFC 9449): one `DPoP` header's JWT checked against the request it came with and
+//! the access token it accompanies — `typ`, algorithm, embedded public key, signature, `htm`,
+//! `htu`, `iat`, `ath` (§4.3) — and the RFC 7638 thumbprint of its key, which the caller compares
+//! with the token's `cnf.jkt` (§6.1). Pure: whether the proof's `jti` was seen before is the
+//! caller's replay cache ([`crate::proxy::replay`]); this module only returns the `jti`.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use http::HeaderMap;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::error::echo;
+use super::keys::algorithm_name;
+
+/// The `DPoP` request header (RFC 9449 §4.1).
+pub const DPOP: http::HeaderName = http::HeaderName::from_static("dpop");
+
+/// The proof algorithms fhirguard verifies (RFC 9449 §4.3 item 5: asymmetric only; `none` and
+/// the HMAC algorithms are never accepted), in the order the `algs` challenge parameter lists
+/// them (§7.1).
+pub const PROOF_ALGORITHMS: [Algorithm; 9] = [
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+];
+
+/// The `algs` parameter of a `DPoP` challenge (RFC 9449 §7.1).
+pub const PROOF_ALGORITHMS_TEXT: &str = "ES256 ES384 EdDSA PS256 PS384 PS512 RS256 RS384 RS512";
+
+/// A proof longer than this is refused unread: proofs are a few hundred bytes (an RSA key
+/// makes them about 1 KiB).
+pub const MAX_PROOF_BYTES: usize = 8 * 1024;
+
+/// Why a DPoP proof was refused (401 `invalid_dpop_proof`, RFC 9449 §7.1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    /// §4.3 item 1: exactly one `DPoP` header.
+    #[error("The request has no DPoP proof")]
+    Missing,
+    #[error("The request has more than one DPoP header")]
+    Several,
+    /// §4.3 items 2–3: a JWT of three base64url JSON parts, every required claim present.
+    #[error("The DPoP proof is malformed: {0}")]
+    Malformed(&'static str),
+    /// §4.3 item 4: `typ` must be `dpop+jwt`.
+    #[error("The DPoP proof's typ is not dpop+jwt")]
+    Type,
+    /// §4.3 item 5: an asymmetric algorithm on the allow-list.
+    #[error("The DPoP proof's algorithm '{0}' is not allowed")]
+    Algorithm(String),
+    /// §4.3 item 6: `jwk` a public key that fits `alg`, never private members, never symmetric.
+    #[error("The DPoP proof's jwk is not a usable public key: {0}")]
+    Key(&'static str),
+    /// §4.3 item 6: the signature verifies with `jwk`.
+    #[error("The DPoP proof's signature is invalid")]
+    Signature,
+    /// §4.3 item 8: `htm` is the request's method.
+    #[error("The DPoP proof's htm '{0}' is not the request's method")]
+    Method(String),
+    /// §4.3 item 9: `htu` is the request's URI without query and fragment.
+    #[error("The DPoP proof's htu '{0}' is not the request's URI")]
+    Uri(String),
+    /// §4.3 item 11: `iat` within the acceptable window (the clock skew either side of now).
+    #[error("The DPoP proof's iat is outside the accepted window")]
+    IssuedAt,
+    /// §4.3 item 12: `ath` is the base64url SHA-256 of the access token.
+    #[error("The DPoP proof's ath does not match the access token")]
+    TokenHash,
+    /// §4.3 item 12 / §11.1: a `jti` already used within the window.
+    #[error("The DPoP proof was already used")]
+    Replayed,
+}
+
+impl ProofError {
+    /// A bounded label for metrics and the audit log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProofError::Missing | ProofError::Several => "dpop_proof_missing",
+            ProofError::Malformed(_) | ProofError::Type => "dpop_proof_malformed",
+            ProofError::Algorithm(_) => "dpop_proof_algorithm",
+            ProofError::Key(_) => "dpop_proof_key",
+            ProofError::Signature => "dpop_proof_signature",
+            ProofError::Method(_) => "dpop_proof_htm",
+            ProofError::Uri(_) => "dpop_proof_htu",
+            ProofError::IssuedAt => "dpop_proof_iat",
+            ProofError::TokenHash => "dpop_proof_ath",
+            ProofError::Replayed => "dpop_proof_replayed",
+        }
+    }
+}
+
+/// What the request is, as a proof must name it.
+#[derive(Debug, Clone, Copy)]
+pub struct ProofTarget<'a> {
+    pub method: &'a str,
+    /// The request's URI as the client addressed it, without query and fragment (§4.3 item 9).
+    pub uri: &'a url::Url,
+    /// The access token the proof accompanies.
+    pub access_token: &'a str,
+    /// Unix seconds.
+    pub now: u64,
+    /// How far `iat` may be from `now`, either way (seconds).
+    pub window: u64,
+}
+
+/// A proof that passed every check of §4.3 but `jti`'s uniqueness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    /// RFC 7638 thumbprint (SHA-256, base64url) of the proof's public key: `cnf.jkt`.
+    pub thumbprint: String,
+    pub jti: String,
+    /// `iat`, Unix seconds.
+    pub issued_at: u64,
+}
+
+/// The request's one `DPoP` header (§4.3 item 1).
+pub fn proof_header(headers: &HeaderMap) -> Result<&str, ProofError> {
+    let mut values = headers.get_all(DPOP).iter();
+    let value = values.next().ok_or(ProofError::Missing)?;
+    if values.next().is_some() {
+        return Err(ProofError::Several);
+    }
+    value
+        .to_str()
+        .map(str::trim)
+        .map_err(|_| ProofError::Malformed("the header is not visible ASCII"))
+}
+
+/// Verifies a proof (§4.3 items 2–12, except `jti`'s uniqueness) against `target`.
+pub fn verify(proof: &str, target: &ProofTarget<'_>) -> Result<Proof, ProofError> {
+    if proof.len() > MAX_PROOF_BYTES {
+        return Err(ProofError::Malformed("too large"));
+    }
+    let (signing_input, signature) = proof
+        .rsplit_once('.')
+        .ok_or(ProofError::Malformed("not a JWT"))?;
+    let (header, payload) = signing_input
+        .split_once('.')
+        .ok_or(ProofError::Malformed("not a JWT"))?;
+    let header = json_object(header)?;
+    let claims = json_object(payload)?;
+    // §4.3 item 4.
+    if header.get("typ").and_then(Value::as_str) != Some("dpop+jwt") {
+        return Err(ProofError::Type);
+    }
+    if header.contains_key("crit") {
+        return Err(ProofError::Malformed("critical header parameters"));
+    }
+    // §4.3 item 5.
+    let alg_name = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(ProofError::Malformed("no alg"))?;
+    let alg = PROOF_ALGORITHMS
+        .into_iter()
+        .find(|alg| algorithm_name(*alg) == alg_name)
+        .ok_or_else(|| ProofError::Algorithm(echo(alg_name)))?;
+    // §4.3 items 6–7.
+    let jwk = header
+        .get("jwk")
+        .and_then(Value::as_object)
+        .ok_or(ProofError::Key("no jwk header parameter"))?;
+    let (key, thumbprint) = public_key(jwk, alg)?;
+    let verified = jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &key, alg)
+        .unwrap_or(false);
+    if !verified {
+        return Err(ProofError::Signature);
+    }
+    check_claims(&claims, target)?;
+    let text = |name| claims.get(name).and_then(Value::as_str);
+    let jti = text("jti")
+        .filter(|jti| !jti.is_empty())
+        .ok_or(ProofError::Malformed("no jti"))?;
+    let issued_at = issued_at(&claims)?;
+    Ok(Proof {
+        thumbprint,
+        jti: jti.to_owned(),
+        issued_at,
+    })
+}
+
+/// §4.3 items 8–12: `htm`, `htu`, `iat`, `ath`.
+fn check_claims(claims: &Map<String, Value>, target: &ProofTarget<'_>) -> Result<(), ProofError> {
+    let text = |name, missing| {
+        claims
+            .get(name)
+            .and_then(Value::as_str)
+            .ok_or(ProofError::Malformed(missing))
+    };
+    let htm = text("htm", "no htm")?;
+    if htm != target.method {
+        return Err(ProofError::Method(echo(htm)));
+    }
+    let htu = text("htu", "no htu")?;
+    if !same_uri(htu, target.uri) {
+        return Err(ProofError::Uri(echo(htu)));
+    }
+    let iat = issued_at(claims)?;
+    if iat > target.now.saturating_add(target.window)
+        || iat < target.now.saturating_sub(target.window)
+    {
+        return Err(ProofError::IssuedAt);
+    }
+    // §4.3 item 12 (RFC 9449 §4.2 `ath`): required when an access token is presented.
+    let ath = text("ath", "no ath")?;
+    if ath != token_hash(target.access_token) {
+        return Err(ProofError::TokenHash);
+    }
+    Ok(())
+}
+
+/// `iat`, a NumericDate (RFC 7519 §2: seconds, fractions allowed and dropped).
+fn issued_at(claims: &Map<String, Value>) -> Result<u64, ProofError> {
+    claims
+        .get("iat")
+        .and_then(|iat| {
+            iat.as_u64()
+                .or_else(|| iat.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+        })
+        .ok_or(ProofError::Malformed("no iat, or not a NumericDate"))
+}
+
+/// `htu` compared after RFC 3986 §6.2.2 syntax-based normalisation (the `url` crate's parse:
+/// case of scheme and host, default port, dot segments, percent-encoding case), query and
+/// fragment ignored (RFC 9449 §4.3 item 9).
+fn same_uri(htu: &str, expected: &url::Url) -> bool {
+    let Ok(mut htu) = url::Url::parse(htu) else {
+        return false;
+    };
+    htu.set_query(None);
+    htu.set_fragment(None);
+    htu.scheme() == expected.scheme()
+        && htu.host() == expected.host()
+        && htu.port_or_known_default() == expected.port_or_known_default()
+        && htu.path() == expected.path()
+        && htu.username().is_empty()
+        && htu.password().is_none()
+}
+
+/// `ath`: base64url(SHA-256(access token)) (RFC 9449 §4.2).
+pub fn token_hash(access_token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(access_token.as_bytes()))
+}
+
+fn json_object(part: &str) -> Result<Map<String, Value>, ProofError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| ProofError::Malformed("a part is not base64url"))?;
+    serde_json::from_slice(&bytes).map_err(|_| ProofError::Malformed("a part is not a JSON object"))
+}
+
+/// The members a public JWK may not have: private key material of RSA, EC and OKP keys, and
+/// the symmetric key of `oct` (RFC 7518 §6; RFC 9449 §4.3 item 6 "MUST NOT contain a private
+/// key").
+const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+/// The decoding key of a proof's `jwk`, checked to fit `alg`, and its RFC 7638 thumbprint.
+fn public_key(
+    jwk: &Map<String, Value>,
+    alg: Algorithm,
+) -> Result<(DecodingKey, String), ProofError> {
+    if PRIVATE_MEMBERS
+        .iter()
+        .any(|member| jwk.contains_key(*member))
+    {
+        return Err(ProofError::Key(
+            "it holds private or symmetric key material",
+        ));
+    }
+    let member = |name| {
+        jwk.get(name)
+            .and_then(Value::as_str)
+            .ok_or(ProofError::Key("a required member is missing"))
+    };
+    let kty = member("kty")?;
+    // RFC 7638 §3.2: the required members only, in lexicographic order, no whitespace.
+    let (key, required): (Result<DecodingKey, _>, Vec<(&str, &str)>) = match (kty, alg) {
+        ("RSA", Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512)
+        | ("RSA", Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512) => {
+            let (n, e) = (member("n")?, member("e")?);
+            // RFC 7518 §3.3: at least 2048 bits.
+            if URL_SAFE_NO_PAD.decode(n).map_or(0, |n| n.len()) < 256 {
+                return Err(ProofError::Key("an RSA key shorter than 2048 bits"));
+            }
+            (
+                DecodingKey::from_rsa_components(n, e),
+                vec![("e", e), ("kty", kty), ("n", n)],
+            )
+        }
+        ("EC", Algorithm::ES256 | Algorithm::ES384) => {
+            let crv = member("crv")?;
+            let fits = matches!(
+                (crv, alg),
+                ("P-256", Algorithm::ES256) | ("P-384", Algorithm::ES384)
+            );
+            if !fits {
+                return Err(ProofError::Key("the curve does not fit alg"));
+            }
+            let (x, y) = (member("x")?, member("y")?);
+            (
+                DecodingKey::from_ec_components(x, y),
+                vec![("crv", crv), ("kty", kty), ("x", x), ("y", y)],
+            )
+        }
+        ("OKP", Algorithm::EdDSA) => {
+            let crv = member("crv")?;
+            if crv != "Ed25519" {
+                return Err(ProofError::Key("only Ed25519 is supported for EdDSA"));
+            }
+            let x = member("x")?;
+            (
+                DecodingKey::from_ed_components(x),
+                vec![("crv", crv), ("kty", kty), ("x", x)],
+            )
+        }
+        _ => return Err(ProofError::Key("its kty does not fit alg")),
+    };
+    let key = key.map_err(|_| ProofError::Key("its members are not valid base64url"))?;
+    Ok((key, thumbprint(&required)))
+}
+
+/// RFC 7638 §3: SHA-256 over the canonical JSON of the required members, base64url.
+fn thumbprint(required: &[(&str, &str)]) -> String {
+    let mut canonical = String::from("{");
+    for (index, (name, value)) in required.iter().enumerate() {
+        if index > 0 {
+            canonical.push(',');
+        }
+        canonical.push_str(&Value::from(*name).to_string());
+        canonical.push(':');
+        canonical.push_str(&Value::from(*value).to_string());
+    }
+    canonical.push('}');
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// RFC 7638 thumbprint of a public JWK given as JSON (`explain`, tests).
+pub fn jwk_thumbprint(jwk: &Map<String, Value>) -> Option<String> {
+    let text = |name| jwk.get(name).and_then(Value::as_str);
+    let required: Vec<(&str, &str)> = match text("kty")? {
+        "RSA" => vec![("e", text("e")?), ("kty", "RSA"), ("n", text("n")?)],
+        "EC" => vec![
+            ("crv", text("crv")?),
+            ("kty", "EC"),
+            ("x", text("x")?),
+            ("y", text("y")?),
+        ],
+        "OKP" => vec![("crv", text("crv")?), ("kty", "OKP"), ("x", text("x")?)],
+        _ => return None,
+    };
+    Some(thumbprint(&required))
+}
+
+#[cfg(test)]
+#[path = "dpop/tests.rs"]
+mod tests;

@@ -1,0 +1,356 @@
+//! DPoP end to end (RFC 9449): a real OpenID provider (npm `oidc-provider`, DPoP on) issues a
+//! DPoP-bound access token (`cnf.jkt`) to a client_credentials request that carries a proof;
+//! the test makes each request's proof itself, with a P-256 key, as a client does. Accepted
+//! with a fresh proof (again after the token is cached: the proof is still checked); refused
+//! (401, `WWW-Authenticate: DPoP …`) for a replayed proof, another `htu`, another `htm`, a stale
+//! `iat`, a proof by another key, no proof, and the bound token sent as Bearer (§7.2). A client
+//! that must use DPoP (`senderConstraints.dpop.requiredFor`) is refused with a bearer token.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::support::client::{self, Answer};
+use crate::support::oidc::{self, RESOURCE};
+use crate::support::stack::{Guard, Stack};
+
+/// An ES256 DPoP key: the signing key and the public JWK, as a client holds them.
+pub(crate) struct ProofKey {
+    signing: EncodingKey,
+    jwk: Value,
+}
+
+static JTI: AtomicU64 = AtomicU64::new(0);
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+impl ProofKey {
+    pub(crate) fn new() -> ProofKey {
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let raw = pair.public_key_raw();
+        let (x, y) = raw[1..].split_at(32);
+        ProofKey {
+            signing: EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap(),
+            jwk: json!({
+                "kty": "EC", "crv": "P-256",
+                "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
+            }),
+        }
+    }
+
+    /// RFC 7638 thumbprint: the token's `cnf.jkt`.
+    pub(crate) fn thumbprint(&self) -> String {
+        let canonical = format!(
+            r#"{{"crv":"P-256","kty":"EC","x":{},"y":{}}}"#,
+            self.jwk["x"], self.jwk["y"]
+        );
+        URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+    }
+
+    /// A proof for `htm htu` issued at `iat`, with `ath` for `token` (RFC 9449 §4.2).
+    pub(crate) fn proof_at(&self, htm: &str, htu: &str, token: Option<&str>, iat: u64) -> String {
+        let jti = format!("jti-{}-{}", unix_now(), JTI.fetch_add(1, Ordering::Relaxed));
+        let mut claims = json!({"jti": jti, "htm": htm, "htu": htu, "iat": iat});
+        if let Some(token) = token {
+            claims["ath"] = json!(URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes())));
+        }
+        let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk});
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &self.signing, Algorithm::ES256).unwrap();
+        format!("{input}.{signature}")
+    }
+
+    pub(crate) fn proof(&self, htm: &str, htu: &str, token: Option<&str>) -> String {
+        self.proof_at(htm, htu, token, unix_now())
+    }
+}
+
+/// A client_credentials token of `client` (secret `<client>-secret`, or fhir-app's), DPoP-bound
+/// to `key` when given; returns the token endpoint's JSON answer.
+async fn issued(guard: &Guard, issuer: &str, client: &str, key: Option<&ProofKey>) -> Value {
+    let secret = match client {
+        "fhir-app" => "fhir-app-secret".to_owned(),
+        other => format!("{other}-secret"),
+    };
+    let basic = format!("Basic {}", STANDARD.encode(format!("{client}:{secret}")));
+    let url = format!("{issuer}/token");
+    let proof = key.map(|key| key.proof("POST", &url, None));
+    let mut headers = vec![
+        ("authorization", basic.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    if let Some(proof) = &proof {
+        headers.push(("dpop", proof.as_str()));
+    }
+    let form = "grant_type=client_credentials&scope=system%2F*.read";
+    let request = client::request(Method::POST, &url, None, &headers, form);
+    let answer = guard.http.exchange(request).await;
+    assert_eq!(answer.status, StatusCode::OK, "token: {}", answer.body);
+    answer.json()
+}
+
+fn claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+async fn send(guard: &Guard, method: Method, target: &str, headers: &[(&str, &str)]) -> Answer {
+    let url = guard.url(target);
+    let request = client::request(method, &url, None, headers, Bytes::new());
+    guard.http.exchange(request).await
+}
+
+/// A 401 with a DPoP challenge carrying `error` and the algorithms (RFC 9449 §7.1).
+fn assert_dpop_challenge(answer: &Answer, error: &str, what: &str) {
+    assert_eq!(
+        answer.status,
+        StatusCode::UNAUTHORIZED,
+        "{what}: {}",
+        answer.body
+    );
+    let challenge = answer.header("www-authenticate").expect("a challenge");
+    assert!(challenge.starts_with("DPoP "), "{what}: {challenge}");
+    assert!(
+        challenge.contains(&format!("error=\"{error}\"")),
+        "{what}: {challenge}"
+    );
+    assert!(challenge.contains("algs=\"ES256 "), "{what}: {challenge}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_bound_tokens_of_a_real_provider() {
+    if oidc::prepared().is_none() {
+        return;
+    }
+    let provider = tokio::task::spawn_blocking(oidc::start).await.unwrap();
+    let issuer = provider.issuer.clone();
+    let guard = Stack::builder()
+        .serve(|stack| {
+            format!(
+                r#"
+listen: "127.0.0.1:0"
+adminListen: "127.0.0.1:0"
+upstream: "{}"
+allowHttpAuthorities: true
+senderConstraints:
+  dpop:
+    requiredFor: ["backend-app"]
+authenticationConfiguration:
+  smartIdentityProviders:
+    - authority: "{issuer}"
+      applications:
+        - clientId: "fhir-app"
+          audience: "{RESOURCE}"
+          allowedDataActions: ["Read"]
+        - clientId: "backend-app"
+          audience: "{RESOURCE}"
+          allowedDataActions: ["Read"]
+"#,
+                stack.upstream_url()
+            )
+        })
+        .await;
+    let g = &guard;
+    let key = ProofKey::new();
+    let answer = issued(g, &issuer, "fhir-app", Some(&key)).await;
+    assert_eq!(answer["token_type"], "DPoP", "{answer}");
+    let token = answer["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        claims(&token)["cnf"]["jkt"],
+        key.thumbprint(),
+        "the provider bound the token"
+    );
+    let htu = g.url("/Observation");
+    let dpop_token = format!("DPoP {token}");
+    let with_proof = |proof: &str| {
+        [
+            ("authorization", dpop_token.clone()),
+            ("dpop", proof.to_owned()),
+        ]
+    };
+    let call = |proof: String, method: Method, target: &'static str| {
+        let headers = with_proof(&proof);
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            send(g, method, target, &headers).await
+        }
+    };
+
+    // A fresh proof: accepted (the query is not part of htu, §4.3 item 9).
+    let proof = key.proof("GET", &htu, Some(&token));
+    let ok = call(proof.clone(), Method::GET, "/Observation?code=x").await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    // The same proof again: a replay (§11.1).
+    let replayed = call(proof, Method::GET, "/Observation?code=x").await;
+    assert_dpop_challenge(&replayed, "invalid_dpop_proof", "replayed proof");
+    // The token is cached now; a fresh proof is still needed and enough.
+    let again = call(
+        key.proof("GET", &htu, Some(&token)),
+        Method::GET,
+        "/Observation",
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+
+    let other_path = g.url("/Patient");
+    let cases = [
+        ("wrong htu", key.proof("GET", &other_path, Some(&token))),
+        ("wrong htm", key.proof("POST", &htu, Some(&token))),
+        (
+            "stale iat",
+            key.proof_at("GET", &htu, Some(&token), unix_now() - 3600),
+        ),
+        (
+            "other key",
+            ProofKey::new().proof("GET", &htu, Some(&token)),
+        ),
+        (
+            "ath of another token",
+            key.proof("GET", &htu, Some("another")),
+        ),
+    ];
+    for (what, proof) in cases {
+        let answer = call(proof, Method::GET, "/Observation").await;
+        assert_dpop_challenge(&answer, "invalid_dpop_proof", what);
+    }
+    let no_proof = send(
+        g,
+        Method::GET,
+        "/Observation",
+        &[("authorization", &dpop_token)],
+    )
+    .await;
+    assert_dpop_challenge(&no_proof, "invalid_dpop_proof", "no proof");
+    // §7.2: the bound token as a bearer token.
+    let bearer = format!("Bearer {token}");
+    let as_bearer = send(
+        g,
+        Method::GET,
+        "/Observation",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_dpop_challenge(&as_bearer, "invalid_token", "bound token as Bearer");
+
+    // A client that must use DPoP: its bearer token is useless, its bound token works.
+    let unbound = issued(g, &issuer, "backend-app", None).await;
+    assert_eq!(unbound["token_type"], "Bearer");
+    let stolen = format!("Bearer {}", unbound["access_token"].as_str().unwrap());
+    let refused = send(
+        g,
+        Method::GET,
+        "/Observation",
+        &[("authorization", &stolen)],
+    )
+    .await;
+    assert_dpop_challenge(&refused, "invalid_token", "bearer token of a DPoP client");
+    let backend_key = ProofKey::new();
+    let bound = issued(g, &issuer, "backend-app", Some(&backend_key)).await;
+    let bound = bound["access_token"].as_str().unwrap().to_owned();
+    let proof = backend_key.proof("GET", &htu, Some(&bound));
+    let authorization = format!("DPoP {bound}");
+    let headers = [
+        ("authorization", authorization.as_str()),
+        ("dpop", proof.as_str()),
+    ];
+    let accepted = send(g, Method::GET, "/Observation", &headers).await;
+    assert_eq!(accepted.status, StatusCode::OK, "{}", accepted.body);
+
+    // Refusals are counted by bounded reasons.
+    let metrics = g.metrics().await;
+    for reason in [
+        "dpop_proof_replayed",
+        "dpop_proof_htu",
+        "dpop_proof_htm",
+        "dpop_proof_iat",
+        "dpop_key_mismatch",
+        "dpop_proof_ath",
+        "dpop_proof_missing",
+        "dpop_bound_as_bearer",
+        "dpop_required",
+    ] {
+        assert!(
+            metrics.contains(&format!("reason=\"{reason}\"")),
+            "no auth failure counted as {reason}"
+        );
+    }
+    drop(provider);
+}
+
+/// `explain` runs the same proof checks as the proxy, and shows the proof and the binding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_checks_a_dpop_proof() {
+    use crate::support::idp::FakeIdp;
+    use crate::support::token::{self, now, TestKey};
+
+    let key = TestKey::ec_p256("explain-dpop");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::cli::config_file(&dir, &idp);
+    let proof_key = ProofKey::new();
+    let token = token::base_claims(&idp.issuer(), "https://fhir.example.org", now())
+        .claim("azp", "reader")
+        .claim("scp", "system/*.read")
+        .claim("cnf", json!({"jkt": proof_key.thumbprint()}))
+        .sign(&key);
+    let explain = |headers: Vec<String>| {
+        let mut args: Vec<String> = [
+            "explain",
+            "--config",
+            &config,
+            "--token",
+            "-",
+            "--method",
+            "GET",
+            "--path",
+            "/Observation",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        for header in headers {
+            args.push("--header".to_owned());
+            args.push(header);
+        }
+        crate::cli::fhirguard_async(args, Some(token.clone()))
+    };
+    let host = "Host: fhir.test".to_owned();
+    let proof = proof_key.proof("GET", "http://fhir.test/Observation", Some(&token));
+    let output = explain(vec![host.clone(), format!("DPoP: {proof}")]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    for expected in [
+        "dpop proof (unverified): typ=\"dpop+jwt\" alg=\"ES256\"",
+        "ath=matches the token",
+        "step 7 binding: DPoP key jkt=",
+        "verdict: ALLOW",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    // Without the proof, the bound token is a bearer token: refused (RFC 9449 §7.2).
+    let output = explain(vec![host]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("verdict: 401 dpop_bound_as_bearer"),
+        "{stdout}"
+    );
+}
