@@ -32,6 +32,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use crate::medplum::{medplum_dir, prepared, start_medplum};
+use crate::support::poll::eventually;
 
 const TOKEN: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJ1c2VyLTQyIn0.c2lnbmF0dXJl";
 
@@ -267,17 +268,6 @@ async fn get_json(url: &str) -> Value {
 }
 
 /// Polls `done` until it holds or `limit` passes.
-async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    done()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_are_stored_in_a_real_fhir_server() {
     if prepared().is_none() {
@@ -301,11 +291,13 @@ async fn batches_are_stored_in_a_real_fhir_server() {
         auditor.record(&config, &decision.record());
     }
     let sent = || metrics.audit_events_sent.get();
-    assert!(
-        eventually(Duration::from_secs(10), || sent() == 2).await,
-        "the flush interval sends a partial batch: sent {}",
-        sent()
-    );
+    let partial = || async { sent() == 2 };
+    eventually(
+        "the flush interval sends a partial batch",
+        Duration::from_secs(10),
+        partial,
+    )
+    .await;
     // The rest: full batches of 4 and a remainder, which shutdown flushes.
     for decision in &decisions[2..] {
         auditor.record(&config, &decision.record());
