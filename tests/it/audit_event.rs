@@ -12,10 +12,9 @@
 //! Without `node` the Medplum tests are skipped, except under CI (env `CI` set), where that
 //! fails them.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,37 +31,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+use crate::medplum::{medplum_dir, prepared, start_medplum};
+use crate::support::poll::eventually;
+
 const TOKEN: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJ1c2VyLTQyIn0.c2lnbmF0dXJl";
-
-fn medplum_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/medplum")
-}
-
-/// `true` when Node.js can run and the packages are installed (installing them if needed);
-/// `false` (skip) only outside CI.
-fn node_ready() -> bool {
-    let in_ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty());
-    let node = Command::new("node").arg("--version").output();
-    if !node.as_ref().is_ok_and(|o| o.status.success()) {
-        assert!(!in_ci, "CI is set but `node --version` failed: {node:?}");
-        eprintln!("skipping: `node` is not installed");
-        return false;
-    }
-    let dir = medplum_dir();
-    if !dir
-        .join("node_modules/@medplum/core/package.json")
-        .is_file()
-    {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .status()
-            .expect("npm starts");
-        assert!(status.success(), "`npm ci` in tests/medplum failed");
-    }
-    true
-}
 
 fn principal(fhir_user: Option<&str>, subject: Option<&str>) -> Principal {
     Principal {
@@ -232,7 +204,7 @@ fn every_audit_event_passes_medplums_validator() {
     for event in &events {
         assert!(!event.to_string().contains(TOKEN), "{event}");
     }
-    if !node_ready() {
+    if prepared().is_none() {
         return;
     }
     let mut child = Command::new("node")
@@ -267,36 +239,6 @@ fn every_audit_event_passes_medplums_validator() {
     assert!(output.status.success());
 }
 
-/// The Node FHIR server, killed when dropped (it also exits when its stdin closes).
-struct NodeServer(Child);
-
-impl Drop for NodeServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_medplum() -> (NodeServer, u16) {
-    let mut child = Command::new("node")
-        .args(["fhir-server.mjs", "0"])
-        .current_dir(medplum_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let server = NodeServer(child);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("greeting");
-    let greeting: Value = serde_json::from_str(&line).expect("greeting is JSON");
-    let port = greeting["port"].as_u64().expect("port");
-    (server, u16::try_from(port).expect("a port"))
-}
-
 fn config(audit: &str) -> Config {
     let text = format!(
         "upstream: \"http://127.0.0.1:8081/fhir\"\n\
@@ -327,20 +269,9 @@ async fn get_json(url: &str) -> Value {
 }
 
 /// Polls `done` until it holds or `limit` passes.
-async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    done()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_are_stored_in_a_real_fhir_server() {
-    if !node_ready() {
+    if prepared().is_none() {
         return;
     }
     let (_server, port) = start_medplum();
@@ -361,11 +292,13 @@ async fn batches_are_stored_in_a_real_fhir_server() {
         auditor.record(&config, &decision.record());
     }
     let sent = || metrics.audit_events_sent.get();
-    assert!(
-        eventually(Duration::from_secs(10), || sent() == 2).await,
-        "the flush interval sends a partial batch: sent {}",
-        sent()
-    );
+    let partial = || async { sent() == 2 };
+    eventually(
+        "the flush interval sends a partial batch",
+        Duration::from_secs(10),
+        partial,
+    )
+    .await;
     // The rest: full batches of 4 and a remainder, which shutdown flushes.
     for decision in &decisions[2..] {
         auditor.record(&config, &decision.record());

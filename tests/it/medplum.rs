@@ -25,7 +25,7 @@ const AUDIENCE: &str = "https://fhir.example.org/smart";
 const BASE: &str = "https://fhir.example.org";
 
 /// The Node server, killed when dropped (it also exits when its stdin closes).
-struct NodeServer(Child);
+pub(crate) struct NodeServer(Child);
 
 impl Drop for NodeServer {
     fn drop(&mut self) {
@@ -34,13 +34,13 @@ impl Drop for NodeServer {
     }
 }
 
-fn medplum_dir() -> PathBuf {
+pub(crate) fn medplum_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/medplum")
 }
 
 /// `Some(())` when Node.js can run and the packages are installed (installing them if needed);
 /// `None` (skip) only outside CI.
-fn prepared() -> Option<()> {
+pub(crate) fn prepared() -> Option<()> {
     let in_ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty());
     let node = Command::new("node").arg("--version").output();
     if !node.as_ref().is_ok_and(|o| o.status.success()) {
@@ -86,7 +86,7 @@ fn interop_dir() -> PathBuf {
 }
 
 /// Starts the server and reads its `{"port": N}` greeting.
-fn start_medplum() -> (NodeServer, u16) {
+pub(crate) fn start_medplum() -> (NodeServer, u16) {
     let (server, greeting) = start_node(&medplum_dir(), "fhir-server.mjs", &[]);
     let port = greeting["port"].as_u64().expect("port") as u16;
     (server, port)
