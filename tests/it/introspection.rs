@@ -206,6 +206,9 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
             "clientId": "fhirguard",
             "clientSecretFile": secret,
             "inactiveCacheTtl": "1s",
+            // Generous: on a loaded CI machine the provider can take seconds to answer, and
+            // `explain` below introspects once more in a process of its own.
+            "timeout": "30s",
         },
         "authenticationConfiguration": {
             "smartIdentityProviders": [{
@@ -298,7 +301,14 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
             .env_remove("FHIRGUARD_LOG")
             .output()
             .expect("fhirguard cli");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "fhirguard {args:?} exited {}:\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
     };
     let config_arg = config_path.to_str().expect("utf-8 path");
     let probe = fhirguard_cli(&["check", "--config", config_arg, "--probe"]);
