@@ -77,6 +77,9 @@ impl IntrospectionCache {
 }
 
 /// Steps 4–7 for an opaque token: a kept answer when one applies, else one introspection.
+/// Requests that arrive with the same token while it is being introspected wait for that one
+/// answer instead of asking again (a burst of one token, honest or not, costs the
+/// authorization server one call).
 pub async fn authenticate(
     cache: &IntrospectionCache,
     store: &KeyStore,
@@ -84,39 +87,69 @@ pub async fn authenticate(
     token: &str,
     now: u64,
 ) -> Result<Arc<Session>, AuthError> {
+    let Some(entries) = &cache.entries else {
+        return introspect(store, config, token, now).await;
+    };
     let digest = TokenDigest::of(token);
-    if let Some(entries) = &cache.entries {
-        if let Some(kept) = entries.get(&digest).await {
-            if kept.config == config.fingerprint && now < kept.until {
-                return match kept.answer {
-                    Ok(session) => {
-                        let principal = session.principal();
-                        session
-                            .verified
-                            .lifetime
-                            .check(now, config.clock_skew.as_secs(), &principal.authority)
-                            .map(|()| session)
-                    }
-                    Err(refusal) => Err(refusal),
-                };
-            }
-            entries.invalidate(&digest).await;
+    if let Some(kept) = entries.get(&digest).await {
+        if let Some(answer) = kept.answer_for(config, now) {
+            return answer;
         }
+        entries.invalidate(&digest).await;
     }
-    let judged = introspection::introspect(store, config, token, now).await;
-    let answer = judged.map(|verified| Arc::new(Session::new(verified)));
-    if let (Some(entries), Some(settings)) = (&cache.entries, &config.introspection) {
-        let outcome = answer.as_ref().map(|session| &session.verified);
-        if let Some(until) = keep_until(outcome, settings, now) {
-            let kept = Kept {
-                until,
-                config: config.fingerprint,
-                answer: answer.clone(),
-            };
-            entries.insert(digest, kept).await;
+    // One caller of the same token runs this; the others wait for what it keeps.
+    let mut mine = None;
+    let kept = entries
+        .optionally_get_with(digest, async {
+            let answer = introspect(store, config, token, now).await;
+            let kept = config.introspection.as_ref().and_then(|settings| {
+                let outcome = answer.as_ref().map(|session| &session.verified);
+                keep_until(outcome, settings, now).map(|until| Kept {
+                    until,
+                    config: config.fingerprint,
+                    answer: answer.clone(),
+                })
+            });
+            mine = Some(answer);
+            kept
+        })
+        .await;
+    match (mine, kept.and_then(|kept| kept.answer_for(config, now))) {
+        (Some(answer), _) | (None, Some(answer)) => answer,
+        // Another request's answer was not kept (the endpoint did not answer) or was judged
+        // under another configuration: ask for this one.
+        (None, None) => introspect(store, config, token, now).await,
+    }
+}
+
+/// One introspection, its answer as a session.
+async fn introspect(
+    store: &KeyStore,
+    config: &Config,
+    token: &str,
+    now: u64,
+) -> Result<Arc<Session>, AuthError> {
+    introspection::introspect(store, config, token, now)
+        .await
+        .map(|verified| Arc::new(Session::new(verified)))
+}
+
+impl Kept {
+    /// The kept answer, when it applies to a request judged under `config` at `now`: the same
+    /// configuration, the entry not ended, and an active token's lifetime checked again.
+    fn answer_for(self, config: &Config, now: u64) -> Option<Result<Arc<Session>, AuthError>> {
+        if self.config != config.fingerprint || now >= self.until {
+            return None;
         }
+        Some(self.answer.and_then(|session| {
+            let principal = session.principal();
+            session
+                .verified
+                .lifetime
+                .check(now, config.clock_skew.as_secs(), &principal.authority)
+                .map(|()| session)
+        }))
     }
-    answer
 }
 
 /// Until when (Unix seconds) an introspection outcome is kept; `None`: not at all. See the

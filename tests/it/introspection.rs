@@ -191,6 +191,7 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
     let accepted = opaque_token(&client, &issuer).await;
     let revoked = opaque_token(&client, &issuer).await;
     let for_outage = opaque_token(&client, &issuer).await;
+    let burst = opaque_token(&client, &issuer).await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let secret = dir.path().join("introspection-secret");
@@ -242,6 +243,30 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
     let answer = get(&client, &url, &[("authorization", &request(&accepted))]).await;
     assert_eq!(answer.status, StatusCode::OK, "cached opaque token");
 
+    // Eight requests at once with a new token: one introspection answers them all.
+    let mut burst_requests = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (client, url, header) = (client.clone(), url.clone(), request(&burst));
+        burst_requests.spawn(async move {
+            get(&client, &url, &[("authorization", &header)])
+                .await
+                .status
+        });
+    }
+    while let Some(status) = burst_requests.join_next().await {
+        assert_eq!(
+            status.expect("request task"),
+            StatusCode::OK,
+            "burst of one token"
+        );
+    }
+    next_introspection(&mut idp, &events);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        events.try_recv().is_err(),
+        "a burst of one token was introspected more than once"
+    );
+
     // Revoked at the provider (RFC 7009): inactive, 401 invalid_token.
     let revocation = post_form(
         &client,
@@ -287,7 +312,7 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
 
     let metrics = get(&client, &format!("http://{admin}/metrics"), &[]).await;
     let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
-    for (result, count) in [("active", 1), ("inactive", 3)] {
+    for (result, count) in [("active", 2), ("inactive", 3)] {
         let series = format!(
             "fhirguard_introspections_total{{provider=\"{issuer}\",result=\"{result}\"}} {count}"
         );
