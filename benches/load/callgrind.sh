@@ -15,8 +15,11 @@
 #   dpop       one DPoP-bound token (cnf.jkt, RFC 9449) with a fresh ES256 proof on every
 #              request, made by the client as a DPoP client does (the token cache's path plus
 #              the proof's checks and the replay cache); builds without DPoP answer 401
+#   opaque     a new opaque token on every request, each introspected (RFC 7662) at an nginx
+#              endpoint that answers "active" (the HTTP exchange, the answer's judgement and the
+#              cache insert); builds without introspection refuse its configuration: "n/a"
 # env: REQUESTS (default 2000), WARM (default 200), ROWS (default "repeated distinct refused
-# dpop"), PROFILES (a directory: keep each run's callgrind.out there as BIN.KIND.COUNT.out, for
+# dpop opaque"), PROFILES (a directory: keep each run's callgrind.out there as BIN.KIND.COUNT.out, for
 # callgrind_annotate). Needs valgrind, nginx, python3 + cryptography.
 set -euo pipefail
 [ -n "${DEBUG:-}" ] && set -x
@@ -24,7 +27,7 @@ set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 BIN [BIN ...]" >&2; exit 2; }
 REQUESTS=${REQUESTS:-2000}
 WARM=${WARM:-200}
-ROWS=${ROWS:-repeated distinct refused dpop}
+ROWS=${ROWS:-repeated distinct refused dpop opaque}
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${FHIRGUARD_LOAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fhirguard-load}"
 IP=127.0.0.1
@@ -52,6 +55,9 @@ python3 "$HERE/tokens.py" --out "$WORK" --cache "$CACHE" --issuer "$ISSUER" \
     --scope "patient/*.read" --fhir-user "$AUDIENCE/Patient/1" \
     --count $((2 * (WARM + REQUESTS))) --files 1 >/dev/null
 
+# RFC 7662 §2.2: the introspection endpoint's answer for every opaque token.
+INTROSPECTION_ANSWER=$(printf '{"active":true,"iss":"%s","client_id":"%s","aud":"%s","scope":"patient/*.read","fhirUser":"%s/Patient/1","token_type":"Bearer","exp":%d}' \
+    "$ISSUER" "$CLIENT_ID" "$AUDIENCE" "$AUDIENCE" $(($(date +%s) + 7200)))
 mkdir -p "$WORK/nginx"
 cat >"$WORK/nginx.conf" <<EOF
 user root;
@@ -76,6 +82,7 @@ http {
         listen $IP:$P_IDP;
         location = /.well-known/openid-configuration { default_type application/json; alias $WORK/discovery.json; }
         location = /jwks.json { default_type application/json; alias $WORK/jwks.json; }
+        location = /introspect { default_type application/json; return 200 '$INTROSPECTION_ANSWER'; }
     }
 }
 EOF
@@ -97,12 +104,23 @@ authenticationConfiguration:
           audience: "$AUDIENCE"
           allowedDataActions: ["Read"]
 EOF
+echo "bench-introspection-secret" >"$WORK/introspection-secret"
+{
+    cat "$WORK/fhirguard.yaml"
+    cat <<EOF
+introspection:
+  authority: "$ISSUER"
+  endpoint: "$ISSUER/introspect"
+  clientId: "fhirguard-bench"
+  clientSecretFile: "$WORK/introspection-secret"
+EOF
+} >"$WORK/fhirguard-opaque.yaml"
 
 # The client: COUNT requests on one keep-alive connection; `distinct` takes a new token each;
 # `dpop` mints one DPoP-bound token (the issuer's key from the token cache) and signs a new proof
-# for every request.
+# for every request; `opaque` makes up a new opaque token for every request.
 cat >"$WORK/client.py" <<'EOF'
-import base64, hashlib, http.client, json, sys, time
+import base64, hashlib, http.client, json, secrets, sys, time
 port, admin, kind, count, repeated, tokens, issuer_key = sys.argv[1:8]
 count = int(count)
 deadline = time.time() + 120
@@ -160,6 +178,8 @@ for i in range(count):
     headers = {"Authorization": "Bearer " + (distinct[i] if distinct else token)}
     if kind == "dpop":
         headers = {"Authorization": "DPoP " + token, "DPoP": proof(i)}
+    if kind == "opaque":
+        headers = {"Authorization": "Bearer " + secrets.token_urlsafe(32)}
     if kind == "refused":
         headers["X-HTTP-Method-Override"] = "DELETE"
     conn.request("GET", "/Patient/1", headers=headers)
@@ -172,8 +192,9 @@ EOF
 
 # instructions BIN KIND COUNT: total instructions fhirguard executed to serve COUNT requests.
 instructions() {
-    local bin=$1 kind=$2 count=$3 out="$WORK/callgrind.$RANDOM.out"
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" serve --config "$WORK/fhirguard.yaml" \
+    local bin=$1 kind=$2 count=$3 out="$WORK/callgrind.$RANDOM.out" config="$WORK/fhirguard.yaml"
+    [ "$kind" = opaque ] && config="$WORK/fhirguard-opaque.yaml"
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" serve --config "$config" \
         >"$WORK/fhirguard.log" 2>&1 &
     local pid=$!
     python3 "$WORK/client.py" "$P_FHIRGUARD" "$P_ADMIN" "$kind" "$count" \
@@ -191,6 +212,10 @@ instructions() {
 printf '| binary | row | instructions / request |\n|---|---|---:|\n'
 for bin in "$@"; do
     for kind in $ROWS; do
+        if [ "$kind" = opaque ] && ! "$bin" check --config "$WORK/fhirguard-opaque.yaml" >/dev/null 2>&1; then
+            printf '| %s | %s | n/a (no introspection) |\n' "$bin" "$kind"
+            continue
+        fi
         low=$(instructions "$bin" "$kind" "$WARM")
         high=$(instructions "$bin" "$kind" $((WARM + REQUESTS)))
         printf '| %s | %s | %s |\n' "$bin" "$kind" $(((high - low) / REQUESTS))

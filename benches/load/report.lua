@@ -8,9 +8,12 @@
 -- With WRK_TOKEN_DIR set: each request carries the next token of this thread's own file
 -- (<dir>/tokens-<thread>.txt, one token a line), so no two requests share a token until a
 -- file is used up; then it starts over and `wraps` counts how often that happened.
+-- With WRK_DPOP_TOKEN set as well, the lines are DPoP proofs (RFC 9449 §4): each request
+-- carries `Authorization: DPoP <that token>` and the next proof in a `DPoP` header.
 -- Without it the request is static (wrk's fast path) and the -H header gives the token.
 
 local token_dir = os.getenv("WRK_TOKEN_DIR")
+local dpop_token = os.getenv("WRK_DPOP_TOKEN")
 local threads = {}
 local counter = 0
 
@@ -37,6 +40,9 @@ if token_dir then
       file:seek("set", 0)
       wraps = wraps + 1
       token = file:read("*l")
+    end
+    if dpop_token then
+      return wrk.format(nil, nil, { ["Authorization"] = "DPoP " .. dpop_token, ["DPoP"] = token })
     end
     return wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. token })
   end

@@ -12,6 +12,12 @@
 #   fhirguard repeated     fhirguard, one repeated valid token          127.0.0.1:18080
 #   fhirguard distinct     fhirguard, distinct valid tokens (cache-miss path)
 #   fhirguard 5000 conns   5,000 concurrent keep-alive connections held, RSS reported
+# then a second fhirguard process (so the rows above keep their memory figures), configured
+# with token introspection as well:
+#   fhirguard dpop         a DPoP-bound token (cnf.jkt) with a fresh ES256 proof per request
+#   fhirguard opaque       one repeated opaque token (introspected once, then cached)
+#   fhirguard opaque new   distinct opaque tokens: each request introspected (RFC 7662) at an
+#                          nginx endpoint on the IdP port that answers "active" to every token
 # The identity provider is static files (discovery + JWKS) served by the upstream nginx on
 # 127.0.0.1:18082. Every process started here is stopped on exit (trap EXIT).
 # Needs root (or sudo) only to install what is missing: Debian nginx, wrk, util-linux;
@@ -32,7 +38,7 @@ usage: benches/load/run.sh [--quick] [--out FILE] [--duration S] [--connections 
   --no-install     do not install missing tools
   --profile DIR    perf-record fhirguard during its two rows; flat profiles to DIR/*.txt
 env: FHIRGUARD_BIN (binary to use), FHIRGUARD_LOAD_CACHE (key + minted tokens,
-     default ~/.cache/fhirguard-load), MAX_SECONDS (watchdog, default 420 / quick 180, counted after the build)
+     default ~/.cache/fhirguard-load), MAX_SECONDS (watchdog, default 540 / quick 240, counted after the build)
 EOF
 }
 
@@ -54,9 +60,9 @@ while [ $# -gt 0 ]; do
     shift
 done
 if [ "$QUICK" = 1 ]; then
-    : "${DUR:=3}" "${TOKENS:=20000}"; WARM=1; HOLD_DUR=3; : "${MAX_SECONDS:=180}"
+    : "${DUR:=3}" "${TOKENS:=20000}"; WARM=1; HOLD_DUR=3; : "${MAX_SECONDS:=240}"
 else
-    : "${DUR:=12}" "${TOKENS:=400000}"; WARM=2; HOLD_DUR=10; : "${MAX_SECONDS:=420}"
+    : "${DUR:=12}" "${TOKENS:=400000}"; WARM=2; HOLD_DUR=10; : "${MAX_SECONDS:=540}"
 fi
 HOLD_CONNS=5000
 HOLD_RSS_LIMIT_MIB=256   # "bounded memory" for 5,000 held connections
@@ -187,16 +193,21 @@ EOF
 }
 
 # ---------------------------------------------------------------- wrk
-# run_wrk NAME URL static|rotate CONNS SECONDS: one wrk run on CPU 1; results in R_*.
+# run_wrk NAME URL MODE CONNS SECONDS: one wrk run on CPU 1; results in R_*. MODE: static (the
+# repeated token, or STATIC_TOKEN), rotate (distinct JWTs), opaque (distinct opaque tokens), dpop
+# (the DPoP-bound token with a new proof each request).
 run_wrk() {
     local name=$1 url=$2 mode=$3 conns=$4 secs=$5 out line
     out="$WORK/wrk-$name.txt"
     local args=(-t "$THREADS" -c "$conns" -d "${secs}s" --latency --timeout 5s -s "$LUA")
-    if [ "$mode" = rotate ]; then
-        WRK_TOKEN_DIR="$WORK" timeout $((secs + 30)) taskset -c 1 wrk "${args[@]}" "$url" >"$out" 2>&1 || true
-    else
-        timeout $((secs + 30)) taskset -c 1 wrk "${args[@]}" -H "Authorization: Bearer $TOKEN" "$url" >"$out" 2>&1 || true
-    fi
+    case $mode in
+        rotate) WRK_TOKEN_DIR="$WORK" timeout $((secs + 30)) taskset -c 1 wrk "${args[@]}" "$url" >"$out" 2>&1 || true ;;
+        opaque) WRK_TOKEN_DIR="$WORK/opaque" timeout $((secs + 30)) taskset -c 1 wrk "${args[@]}" "$url" >"$out" 2>&1 || true ;;
+        dpop) WRK_TOKEN_DIR="$WORK/dpop" WRK_DPOP_TOKEN="$DPOP_TOKEN" \
+                  timeout $((secs + 30)) taskset -c 1 wrk "${args[@]}" "$url" >"$out" 2>&1 || true ;;
+        *) timeout $((secs + 30)) taskset -c 1 wrk "${args[@]}" -H "Authorization: Bearer ${STATIC_TOKEN:-$TOKEN}" \
+               "$url" >"$out" 2>&1 || true ;;
+    esac
     line=$(grep '^WRKRESULT' "$out" || true)
     [ -n "$line" ] || { log "wrk failed for $name:"; cat "$out" >&2; line="WRKRESULT requests=0 duration_us=0 rps=0 p50_us=0 p99_us=0 non2xx=0 errors=0 wraps=0 connect=0 timeouts=0"; }
     R_REQ=$(field "$line" requests) R_RPS=$(field "$line" rps) R_P50=$(field "$line" p50_us)
@@ -218,7 +229,7 @@ check_200() {
 # Rows: parallel arrays, filled by measure().
 ROW_KEYS=() ROW_NAMES=()
 declare -A RPS P50 P99 BAD RSS NOTE WRAPS REQS
-# measure KEY LABEL URL static|rotate PID: warm up, measure, record peak RSS of PID.
+# measure KEY LABEL URL MODE PID: warm up, measure, record peak RSS of PID.
 measure() {
     local key=$1 label=$2 url=$3 mode=$4 pid=$5
     ROW_KEYS+=("$key") ROW_NAMES+=("$label")
@@ -289,6 +300,9 @@ python3 "$HERE/tokens.py" --out "$WORK" --cache "$CACHE" --issuer "$ISSUER" \
     --scope "$SCOPE" --fhir-user "$FHIR_USER" --count "$TOKENS" --files "$THREADS"
 TOKEN=$(cat "$WORK/token-repeated.txt")
 JWKS_JSON=$(cat "$WORK/jwks.json")
+# RFC 7662 §2.2: what the introspection endpoint answers for every opaque token.
+INTROSPECTION_ANSWER=$(printf '{"active":true,"iss":"%s","client_id":"%s","aud":"%s","scope":"%s","fhirUser":"%s","sub":"bench-opaque-user","token_type":"Bearer","exp":%d}' \
+    "$ISSUER" "$CLIENT_ID" "$AUDIENCE" "$SCOPE" "$FHIR_USER" $(($(date +%s) + 7200)))
 
 # ---------------------------------------------------------------- nginx A: upstream + IdP files
 mkdir -p "$WORK/nginx-a" "$WORK/nginx-b"
@@ -322,6 +336,7 @@ EOF
         listen $IP:$P_IDP;
         location = /.well-known/openid-configuration { default_type application/json; alias $WORK/discovery.json; }
         location = /jwks.json { default_type application/json; alias $WORK/jwks.json; }
+        location = /introspect { default_type application/json; return 200 '$INTROSPECTION_ANSWER'; }
     }
 }
 EOF
@@ -418,6 +433,18 @@ authenticationConfiguration:
           audience: "$AUDIENCE"
           allowedDataActions: ["Read"]
 EOF
+# The second process: the same, plus token introspection for opaque tokens.
+echo "bench-introspection-secret" >"$WORK/introspection-secret"
+{
+    cat "$WORK/fhirguard.yaml"
+    cat <<EOF
+introspection:
+  authority: "$ISSUER"
+  endpoint: "$ISSUER/introspect"
+  clientId: "fhirguard-bench"
+  clientSecretFile: "$WORK/introspection-secret"
+EOF
+} >"$WORK/fhirguard-sender.yaml"
 
 # ---------------------------------------------------------------- runs
 start nginx-upstream "$NGINX" -p "$WORK/nginx-a" -e "$WORK/nginx-a/error.log" -c "$WORK/nginx-a.conf" -g 'daemon off;'
@@ -505,8 +532,39 @@ if [ -z "$FHIRGUARD_NOTE" ]; then
     fi
     stop "$pid"
 fi
+
+# The second process: DPoP proofs and opaque tokens. Proofs are minted now, so that their iat
+# is within fhirguard's clock skew when they arrive.
+fg_rows+=(fhirguard_dpop fhirguard_opaque fhirguard_opaque_new)
+fg_names+=("fhirguard, DPoP-bound token, new proof each request" "fhirguard, opaque token (introspected once, cached)"
+           "fhirguard, distinct opaque tokens (introspected each)")
+INTROSPECTION_NOTE="" REPLAY_NOTE=""
+if [ -z "$FHIRGUARD_NOTE" ]; then
+    url="http://$IP:$P_FHIRGUARD$FHIRGUARD_PATH"
+    log "DPoP proofs and opaque tokens"
+    python3 "$HERE/sender.py" --out "$WORK" --issuer-key "$CACHE/key.pem" --htu "$url" \
+        --proofs $((DUR * 12000)) --opaque $((DUR * 15000)) --files "$THREADS"
+    DPOP_TOKEN=$(cat "$WORK/dpop-token.txt")
+    start fhirguard-sender "$FHIRGUARD" serve --config "$WORK/fhirguard-sender.yaml"
+    pid=$LAST_PID
+    if wait_http "http://$IP:$P_ADMIN/readyz" "$pid" 30; then
+        measure fhirguard_dpop "${fg_names[2]}" "$url" dpop "$pid"
+        REPLAY_NOTE="DPoP proofs minted: $((DUR * 12000)); replayed proofs are refused, so a wrapped list shows as failed requests"
+        STATIC_TOKEN=$(head -1 "$WORK/opaque/tokens-1.txt")
+        measure fhirguard_opaque "${fg_names[3]}" "$url" static "$pid"
+        STATIC_TOKEN=""
+        i0=$(metric_sum '^fhirguard_introspections_total$')
+        measure fhirguard_opaque_new "${fg_names[4]}" "$url" opaque "$pid"
+        i1=$(metric_sum '^fhirguard_introspections_total$')
+        INTROSPECTION_NOTE="introspections (fhirguard_introspections_total) during the distinct-opaque row: $((i1 - i0)), for ${REQS[fhirguard_opaque_new]:-0} requests"
+    else
+        FHIRGUARD_NOTE="fhirguard (with introspection) did not become ready: $(tail -c 600 "$WORK/fhirguard-sender.err" | tr '\n' ' ')"
+        log "$FHIRGUARD_NOTE"
+    fi
+    stop "$pid"
+fi
 if [ -n "$FHIRGUARD_NOTE" ]; then
-    for i in 0 1; do
+    for i in "${!fg_rows[@]}"; do
         [ -n "${RPS[${fg_rows[$i]}]:-}" ] && continue
         ROW_KEYS+=("${fg_rows[$i]}") ROW_NAMES+=("${fg_names[$i]}"); NOTE[${fg_rows[$i]}]="$FHIRGUARD_NOTE"
     done
@@ -566,6 +624,17 @@ FG_RSS=$(val fhirguard_distinct rss)
     echo
     echo "peak RSS = VmHWM after the row (nginx: master + worker; fhirguard: cumulative over its rows in one process)."
     [ -n "$CACHE_NOTE" ] && echo "$CACHE_NOTE."
+    [ -n "$INTROSPECTION_NOTE" ] && echo "$INTROSPECTION_NOTE."
+    [ -n "$REPLAY_NOTE" ] && echo "$REPLAY_NOTE."
+    echo
+    echo "| cost of a token kind | req/s against fhirguard, repeated bearer token |"
+    echo "|---|---:|"
+    for k in fhirguard_dpop fhirguard_opaque fhirguard_opaque_new; do
+        for i in "${!ROW_KEYS[@]}"; do [ "${ROW_KEYS[$i]}" = "$k" ] && name=${ROW_NAMES[$i]}; done
+        awk -v n="$(val "$k" rps)" -v d="$(val fhirguard_repeated rps)" -v name="${name:-$k}" 'BEGIN {
+            if (n == "" || d == "" || d == 0) printf "| %s | not measured |\n", name
+            else printf "| %s | %.2f× |\n", name, n / d }'
+    done
     echo
     echo "| target (issue 5) | measured | goal | result |"
     echo "|---|---:|---:|---|"
