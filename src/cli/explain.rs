@@ -19,7 +19,7 @@ use crate::auth::introspection::looks_like_jwt;
 use crate::auth::KeyStore;
 use crate::authz::smart::Confinement;
 use crate::authz::Reasons;
-use crate::config::{Config, ProviderKind};
+use crate::config::{Config, NonceSettings, ProviderKind};
 use crate::error::Rejection;
 use crate::proxy::decision::{
     configured_actions, decide_body, decide_head, Authorized, BodyNeed, Head, Judge, Plan, Refused,
@@ -227,9 +227,10 @@ async fn run(
     }
     let claims = describe_proof(&headers, token);
     // Nonces as the proxy's generation makes them: with `secretFile`, the served ones.
-    let nonces = config.sender.dpop_nonce.as_ref().map(Nonces::of);
-    if let (Some(nonces), Some(claims)) = (&nonces, &claims) {
-        describe_nonce(config, nonces, claims);
+    let settings = config.sender.dpop_nonce.as_ref();
+    let nonces = settings.map(Nonces::of);
+    if let (Some(settings), Some(nonces), Some(claims)) = (settings, &nonces, &claims) {
+        describe_nonce(settings, nonces, claims);
     }
 
     let (mut head, ()) = http::Request::new(()).into_parts();
@@ -359,9 +360,8 @@ fn describe_proof(headers: &HeaderMap, token: &str) -> Option<Value> {
 
 /// The proof's `nonce` against the server nonces (RFC 9449 §8), when they are required: the
 /// same check the proxy makes after the proof's signature and key.
-fn describe_nonce(config: &Config, nonces: &Nonces, claims: &Value) {
-    let settings = config.sender.dpop_nonce.as_ref();
-    let secret = match settings.and_then(|s| s.secret.as_ref()) {
+fn describe_nonce(settings: &NonceSettings, nonces: &Nonces, claims: &Value) {
+    let secret = match settings.secret {
         Some(_) => "secretFile",
         None => "this process only: no secretFile, so no served nonce is valid here",
     };
@@ -372,7 +372,7 @@ fn describe_nonce(config: &Config, nonces: &Nonces, claims: &Value) {
     };
     println!(
         "step 7 dpop nonce: required (lifetime {}s, secret {secret}): {verdict}",
-        settings.map_or(0, |s| s.lifetime.as_secs())
+        settings.lifetime.as_secs()
     );
 }
 
