@@ -135,6 +135,36 @@ async fn send(guard: &Guard, method: Method, target: &str, headers: &[(&str, &st
     guard.http.exchange(request).await
 }
 
+/// fhirguard in front of the real provider's two clients, `fhir-app` and `backend-app` (both
+/// read-only), with `dpop` as `senderConstraints.dpop`.
+async fn serve(issuer: &str, dpop: &str) -> Guard {
+    Stack::builder()
+        .serve(|stack| {
+            format!(
+                r#"
+listen: "127.0.0.1:0"
+adminListen: "127.0.0.1:0"
+upstream: "{}"
+allowHttpAuthorities: true
+senderConstraints:
+  dpop: {dpop}
+authenticationConfiguration:
+  smartIdentityProviders:
+    - authority: "{issuer}"
+      applications:
+        - clientId: "fhir-app"
+          audience: "{RESOURCE}"
+          allowedDataActions: ["Read"]
+        - clientId: "backend-app"
+          audience: "{RESOURCE}"
+          allowedDataActions: ["Read"]
+"#,
+                stack.upstream_url()
+            )
+        })
+        .await
+}
+
 /// A 401 with a DPoP challenge carrying `error` and the algorithms (RFC 9449 §7.1).
 fn assert_dpop_challenge(answer: &Answer, error: &str, what: &str) {
     assert_eq!(
@@ -159,32 +189,8 @@ async fn dpop_bound_tokens_of_a_real_provider() {
     }
     let provider = tokio::task::spawn_blocking(oidc::start).await.unwrap();
     let issuer = provider.issuer.clone();
-    let guard = Stack::builder()
-        .serve(|stack| {
-            format!(
-                r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{}"
-allowHttpAuthorities: true
-senderConstraints:
-  dpop:
-    requiredFor: ["backend-app"]
-authenticationConfiguration:
-  smartIdentityProviders:
-    - authority: "{issuer}"
-      applications:
-        - clientId: "fhir-app"
-          audience: "{RESOURCE}"
-          allowedDataActions: ["Read"]
-        - clientId: "backend-app"
-          audience: "{RESOURCE}"
-          allowedDataActions: ["Read"]
-"#,
-                stack.upstream_url()
-            )
-        })
-        .await;
+    let dpop = r#"{ requiredFor: ["backend-app"] }"#;
+    let guard = serve(&issuer, dpop).await;
     let g = &guard;
     let key = ProofKey::new();
     let answer = issued(g, &issuer, "fhir-app", Some(&key)).await;
@@ -424,33 +430,11 @@ async fn nonces_with_a_real_provider() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("dpop-nonce-secret");
     std::fs::write(&secret, [0x5a; 32]).unwrap();
-    let guard = Stack::builder()
-        .serve(|stack| {
-            format!(
-                r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{}"
-allowHttpAuthorities: true
-senderConstraints:
-  dpop:
-    nonce: {{ required: true, lifetime: 5m, secretFile: "{}" }}
-authenticationConfiguration:
-  smartIdentityProviders:
-    - authority: "{issuer}"
-      applications:
-        - clientId: "fhir-app"
-          audience: "{RESOURCE}"
-          allowedDataActions: ["Read"]
-        - clientId: "backend-app"
-          audience: "{RESOURCE}"
-          allowedDataActions: ["Read"]
-"#,
-                stack.upstream_url(),
-                secret.display()
-            )
-        })
-        .await;
+    let dpop = format!(
+        "{{ nonce: {{ required: true, lifetime: 5m, secretFile: \"{}\" }} }}",
+        secret.display()
+    );
+    let guard = serve(&issuer, &dpop).await;
     let g = &guard;
     let key = ProofKey::new();
     let token = issued(g, &issuer, "fhir-app", Some(&key)).await;
