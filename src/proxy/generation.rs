@@ -182,6 +182,22 @@ mod tests {
         assert_eq!(label(None), "anonymous");
     }
 
+    /// The nonces follow the configuration: built with each generation, absent unless
+    /// required; without `secretFile`, every generation of the process shares one secret, so a
+    /// reload does not void the nonces clients hold.
+    #[test]
+    fn nonces_come_and_go_with_the_generation() {
+        let off = Generation::build(1, &ConfigFile::from_text(TEXT.to_owned())).expect("valid");
+        assert!(off.nonces.is_none());
+        let on = format!("{TEXT}senderConstraints: {{dpop: {{nonce: {{required: true}}}}}}\n");
+        let first = Generation::build(2, &ConfigFile::from_text(on.clone())).expect("valid");
+        let second = Generation::build(3, &ConfigFile::from_text(on)).expect("valid");
+        let now = crate::auth::unix_now();
+        let nonce = first.nonces.as_ref().expect("required").current(now);
+        let reloaded = second.nonces.as_ref().expect("required");
+        assert_eq!(reloaded.check(nonce.to_str().ok(), now), Ok(()));
+    }
+
     #[test]
     fn an_unbuildable_upstream_is_an_error() {
         let file = ConfigFile::from_text(TEXT.replace(
