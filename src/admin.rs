@@ -22,6 +22,7 @@ pub async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response<B
             export_key_sets(&proxy);
             export_token_cache(&proxy);
             export_introspections(&proxy);
+            export_replay_cache(&proxy).await;
             let mut response = Response::new(full(proxy.metrics.render()));
             response.headers_mut().insert(
                 CONTENT_TYPE,
@@ -112,4 +113,14 @@ fn export_token_cache(proxy: &Proxy) {
     ] {
         counter.inc_by(total.saturating_sub(counter.get()));
     }
+}
+
+/// Sets the DPoP replay cache's gauge from the cache, at scrape time (as key sets above): the
+/// request path pays nothing for it.
+async fn export_replay_cache(proxy: &Proxy) {
+    let entries = proxy.replay.entries().await;
+    proxy
+        .metrics
+        .dpop_replay_cache_entries
+        .set(i64::try_from(entries).unwrap_or(i64::MAX));
 }

@@ -45,7 +45,9 @@ use std::time::Duration;
 use crate::actions::DataActions;
 pub use audit::{Audit, AuditFormat, AuditServer};
 pub use introspection::{Introspection, SecretSource};
-pub use sender::{CertificateHeader, ForwardedCertificate, Network, SenderConstraints};
+pub use sender::{
+    CertificateHeader, ForwardedCertificate, Network, NonceSecret, NonceSettings, SenderConstraints,
+};
 
 /// The validated configuration.
 #[derive(Clone, Debug)]

@@ -12,6 +12,7 @@ use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::auth::binding::ChallengeKind;
+use crate::auth::dpop::nonce::DPOP_NONCE;
 use crate::auth::dpop::PROOF_ALGORITHMS_TEXT;
 use crate::auth::{AuthError, SenderError, UrlPart};
 use crate::authz::smart::enforcement::Enforcement;
@@ -133,10 +134,12 @@ enum Extra {
     None,
     /// `WWW-Authenticate: Bearer …` with the `error_description`, if any (RFC 6750 §3).
     Challenge(Option<String>),
-    /// `WWW-Authenticate: DPoP error="…", error_description="…", algs="…"` (RFC 9449 §7.1).
+    /// `WWW-Authenticate: DPoP error="…", error_description="…", algs="…"` (RFC 9449 §7.1),
+    /// and with `use_dpop_nonce` the fresh nonce in `DPoP-Nonce` (§9).
     Dpop {
         error: &'static str,
         description: String,
+        nonce: Option<HeaderValue>,
     },
     /// `Retry-After` in seconds.
     RetryAfter(u64),
@@ -341,6 +344,7 @@ impl Rejection {
                     ChallengeKind::Dpop(code) => Extra::Dpop {
                         error: code,
                         description: description.clone(),
+                        nonce: error.nonce().cloned(),
                     },
                     ChallengeKind::Bearer => Extra::Challenge(Some(description.clone())),
                 };
@@ -438,7 +442,11 @@ impl Rejection {
                 let value = challenge(context.challenge, description.as_deref());
                 headers.insert(WWW_AUTHENTICATE, value);
             }
-            Extra::Dpop { error, description } => {
+            Extra::Dpop {
+                error,
+                description,
+                nonce,
+            } => {
                 let value = format!(
                     "DPoP error=\"{error}\", error_description=\"{}\", algs=\"{PROOF_ALGORITHMS_TEXT}\"",
                     quoted(&description)
@@ -446,6 +454,9 @@ impl Rejection {
                 let value = HeaderValue::from_str(&value)
                     .unwrap_or_else(|_| HeaderValue::from_static("DPoP"));
                 headers.insert(WWW_AUTHENTICATE, value);
+                if let Some(nonce) = nonce {
+                    headers.insert(DPOP_NONCE, nonce);
+                }
             }
             Extra::RetryAfter(seconds) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
@@ -777,7 +788,23 @@ mod tests {
             assert_eq!(rejection.outcome(), "unauthenticated");
             let response = rejection.into_response(context());
             assert_eq!(response.headers()[WWW_AUTHENTICATE], challenge);
+            assert!(response.headers().get(DPOP_NONCE).is_none());
         }
+        // RFC 9449 §9: a proof without a valid nonce, answered with a fresh one.
+        let nonce = Rejection::Sender(SenderError::UseNonce {
+            problem: crate::auth::dpop::nonce::NonceError::Missing,
+            nonce: HeaderValue::from_static("bm9uY2U"),
+        });
+        assert_eq!(nonce.reason(), "dpop_nonce_missing");
+        let response = nonce.into_response(context());
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers()[WWW_AUTHENTICATE],
+            "DPoP error=\"use_dpop_nonce\", error_description=\"The DPoP proof has no nonce; \
+             retry with the nonce of the DPoP-Nonce header\", algs=\"ES256 ES384 EdDSA PS256 \
+             PS384 PS512 RS256 RS384 RS512\""
+        );
+        assert_eq!(response.headers()[DPOP_NONCE], "bm9uY2U");
         let mismatch = Rejection::Sender(SenderError::CertificateMismatch);
         assert_eq!(mismatch.reason(), "certificate_mismatch");
         let response = mismatch.into_response(context());

@@ -74,6 +74,9 @@ pub struct Metrics {
     /// `fhirguard_audit_batch_failures_total`: batch POSTs to the audit FHIR server that failed
     /// (each attempt, retried ones included).
     pub audit_batch_failures: IntCounter,
+    /// `fhirguard_dpop_replay_cache_entries`: DPoP proofs remembered by this process's replay
+    /// cache (RFC 9449 §11.1), set at scrape time.
+    pub dpop_replay_cache_entries: IntGauge,
     /// The `request_duration` series, each resolved once on first use (the `requests` series
     /// are cached per client, in the generation's [`ClientLabels`]); also this instance's
     /// identity for those caches.
@@ -238,6 +241,12 @@ impl Metrics {
             "Batch POSTs to the audit FHIR server that failed, retried attempts included.",
         )
         .expect("valid counter");
+        let dpop_replay_cache_entries = IntGauge::new(
+            "fhirguard_dpop_replay_cache_entries",
+            "DPoP proofs remembered by this process's replay cache (their jti, until their iat \
+             leaves the window).",
+        )
+        .expect("valid gauge");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "fhirguard_build_info",
@@ -250,7 +259,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
-        let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 23] = [
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(auth_duration.clone()),
@@ -272,6 +281,7 @@ impl Metrics {
             Box::new(audit_events_sent.clone()),
             Box::new(audit_events_dropped.clone()),
             Box::new(audit_batch_failures.clone()),
+            Box::new(dpop_replay_cache_entries.clone()),
             Box::new(build_info),
         ];
         // Both reload series exist from the start, so `increase()` sees the first failure.
@@ -310,6 +320,7 @@ impl Metrics {
             audit_events_sent,
             audit_events_dropped,
             audit_batch_failures,
+            dpop_replay_cache_entries,
             series: Arc::default(),
         }
     }

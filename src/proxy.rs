@@ -35,6 +35,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::audit::{self, AuditRecord, Auditor};
+use crate::auth::dpop::nonce::{Nonces, DPOP_NONCE};
 use crate::auth::{KeyStore, Principal};
 use crate::authz::Reasons;
 use crate::body::{read_inspected, Body, BodyBuffers, RequestBody, Reservation};
@@ -173,6 +174,9 @@ impl Proxy {
             .response
             .headers_mut()
             .insert(headers::REQUEST_ID, request_id.header());
+        if let Some(nonces) = &generation.nonces {
+            ended.offer_nonce(nonces);
+        }
         // The client as this generation labels it: no token verified → `anonymous`.
         let client = generation.client_label(ended.principal.as_deref());
         let seconds = started.elapsed().as_secs_f64();
@@ -214,7 +218,7 @@ impl Proxy {
         audit: bool,
     ) -> Result<Answered, Refused> {
         let config = &generation.config;
-        let judge = self.judge(config, memo, &peer);
+        let judge = self.judge(generation, memo, &peer);
         let (parts, body) = request.into_parts();
         // Bodies read into memory count against `limits.maxBufferedBytes` until the request is
         // done; nothing is counted (or touched) for the requests that stream.
@@ -282,21 +286,22 @@ impl Proxy {
         }
     }
 
-    /// What judges this proxy's requests under `config`.
+    /// What judges this proxy's requests under `generation`.
     fn judge<'a>(
         &'a self,
-        config: &'a Config,
+        generation: &'a Generation,
         memo: Option<&'a ConnectionMemo>,
         peer: &'a Peer,
     ) -> Judge<'a> {
         Judge {
             keys: &self.keys,
             tokens: &self.tokens,
-            config,
+            config: &generation.config,
             metrics: Some(&self.metrics),
             memo,
             reasons: Reasons::OnDenial,
             replay: &self.replay,
+            nonces: generation.nonces.as_ref(),
             peer: Some(peer),
         }
     }
@@ -408,6 +413,22 @@ impl Ended {
                     },
                 }
             }
+        }
+    }
+
+    /// RFC 9449 §8.2: any answer to a DPoP request may carry the nonce to use next, so clients
+    /// move to the next window's without another 401. A request is a DPoP one when its token is
+    /// DPoP-bound (`cnf.jkt`): such a token is accepted with the DPoP scheme only. A refusal
+    /// that hands out a nonce (`use_dpop_nonce`) keeps its own.
+    fn offer_nonce(&mut self, nonces: &Nonces) {
+        let dpop = self
+            .principal
+            .as_ref()
+            .and_then(|p| p.confirmation.as_ref())
+            .is_some_and(|c| c.jkt.is_some());
+        let headers = self.response.headers_mut();
+        if dpop && !headers.contains_key(DPOP_NONCE) {
+            headers.insert(DPOP_NONCE, nonces.current(crate::auth::unix_now()));
         }
     }
 

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::Value;
 
+use super::dpop::nonce::NonceError;
 use super::dpop::ProofError;
 use super::error::AuthError;
 
@@ -76,6 +77,13 @@ pub enum SenderError {
     /// carries DPoP-bound tokens only).
     #[error("The token is not DPoP-bound (no cnf.jkt) but was sent with the DPoP scheme")]
     NotDpopBound,
+    /// Nonces are required and the proof has none, or one not valid now (RFC 9449 §8, §4.3
+    /// item 10); the answer hands the client `nonce` to retry with (`DPoP-Nonce`, §9).
+    #[error("{problem}; retry with the nonce of the DPoP-Nonce header")]
+    UseNonce {
+        problem: NonceError,
+        nonce: http::HeaderValue,
+    },
     /// The proof's key is not the one the token is bound to (RFC 9449 §4.3 item 12, §6.1).
     #[error("The DPoP proof's key does not match the token's cnf.jkt")]
     KeyMismatch,
@@ -101,10 +109,19 @@ pub enum SenderError {
 }
 
 impl SenderError {
+    /// The fresh nonce the answer hands out (`DPoP-Nonce`, RFC 9449 §9), if any.
+    pub fn nonce(&self) -> Option<&http::HeaderValue> {
+        match self {
+            SenderError::UseNonce { nonce, .. } => Some(nonce),
+            _ => None,
+        }
+    }
+
     /// A bounded label for metrics and the audit log.
     pub fn reason(&self) -> &'static str {
         match self {
             SenderError::Proof(error) => error.reason(),
+            SenderError::UseNonce { problem, .. } => problem.reason(),
             SenderError::NotDpopBound => "dpop_not_bound",
             SenderError::KeyMismatch => "dpop_key_mismatch",
             SenderError::BoundAsBearer => "dpop_bound_as_bearer",
@@ -116,14 +133,16 @@ impl SenderError {
         }
     }
 
-    /// The challenge: `invalid_dpop_proof` for a bad proof, `invalid_token` for a token
-    /// presented without what binds it (RFC 9449 §7.1, §7.2); certificate refusals are
-    /// `Bearer`'s `invalid_token` (RFC 8705 §3).
+    /// The challenge: `invalid_dpop_proof` for a bad proof, `use_dpop_nonce` for a proof
+    /// without a valid nonce, `invalid_token` for a token presented without what binds it
+    /// (RFC 9449 §7.1, §7.2, §8); certificate refusals are `Bearer`'s `invalid_token`
+    /// (RFC 8705 §3).
     pub fn challenge(&self) -> ChallengeKind {
         match self {
             SenderError::Proof(_) | SenderError::KeyMismatch => {
                 ChallengeKind::Dpop("invalid_dpop_proof")
             }
+            SenderError::UseNonce { .. } => ChallengeKind::Dpop("use_dpop_nonce"),
             SenderError::NotDpopBound
             | SenderError::BoundAsBearer
             | SenderError::DpopRequired(_) => ChallengeKind::Dpop("invalid_token"),

@@ -2,7 +2,10 @@
 //! the access token it accompanies — `typ`, algorithm, embedded public key, signature, `htm`,
 //! `htu`, `iat`, `ath` (§4.3) — and the RFC 7638 thumbprint of its key, which the caller compares
 //! with the token's `cnf.jkt` (§6.1). Pure: whether the proof's `jti` was seen before is the
-//! caller's replay cache ([`crate::proxy::replay`]); this module only returns the `jti`.
+//! caller's replay cache ([`crate::proxy::replay`]); this module only returns the `jti`, and
+//! the `nonce` claim, which [`nonce`] checks when server nonces are required (§8).
+
+pub mod nonce;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -119,6 +122,8 @@ pub struct Proof {
     pub jti: String,
     /// `iat`, Unix seconds.
     pub issued_at: u64,
+    /// The `nonce` claim (§4.2), if any; one that is not a string reads as empty (never valid).
+    pub nonce: Option<String>,
 }
 
 /// The request's one `DPoP` header (§4.3 item 1).
@@ -180,10 +185,14 @@ pub fn verify(proof: &str, target: &ProofTarget<'_>) -> Result<Proof, ProofError
         .filter(|jti| !jti.is_empty())
         .ok_or(ProofError::Malformed("no jti"))?;
     let issued_at = issued_at(&claims)?;
+    let nonce = claims
+        .get("nonce")
+        .map(|nonce| nonce.as_str().unwrap_or_default().to_owned());
     Ok(Proof {
         thumbprint,
         jti: jti.to_owned(),
         issued_at,
+        nonce,
     })
 }
 

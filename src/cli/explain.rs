@@ -14,11 +14,12 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Uri};
 use serde_json::Value;
 
+use crate::auth::dpop::nonce::Nonces;
 use crate::auth::introspection::looks_like_jwt;
 use crate::auth::KeyStore;
 use crate::authz::smart::Confinement;
 use crate::authz::Reasons;
-use crate::config::{Config, ProviderKind};
+use crate::config::{Config, NonceSettings, ProviderKind};
 use crate::error::Rejection;
 use crate::proxy::decision::{
     configured_actions, decide_body, decide_head, Authorized, BodyNeed, Head, Judge, Plan, Refused,
@@ -224,7 +225,13 @@ async fn run(
         ),
         None => describe_token(token),
     }
-    describe_proof(&headers, token);
+    let claims = describe_proof(&headers, token);
+    // Nonces as the proxy's generation makes them: with `secretFile`, the served ones.
+    let settings = config.sender.dpop_nonce.as_ref();
+    let nonces = settings.map(Nonces::of);
+    if let (Some(settings), Some(nonces), Some(claims)) = (settings, &nonces, &claims) {
+        describe_nonce(settings, nonces, claims);
+    }
 
     let (mut head, ()) = http::Request::new(()).into_parts();
     head.method = method.clone();
@@ -242,6 +249,7 @@ async fn run(
         memo: None,
         reasons: Reasons::Always,
         replay: &replay,
+        nonces: nonces.as_ref(),
         peer: None,
     };
     match decide(&judge, &head, body).await {
@@ -308,11 +316,9 @@ fn describe_token(token: &str) {
 }
 
 /// The request's DPoP proof (RFC 9449 §4.2), decoded without trusting it: what the proxy
-/// checks against the request, the token and the replay cache.
-fn describe_proof(headers: &HeaderMap, token: &str) {
-    let Some(proof) = headers.get(crate::auth::dpop::DPOP) else {
-        return;
-    };
+/// checks against the request, the token and the replay cache. Returns its claims.
+fn describe_proof(headers: &HeaderMap, token: &str) -> Option<Value> {
+    let proof = headers.get(crate::auth::dpop::DPOP)?;
     let mut parts = proof.to_str().unwrap_or("").split('.');
     let decode = |part: Option<&str>| -> Option<Value> {
         let bytes = URL_SAFE_NO_PAD.decode(part?).ok()?;
@@ -320,7 +326,7 @@ fn describe_proof(headers: &HeaderMap, token: &str) {
     };
     let (Some(header), Some(claims)) = (decode(parts.next()), decode(parts.next())) else {
         println!("dpop proof: not a decodable JWT");
-        return;
+        return None;
     };
     let field = |value: &Value, name: &str| {
         value
@@ -348,6 +354,25 @@ fn describe_proof(headers: &HeaderMap, token: &str) {
         } else {
             "does not match the token"
         },
+    );
+    Some(claims)
+}
+
+/// The proof's `nonce` against the server nonces (RFC 9449 §8), when they are required: the
+/// same check the proxy makes after the proof's signature and key.
+fn describe_nonce(settings: &NonceSettings, nonces: &Nonces, claims: &Value) {
+    let secret = match settings.secret {
+        Some(_) => "secretFile",
+        None => "this process only: no secretFile, so no served nonce is valid here",
+    };
+    let nonce = claims.get("nonce").map(|n| n.as_str().unwrap_or_default());
+    let verdict = match nonces.check(nonce, crate::auth::unix_now()) {
+        Ok(()) => "valid".to_owned(),
+        Err(problem) => format!("{problem} → 401 use_dpop_nonce ({})", problem.reason()),
+    };
+    println!(
+        "step 7 dpop nonce: required (lifetime {}s, secret {secret}): {verdict}",
+        settings.lifetime.as_secs()
     );
 }
 

@@ -1,20 +1,33 @@
 //! The `senderConstraints` block (issue 14): DPoP (RFC 9449) and certificate-bound tokens
-//! (RFC 8705) — which clients must use them, the DPoP replay cache's bound, whether the TLS
+//! (RFC 8705) — which clients must use them, the DPoP replay cache's bound and server nonces
+//! (RFC 9449 §8), whether the TLS
 //! listener asks for client certificates, and which proxies may hand fhirguard a client
 //! certificate in a header. It sits beside the verbatim ARM `authenticationConfiguration`, which
 //! has no such settings. Validated in the same one-pass, every-error walk as the rest of the
 //! file (SPEC §3).
 
+use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::document::{Errors, Node, Object};
-use super::raw::keys_of;
+use super::raw::{keys_of, RawDuration};
 
 /// Default `dpop.replayCacheEntries`: at ~100 bytes an entry about 10 MiB, room for every proof
 /// of 160 requests a second over a 600 s window (twice the default clock skew).
 const DEFAULT_REPLAY_CACHE_ENTRIES: usize = 100_000;
+
+/// Default `dpop.nonce.lifetime`: a nonce is accepted for one to two of these (RFC 9449 §8).
+const DEFAULT_NONCE_LIFETIME: Duration = Duration::from_secs(300);
+/// `dpop.nonce.lifetime`'s range: short enough to bound a proof made in advance, long enough
+/// that clients are not asked again every few requests.
+const NONCE_LIFETIME_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(10)..=Duration::from_secs(86_400);
+/// The shortest `dpop.nonce.secretFile`: an HMAC-SHA256 key of at least 256 bits.
+const MIN_NONCE_SECRET_BYTES: usize = 32;
 
 /// `senderConstraints`.
 #[derive(Debug, Deserialize)]
@@ -36,6 +49,23 @@ pub struct RawDpop {
     /// The bound of the proof replay cache (entries); a proof's `jti` is remembered while its
     /// `iat` is within the clock skew. Default 100000.
     pub replay_cache_entries: Option<u64>,
+    /// Server-provided nonces (RFC 9449 §8): off unless `required`.
+    pub nonce: Option<RawDpopNonce>,
+}
+
+/// `senderConstraints.dpop.nonce`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawDpopNonce {
+    /// Every DPoP proof must carry a nonce fhirguard issued (`DPoP-Nonce`); one without, or with
+    /// one no longer valid, gets 401 `use_dpop_nonce` and a fresh nonce. Default false.
+    pub required: Option<bool>,
+    /// How long a nonce's window lasts; a nonce is accepted in its window and the next.
+    /// 10s to 1d. Default 5m.
+    pub lifetime: Option<RawDuration>,
+    /// A file of at least 32 bytes, the secret nonces are made with: the same file on every
+    /// replica lets each accept the others' nonces. Absent: a random secret per process.
+    pub secret_file: Option<String>,
 }
 
 /// `senderConstraints.clientCertificates`.
@@ -73,6 +103,8 @@ pub struct SenderConstraints {
     pub dpop_required_for: Vec<String>,
     /// `dpop.replayCacheEntries`.
     pub replay_cache_entries: usize,
+    /// `dpop.nonce`, when `required`.
+    pub dpop_nonce: Option<NonceSettings>,
     /// `clientCertificates.request`.
     pub request_client_certificates: bool,
     /// `clientCertificates.requiredFor`.
@@ -86,6 +118,7 @@ impl Default for SenderConstraints {
         SenderConstraints {
             dpop_required_for: Vec::new(),
             replay_cache_entries: DEFAULT_REPLAY_CACHE_ENTRIES,
+            dpop_nonce: None,
             request_client_certificates: false,
             certificate_required_for: Vec::new(),
             forwarded: None,
@@ -109,6 +142,31 @@ impl SenderConstraints {
     /// Whether any client must present a sender-constrained token (the fast path's test).
     pub fn any_required(&self) -> bool {
         !self.dpop_required_for.is_empty() || !self.certificate_required_for.is_empty()
+    }
+}
+
+/// `dpop.nonce` in force (RFC 9449 §8).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NonceSettings {
+    /// `lifetime`: the length of a nonce's window.
+    pub lifetime: Duration,
+    /// `secretFile`'s bytes, read when the configuration is loaded; `None`: a per-process secret.
+    pub secret: Option<NonceSecret>,
+}
+
+/// The bytes of `dpop.nonce.secretFile`; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NonceSecret(Arc<[u8]>);
+
+impl NonceSecret {
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for NonceSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NonceSecret({} bytes)", self.0.len())
     }
 }
 
@@ -223,6 +281,10 @@ pub(super) fn sender_constraints(
         {
             sender.replay_cache_entries = entries;
         }
+        sender.dpop_nonce = dpop
+            .get("nonce")
+            .and_then(|node| node.object(errors, keys_of::<RawDpopNonce>()))
+            .and_then(|nonce| dpop_nonce(&nonce, errors));
     }
     if let Some(certificates) = object
         .get("clientCertificates")
@@ -231,6 +293,50 @@ pub(super) fn sender_constraints(
         client_certificates(&certificates, tls, &mut sender, errors);
     }
     sender
+}
+
+/// `dpop.nonce`: the settings when `required`. The secret file is read and checked whenever it
+/// is named, so a mistake shows before nonces are turned on.
+fn dpop_nonce(object: &Object<'_>, errors: &mut Errors) -> Option<NonceSettings> {
+    let required = object
+        .get("required")
+        .and_then(|node| node.bool(errors))
+        .unwrap_or(false);
+    let lifetime = object
+        .get("lifetime")
+        .and_then(|node| {
+            let lifetime = node.duration(errors, false)?;
+            if NONCE_LIFETIME_RANGE.contains(&lifetime) {
+                return Some(lifetime);
+            }
+            errors.push(&node.path, "must be between 10s and 1d");
+            None
+        })
+        .unwrap_or(DEFAULT_NONCE_LIFETIME);
+    let secret = object.get("secretFile").and_then(|node| {
+        let path = node.text(errors)?;
+        match std::fs::read(path) {
+            Ok(bytes) if bytes.len() >= MIN_NONCE_SECRET_BYTES => {
+                Some(NonceSecret(Arc::from(bytes)))
+            }
+            Ok(bytes) => {
+                errors.push(
+                    &node.path,
+                    format!(
+                        "'{path}' holds {} bytes; a nonce secret needs at least \
+                         {MIN_NONCE_SECRET_BYTES} (e.g. `head -c 32 /dev/urandom`)",
+                        bytes.len()
+                    ),
+                );
+                None
+            }
+            Err(error) => {
+                errors.push(&node.path, format!("cannot read '{path}': {error}"));
+                None
+            }
+        }
+    });
+    required.then_some(NonceSettings { lifetime, secret })
 }
 
 fn client_certificates(

@@ -127,7 +127,8 @@ fn top_level_errors() {
         ("anonymous paths", &with_primary("anonymousPaths: [metadata, \"/a?b\", 3]"), &[("anonymousPaths[0]", "'metadata' must be a path starting with '/', without a query"), ("anonymousPaths[1]", "'/a?b' must be a path starting with '/', without a query"), ("anonymousPaths[2]", "expected a string, found a number (3)")]),
         ("tls", &with_primary("tls: {certFile: c.pem}"), &[("tls.keyFile", "is required")]),
         ("public base url", &with_primary("publicBaseUrl: \"fhir.example.org\""), &[("publicBaseUrl", "'fhir.example.org' is not a URL: ...")]),
-        ("sender constraints", &with_primary("senderConstraints: {dpop: {replayCacheEntries: 0, nonces: true}, clientCertificates: {request: true, header: x-client-cert, trustedProxies: [\"10.0.0.0/33\"]}}"), &[("senderConstraints.dpop.nonces", "unknown key 'nonces'; expected one of: requiredFor, replayCacheEntries"), ("senderConstraints.dpop.replayCacheEntries", "must be at least 1"), ("senderConstraints.clientCertificates.request", "applies only with tls (the listener must terminate TLS to ask for a certificate)"), ("senderConstraints.clientCertificates.header", "unknown value 'x-client-cert'; expected one of: x-forwarded-client-cert, ssl-client-cert"), ("senderConstraints.clientCertificates.trustedProxies[0]", "'10.0.0.0/33': the prefix length must be 0..=32"), ("senderConstraints.clientCertificates.trustedProxies", "applies only with header")]),
+        ("sender constraints", &with_primary("senderConstraints: {dpop: {replayCacheEntries: 0, nonces: true}, clientCertificates: {request: true, header: x-client-cert, trustedProxies: [\"10.0.0.0/33\"]}}"), &[("senderConstraints.dpop.nonces", "unknown key 'nonces'; expected one of: requiredFor, replayCacheEntries, nonce"), ("senderConstraints.dpop.replayCacheEntries", "must be at least 1"), ("senderConstraints.clientCertificates.request", "applies only with tls (the listener must terminate TLS to ask for a certificate)"), ("senderConstraints.clientCertificates.header", "unknown value 'x-client-cert'; expected one of: x-forwarded-client-cert, ssl-client-cert"), ("senderConstraints.clientCertificates.trustedProxies[0]", "'10.0.0.0/33': the prefix length must be 0..=32"), ("senderConstraints.clientCertificates.trustedProxies", "applies only with header")]),
+        ("dpop nonce", &with_primary("senderConstraints: {dpop: {nonce: {required: yes, lifetime: 5s, secretFile: /nonexistent/fhirguard-nonce, rotate: true}}}"), &[("senderConstraints.dpop.nonce.rotate", "unknown key 'rotate'; expected one of: required, lifetime, secretFile"), ("senderConstraints.dpop.nonce.required", "expected true or false, found a string"), ("senderConstraints.dpop.nonce.lifetime", "must be between 10s and 1d"), ("senderConstraints.dpop.nonce.secretFile", "cannot read '/nonexistent/fhirguard-nonce': ...")]),
         ("certificate header needs proxies", &with_primary("senderConstraints: {clientCertificates: {header: ssl-client-cert}}"), &[("senderConstraints.clientCertificates.trustedProxies", "is required with header (the proxies whose header is believed)")]),
         (
             "roles",
@@ -457,4 +458,51 @@ fn sender_constraints_are_read() {
     assert!(forwarded.trusts("10.1.2.3".parse().unwrap()));
     assert!(forwarded.trusts("::1".parse().unwrap()));
     assert!(!forwarded.trusts("192.0.2.1".parse().unwrap()));
+    assert_eq!(sender.dpop_nonce, None);
+}
+
+/// `senderConstraints.dpop.nonce` (RFC 9449 §8): on only when required; the secret file is
+/// read at load and must hold at least 32 bytes, whether or not nonces are on yet.
+#[test]
+fn dpop_nonce_settings_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("nonce-secret");
+    std::fs::write(&secret, [7u8; 32]).unwrap();
+    let short = dir.path().join("short-secret");
+    std::fs::write(&short, b"31 bytes, one short of the 32..").unwrap();
+    let nonce = |settings: &str| {
+        Config::parse(&with_primary(&format!(
+            "senderConstraints: {{dpop: {{nonce: {settings}}}}}"
+        )))
+        .map(|config| config.sender.dpop_nonce)
+    };
+    let on = nonce("{required: true}").unwrap().unwrap();
+    assert_eq!(on.lifetime, std::time::Duration::from_secs(300));
+    assert_eq!(on.secret, None);
+    let shared = nonce(&format!(
+        "{{required: true, lifetime: 2m, secretFile: \"{}\"}}",
+        secret.display()
+    ))
+    .unwrap()
+    .unwrap();
+    assert_eq!(shared.lifetime, std::time::Duration::from_secs(120));
+    assert_eq!(
+        shared.secret.as_ref().map(|s| s.bytes()),
+        Some(&[7u8; 32][..])
+    );
+    assert_eq!(
+        format!("{:?}", shared.secret.unwrap()),
+        "NonceSecret(32 bytes)"
+    );
+    assert_eq!(nonce("{required: false, lifetime: 1d}").unwrap(), None);
+    let errors = nonce(&format!("{{secretFile: \"{}\"}}", short.display())).unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors:?}");
+    assert_eq!(errors.0[0].path, "senderConstraints.dpop.nonce.secretFile");
+    assert!(
+        errors.0[0].message.ends_with(
+            "holds 31 bytes; a nonce secret needs at least 32 (e.g. `head -c 32 /dev/urandom`)"
+        ),
+        "{}",
+        errors.0[0].message
+    );
 }

@@ -22,6 +22,7 @@ use http::request::Parts;
 use http::{HeaderMap, Method};
 
 use crate::actions::DataActions;
+use crate::auth::dpop::nonce::Nonces;
 use crate::auth::{self, KeyStore, Principal};
 use crate::authz::smart::{self, Confinement, SmartGrant};
 use crate::authz::{self, BundleDecision, Decision, Reasons};
@@ -32,7 +33,7 @@ use crate::hygiene;
 use crate::metrics::Metrics;
 use crate::proxy::forward::Peer;
 use crate::proxy::replay::ReplayCache;
-use crate::proxy::sender::{self, Evidence};
+use crate::proxy::sender::{self, Evidence, ProofState};
 use crate::proxy::session::{self, ConnectionMemo, Session, TokenCache};
 use crate::proxy::smart::search_form;
 
@@ -50,6 +51,8 @@ pub struct Judge<'a> {
     pub reasons: Reasons,
     /// Seen DPoP proofs (RFC 9449 §11.1).
     pub replay: &'a ReplayCache,
+    /// The server nonces DPoP proofs must carry (RFC 9449 §8); `None`: not required.
+    pub nonces: Option<&'a Nonces>,
     /// The client connection (`None`: explain).
     pub peer: Option<&'a Peer>,
 }
@@ -389,7 +392,11 @@ async fn bind(
     started: Instant,
 ) -> Result<(), (Rejection, Option<Arc<Principal>>)> {
     let principal = session.principal();
-    let checked = sender::check(judge.config, judge.replay, evidence, principal).await;
+    let proofs = ProofState {
+        replay: judge.replay,
+        nonces: judge.nonces,
+    };
+    let checked = sender::check(judge.config, proofs, evidence, principal).await;
     if let Some(metrics) = judge.metrics {
         metrics
             .auth_duration

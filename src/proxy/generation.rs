@@ -1,8 +1,9 @@
-//! A configuration generation: one validated [`Config`], the upstream client and the `client_id`
-//! metric labels built from it, and its number, swapped in whole (STYLE habit 3, SPEC §5). This module is the one way to build
+//! A configuration generation: one validated [`Config`], the upstream client, the DPoP nonces
+//! and the `client_id` metric labels built from it, and its number, swapped in whole (STYLE habit 3, SPEC §5). This module is the one way to build
 //! one: start-up and every reload go through [`Generation::from_config`], and a reload gets
 //! there through [`Generation::build`], which parses the very buffer whose digest it was judged by.
 
+use crate::auth::dpop::nonce::Nonces;
 use crate::auth::Principal;
 use crate::config::{Config, ConfigErrors, ConfigFile, ProviderKind, ReportOnly};
 use crate::metrics::{ClientLabel, ClientLabels};
@@ -14,6 +15,9 @@ pub struct Generation {
     pub number: u64,
     pub config: Config,
     pub upstream: Upstream,
+    /// The server nonces DPoP proofs must carry (`senderConstraints.dpop.nonce`, RFC 9449 §8),
+    /// when required.
+    pub nonces: Option<Nonces>,
     /// The `client_id` values of `fhirguard_requests_total` under this config: its applications'
     /// client ids, `other` and `anonymous` (with their series cache).
     pub clients: ClientLabels,
@@ -50,8 +54,8 @@ impl Generation {
     }
 
     /// Generation `number` from a validated config (start-up receives one from
-    /// [`Config::load`]): the upstream client and the metric labels are built here and nowhere
-    /// else.
+    /// [`Config::load`]): the upstream client, the nonces and the metric labels are built here
+    /// and nowhere else.
     pub fn from_config(number: u64, config: Config) -> Result<Generation, UpstreamError> {
         let upstream = Upstream::new(&config.upstream)?;
         // The smart applications' ids, by provider, then the report-only ids (a primary-authority
@@ -72,10 +76,12 @@ impl Generation {
             ids.push(listed.iter().map(String::as_str).collect());
         }
         let clients = ClientLabels::new(ids);
+        let nonces = config.sender.dpop_nonce.as_ref().map(Nonces::of);
         Ok(Generation {
             number,
             config,
             upstream,
+            nonces,
             clients,
         })
     }
@@ -174,6 +180,22 @@ mod tests {
         let unlisted = principal(ProviderKind::Primary, "backend-service", None);
         assert_eq!(label(Some(&unlisted)), "other");
         assert_eq!(label(None), "anonymous");
+    }
+
+    /// The nonces follow the configuration: built with each generation, absent unless
+    /// required; without `secretFile`, every generation of the process shares one secret, so a
+    /// reload does not void the nonces clients hold.
+    #[test]
+    fn nonces_come_and_go_with_the_generation() {
+        let off = Generation::build(1, &ConfigFile::from_text(TEXT.to_owned())).expect("valid");
+        assert!(off.nonces.is_none());
+        let on = format!("{TEXT}senderConstraints: {{dpop: {{nonce: {{required: true}}}}}}\n");
+        let first = Generation::build(2, &ConfigFile::from_text(on.clone())).expect("valid");
+        let second = Generation::build(3, &ConfigFile::from_text(on)).expect("valid");
+        let now = crate::auth::unix_now();
+        let nonce = first.nonces.as_ref().expect("required").current(now);
+        let reloaded = second.nonces.as_ref().expect("required");
+        assert_eq!(reloaded.check(nonce.to_str().ok(), now), Ok(()));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! **Per replica**: each fhirguard process keeps its own. A proof captured and replayed within
 //! its window against *another* replica behind the same load balancer is accepted there once —
 //! which still needs the token, and the replay names the same method and URI (`htm`/`htu`).
-//! Server nonces (RFC 9449 §8) would close that gap; they are not implemented yet.
+//! Server nonces (RFC 9449 §8, [`crate::auth::dpop::nonce`]) do not close that gap, but bound
+//! it: a proof must name a nonce of the last lifetime or two, so none can be made in advance,
+//! and a short `lifetime` shortens the time in which a captured one is worth replaying.
 
 use std::fmt;
 use std::time::Duration;
@@ -83,8 +85,10 @@ impl ReplayCache {
             .is_fresh()
     }
 
-    /// Proofs remembered (moka's count, eventually consistent).
-    pub fn entries(&self) -> u64 {
+    /// Proofs remembered: moka's count after its pending inserts and expiries are applied (it
+    /// lags them otherwise); for the scrape, not the request path.
+    pub async fn entries(&self) -> u64 {
+        self.seen.run_pending_tasks().await;
         self.seen.entry_count()
     }
 }
@@ -101,5 +105,6 @@ mod tests {
         // Another key's jti is its own.
         assert!(cache.first_use("k2", "j1", 1000, 1001, 300).await);
         assert!(cache.first_use("k1", "j2", 1000, 1001, 300).await);
+        assert_eq!(cache.entries().await, 3);
     }
 }

@@ -10,6 +10,7 @@ use percent_encoding::percent_decode_str;
 use sha2::{Digest, Sha256};
 
 use crate::auth::binding::certificate_thumbprint;
+use crate::auth::dpop::nonce::Nonces;
 use crate::auth::dpop::{self, ProofError, ProofTarget};
 use crate::auth::{Principal, Scheme, SenderError};
 use crate::config::{CertificateHeader, Config};
@@ -27,6 +28,14 @@ pub fn needs_check(config: &Config, scheme: Scheme, principal: &Principal) -> bo
     scheme == Scheme::Dpop || principal.confirmation.is_some() || config.sender.any_required()
 }
 
+/// What a DPoP proof is checked against besides the request: the proofs already seen, and the
+/// server nonces when they are required (`None`: off).
+#[derive(Debug, Clone, Copy)]
+pub struct ProofState<'a> {
+    pub replay: &'a ReplayCache,
+    pub nonces: Option<&'a Nonces>,
+}
+
 /// What the request shows besides its token.
 #[derive(Debug, Clone, Copy)]
 pub struct Evidence<'a> {
@@ -42,7 +51,7 @@ pub struct Evidence<'a> {
 /// The checks of RFC 9449 §4.3 / §7 and RFC 8705 §3 for a verified token.
 pub async fn check(
     config: &Config,
-    replay: &ReplayCache,
+    proofs: ProofState<'_>,
     evidence: &Evidence<'_>,
     principal: &Principal,
 ) -> Result<(), SenderError> {
@@ -53,7 +62,7 @@ pub async fn check(
         .and_then(|c| c.jkt.as_deref());
     match (evidence.scheme, jkt) {
         (Scheme::Dpop, None) => return Err(SenderError::NotDpopBound),
-        (Scheme::Dpop, Some(jkt)) => check_proof(config, replay, evidence, jkt).await?,
+        (Scheme::Dpop, Some(jkt)) => check_proof(config, proofs, evidence, jkt).await?,
         // RFC 9449 §7.2: a DPoP-bound token is never accepted as a bearer token.
         (Scheme::Bearer, Some(_)) => return Err(SenderError::BoundAsBearer),
         (Scheme::Bearer, None) if config.sender.requires_dpop(client) => {
@@ -85,11 +94,12 @@ pub async fn check(
     Ok(())
 }
 
-/// RFC 9449 §4.3: the proof, its key against `cnf.jkt`, then its `jti` against the replay
-/// cache (last, so a proof refused for another reason does not use up its `jti`).
+/// RFC 9449 §4.3: the proof, its key against `cnf.jkt`, its nonce when nonces are required
+/// (item 10, §8), then its `jti` against the replay cache (last, so a proof refused for another
+/// reason does not use up its `jti`).
 async fn check_proof(
     config: &Config,
-    replay: &ReplayCache,
+    proofs: ProofState<'_>,
     evidence: &Evidence<'_>,
     jkt: &str,
 ) -> Result<(), SenderError> {
@@ -109,7 +119,14 @@ async fn check_proof(
     if proof.thumbprint != jkt {
         return Err(SenderError::KeyMismatch);
     }
-    let fresh = replay
+    if let Some(nonces) = proofs.nonces {
+        if let Err(problem) = nonces.check(proof.nonce.as_deref(), evidence.now) {
+            let nonce = nonces.current(evidence.now);
+            return Err(SenderError::UseNonce { problem, nonce });
+        }
+    }
+    let fresh = proofs
+        .replay
         .first_use(
             &proof.thumbprint,
             &proof.jti,

@@ -5,6 +5,9 @@
 //! (401, `WWW-Authenticate: DPoP …`) for a replayed proof, another `htu`, another `htm`, a stale
 //! `iat`, a proof by another key, no proof, and the bound token sent as Bearer (§7.2). A client
 //! that must use DPoP (`senderConstraints.dpop.requiredFor`) is refused with a bearer token.
+//! With server nonces required (§8), a proof without one is answered 401 `use_dpop_nonce` and a
+//! `DPoP-Nonce`, the retry with it is accepted (and told the nonce to use next), a forged one is
+//! refused. The replay cache's gauge counts the proofs accepted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,6 +20,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::support::client::{self, Answer};
+use crate::support::exposition::{metric, sum};
 use crate::support::oidc::{self, RESOURCE};
 use crate::support::stack::{Guard, Stack};
 
@@ -60,10 +64,25 @@ impl ProofKey {
 
     /// A proof for `htm htu` issued at `iat`, with `ath` for `token` (RFC 9449 §4.2).
     pub(crate) fn proof_at(&self, htm: &str, htu: &str, token: Option<&str>, iat: u64) -> String {
+        self.proof_with(htm, htu, token, iat, None)
+    }
+
+    /// A proof as [`ProofKey::proof_at`], with the server's `nonce` when given (§8).
+    fn proof_with(
+        &self,
+        htm: &str,
+        htu: &str,
+        token: Option<&str>,
+        iat: u64,
+        nonce: Option<&str>,
+    ) -> String {
         let jti = format!("jti-{}-{}", unix_now(), JTI.fetch_add(1, Ordering::Relaxed));
         let mut claims = json!({"jti": jti, "htm": htm, "htu": htu, "iat": iat});
         if let Some(token) = token {
             claims["ath"] = json!(URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes())));
+        }
+        if let Some(nonce) = nonce {
+            claims["nonce"] = json!(nonce);
         }
         let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk});
         let input = format!(
@@ -116,6 +135,36 @@ async fn send(guard: &Guard, method: Method, target: &str, headers: &[(&str, &st
     guard.http.exchange(request).await
 }
 
+/// fhirguard in front of the real provider's two clients, `fhir-app` and `backend-app` (both
+/// read-only), with `dpop` as `senderConstraints.dpop`.
+async fn serve(issuer: &str, dpop: &str) -> Guard {
+    Stack::builder()
+        .serve(|stack| {
+            format!(
+                r#"
+listen: "127.0.0.1:0"
+adminListen: "127.0.0.1:0"
+upstream: "{}"
+allowHttpAuthorities: true
+senderConstraints:
+  dpop: {dpop}
+authenticationConfiguration:
+  smartIdentityProviders:
+    - authority: "{issuer}"
+      applications:
+        - clientId: "fhir-app"
+          audience: "{RESOURCE}"
+          allowedDataActions: ["Read"]
+        - clientId: "backend-app"
+          audience: "{RESOURCE}"
+          allowedDataActions: ["Read"]
+"#,
+                stack.upstream_url()
+            )
+        })
+        .await
+}
+
 /// A 401 with a DPoP challenge carrying `error` and the algorithms (RFC 9449 §7.1).
 fn assert_dpop_challenge(answer: &Answer, error: &str, what: &str) {
     assert_eq!(
@@ -140,32 +189,8 @@ async fn dpop_bound_tokens_of_a_real_provider() {
     }
     let provider = tokio::task::spawn_blocking(oidc::start).await.unwrap();
     let issuer = provider.issuer.clone();
-    let guard = Stack::builder()
-        .serve(|stack| {
-            format!(
-                r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{}"
-allowHttpAuthorities: true
-senderConstraints:
-  dpop:
-    requiredFor: ["backend-app"]
-authenticationConfiguration:
-  smartIdentityProviders:
-    - authority: "{issuer}"
-      applications:
-        - clientId: "fhir-app"
-          audience: "{RESOURCE}"
-          allowedDataActions: ["Read"]
-        - clientId: "backend-app"
-          audience: "{RESOURCE}"
-          allowedDataActions: ["Read"]
-"#,
-                stack.upstream_url()
-            )
-        })
-        .await;
+    let dpop = r#"{ requiredFor: ["backend-app"] }"#;
+    let guard = serve(&issuer, dpop).await;
     let g = &guard;
     let key = ProofKey::new();
     let answer = issued(g, &issuer, "fhir-app", Some(&key)).await;
@@ -347,10 +372,214 @@ async fn explain_checks_a_dpop_proof() {
         );
     }
     // Without the proof, the bound token is a bearer token: refused (RFC 9449 §7.2).
-    let output = explain(vec![host]).await;
+    let output = explain(vec![host.clone()]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains("verdict: 401 dpop_bound_as_bearer"),
         "{stdout}"
+    );
+
+    // With nonces required (§8) and a secret file, the nonce step shows; a nonce made with the
+    // file's secret, as the proxy would hand it out, passes.
+    let secret = dir.path().join("nonce-secret");
+    std::fs::write(&secret, [9u8; 40]).unwrap();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "senderConstraints:\n  dpop:\n    nonce: {{required: true, secretFile: \"{}\"}}\n",
+        secret.display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let htu = "http://fhir.test/Observation";
+    let proof = proof_key.proof("GET", htu, Some(&token));
+    let output = explain(vec![host.clone(), format!("DPoP: {proof}")]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    for expected in [
+        "step 7 dpop nonce: required (lifetime 300s, secret secretFile): The DPoP proof has no \
+         nonce → 401 use_dpop_nonce (dpop_nonce_missing)",
+        "verdict: 401 dpop_nonce_missing",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    let nonce = fhirguard::auth::dpop::nonce::Nonces::new(&[9u8; 40], 300).current(now());
+    let nonce = nonce.to_str().unwrap();
+    let proof = proof_key.proof_with("GET", htu, Some(&token), now(), Some(nonce));
+    let output = explain(vec![host, format!("DPoP: {proof}")]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("step 7 dpop nonce: required (lifetime 300s, secret secretFile): valid"),
+        "{stdout}"
+    );
+}
+
+/// RFC 9449 §8–9 against the real provider's DPoP-bound token, with nonces required and a
+/// shared secret file: the first proof has no nonce (401 `use_dpop_nonce`, `DPoP-Nonce`), the
+/// retry with that nonce is accepted and answered with the nonce to use next, a forged nonce is
+/// refused with a fresh one. A bearer client's request is untouched: no nonce, no challenge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonces_with_a_real_provider() {
+    if oidc::prepared().is_none() {
+        return;
+    }
+    let provider = tokio::task::spawn_blocking(oidc::start).await.unwrap();
+    let issuer = provider.issuer.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("dpop-nonce-secret");
+    std::fs::write(&secret, [0x5a; 32]).unwrap();
+    let dpop = format!(
+        "{{ nonce: {{ required: true, lifetime: 5m, secretFile: \"{}\" }} }}",
+        secret.display()
+    );
+    let guard = serve(&issuer, &dpop).await;
+    let g = &guard;
+    let key = ProofKey::new();
+    let token = issued(g, &issuer, "fhir-app", Some(&key)).await;
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    let htu = g.url("/Observation");
+    let authorization = format!("DPoP {token}");
+    let with_nonce = |nonce: Option<&str>| {
+        let proof = key.proof_with("GET", &htu, Some(&token), unix_now(), nonce);
+        let authorization = authorization.clone();
+        async move {
+            let headers = [
+                ("authorization", authorization.as_str()),
+                ("dpop", proof.as_str()),
+            ];
+            send(g, Method::GET, "/Observation", &headers).await
+        }
+    };
+
+    // §9: no nonce yet → 401 use_dpop_nonce, with the nonce to use.
+    let first = with_nonce(None).await;
+    assert_dpop_challenge(&first, "use_dpop_nonce", "a proof without a nonce");
+    let challenge = first.header("www-authenticate").unwrap();
+    assert!(
+        challenge.contains("error_description=\"The DPoP proof has no nonce; retry with"),
+        "{challenge}"
+    );
+    let nonce = first.header("dpop-nonce").expect("a DPoP-Nonce").to_owned();
+    assert_eq!(nonce.len(), 32, "{nonce}");
+    assert_eq!(
+        first.json()["issue"][0]["code"],
+        "login",
+        "an OperationOutcome: {}",
+        first.body
+    );
+
+    // The retry with it: accepted, and told the nonce to use next (§8.2).
+    let retry = with_nonce(Some(&nonce)).await;
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.body);
+    let next = retry.header("dpop-nonce").expect("a DPoP-Nonce on success");
+    let again = with_nonce(Some(next)).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert!(again.header("dpop-nonce").is_some());
+
+    // A nonce with one character of its MAC changed: refused, with a fresh one.
+    let last = if nonce.ends_with('A') { "B" } else { "A" };
+    let forged = format!("{}{last}", &nonce[..nonce.len() - 1]);
+    let refused = with_nonce(Some(&forged)).await;
+    assert_dpop_challenge(&refused, "use_dpop_nonce", "a forged nonce");
+    assert!(refused
+        .header("www-authenticate")
+        .unwrap()
+        .contains("was not issued by this server"));
+    assert_eq!(refused.header("dpop-nonce"), Some(nonce.as_str()));
+    // A nonce that is no nonce at all: the same.
+    let garbage = with_nonce(Some("not-a-nonce")).await;
+    assert_dpop_challenge(&garbage, "use_dpop_nonce", "a garbage nonce");
+
+    // A bearer token of a client without DPoP: no nonce handed out, no challenge.
+    let bearer = issued(g, &issuer, "backend-app", None).await;
+    let bearer = format!("Bearer {}", bearer["access_token"].as_str().unwrap());
+    let plain = send(
+        g,
+        Method::GET,
+        "/Observation",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(plain.status, StatusCode::OK, "{}", plain.body);
+    assert_eq!(plain.header("dpop-nonce"), None);
+
+    let metrics = g.metrics().await;
+    let failures = |reason: &str| {
+        sum(
+            &metrics,
+            "fhirguard_auth_failures_total",
+            &[("reason", reason)],
+        )
+    };
+    assert_eq!(failures("dpop_nonce_missing"), 1.0);
+    assert_eq!(failures("dpop_nonce_invalid"), 2.0);
+    // Only the accepted proofs are remembered: a proof refused for its nonce keeps its jti.
+    assert_eq!(
+        metric(&metrics, "fhirguard_dpop_replay_cache_entries"),
+        Some(2.0)
+    );
+    drop(provider);
+}
+
+/// `fhirguard_dpop_replay_cache_entries` reads the proofs accepted, set at scrape time; a
+/// refused replay is counted under `dpop_proof_replayed` and adds no entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replay_cache_gauge_counts_accepted_proofs() {
+    use crate::support::stack::{AUDIENCE, ROLE};
+    use crate::support::token::{self, now};
+
+    let guard = Stack::builder()
+        .serve(|stack| stack.yaml("[Read]", ""))
+        .await;
+    let g = &guard;
+    let empty = g.metrics().await;
+    assert_eq!(
+        metric(&empty, "fhirguard_dpop_replay_cache_entries"),
+        Some(0.0)
+    );
+    let key = ProofKey::new();
+    let token = token::base_claims(&g.stack.idp.issuer(), AUDIENCE, now())
+        .claim("appid", "ops-client")
+        .claim("roles", json!([ROLE]))
+        .claim("cnf", json!({"jkt": key.thumbprint()}))
+        .sign(&g.stack.key);
+    let authorization = format!("DPoP {token}");
+    let htu = g.url("/Patient");
+    let call = |proof: String| {
+        let authorization = authorization.clone();
+        async move {
+            let headers = [
+                ("authorization", authorization.as_str()),
+                ("dpop", proof.as_str()),
+            ];
+            send(g, Method::GET, "/Patient", &headers).await
+        }
+    };
+    const ACCEPTED: usize = 5;
+    let mut first = None;
+    for _ in 0..ACCEPTED {
+        let proof = key.proof("GET", &htu, Some(&token));
+        let answer = call(proof.clone()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        // Nonces are off: nothing is handed out.
+        assert_eq!(answer.header("dpop-nonce"), None);
+        first.get_or_insert(proof);
+    }
+    let replayed = call(first.unwrap()).await;
+    assert_dpop_challenge(&replayed, "invalid_dpop_proof", "a replayed proof");
+    let metrics = g.metrics().await;
+    assert_eq!(
+        metric(&metrics, "fhirguard_dpop_replay_cache_entries"),
+        Some(ACCEPTED as f64)
+    );
+    assert_eq!(
+        sum(
+            &metrics,
+            "fhirguard_auth_failures_total",
+            &[("reason", "dpop_proof_replayed")]
+        ),
+        1.0
     );
 }
