@@ -23,6 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
 
 use super::error::AuthError;
 use super::jwks::{KeySettings, KeyStore};
@@ -69,6 +70,9 @@ impl IntrospectionResult {
 pub struct Introspector {
     client: Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, String>,
     counts: Arc<Mutex<HashMap<String, [u64; 3]>>>,
+    /// The slots of `introspection.maxConcurrent`, with the size they were made for (a reload
+    /// that changes it makes new ones; calls under way keep their old slot).
+    slots: Arc<Mutex<Option<(usize, Arc<Semaphore>)>>>,
 }
 
 impl fmt::Debug for Introspector {
@@ -96,6 +100,7 @@ impl Introspector {
         Introspector {
             client,
             counts: Arc::default(),
+            slots: Arc::default(),
         }
     }
 
@@ -114,7 +119,21 @@ impl Introspector {
         counts.entry(authority.to_owned()).or_default()[slot] += 1;
     }
 
+    /// The semaphore of `max_concurrent` slots.
+    fn slots(&self, max_concurrent: usize) -> Arc<Semaphore> {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*slots {
+            Some((size, semaphore)) if *size == max_concurrent => Arc::clone(semaphore),
+            _ => {
+                let semaphore = Arc::new(Semaphore::new(max_concurrent));
+                *slots = Some((max_concurrent, Arc::clone(&semaphore)));
+                semaphore
+            }
+        }
+    }
+
     /// One POST to `endpoint` (RFC 7662 §2.1): the answer's JSON object, or why there is none.
+    /// It waits for one of `maxConcurrent` slots first, within the same `timeout`.
     async fn post(
         &self,
         endpoint: &str,
@@ -133,7 +152,11 @@ impl Introspector {
             .header(header::ACCEPT, "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|error| format!("cannot build the request to {endpoint}: {error}"))?;
+        let slots = self.slots(settings.max_concurrent);
         let exchange = async {
+            let Ok(_slot) = slots.acquire().await else {
+                return Err(format!("POST {endpoint}: no introspection slot"));
+            };
             let response = client
                 .request(request)
                 .await
@@ -154,8 +177,9 @@ impl Introspector {
             .await
             .map_err(|_| {
                 format!(
-                    "POST {endpoint} did not complete within {:?}",
-                    settings.timeout
+                    "POST {endpoint} did not complete within {:?} ({} introspections at most \
+                     in flight: introspection.maxConcurrent)",
+                    settings.timeout, settings.max_concurrent
                 )
             })?
     }

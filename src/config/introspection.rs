@@ -21,6 +21,11 @@ const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 const DEFAULT_INACTIVE_CACHE_TTL: Duration = Duration::from_secs(10);
 /// Default `timeout`, as `keySets.fetchTimeout`'s.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `maxConcurrent`: more than a healthy endpoint needs at thousands of new tokens a
+/// second (each call takes milliseconds), few enough to shield it from a flood.
+const DEFAULT_MAX_CONCURRENT: usize = 64;
+/// The largest `maxConcurrent` accepted.
+const MAX_CONCURRENT_LIMIT: usize = 4096;
 
 /// `introspection: {...}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +44,8 @@ pub struct Introspection {
     pub inactive_cache_ttl: Duration,
     /// `timeout`, default 5 s.
     pub timeout: Duration,
+    /// `maxConcurrent`, default 64.
+    pub max_concurrent: usize,
 }
 
 /// Where the client secret is read from, on each introspection request (so a rotated secret
@@ -97,6 +104,18 @@ pub(super) fn introspection(
     let cache_ttl = duration("cacheTtl", DEFAULT_CACHE_TTL, false, errors);
     let inactive_cache_ttl = duration("inactiveCacheTtl", DEFAULT_INACTIVE_CACHE_TTL, true, errors);
     let timeout = duration("timeout", DEFAULT_TIMEOUT, false, errors);
+    let max_concurrent = object
+        .get("maxConcurrent")
+        .and_then(|node| node.count(errors, 1))
+        .map_or(DEFAULT_MAX_CONCURRENT, |count| {
+            if count > MAX_CONCURRENT_LIMIT {
+                errors.push(
+                    &object.key_path("maxConcurrent"),
+                    format!("must be at most {MAX_CONCURRENT_LIMIT}"),
+                );
+            }
+            count.min(MAX_CONCURRENT_LIMIT)
+        });
     Some(Introspection {
         authority: authority?.to_owned(),
         endpoint,
@@ -105,6 +124,7 @@ pub(super) fn introspection(
         cache_ttl,
         inactive_cache_ttl,
         timeout,
+        max_concurrent,
     })
 }
 
@@ -171,6 +191,7 @@ mod tests {
         assert_eq!(settings.cache_ttl, DEFAULT_CACHE_TTL);
         assert_eq!(settings.inactive_cache_ttl, DEFAULT_INACTIVE_CACHE_TTL);
         assert_eq!(settings.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(settings.max_concurrent, DEFAULT_MAX_CONCURRENT);
     }
 
     #[test]
@@ -201,6 +222,16 @@ mod tests {
                 "  authority: https://idp.example.org\n  clientId: fg\n  clientSecretEnv: S\n  \
                  endpoint: ftp://x\n",
                 "introspection.endpoint",
+            ),
+            (
+                "  authority: https://idp.example.org\n  clientId: fg\n  clientSecretEnv: S\n  \
+                 maxConcurrent: 0\n",
+                "introspection.maxConcurrent: must be at least 1",
+            ),
+            (
+                "  authority: https://idp.example.org\n  clientId: fg\n  clientSecretEnv: S\n  \
+                 maxConcurrent: 5000\n",
+                "introspection.maxConcurrent: must be at most 4096",
             ),
         ];
         for (block, expected) in cases {

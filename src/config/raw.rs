@@ -180,8 +180,13 @@ pub struct RawIntrospection {
     /// How long an inactive answer is kept, to absorb floods of a revoked or made-up token;
     /// 0 = not kept. Default 10 s.
     pub inactive_cache_ttl: Option<RawDuration>,
-    /// Deadline of one introspection request, body included. Default 5 s.
+    /// Deadline of one introspection request, body included, waiting for a free slot
+    /// (`maxConcurrent`) included. Default 5 s.
     pub timeout: Option<RawDuration>,
+    /// Introspection requests in flight at once, at most; more wait for a slot within `timeout`,
+    /// then get 503. Bounds the load fhirguard can put on the authorization server (a flood of
+    /// made-up tokens is one introspection each). Default 64.
+    pub max_concurrent: Option<u64>,
 }
 
 /// `limits`.

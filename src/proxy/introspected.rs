@@ -196,6 +196,7 @@ mod tests {
             cache_ttl: Duration::from_secs(cache_ttl),
             inactive_cache_ttl: Duration::from_secs(inactive_cache_ttl),
             timeout: Duration::from_secs(5),
+            max_concurrent: 64,
         }
     }
 

@@ -1,11 +1,14 @@
 //! A fake OpenID provider on 127.0.0.1:0: `/.well-known/openid-configuration` (issuer
 //! configurable, by default its own base URL) and `/jwks`. Keys can be added or replaced,
 //! the provider can answer 500 or stop listening (connection refused) and come back on the
-//! same port, and it counts the discovery and key-set requests it serves.
+//! same port, and it counts the discovery and key-set requests it serves. With
+//! [`FakeIdp::introspect_with`] it also has an RFC 7662 endpoint, `/introspect`, that gives one
+//! answer to every token after a delay and records how many calls it had in flight at once.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -26,6 +29,11 @@ struct State {
     failing: Option<StatusCode>,
     discovery_fetches: usize,
     jwks_fetches: usize,
+    /// `/introspect`'s answer and how long it takes.
+    introspection: Option<(Value, Duration)>,
+    introspections: usize,
+    introspections_in_flight: usize,
+    introspections_most_in_flight: usize,
 }
 
 /// A running fake identity provider.
@@ -125,6 +133,18 @@ impl FakeIdp {
         )));
     }
 
+    /// Answers every introspection request with `answer` after `delay` (and advertises the
+    /// endpoint in discovery).
+    pub fn introspect_with(&self, answer: Value, delay: Duration) {
+        self.lock().introspection = Some((answer, delay));
+    }
+
+    /// Introspection requests received, and the most that were in flight at once.
+    pub fn introspections(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.introspections, state.introspections_most_in_flight)
+    }
+
     /// Discovery documents served (failures included).
     pub fn discovery_fetches(&self) -> usize {
         self.lock().discovery_fetches
@@ -157,7 +177,12 @@ async fn serve(listener: TcpListener, state: Arc<Mutex<State>>, address: SocketA
         connections.spawn(async move {
             let service = service_fn(move |request| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(answer(&state, &request, address)) }
+                async move {
+                    if request.uri().path() == "/introspect" {
+                        return Ok::<_, Infallible>(introspect(&state).await);
+                    }
+                    Ok::<_, Infallible>(answer(&state, &request, address))
+                }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -165,6 +190,26 @@ async fn serve(listener: TcpListener, state: Arc<Mutex<State>>, address: SocketA
         });
         while connections.try_join_next().is_some() {}
     }
+}
+
+/// `/introspect`: the configured answer after its delay, counting the calls in flight.
+async fn introspect(state: &Mutex<State>) -> Response<Full<Bytes>> {
+    let configured = {
+        let mut state = state.lock().expect("fake IdP state");
+        state.introspections += 1;
+        state.introspections_in_flight += 1;
+        state.introspections_most_in_flight = state
+            .introspections_most_in_flight
+            .max(state.introspections_in_flight);
+        state.introspection.clone()
+    };
+    let Some((answer, delay)) = configured else {
+        state.lock().expect("fake IdP state").introspections_in_flight -= 1;
+        return respond(StatusCode::NOT_FOUND, Bytes::new());
+    };
+    tokio::time::sleep(delay).await;
+    state.lock().expect("fake IdP state").introspections_in_flight -= 1;
+    respond(StatusCode::OK, Bytes::from(answer.to_string()))
 }
 
 fn answer(
@@ -178,7 +223,12 @@ fn answer(
         "/.well-known/openid-configuration" => {
             state.discovery_fetches += 1;
             let issuer = state.issuer.clone().unwrap_or_else(|| base.clone());
+            let introspection = state
+                .introspection
+                .as_ref()
+                .map(|_| format!("{base}/introspect"));
             json!({
+                "introspection_endpoint": introspection,
                 "issuer": issuer,
                 "jwks_uri": format!("{base}/jwks"),
                 "authorization_endpoint": format!("{base}/authorize"),
