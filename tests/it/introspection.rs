@@ -9,7 +9,8 @@
 //! are 401 `invalid_token`; an inactive answer is kept `inactiveCacheTtl` and then asked again;
 //! the endpoint down is 503 with `Retry-After`; `fhirguard_introspections_total` counts by result.
 //!
-//! Needs Node.js, as `interop_oidc` (skipped without it outside CI).
+//! Needs Node.js, as `interop_oidc` (skipped without it outside CI); the bound on introspections
+//! in flight is tested against the fake provider, without it.
 
 use std::path::Path;
 use std::process::Command;
@@ -390,5 +391,73 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
             guard.name,
             guard.stderr_text()
         );
+    }
+}
+
+/// `introspection.maxConcurrent` bounds the calls in flight at the authorization server. With one
+/// slot, an endpoint that takes 1 s and two new tokens at once, the endpoint never has two calls
+/// together: one token is answered (after 1 s), the other waits for the slot, cannot be answered
+/// within `timeout` (1.8 s: the slot frees at 1 s, its call would end at 2 s) and gets 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspections_in_flight_are_bounded() {
+    use crate::support::stack::{Stack, AUDIENCE, ROLE};
+    use crate::support::token::now;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "fhirguard-secret").expect("secret");
+    let guard = Stack::builder()
+        .serve(|stack| {
+            let answer = json!({
+                "active": true,
+                "iss": stack.idp.issuer(),
+                "aud": AUDIENCE,
+                "appid": "ops-client",
+                "roles": [ROLE],
+                "exp": now() + 600,
+            });
+            stack.idp.introspect_with(answer, Duration::from_secs(1));
+            let introspection = format!(
+                "introspection:\n  authority: \"{}\"\n  clientId: fhirguard\n  \
+                 clientSecretFile: \"{}\"\n  maxConcurrent: 1\n  timeout: 1800ms\n",
+                stack.idp.base_url(),
+                secret.display()
+            );
+            stack.yaml("[Read]", &introspection)
+        })
+        .await;
+    let (one, two) = tokio::join!(
+        guard.get("/Patient", Some("opaque-token-one")),
+        guard.get("/Patient", Some("opaque-token-two")),
+    );
+    let mut answers: Vec<_> = [one, two]
+        .iter()
+        .map(|answer| {
+            (
+                answer.status,
+                answer.header("retry-after").map(str::to_owned),
+            )
+        })
+        .collect();
+    answers.sort();
+    assert_eq!(
+        answers,
+        [
+            (StatusCode::OK, None),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("5".to_owned()))
+        ]
+    );
+    let (calls, most_in_flight) = guard.stack.idp.introspections();
+    assert_eq!(
+        most_in_flight, 1,
+        "calls in flight at once ({calls} in all)"
+    );
+    let metrics = guard.metrics().await;
+    for (result, count) in [("active", 1), ("error", 1)] {
+        let series = format!(
+            "fhirguard_introspections_total{{provider=\"{}\",result=\"{result}\"}} {count}",
+            guard.stack.idp.base_url()
+        );
+        assert!(metrics.contains(&series), "no `{series}` in:\n{metrics}");
     }
 }

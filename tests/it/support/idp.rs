@@ -204,11 +204,17 @@ async fn introspect(state: &Mutex<State>) -> Response<Full<Bytes>> {
         state.introspection.clone()
     };
     let Some((answer, delay)) = configured else {
-        state.lock().expect("fake IdP state").introspections_in_flight -= 1;
+        state
+            .lock()
+            .expect("fake IdP state")
+            .introspections_in_flight -= 1;
         return respond(StatusCode::NOT_FOUND, Bytes::new());
     };
     tokio::time::sleep(delay).await;
-    state.lock().expect("fake IdP state").introspections_in_flight -= 1;
+    state
+        .lock()
+        .expect("fake IdP state")
+        .introspections_in_flight -= 1;
     respond(StatusCode::OK, Bytes::from(answer.to_string()))
 }
 
@@ -223,12 +229,7 @@ fn answer(
         "/.well-known/openid-configuration" => {
             state.discovery_fetches += 1;
             let issuer = state.issuer.clone().unwrap_or_else(|| base.clone());
-            let introspection = state
-                .introspection
-                .as_ref()
-                .map(|_| format!("{base}/introspect"));
-            json!({
-                "introspection_endpoint": introspection,
+            let mut document = json!({
                 "issuer": issuer,
                 "jwks_uri": format!("{base}/jwks"),
                 "authorization_endpoint": format!("{base}/authorize"),
@@ -236,7 +237,11 @@ fn answer(
                 "response_types_supported": ["code"],
                 "subject_types_supported": ["public"],
                 "id_token_signing_alg_values_supported": ["RS256", "ES256"],
-            })
+            });
+            if state.introspection.is_some() {
+                document["introspection_endpoint"] = json!(format!("{base}/introspect"));
+            }
+            document
         }
         "/jwks" => {
             state.jwks_fetches += 1;
