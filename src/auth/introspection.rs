@@ -72,7 +72,13 @@ pub struct Introspector {
     counts: Arc<Mutex<HashMap<String, [u64; 3]>>>,
     /// The slots of `introspection.maxConcurrent`, with the size they were made for (a reload
     /// that changes it makes new ones; calls under way keep their old slot).
-    slots: Arc<Mutex<Option<(usize, Arc<Semaphore>)>>>,
+    slots: Arc<Mutex<Option<Slots>>>,
+}
+
+/// `maxConcurrent` permits, and the size they were made for.
+struct Slots {
+    size: usize,
+    semaphore: Arc<Semaphore>,
 }
 
 impl fmt::Debug for Introspector {
@@ -123,10 +129,13 @@ impl Introspector {
     fn slots(&self, max_concurrent: usize) -> Arc<Semaphore> {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         match &*slots {
-            Some((size, semaphore)) if *size == max_concurrent => Arc::clone(semaphore),
+            Some(current) if current.size == max_concurrent => Arc::clone(&current.semaphore),
             _ => {
                 let semaphore = Arc::new(Semaphore::new(max_concurrent));
-                *slots = Some((max_concurrent, Arc::clone(&semaphore)));
+                *slots = Some(Slots {
+                    size: max_concurrent,
+                    semaphore: Arc::clone(&semaphore),
+                });
                 semaphore
             }
         }
