@@ -558,7 +558,7 @@ if [ -z "$FHIRGUARD_NOTE" ]; then
         i1=$(metric_sum '^fhirguard_introspections_total$')
         INTROSPECTION_NOTE="introspections (fhirguard_introspections_total) during the distinct-opaque row: $((i1 - i0)), for ${REQS[fhirguard_opaque_new]:-0} requests"
     else
-        FHIRGUARD_NOTE="fhirguard (with introspection) did not become ready: $(tail -c 600 "$WORK/fhirguard-sender.err" | tr '\n' ' ')"
+        FHIRGUARD_NOTE="fhirguard with introspection configured did not become ready (a build without it?): $(head -c 160 "$WORK/fhirguard-sender.err" | tr '\n' ' ')…"
         log "$FHIRGUARD_NOTE"
     fi
     stop "$pid"
