@@ -300,7 +300,10 @@ pub async fn introspect(
 /// the provider's discovered issuer is refused as for a JWT (reference §8 rule 4). A
 /// `token_type` other than an access token's (a refresh token sent as a bearer token) is
 /// inactive for this resource server.
-fn active_claims(
+///
+/// `pub` (hidden) only for the `introspection` fuzz target (`fuzz/`).
+#[doc(hidden)]
+pub fn active_claims(
     mut answer: Map<String, Value>,
     issuer: &str,
     authority: &str,

@@ -255,7 +255,8 @@ fn split_outside_quotes(text: &str, separator: char) -> Vec<&str> {
 }
 
 fn hex_digest(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
+    // Digits only: `from_str_radix` alone also takes a sign, so `+a` would read as `0a`.
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -288,5 +289,24 @@ mod tests {
         assert!(xfcc_digest(&format!("Hash={hash},Hash={hash}")).is_err());
         assert!(xfcc_digest("Hash=zz").is_err());
         assert!(xfcc_digest("By=x").is_err());
+    }
+
+    /// Found by the `certificate` fuzz target: a `+` in place of a pair's first hex digit was
+    /// read as `0` (`u8::from_str_radix` takes a sign), so a `Hash` that is not hex was accepted.
+    #[test]
+    fn xfcc_hash_is_hex_digits_only() {
+        let hash = format!("+a{}", "a".repeat(62));
+        assert_eq!(
+            xfcc_digest(&format!("Hash={hash}")),
+            Err(SenderError::ForwardedCertificate(
+                "Hash is not a hex SHA-256"
+            ))
+        );
+        let hash = format!("{}-1", "a".repeat(62));
+        assert!(xfcc_digest(&format!("Hash={hash}")).is_err());
+        assert_eq!(
+            xfcc_digest(&format!("Hash={}", "aA".repeat(32))),
+            Ok([0xaa; 32])
+        );
     }
 }
