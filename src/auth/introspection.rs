@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -66,9 +66,13 @@ impl IntrospectionResult {
 
 /// The https client of introspection requests and their counters per provider (cheap to
 /// clone; kept by the [`KeyStore`], so it outlives configuration generations).
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 #[derive(Clone)]
 pub struct Introspector {
-    client: Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, String>,
+    /// Built at the first introspection: its TLS roots cost about 1 MiB, which a deployment
+    /// without opaque tokens should not pay.
+    client: Arc<OnceLock<Result<HttpsClient, String>>>,
     counts: Arc<Mutex<HashMap<String, [u64; 3]>>>,
     /// The slots of `introspection.maxConcurrent`, with the size they were made for (a reload
     /// that changes it makes new ones; calls under way keep their old slot).
@@ -95,19 +99,28 @@ impl Default for Introspector {
 
 impl Introspector {
     pub fn new() -> Introspector {
-        let provider = rustls::crypto::aws_lc_rs::default_provider();
-        let client = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(provider)
-            .map(|builder| {
-                let connector = builder.https_or_http().enable_http1().build();
-                Client::builder(TokioExecutor::new()).build(connector)
-            })
-            .map_err(|error| error.to_string());
         Introspector {
-            client,
+            client: Arc::default(),
             counts: Arc::default(),
             slots: Arc::default(),
         }
+    }
+
+    /// The https client, built on first use.
+    fn client(&self) -> Result<&HttpsClient, String> {
+        self.client
+            .get_or_init(|| {
+                let provider = rustls::crypto::aws_lc_rs::default_provider();
+                hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_provider_and_webpki_roots(provider)
+                    .map(|builder| {
+                        let connector = builder.https_or_http().enable_http1().build();
+                        Client::builder(TokioExecutor::new()).build(connector)
+                    })
+                    .map_err(|error| error.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// Introspections of `authority` so far, by [`IntrospectionResult::ALL`].
@@ -149,7 +162,7 @@ impl Introspector {
         settings: &Introspection,
         token: &str,
     ) -> Result<Map<String, Value>, String> {
-        let client = self.client.as_ref().map_err(Clone::clone)?;
+        let client = self.client()?;
         let secret = read_secret(&settings.client_secret)?;
         let body = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("token", token)
