@@ -409,51 +409,8 @@ async fn real_openid_provider_tokens_pass_and_foreign_tokens_fail() {
     )
     .expect("write config");
 
-    let (mut fhirguard, _stdout, stderr) = ChildGuard::spawn(
-        "fhirguard",
-        Command::new(env!("CARGO_BIN_EXE_fhirguard"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .env_remove("FHIRGUARD_LOG")
-            .env_remove("FHIRGUARD_CONFIG"),
-    );
-    let deadline = Instant::now() + START_DEADLINE;
-    let (mut proxy, mut admin) = (None, None);
-    while proxy.is_none() || admin.is_none() {
-        let (which, address) = wait_for_line(
-            &mut fhirguard,
-            &stderr,
-            deadline,
-            "`listening` log lines for the proxy and admin listeners",
-            |line| {
-                ["proxy", "admin"].into_iter().find_map(|which| {
-                    listening_address(line, which).map(|address| (which, address))
-                })
-            },
-        );
-        if which == "proxy" {
-            proxy = Some(address);
-        } else {
-            admin = Some(address);
-        }
-    }
-    let (proxy, admin) = (proxy.expect("proxy address"), admin.expect("admin address"));
-
     // Ready means every provider's keys are held (SPEC §6), i.e. A's discovery and JWKS worked.
-    loop {
-        let answer = get(&client, &format!("http://{admin}/readyz"), &[]).await;
-        if answer.status == StatusCode::OK {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz still {} after {START_DEADLINE:?}; fhirguard stderr:\n{}",
-            answer.status,
-            fhirguard.stderr_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (mut fhirguard, proxy, _admin) = start_fhirguard(&client, &config_path).await;
 
     // Token A: forwarded under the upstream's path prefix, hop-by-hop headers dropped.
     let bearer_a = format!("Bearer {token_a}");
@@ -559,4 +516,53 @@ fn listening_lines_are_recognised() {
     assert_eq!(listening_address("not json", "proxy"), None);
     let other = r#"{"message":"ready","listener":"proxy","address":"127.0.0.1:1"}"#;
     assert_eq!(listening_address(other, "proxy"), None);
+}
+
+/// Starts fhirguard on `config`; returns it with the proxy and admin addresses once ready.
+pub(crate) async fn start_fhirguard(
+    client: &HttpClient,
+    config: &Path,
+) -> (ChildGuard, String, String) {
+    let (mut fhirguard, _stdout, stderr) = ChildGuard::spawn(
+        "fhirguard",
+        Command::new(env!("CARGO_BIN_EXE_fhirguard"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env_remove("FHIRGUARD_LOG")
+            .env_remove("FHIRGUARD_CONFIG"),
+    );
+    let deadline = Instant::now() + START_DEADLINE;
+    let (mut proxy, mut admin) = (None, None);
+    while proxy.is_none() || admin.is_none() {
+        let (which, address) = wait_for_line(
+            &mut fhirguard,
+            &stderr,
+            deadline,
+            "listening lines",
+            |line| {
+                ["proxy", "admin"]
+                    .into_iter()
+                    .find_map(|which| listening_address(line, which).map(|a| (which, a)))
+            },
+        );
+        if which == "proxy" {
+            proxy = Some(address);
+        } else {
+            admin = Some(address);
+        }
+    }
+    let (proxy, admin) = (proxy.expect("proxy"), admin.expect("admin"));
+    while get(client, &format!("http://{admin}/readyz"), &[])
+        .await
+        .status
+        != StatusCode::OK
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not ready:\n{}",
+            fhirguard.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (fhirguard, proxy, admin)
 }

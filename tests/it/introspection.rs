@@ -12,7 +12,6 @@
 //! Needs Node.js, as `interop_oidc` (skipped without it outside CI); the bound on introspections
 //! in flight is tested against the fake provider, without it.
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -26,8 +25,8 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
 use crate::interop_oidc::{
-    assert_login_outcome, ensure_node_modules, form_encode, get, interop_dir, listening_address,
-    node_available, send, wait_for_line, Answer, ChildGuard, HttpClient,
+    assert_login_outcome, ensure_node_modules, form_encode, get, interop_dir, node_available, send,
+    start_fhirguard, wait_for_line, Answer, ChildGuard, HttpClient,
 };
 
 const CLIENT_ID: &str = "fhir-app";
@@ -101,52 +100,6 @@ async fn opaque_token(client: &HttpClient, issuer: &str) -> String {
         .to_owned();
     assert!(!token.contains('.'), "not an opaque token: {token}");
     token
-}
-
-/// Starts fhirguard on `config`; returns it with the proxy and admin addresses once ready.
-async fn start_fhirguard(client: &HttpClient, config: &Path) -> (ChildGuard, String, String) {
-    let (mut fhirguard, _stdout, stderr) = ChildGuard::spawn(
-        "fhirguard",
-        Command::new(env!("CARGO_BIN_EXE_fhirguard"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env_remove("FHIRGUARD_LOG")
-            .env_remove("FHIRGUARD_CONFIG"),
-    );
-    let deadline = Instant::now() + DEADLINE;
-    let (mut proxy, mut admin) = (None, None);
-    while proxy.is_none() || admin.is_none() {
-        let (which, address) = wait_for_line(
-            &mut fhirguard,
-            &stderr,
-            deadline,
-            "listening lines",
-            |line| {
-                ["proxy", "admin"]
-                    .into_iter()
-                    .find_map(|which| listening_address(line, which).map(|a| (which, a)))
-            },
-        );
-        if which == "proxy" {
-            proxy = Some(address);
-        } else {
-            admin = Some(address);
-        }
-    }
-    let (proxy, admin) = (proxy.expect("proxy"), admin.expect("admin"));
-    while get(client, &format!("http://{admin}/readyz"), &[])
-        .await
-        .status
-        != StatusCode::OK
-    {
-        assert!(
-            Instant::now() < deadline,
-            "not ready:\n{}",
-            fhirguard.stderr_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (fhirguard, proxy, admin)
 }
 
 fn assert_invalid_token(answer: &Answer, what: &str) {

@@ -33,26 +33,8 @@ fn interop_dir() -> PathBuf {
 /// `Some(())` when Node.js runs and the locked packages are installed (installing them when
 /// missing); `None` (skip) only outside CI.
 pub fn prepared() -> Option<()> {
-    let in_ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty());
-    let node = Command::new("node").arg("--version").output();
-    if !node.as_ref().is_ok_and(|o| o.status.success()) {
-        assert!(!in_ci, "CI is set but `node --version` failed: {node:?}");
-        eprintln!("skipping: `node` is not installed");
-        return None;
-    }
-    let dir = interop_dir();
-    if !dir
-        .join("node_modules/oidc-provider/package.json")
-        .is_file()
-    {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .status()
-            .expect("npm starts");
-        assert!(status.success(), "`npm ci` in tests/interop failed");
-    }
+    crate::interop_oidc::node_available()?;
+    crate::interop_oidc::ensure_node_modules();
     Some(())
 }
 
