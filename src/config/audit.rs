@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::document::{base_url, without_trailing_slash, Errors, Node, Object};
+use super::document::{base_url, choice, without_trailing_slash, Errors, Node, Object};
 use super::raw::{keys_of, RawAudit, RawAuditFormat};
 
 /// Default `queueCapacity`: at ~2 KiB an event, about 20 MiB held at most while the audit
@@ -76,8 +76,11 @@ pub(super) fn audit(node: Option<Node<'_>>, errors: &mut Errors) -> Audit {
     let Some(object) = node.and_then(|node| node.object(errors, keys_of::<RawAudit>())) else {
         return audit;
     };
-    if let Some(node) = object.get("format") {
-        audit.format = format(&node, errors).unwrap_or(AuditFormat::Json);
+    if object.get("format").is_some() {
+        audit.format = match choice(&object, "format", keys_of::<RawAuditFormat>(), errors) {
+            Some("fhir") => AuditFormat::Fhir,
+            _ => AuditFormat::Json,
+        };
     }
     audit.observer = object
         .get("observer")
@@ -92,25 +95,6 @@ pub(super) fn audit(node: Option<Node<'_>>, errors: &mut Errors) -> Audit {
         }
     }
     audit
-}
-
-fn format(node: &Node<'_>, errors: &mut Errors) -> Option<AuditFormat> {
-    let text = node.string(errors)?;
-    let variants = keys_of::<RawAuditFormat>();
-    match variants.iter().find(|v| v.eq_ignore_ascii_case(text)) {
-        Some(&"fhir") => Some(AuditFormat::Fhir),
-        Some(_) => Some(AuditFormat::Json),
-        None => {
-            errors.push(
-                &node.path,
-                format!(
-                    "unknown value '{text}'; expected one of: {}",
-                    variants.join(", ")
-                ),
-            );
-            None
-        }
-    }
 }
 
 fn server(node: &Node<'_>, object: &Object<'_>, errors: &mut Errors) -> Option<AuditServer> {

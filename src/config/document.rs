@@ -293,6 +293,31 @@ impl<'a> Object<'a> {
     }
 }
 
+/// One of `variants` (from the raw enum), case-insensitively; `None` when absent or wrong.
+pub(super) fn choice(
+    object: &Object<'_>,
+    key: &str,
+    variants: &[&'static str],
+    errors: &mut Errors,
+) -> Option<&'static str> {
+    let node = object.get(key)?;
+    let text = node.string(errors)?;
+    let found = variants
+        .iter()
+        .find(|v| v.eq_ignore_ascii_case(text))
+        .copied();
+    if found.is_none() {
+        errors.push(
+            &node.path,
+            format!(
+                "unknown value '{text}'; expected one of: {}",
+                variants.join(", ")
+            ),
+        );
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::document::{Errors, Node, Object};
+use super::document::{choice, Errors, Node, Object};
 use super::raw::{keys_of, RawDuration};
 
 /// Default `dpop.replayCacheEntries`: at ~100 bytes an entry about 10 MiB, room for every proof
@@ -356,24 +356,13 @@ fn client_certificates(
             "applies only with tls (the listener must terminate TLS to ask for a certificate)",
         );
     }
-    let header = object.get("header").and_then(|node| {
-        let text = node.string(errors)?;
-        let variants = keys_of::<RawCertificateHeader>();
-        match variants.iter().find(|v| v.eq_ignore_ascii_case(text)) {
-            Some(&"ssl-client-cert") => Some(CertificateHeader::SslClientCert),
-            Some(_) => Some(CertificateHeader::XForwardedClientCert),
-            None => {
-                errors.push(
-                    &node.path,
-                    format!(
-                        "unknown value '{text}'; expected one of: {}",
-                        variants.join(", ")
-                    ),
-                );
-                None
+    let header =
+        choice(object, "header", keys_of::<RawCertificateHeader>(), errors).map(|variant| {
+            match variant {
+                "ssl-client-cert" => CertificateHeader::SslClientCert,
+                _ => CertificateHeader::XForwardedClientCert,
             }
-        }
-    });
+        });
     let proxies: Vec<Network> = object
         .get("trustedProxies")
         .and_then(|node| {

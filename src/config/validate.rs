@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
-use super::document::{base_url, without_trailing_slash, Errors, Node, Object};
+use super::document::{base_url, choice, without_trailing_slash, Errors, Node, Object};
 use super::raw::{
     keys_of, RawCompatibility, RawConfig, RawKeySets, RawLimits, RawLogFormat, RawLogging, RawTls,
     RawUpstreamObject,
@@ -204,31 +204,6 @@ fn count(object: &Object<'_>, key: &str, default: usize, min: u64, errors: &mut 
         .get(key)
         .and_then(|node| node.count(errors, min))
         .unwrap_or(default)
-}
-
-/// One of `variants` (from the raw enum), case-insensitively; `None` when absent or wrong.
-fn choice(
-    object: &Object<'_>,
-    key: &str,
-    variants: &[&'static str],
-    errors: &mut Errors,
-) -> Option<&'static str> {
-    let node = object.get(key)?;
-    let text = node.string(errors)?;
-    let found = variants
-        .iter()
-        .find(|v| v.eq_ignore_ascii_case(text))
-        .copied();
-    if found.is_none() {
-        errors.push(
-            &node.path,
-            format!(
-                "unknown value '{text}'; expected one of: {}",
-                variants.join(", ")
-            ),
-        );
-    }
-    found
 }
 
 /// `smartLaunchPatientClaim`: a claim name. Azure confines `patient/` scopes to `fhirUser` and
