@@ -206,13 +206,21 @@ pub(crate) fn ensure_node_modules() {
 
 /// Starts one of the Node scripts and returns it with its one-line JSON greeting.
 fn spawn_node(name: &'static str, script: &str) -> (ChildGuard, Value) {
-    let (mut guard, stdout, _stderr) = ChildGuard::spawn(
-        name,
-        Command::new("node")
-            .arg(script)
-            .arg("0")
-            .current_dir(interop_dir()),
-    );
+    let (guard, greeting, _stdout) = spawn_node_with(name, script, &[]);
+    (guard, greeting)
+}
+
+/// Starts one of the Node scripts with `env` set; returns it with its one-line JSON greeting
+/// and the rest of its stdout.
+pub(crate) fn spawn_node_with(
+    name: &'static str,
+    script: &str,
+    env: &[(&str, &str)],
+) -> (ChildGuard, Value, Receiver<String>) {
+    let mut command = Command::new("node");
+    command.arg(script).arg("0").current_dir(interop_dir());
+    command.envs(env.iter().copied());
+    let (mut guard, stdout, _stderr) = ChildGuard::spawn(name, &mut command);
     let greeting = wait_for_line(
         &mut guard,
         &stdout,
@@ -220,7 +228,7 @@ fn spawn_node(name: &'static str, script: &str) -> (ChildGuard, Value) {
         "JSON greeting on stdout",
         |line| serde_json::from_str::<Value>(line).ok(),
     );
-    (guard, greeting)
+    (guard, greeting, stdout)
 }
 
 pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;

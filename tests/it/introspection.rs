@@ -22,11 +22,11 @@ use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::interop_oidc::{
-    assert_login_outcome, ensure_node_modules, form_encode, get, interop_dir, node_available, send,
-    start_fhirguard, wait_for_line, Answer, ChildGuard, HttpClient,
+    assert_login_outcome, ensure_node_modules, form_encode, get, node_available, send,
+    spawn_node_with, start_fhirguard, wait_for_line, Answer, ChildGuard, HttpClient,
 };
 
 const CLIENT_ID: &str = "fhir-app";
@@ -34,26 +34,6 @@ const CLIENT_SECRET: &str = "fhir-app-secret";
 const RESOURCE: &str = "https://fhir.example.test";
 const SCOPE: &str = "system/*.read";
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// The provider with opaque access tokens, its greeting, and its stdout (introspection events).
-fn spawn_opaque_provider() -> (ChildGuard, Value, Receiver<String>) {
-    let (mut guard, stdout, _stderr) = ChildGuard::spawn(
-        "oidc-provider (opaque)",
-        Command::new("node")
-            .arg("oidc-provider.mjs")
-            .arg("0")
-            .env("ACCESS_TOKEN_FORMAT", "opaque")
-            .current_dir(interop_dir()),
-    );
-    let greeting = wait_for_line(
-        &mut guard,
-        &stdout,
-        Instant::now() + DEADLINE,
-        "JSON greeting",
-        |line| serde_json::from_str::<Value>(line).ok(),
-    );
-    (guard, greeting, stdout)
-}
 
 /// Waits for the provider's next `{"event":"introspection"}` line.
 fn next_introspection(guard: &mut ChildGuard, events: &Receiver<String>) {
@@ -122,23 +102,13 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
         return;
     }
     ensure_node_modules();
-    let (mut idp, greeting, events) = spawn_opaque_provider();
-    let (mut echo, echo_greeting, _) = {
-        let (mut guard, stdout, _stderr) = ChildGuard::spawn(
-            "fhir-echo",
-            Command::new("node")
-                .args(["fhir-echo.mjs", "0"])
-                .current_dir(interop_dir()),
-        );
-        let greeting = wait_for_line(
-            &mut guard,
-            &stdout,
-            Instant::now() + DEADLINE,
-            "greeting",
-            |line| serde_json::from_str::<Value>(line).ok(),
-        );
-        (guard, greeting, stdout)
-    };
+    // Its stdout carries a line for each introspection it answers.
+    let (mut idp, greeting, events) = spawn_node_with(
+        "oidc-provider (opaque)",
+        "oidc-provider.mjs",
+        &[("ACCESS_TOKEN_FORMAT", "opaque")],
+    );
+    let (mut echo, echo_greeting, _) = spawn_node_with("fhir-echo", "fhir-echo.mjs", &[]);
     let issuer = greeting["issuer"].as_str().expect("issuer").to_owned();
     let echo_port = echo_greeting["port"].as_u64().expect("echo port");
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
