@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -95,10 +95,14 @@ pub fn discovery_url(authority: &str) -> String {
     format!("{base}/.well-known/openid-configuration")
 }
 
-/// An https (and, when allowed, http) client for discovery and key sets.
+/// The https (and, when allowed, http) client of identity-provider traffic: discovery, key
+/// sets and token introspection share its connection pool.
+pub type IdpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The client for discovery and key sets.
 #[derive(Debug, Clone)]
 pub struct Fetcher {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: IdpClient,
 }
 
 impl Fetcher {
@@ -113,6 +117,11 @@ impl Fetcher {
             .build();
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Fetcher { client })
+    }
+
+    /// The client itself, for the other requests to identity providers (introspection).
+    pub fn client(&self) -> &IdpClient {
+        &self.client
     }
 
     /// Discovery then the key set of `authority`.
@@ -147,7 +156,7 @@ impl Fetcher {
         }
         let request = Request::get(parsed.as_str())
             .header(header::ACCEPT, "application/json")
-            .body(Empty::new())
+            .body(Full::default())
             .map_err(|_| KeyError::InsecureScheme {
                 url: url.to_owned(),
             })?;

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -18,13 +18,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
+use super::discovery::IdpClient;
 use super::error::AuthError;
 use super::jwks::{KeySettings, KeyStore};
 use super::token::ClaimSet;
@@ -64,15 +61,11 @@ impl IntrospectionResult {
     }
 }
 
-/// The https client of introspection requests and their counters per provider (cheap to
-/// clone; kept by the [`KeyStore`], so it outlives configuration generations).
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
+/// The client of introspection requests (the key store's, [`IdpClient`]) and their counters per
+/// provider (cheap to clone; kept by the [`KeyStore`], so it outlives configuration generations).
 #[derive(Clone)]
 pub struct Introspector {
-    /// Built at the first introspection: its TLS roots cost about 1 MiB, which a deployment
-    /// without opaque tokens should not pay.
-    client: Arc<OnceLock<Result<HttpsClient, String>>>,
+    client: Result<IdpClient, String>,
     counts: Arc<Mutex<HashMap<String, [u64; 3]>>>,
     /// The slots of `introspection.maxConcurrent`, with the size they were made for (a reload
     /// that changes it makes new ones; calls under way keep their old slot).
@@ -91,36 +84,14 @@ impl fmt::Debug for Introspector {
     }
 }
 
-impl Default for Introspector {
-    fn default() -> Self {
-        Introspector::new()
-    }
-}
-
 impl Introspector {
-    pub fn new() -> Introspector {
+    /// Introspections sent with `client` (an error when it could not be built).
+    pub fn new(client: Result<IdpClient, String>) -> Introspector {
         Introspector {
-            client: Arc::default(),
+            client,
             counts: Arc::default(),
             slots: Arc::default(),
         }
-    }
-
-    /// The https client, built on first use.
-    fn client(&self) -> Result<&HttpsClient, String> {
-        self.client
-            .get_or_init(|| {
-                let provider = rustls::crypto::aws_lc_rs::default_provider();
-                hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_provider_and_webpki_roots(provider)
-                    .map(|builder| {
-                        let connector = builder.https_or_http().enable_http1().build();
-                        Client::builder(TokioExecutor::new()).build(connector)
-                    })
-                    .map_err(|error| error.to_string())
-            })
-            .as_ref()
-            .map_err(Clone::clone)
     }
 
     /// Introspections of `authority` so far, by [`IntrospectionResult::ALL`].
@@ -162,7 +133,7 @@ impl Introspector {
         settings: &Introspection,
         token: &str,
     ) -> Result<Map<String, Value>, String> {
-        let client = self.client()?;
+        let client = self.client.as_ref().map_err(Clone::clone)?;
         let secret = read_secret(&settings.client_secret)?;
         let body = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("token", token)

@@ -162,12 +162,18 @@ impl Default for KeyStore {
 
 impl KeyStore {
     pub fn new() -> KeyStore {
+        let fetcher = Fetcher::new().map_err(|error| error.to_string());
         KeyStore {
             inner: Arc::new(Inner {
                 sets: Cache::new(1024),
                 authorities: Mutex::default(),
-                fetcher: Fetcher::new().map_err(|error| error.to_string()),
-                introspector: Introspector::new(),
+                introspector: Introspector::new(
+                    fetcher
+                        .as_ref()
+                        .map(|fetcher| fetcher.client().clone())
+                        .map_err(Clone::clone),
+                ),
+                fetcher,
             }),
         }
     }
