@@ -714,12 +714,8 @@ async fn connections_without_a_first_request_head_are_closed_within_the_deadline
 
 #[tokio::test]
 async fn a_tls_handshake_never_finished_is_closed_within_the_deadline() {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cert_file = dir.path().join("cert.pem");
-    let key_file = dir.path().join("key.pem");
-    std::fs::write(&cert_file, certified.cert.pem()).unwrap();
-    std::fs::write(&key_file, certified.key_pair.serialize_pem()).unwrap();
+    let tls = crate::support::tls::ServerCertificate::localhost();
+    let (cert_file, key_file) = (&tls.cert_file, &tls.key_file);
     let g = Hygiene::start(&format!(
         "limits: {{ headerReadTimeout: 1s }}\ntls: {{ certFile: \"{}\", keyFile: \"{}\" }}",
         cert_file.display(),

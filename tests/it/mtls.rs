@@ -146,12 +146,8 @@ async fn certificate_bound_tokens_over_the_tls_listener() {
     }
     let provider = tokio::task::spawn_blocking(oidc::start).await.unwrap();
     let issuer = provider.issuer.clone();
-    let server = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cert_file = dir.path().join("cert.pem");
-    let key_file = dir.path().join("key.pem");
-    std::fs::write(&cert_file, server.cert.pem()).unwrap();
-    std::fs::write(&key_file, server.key_pair.serialize_pem()).unwrap();
+    let tls = crate::support::tls::ServerCertificate::localhost();
+    let (server, cert_file, key_file) = (&tls.certified, &tls.cert_file, &tls.key_file);
     let guard = Stack::builder()
         .serve(|stack| {
             format!(
@@ -180,22 +176,22 @@ senderConstraints:
         "the provider bound the token"
     );
     let port = guard.running.proxy_address.port();
-    let (status, _) = tls_get(port, &server, Some(&mine), &token).await;
+    let (status, _) = tls_get(port, server, Some(&mine), &token).await;
     assert_eq!(status, StatusCode::OK, "with its certificate");
     let other = ClientCertificate::new("someone-else");
-    let (status, challenge) = tls_get(port, &server, Some(&other), &token).await;
+    let (status, challenge) = tls_get(port, server, Some(&other), &token).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "with another certificate");
     assert!(
         challenge.starts_with("Bearer") && challenge.contains("invalid_token"),
         "{challenge}"
     );
-    let (status, _) = tls_get(port, &server, None, &token).await;
+    let (status, _) = tls_get(port, server, None, &token).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "without a certificate");
     // An unbound token still works on a connection with or without a certificate.
     let plain = issued(&guard, &issuer, "fhir-app", None).await;
-    assert_eq!(tls_get(port, &server, None, &plain).await.0, StatusCode::OK);
+    assert_eq!(tls_get(port, server, None, &plain).await.0, StatusCode::OK);
     assert_eq!(
-        tls_get(port, &server, Some(&other), &plain).await.0,
+        tls_get(port, server, Some(&other), &plain).await.0,
         StatusCode::OK
     );
     let metrics = guard.metrics().await;

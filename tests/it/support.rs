@@ -1,7 +1,8 @@
 //! Test support shared by every suite of this binary: the one harness ([`stack`]: a builder that
 //! starts the fakes and fhirguard between them), one fake of each kind — an OpenID provider
 //! ([`idp`]), a FHIR server that records or stores ([`upstream`], [`fhir_store`]) — token
-//! minting ([`token`]), the HTTP client ([`client`]), reading `/metrics` ([`exposition`]), and
+//! minting ([`token`]), a server certificate for the TLS listener ([`tls`]), the HTTP client
+//! ([`client`]), reading `/metrics` ([`exposition`]), and
 //! waiting on a real signal with a deadline ([`poll`]).
 //!
 //! The identity provider and token minting live in `tests/support/` because
@@ -15,6 +16,7 @@ pub mod idp;
 pub mod oidc;
 pub mod poll;
 pub mod stack;
+pub mod tls;
 pub mod token;
 pub mod upstream;
 pub mod verification;

@@ -15,12 +15,8 @@ const GRACE: Duration = Duration::from_secs(1);
 
 #[tokio::test]
 async fn tls_listener_serves_h2_and_http1() {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cert_file = dir.path().join("cert.pem");
-    let key_file = dir.path().join("key.pem");
-    std::fs::write(&cert_file, certified.cert.pem()).unwrap();
-    std::fs::write(&key_file, certified.key_pair.serialize_pem()).unwrap();
+    let tls = crate::support::tls::ServerCertificate::localhost();
+    let (certified, cert_file, key_file) = (&tls.certified, &tls.cert_file, &tls.key_file);
 
     let Guard {
         stack: Stack {
