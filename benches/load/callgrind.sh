@@ -118,10 +118,11 @@ EOF
 
 # The client: COUNT requests on one keep-alive connection; `distinct` takes a new token each;
 # `dpop` mints one DPoP-bound token (the issuer's key from the token cache) and signs a new proof
-# for every request; `opaque` makes up a new opaque token for every request.
+# for every request, with sender.py's DpopClient; `opaque` makes up a new opaque token for every
+# request.
 cat >"$WORK/client.py" <<'EOF'
-import base64, hashlib, http.client, json, secrets, sys, time
-port, admin, kind, count, repeated, tokens, issuer_key = sys.argv[1:8]
+import http.client, secrets, sys, time
+port, admin, kind, count, repeated, tokens, issuer_key, here = sys.argv[1:9]
 count = int(count)
 deadline = time.time() + 120
 while True:
@@ -139,38 +140,19 @@ token = open(repeated).read().strip()
 distinct = open(tokens).read().split() if kind == "distinct" else []
 
 
-def b64(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 if kind == "dpop":
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, padding
-    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+    from cryptography.hazmat.primitives import serialization
 
-    proof_key = ec.generate_private_key(ec.SECP256R1())
-    numbers = proof_key.public_key().public_numbers()
-    jwk = {"crv": "P-256", "kty": "EC", "x": b64(numbers.x.to_bytes(32, "big")),
-           "y": b64(numbers.y.to_bytes(32, "big"))}
-    jkt = b64(hashlib.sha256(json.dumps(jwk, separators=(",", ":"), sort_keys=True).encode()).digest())
-    header, payload, _ = token.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
-    claims["cnf"] = {"jkt": jkt}
-    signing_input = header + "." + b64(json.dumps(claims, separators=(",", ":")).encode())
+    sys.path.insert(0, here)
+    from sender import DpopClient
+
     with open(issuer_key, "rb") as f:
-        issuer = serialization.load_pem_private_key(f.read(), password=None)
-    signature = issuer.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
-    token = signing_input + "." + b64(signature)
-    token_hash = b64(hashlib.sha256(token.encode()).digest())
-    proof_header = b64(json.dumps({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}).encode())
+        client = DpopClient(token, serialization.load_pem_private_key(f.read(), password=None))
+    token = client.token
 
 
 def proof(i):
-    claims = {"jti": f"bench-{time.time_ns()}-{i}", "htm": "GET",
-              "htu": f"http://127.0.0.1:{port}/Patient/1", "iat": int(time.time()), "ath": token_hash}
-    signing_input = proof_header + "." + b64(json.dumps(claims).encode())
-    r, s = decode_dss_signature(proof_key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
-    return signing_input + "." + b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+    return client.proof(f"http://127.0.0.1:{port}/Patient/1", f"bench-{time.time_ns()}-{i}", int(time.time()))
 
 
 conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=30)
@@ -198,7 +180,7 @@ instructions() {
         >"$WORK/fhirguard.log" 2>&1 &
     local pid=$!
     python3 "$WORK/client.py" "$P_FHIRGUARD" "$P_ADMIN" "$kind" "$count" \
-        "$WORK/token-repeated.txt" "$WORK/tokens-1.txt" "$CACHE/key.pem" ||
+        "$WORK/token-repeated.txt" "$WORK/tokens-1.txt" "$CACHE/key.pem" "$HERE" ||
         { kill -KILL "$pid"; echo "the client failed ($bin, $kind)" >&2; exit 1; }
     kill -TERM "$pid"
     wait "$pid" || true

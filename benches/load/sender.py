@@ -57,6 +57,31 @@ def bound_token(token: str, issuer_key, jkt: str) -> str:
     return signing_input + "." + b64url(signature)
 
 
+def sign_proof(key, header: str, htu: str, ath: str, jti: str, iat: int) -> str:
+    """One proof of GET `htu` (RFC 9449 §4.2), signed ES256 with `key` under `header`."""
+    claims = {"jti": jti, "htm": "GET", "htu": htu, "iat": iat, "ath": ath}
+    signing_input = header + "." + b64url(json.dumps(claims, separators=(",", ":")).encode())
+    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    return signing_input + "." + b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+
+class DpopClient:
+    """A DPoP client: a fresh P-256 proof key and `token` re-signed by `issuer_key` bound to it.
+    Also used by callgrind.sh's client, which signs one proof per request."""
+
+    def __init__(self, token: str, issuer_key):
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        jwk = proof_jwk(self.key)
+        # RFC 7638: the required members in lexicographic order, no whitespace.
+        jkt = b64url(hashlib.sha256(json.dumps(jwk, separators=(",", ":"), sort_keys=True).encode()).digest())
+        self.token = bound_token(token, issuer_key, jkt)
+        self.header = b64url(json.dumps({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}, separators=(",", ":")).encode())
+        self.ath = b64url(hashlib.sha256(self.token.encode("ascii")).digest())
+
+    def proof(self, htu: str, jti: str, iat: int) -> str:
+        return sign_proof(self.key, self.header, htu, self.ath, jti, iat)
+
+
 def _worker_init(pem: bytes) -> None:
     global _PROOF_KEY
     _PROOF_KEY = serialization.load_pem_private_key(pem, password=None)
@@ -65,13 +90,7 @@ def _worker_init(pem: bytes) -> None:
 def _proofs(job):
     """Proofs [start, end) with the shared header and claims of `job`."""
     header, htu, ath, now, start, end = job
-    out = []
-    for i in range(start, end):
-        claims = {"jti": f"bench-{now}-{i}", "htm": "GET", "htu": htu, "iat": now, "ath": ath}
-        signing_input = header + "." + b64url(json.dumps(claims, separators=(",", ":")).encode())
-        r, s = decode_dss_signature(_PROOF_KEY.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
-        out.append(signing_input + "." + b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big")))
-    return out
+    return [sign_proof(_PROOF_KEY, header, htu, ath, f"bench-{now}-{i}", now) for i in range(start, end)]
 
 
 def split(out_dir: str, lines: list, files: int) -> None:
@@ -96,21 +115,15 @@ def main() -> int:
 
     with open(a.issuer_key, "rb") as f:
         issuer_key = serialization.load_pem_private_key(f.read(), password=None)
-    proof_key = ec.generate_private_key(ec.SECP256R1())
-    jwk = proof_jwk(proof_key)
-    # RFC 7638: the required members in lexicographic order, no whitespace.
-    jkt = b64url(hashlib.sha256(json.dumps(jwk, separators=(",", ":"), sort_keys=True).encode()).digest())
     with open(os.path.join(a.out, "token-repeated.txt")) as f:
-        token = bound_token(f.read().strip(), issuer_key, jkt)
+        client = DpopClient(f.read().strip(), issuer_key)
     with open(os.path.join(a.out, "dpop-token.txt"), "w") as f:
-        f.write(token + "\n")
+        f.write(client.token + "\n")
 
     t0 = time.time()
-    header = b64url(json.dumps({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}, separators=(",", ":")).encode())
-    ath = b64url(hashlib.sha256(token.encode("ascii")).digest())
     chunk = 5000
-    jobs = [(header, a.htu, ath, now, s, min(s + chunk, a.proofs)) for s in range(0, a.proofs, chunk)]
-    pem = proof_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    jobs = [(client.header, a.htu, client.ath, now, s, min(s + chunk, a.proofs)) for s in range(0, a.proofs, chunk)]
+    pem = client.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     proofs = []
     with ProcessPoolExecutor(max_workers=max(1, a.jobs), initializer=_worker_init, initargs=(pem,)) as ex:
         for part in ex.map(_proofs, jobs):
