@@ -53,7 +53,6 @@ const TOKEN_TTL_SECONDS: u64 = 20;
 const DRIVER_DEADLINE: Duration = Duration::from_secs(150);
 /// How long the test waits for the driver's report: its deadline plus its start and shutdown.
 const REPORT_DEADLINE: Duration = Duration::from_secs(180);
-const START_DEADLINE: Duration = Duration::from_secs(20);
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
