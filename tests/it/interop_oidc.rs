@@ -16,7 +16,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -190,8 +190,12 @@ pub(crate) fn ensure_node_modules() {
     npm_ci_when_missing(&interop_dir(), "oidc-provider");
 }
 
-/// `npm ci` in `dir` (bounded by a deadline) when its `node_modules` lacks `package`.
+/// `npm ci` in `dir` (bounded by a deadline) when its `node_modules` lacks `package`. One
+/// install at a time in this test binary: suites running in parallel share `tests/interop` and
+/// `tests/medplum`, and two `npm ci` in one directory leave a broken `node_modules` behind.
 pub(crate) fn npm_ci_when_missing(dir: &Path, package: &str) {
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(PoisonError::into_inner);
     if dir
         .join("node_modules")
         .join(package)
