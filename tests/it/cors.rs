@@ -263,12 +263,21 @@ async fn a_preflight_with_a_body_is_400_that_the_app_can_read() {
     assert_cors_for_app(&answer, "preflight with a body");
 }
 
+/// A request (method, target, token, extra headers) and the status it gets.
+type Case<'a> = (
+    Method,
+    &'a str,
+    Option<&'a str>,
+    &'a [(&'a str, &'a str)],
+    StatusCode,
+);
+
 #[tokio::test]
 async fn every_answer_to_an_allowed_origin_carries_the_cors_headers() {
     let guard = serve(LISTED).await;
     let token = guard.stack.token();
     let expired = guard.stack.expired_token();
-    let cases: [(Method, &str, Option<&str>, &[(&str, &str)], StatusCode); 7] = [
+    let cases: [Case<'_>; 7] = [
         (Method::GET, "/Patient/1", Some(&token), &[], StatusCode::OK),
         (
             Method::GET,
