@@ -159,13 +159,11 @@ fn cors_is_given_once() {
         "authenticationConfiguration.properties.corsConfiguration"
     );
     // In a template, beside the one resource's authenticationConfiguration.
-    let template = format!(
-        "{{\"upstream\": \"http://127.0.0.1:8081/fhir\", \"authenticationConfiguration\": \
-         {{\"resources\": [{{\"properties\": {{\"authenticationConfiguration\": \
-         {{\"authority\": \"https://login.example.org/t\", \"audience\": \"https://f.example.org\"}}, \
-         \"corsConfiguration\": {{\"origins\": [\"https://a.example.org\", \"https://a.example.org/x\"]}}}}}}]}}}}"
-    );
-    let errors = Config::parse(&template).unwrap_err();
+    let template = r#"{"upstream": "http://127.0.0.1:8081/fhir", "authenticationConfiguration":
+        {"resources": [{"properties": {"authenticationConfiguration":
+        {"authority": "https://login.example.org/t", "audience": "https://f.example.org"},
+        "corsConfiguration": {"origins": ["https://a.example.org", "https://a.example.org/x"]}}}]}}"#;
+    let errors = Config::parse(template).unwrap_err();
     let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
