@@ -17,6 +17,7 @@
 
 mod change;
 pub mod decision;
+mod documents;
 pub mod forward;
 mod generation;
 pub mod headers;

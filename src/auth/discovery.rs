@@ -83,9 +83,58 @@ pub struct Discovery {
     /// RFC 8414 §2 / RFC 7662 §4: where opaque tokens are introspected, when advertised.
     #[serde(default)]
     pub introspection_endpoint: Option<String>,
-    /// The DPoP proof algorithms the provider accepts (RFC 9449 §5.1), for `check --probe`.
-    #[serde(default)]
+    /// What else the provider says it offers.
+    #[serde(flatten)]
+    pub offered: Offered,
+}
+
+/// What a provider's discovery document says it offers (RFC 8414 §2, RFC 9449 §5.1), for
+/// `/.well-known/smart-configuration` and `check --probe`. Each list is `None` when not
+/// advertised, or not a list of strings: a malformed optional member never fails discovery.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Offered {
+    #[serde(default, deserialize_with = "strings")]
+    pub scopes_supported: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "strings")]
+    pub grant_types_supported: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "strings")]
+    pub response_types_supported: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "strings")]
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    /// PKCE (RFC 7636 §4.3).
+    #[serde(default, deserialize_with = "strings")]
+    pub code_challenge_methods_supported: Option<Vec<String>>,
+    /// The DPoP proof algorithms the provider accepts (RFC 9449 §5.1).
+    #[serde(default, deserialize_with = "strings")]
     pub dpop_signing_alg_values_supported: Option<Vec<String>>,
+    /// RFC 7009 token revocation.
+    #[serde(default, deserialize_with = "text")]
+    pub revocation_endpoint: Option<String>,
+}
+
+/// A list of strings, or `None` for anything else.
+fn strings<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    let serde_json::Value::Array(items) = value else {
+        return Ok(None);
+    };
+    Ok(items
+        .into_iter()
+        .map(|item| match item {
+            serde_json::Value::String(text) => Some(text),
+            _ => None,
+        })
+        .collect())
+}
+
+/// A string, or `None` for anything else.
+fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::String(text) => Ok(Some(text)),
+        _ => Ok(None),
+    }
 }
 
 /// The discovery URL of an authority: one trailing `/` removed, then the well-known path

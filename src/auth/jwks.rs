@@ -16,7 +16,7 @@ use moka::future::Cache;
 use sha2::{Digest, Sha256};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::discovery::{FetchPolicy, Fetcher, KeyError};
+use super::discovery::{FetchPolicy, Fetcher, KeyError, Offered};
 use super::error::AuthError;
 use super::introspection::Introspector;
 use super::keys::SigningKey;
@@ -33,6 +33,8 @@ pub struct ProviderKeys {
     pub token_endpoint: Option<String>,
     /// `introspection_endpoint` from discovery (RFC 8414 §2), for opaque tokens.
     pub introspection_endpoint: Option<String>,
+    /// What else discovery says the provider offers (grants, scopes, PKCE, DPoP, …).
+    pub offered: Offered,
     pub keys: Vec<SigningKey>,
     /// SHA-256 over `issuer`, `jwks_uri` and the JWK Set document: equal fingerprints, same
     /// keys. The verified-token cache reuses an entry only while its provider's set has the
@@ -307,6 +309,7 @@ impl KeyStore {
                 authorization_endpoint: discovery.authorization_endpoint,
                 token_endpoint: discovery.token_endpoint,
                 introspection_endpoint: discovery.introspection_endpoint,
+                offered: discovery.offered,
                 keys: parsed.keys,
                 fingerprint,
                 fetched_at: unix_now(),
@@ -418,7 +421,7 @@ impl KeyStore {
             introspection_endpoint: discovery.introspection_endpoint,
             keys: parsed.keys,
             skipped: parsed.skipped,
-            dpop_algorithms: discovery.dpop_signing_alg_values_supported,
+            dpop_algorithms: discovery.offered.dpop_signing_alg_values_supported,
         })
     }
 

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use super::change;
 use super::decision::{Authorized, AuthorizedBundle, Plan};
+use super::documents;
 use super::forward::Exchange;
 use super::smart;
 use crate::actions::DataActions;
@@ -90,7 +91,10 @@ pub(super) async fn anonymous<B: RequestBody>(
     body: B,
 ) -> Result<Prepared, Rejection> {
     if path == SMART_CONFIGURATION {
-        let document = Box::pin(smart::smart_configuration(exchange.config, exchange.keys));
+        let document = Box::pin(documents::smart_configuration(
+            exchange.config,
+            exchange.keys,
+        ));
         return Ok(Prepared::Answered(document.await));
     }
     let body = if hygiene::is_preflight(&parts.method, &parts.headers) {
@@ -387,7 +391,7 @@ pub(super) async fn finish(
     let limit = exchange.config.limits.max_bundle_bytes;
     match after {
         After::Nothing => Ok(response),
-        After::Metadata => smart::add_security(response, exchange.config, exchange.keys).await,
+        After::Metadata => documents::add_security(response, exchange.config, exchange.keys).await,
         After::Read(user) => smart::check_read(response, &user, limit).await,
         After::Filter(grant, granted) => {
             smart::filter_search(response, &grant, granted, limit).await

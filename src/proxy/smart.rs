@@ -1,7 +1,7 @@
 //! The I/O half of SMART enforcement's checks of answers: checking or filtering the upstream's
 //! answer to a read, search or bundle planned by [`crate::authz::smart`] (a [`Confinement`]);
-//! answering a batch entry by entry; the `POST …/_search` form; and the discovery documents
-//! (`/.well-known/smart-configuration`, the `/metadata` security block, reference §5.2–5.3).
+//! answering a batch entry by entry; and the `POST …/_search` form. The discovery documents
+//! are [`super::documents`]'s.
 //! Checks of what a change would store live in [`super::change`]; the order of it all in
 //! [`super::plan`]. Everything buffered is bounded by `limits.maxBundleBytes`.
 
@@ -15,11 +15,9 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
 use crate::actions::DataActions;
-use crate::auth::{KeyStore, ProviderKeys};
 use crate::authz::smart::{membership, visible, Confinement, FhirUser, SmartGrant};
 use crate::authz::BundleDecision;
 use crate::body::{full, Body};
-use crate::config::Config;
 use crate::error::Rejection;
 use crate::fhir::json as fhir_json;
 use crate::fhir::FHIR_JSON;
@@ -336,138 +334,4 @@ pub(super) fn search_body(headers: &mut http::HeaderMap, parameters: &str) -> Bo
         HeaderValue::from_static("application/x-www-form-urlencoded"),
     );
     full(Bytes::copy_from_slice(parameters.as_bytes()))
-}
-
-/// The SMART capabilities fhirguard's providers support (reference §5.2).
-const CAPABILITIES: [&str; 10] = [
-    "client-public",
-    "client-confidential-symmetric",
-    "client-confidential-asymmetric",
-    "authorize-post",
-    "launch-standalone",
-    "permission-patient",
-    "permission-user",
-    "permission-offline",
-    "permission-v2",
-    "sso-openid-connect",
-];
-
-/// The OAuth endpoints of the provider that discovery documents advertise: the first smart
-/// identity provider, else the primary authority (reference §5.2); `issuer` and `jwks_uri` from
-/// its discovery document when fetched, else the Entra pattern.
-struct Endpoints {
-    authorize: String,
-    token: String,
-    issuer: String,
-    jwks_uri: String,
-}
-
-async fn endpoints(config: &Config, keys: &KeyStore) -> Option<Endpoints> {
-    let authority = config
-        .auth
-        .smart_providers
-        .first()
-        .map(|p| p.authority.as_str())
-        .or(config.auth.primary.as_ref().map(|p| p.authority.as_str()))?;
-    let trimmed = authority.trim_end_matches('/');
-    let discovered = keys.current(authority, config.key_sets.max_stale).await;
-    // Endpoints come from the provider's discovery document; the Entra pattern is the fallback
-    // while discovery has not been fetched (reference §5.2, OSS `OidcDiscoveryService`).
-    let discovered_endpoint = |pick: fn(&ProviderKeys) -> Option<&String>| {
-        discovered.as_ref().and_then(|k| pick(k).cloned())
-    };
-    Some(Endpoints {
-        authorize: discovered_endpoint(|k| k.authorization_endpoint.as_ref())
-            .unwrap_or_else(|| format!("{trimmed}/oauth2/v2.0/authorize")),
-        token: discovered_endpoint(|k| k.token_endpoint.as_ref())
-            .unwrap_or_else(|| format!("{trimmed}/oauth2/v2.0/token")),
-        issuer: discovered
-            .as_ref()
-            .map_or_else(|| format!("{trimmed}/v2.0"), |k| k.issuer.clone()),
-        jwks_uri: discovered.as_ref().map_or_else(
-            || format!("{trimmed}/discovery/v2.0/keys"),
-            |k| k.jwks_uri.clone(),
-        ),
-    })
-}
-
-/// `/.well-known/smart-configuration`, generated from the configured providers (reference §5.2).
-pub(super) async fn smart_configuration(config: &Config, keys: &KeyStore) -> Response<Body> {
-    let Some(endpoints) = endpoints(config, keys).await else {
-        return fhir_response(
-            StatusCode::NOT_FOUND,
-            &json!({ "error": "no identity provider is configured" }),
-        );
-    };
-    let document = json!({
-        "issuer": endpoints.issuer,
-        "jwks_uri": endpoints.jwks_uri,
-        "authorization_endpoint": endpoints.authorize,
-        "token_endpoint": endpoints.token,
-        "capabilities": CAPABILITIES,
-        "scopes_supported": ["openid", "fhirUser", "launch", "launch/patient", "offline_access", "online_access"],
-        "code_challenge_methods_supported": ["S256"],
-        "grant_types_supported": ["authorization_code", "client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_jwt", "none"],
-        "response_types_supported": ["code"],
-    });
-    let mut response = fhir_response(StatusCode::OK, &document);
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-/// `/metadata`: the upstream's CapabilityStatement with a `rest[].security` block added where it
-/// has none (reference §5.3). Anything that is not a JSON CapabilityStatement passes unchanged.
-pub(super) async fn add_security(
-    response: Response<Body>,
-    config: &Config,
-    keys: &KeyStore,
-) -> Result<Response<Body>, Rejection> {
-    if !response.status().is_success() {
-        return Ok(response);
-    }
-    let (parts, bytes) = buffer(response, config.limits.max_bundle_bytes).await?;
-    let Ok(mut statement) = serde_json::from_slice::<Value>(&bytes) else {
-        return Ok(rebuild(parts, bytes));
-    };
-    let Some(endpoints) = endpoints(config, keys).await else {
-        return Ok(rebuild(parts, bytes));
-    };
-    let mut extensions = vec![json!({
-        "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-        "extension": [
-            { "url": "token", "valueUri": endpoints.token },
-            { "url": "authorize", "valueUri": endpoints.authorize },
-        ],
-    })];
-    extensions.extend(CAPABILITIES.iter().map(|code| {
-        json!({
-            "url": "http://hl7.org/fhir/smart-app-launch/StructureDefinition/capabilities",
-            "valueCode": code,
-        })
-    }));
-    let security = json!({
-        "service": [{ "coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
-            "code": "OAuth",
-        }]}],
-        "extension": extensions,
-    });
-    let mut changed = false;
-    if statement["resourceType"] == "CapabilityStatement" {
-        if let Some(rest) = statement.get_mut("rest").and_then(Value::as_array_mut) {
-            for entry in rest.iter_mut().filter(|r| r.get("security").is_none()) {
-                if let Some(object) = entry.as_object_mut() {
-                    object.insert("security".to_owned(), security.clone());
-                    changed = true;
-                }
-            }
-        }
-    }
-    if !changed {
-        return Ok(rebuild(parts, bytes));
-    }
-    Ok(rebuild(parts, Bytes::from(statement.to_string())))
 }

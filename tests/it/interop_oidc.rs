@@ -455,6 +455,46 @@ async fn real_openid_provider_tokens_pass_and_foreign_tokens_fail() {
     // Ready means every provider's keys are held (SPEC §6), i.e. A's discovery and JWKS worked.
     let (mut fhirguard, proxy, _admin) = start_fhirguard(&client, &config_path).await;
 
+    // smart-configuration claims what this provider offers, from its own discovery (issue 19).
+    let answer = get(
+        &client,
+        &format!("http://{proxy}/.well-known/smart-configuration"),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let document = answer.json();
+    assert_eq!(document["issuer"], issuer_a.as_str());
+    assert_eq!(document["token_endpoint"], format!("{issuer_a}/token"));
+    let listed = |key: &str| -> Vec<String> {
+        serde_json::from_value(document[key].clone())
+            .unwrap_or_else(|_| panic!("{key}: {document}"))
+    };
+    let capabilities = listed("capabilities");
+    // Secret clients only (client_secret_basic / _post); no launch patient claim configured.
+    assert!(
+        capabilities.contains(&"client-confidential-symmetric".to_owned()),
+        "{document}"
+    );
+    for absent in [
+        "client-public",
+        "client-confidential-asymmetric",
+        "launch-ehr",
+    ] {
+        assert!(
+            !capabilities.contains(&absent.to_owned()),
+            "{absent}: {document}"
+        );
+    }
+    assert!(listed("grant_types_supported").contains(&"client_credentials".to_owned()));
+    // DPoP is on at this provider: the algorithms both it and fhirguard accept.
+    let dpop = listed("dpop_signing_alg_values_supported");
+    assert!(dpop.contains(&"ES256".to_owned()), "{document}");
+    assert!(dpop
+        .iter()
+        .all(|alg| fhirguard::auth::dpop::PROOF_ALGORITHMS_TEXT.contains(alg.as_str())));
+    assert!(document["introspection_endpoint"].is_string(), "{document}");
+
     // Token A: forwarded under the upstream's path prefix, hop-by-hop headers dropped.
     let bearer_a = format!("Bearer {token_a}");
     let answer = get(

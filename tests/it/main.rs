@@ -13,6 +13,7 @@ mod auth;
 mod browser;
 mod cli;
 mod config_examples;
+mod cors;
 mod demo;
 mod deploy;
 mod dpop;
