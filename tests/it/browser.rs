@@ -10,9 +10,9 @@
 //! provider's login page and allows the consent page; fhirclient redeems the code at the token
 //! endpoint (CORS again, answered by the provider for the app's origin). Then, through fhirguard,
 //! the page reads its patient's Observations (200, only patient p1's), is refused another
-//! patient's search (403) and read (404) with statuses it can read, and reads 401 with
-//! `WWW-Authenticate: Bearer error="invalid_token"` for a corrupted token and, after waiting for
-//! it, for its expired token (fhirguard's `clockSkew: 0s`). The same request with the same valid
+//! patient's search (403) and read (404) with statuses (and `X-Request-ID`) it can read, and
+//! reads 401 with `WWW-Authenticate: Bearer error="invalid_token"` for a corrupted token and,
+//! after waiting for it, for its expired token (fhirguard's `clockSkew: 0s`). The same request with the same valid
 //! token from an origin `cors.origins` does not list is blocked by the browser at the preflight,
 //! and succeeds from the app's origin.
 //!
@@ -382,9 +382,19 @@ authenticationConfiguration:
     assert_eq!(page["ownRead"]["status"], 200, "{}", context());
     assert_eq!(page["ownRead"]["id"], "Observation/o1");
 
-    // Another patient's: statuses the page can read.
+    // Another patient's: statuses the page can read, and the request id fhirguard names in its
+    // OperationOutcome (an exposed header).
     assert_eq!(page["otherSearch"]["status"], 403, "{}", context());
     assert_eq!(page["otherRead"]["status"], 404, "{}", context());
+    for case in ["otherSearch", "otherRead", "corrupted"] {
+        assert!(
+            page[case]["exposedHeaders"]
+                .as_array()
+                .is_some_and(|names| names.iter().any(|n| n == "x-request-id")),
+            "{case}: X-Request-ID not readable\n{}",
+            context()
+        );
+    }
 
     // A corrupted token: 401 and the challenge, readable by the page.
     invalid_token("corrupted", &page["corrupted"], &context);
