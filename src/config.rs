@@ -27,6 +27,7 @@ pub mod roles;
 mod arm;
 mod audit;
 mod authentication;
+mod cors;
 mod document;
 mod file;
 mod introspection;
@@ -44,6 +45,7 @@ use std::time::Duration;
 
 use crate::actions::DataActions;
 pub use audit::{Audit, AuditFormat, AuditServer};
+pub use cors::{Allowed, Cors};
 pub use introspection::{Introspection, SecretSource};
 pub use sender::{
     CertificateHeader, ForwardedCertificate, Network, NonceSecret, NonceSettings, SenderConstraints,
@@ -90,6 +92,9 @@ pub struct Config {
     pub logging: Logging,
     /// `audit: {...}`: the audit line's format and an optional AuditEvent server.
     pub audit: Audit,
+    /// `cors: {...}` (or the ARM `corsConfiguration`): browser apps (issue 19); `None` leaves
+    /// CORS, preflights included, to the FHIR server.
+    pub cors: Option<Cors>,
     /// `senderConstraints: {...}`: DPoP and certificate-bound tokens (issue 14).
     pub sender: SenderConstraints,
     /// `shutdownGracePeriod`, default 30 s: how long in-flight requests may take to finish after

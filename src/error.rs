@@ -19,6 +19,7 @@ use crate::authz::smart::enforcement::Enforcement;
 use crate::authz::smart::{Denial, SmartError};
 use crate::authz::{BundleDecision, Decision};
 use crate::body::{full, Body, BufferError};
+use crate::cors::{CorsRefusal, Withheld};
 use crate::fhir::bundle::BundleError;
 use crate::fhir::format::NotAcceptable;
 use crate::fhir::path::PathError;
@@ -59,6 +60,10 @@ pub enum Rejection {
     /// (400): method tunnels, a preflight with a body, an ambiguous authority.
     #[error(transparent)]
     Unsafe(#[from] UnsafeRequest),
+    /// A CORS preflight from an origin, or for a method or header, that `cors` does not allow
+    /// (403, without CORS headers, so the browser blocks the request).
+    #[error(transparent)]
+    Cors(#[from] CorsRefusal),
     /// Authenticated, but the grant does not cover the request (403, step 8).
     #[error("{}", .0.reason)]
     Denied(Box<Decision>),
@@ -143,6 +148,8 @@ enum Extra {
     },
     /// `Retry-After` in seconds.
     RetryAfter(u64),
+    /// A refused preflight: no CORS header may be added ([`Withheld`]).
+    WithoutCors,
     /// RFC 9110 §15.5.9: the rest of the body is never read, so the connection closes.
     Close,
 }
@@ -356,6 +363,10 @@ impl Rejection {
             Rejection::Path(_) => Answer::invalid("bad_path"),
             Rejection::Bundle(_) => Answer::invalid("bad_bundle"),
             Rejection::Unsafe(unsafe_request) => Answer::invalid(unsafe_request.reason()),
+            Rejection::Cors(refusal) => {
+                Answer::new(S::FORBIDDEN, "forbidden", "forbidden", refusal.reason())
+                    .with(Extra::WithoutCors)
+            }
             Rejection::Smart(_) => Answer::invalid("invalid_smart_claims"),
             Rejection::Classify(error) => Answer::of_classify(error),
             Rejection::Body(error) => Answer::of_body(error),
@@ -463,6 +474,9 @@ impl Rejection {
             }
             Extra::Close => {
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Extra::WithoutCors => {
+                response.extensions_mut().insert(Withheld);
             }
         }
         response

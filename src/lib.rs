@@ -28,6 +28,7 @@
 //! hygiene   request hygiene: method tunnels, preflight bodies, ambiguous authority
 //! metrics   the owned Prometheus registry
 //! config    raw → validated configuration, the configured providers
+//! cors      browser apps: preflight verdicts and the CORS headers of every answer
 //! body      response bodies, bounded request-body reads, the buffered-bytes budget
 //! upstream  the pooled client towards the FHIR server
 //! authz     pure decisions: data actions, SMART scopes, compartments, enforcement refusals
@@ -52,6 +53,7 @@ pub mod authz;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod fhir;
 pub mod hygiene;

@@ -40,9 +40,11 @@ use crate::auth::{KeyStore, Principal};
 use crate::authz::Reasons;
 use crate::body::{read_inspected, Body, BodyBuffers, RequestBody, Reservation};
 use crate::config::{Config, ProviderKind};
+use crate::cors::Withheld;
 use crate::error::{Challenge, Rejection, ResponseContext};
 use crate::fhir::bundle::BundleKind;
 use crate::fhir::FhirRequest;
+use crate::hygiene;
 use crate::metrics::Metrics;
 pub use change::check_body;
 use decision::{decide_body, decide_head, Authorized, Head, Judge, Pending, Refused, Verdict};
@@ -166,6 +168,9 @@ impl Proxy {
             let uri = request.uri();
             (uri.path().to_owned(), uri.query().map(str::to_owned))
         });
+        // With `cors`, every answer is fhirguard's CORS answer to the request's origin.
+        let origin =
+            (generation.cors.as_ref()).and_then(|cors| cors.allowed_origin(request.headers()));
         let result = self
             .decide_and_forward(&generation, request, peer, memo, &request_id, audit)
             .await;
@@ -176,6 +181,12 @@ impl Proxy {
             .insert(headers::REQUEST_ID, request_id.header());
         if let Some(nonces) = &generation.nonces {
             ended.offer_nonce(nonces);
+        }
+        if let Some(cors) = &generation.cors {
+            let response = &mut ended.response;
+            if response.extensions().get::<Withheld>().is_none() {
+                cors.decorate(origin, response.headers_mut());
+            }
         }
         // The client as this generation labels it: no token verified → `anonymous`.
         let client = generation.client_label(ended.principal.as_deref());
@@ -252,7 +263,14 @@ impl Proxy {
                 kept.ready(prepared.map(Prepared::Send))
             }
             Head::Anonymous { path } => {
-                Kept::default().ready(plan::anonymous(&exchange, path, parts, body).await)
+                let answer = match &generation.cors {
+                    // fhirguard owns CORS: preflights are answered, never forwarded.
+                    Some(cors) if hygiene::is_preflight(&parts.method, &parts.headers) => {
+                        plan::preflight(cors, &parts, &body)
+                    }
+                    _ => plan::anonymous(&exchange, path, parts, body).await,
+                };
+                Kept::default().ready(answer)
             }
             Head::NeedsBody(pending) => {
                 let decided =

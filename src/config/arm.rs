@@ -59,6 +59,10 @@ fn from_template<'a>(
 ) -> Option<Node<'a>> {
     let mut found = Vec::new();
     collect_resources(resources, &mut found);
+    let mut found: Vec<Node<'a>> = found
+        .iter()
+        .filter_map(|properties| properties.get("authenticationConfiguration"))
+        .collect();
     match found.len() {
         1 => found.pop(),
         0 => {
@@ -82,8 +86,9 @@ fn from_template<'a>(
     }
 }
 
-/// Every `properties.authenticationConfiguration` under `resources`, child resources included.
-fn collect_resources<'a>(resources: &Node<'a>, found: &mut Vec<Node<'a>>) {
+/// The `properties` of every resource under `resources` (child resources included) that holds
+/// an `authenticationConfiguration`.
+fn collect_resources<'a>(resources: &Node<'a>, found: &mut Vec<Object<'a>>) {
     let Value::Sequence(items) = resources.value else {
         return;
     };
@@ -94,13 +99,32 @@ fn collect_resources<'a>(resources: &Node<'a>, found: &mut Vec<Node<'a>>) {
             continue;
         };
         let properties = object.get("properties").and_then(|p| p.map(&mut ignored));
-        if let Some(found_here) = properties.and_then(|p| p.get("authenticationConfiguration")) {
-            found.push(found_here);
+        if let Some(properties) = properties.filter(|p| p.has("authenticationConfiguration")) {
+            found.push(properties);
         }
         if let Some(children) = object.get("resources") {
             collect_resources(&children, found);
         }
     }
+}
+
+/// The ARM `corsConfiguration` (issue 19) beside the `authenticationConfiguration` that
+/// [`locate`] finds: in the resource's `properties`, or in those of the one template resource
+/// that holds it. `None` for the bare ARM object, which has no `properties`. Mistakes in the
+/// shape around it are [`locate`]'s to report.
+pub(super) fn cors_configuration<'a>(node: &Node<'a>) -> Option<Node<'a>> {
+    let mut ignored = Errors::default();
+    let object = node.map(&mut ignored)?;
+    if let Some(resources) = object.get("resources") {
+        let mut found = Vec::new();
+        collect_resources(&resources, &mut found);
+        return match found.as_slice() {
+            [properties] => properties.get("corsConfiguration"),
+            _ => None,
+        };
+    }
+    let properties = object.get("properties")?.map(&mut ignored)?;
+    properties.get("corsConfiguration")
 }
 
 /// An ARM template expression (`[parameters('x')]`; `[[` escapes a literal '['), which only

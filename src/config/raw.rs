@@ -61,6 +61,12 @@ pub struct RawConfig {
     /// DPoP (RFC 9449) and certificate-bound tokens (RFC 8705): which clients must use them,
     /// the replay cache, client certificates on the TLS listener or from a trusted proxy.
     pub sender_constraints: Option<super::sender::RawSenderConstraints>,
+    /// Browser apps (CORS), in the shape of Azure's `corsConfiguration` (issue 19). Present,
+    /// fhirguard answers every CORS preflight itself and puts the CORS headers on every answer to
+    /// an allowed origin, its own refusals included; absent, preflights go to the FHIR server.
+    /// An ARM resource or template pasted as `authenticationConfiguration` may carry it as
+    /// `properties.corsConfiguration` instead.
+    pub cors: Option<RawCors>,
     /// How long in-flight requests may take to finish after SIGTERM / SIGINT; the listeners stop
     /// accepting at once. Default 30 s. Read at start-up (a reload does not change it).
     pub shutdown_grace_period: Option<RawDuration>,
@@ -69,6 +75,25 @@ pub struct RawConfig {
     /// The Azure `authenticationConfiguration`: the ARM object itself, an ARM resource holding
     /// `properties.authenticationConfiguration`, or an ARM template whose `resources` hold one.
     pub authentication_configuration: RawAuthenticationSource,
+}
+
+/// `cors` (Azure's `corsConfiguration`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawCors {
+    /// Exact origins (`scheme://host[:port]`) allowed to call, or `["*"]` for any. Empty or
+    /// absent: no origin (fhirguard still answers preflights, refusing them).
+    pub origins: Option<Vec<String>>,
+    /// Request headers a browser may send (`Authorization`, `DPoP`, `Content-Type`, `Prefer`,
+    /// `If-Match`, `If-None-Exist`, …), or `["*"]` for any.
+    pub headers: Option<Vec<String>>,
+    /// Methods a browser may use, or `["*"]` for any.
+    pub methods: Option<Vec<String>>,
+    /// How long a browser may cache a preflight's answer, in seconds (0–99999). Default 600.
+    pub max_age: Option<u64>,
+    /// Allow credentialed requests (`Access-Control-Allow-Credentials: true`); not with
+    /// `origins: ["*"]`. Default false.
+    pub allow_credentials: Option<bool>,
 }
 
 /// `reportOnly`: every client, or the listed client ids.
@@ -304,12 +329,15 @@ pub struct RawArmResource {
     pub properties: RawArmProperties,
 }
 
-/// An ARM resource's `properties`; keys other than `authenticationConfiguration` are ignored.
+/// An ARM resource's `properties`; keys other than `authenticationConfiguration` and
+/// `corsConfiguration` are ignored.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RawArmProperties {
     /// The object fhirguard reads.
     pub authentication_configuration: RawAuthenticationConfiguration,
+    /// The service's CORS settings, read as top-level `cors` is (not with it).
+    pub cors_configuration: Option<RawCors>,
 }
 
 /// The ARM `authenticationConfiguration` object (reference §1.1). Unknown keys are errors.

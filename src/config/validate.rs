@@ -135,6 +135,7 @@ fn walk(document: &Value, errors: &mut Errors) -> Option<Config> {
         roles: roles::role_mapping(root.get("roles"), errors),
         logging: logging(root.get("logging"), errors),
         audit: super::audit::audit(root.get("audit"), errors),
+        cors: cors(&root, errors),
         sender: super::sender::sender_constraints(
             root.get("senderConstraints"),
             root.has("tls"),
@@ -153,6 +154,24 @@ fn walk(document: &Value, errors: &mut Errors) -> Option<Config> {
         fingerprint: [0; 32],
     };
     Some(config)
+}
+
+/// `cors`, or the ARM `properties.corsConfiguration` beside `authenticationConfiguration`; not
+/// both, which could disagree.
+fn cors(root: &Object<'_>, errors: &mut Errors) -> Option<super::Cors> {
+    let arm = root
+        .get("authenticationConfiguration")
+        .and_then(|node| super::arm::cors_configuration(&node));
+    match (root.get("cors"), arm) {
+        (Some(_), Some(arm)) => {
+            errors.push(
+                &arm.path,
+                "is given as well as the top-level cors; keep one of them",
+            );
+            None
+        }
+        (own, arm) => super::cors::cors(own.or(arm), errors),
+    }
 }
 
 fn socket_address(

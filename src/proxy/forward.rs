@@ -76,6 +76,9 @@ impl Exchange<'_> {
             .observe(started.elapsed().as_secs_f64());
         let mut response = sent?;
         headers::remove_hop_by_hop(response.headers_mut());
+        if self.config.cors.is_some() {
+            crate::cors::remove_upstream_cors(response.headers_mut());
+        }
         Ok(response)
     }
 }

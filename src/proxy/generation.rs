@@ -6,6 +6,7 @@
 use crate::auth::dpop::nonce::Nonces;
 use crate::auth::Principal;
 use crate::config::{Config, ConfigErrors, ConfigFile, ProviderKind, ReportOnly};
+use crate::cors::Policy;
 use crate::metrics::{ClientLabel, ClientLabels};
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -18,6 +19,8 @@ pub struct Generation {
     /// The server nonces DPoP proofs must carry (`senderConstraints.dpop.nonce`, RFC 9449 §8),
     /// when required.
     pub nonces: Option<Nonces>,
+    /// The CORS rules with their header values made (`cors`), when configured.
+    pub cors: Option<Policy>,
     /// The `client_id` values of `fhirguard_requests_total` under this config: its applications'
     /// client ids, `other` and `anonymous` (with their series cache).
     pub clients: ClientLabels,
@@ -77,11 +80,13 @@ impl Generation {
         }
         let clients = ClientLabels::new(ids);
         let nonces = config.sender.dpop_nonce.as_ref().map(Nonces::of);
+        let cors = config.cors.as_ref().map(Policy::new);
         Ok(Generation {
             number,
             config,
             upstream,
             nonces,
+            cors,
             clients,
         })
     }

@@ -27,6 +27,7 @@ use crate::actions::DataActions;
 use crate::authz::smart::{Confinement, FhirUser, SmartGrant};
 use crate::authz::BundleDecision;
 use crate::body::{empty, full, read_inspected, stream_request, Body, RequestBody, Reservation};
+use crate::cors::Policy;
 use crate::error::Rejection;
 use crate::fhir::{format, FhirRequest, Interaction};
 use crate::hygiene;
@@ -101,6 +102,23 @@ pub(super) async fn anonymous<B: RequestBody>(
         stream_request(body)
     };
     Ok(Prepared::Send(as_sent(parts, body, path)))
+}
+
+/// A CORS preflight, with `cors` configured: answered here, never forwarded (issue 19). An
+/// allowed one gets 204 with the preflight's headers (the origin's are added with every
+/// answer's); a refused one 403 without any CORS header. A body is refused first, as in
+/// [`anonymous`] (request hygiene).
+pub(super) fn preflight<B: RequestBody>(
+    cors: &Policy,
+    parts: &Parts,
+    body: &B,
+) -> Result<Prepared, Rejection> {
+    hygiene::preflight_has_body(http_body::Body::is_end_stream(body))?;
+    let headers = cors.preflight(&parts.headers)?;
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    *response.headers_mut() = headers;
+    Ok(Prepared::Answered(response))
 }
 
 /// A request as it came (headers cleaned when sent); the CapabilityStatement is read whole for
