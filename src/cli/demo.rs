@@ -82,7 +82,7 @@ async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), String>
     let idp = DevIdp::start(idp_listener, browser.clone()).map_err(|e| e.to_string())?;
     fhir::start(fhir_listener);
 
-    let yaml = config_yaml(listen, admin_listen, &idp.issuer, fhir_address);
+    let yaml = config_yaml(listen, admin_listen, &idp.issuer, fhir_address, &app_origin);
     let config = Config::parse(&yaml)
         .map_err(|errors| format!("the demo configuration is invalid:\n{errors}"))?;
     let options = StartOptions {
@@ -125,9 +125,16 @@ async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), String>
     Ok(())
 }
 
-/// The demo's configuration, through the same loader as every config file. The browser app's
-/// patient logins carry the launch context's patient, which `smartLaunchPatientClaim` reads.
-fn config_yaml(listen: SocketAddr, admin: SocketAddr, issuer: &str, fhir: SocketAddr) -> String {
+/// The demo's configuration, through the same loader as every config file. The browser app on
+/// `app_origin` gets CORS, and its patient logins carry the launch context's patient, which
+/// `smartLaunchPatientClaim` reads.
+fn config_yaml(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    issuer: &str,
+    fhir: SocketAddr,
+    app_origin: &str,
+) -> String {
     format!(
         r#"
 listen: "{listen}"
@@ -136,6 +143,12 @@ upstream: "http://{fhir}{base}"
 allowHttpAuthorities: true
 logging: {{ format: text, level: warn }}
 smartLaunchPatientClaim: patient
+cors:
+  origins: ["{app_origin}"]
+  headers: ["*"]
+  methods: ["*"]
+  maxAge: 600
+  allowCredentials: false
 authenticationConfiguration:
   smartIdentityProviders:
     - authority: "{issuer}"
