@@ -60,15 +60,11 @@ pub fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> ExitCode {
 }
 
 async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), String> {
-    let idp_listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let fhir_listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let app_listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
+    let idp_listener = loopback().await?;
+    let fhir_listener = loopback().await?;
+    // The browser app's port is known before the provider and fhirguard start: the provider
+    // registers its redirect URI, fhirguard's `cors` allows its origin.
+    let app_listener = loopback().await?;
     let fhir_address = fhir_listener.local_addr().map_err(|e| e.to_string())?;
     let app_origin = format!(
         "http://{}",
@@ -113,16 +109,19 @@ async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), String>
         scope: "launch/patient openid fhirUser patient/*.rs user/*.rs".to_owned(),
     };
     smart_app::start(app_listener, &settings, &idp.issuer);
-    print_walkthrough(&idp, proxy, running.admin_address);
-    println!("Open {app_origin}/ in a browser and log in as a patient or a clinician: a SMART app");
-    println!("shows what fhirguard lets the token read, what it refuses, and why.");
-    println!();
-    println!("Press Ctrl-C to stop.");
+    print_walkthrough(&idp, proxy, running.admin_address, &app_origin);
 
     let _ = tokio::signal::ctrl_c().await;
     println!("\nstopping");
     running.stop().await;
     Ok(())
+}
+
+/// A listener on a free loopback port.
+async fn loopback() -> Result<TcpListener, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The demo's configuration, through the same loader as every config file. The browser app on
@@ -205,7 +204,7 @@ struct Example {
     command: String,
 }
 
-fn print_walkthrough(idp: &DevIdp, proxy: SocketAddr, admin: SocketAddr) {
+fn print_walkthrough(idp: &DevIdp, proxy: SocketAddr, admin: SocketAddr, app_origin: &str) {
     let issuer = &idp.issuer;
     let read = idp.mint(&claims(issuer, READER, "patient/*.read", 3600));
     let write = idp.mint(&claims(issuer, WRITER, "patient/*.*", 3600));
@@ -253,6 +252,10 @@ fn print_walkthrough(idp: &DevIdp, proxy: SocketAddr, admin: SocketAddr) {
     println!("# … or a backend-services token:");
     println!("curl -s -d grant_type=client_credentials -d client_id={BACKEND} -d scope='system/*.rs' {issuer}/token");
     println!();
+    println!("Open {app_origin}/ in a browser and log in as a patient or a clinician: a SMART app");
+    println!("shows what fhirguard lets the token read, what it refuses, and why.");
+    println!();
+    println!("Press Ctrl-C to stop.");
 }
 
 /// Serves plain HTTP on `listener` with `handler` until the process ends (demo parts only).
