@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::auth::KeyStore;
-use crate::config::Config;
+use crate::config::{Allowed, Config, Cors};
 
 /// Validates the file; exit 0 when valid (and every probe succeeded), 1 otherwise.
 pub fn check(path: &Path, probe: bool) -> ExitCode {
@@ -18,6 +18,7 @@ pub fn check(path: &Path, probe: bool) -> ExitCode {
         }
     };
     println!("{}: valid", path.display());
+    println!("{}", cors_line(config.cors.as_ref()));
     if !probe {
         return ExitCode::SUCCESS;
     }
@@ -36,6 +37,33 @@ pub fn check(path: &Path, probe: bool) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// What `cors` does, in one line (issue 19).
+fn cors_line(cors: Option<&Cors>) -> String {
+    let Some(cors) = cors else {
+        return "cors: not configured; CORS preflights are forwarded to the FHIR server".to_owned();
+    };
+    fn listed<T>(allowed: &Allowed<T>, show: fn(&T) -> &str) -> String {
+        match allowed {
+            Allowed::Any => "*".to_owned(),
+            Allowed::Listed(items) if items.is_empty() => "none".to_owned(),
+            Allowed::Listed(items) => items.iter().map(show).collect::<Vec<_>>().join(", "),
+        }
+    }
+    format!(
+        "cors: fhirguard answers preflights; origins {}; methods {}; headers {}; maxAge {} s; \
+         credentials {}",
+        listed(&cors.origins, String::as_str),
+        listed(&cors.methods, http::Method::as_str),
+        listed(&cors.headers, http::HeaderName::as_str),
+        cors.max_age,
+        if cors.allow_credentials {
+            "allowed"
+        } else {
+            "not allowed"
+        },
+    )
 }
 
 /// The DPoP proof algorithms a provider advertises, and which of them fhirguard verifies

@@ -77,12 +77,18 @@ fn check_accepts_every_example_config() {
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap() {
         let path = entry.unwrap().path();
         let output = fhirguard(&["check", "--config", path.to_str().unwrap()]);
-        assert!(
-            output.status.success(),
-            "{}: {}",
-            path.display(),
-            String::from_utf8_lossy(&output.stdout)
-        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{}: {stdout}", path.display());
+        // What `cors` does is shown (issue 19).
+        let cors = match path.ends_with("arm-resource.json") {
+            true => {
+                "cors: fhirguard answers preflights; origins https://portal.contoso.com; \
+                     methods DELETE, GET, OPTIONS, PATCH, POST, PUT; headers *; maxAge 1440 s; \
+                     credentials not allowed"
+            }
+            false => "cors: not configured; CORS preflights are forwarded to the FHIR server",
+        };
+        assert!(stdout.contains(cors), "{}: {stdout}", path.display());
     }
 }
 

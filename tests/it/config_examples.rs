@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use fhirguard::actions::{DataAction, DataActions};
 use fhirguard::config::raw::RawConfig;
-use fhirguard::config::{Compatibility, Config, LogFormat};
+use fhirguard::config::{Allowed, Compatibility, Config, LogFormat};
 use proptest::prelude::*;
 
 fn examples() -> Vec<PathBuf> {
@@ -130,6 +130,50 @@ fn arm_resource_example() {
     );
     assert_eq!(config.auth.smart_providers.len(), 1);
     assert!(!config.auth.smart_proxy_enabled);
+    // The ARM spelling beside authenticationConfiguration (issue 19).
+    let cors = config.cors.as_ref().expect("properties.corsConfiguration");
+    assert_eq!(
+        cors.origins,
+        Allowed::Listed(vec!["https://portal.contoso.com".to_owned()])
+    );
+    assert_eq!(cors.headers, Allowed::Any);
+    assert!(cors.methods.contains(&http::Method::PATCH));
+    assert_eq!((cors.max_age, cors.allow_credentials), (1440, false));
+}
+
+#[test]
+fn cors_is_given_once() {
+    let resource = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/arm-resource.json"),
+    )
+    .unwrap();
+    let twice = resource.replacen(
+        "\"compatibility\": \"azure\",",
+        "\"compatibility\": \"azure\", \"cors\": { \"origins\": [] },",
+        1,
+    );
+    let errors = Config::parse(&twice).unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_eq!(
+        errors.0[0].path,
+        "authenticationConfiguration.properties.corsConfiguration"
+    );
+    // In a template, beside the one resource's authenticationConfiguration.
+    let template = r#"{"upstream": "http://127.0.0.1:8081/fhir", "authenticationConfiguration":
+        {"resources": [{"properties": {"authenticationConfiguration":
+        {"authority": "https://login.example.org/t", "audience": "https://f.example.org"},
+        "corsConfiguration": {"origins": ["https://a.example.org", "https://a.example.org/x"]}}}]}}"#;
+    let errors = Config::parse(template).unwrap_err();
+    let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "authenticationConfiguration.resources[0].properties.corsConfiguration.origins[1]",
+            "authenticationConfiguration.resources[0].properties.corsConfiguration.methods",
+            "authenticationConfiguration.resources[0].properties.corsConfiguration.headers",
+        ],
+        "{errors}"
+    );
 }
 
 const MINIMAL: &str = r#"
@@ -264,13 +308,14 @@ authenticationConfiguration:
                 - authority: "https://idp.example.org/realms/fhir"
                   applications:
                     - { clientId: portal, audience: "https://fhir", allowedDataActions: ["*"] }
-            corsConfiguration: { origins: ["*"] }
+            corsConfiguration: { origins: ["*"], headers: ["*"], methods: ["*"] }
 "#;
     let config = Config::parse(text).unwrap_or_else(|e| panic!("{e}"));
     assert!(config.auth.primary.is_none());
     let app = &config.auth.smart_providers[0].applications[0];
     assert_eq!(app.client_id, "portal");
     assert_eq!(app.allowed_data_actions, DataActions::ALL);
+    assert_eq!(config.cors.map(|cors| cors.origins), Some(Allowed::Any));
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod audit_trail;
 mod auth;
 mod cli;
 mod config_examples;
+mod cors;
 mod demo;
 mod deploy;
 mod dpop;

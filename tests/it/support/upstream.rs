@@ -178,8 +178,27 @@ async fn answer(
         // The behaviour under test: a slow upstream.
         tokio::time::sleep(delay).await;
     }
-    Ok(stored.unwrap_or_else(|| canned(&target)))
+    let mut response = stored.unwrap_or_else(|| canned(&target));
+    if parts.headers.contains_key(http::header::ORIGIN) {
+        // A FHIR server with CORS of its own, as many have: what fhirguard's `cors` replaces.
+        let headers = response.headers_mut();
+        for (name, value) in UPSTREAM_CORS {
+            headers.insert(name, http::HeaderValue::from_static(value));
+        }
+    }
+    Ok(response)
 }
+
+/// The CORS headers the fake answers a request carrying `Origin` with.
+pub const UPSTREAM_CORS: [(&str, &str); 4] = [
+    ("access-control-allow-origin", "*"),
+    ("access-control-allow-credentials", "true"),
+    ("access-control-expose-headers", "X-Upstream-Only"),
+    (
+        "access-control-allow-methods",
+        "GET, POST, PUT, DELETE, PATCH, OPTIONS",
+    ),
+];
 
 /// A searchset Bundle naming `target`, with hop-by-hop headers (RFC 9110 §7.6.1) that must not
 /// reach the client.
