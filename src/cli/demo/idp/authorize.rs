@@ -18,7 +18,7 @@ use crate::body::{full, Body};
 
 /// How long a code waits for its exchange. RFC 6749 §4.1.2 recommends at most ten minutes; the
 /// app exchanges its code as soon as the page loads.
-pub(super) const CODE_LIFETIME: Duration = Duration::from_secs(60);
+const CODE_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Codes waiting at once; beyond this a login is refused until some are redeemed or expire.
 const MAX_PENDING: usize = 256;
