@@ -18,6 +18,9 @@
 #   opaque     a new opaque token on every request, each introspected (RFC 7662) at an nginx
 #              endpoint that answers "active" (the HTTP exchange, the answer's judgement and the
 #              cache insert); builds without introspection refuse its configuration: "n/a"
+#   cors       the repeated row from a browser app's origin, with `cors` configured (issue 19:
+#              the origin's check and the CORS headers on the answer); builds without `cors`
+#              refuse its configuration: "n/a"
 # env: REQUESTS (default 2000), WARM (default 200), ROWS (default "repeated distinct refused
 # dpop opaque"), PROFILES (a directory: keep each run's callgrind.out there as BIN.KIND.COUNT.out, for
 # callgrind_annotate). Needs valgrind, nginx, python3 + cryptography.
@@ -27,7 +30,7 @@ set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 BIN [BIN ...]" >&2; exit 2; }
 REQUESTS=${REQUESTS:-2000}
 WARM=${WARM:-200}
-ROWS=${ROWS:-repeated distinct refused dpop opaque}
+ROWS=${ROWS:-repeated distinct refused dpop opaque cors}
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${FHIRGUARD_LOAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fhirguard-load}"
 IP=127.0.0.1
@@ -115,6 +118,15 @@ introspection:
   clientSecretFile: "$WORK/introspection-secret"
 EOF
 } >"$WORK/fhirguard-opaque.yaml"
+{
+    cat "$WORK/fhirguard.yaml"
+    cat <<EOF
+cors:
+  origins: ["https://app.bench.test"]
+  headers: ["*"]
+  methods: ["*"]
+EOF
+} >"$WORK/fhirguard-cors.yaml"
 
 # The client: COUNT requests on one keep-alive connection; `distinct` takes a new token each;
 # `dpop` mints one DPoP-bound token (the issuer's key from the token cache) and signs a new proof
@@ -164,6 +176,8 @@ for i in range(count):
         headers = {"Authorization": "Bearer " + secrets.token_urlsafe(32)}
     if kind == "refused":
         headers["X-HTTP-Method-Override"] = "DELETE"
+    if kind == "cors":
+        headers["Origin"] = "https://app.bench.test"
     conn.request("GET", "/Patient/1", headers=headers)
     response = conn.getresponse()
     response.read()
@@ -176,6 +190,7 @@ EOF
 instructions() {
     local bin=$1 kind=$2 count=$3 out="$WORK/callgrind.$RANDOM.out" config="$WORK/fhirguard.yaml"
     [ "$kind" = opaque ] && config="$WORK/fhirguard-opaque.yaml"
+    [ "$kind" = cors ] && config="$WORK/fhirguard-cors.yaml"
     valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" serve --config "$config" \
         >"$WORK/fhirguard.log" 2>&1 &
     local pid=$!
@@ -196,6 +211,10 @@ for bin in "$@"; do
     for kind in $ROWS; do
         if [ "$kind" = opaque ] && ! "$bin" check --config "$WORK/fhirguard-opaque.yaml" >/dev/null 2>&1; then
             printf '| %s | %s | n/a (no introspection) |\n' "$bin" "$kind"
+            continue
+        fi
+        if [ "$kind" = cors ] && ! "$bin" check --config "$WORK/fhirguard-cors.yaml" >/dev/null 2>&1; then
+            printf '| %s | %s | n/a (no cors) |\n' "$bin" "$kind"
             continue
         fi
         low=$(instructions "$bin" "$kind" "$WARM")

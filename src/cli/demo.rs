@@ -1,9 +1,11 @@
 //! `fhirguard demo`: the newcomer's first command (SPEC §2). On loopback it starts a development
 //! identity provider, an in-memory FHIR stand-in and the proxy in front, prints ready-to-paste
-//! `curl` commands with tokens that pass and tokens that fail, and runs until Ctrl-C.
+//! `curl` commands with tokens that pass and tokens that fail, serves a one-page browser SMART
+//! app on an origin of its own and prints its URL, and runs until Ctrl-C.
 
 pub mod fhir;
 pub mod idp;
+pub mod smart_app;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,7 +23,9 @@ use tokio::net::TcpListener;
 use crate::app::{self, StartOptions};
 use crate::body::Body;
 use crate::config::Config;
+use idp::authorize::BrowserClient;
 use idp::DevIdp;
+use smart_app::AppSettings;
 
 /// The audience every demo application expects.
 pub const AUDIENCE: &str = "https://fhir.demo.fhirguard.test";
@@ -31,6 +35,8 @@ pub const READER: &str = "demo-reader";
 pub const WRITER: &str = "demo-writer";
 /// The demo's backend service (SMART Backend Services: `system/` scopes, no user).
 pub const BACKEND: &str = "demo-backend";
+/// The demo's browser SMART app, a public client that may only read.
+pub const BROWSER_APP: &str = "demo-browser-app";
 
 /// Runs the demo until Ctrl-C. `listen` / `admin_listen` may use port 0.
 pub fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> ExitCode {
@@ -54,23 +60,27 @@ pub fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> ExitCode {
 }
 
 async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), String> {
-    let idp_listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let fhir_listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
+    let idp_listener = loopback().await?;
+    let fhir_listener = loopback().await?;
+    // The browser app's port is known before the provider and fhirguard start: the provider
+    // registers its redirect URI, fhirguard's `cors` allows its origin.
+    let app_listener = loopback().await?;
     let fhir_address = fhir_listener.local_addr().map_err(|e| e.to_string())?;
-    let idp = DevIdp::start(idp_listener).map_err(|e| e.to_string())?;
+    let app_origin = format!(
+        "http://{}",
+        app_listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let browser = BrowserClient {
+        client_id: BROWSER_APP.to_owned(),
+        redirect_uri: format!("{app_origin}/"),
+        origin: app_origin.clone(),
+    };
+    let idp = DevIdp::start(idp_listener, browser.clone()).map_err(|e| e.to_string())?;
     fhir::start(fhir_listener);
 
-    let config = Config::parse(&config_yaml(
-        listen,
-        admin_listen,
-        &idp.issuer,
-        fhir_address,
-    ))
-    .map_err(|errors| format!("the demo configuration is invalid:\n{errors}"))?;
+    let yaml = config_yaml(listen, admin_listen, &idp.issuer, fhir_address, &app_origin);
+    let config = Config::parse(&yaml)
+        .map_err(|errors| format!("the demo configuration is invalid:\n{errors}"))?;
     let options = StartOptions {
         config_path: None,
         grace: Duration::from_secs(5),
@@ -92,7 +102,14 @@ async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), String>
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    print_walkthrough(&idp, proxy, running.admin_address);
+    let settings = AppSettings {
+        fhir_base_url: format!("http://{proxy}"),
+        client_id: browser.client_id,
+        redirect_uri: browser.redirect_uri,
+        scope: "launch/patient openid fhirUser patient/*.rs user/*.rs".to_owned(),
+    };
+    smart_app::start(app_listener, &settings, &idp.issuer);
+    print_walkthrough(&idp, proxy, running.admin_address, &app_origin);
 
     let _ = tokio::signal::ctrl_c().await;
     println!("\nstopping");
@@ -100,8 +117,23 @@ async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), String>
     Ok(())
 }
 
-/// The demo's configuration, through the same loader as every config file.
-fn config_yaml(listen: SocketAddr, admin: SocketAddr, issuer: &str, fhir: SocketAddr) -> String {
+/// A listener on a free loopback port.
+async fn loopback() -> Result<TcpListener, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The demo's configuration, through the same loader as every config file. The browser app on
+/// `app_origin` gets CORS, and its patient logins carry the launch context's patient, which
+/// `smartLaunchPatientClaim` reads.
+fn config_yaml(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    issuer: &str,
+    fhir: SocketAddr,
+    app_origin: &str,
+) -> String {
     format!(
         r#"
 listen: "{listen}"
@@ -109,6 +141,13 @@ adminListen: "{admin}"
 upstream: "http://{fhir}{base}"
 allowHttpAuthorities: true
 logging: {{ format: text, level: warn }}
+smartLaunchPatientClaim: patient
+cors:
+  origins: ["{app_origin}"]
+  headers: ["*"]
+  methods: ["*"]
+  maxAge: 600
+  allowCredentials: false
 authenticationConfiguration:
   smartIdentityProviders:
     - authority: "{issuer}"
@@ -122,6 +161,9 @@ authenticationConfiguration:
         - clientId: "{BACKEND}"
           audience: "{AUDIENCE}"
           allowedDataActions: ["Read", "Export"]
+        - clientId: "{BROWSER_APP}"
+          audience: "{AUDIENCE}"
+          allowedDataActions: ["Read"]
 "#,
         base = fhir::BASE_PATH,
     )
@@ -162,7 +204,7 @@ struct Example {
     command: String,
 }
 
-fn print_walkthrough(idp: &DevIdp, proxy: SocketAddr, admin: SocketAddr) {
+fn print_walkthrough(idp: &DevIdp, proxy: SocketAddr, admin: SocketAddr, app_origin: &str) {
     let issuer = &idp.issuer;
     let read = idp.mint(&claims(issuer, READER, "patient/*.read", 3600));
     let write = idp.mint(&claims(issuer, WRITER, "patient/*.*", 3600));
@@ -209,6 +251,9 @@ fn print_walkthrough(idp: &DevIdp, proxy: SocketAddr, admin: SocketAddr) {
     println!("curl -s -d grant_type=client_credentials -d client_id={READER} -d scope='patient/*.rs' {issuer}/token");
     println!("# … or a backend-services token:");
     println!("curl -s -d grant_type=client_credentials -d client_id={BACKEND} -d scope='system/*.rs' {issuer}/token");
+    println!();
+    println!("Open {app_origin}/ in a browser and log in as a patient or a clinician: a SMART app");
+    println!("shows what fhirguard lets the token read, what it refuses, and why.");
     println!();
     println!("Press Ctrl-C to stop.");
 }

@@ -166,11 +166,25 @@ async fn decide(
     body: Option<&[u8]>,
 ) -> Result<Trace, Refused> {
     match decide_head(judge, head).await? {
-        Head::Anonymous { path } => Ok(Trace {
-            path: Some(path),
-            anonymous: true,
-            ..Trace::default()
-        }),
+        Head::Anonymous { path } => {
+            // With `cors`, fhirguard answers a preflight itself, as the proxy does.
+            let preflight = crate::hygiene::is_preflight(&head.method, &head.headers);
+            let refused = match &judge.config.cors {
+                Some(cors) if preflight => crate::cors::Policy::new(cors)
+                    .preflight(&head.headers)
+                    .err(),
+                _ => None,
+            };
+            let trace = Trace {
+                path: Some(path),
+                anonymous: true,
+                ..Trace::default()
+            };
+            match refused {
+                Some(refusal) => Err(Refused::new(Rejection::Cors(refusal), trace)),
+                None => Ok(trace),
+            }
+        }
         Head::Decided(allowed) => {
             let checked = check_stored_body(&allowed, body);
             let trace = Verdict::Request(allowed).into_trace();
@@ -255,7 +269,10 @@ async fn run(
     match decide(&judge, &head, body).await {
         Ok(trace) => {
             report(config, &trace, introspected);
-            println!("verdict: ALLOW — forwarded to {}", config.upstream.url);
+            match config.cors.is_some() && crate::hygiene::is_preflight(method, &head.headers) {
+                true => println!("verdict: ALLOW — a CORS preflight, answered by fhirguard (204)"),
+                false => println!("verdict: ALLOW — forwarded to {}", config.upstream.url),
+            }
             true
         }
         Err(Refused { rejection, trace }) => {

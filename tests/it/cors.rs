@@ -438,3 +438,54 @@ async fn a_reload_changes_the_allowed_origins() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn explain_tells_how_a_preflight_is_answered() {
+    let stack = Stack::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, stack.yaml("[Read]", LISTED)).expect("write config");
+    let token = stack.token();
+    let run = |origin: &str, method: &str| {
+        let args: Vec<String> = [
+            "explain",
+            "--config",
+            file.to_str().unwrap(),
+            "--token",
+            &token,
+            "--method",
+            "OPTIONS",
+            "--path",
+            "/Patient",
+            "--header",
+            &format!("Origin: {origin}"),
+            "--header",
+            &format!("Access-Control-Request-Method: {method}"),
+        ]
+        .iter()
+        .map(|arg| (*arg).to_owned())
+        .collect();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_fhirguard"))
+                .args(args)
+                .output()
+                .expect("run fhirguard")
+        })
+    };
+    let allowed = run(APP, "GET").await.unwrap();
+    let stdout = String::from_utf8_lossy(&allowed.stdout);
+    assert_eq!(allowed.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("verdict: ALLOW — a CORS preflight, answered by fhirguard (204)"),
+        "{stdout}"
+    );
+    for (origin, method, reason) in [
+        (OTHER, "GET", "403 cors_origin"),
+        (APP, "PATCH", "403 cors_method"),
+    ] {
+        let refused = run(origin, method).await.unwrap();
+        let stdout = String::from_utf8_lossy(&refused.stdout);
+        assert_eq!(refused.status.code(), Some(1), "{stdout}");
+        assert!(stdout.contains(&format!("verdict: {reason}")), "{stdout}");
+    }
+}

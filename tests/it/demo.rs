@@ -1,5 +1,8 @@
 //! `fhirguard demo` end to end: start it on ephemeral ports, run every printed `curl` command
-//! and check the status it promised, then stop it with SIGINT.
+//! and check the status it promised, then stop it with SIGINT. Its browser SMART app is driven
+//! in [`browser_app`].
+
+mod browser_app;
 
 use crate::support::poll::eventually_blocking;
 use std::io::{BufRead, BufReader};
@@ -17,8 +20,8 @@ impl Drop for Demo {
     }
 }
 
-#[test]
-fn demo_commands_answer_as_printed() {
+/// Starts `fhirguard demo` on ephemeral ports; the demo and the walkthrough it printed.
+fn start() -> (Demo, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fhirguard"))
         .args([
             "demo",
@@ -33,7 +36,7 @@ fn demo_commands_answer_as_printed() {
         .spawn()
         .expect("start fhirguard demo");
     let stdout = child.stdout.take().expect("stdout");
-    let mut demo = Demo(child);
+    let demo = Demo(child);
 
     // Read the walkthrough on a thread so a silent demo fails by deadline, not by hanging.
     let (tx, rx) = mpsc::channel();
@@ -55,6 +58,22 @@ fn demo_commands_answer_as_printed() {
             break;
         }
     }
+    (demo, lines)
+}
+
+/// The proxy's base URL, as printed.
+fn proxy_url(lines: &[String]) -> String {
+    lines
+        .iter()
+        .find_map(|line| line.trim().strip_prefix("proxy:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the proxy address is printed")
+        .to_owned()
+}
+
+#[test]
+fn demo_commands_answer_as_printed() {
+    let (mut demo, lines) = start();
 
     let mut checked = 0;
     let mut expected = None;
@@ -83,12 +102,7 @@ fn demo_commands_answer_as_printed() {
 
     // The printed token-endpoint commands issue tokens that pass: a SMART v2 patient token and
     // a backend-services token.
-    let proxy = lines
-        .iter()
-        .find_map(|line| line.trim().strip_prefix("proxy:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the proxy address is printed")
-        .to_owned();
+    let proxy = proxy_url(&lines);
     let mut issued = 0;
     for line in lines
         .iter()

@@ -1,6 +1,6 @@
-//! The demo's in-memory FHIR stand-in: read, search (all resources of a type), create, update
-//! and delete over a map, seeded with one patient and one observation. Enough to watch
-//! fhirguard decide; not a FHIR server.
+//! The demo's in-memory FHIR stand-in: read, search (by `_id`, `patient` and `subject`; other
+//! parameters are ignored), create, update and delete over a map, seeded with two patients and
+//! an observation of each. Enough to watch fhirguard decide; not a FHIR server.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -42,12 +42,18 @@ fn seed() -> BTreeMap<(String, String), Value> {
         json!({ "resourceType": "Observation", "id": "bp-1", "status": "final",
                 "code": { "text": "Blood pressure" }, "subject": { "reference": "Patient/example" } }),
     );
+    store.insert(
+        ("Observation".to_owned(), "hr-1".to_owned()),
+        json!({ "resourceType": "Observation", "id": "hr-1", "status": "final",
+                "code": { "text": "Heart rate" }, "subject": { "reference": "Patient/other" } }),
+    );
     store
 }
 
 async fn answer(store: Store, request: Request<Incoming>) -> Response<Body> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or_default().to_owned();
     let Some(relative) = path.strip_prefix(BASE_PATH) else {
         return outcome(StatusCode::NOT_FOUND, "not-found", "outside the FHIR base");
     };
@@ -74,7 +80,7 @@ async fn answer(store: Store, request: Request<Incoming>) -> Response<Body> {
         (Method::GET, [kind]) => {
             let entries: Vec<Value> = store
                 .iter()
-                .filter(|((t, _), _)| t == kind)
+                .filter(|((t, _), resource)| t == kind && matches(resource, &query))
                 .map(|(_, resource)| json!({ "resource": resource }))
                 .collect();
             fhir_json(
@@ -116,6 +122,26 @@ async fn answer(store: Store, request: Request<Incoming>) -> Response<Body> {
             "not supported by the demo stand-in",
         ),
     }
+}
+
+/// Whether `resource` matches the search's `_id`, `patient` and `subject` parameters, ANDed,
+/// each a comma-separated list of alternatives (FHIR R4 search §2.21.1.3.2).
+fn matches(resource: &Value, query: &str) -> bool {
+    url::form_urlencoded::parse(query.as_bytes()).all(|(name, values)| {
+        let mut values = values.split(',');
+        match name.as_ref() {
+            "_id" => values.any(|id| resource["id"] == id),
+            "patient" | "subject" => {
+                let reference = resource["subject"]["reference"]
+                    .as_str()
+                    .unwrap_or_default();
+                values.any(|value| {
+                    reference == value || reference.strip_prefix("Patient/") == Some(value)
+                })
+            }
+            _ => true,
+        }
+    })
 }
 
 fn fhir_json(status: StatusCode, value: &Value) -> Response<Body> {
