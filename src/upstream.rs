@@ -1,9 +1,11 @@
 //! The client towards the FHIR server: a pooled hyper client (http and https through rustls,
 //! optional extra CA file, optional h2), the upstream URI built from the configured base and
-//! the normalised path, bodies streamed both ways, and failures told apart (502 / 504). It
+//! the normalised path, bodies streamed both ways, failures told apart (502 / 504), and a
+//! request sent again when the upstream closed or refused what it was sent on ([`retry`]). It
 //! knows nothing of requests' decisions: [`crate::proxy::forward`] sends through it.
 
 mod pool;
+mod retry;
 
 use std::io;
 use std::path::Path;
@@ -17,11 +19,15 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus::IntCounterVec;
 use tokio::sync::Semaphore;
 
 use crate::body::{stream, Body};
 use crate::config::Upstream as UpstreamConfig;
 use pool::Pool;
+use retry::{Replay, Retry};
+
+pub use retry::KeptBody;
 
 /// Why forwarding a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +68,9 @@ pub struct Upstream {
 }
 
 /// HTTP/1.1 through fhirguard's own pool; h2 (one multiplexed connection) through hyper's
-/// pooled client, with the same bound on requests in flight.
+/// pooled client, with the same bound on requests in flight. Once a GOAWAY has arrived, hyper
+/// hands back every request still queued for that connection unsent, and its pooled client
+/// sends them on a new connection (`retry_canceled_requests`, on by default).
 #[derive(Debug)]
 enum Transport {
     Http1(Pool),
@@ -177,17 +185,34 @@ impl Upstream {
     }
 
     /// Sends the request and returns the upstream's response head with its body still streaming.
-    /// The wait for a free connection (`maxConnections`) counts towards `responseTimeout`.
-    pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, UpstreamFailure> {
+    /// The wait for a free connection (`maxConnections`) counts towards `responseTimeout`, and
+    /// so does a second attempt ([`retry`]), counted in `retries` by its reason.
+    pub async fn send(
+        &self,
+        request: Request<Body>,
+        retries: &IntCounterVec,
+    ) -> Result<Response<Body>, UpstreamFailure> {
         let sent = tokio::time::timeout(self.response_timeout, async {
             match &self.transport {
-                Transport::Http1(pool) => match pool.send(request).await {
+                Transport::Http1(pool) => match pool.send(request, retries).await {
                     Ok(response) => Ok(response.map(stream)),
                     Err(error) => Err(failure(&error)),
                 },
                 Transport::Http2 { client, slots } => {
                     let _slot = slots.acquire().await.expect("never closed");
-                    match client.request(request).await {
+                    // Any stream may be refused (a GOAWAY can come at any time), so every
+                    // request that could be sent again is copied first.
+                    let copy = Replay::of(&request, true);
+                    let answer = match (client.request(request).await, copy) {
+                        (Err(error), Some(copy)) if retry::refused_stream(&error) => {
+                            retries
+                                .with_label_values(&[Retry::RefusedStream.label()])
+                                .inc();
+                            client.request(copy.into_request()).await
+                        }
+                        (answer, _) => answer,
+                    };
+                    match answer {
                         Ok(response) => Ok(response.map(stream)),
                         Err(error) => Err(failure(&error)),
                     }
