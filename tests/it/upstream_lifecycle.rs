@@ -172,7 +172,13 @@ async fn send(guard: &Guard, token: &str, method: &Method, nonce: &str) -> Statu
     };
     let headers = [(NONCE, nonce), ("content-type", "application/fhir+json")];
     let answer = guard
-        .call(method.clone(), target, Some(token), &headers, Bytes::from(body))
+        .call(
+            method.clone(),
+            target,
+            Some(token),
+            &headers,
+            Bytes::from(body),
+        )
         .await;
     answer.status
 }
@@ -211,7 +217,8 @@ async fn concurrently(
             tokio::spawn(async move {
                 let name = format!("task{task}");
                 // Staggered, so that the tasks' connections idle for different times.
-                let methods: Vec<Method> = methods.iter().cycle().skip(task).take(4).cloned().collect();
+                let methods: Vec<Method> =
+                    methods.iter().cycle().skip(task).take(4).cloned().collect();
                 let gaps: Vec<u64> = gaps.iter().map(|gap| gap + 37 * task as u64).collect();
                 sequence(&guard, &token, &name, &methods, &gaps).await
             })
@@ -239,7 +246,10 @@ fn read_once_each(log: &Log, statuses: &[(String, Method, StatusCode)]) {
             _ => assert_eq!(read, 0, "{method} {nonce} ({status}) read {read} times"),
         }
     }
-    assert!(nonces.values().all(|n| *n == 1), "a nonce read twice: {nonces:?}");
+    assert!(
+        nonces.values().all(|n| *n == 1),
+        "a nonce read twice: {nonces:?}"
+    );
 }
 
 /// Without an announcement fhirguard keeps connections longer than the upstream (the default
@@ -267,7 +277,11 @@ async fn gets_survive_an_upstream_closing_idle_connections_unannounced() {
     let raced = upstream.log.raced.load(Ordering::SeqCst);
     assert!(raced >= 5, "the sequence met the closing window: {raced}");
     let text = guard.metrics().await;
-    assert_eq!(retries(&text, "closed"), raced as f64, "one retry per dropped GET");
+    assert_eq!(
+        retries(&text, "closed"),
+        raced as f64,
+        "one retry per dropped GET"
+    );
     assert_eq!(retries(&text, "refused_stream"), 0.0);
     Arc::into_inner(guard).unwrap().running.stop().await;
 }
@@ -360,16 +374,30 @@ async fn refused_h2_streams_are_sent_again_whatever_the_method() {
         .enumerate()
     {
         let nonce = format!("h2-{i}");
-        statuses.push((nonce.clone(), method.clone(), send(&guard, &token, &method, &nonce).await));
+        statuses.push((
+            nonce.clone(),
+            method.clone(),
+            send(&guard, &token, &method, &nonce).await,
+        ));
     }
     // A POST without a body: sent again.
     let headers = [(NONCE, "h2-empty")];
     let empty = guard
-        .call(Method::POST, "/Patient", Some(&token), &headers, Bytes::new())
+        .call(
+            Method::POST,
+            "/Patient",
+            Some(&token),
+            &headers,
+            Bytes::new(),
+        )
         .await;
     statuses.push(("h2-empty".into(), Method::POST, empty.status));
     // A create, its body streamed from the client: refused, and not sent again.
-    statuses.push(("h2-create".into(), Method::POST, send(&guard, &token, &Method::POST, "h2-create").await));
+    statuses.push((
+        "h2-create".into(),
+        Method::POST,
+        send(&guard, &token, &Method::POST, "h2-create").await,
+    ));
     let expected = [200, 200, 200, 200, 200, 502];
     for ((nonce, method, status), expected) in statuses.iter().zip(expected) {
         assert_eq!(status.as_u16(), expected, "{method} {nonce}");

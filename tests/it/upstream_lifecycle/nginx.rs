@@ -170,7 +170,11 @@ async fn no_request_fails_when_nginx_ends_h2_connections_with_goaway() {
     let error_log = nginx.log("error.log");
     drop(nginx);
 
-    assert!(failed.is_empty(), "{} failed: {failed:?}\n{error_log}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} failed: {failed:?}\n{error_log}",
+        failed.len()
+    );
     // Each line: the connection, its request count, the nonce.
     let mut nonces: BTreeMap<&str, usize> = BTreeMap::new();
     let mut connections = BTreeSet::new();
@@ -186,7 +190,10 @@ async fn no_request_fails_when_nginx_ends_h2_connections_with_goaway() {
     }
     assert_eq!(nonces.len(), REQUESTS, "every request read");
     assert!(nonces.values().all(|n| *n == 1), "a nonce read twice");
-    assert_eq!(most, 1_000, "nginx's default keepalive_requests ended the connections");
+    assert_eq!(
+        most, 1_000,
+        "nginx's default keepalive_requests ended the connections"
+    );
     assert!(
         connections.len() >= REQUESTS / 1_000,
         "{} connections",
