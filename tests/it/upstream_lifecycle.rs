@@ -103,7 +103,8 @@ async fn serve_closing(mut stream: TcpStream, closing: Closing, log: Arc<Log>) {
                     let Ok(read) = tokio::time::timeout(left, stream.read(&mut chunk)).await else {
                         return; // idle too long: closed
                     };
-                    if since.elapsed() >= closing.closing_from {
+                    let arrived = matches!(read, Ok(n) if n > 0);
+                    if arrived && since.elapsed() >= closing.closing_from {
                         log.raced.fetch_add(1, Ordering::SeqCst);
                         return; // closing as the request came in: never read
                     }
