@@ -198,24 +198,9 @@ impl Upstream {
                     Ok(response) => Ok(response.map(stream)),
                     Err(error) => Err(failure(&error)),
                 },
+                // Boxed: its retry stays out of the HTTP/1.1 path's future and code.
                 Transport::Http2 { client, slots } => {
-                    let _slot = slots.acquire().await.expect("never closed");
-                    // Any stream may be refused (a GOAWAY can come at any time), so every
-                    // request that could be sent again is copied first.
-                    let copy = Replay::of(&request, true);
-                    let answer = match (client.request(request).await, copy) {
-                        (Err(error), Some(copy)) if retry::refused_stream(&error) => {
-                            retries
-                                .with_label_values(&[Retry::RefusedStream.label()])
-                                .inc();
-                            client.request(copy.into_request()).await
-                        }
-                        (answer, _) => answer,
-                    };
-                    match answer {
-                        Ok(response) => Ok(response.map(stream)),
-                        Err(error) => Err(failure(&error)),
-                    }
+                    Box::pin(send_h2(client, slots, request, retries)).await
                 }
             }
         })
@@ -227,6 +212,33 @@ impl Upstream {
             Ok(Err(Failure::Unavailable(cause))) => Err(UpstreamFailure::Unavailable(cause)),
             Ok(Ok(response)) => Ok(response),
         }
+    }
+}
+
+/// Sends on the h2 connection within the bound on streams in flight, and once more on a refused
+/// stream. Any stream may be refused (a GOAWAY can come at any time), so every request that
+/// could be sent again is copied first.
+async fn send_h2(
+    client: &Client<HttpsConnector<HttpConnector>, Body>,
+    slots: &Semaphore,
+    request: Request<Body>,
+    retries: &IntCounterVec,
+) -> Result<Response<Body>, Failure> {
+    let _slot = slots.acquire().await.expect("never closed");
+    let copy = Replay::of(&request, true);
+    let mut answer = client.request(request).await;
+    if let Some(copy) = copy {
+        if matches!(&answer, Err(error) if retry::refused_stream(error)) {
+            retries
+                .with_label_values(&[Retry::RefusedStream.label()])
+                .inc();
+            drop(answer);
+            answer = client.request(copy.into_request()).await;
+        }
+    }
+    match answer {
+        Ok(response) => Ok(response.map(stream)),
+        Err(error) => Err(failure(&error)),
     }
 }
 

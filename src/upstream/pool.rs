@@ -197,8 +197,12 @@ impl Pool {
                 // Boxed: connecting is the rare path, and its future is large.
                 None => (Box::pin(self.connect()).await?, None),
             };
+            let reused = idled.is_some();
+            // Boxed: held across the send, and rarely made.
             let copy = match idled {
-                Some(idled) if idled >= AT_RISK_AFTER && !sent_again => Replay::of(&request, false),
+                Some(idled) if idled >= AT_RISK_AFTER && !sent_again => {
+                    Replay::of(&request, false).map(Box::new)
+                }
                 _ => None,
             };
             match sender.try_send_request(request).await {
@@ -206,7 +210,7 @@ impl Pool {
                     let (parts, body) = response.into_parts();
                     let mut back = Some(Back {
                         sender,
-                        keep_alive: retry::keep_alive(&parts.headers),
+                        keep_alive: retry::keep_alive(&parts.headers).map(retry::reuse_within),
                         idle: Arc::clone(&self.idle),
                         _permit: permit,
                     });
@@ -224,7 +228,7 @@ impl Pool {
                     request = match (unsent, copy) {
                         // Not written: the reused connection was already closing. Send it again
                         // on another (a new one failing is reported as is).
-                        (Some(unsent), _) if idled.is_some() => {
+                        (Some(unsent), _) if reused => {
                             retries.with_label_values(&[Retry::Unsent.label()]).inc();
                             unsent
                         }
@@ -272,7 +276,8 @@ impl Pool {
 /// A connection on loan to one response, with its slot.
 struct Back {
     sender: SendRequest<Body>,
-    /// What the response's `Keep-Alive` header allows ([`retry::keep_alive`]).
+    /// How long the response's `Keep-Alive` header lets the connection be reused
+    /// ([`retry::reuse_within`]).
     keep_alive: Option<Duration>,
     idle: Arc<Idle>,
     _permit: OwnedSemaphorePermit,

@@ -153,20 +153,24 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// seconds, and the upstream's timer started when it wrote the answer, before fhirguard read it.
 const KEEP_ALIVE_MARGIN: Duration = Duration::from_secs(1);
 
-/// How long a connection may be reused after this response, when the upstream announced it with
-/// `Keep-Alive: timeout=N`: N less one second, or less half of N when N is under two seconds
-/// (`timeout=0`: not at all).
-pub(super) fn keep_alive(headers: &HeaderMap) -> Option<Duration> {
+/// The keep-alive timeout the upstream announced with an answer (`Keep-Alive: timeout=N`), in
+/// seconds.
+pub(super) fn keep_alive(headers: &HeaderMap) -> Option<u32> {
     let value = headers.get(&KEEP_ALIVE)?.to_str().ok()?;
-    let seconds: u64 = value.split(',').find_map(|parameter| {
+    value.split(',').find_map(|parameter| {
         let (name, value) = parameter.split_once('=')?;
         match name.trim().eq_ignore_ascii_case("timeout") {
             true => value.trim().trim_matches('"').parse().ok(),
             false => None,
         }
-    })?;
-    let announced = Duration::from_secs(seconds);
-    Some(announced - KEEP_ALIVE_MARGIN.min(announced / 2))
+    })
+}
+
+/// How long a connection may be reused after an answer that announced a keep-alive timeout of
+/// `seconds`: that less one second, or less half of it when under two seconds (0: not at all).
+pub(super) fn reuse_within(seconds: u32) -> Duration {
+    let announced = Duration::from_secs(seconds.into());
+    announced - KEEP_ALIVE_MARGIN.min(announced / 2)
 }
 
 #[cfg(test)]
@@ -193,7 +197,7 @@ mod tests {
         ];
         for (value, millis) in cases {
             assert_eq!(
-                keep_alive(&headers(value)),
+                keep_alive(&headers(value)).map(reuse_within),
                 millis.map(Duration::from_millis),
                 "{value}"
             );
