@@ -26,6 +26,8 @@ use crate::body::{stream, Body};
 use crate::config::Upstream as UpstreamConfig;
 use pool::Pool;
 use retry::{Replay, Retry};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 
 pub use retry::KeptBody;
 
@@ -50,6 +52,11 @@ pub enum UpstreamFailure {
 pub enum UpstreamError {
     #[error("cannot read the upstream CA file {path}: {source}")]
     CaFile { path: String, source: io::Error },
+    #[error("{path} is not valid PEM: {source}")]
+    CaPem {
+        path: String,
+        source: rustls::pki_types::pem::Error,
+    },
     #[error("the upstream CA file {0} holds no usable certificate")]
     NoCertificate(String),
     #[error("TLS set-up failed: {0}")]
@@ -252,8 +259,8 @@ fn client_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, UpstreamEr
             source,
         })?;
         let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|source| UpstreamError::CaFile {
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|source| UpstreamError::CaPem {
                 path: shown.clone(),
                 source,
             })?;

@@ -7,6 +7,8 @@
 
 use http::request::Parts;
 use percent_encoding::percent_decode_str;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 
 use crate::auth::binding::certificate_thumbprint;
@@ -270,7 +272,7 @@ fn hex_digest(text: &str) -> Option<[u8; 32]> {
 fn pem_digest(encoded: &str) -> Result<[u8; 32], SenderError> {
     let unreadable = SenderError::ForwardedCertificate;
     let pem = percent_decode_str(encoded).collect::<Vec<u8>>();
-    let der = rustls_pemfile::certs(&mut pem.as_slice())
+    let der = CertificateDer::pem_slice_iter(&pem)
         .next()
         .ok_or(unreadable("no PEM certificate"))?
         .map_err(|_| unreadable("not a PEM certificate"))?;
