@@ -545,6 +545,10 @@ pub fn decide_body(
         };
         Refused::new(rejection, trace)
     };
+    // The form is a query too: no `_method`, no `access_token` (request hygiene).
+    if let Err(unsafe_form) = hygiene::check_form(&body) {
+        return Err(refused(unsafe_form.into(), path));
+    }
     let form = match search_form(head, &body) {
         Ok(form) => form,
         Err(rejection) => return Err(refused(rejection, path)),

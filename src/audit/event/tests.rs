@@ -459,7 +459,8 @@ fn no_token_reaches_the_event() {
         ..record(&method, None, Some(&principal))
     };
     for log_query in [false, true] {
-        let shown = raw.shown(log_query);
+        let mut scratch = String::new();
+        let shown = raw.shown(log_query, &mut scratch);
         let event = audit_event(&shown, &SOURCE).to_string();
         assert!(!event.contains(token), "{event}");
         assert!(!event.contains("eyJ"), "{event}");
