@@ -356,7 +356,8 @@ async fn authenticate(
     // The token's binding, on every request, cached or not (RFC 9449 §4.3, RFC 8705 §3); boxed,
     // so only requests with a proof, a bound token or a requirement pay for its state.
     if let Ok(session) = &authenticated {
-        if sender::needs_check(judge.config, scheme, session.principal()) {
+        let principal = session.principal();
+        if sender::needs_check(judge.config, scheme, principal, head, judge.peer) {
             let evidence = Evidence {
                 head,
                 scheme,

@@ -86,10 +86,16 @@ async fn an_access_token_in_the_query_is_400_on_every_path_and_never_forwarded()
     let seen = g.stack.upstream.requests();
     assert!(seen.is_empty(), "the upstream received {seen:?}");
     let metrics = g.metrics().await;
-    assert!(
-        metrics.contains("reason=\"token_in_url\""),
-        "refusals counted under token_in_url:\n{metrics}"
-    );
+    let invalid = |method: &str| {
+        let series = format!(
+            "fhirguard_requests_total{{client_id=\"anonymous\",method=\"{method}\",outcome=\"invalid\"}}"
+        );
+        crate::support::exposition::metric(&metrics, &series)
+    };
+    let queries = ACCESS_TOKEN_QUERIES.len() as f64;
+    assert_eq!(invalid("GET"), Some(3.0 * queries), "{metrics}");
+    assert_eq!(invalid("DELETE"), Some(queries), "{metrics}");
+    assert_eq!(invalid("OPTIONS"), Some(queries), "{metrics}");
     // Names that only look like it pass, and are forwarded as sent.
     for query in [
         "name=access_token",
@@ -152,4 +158,366 @@ async fn an_access_token_in_a_bundle_entry_url_is_400_and_never_forwarded() {
     }
     let seen = g.stack.upstream.requests();
     assert!(seen.is_empty(), "the upstream received {seen:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 6: client-certificate headers.
+
+/// Every client-certificate header a FHIR server or framework might read, as clients spell them
+/// (HTTP/1.1 names keep their case on the wire; `_` variants too).
+const CERTIFICATE_HEADERS: [&str; 17] = [
+    "X-Forwarded-Client-Cert",
+    "SSL-Client-Cert",
+    "ssl-client-cert",
+    "Client-Cert",
+    "Client-Cert-Chain",
+    "X-SSL-Client-Cert",
+    "X-Client-Cert",
+    "x-forwarded-tls-client-cert",
+    "X-ARR-ClientCert",
+    "X-Amzn-Mtls-Clientcert",
+    "SSL-Client-Verify",
+    "X-SSL-Client-Verify",
+    "ssl_client_cert",
+    "X_Forwarded_Client_Cert",
+    "Client_Cert",
+    "X_SSL_Client_Cert",
+    "x_client_cert",
+];
+
+/// A self-signed certificate: its URL-encoded PEM, its SHA-256 in hex and as `x5t#S256`.
+struct Certificate {
+    pem: String,
+    hex: String,
+    x5t: String,
+}
+
+impl Certificate {
+    fn new(name: &str) -> Certificate {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        let digest = sha2::Sha256::digest(certified.cert.der());
+        Certificate {
+            pem: percent_encoding::utf8_percent_encode(
+                &certified.cert.pem(),
+                percent_encoding::NON_ALPHANUMERIC,
+            )
+            .to_string(),
+            hex: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            x5t: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest),
+        }
+    }
+}
+
+/// fhirguard whose certificate header is `header` (none: `""`), believed from `trusted`.
+async fn behind_proxy(header: &str, trusted: &str) -> Guard {
+    let extra = match header {
+        "" => String::new(),
+        header => format!(
+            "senderConstraints:\n  clientCertificates:\n    header: {header}\n    \
+             trustedProxies: [\"{trusted}\"]\n"
+        ),
+    };
+    Stack::builder()
+        .serve(move |stack| stack.yaml("[\"*\"]", &extra))
+        .await
+}
+
+#[tokio::test]
+async fn every_client_certificate_header_is_stripped_from_untrusted_peers() {
+    let mine = Certificate::new("client");
+    // The test client is 127.0.0.1: untrusted with 10.0.0.0/8, or with no header configured.
+    for header in ["", "x-forwarded-client-cert", "ssl-client-cert"] {
+        let g = behind_proxy(header, "10.0.0.0/8").await;
+        let token = g.stack.token();
+        let forged = format!("Hash={};Cert=\"{}\"", mine.hex, mine.pem);
+        let headers: Vec<(&str, &str)> = CERTIFICATE_HEADERS
+            .iter()
+            .map(|name| (*name, forged.as_str()))
+            .collect();
+        let answer = g
+            .call(Method::GET, "/Patient/1", Some(&token), &headers, Bytes::new())
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{header}: {}", answer.body);
+        let seen = g.stack.upstream.last();
+        let left: Vec<&str> = seen
+            .headers
+            .keys()
+            .map(http::HeaderName::as_str)
+            .filter(|name| name.contains("cert") || name.contains("ssl"))
+            .collect();
+        assert!(left.is_empty(), "configured {header:?}: forwarded {left:?}");
+        g.running.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_forwards_only_the_configured_certificate_header() {
+    let mine = Certificate::new("client");
+    let g = behind_proxy("x-forwarded-client-cert", "127.0.0.0/8").await;
+    let token = g.stack.token();
+    let xfcc = format!("Hash={}", mine.hex);
+    let mut headers: Vec<(&str, &str)> = CERTIFICATE_HEADERS
+        .iter()
+        .filter(|name| !name.eq_ignore_ascii_case("x-forwarded-client-cert"))
+        .map(|name| (*name, "forged"))
+        .collect();
+    headers.push(("x-forwarded-client-cert", &xfcc));
+    let answer = g
+        .call(Method::GET, "/Patient/1", Some(&token), &headers, Bytes::new())
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let seen = g.stack.upstream.last();
+    let mut left: Vec<&str> = seen
+        .headers
+        .keys()
+        .map(http::HeaderName::as_str)
+        .filter(|name| name.contains("cert") || name.contains("ssl"))
+        .collect();
+    left.sort_unstable();
+    assert_eq!(left, ["x-forwarded-client-cert"]);
+    assert_eq!(seen.headers["x-forwarded-client-cert"], xfcc.as_str());
+}
+
+#[tokio::test]
+async fn an_xfcc_element_whose_hash_and_cert_disagree_is_401() {
+    let mine = Certificate::new("client");
+    let other = Certificate::new("someone-else");
+    let g = behind_proxy("x-forwarded-client-cert", "127.0.0.0/8").await;
+    let bound = token_bound_to(&g, &mine);
+    let plain = g.stack.token();
+    let refused = [
+        format!("Hash={};Cert=\"{}\"", mine.hex, other.pem),
+        format!("Hash={};Cert=\"{}\"", other.hex, mine.pem),
+        format!("Cert=\"{}\";Hash={}", other.pem, mine.hex),
+        format!("hash={};cert={}", mine.hex, other.pem),
+        format!("Hash={};Hash={}", mine.hex, mine.hex),
+        format!("Hash={};Hash={}", mine.hex, other.hex),
+        format!("Cert=\"{}\";Cert=\"{}\"", mine.pem, other.pem),
+        format!("Hash={},Hash={}", mine.hex, mine.hex),
+        format!("Hash={};Cert=\"not-a-pem\"", mine.hex),
+    ];
+    for xfcc in &refused {
+        for (which, token) in [("bound", &bound), ("unbound", &plain)] {
+            let answer = g
+                .call(
+                    Method::GET,
+                    "/Patient/1",
+                    Some(token),
+                    &[("x-forwarded-client-cert", xfcc)],
+                    Bytes::new(),
+                )
+                .await;
+            assert_eq!(
+                answer.status,
+                StatusCode::UNAUTHORIZED,
+                "{which}: {xfcc}: {}",
+                answer.body
+            );
+        }
+    }
+    let seen = g.stack.upstream.requests();
+    assert!(seen.is_empty(), "the upstream received {seen:?}");
+    let accepted = [
+        format!("Hash={};Cert=\"{}\"", mine.hex, mine.pem),
+        format!("By=spiffe://x;Hash={};Subject=\"CN=a,O=b\"", mine.hex),
+        format!("Cert=\"{}\"", mine.pem),
+    ];
+    for xfcc in &accepted {
+        let answer = g
+            .call(
+                Method::GET,
+                "/Patient/1",
+                Some(&bound),
+                &[("x-forwarded-client-cert", xfcc)],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{xfcc}: {}", answer.body);
+    }
+    // Another certificate altogether is still the binding's refusal.
+    let answer = g
+        .call(
+            Method::GET,
+            "/Patient/1",
+            Some(&bound),
+            &[("x-forwarded-client-cert", &format!("Hash={}", other.hex))],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.body);
+}
+
+/// The stack's token, bound to `certificate` (RFC 8705 §3.1 `cnf.x5t#S256`).
+fn token_bound_to(g: &Guard, certificate: &Certificate) -> String {
+    use crate::support::stack::{AUDIENCE, ROLE};
+    crate::support::token::base_claims(
+        &g.stack.idp.issuer(),
+        AUDIENCE,
+        crate::support::token::now(),
+    )
+    .claim("appid", "ops-client")
+    .claim("roles", json!([ROLE]))
+    .claim("cnf", json!({ "x5t#S256": certificate.x5t }))
+    .sign(&g.stack.key)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 7: grammar and claim edges fail closed.
+
+const SMART_AUDIENCE: &str = "https://fhir.example.org";
+
+/// fhirguard in front of a SMART provider whose application `reader` holds `[Read]`.
+async fn smart(extra: &str) -> Guard {
+    let extra = extra.to_owned();
+    Stack::builder()
+        .key(crate::support::token::TestKey::ec_p256("round3b-1"))
+        .serve(move |stack| smart_yaml(stack, &extra))
+        .await
+}
+
+fn smart_yaml(stack: &Stack, extra: &str) -> String {
+    format!(
+        r#"listen: "127.0.0.1:0"
+adminListen: "127.0.0.1:0"
+upstream: "{upstream}"
+allowHttpAuthorities: true
+{extra}
+authenticationConfiguration:
+  smartIdentityProviders:
+    - authority: "{authority}"
+      applications:
+        - clientId: "reader"
+          audience: "{SMART_AUDIENCE}"
+          allowedDataActions: ["Read"]
+"#,
+        upstream = stack.upstream_url(),
+        authority = stack.idp.base_url(),
+    )
+}
+
+fn smart_token(g: &Guard, scopes: &str) -> crate::support::token::TokenBuilder {
+    crate::support::token::base_claims(
+        &g.stack.idp.issuer(),
+        SMART_AUDIENCE,
+        crate::support::token::now(),
+    )
+    .claim("azp", "reader")
+    .claim("scp", scopes)
+    .claim("fhirUser", "Patient/p1")
+}
+
+/// Permission strings out of `cruds` order or with a repeat, alone or next to a valid scope.
+const UNPARSABLE_SCOPES: [&str; 9] = [
+    "patient/Observation.sr",
+    "patient/Observation.rc",
+    "patient/Observation.sdurc",
+    "patient/Observation.crusd",
+    "patient/Observation.rsr",
+    "patient/Observation.rrs",
+    "patient/Observation.rs patient/Condition.sr",
+    "patient/Observation.sr?category=laboratory",
+    "patient/*.dc",
+];
+
+#[tokio::test]
+async fn a_permission_string_out_of_cruds_order_grants_nothing() {
+    let g = smart("").await;
+    for scopes in UNPARSABLE_SCOPES {
+        let token = smart_token(&g, scopes).sign(&g.stack.key);
+        for target in ["/Observation?code=x", "/Observation/1", "/Condition?code=x"] {
+            let answer = g.get(target, Some(&token)).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::BAD_REQUEST,
+                "{scopes} {target}: {}",
+                answer.body
+            );
+            let diagnostics = answer.json()["issue"][0]["diagnostics"].to_string();
+            assert!(
+                diagnostics.contains("out of order") || diagnostics.contains("more than once"),
+                "{scopes}: {diagnostics}"
+            );
+        }
+    }
+    let seen = g.stack.upstream.requests();
+    assert!(seen.is_empty(), "the upstream received {seen:?}");
+    // In order, the same letters grant.
+    let token = smart_token(&g, "patient/Observation.rs").sign(&g.stack.key);
+    let answer = g.get("/Observation?code=x", Some(&token)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_reports_a_scope_that_does_not_parse() {
+    let stack = Stack::builder()
+        .key(crate::support::token::TestKey::ec_p256("round3b-1"))
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fhirguard.yaml");
+    std::fs::write(&config, smart_yaml(&stack, "")).unwrap();
+    for (scopes, words) in [
+        ("patient/Observation.sr", "letter 'r' is out of order"),
+        ("patient/Observation.rsr", "letter 'r' appears more than once"),
+    ] {
+        let token = crate::support::token::base_claims(
+            &stack.idp.issuer(),
+            SMART_AUDIENCE,
+            crate::support::token::now(),
+        )
+        .claim("azp", "reader")
+        .claim("scp", scopes)
+        .claim("fhirUser", "Patient/p1")
+        .sign(&stack.key);
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fhirguard"))
+            .args(["explain", "--config"])
+            .arg(&config)
+            .args(["--token", &token, "--path", "/Observation"])
+            .output()
+            .expect("run fhirguard explain");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(1), "{scopes}: {stdout}");
+        assert!(stdout.contains(words), "{scopes}: {stdout}");
+        assert!(stdout.contains(scopes), "names the scope: {stdout}");
+    }
+}
+
+#[tokio::test]
+async fn a_launch_patient_claim_that_is_not_a_non_empty_string_is_401() {
+    let g = smart("smartLaunchPatientClaim: patient").await;
+    let launch = |value: serde_json::Value| {
+        smart_token(&g, "patient/Observation.rs")
+            .claim("fhirUser", "Practitioner/7")
+            .claim("patient", value)
+            .sign(&g.stack.key)
+    };
+    for value in [
+        serde_json::Value::Null,
+        json!(""),
+        json!(" "),
+        json!(456),
+        json!(0),
+        json!(["456"]),
+        json!([]),
+        json!({"reference": "Patient/456"}),
+        json!(true),
+    ] {
+        let answer = g.get("/Observation?code=x", Some(&launch(value.clone()))).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{value}: {}", answer.body);
+        let challenge = answer.header("www-authenticate").unwrap_or_default();
+        assert!(challenge.contains("invalid_token"), "{value}: {challenge}");
+        assert!(
+            answer.body.contains("launch-context patient claim"),
+            "{value}: {}",
+            answer.body
+        );
+    }
+    let seen = g.stack.upstream.requests();
+    assert!(seen.is_empty(), "the upstream received {seen:?}");
+    // A string is the launch patient; an absent claim is fhirUser's compartment.
+    let answer = g.get("/Observation?code=x", Some(&launch(json!("456")))).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(g.stack.upstream.last().target.contains("Patient/456"));
 }

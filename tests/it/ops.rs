@@ -434,7 +434,12 @@ async fn query_strings_are_logged_when_enabled_but_never_a_token() {
     // too), and a parameter named as a credential has its value redacted.
     let opaque = &audit["opaque-in-query"];
     assert_eq!(opaque["status"], 400);
-    assert_eq!(opaque["reason"], "token_in_url");
+    assert!(
+        opaque["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("credentials in URLs")),
+        "{opaque}"
+    );
     assert_eq!(
         opaque["query"],
         format!("{SEARCH}&access_token=[redacted]")
