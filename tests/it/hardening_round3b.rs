@@ -521,3 +521,222 @@ async fn a_launch_patient_claim_that_is_not_a_non_empty_string_is_401() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert!(g.stack.upstream.last().target.contains("Patient/456"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 5: introspection calls bounded at the authorization server.
+
+/// Introspection calls as the endpoint counts them: a call is in flight from its request's last
+/// byte until the endpoint has finished with it.
+#[derive(Debug, Default)]
+struct Calls {
+    calls: usize,
+    in_flight: usize,
+    most_in_flight: usize,
+}
+
+/// An introspection endpoint on a raw socket. `work: Some(d)`: each call works `d` whatever
+/// happens to its connection (as a server that does not watch it), then answers. `None`: no call
+/// is ever answered, and one ends when its connection is closed.
+struct Endpoint {
+    url: String,
+    calls: std::sync::Arc<std::sync::Mutex<Calls>>,
+    _accept: tokio::task::JoinHandle<()>,
+}
+
+impl Endpoint {
+    async fn start(work: Option<std::time::Duration>) -> Endpoint {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/introspect", listener.local_addr().unwrap());
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Calls::default()));
+        let counted = std::sync::Arc::clone(&calls);
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve_call(stream, std::sync::Arc::clone(&counted), work));
+            }
+        });
+        Endpoint {
+            url,
+            calls,
+            _accept: accept,
+        }
+    }
+
+    /// (calls so far, in flight now, most in flight at once).
+    fn counts(&self) -> (usize, usize, usize) {
+        let calls = self.calls.lock().unwrap();
+        (calls.calls, calls.in_flight, calls.most_in_flight)
+    }
+}
+
+async fn serve_call(
+    mut stream: tokio::net::TcpStream,
+    calls: std::sync::Arc<std::sync::Mutex<Calls>>,
+    work: Option<std::time::Duration>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&chunk[..n]),
+        }
+        let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if request.len() >= end + 4 + length {
+                break;
+            }
+        }
+    }
+    {
+        let mut calls = calls.lock().unwrap();
+        calls.calls += 1;
+        calls.in_flight += 1;
+        calls.most_in_flight = calls.most_in_flight.max(calls.in_flight);
+    }
+    match work {
+        Some(work) => {
+            tokio::time::sleep(work).await;
+            calls.lock().unwrap().in_flight -= 1;
+            let body = r#"{"active":false}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+        None => {
+            while let Ok(n) = stream.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            calls.lock().unwrap().in_flight -= 1;
+        }
+    }
+}
+
+/// fhirguard introspecting opaque tokens at `endpoint`.
+async fn introspecting(endpoint: &Endpoint, max_concurrent: usize, timeout: &str) -> Guard {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "fhirguard-secret").unwrap();
+    let url = endpoint.url.clone();
+    let timeout = timeout.to_owned();
+    let guard = Stack::builder()
+        .serve(move |stack| {
+            let introspection = format!(
+                "introspection:\n  authority: \"{}\"\n  endpoint: \"{url}\"\n  clientId: fhirguard\n  \
+                 clientSecretFile: \"{}\"\n  maxConcurrent: {max_concurrent}\n  timeout: {timeout}\n",
+                stack.idp.base_url(),
+                secret.display()
+            );
+            stack.yaml("[Read]", &introspection)
+        })
+        .await;
+    // The secret is read per call.
+    std::mem::forget(dir);
+    guard
+}
+
+/// `count` requests at once, each with a new opaque token; their statuses.
+async fn new_tokens(g: &Guard, wave: &str, count: usize) -> Vec<StatusCode> {
+    let url = g.url("/Patient");
+    let requests: Vec<_> = (0..count)
+        .map(|i| {
+            let token = format!("opaque-{wave}-{i}-2YotnFZFEjr1zCsicMWpAA");
+            let request =
+                crate::support::client::request(Method::GET, &url, Some(&token), &[], Bytes::new());
+            let http = g.http.clone();
+            tokio::spawn(async move { http.exchange(request).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for request in requests {
+        let answer = request.await.expect("request task");
+        if answer.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(answer.header("retry-after"), Some("5"), "{}", answer.body);
+        }
+        statuses.push(answer.status);
+    }
+    statuses
+}
+
+async fn until_idle(endpoint: &Endpoint, within: std::time::Duration) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    while endpoint.counts().1 > 0 {
+        assert!(
+            started.elapsed() < within,
+            "calls still in flight: {:?}",
+            endpoint.counts()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_endpoint_never_has_more_than_max_concurrent_calls_in_flight() {
+    use std::time::Duration;
+    // Each call works 1.5 s; fhirguard waits 300 ms, so every request is 503 — but the calls it
+    // gave up on keep their slots until the endpoint is done with them.
+    let endpoint = Endpoint::start(Some(Duration::from_millis(1500))).await;
+    let g = introspecting(&endpoint, 2, "300ms").await;
+    let first = new_tokens(&g, "first", 8).await;
+    assert!(
+        first.iter().all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{first:?}"
+    );
+    // Still working on the first two: the next wave gets no call at all.
+    let (calls, in_flight, _) = endpoint.counts();
+    assert_eq!((calls, in_flight), (2, 2), "{:?}", endpoint.counts());
+    let second = new_tokens(&g, "second", 6).await;
+    assert!(
+        second.iter().all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{second:?}"
+    );
+    assert_eq!(endpoint.counts().0, 2, "no call while both slots are held");
+    // Once the endpoint has finished them, new calls go out again.
+    until_idle(&endpoint, Duration::from_secs(10)).await;
+    new_tokens(&g, "third", 6).await;
+    until_idle(&endpoint, Duration::from_secs(10)).await;
+    let (calls, _, most) = endpoint.counts();
+    assert_eq!(calls, 4, "two more calls");
+    assert_eq!(most, 2, "calls in flight at the endpoint at once");
+    let metrics = g.metrics().await;
+    let series = format!(
+        "fhirguard_introspections_total{{provider=\"{}\",result=\"error\"}} 20",
+        g.stack.idp.base_url()
+    );
+    assert!(metrics.contains(&series), "no `{series}` in:\n{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_never_answered_is_closed_before_its_slot_is_freed() {
+    use std::time::Duration;
+    let endpoint = Endpoint::start(None).await;
+    let g = introspecting(&endpoint, 1, "200ms").await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        new_tokens(&g, "first", 3).await,
+        [StatusCode::SERVICE_UNAVAILABLE; 3]
+    );
+    assert_eq!(endpoint.counts().0, 1, "one slot, one call");
+    // fhirguard closes the connection after 4 timeouts (800 ms), not when the request gave up.
+    until_idle(&endpoint, Duration::from_secs(10)).await;
+    let held = started.elapsed();
+    assert!(held >= Duration::from_millis(700), "closed after {held:?}");
+    assert_eq!(
+        new_tokens(&g, "second", 1).await,
+        [StatusCode::SERVICE_UNAVAILABLE]
+    );
+    assert_eq!(endpoint.counts().0, 2, "the freed slot takes a new call");
+    until_idle(&endpoint, Duration::from_secs(10)).await;
+    assert_eq!(endpoint.counts().2, 1, "never two calls at once");
+}
