@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
     for name in data.split(|b| *b == b'&' || *b == b';') {
         let name = name.split(|b| *b == b'=').next().unwrap_or_default();
         if is_access_token_name(name) {
-            assert!(refused.is_some(), "{name:?} is access_token but not refused");
+            assert!(
+                refused.is_some(),
+                "{name:?} is access_token but not refused"
+            );
         }
     }
     let Ok(query) = std::str::from_utf8(data) else {

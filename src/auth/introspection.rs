@@ -191,7 +191,9 @@ impl Introspector {
             let outcome = timeout_at(closed_at, call).await;
             drop(slot);
             let _ = answered.send(outcome.unwrap_or_else(|_| {
-                Err(format!("POST {call_endpoint}: connection closed unanswered"))
+                Err(format!(
+                    "POST {call_endpoint}: connection closed unanswered"
+                ))
             }));
         });
         match timeout_at(deadline, answer).await {

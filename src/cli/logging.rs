@@ -22,7 +22,9 @@ pub(crate) fn init(logging: &Logging) {
             .flatten_event(true)
             .with_current_span(false)
             .try_init(),
-        LogFormat::Text => builder.with_ansi(colour(std::io::stderr().is_terminal())).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(colour(std::io::stderr().is_terminal()))
+            .try_init(),
     };
 }
 

@@ -198,8 +198,10 @@ pub fn redact_credentials<'a>(query: &'a str, shown: &mut String) -> bool {
 
 /// Whether the next bytes of `name` spell `word`, ASCII case-insensitively.
 fn spells(name: &mut impl Iterator<Item = u8>, word: &[u8]) -> bool {
-    word.iter()
-        .all(|expected| name.next().is_some_and(|b| b.eq_ignore_ascii_case(expected)))
+    word.iter().all(|expected| {
+        name.next()
+            .is_some_and(|b| b.eq_ignore_ascii_case(expected))
+    })
 }
 
 /// Whether one raw (still encoded) parameter name reads as `_method`.
@@ -467,7 +469,10 @@ mod tests {
             assert!(is_credential_name(name.as_bytes()), "{name}");
         }
         let long = "a".repeat(LONGEST_NAME + 1);
-        assert!(is_credential_name(long.as_bytes()), "a name too long to read");
+        assert!(
+            is_credential_name(long.as_bytes()),
+            "a name too long to read"
+        );
         let plain = [
             "family",
             "code",

@@ -268,9 +268,9 @@ pub fn xfcc_digest(value: &str) -> Result<[u8; 32], SenderError> {
         .map(|hash| hex_digest(hash).ok_or(unreadable("Hash is not a hex SHA-256")))
         .transpose()?;
     match (hash, cert) {
-        (Some(hash), Some(cert)) if pem_digest(cert)? != hash => Err(unreadable(
-            "Hash and Cert name different certificates",
-        )),
+        (Some(hash), Some(cert)) if pem_digest(cert)? != hash => {
+            Err(unreadable("Hash and Cert name different certificates"))
+        }
         (Some(hash), _) => Ok(hash),
         (None, Some(cert)) => pem_digest(cert),
         (None, None) => Err(unreadable("no Hash or Cert")),

@@ -25,7 +25,12 @@ async fn every_action() -> (Guard, String) {
 
 /// A 400 OperationOutcome (`invalid`) whose diagnostics hold `words`.
 fn assert_invalid(answer: &Answer, words: &str, what: &str) {
-    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{what}: {}", answer.body);
+    assert_eq!(
+        answer.status,
+        StatusCode::BAD_REQUEST,
+        "{what}: {}",
+        answer.body
+    );
     let outcome = answer.json();
     assert_eq!(outcome["resourceType"], "OperationOutcome", "{what}");
     assert_eq!(outcome["issue"][0]["code"], "invalid", "{what}");
@@ -237,7 +242,13 @@ async fn every_client_certificate_header_is_stripped_from_untrusted_peers() {
             .map(|name| (*name, forged.as_str()))
             .collect();
         let answer = g
-            .call(Method::GET, "/Patient/1", Some(&token), &headers, Bytes::new())
+            .call(
+                Method::GET,
+                "/Patient/1",
+                Some(&token),
+                &headers,
+                Bytes::new(),
+            )
             .await;
         assert_eq!(answer.status, StatusCode::OK, "{header}: {}", answer.body);
         let seen = g.stack.upstream.last();
@@ -265,7 +276,13 @@ async fn a_trusted_proxy_forwards_only_the_configured_certificate_header() {
         .collect();
     headers.push(("x-forwarded-client-cert", &xfcc));
     let answer = g
-        .call(Method::GET, "/Patient/1", Some(&token), &headers, Bytes::new())
+        .call(
+            Method::GET,
+            "/Patient/1",
+            Some(&token),
+            &headers,
+            Bytes::new(),
+        )
         .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     let seen = g.stack.upstream.last();
@@ -460,7 +477,10 @@ async fn explain_reports_a_scope_that_does_not_parse() {
     std::fs::write(&config, smart_yaml(&stack, "")).unwrap();
     for (scopes, words) in [
         ("patient/Observation.sr", "letter 'r' is out of order"),
-        ("patient/Observation.rsr", "letter 'r' appears more than once"),
+        (
+            "patient/Observation.rsr",
+            "letter 'r' appears more than once",
+        ),
     ] {
         let token = crate::support::token::base_claims(
             &stack.idp.issuer(),
@@ -504,8 +524,15 @@ async fn a_launch_patient_claim_that_is_not_a_non_empty_string_is_401() {
         json!({"reference": "Patient/456"}),
         json!(true),
     ] {
-        let answer = g.get("/Observation?code=x", Some(&launch(value.clone()))).await;
-        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{value}: {}", answer.body);
+        let answer = g
+            .get("/Observation?code=x", Some(&launch(value.clone())))
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNAUTHORIZED,
+            "{value}: {}",
+            answer.body
+        );
         let challenge = answer.header("www-authenticate").unwrap_or_default();
         assert!(challenge.contains("invalid_token"), "{value}: {challenge}");
         assert!(
@@ -517,7 +544,9 @@ async fn a_launch_patient_claim_that_is_not_a_non_empty_string_is_401() {
     let seen = g.stack.upstream.requests();
     assert!(seen.is_empty(), "the upstream received {seen:?}");
     // A string is the launch patient; an absent claim is fhirUser's compartment.
-    let answer = g.get("/Observation?code=x", Some(&launch(json!("456")))).await;
+    let answer = g
+        .get("/Observation?code=x", Some(&launch(json!("456"))))
+        .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert!(g.stack.upstream.last().target.contains("Patient/456"));
 }

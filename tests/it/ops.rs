@@ -440,10 +440,7 @@ async fn query_strings_are_logged_when_enabled_but_never_a_token() {
             .is_some_and(|reason| reason.contains("credentials in URLs")),
         "{opaque}"
     );
-    assert_eq!(
-        opaque["query"],
-        format!("{SEARCH}&access_token=[redacted]")
-    );
+    assert_eq!(opaque["query"], format!("{SEARCH}&access_token=[redacted]"));
     let anonymous = &audit["opaque-in-anonymous-query"];
     assert_eq!(anonymous["status"], 400);
     assert_eq!(anonymous["path"], "/metadata");
@@ -464,14 +461,16 @@ async fn query_strings_are_logged_when_enabled_but_never_a_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_logs_carry_no_colour_codes_off_a_terminal() {
     let stack = Stack::start().await;
-    let (_dir, path) = config_file(&stack.yaml(
-        "[Read]",
-        "logging: {format: text, level: debug}\n",
-    ));
+    let (_dir, path) =
+        config_file(&stack.yaml("[Read]", "logging: {format: text, level: debug}\n"));
     let mut served = Served::spawn(&path, "debug");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !served.lines().iter().any(|line| line.contains("listening")) {
-        assert!(Instant::now() < deadline, "no listening line:\n{}", served.log());
+        assert!(
+            Instant::now() < deadline,
+            "no listening line:\n{}",
+            served.log()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     served.signal("TERM");

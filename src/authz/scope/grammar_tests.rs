@@ -156,7 +156,10 @@ fn rejected_scopes_name_the_rule() {
             "patient/Observation.crudsc",
             DuplicateAccessLetter("patient/Observation.crudsc".into(), 'c'),
         ),
-        ("patient/Observation.rsr", DuplicateAccessLetter("patient/Observation.rsr".into(), 'r')),
+        (
+            "patient/Observation.rsr",
+            DuplicateAccessLetter("patient/Observation.rsr".into(), 'r'),
+        ),
         // SMART 2.x §3.2: `c`, `r`, `u`, `d`, `s` in that order.
         (
             "patient/Observation.sr",

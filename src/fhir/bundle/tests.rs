@@ -359,7 +359,10 @@ fn entries_carrying_an_access_token_are_refused() {
         ("GET", "Patient/1?access_token=opaque"),
         ("GET", "Patient?name=x&access%5Ftoken="),
         ("GET", "Patient?ACCESS_TOKEN=a&access_token=b"),
-        ("GET", "Patient?a=b;accessToken=eyJhbGciOiJSUzI1NiJ9.e30.c2ln"),
+        (
+            "GET",
+            "Patient?a=b;accessToken=eyJhbGciOiJSUzI1NiJ9.e30.c2ln",
+        ),
         ("DELETE", "Patient?identifier=x&access.token=y"),
     ] {
         let body = json!({"resourceType": "Bundle", "type": "batch", "entry": [

@@ -205,7 +205,14 @@ pub(crate) async fn audit_run(log_query_strings: bool) -> (HashMap<String, Value
     );
     assert_no_secret(
         &lines,
-        &[&primary, &smart_token, &expired, &other, &bad_signature, OPAQUE],
+        &[
+            &primary,
+            &smart_token,
+            &expired,
+            &other,
+            &bad_signature,
+            OPAQUE,
+        ],
     );
 
     let audit: Vec<&Value> = lines
