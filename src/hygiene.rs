@@ -49,11 +49,8 @@ pub enum UnsafeRequest {
     )]
     MethodParameter(ParameterPlace),
     /// An `access_token` parameter, in the query string or in a `POST …/_search` form body.
-    #[error(
-        "The {0} carries an access_token parameter; access tokens go in the Authorization \
-         header only, never in a URL or form (RFC 6750 §5.3) (request hygiene: credentials in \
-         URLs)."
-    )]
+    /// In the query, the OSS server's exact message for a token there (reference §2.1).
+    #[error("{}", credential_message(*.0))]
     CredentialParameter(ParameterPlace),
     /// A CORS preflight with a body.
     #[error(
@@ -87,6 +84,19 @@ impl UnsafeRequest {
             UnsafeRequest::DuplicateHost | UnsafeRequest::AuthorityMismatch => {
                 "ambiguous_authority"
             }
+        }
+    }
+}
+
+fn credential_message(place: ParameterPlace) -> &'static str {
+    match place {
+        // The OSS server's exact message for a token in the query (reference §2.1), as
+        // `auth::UrlPart::Query` gives it for a JWT-shaped one.
+        ParameterPlace::Query => "Access tokens must not be passed in the URL query string.",
+        ParameterPlace::FormBody => {
+            "Access tokens must not be passed in a form body: the form body carries an \
+             access_token parameter; send the token in the Authorization header (request \
+             hygiene: credentials in URLs)."
         }
     }
 }

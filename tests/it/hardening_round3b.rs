@@ -85,7 +85,12 @@ async fn an_access_token_in_the_query_is_400_on_every_path_and_never_forwarded()
             let answer = g
                 .call(method.clone(), &target, bearer, headers, Bytes::new())
                 .await;
-            assert_invalid(&answer, "access_token", &format!("{method} {target}"));
+            // The OSS server's message for a token in the query (reference §2.1).
+            assert_invalid(
+                &answer,
+                "Access tokens must not be passed in the URL query string.",
+                &format!("{method} {target}"),
+            );
         }
     }
     let seen = g.stack.upstream.requests();
