@@ -356,7 +356,8 @@ async fn authenticate(
     // The token's binding, on every request, cached or not (RFC 9449 §4.3, RFC 8705 §3); boxed,
     // so only requests with a proof, a bound token or a requirement pay for its state.
     if let Ok(session) = &authenticated {
-        if sender::needs_check(judge.config, scheme, session.principal()) {
+        let principal = session.principal();
+        if sender::needs_check(judge.config, scheme, principal, head, judge.peer) {
             let evidence = Evidence {
                 head,
                 scheme,
@@ -545,6 +546,10 @@ pub fn decide_body(
         };
         Refused::new(rejection, trace)
     };
+    // The form is a query too: no `_method`, no `access_token` (request hygiene).
+    if let Err(unsafe_form) = hygiene::check_form(&body) {
+        return Err(refused(unsafe_form.into(), path));
+    }
     let form = match search_form(head, &body) {
         Ok(form) => form,
         Err(rejection) => return Err(refused(rejection, path)),
