@@ -58,8 +58,9 @@ pub(super) enum After {
     Metadata,
     /// A read under a patient context: the resource must be in the compartment, else 404.
     Read(FhirUser),
-    /// A search or history under SMART: entries the grant may not see are removed.
-    Filter(Arc<SmartGrant>, DataActions),
+    /// A search or history under SMART: entries the grant may not see are removed; entries of
+    /// the proven type (the searched one, its v2 constraint in the query) are kept.
+    Filter(Arc<SmartGrant>, DataActions, Option<String>),
     /// A batch/transaction whose answer fhirguard completes (denied entries) or checks.
     Bundle(Box<BundleAnswer>),
 }
@@ -238,6 +239,7 @@ impl Confined {
         if let Confinement::Rewrite { query: rewritten }
         | Confinement::Search {
             query: Some(rewritten),
+            ..
         } = confinement
         {
             query = Some(rewritten.clone());
@@ -294,9 +296,10 @@ impl Confined {
         }
         let after = match (&self.confinement, user) {
             (Confinement::Read, Some(user)) => After::Read(user.clone()),
-            (Confinement::Search { .. } | Confinement::History, _) => {
-                After::Filter(self.grant, self.granted)
+            (Confinement::Search { proven, .. }, _) => {
+                After::Filter(self.grant, self.granted, proven.clone())
             }
+            (Confinement::History, _) => After::Filter(self.grant, self.granted, None),
             _ => After::Nothing,
         };
         Ok(Outgoing {
@@ -393,8 +396,8 @@ pub(super) async fn finish(
         After::Nothing => Ok(response),
         After::Metadata => documents::add_security(response, exchange.config, exchange.keys).await,
         After::Read(user) => smart::check_read(response, &user, limit).await,
-        After::Filter(grant, granted) => {
-            smart::filter_search(response, &grant, granted, limit).await
+        After::Filter(grant, granted, proven) => {
+            smart::filter_search(response, &grant, granted, proven.as_deref(), limit).await
         }
         After::Bundle(answer) => {
             if !response.status().is_success() {

@@ -105,11 +105,13 @@ pub(super) fn strip_conditional_headers(headers: &mut http::HeaderMap) {
 }
 
 /// A search or history answer: entries the grant may not see are removed (reference §4.7,
-/// ADR-2607 "included resources are compartment-checked").
+/// ADR-2607 "included resources are compartment-checked"; issue 20: of a type read only under
+/// v2 constraints, only the `proven` type's matches).
 pub(super) async fn filter_search(
     response: Response<Body>,
     grant: &SmartGrant,
     granted: DataActions,
+    proven: Option<&str>,
     limit: usize,
 ) -> Result<Response<Body>, Rejection> {
     if !response.status().is_success() {
@@ -119,12 +121,12 @@ pub(super) async fn filter_search(
     let mut bundle = json(&bytes)?;
     if bundle["resourceType"] != "Bundle" {
         // `$everything` and friends answer with a Bundle; anything else is one resource.
-        if visible(grant, granted, &bundle) {
+        if visible(grant, granted, &bundle, proven) {
             return Ok(rebuild(parts, bytes));
         }
         return Err(Enforcement::AnswerOutsideGrant.into());
     }
-    let removed = membership::filter_bundle(&mut bundle, |r| visible(grant, granted, r));
+    let removed = membership::filter_bundle(&mut bundle, |r| visible(grant, granted, r, proven));
     if removed == 0 {
         return Ok(rebuild(parts, bytes));
     }
@@ -174,7 +176,10 @@ pub(super) fn forwarded_bundle(
 
 fn planned_query(plan: &Confinement) -> Option<&str> {
     match plan {
-        Confinement::Rewrite { query } | Confinement::Search { query: Some(query) } => Some(query),
+        Confinement::Rewrite { query }
+        | Confinement::Search {
+            query: Some(query), ..
+        } => Some(query),
         _ => None,
     }
 }
@@ -219,9 +224,10 @@ pub(super) fn check_bundle_answer(
                     *entry = json!({ "response": { "status": "404 Not Found" } });
                 }
             }
-            Confinement::Search { .. } => {
+            Confinement::Search { proven, .. } => {
                 if let Some(bundle) = entry.get_mut("resource") {
-                    membership::filter_bundle(bundle, |r| visible(grant, granted, r));
+                    let proven = proven.as_deref();
+                    membership::filter_bundle(bundle, |r| visible(grant, granted, r, proven));
                 }
             }
             Confinement::Forward

@@ -132,7 +132,9 @@ fn compartment_parameters_with_modifiers_or_foreign_values_are_refused() {
 
 fn forwarded(target: &str) -> String {
     match plan("GET", target) {
-        Ok(Confinement::Search { query: Some(query) }) => query,
+        Ok(Confinement::Search {
+            query: Some(query), ..
+        }) => query,
         other => panic!("{target}: expected a confined search, got {other:?}"),
     }
 }
@@ -184,7 +186,10 @@ fn every_search_on_a_compartment_type_carries_the_canonical_parameter() {
     // Shared-type searches reaching only shared types stay as they are.
     assert_eq!(
         plan("GET", "/Location?organization:Organization.name=x"),
-        Ok(Confinement::Search { query: None })
+        Ok(Confinement::Search {
+            query: None,
+            proven: None
+        })
     );
 }
 
@@ -207,7 +212,10 @@ fn history_across_resources_is_refused_and_instance_history_checks_the_resource(
     );
     assert_eq!(
         plan("GET", "/Patient/123/_history?_count=0"),
-        Ok(Confinement::Search { query: None })
+        Ok(Confinement::Search {
+            query: None,
+            proven: None
+        })
     );
     assert!(matches!(
         plan("GET", "/Patient/456/_history?_count=0"),
@@ -451,7 +459,7 @@ mod properties {
             let Ok(plan) = plan("GET", &target) else {
                 return Ok(());
             };
-            let Confinement::Search { query: Some(forwarded) } = plan else {
+            let Confinement::Search { query: Some(forwarded), .. } = plan else {
                 return Err(TestCaseError::fail(format!("{target}: unconfined {plan:?}")));
             };
             let user = user();
