@@ -4,6 +4,8 @@
 //! confinement to the `fhirUser`'s compartment. The result is a [`Confinement`]: a plan the proxy
 //! carries out (rewrite the query, check the body, the current resource or the response).
 
+#[cfg(test)]
+mod constraint_tests;
 mod constraints;
 mod parameters;
 #[cfg(test)]
@@ -14,6 +16,7 @@ use crate::actions::{DataAction, DataActions};
 use crate::fhir::compartment::is_shared_type;
 use crate::fhir::query::{encode, parameters};
 use crate::fhir::{FhirRequest, Interaction};
+use constraints::AcrossTypes;
 pub use parameters::confine_condition;
 use parameters::{canonical_parameter, check_names, check_shared_reach, RULE};
 
@@ -98,12 +101,16 @@ pub fn confine(
             extra.push(("_type".to_owned(), types.join(",")));
         }
     }
-    if !export && constraints::answers_across_types(request) {
+    let across = constraints::across_types(request);
+    if !export && !matches!(across, AcrossTypes::No) {
         let narrowed = extra
             .iter()
             .find(|(name, _)| name == "_type")
             .map(|(_, types)| types.split(',').map(str::to_owned).collect());
-        let types = constraints::listed_types(query).or(narrowed);
+        let types = match across {
+            AcrossTypes::Listed => constraints::listed_types(query).or(narrowed),
+            AcrossTypes::Any | AcrossTypes::No => None,
+        };
         gate.check_answer_types(request, types.as_deref())?;
     }
     if export && request.interaction == Interaction::Operation {

@@ -145,15 +145,29 @@ pub(super) fn listed_types(query: Option<&str>) -> Option<Vec<String>> {
     (!listed.is_empty()).then_some(listed)
 }
 
-/// True for requests whose answer may hold resources of any type (or of the types listed in
-/// `_type`), not only of the request's type.
-pub(super) fn answers_across_types(request: &FhirRequest) -> bool {
+/// Which types an answer holds when it may hold others than the request's.
+pub(super) enum AcrossTypes {
+    /// Only the request's type.
+    No,
+    /// Any type, whatever the query says (`/_history`, `Patient/1/*`, a type-less operation):
+    /// history and compartment searches take no `_type` in R4.
+    Any,
+    /// The types `_type` lists (a system search, `$everything`), else any.
+    Listed,
+}
+
+/// Whether the answer to `request` may hold resources of other types than its own.
+pub(super) fn across_types(request: &FhirRequest) -> AcrossTypes {
+    let everything = request.operation.as_deref() == Some("everything");
     match request.interaction {
-        Interaction::SearchSystem | Interaction::HistorySystem => true,
-        Interaction::SearchCompartment => request.resource_type.is_none(),
-        Interaction::Operation => {
-            request.resource_type.is_none() || request.operation.as_deref() == Some("everything")
+        Interaction::SearchSystem => AcrossTypes::Listed,
+        Interaction::Operation if everything => AcrossTypes::Listed,
+        Interaction::HistorySystem => AcrossTypes::Any,
+        Interaction::SearchCompartment | Interaction::Operation
+            if request.resource_type.is_none() =>
+        {
+            AcrossTypes::Any
         }
-        _ => false,
+        _ => AcrossTypes::No,
     }
 }
