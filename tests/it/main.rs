@@ -19,6 +19,7 @@ mod dpop;
 mod explain_parity;
 mod hardening_compartment;
 mod hardening_hygiene;
+mod hardening_round3;
 mod interop_oidc;
 mod introspection;
 mod key_sets;
