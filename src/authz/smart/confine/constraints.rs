@@ -65,12 +65,16 @@ impl Gate<'_> {
         let Some(resource_type) = request.resource_type.as_deref() else {
             return Ok(());
         };
-        let unconstrained = self.granted.intersection(
-            self.grant
-                .scopes
-                .unconstrained_actions_for_type(Some(resource_type)),
-        );
-        if request.required.is_met_by(unconstrained) {
+        let scopes = &self.grant.scopes;
+        let all = self
+            .granted
+            .intersection(scopes.actions_for_type(Some(resource_type)));
+        let unconstrained = self
+            .granted
+            .intersection(scopes.unconstrained_actions_for_type(Some(resource_type)));
+        // Not granted at all is the type gate's to refuse (or, in report-only mode, to let
+        // through as a would-be denial); granted without constraints needs no proof.
+        if !request.required.is_met_by(all) || request.required.is_met_by(unconstrained) {
             return Ok(());
         }
         let searched = matches!(
