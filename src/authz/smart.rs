@@ -27,7 +27,7 @@ use crate::fhir::query::parameters;
 use crate::fhir::reference::Literal;
 use crate::fhir::{FhirRequest, Interaction};
 
-pub use confine::{confine, confine_condition, visible, Confinement, Denial};
+pub use confine::{confine, confine_condition, hides_answer, visible, Confinement, Denial};
 
 /// SMART applies to every smart identity provider's token, and to a primary-authority token whose
 /// roles grant the `Smart` data action (reference §3.1, §4.1). Otherwise scopes are ignored.

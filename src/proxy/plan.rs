@@ -25,7 +25,7 @@ use super::documents;
 use super::forward::Exchange;
 use super::smart;
 use crate::actions::DataActions;
-use crate::authz::smart::{Confinement, FhirUser, SmartGrant};
+use crate::authz::smart::{self as smart_authz, Confinement, FhirUser, SmartGrant};
 use crate::authz::BundleDecision;
 use crate::body::{empty, full, read_inspected, stream_request, Body, RequestBody, Reservation};
 use crate::cors::Policy;
@@ -63,6 +63,9 @@ pub(super) enum After {
     Filter(Arc<SmartGrant>, DataActions, Option<String>),
     /// A batch/transaction whose answer fhirguard completes (denied entries) or checks.
     Bundle(Box<BundleAnswer>),
+    /// A patch of a type the grant does not read without constraints: the patched resource is
+    /// not passed on (issue 20).
+    Minimal,
 }
 
 /// What a batch/transaction's answer needs.
@@ -75,6 +78,9 @@ pub(super) struct BundleAnswer {
     /// Some entries were denied: the answer is fhirguard's batch-response around the upstream's.
     partial: bool,
 }
+
+/// `Prefer` (RFC 7240): `return=minimal` asks the server for no resource in its answer.
+const PREFER: http::HeaderName = http::HeaderName::from_static("prefer");
 
 /// What a request comes to: sent upstream, or answered by fhirguard at once.
 #[derive(Debug)]
@@ -294,7 +300,14 @@ impl Confined {
             outgoing.query = query;
             return Ok(outgoing);
         }
+        let minimal = smart_authz::hides_answer(&self.request, self.granted, &self.grant);
+        if minimal {
+            parts
+                .headers
+                .insert(PREFER, http::HeaderValue::from_static("return=minimal"));
+        }
         let after = match (&self.confinement, user) {
+            _ if minimal => After::Minimal,
             (Confinement::Read, Some(user)) => After::Read(user.clone()),
             (Confinement::Search { proven, .. }, _) => {
                 After::Filter(self.grant, self.granted, proven.clone())
@@ -395,6 +408,7 @@ pub(super) async fn finish(
     match after {
         After::Nothing => Ok(response),
         After::Metadata => documents::add_security(response, exchange.config, exchange.keys).await,
+        After::Minimal => Ok(smart::without_resource(response)),
         After::Read(user) => smart::check_read(response, &user, limit).await,
         After::Filter(grant, granted, proven) => {
             smart::filter_search(response, &grant, granted, proven.as_deref(), limit).await

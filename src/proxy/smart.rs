@@ -184,15 +184,33 @@ fn planned_query(plan: &Confinement) -> Option<&str> {
     }
 }
 
-/// True when some entry's answer must be checked or filtered.
+/// True when some entry's answer must be checked, filtered or cut.
 pub(super) fn bundle_needs_check(plans: &[Confinement]) -> bool {
-    plans
-        .iter()
-        .any(|plan| matches!(plan, Confinement::Read | Confinement::Search { .. }))
+    plans.iter().any(|plan| {
+        matches!(
+            plan,
+            Confinement::Read | Confinement::Search { .. } | Confinement::Minimal
+        )
+    })
+}
+
+/// The answer to a patch whose resource the grant does not read without constraints
+/// ([`crate::authz::smart::hides_answer`]): a success keeps its status and headers (`ETag`,
+/// `Location`, `Last-Modified`) but not the resource; anything else (an OperationOutcome)
+/// passes as it came.
+pub(super) fn without_resource(response: Response<Body>) -> Response<Body> {
+    if !response.status().is_success() {
+        return response;
+    }
+    let (parts, _) = response.into_parts();
+    let mut minimal = rebuild(parts, Bytes::new());
+    minimal.headers_mut().remove(CONTENT_TYPE);
+    minimal
 }
 
 /// Checks the upstream's batch- or transaction-response entry by entry: a read outside the
-/// compartment, or answered without a resource, becomes a 404 entry, a search's Bundle is filtered like a search answer.
+/// compartment, or answered without a resource, becomes a 404 entry, a search's Bundle is
+/// filtered like a search answer, and a patch the grant cannot read loses its resource.
 pub(super) fn check_bundle_answer(
     answer: &mut Value,
     decision: &BundleDecision,
@@ -228,6 +246,12 @@ pub(super) fn check_bundle_answer(
                 if let Some(bundle) = entry.get_mut("resource") {
                     let proven = proven.as_deref();
                     membership::filter_bundle(bundle, |r| visible(grant, granted, r, proven));
+                }
+            }
+            Confinement::Minimal => {
+                // The patched resource, which the grant does not read without constraints.
+                if let Some(entry) = entry.as_object_mut() {
+                    entry.remove("resource");
                 }
             }
             Confinement::Forward

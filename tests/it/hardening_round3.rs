@@ -301,6 +301,38 @@ async fn batch_entries_hold_the_constraint() {
     assert!(h.fhir.count() > before);
 }
 
+/// A patch answers with the whole patched resource: with update but only a constrained read,
+/// the server is asked for `Prefer: return=minimal` and the client gets the status without the
+/// non-laboratory Observation.
+#[tokio::test]
+async fn a_patch_does_not_show_what_the_constraint_hides() {
+    let h = Harness::start(Search::CompartmentParameters).await;
+    let scopes = format!("{LAB_ONLY} patient/Observation.u");
+    let patch = json!([{"op": "add", "path": "/status", "value": "amended"}]);
+    let before = h.fhir.count();
+    let answer = h
+        .send(&scopes, Method::PATCH, "/Observation/o2", &patch)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, Value::Null, "no resource in the answer");
+    let sent = h.fhir.since(before);
+    let patched = sent
+        .iter()
+        .find(|r| r.method == Method::PATCH)
+        .expect("forwarded");
+    assert_eq!(patched.headers["prefer"], "return=minimal");
+    assert_eq!(
+        h.fhir.resource("Observation/o2").unwrap()["status"],
+        "amended"
+    );
+    // With an unconstrained read the patched resource is shown as before.
+    let scopes = "patient/Observation.rus patient/Patient.rs";
+    let answer = h
+        .send(scopes, Method::PATCH, "/Observation/o2", &patch)
+        .await;
+    assert_eq!(answer.body["id"], "o2");
+}
+
 // Item 2: membership reads the compartment element's own reference, canonical only.
 
 /// Another patient's Observation that names patient 1 below `subject` (an extension, the

@@ -16,6 +16,7 @@ use crate::actions::{DataAction, DataActions};
 use crate::fhir::compartment::is_shared_type;
 use crate::fhir::query::{encode, parameters};
 use crate::fhir::{FhirRequest, Interaction};
+pub use constraints::hides_answer;
 use constraints::AcrossTypes;
 pub use parameters::confine_condition;
 use parameters::{canonical_parameter, check_names, check_shared_reach, RULE};
@@ -48,6 +49,10 @@ pub enum Confinement {
     /// must be in the compartment, else 404 — the history's `total` and paging would otherwise
     /// confirm another patient's resource and count its versions; the answer is then filtered.
     History,
+    /// A patch of a type the grant reads only under v2 constraints, or not at all: forwarded
+    /// with `Prefer: return=minimal`, and the resource the server answers with (the whole
+    /// patched resource, fields the client never sent included) is not passed on (issue 20).
+    Minimal,
 }
 
 impl Confinement {
@@ -134,6 +139,9 @@ pub fn confine(
         let everything = request.operation.as_deref() == Some("everything");
         let filtered = (any_type || everything) && request.interaction != Interaction::SearchSystem
             || (searches && gate.some_constrained_type().is_some());
+        if gate.hides_answer(request) {
+            return Ok(Confinement::Minimal);
+        }
         if filtered {
             return Ok(Confinement::Search {
                 query: (!extra.is_empty()).then(|| append(query, &extra)),

@@ -183,6 +183,37 @@ fn unconstrained_scopes_lift_the_rule() {
     ));
 }
 
+/// A patch answers with the whole patched resource: under a grant that reads the type only
+/// under constraints (or not at all) the answer is cut, alone and in a batch.
+#[test]
+fn patches_of_types_read_only_under_constraints_answer_without_the_resource() {
+    for scopes in [
+        "system/Observation.rs?category=laboratory system/Observation.u",
+        "system/Observation.u",
+        "system/Observation.cud system/Patient.rs",
+    ] {
+        assert_eq!(
+            decide(scopes, "PATCH", "/Observation/o1"),
+            Some(Ok(Confinement::Minimal)),
+            "{scopes}"
+        );
+        let (request, _) = request("PATCH", "/Observation/o1");
+        assert!(hides_answer(&request, DataActions::ALL, &grant(scopes)));
+    }
+    for scopes in ["system/Observation.rus", "system/*.cruds"] {
+        assert_eq!(
+            decide(scopes, "PATCH", "/Observation/o1"),
+            Some(Ok(Confinement::Forward)),
+            "{scopes}"
+        );
+    }
+    // Creates and updates answer with what the client sent: shown as before.
+    assert_eq!(
+        decide("system/Observation.cu", "PUT", "/Observation/o1"),
+        Some(Ok(Confinement::Forward))
+    );
+}
+
 #[test]
 fn filtered_answers_keep_only_proven_entries_of_a_constrained_type() {
     let grant = grant("system/Observation.rs?category=laboratory system/Patient.rs");

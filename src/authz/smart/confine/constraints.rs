@@ -134,6 +134,30 @@ impl Gate<'_> {
     }
 }
 
+impl Gate<'_> {
+    /// A patch answers with the stored resource as patched: one of a type the grant does not
+    /// read without constraints must not be shown (the server is asked for
+    /// `Prefer: return=minimal`, and a body it sends anyway is dropped).
+    pub(super) fn hides_answer(&self, request: &FhirRequest) -> bool {
+        matches!(
+            request.interaction,
+            Interaction::Patch | Interaction::ConditionalPatch
+        ) && request
+            .resource_type
+            .as_deref()
+            .is_some_and(|t| !self.read_actions(Some(t), true))
+    }
+}
+
+/// Whether the answer to `request` must not be shown ([`Gate::hides_answer`]).
+pub fn hides_answer(
+    request: &FhirRequest,
+    granted: DataActions,
+    grant: &crate::authz::smart::SmartGrant,
+) -> bool {
+    Gate { grant, granted }.hides_answer(request)
+}
+
 /// The types an answer across types may hold: those listed in `_type` (`None`: any).
 pub(super) fn listed_types(query: Option<&str>) -> Option<Vec<String>> {
     let listed: Vec<String> = parameters(query)
