@@ -30,6 +30,7 @@ use crate::authz::BundleDecision;
 use crate::body::{empty, full, read_inspected, stream_request, Body, RequestBody, Reservation};
 use crate::cors::Policy;
 use crate::error::Rejection;
+use crate::fhir::resource_types::ResourceType;
 use crate::fhir::{format, FhirRequest, Interaction};
 use crate::hygiene;
 
@@ -60,7 +61,7 @@ pub(super) enum After {
     Read(FhirUser),
     /// A search or history under SMART: entries the grant may not see are removed; entries of
     /// the proven type (the searched one, its v2 constraint in the query) are kept.
-    Filter(Arc<SmartGrant>, DataActions, Option<String>),
+    Filter(Arc<SmartGrant>, DataActions, Option<ResourceType>),
     /// A batch/transaction whose answer fhirguard completes (denied entries) or checks.
     Bundle(Box<BundleAnswer>),
     /// A patch of a type the grant does not read without constraints: the patched resource is
@@ -310,7 +311,7 @@ impl Confined {
             _ if minimal => After::Minimal,
             (Confinement::Read, Some(user)) => After::Read(user.clone()),
             (Confinement::Search { proven, .. }, _) => {
-                After::Filter(self.grant, self.granted, proven.clone())
+                After::Filter(self.grant, self.granted, *proven)
             }
             (Confinement::History, _) => After::Filter(self.grant, self.granted, None),
             _ => After::Nothing,
@@ -411,7 +412,8 @@ pub(super) async fn finish(
         After::Minimal => Ok(smart::without_resource(response)),
         After::Read(user) => smart::check_read(response, &user, limit).await,
         After::Filter(grant, granted, proven) => {
-            smart::filter_search(response, &grant, granted, proven.as_deref(), limit).await
+            let proven = proven.map(ResourceType::name);
+            smart::filter_search(response, &grant, granted, proven, limit).await
         }
         After::Bundle(answer) => {
             if !response.status().is_success() {

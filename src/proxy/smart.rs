@@ -20,6 +20,7 @@ use crate::authz::BundleDecision;
 use crate::body::{full, Body};
 use crate::error::Rejection;
 use crate::fhir::json as fhir_json;
+use crate::fhir::resource_types::ResourceType;
 use crate::fhir::FHIR_JSON;
 use crate::hygiene::{ParameterPlace, UnsafeRequest};
 
@@ -244,7 +245,7 @@ pub(super) fn check_bundle_answer(
             }
             Confinement::Search { proven, .. } => {
                 if let Some(bundle) = entry.get_mut("resource") {
-                    let proven = proven.as_deref();
+                    let proven = proven.map(ResourceType::name);
                     membership::filter_bundle(bundle, |r| visible(grant, granted, r, proven));
                 }
             }

@@ -38,7 +38,7 @@ fn seed() -> Vec<Value> {
         json!({"resourceType": "Patient", "id": "2"}),
         observation("o1", p1.clone(), "laboratory"),
         observation("o2", p1, "vital-signs"),
-        observation("o3", p2.clone(), "laboratory"),
+        observation("o3", p2, "laboratory"),
         // Another patient's Observations that name patient 1 only below `subject`.
         observation(
             "x-ext",

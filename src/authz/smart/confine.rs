@@ -15,6 +15,7 @@ use super::{export_eligible_types, is_export, membership, FhirUser, SmartGrant};
 use crate::actions::{DataAction, DataActions};
 use crate::fhir::compartment::is_shared_type;
 use crate::fhir::query::{encode, parameters};
+use crate::fhir::resource_types::ResourceType;
 use crate::fhir::{FhirRequest, Interaction};
 pub use constraints::hides_answer;
 use constraints::AcrossTypes;
@@ -34,7 +35,7 @@ pub enum Confinement {
     /// whose constraint the forwarded query carries.
     Search {
         query: Option<String>,
-        proven: Option<String>,
+        proven: Option<ResourceType>,
     },
     /// Forward; the returned resource must be in the compartment, else 404 (reference §4.7:
     /// "Out-of-compartment gives 404").
@@ -127,8 +128,9 @@ pub fn confine(
     // The searched type whose constraint the forwarded query carries: its entries are proven.
     let proven = request
         .resource_type
-        .clone()
-        .filter(|t| searches && gate.constrained_only(Some(t)));
+        .as_deref()
+        .filter(|t| searches && gate.constrained_only(Some(t)))
+        .and_then(ResourceType::parse);
     let Some(user) = grant.compartment() else {
         // Answers that can hold any type (`Patient/1/*`, base history, `$everything`) are
         // filtered down to the scope types; so is every search while some type is read only
@@ -309,7 +311,7 @@ impl Gate<'_> {
         request: &FhirRequest,
         query: Option<&str>,
         mut extra: Vec<(String, String)>,
-        proven: Option<String>,
+        proven: Option<ResourceType>,
     ) -> Result<Confinement, Denial> {
         let resource_type = request.resource_type.as_deref();
         let shared = resource_type.is_some_and(is_shared_type);
@@ -332,7 +334,7 @@ impl Gate<'_> {
         }
         let search = |extra: &[(String, String)]| Confinement::Search {
             query: (!extra.is_empty()).then(|| append(query, extra)),
-            proven: proven.clone(),
+            proven,
         };
         let searches = request.interaction.is_search()
             || (request.interaction == Interaction::Operation && own_type && own_id);

@@ -7,6 +7,7 @@ use serde_json::json;
 use super::*;
 use crate::actions::DataAction;
 use crate::fhir::classify;
+use crate::fhir::resource_types::ResourceType;
 
 const USER: &str = "https://fhir.example.org/Patient/123";
 
@@ -314,12 +315,12 @@ fn v2_constraints_are_anded_into_searches() {
     let s = "system/Observation.rs?category=laboratory";
     // Searched with the constraint ANDed, and the answer filtered: only the searched type's
     // matches are proven (issue 20).
-    let proven = Some("Observation".to_owned());
+    let proven = ResourceType::parse("Observation");
     assert_eq!(
         plan(s, "GET", "/Observation?code=x"),
         Ok(Confinement::Search {
             query: Some("code=x&category=laboratory".to_owned()),
-            proven: proven.clone(),
+            proven,
         })
     );
     assert_eq!(
