@@ -414,6 +414,8 @@ async fn writes_naming_another_patient_anywhere_are_refused() {
         json!({"reference": "PATIENT/2"}),
         json!({"reference": "%50atient/2"}),
         json!({"reference": "Patient%2F2"}),
+        json!({"reference": "%252550atient/2"}),
+        json!({"reference": " Patient/2"}),
         json!({"reference": "https://other.example/Patient/2"}),
         json!({"reference": "https://other.example/Patient/1"}),
         json!({"reference": "https://fhir.example.org/Patient/2"}),

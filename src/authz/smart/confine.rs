@@ -131,6 +131,14 @@ pub fn confine(
         .as_deref()
         .filter(|t| searches && gate.constrained_only(Some(t)))
         .and_then(ResourceType::parse);
+    if proven.is_some() && parameters(query).any(|(name, _)| name.eq_ignore_ascii_case("_query")) {
+        // A named query may ignore the other parameters, the constraint included.
+        return Err(Denial::Forbidden(
+            "_query (named queries) cannot carry a SMART v2 constraint (SMART v2 constraints \
+             hold on every interaction)"
+                .to_owned(),
+        ));
+    }
     let Some(user) = grant.compartment() else {
         // Answers that can hold any type (`Patient/1/*`, base history, `$everything`) are
         // filtered down to the scope types; so is every search while some type is read only

@@ -69,7 +69,8 @@ fn names_user(element: &Value, user: &FhirUser) -> bool {
 ///   or `user`'s id at another server's base);
 /// - a spelling that is not canonical and mentions the owner's type in any case or encoding
 ///   (`Patient/p2/`, `Patient//p2`, `./Patient/p2`, `patient/p2`, `%50atient/p2`, a conditional
-///   `Patient?identifier=…`): what a server would make of it cannot be told, so it fails closed;
+///   `Patient?identifier=…`), or holds a `%` at all: what a server would make of it cannot be
+///   told, so it fails closed;
 /// - a logical reference: a `Reference` whose `type` is the owner's type and whose `reference`
 ///   is not `user` (`{"type": "Patient", "identifier": {…}}`, which a server may resolve);
 /// - a `reference` member that is not a string.
@@ -107,7 +108,9 @@ pub fn foreign_reference(resource: &Value, user: &FhirUser) -> Option<String> {
 fn is_foreign(reference: &str, user: &FhirUser) -> bool {
     match Literal::parse(reference) {
         Some(literal) => literal.resource_type == user.owner.name() && !user.is_literal(&literal),
-        None => mentions_type(reference, user.owner.name()),
+        // Percent-encoding is never canonical; decoded any number of times it may spell the
+        // owner's type where one decoding does not.
+        None => reference.contains('%') || mentions_type(reference, user.owner.name()),
     }
 }
 

@@ -91,6 +91,11 @@ fn constrained_types_are_refused_wherever_the_constraint_is_not_applied() {
                 Some(other) => panic!("{context}: {method} {target}: {other:?}"),
             }
         }
+        // A named query may ignore the constraint.
+        assert!(matches!(
+            decide(&scopes, "GET", "/Observation?_query=everything-lab"),
+            Some(Err(Denial::Forbidden(_)))
+        ));
         // Includes of the constrained type itself stay refused as before (400).
         assert!(matches!(
             decide(
