@@ -515,3 +515,143 @@ async fn writes_naming_only_the_patient_go_on() {
         .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 }
+
+// In front of a real FHIR server (Medplum's FhirRouter, as `medplum.rs`): the server applies
+// the constraint fhirguard adds, reads what fhirguard refuses to count as membership, and
+// never sees the writes fhirguard refuses.
+
+/// Straight to the FHIR server, or through fhirguard with `token`.
+async fn exchange(
+    guard: &Guard,
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> (StatusCode, Value) {
+    let body = match body {
+        Value::Null => Bytes::new(),
+        body => Bytes::from(body.to_string()),
+    };
+    let headers = [("content-type", "application/fhir+json")];
+    let request = crate::support::client::request(method, url, token, &headers, body);
+    let answer = guard.http.exchange(request).await;
+    (answer.status, answer.json_or_null())
+}
+
+#[tokio::test]
+async fn items_1_to_3_in_front_of_a_real_fhir_server() {
+    if crate::medplum::prepared().is_none() {
+        return;
+    }
+    let (_medplum, port) = tokio::task::spawn_blocking(crate::medplum::start_medplum)
+        .await
+        .unwrap();
+    let upstream = format!("http://127.0.0.1:{port}/fhir");
+    let guard = Stack::builder()
+        .key(TestKey::ec_p256("round-3-medplum"))
+        .upstream_url(upstream.clone())
+        .serve(|stack| config_yaml(&stack.upstream_url(), &stack.idp.base_url()))
+        .await;
+    let mut seeded = vec![
+        json!({"resourceType": "Patient", "id": "p1"}),
+        json!({"resourceType": "Patient", "id": "p2"}),
+        observation("lab", json!({"reference": "Patient/p1"}), "laboratory"),
+        observation("vitals", json!({"reference": "Patient/p1"}), "vital-signs"),
+    ];
+    seeded.push(observation(
+        "x-ext",
+        json!({"reference": "Patient/p2", "extension": [
+            {"url": "http://example.org/x", "valueReference": {"reference": "Patient/p1"}}]}),
+        "laboratory",
+    ));
+    for resource in seeded {
+        let url = format!(
+            "{upstream}/Observation/{}",
+            resource["id"].as_str().unwrap()
+        );
+        let url = url.replace("Observation", resource["resourceType"].as_str().unwrap());
+        let (status, body) = exchange(&guard, Method::PUT, &url, None, &resource).await;
+        assert!(status.is_success(), "seed: {body}");
+    }
+    let token = |scopes: &str| {
+        let Stack { idp, key, .. } = &guard.stack;
+        token::base_claims(&idp.issuer(), AUDIENCE, now())
+            .claim("azp", "app")
+            .claim("scp", scopes)
+            .claim("fhirUser", format!("{BASE}/Patient/p1"))
+            .sign(key)
+    };
+    let get = |target: &str, scopes: &str| {
+        let (url, token) = (guard.url(target), token(scopes));
+        let guard = &guard;
+        async move { exchange(guard, Method::GET, &url, Some(&token), &Value::Null).await }
+    };
+    let lab_only = "patient/Observation.rs?category=laboratory patient/Patient.rs";
+    crate::support::poll::eventually(
+        "a token is accepted",
+        std::time::Duration::from_secs(10),
+        || async { get("/Patient/p1", lab_only).await.0 == StatusCode::OK },
+    )
+    .await;
+
+    // Item 1: the server applies the constraint to a search; every other way is refused.
+    let (status, bundle) = get("/Observation", lab_only).await;
+    assert_eq!(status, StatusCode::OK, "{bundle}");
+    assert_eq!(ids(&bundle), ["lab"]);
+    for target in [
+        "/Observation/vitals/_history",
+        "/Observation/vitals",
+        "/Observation/vitals/_history/1",
+        "/Patient?_revinclude=Observation:subject",
+        "/Patient?_has:Observation:subject:code=x",
+    ] {
+        assert_eq!(
+            get(target, lab_only).await.0,
+            StatusCode::FORBIDDEN,
+            "{target}"
+        );
+    }
+
+    // Item 2: the server has x-ext; patient 1 does not, however its subject's extension reads.
+    let all = "patient/*.*";
+    let (status, _) = exchange(
+        &guard,
+        Method::GET,
+        &format!("{upstream}/Observation/x-ext"),
+        None,
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        get("/Observation/x-ext", all).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get("/Observation/x-ext/_history", all).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, bundle) = get("/Observation", all).await;
+    assert_eq!(status, StatusCode::OK, "{bundle}");
+    assert!(ids(&bundle).contains(&"vitals".to_owned()), "{bundle}");
+    assert!(!ids(&bundle).contains(&"x-ext".to_owned()), "{bundle}");
+
+    // Item 3: the write naming patient 2 never reaches the server.
+    for focus in ["Patient/p2", "Patient/p2/", "./Patient/p2", "patient/p2"] {
+        let mut resource = observation("w", json!({"reference": "Patient/p1"}), "laboratory");
+        resource["focus"] = json!([{"reference": focus}]);
+        resource.as_object_mut().unwrap().remove("id");
+        let (url, token) = (guard.url("/Observation"), token(all));
+        let (status, body) = exchange(&guard, Method::POST, &url, Some(&token), &resource).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{focus}: {body}");
+    }
+    let (_, found) = exchange(
+        &guard,
+        Method::GET,
+        &format!("{upstream}/Observation?focus=Patient/p2"),
+        None,
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(ids(&found), Vec::<String>::new(), "{found}");
+}
