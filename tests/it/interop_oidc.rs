@@ -14,9 +14,9 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -84,6 +84,22 @@ impl ChildGuard {
             Ok(Some(status)) => format!("exited, {status}"),
             Err(error) => format!("unknown ({error})"),
         }
+    }
+
+    /// Closes its stdin (the Node scripts then stop by themselves, closing what they started,
+    /// such as a browser) and waits up to `grace` for it to exit; kills it after that. Its exit
+    /// status, when it exited by itself.
+    pub(crate) fn close_stdin_and_wait(&mut self, grace: Duration) -> Option<ExitStatus> {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        self.stop();
+        None
     }
 
     /// Kills the process and waits for it; true when it was still running (it should be).
@@ -171,20 +187,31 @@ pub(crate) fn node_available() -> Option<()> {
 
 /// Installs the locked Node dependencies when `node_modules` is missing.
 pub(crate) fn ensure_node_modules() {
-    let dir = interop_dir();
+    npm_ci_when_missing(&interop_dir(), "oidc-provider");
+}
+
+/// `npm ci` in `dir` (bounded by a deadline) when its `node_modules` lacks `package`. One
+/// install at a time in this test binary: suites running in parallel share `tests/interop` and
+/// `tests/medplum`, and two `npm ci` in one directory leave a broken `node_modules` behind.
+pub(crate) fn npm_ci_when_missing(dir: &Path, package: &str) {
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(PoisonError::into_inner);
     if dir
-        .join("node_modules/oidc-provider/package.json")
+        .join("node_modules")
+        .join(package)
+        .join("package.json")
         .is_file()
     {
         return;
     }
+    let name = dir.display();
     let mut npm = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
+        .current_dir(dir)
         .stdin(Stdio::null())
         .spawn()
         .unwrap_or_else(|error| {
-            panic!("tests/interop/node_modules is missing and npm cannot start: {error}")
+            panic!("{name}/node_modules is missing and npm cannot start: {error}")
         });
     let deadline = Instant::now() + NPM_CI_DEADLINE;
     let status = loop {
@@ -194,14 +221,11 @@ pub(crate) fn ensure_node_modules() {
         if Instant::now() > deadline {
             let _ = npm.kill();
             let _ = npm.wait();
-            panic!("`npm ci` in tests/interop took longer than {NPM_CI_DEADLINE:?}");
+            panic!("`npm ci` in {name} took longer than {NPM_CI_DEADLINE:?}");
         }
         thread::sleep(Duration::from_millis(200));
     };
-    assert!(
-        status.success(),
-        "`npm ci` in tests/interop failed: {status}"
-    );
+    assert!(status.success(), "`npm ci` in {name} failed: {status}");
 }
 
 /// Starts one of the Node scripts and returns it with its one-line JSON greeting.
@@ -217,8 +241,19 @@ pub(crate) fn spawn_node_with(
     script: &str,
     env: &[(&str, &str)],
 ) -> (ChildGuard, Value, Receiver<String>) {
+    spawn_node_in(&interop_dir(), name, script, env)
+}
+
+/// Starts the Node script `script` of `dir` with `env` set; returns it with its one-line JSON
+/// greeting and the rest of its stdout.
+pub(crate) fn spawn_node_in(
+    dir: &Path,
+    name: &'static str,
+    script: &str,
+    env: &[(&str, &str)],
+) -> (ChildGuard, Value, Receiver<String>) {
     let mut command = Command::new("node");
-    command.arg(script).arg("0").current_dir(interop_dir());
+    command.arg(script).arg("0").current_dir(dir);
     command.envs(env.iter().copied());
     let (mut guard, stdout, _stderr) = ChildGuard::spawn(name, &mut command);
     let greeting = wait_for_line(

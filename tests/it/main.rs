@@ -3,13 +3,14 @@
 //! minting. Select a suite by its module path, e.g. `cargo test --test it proxy::` or
 //! `cargo test --test it smart::`.
 //!
-//! The npm projects of the interop suites (`tests/interop`, `tests/medplum`) and
+//! The npm projects of the interop suites (`tests/interop`, `tests/medplum`, `tests/browser`) and
 //! `tests/ops/install.sh` stay outside this directory: `.ci/run` and `deploy/check.sh` name them
 //! by path.
 
 mod audit_event;
 mod audit_trail;
 mod auth;
+mod browser;
 mod cli;
 mod config_examples;
 mod cors;

@@ -48,37 +48,8 @@ pub(crate) fn prepared() -> Option<()> {
         eprintln!("skipping the Medplum suite: `node` is not installed");
         return None;
     }
-    let dir = medplum_dir();
-    if !dir
-        .join("node_modules/@medplum/fhir-router/package.json")
-        .is_file()
-    {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .status()
-            .expect("npm starts");
-        assert!(status.success(), "`npm ci` in tests/medplum failed");
-    }
+    crate::interop_oidc::npm_ci_when_missing(&medplum_dir(), "@medplum/fhir-router");
     Some(())
-}
-
-/// `npm ci` in `tests/interop` (the OpenID provider) when its packages are missing.
-fn prepared_provider() {
-    let dir = interop_dir();
-    if !dir
-        .join("node_modules/oidc-provider/package.json")
-        .is_file()
-    {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .status()
-            .expect("npm starts");
-        assert!(status.success(), "`npm ci` in tests/interop failed");
-    }
 }
 
 fn interop_dir() -> PathBuf {
@@ -465,7 +436,7 @@ async fn smart_clients_of_a_real_identity_provider() {
     if prepared().is_none() {
         return;
     }
-    prepared_provider();
+    crate::interop_oidc::ensure_node_modules();
     let (_medplum, port) = tokio::task::spawn_blocking(start_medplum).await.unwrap();
     let upstream = format!("http://127.0.0.1:{port}/fhir");
     let env = [
