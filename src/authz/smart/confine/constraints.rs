@@ -42,6 +42,11 @@ impl Gate<'_> {
     /// True when the grant reads `resource_type` (`None`: every type) only through constrained
     /// scopes: resources of it may be returned only where the constraint is proven.
     pub(super) fn constrained_only(&self, resource_type: Option<&str>) -> bool {
+        // Most grants hold no constraint at all: one pass over the scopes answers.
+        let scopes = self.grant.scopes.scopes();
+        if !scopes.iter().any(|s| s.is_constrained()) {
+            return false;
+        }
         self.read_actions(resource_type, false) && !self.read_actions(resource_type, true)
     }
 
