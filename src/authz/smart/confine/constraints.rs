@@ -39,15 +39,21 @@ impl Gate<'_> {
         READS.into_iter().any(|a| actions.contains(a))
     }
 
+    fn has_constraints(&self) -> bool {
+        self.grant
+            .scopes
+            .scopes()
+            .iter()
+            .any(|s| s.is_constrained())
+    }
+
     /// True when the grant reads `resource_type` (`None`: every type) only through constrained
     /// scopes: resources of it may be returned only where the constraint is proven.
     pub(super) fn constrained_only(&self, resource_type: Option<&str>) -> bool {
         // Most grants hold no constraint at all: one pass over the scopes answers.
-        let scopes = self.grant.scopes.scopes();
-        if !scopes.iter().any(|s| s.is_constrained()) {
-            return false;
-        }
-        self.read_actions(resource_type, false) && !self.read_actions(resource_type, true)
+        self.has_constraints()
+            && self.read_actions(resource_type, false)
+            && !self.read_actions(resource_type, true)
     }
 
     /// A type the grant reads only under constraints, if any (`*` for a constrained wildcard
@@ -70,6 +76,9 @@ impl Gate<'_> {
         let Some(resource_type) = request.resource_type.as_deref() else {
             return Ok(());
         };
+        if !self.has_constraints() {
+            return Ok(());
+        }
         let scopes = &self.grant.scopes;
         let all = self
             .granted
