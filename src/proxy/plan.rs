@@ -80,9 +80,6 @@ pub(super) struct BundleAnswer {
     partial: bool,
 }
 
-/// `Prefer` (RFC 7240): `return=minimal` asks the server for no resource in its answer.
-const PREFER: http::HeaderName = http::HeaderName::from_static("prefer");
-
 /// What a request comes to: sent upstream, or answered by fhirguard at once.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // `Send` is nearly every request: boxed, each would allocate
@@ -288,6 +285,13 @@ impl Confined {
             };
             change::check_change(exchange, &mut parts, user, change).await?;
         }
+        if let Confinement::Search {
+            proven: Some(_), ..
+        } = confinement
+        {
+            // The constraint is the proof: the server may not drop it as unknown.
+            smart::require_strict_handling(&mut parts.headers);
+        }
         if checked {
             // Never a bare 304/412/206 in place of the resource fhirguard must see.
             read_answer_whole(&mut parts);
@@ -303,9 +307,11 @@ impl Confined {
         }
         let minimal = smart_authz::hides_answer(&self.request, self.granted, &self.grant);
         if minimal {
-            parts
-                .headers
-                .insert(PREFER, http::HeaderValue::from_static("return=minimal"));
+            // `return=minimal` asks the server for no resource in its answer (RFC 7240).
+            parts.headers.insert(
+                smart::PREFER,
+                http::HeaderValue::from_static("return=minimal"),
+            );
         }
         let after = match (&self.confinement, user) {
             _ if minimal => After::Minimal,

@@ -105,6 +105,36 @@ pub(super) fn strip_conditional_headers(headers: &mut http::HeaderMap) {
     }
 }
 
+/// A search carrying a SMART v2 constraint (issue 20): the server must apply every parameter
+/// or refuse, never drop one it does not know (FHIR R4 search.html#errors, `Prefer:
+/// handling=strict`; RFC 7240) — a lenient server that ignored the constraint would answer
+/// with the very resources it excludes. The client's other preferences are kept, its own
+/// `handling` replaced.
+pub(super) fn require_strict_handling(headers: &mut http::HeaderMap) {
+    let mut kept: Vec<String> = headers
+        .get_all(PREFER)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|preference| {
+            let name = preference.split(['=', ';']).next().unwrap_or_default();
+            !preference.is_empty() && !name.trim().eq_ignore_ascii_case("handling")
+        })
+        .map(str::to_owned)
+        .collect();
+    kept.push("handling=strict".to_owned());
+    headers.remove(PREFER);
+    if let Ok(value) = HeaderValue::from_str(&kept.join(", ")) {
+        headers.insert(PREFER, value);
+    } else {
+        headers.insert(PREFER, HeaderValue::from_static("handling=strict"));
+    }
+}
+
+/// `Prefer` (RFC 7240).
+pub(super) const PREFER: HeaderName = HeaderName::from_static("prefer");
+
 /// A search or history answer: entries the grant may not see are removed (reference §4.7,
 /// ADR-2607 "included resources are compartment-checked"; issue 20: of a type read only under
 /// v2 constraints, only the `proven` type's matches).
@@ -365,4 +395,37 @@ pub(super) fn search_body(headers: &mut http::HeaderMap, parameters: &str) -> Bo
         HeaderValue::from_static("application/x-www-form-urlencoded"),
     );
     full(Bytes::copy_from_slice(parameters.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A constrained search asks for strict handling whatever the client preferred; its other
+    /// preferences stay.
+    #[test]
+    fn strict_handling_replaces_the_clients_handling() {
+        for (sent, forwarded) in [
+            (vec![], "handling=strict"),
+            (vec!["handling=lenient"], "handling=strict"),
+            (vec!["HANDLING = lenient"], "handling=strict"),
+            (
+                vec!["return=representation, handling=lenient"],
+                "return=representation, handling=strict",
+            ),
+            (
+                vec!["respond-async", "handling=lenient;x=1"],
+                "respond-async, handling=strict",
+            ),
+            (vec!["handlingx=1"], "handlingx=1, handling=strict"),
+        ] {
+            let mut headers = http::HeaderMap::new();
+            for value in &sent {
+                headers.append(PREFER, HeaderValue::from_static(value));
+            }
+            require_strict_handling(&mut headers);
+            let values: Vec<&HeaderValue> = headers.get_all(PREFER).iter().collect();
+            assert_eq!(values, [forwarded], "{sent:?}");
+        }
+    }
 }

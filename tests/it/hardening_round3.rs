@@ -263,8 +263,11 @@ async fn a_search_of_the_constrained_type_carries_the_constraint_upstream() {
     assert_eq!(received.len(), 1, "{received:?}");
     assert!(received[0].contains("category=laboratory"), "{received:?}");
     assert!(received[0].ends_with("subject=Patient/1"), "{received:?}");
-    // The proof is the server's: this store ignores `category` (a lenient server), so what the
-    // client sees rests on the server applying the parameter fhirguard added.
+    // The server may not drop the constraint as an unknown parameter.
+    let sent = h.fhir.since(before);
+    assert_eq!(sent[0].headers["prefer"], "handling=strict");
+    // The proof is the server's: this store ignores `category` (as a lenient server would, which
+    // `handling=strict` forbids), so what the client sees rests on the server applying it.
     // Another type is searched as before.
     let answer = h.get(LAB_ONLY, "/Encounter").await;
     assert_eq!(ids(&answer.body), ["e1"]);
