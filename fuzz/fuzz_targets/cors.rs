@@ -4,6 +4,8 @@
 //! line is `name: value`; lines that are not a header are skipped.
 #![no_main]
 
+use std::sync::OnceLock;
+
 use fhirguard::config::Config;
 use fhirguard::cors::Policy;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -15,9 +17,13 @@ const CONFIG: &str = "upstream: \"http://127.0.0.1:8081/fhir\"\n\
     cors:\n  origins: [\"https://app.example.org\"]\n  headers: [Authorization, Content-Type]\n  \
     methods: [GET, POST]\n";
 
+static POLICY: OnceLock<Policy> = OnceLock::new();
+
 fuzz_target!(|data: &[u8]| {
-    let config = Config::parse(CONFIG).expect("the fuzz config is valid");
-    let policy = Policy::new(config.cors.as_ref().expect("cors"));
+    let policy = POLICY.get_or_init(|| {
+        let config = Config::parse(CONFIG).expect("the fuzz config is valid");
+        Policy::new(config.cors.as_ref().expect("cors"))
+    });
     let mut headers = HeaderMap::new();
     for line in data.split(|b| *b == b'\n') {
         let Some(colon) = line.iter().position(|b| *b == b':') else {

@@ -70,7 +70,11 @@ impl Exchange<'_> {
             false => http::Version::HTTP_11,
         };
         let started = std::time::Instant::now();
-        let sent = self.upstream.send(Request::from_parts(parts, body)).await;
+        let request = Request::from_parts(parts, body);
+        let sent = self
+            .upstream
+            .send(request, &self.metrics.upstream_retries)
+            .await;
         self.metrics
             .upstream_duration
             .observe(started.elapsed().as_secs_f64());

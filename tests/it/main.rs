@@ -37,4 +37,5 @@ mod support;
 mod tls;
 mod token_cache;
 mod token_shapes;
+mod upstream_lifecycle;
 mod upstream_pool;
