@@ -652,8 +652,9 @@ fn decide_bundle(
 }
 
 /// One bundle entry under SMART: the type gate, then a confinement fhirguard can carry out
-/// inside a bundle — a forward, a rewritten entry URL, a check of the entry's answer (read) or
-/// a filter of it (search). Writes needing a compartment check are denied inside bundles.
+/// inside a bundle — a forward, a rewritten entry URL, a check of the entry's answer (read), a
+/// filter of it (search) or its resource left out (a patch the grant cannot read). Writes
+/// needing a compartment check are denied inside bundles.
 fn smart_entry(entry: &FhirRequest, granted: DataActions, grant: &SmartGrant) -> Decision {
     let query = entry.query.as_deref();
     let mut decision = smart::authorize(entry, query, granted, grant, Reasons::Always);
@@ -663,7 +664,8 @@ fn smart_entry(entry: &FhirRequest, granted: DataActions, grant: &SmartGrant) ->
                 Confinement::Forward
                 | Confinement::Rewrite { .. }
                 | Confinement::Read
-                | Confinement::Search { .. },
+                | Confinement::Search { .. }
+                | Confinement::Minimal,
             ) => {}
             Ok(Confinement::Write { .. } | Confinement::Patch | Confinement::History) => {
                 decision.allowed = false;

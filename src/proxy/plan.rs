@@ -25,11 +25,12 @@ use super::documents;
 use super::forward::Exchange;
 use super::smart;
 use crate::actions::DataActions;
-use crate::authz::smart::{Confinement, FhirUser, SmartGrant};
+use crate::authz::smart::{self as smart_authz, Confinement, FhirUser, SmartGrant};
 use crate::authz::BundleDecision;
 use crate::body::{empty, full, read_inspected, stream_request, Body, RequestBody, Reservation};
 use crate::cors::Policy;
 use crate::error::Rejection;
+use crate::fhir::resource_types::ResourceType;
 use crate::fhir::{format, FhirRequest, Interaction};
 use crate::hygiene;
 use crate::upstream::KeptBody;
@@ -59,10 +60,14 @@ pub(super) enum After {
     Metadata,
     /// A read under a patient context: the resource must be in the compartment, else 404.
     Read(FhirUser),
-    /// A search or history under SMART: entries the grant may not see are removed.
-    Filter(Arc<SmartGrant>, DataActions),
+    /// A search or history under SMART: entries the grant may not see are removed; entries of
+    /// the proven type (the searched one, its v2 constraint in the query) are kept.
+    Filter(Arc<SmartGrant>, DataActions, Option<ResourceType>),
     /// A batch/transaction whose answer fhirguard completes (denied entries) or checks.
     Bundle(Box<BundleAnswer>),
+    /// A patch of a type the grant does not read without constraints: the patched resource is
+    /// not passed on (issue 20).
+    Minimal,
 }
 
 /// What a batch/transaction's answer needs.
@@ -239,6 +244,7 @@ impl Confined {
         if let Confinement::Rewrite { query: rewritten }
         | Confinement::Search {
             query: Some(rewritten),
+            ..
         } = confinement
         {
             query = Some(rewritten.clone());
@@ -283,6 +289,13 @@ impl Confined {
             };
             change::check_change(exchange, &mut parts, user, change).await?;
         }
+        if let Confinement::Search {
+            proven: Some(_), ..
+        } = confinement
+        {
+            // The constraint is the proof: the server may not drop it as unknown.
+            smart::require_strict_handling(&mut parts.headers);
+        }
         if checked {
             // Never a bare 304/412/206 in place of the resource fhirguard must see.
             read_answer_whole(&mut parts);
@@ -296,11 +309,21 @@ impl Confined {
             outgoing.query = query;
             return Ok(outgoing);
         }
+        let minimal = smart_authz::hides_answer(&self.request, self.granted, &self.grant);
+        if minimal {
+            // `return=minimal` asks the server for no resource in its answer (RFC 7240).
+            parts.headers.insert(
+                smart::PREFER,
+                http::HeaderValue::from_static("return=minimal"),
+            );
+        }
         let after = match (&self.confinement, user) {
+            _ if minimal => After::Minimal,
             (Confinement::Read, Some(user)) => After::Read(user.clone()),
-            (Confinement::Search { .. } | Confinement::History, _) => {
-                After::Filter(self.grant, self.granted)
+            (Confinement::Search { proven, .. }, _) => {
+                After::Filter(self.grant, self.granted, *proven)
             }
+            (Confinement::History, _) => After::Filter(self.grant, self.granted, None),
             _ => After::Nothing,
         };
         Ok(Outgoing {
@@ -396,9 +419,11 @@ pub(super) async fn finish(
     match after {
         After::Nothing => Ok(response),
         After::Metadata => documents::add_security(response, exchange.config, exchange.keys).await,
+        After::Minimal => Ok(smart::without_resource(response)),
         After::Read(user) => smart::check_read(response, &user, limit).await,
-        After::Filter(grant, granted) => {
-            smart::filter_search(response, &grant, granted, limit).await
+        After::Filter(grant, granted, proven) => {
+            let proven = proven.map(ResourceType::name);
+            smart::filter_search(response, &grant, granted, proven, limit).await
         }
         After::Bundle(answer) => {
             if !response.status().is_success() {

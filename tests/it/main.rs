@@ -20,6 +20,7 @@ mod dpop;
 mod explain_parity;
 mod hardening_compartment;
 mod hardening_hygiene;
+mod hardening_round3;
 mod hardening_round3b;
 mod interop_oidc;
 mod introspection;
