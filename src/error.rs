@@ -25,7 +25,13 @@ use crate::fhir::format::NotAcceptable;
 use crate::fhir::path::PathError;
 use crate::fhir::{ClassifyError, FHIR_JSON};
 use crate::hygiene::UnsafeRequest;
+use crate::limits::Throttled;
+use crate::shared::StoreError;
 use crate::upstream::UpstreamFailure;
+
+/// draft-ietf-httpapi-ratelimit-headers: the allowance left, and the policy it is counted by.
+const RATE_LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
+const RATE_LIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
 
 /// Why a request was not forwarded, or why forwarding failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +91,12 @@ pub enum Rejection {
     /// The upstream refused or broke the connection (502), or did not answer in time (504).
     #[error(transparent)]
     Upstream(#[from] UpstreamFailure),
+    /// The client is over its `rateLimits` allowance (429, issue 22).
+    #[error(transparent)]
+    Throttled(#[from] Throttled),
+    /// The shared-state store did not answer and `sharedState.failureMode` is `closed` (503).
+    #[error(transparent)]
+    SharedState(#[from] StoreError),
 }
 
 /// What a response needs beyond the rejection itself.
@@ -148,6 +160,13 @@ enum Extra {
     },
     /// `Retry-After` in seconds.
     RetryAfter(u64),
+    /// `Retry-After` in seconds, and draft-ietf-httpapi-ratelimit-headers' `RateLimit` and
+    /// `RateLimit-Policy` (a 429).
+    RateLimit {
+        retry_after: u64,
+        limit: HeaderValue,
+        policy: HeaderValue,
+    },
     /// A refused preflight: no CORS header may be added ([`Withheld`]).
     WithoutCors,
     /// RFC 9110 §15.5.9: the rest of the body is never read, so the connection closes.
@@ -380,6 +399,25 @@ impl Rejection {
                 "not_acceptable",
             ),
             Rejection::Upstream(failure) => Answer::of_upstream(failure),
+            Rejection::Throttled(throttled) => Answer::new(
+                S::TOO_MANY_REQUESTS,
+                "throttled",
+                "throttled",
+                "rate_limited",
+            )
+            .with(Extra::RateLimit {
+                retry_after: throttled.retry_after,
+                limit: throttled.rate_limit(),
+                policy: throttled.policy.clone(),
+            }),
+            // The store reconnects in the background within a second or so.
+            Rejection::SharedState(_) => Answer::new(
+                S::SERVICE_UNAVAILABLE,
+                "transient",
+                "unavailable",
+                "shared_state_unavailable",
+            )
+            .with(Extra::RetryAfter(1)),
         }
     }
 
@@ -471,6 +509,15 @@ impl Rejection {
             }
             Extra::RetryAfter(seconds) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            Extra::RateLimit {
+                retry_after,
+                limit,
+                policy,
+            } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
+                headers.insert(RATE_LIMIT, limit);
+                headers.insert(RATE_LIMIT_POLICY, policy);
             }
             Extra::Close => {
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));

@@ -408,7 +408,7 @@ async fn bind(
                 .inc();
         }
     }
-    checked.map_err(|error| (Rejection::Sender(error), Some(Arc::clone(principal))))
+    checked.map_err(|error| (error, Some(Arc::clone(principal))))
 }
 
 /// Step 8, first half: the request classified, the principal's grant and SMART grant.

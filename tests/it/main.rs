@@ -30,6 +30,7 @@ mod ops;
 mod proxy;
 mod reload;
 mod report_only;
+mod shared_state;
 mod smart;
 mod smart_clients;
 mod support;
