@@ -824,6 +824,49 @@ mod tests {
         assert_eq!(missing.headers()[CONTENT_TYPE], FHIR_JSON);
     }
 
+    /// Issue 22: over a rate limit is 429 `throttled` with `Retry-After` and the IETF
+    /// `RateLimit` / `RateLimit-Policy` fields; the shared store down with `failureMode: closed`
+    /// is 503 `transient` with `Retry-After: 1`.
+    #[test]
+    fn throttled_and_store_refusals_have_their_status_code_and_headers() {
+        use crate::config::LimitScope;
+        use crate::limits::Throttled;
+        use crate::shared::StoreError;
+        let throttled = Rejection::from(Throttled {
+            requests_per_second: 2,
+            burst: 10,
+            scope: LimitScope::Replica,
+            retry_after: 3,
+            policy: HeaderValue::from_static("\"client\";q=10;w=5"),
+        });
+        assert_eq!(
+            (throttled.status(), throttled.outcome(), throttled.reason()),
+            (StatusCode::TOO_MANY_REQUESTS, "throttled", "rate_limited")
+        );
+        assert!(crate::metrics::OUTCOMES.contains(&throttled.outcome()));
+        let (_, body) = answer(&throttled);
+        assert_eq!(body["code"], "throttled");
+        let response = throttled.into_response(context());
+        assert_eq!(response.headers()[RETRY_AFTER], "3");
+        assert_eq!(response.headers()["ratelimit"], "\"client\";r=0;t=3");
+        assert_eq!(
+            response.headers()["ratelimit-policy"],
+            "\"client\";q=10;w=5"
+        );
+        let down = Rejection::from(StoreError::Timeout(Duration::from_millis(250)));
+        assert_eq!(
+            (down.status(), down.outcome(), down.reason()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "shared_state_unavailable"
+            )
+        );
+        let (_, body) = answer(&down);
+        assert_eq!(body["code"], "transient");
+        assert_eq!(down.into_response(context()).headers()[RETRY_AFTER], "1");
+    }
+
     /// RFC 9449 §7.1: a bad proof is `invalid_dpop_proof`, a bound token without its proof
     /// `invalid_token`, both in a `DPoP` challenge naming the algorithms; RFC 8705 §3: a
     /// certificate mismatch is Bearer's `invalid_token`.
