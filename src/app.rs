@@ -119,6 +119,12 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let shared = (generation.config.shared_state.as_ref())
         .map(|settings| SharedStore::new(settings, metrics.shared.clone()).map(Arc::new))
         .transpose()?;
+    if let (Some(store), Some(true)) = (
+        &shared,
+        (generation.config.shared_state.as_ref()).map(|s| s.introspection),
+    ) {
+        keys.introspector().share(Arc::clone(store));
+    }
     let replay =
         crate::proxy::replay::ReplayCache::new(generation.config.sender.replay_cache_entries)
             .sharing(shared.clone());

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -27,6 +27,7 @@ use super::jwks::{KeySettings, KeyStore};
 use super::token::ClaimSet;
 use super::{judge_claims, selected, Verified};
 use crate::config::{Config, Introspection, SecretSource};
+use crate::shared::SharedStore;
 
 /// The largest introspection answer read; answers are a few hundred bytes.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -70,6 +71,8 @@ pub struct Introspector {
     /// The slots of `introspection.maxConcurrent`, with the size they were made for (a reload
     /// that changes it makes new ones; calls under way keep their old slot).
     slots: Arc<Mutex<Option<Slots>>>,
+    /// The shared store, when `sharedState.introspection` shares answers ([`super::shared_answers`]).
+    pub(super) shared: Arc<OnceLock<Arc<SharedStore>>>,
 }
 
 /// `maxConcurrent` permits, and the size they were made for.
@@ -91,7 +94,13 @@ impl Introspector {
             client,
             counts: Arc::default(),
             slots: Arc::default(),
+            shared: Arc::default(),
         }
+    }
+
+    /// Shares answers through `store` from now on (set once, at start-up).
+    pub fn share(&self, store: Arc<SharedStore>) {
+        let _ = self.shared.set(store);
     }
 
     /// Introspections of `authority` so far, by [`IntrospectionResult::ALL`].
@@ -127,7 +136,7 @@ impl Introspector {
 
     /// One POST to `endpoint` (RFC 7662 §2.1): the answer's JSON object, or why there is none.
     /// It waits for one of `maxConcurrent` slots first, within the same `timeout`.
-    async fn post(
+    pub(super) async fn post(
         &self,
         endpoint: &str,
         settings: &Introspection,
@@ -254,17 +263,22 @@ pub async fn introspect(
             ))
         }
     };
-    let answer = introspector
-        .post(endpoint, settings, token)
+    let (answer, shared) = introspector
+        .answer(endpoint, settings, authority, token, now)
         .await
         .map_err(unavailable)?;
+    // Another replica's answer (`sharedState.introspection`) was not an introspection of ours.
     let claims = match active_claims(answer, &keys.issuer, authority) {
         Ok(claims) => {
-            introspector.count(authority, IntrospectionResult::Active);
+            if !shared {
+                introspector.count(authority, IntrospectionResult::Active);
+            }
             claims
         }
         Err(refusal) => {
-            introspector.count(authority, IntrospectionResult::Inactive);
+            if !shared {
+                introspector.count(authority, IntrospectionResult::Inactive);
+            }
             return Err(refusal);
         }
     };

@@ -435,3 +435,52 @@ async fn a_rediss_store_is_reached_through_the_test_ca() {
     );
     replicas.stop().await;
 }
+
+/// `sharedState.introspection: true`: one opaque token used at both replicas is introspected
+/// once — the second replica takes the first one's answer from the store (and counts no
+/// introspection of its own); without it, each replica introspects.
+#[tokio::test]
+async fn one_opaque_token_is_introspected_once_for_both_replicas() {
+    for (share, expected) in [(true, 1), (false, 2)] {
+        let redis = RedisServer::start();
+        let stack = Stack::start().await;
+        let answer = json!({
+            "active": true,
+            "iss": stack.idp.issuer(),
+            "aud": AUDIENCE,
+            "appid": "ops-client",
+            "roles": [ROLE],
+            "exp": now() + 600,
+        });
+        stack.idp.introspect_with(answer, Duration::ZERO);
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "fhirguard-secret").unwrap();
+        let shared = format!(
+            "sharedState:\n  introspection: {share}\n  redis: {{url: \"{}\"}}\n\
+             introspection:\n  authority: \"{}\"\n  clientId: fhirguard\n  \
+             clientSecretFile: \"{}\"\n",
+            redis.url(),
+            stack.idp.base_url(),
+            secret.display()
+        );
+        let replicas = Replicas::start(stack, &shared).await;
+        for replica in [&replicas.a, &replicas.b, &replicas.a, &replicas.b] {
+            let answer = replicas.bearer(replica, "an-opaque-token").await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        }
+        let (calls, _) = replicas.stack.idp.introspections();
+        assert_eq!(calls, expected, "introspections with sharing {share}");
+        let active = [("result", "active")];
+        let counted = replicas
+            .total("fhirguard_introspections_total", &active)
+            .await;
+        assert_eq!(counted, expected as f64);
+        let get = [("operation", "introspection_get"), ("result", "ok")];
+        let gets = replicas
+            .total("fhirguard_shared_state_calls_total", &get)
+            .await;
+        assert_eq!(gets, if share { 2.0 } else { 0.0 });
+        replicas.stop().await;
+    }
+}
