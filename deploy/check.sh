@@ -84,6 +84,7 @@ FILES = {
     "ServiceAccount": "deployment", "Deployment": "deployment", "ConfigMap": "configmap",
     "Service": "service", "PodDisruptionBudget": "pdb", "NetworkPolicy": "networkpolicy",
     "ServiceMonitor": "servicemonitor", "HorizontalPodAutoscaler": "hpa",
+    "StatefulSet": "valkey",
 }
 source, out, overlay = sys.argv[1:]
 files = {}
