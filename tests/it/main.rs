@@ -28,6 +28,7 @@ mod medplum;
 mod mtls;
 mod ops;
 mod proxy;
+mod rate_limits;
 mod reload;
 mod report_only;
 mod shared_state;
