@@ -443,15 +443,20 @@ fn the_shared_state_component_wires_fhirguard_to_valkey() {
     );
     let port = at(&seq(at(service, "spec.ports"))[0], "port").as_u64();
     assert_eq!(port, shared.redis.url.port().map(u64::from));
-    let Some(fhirguard::config::SecretSource::Env(variable)) = &shared.redis.password else {
-        panic!("the password comes from an environment variable");
+    let Some(fhirguard::config::SecretSource::File(file)) = &shared.redis.password else {
+        panic!("the password comes from a file");
     };
-    let env = seq(at(example.fhirguard_container(), "env"));
-    let from = env
+    let mounts = seq(at(example.fhirguard_container(), "volumeMounts"));
+    let mount = mounts
         .iter()
-        .find(|e| s(e, "name") == variable)
-        .expect("the password variable is set");
-    assert_eq!(s(from, "valueFrom.secretKeyRef.name"), "fhirguard-valkey");
+        .find(|m| file.starts_with(s(m, "mountPath")))
+        .expect("the password file is mounted");
+    let volume = seq(at(example.pod(), "spec.volumes"))
+        .iter()
+        .find(|v| s(v, "name") == s(mount, "name"))
+        .expect("its volume");
+    assert_eq!(s(volume, "secret.secretName"), "fhirguard-valkey");
+    assert_eq!(file.file_name().and_then(|n| n.to_str()), Some("password"));
     assert!(!example.config_text.contains("password:"));
     let valkey = example.one("StatefulSet");
     let pod = at(valkey, "spec.template.spec");
