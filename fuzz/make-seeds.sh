@@ -57,7 +57,7 @@ printf '%s' '{"cnf":{"jwk":{"kty":"EC"}}}' >cnf/jwk
 printf '%s' '{"exp":1800000000}' >cnf/none
 
 # certificate: the first byte picks the mode (0 x-forwarded-client-cert, 1 ssl-client-cert,
-# 2 the Hash of an x-forwarded-client-cert; modulo 3).
+# 2 the Hash of an x-forwarded-client-cert, 3 a PEM as the Cert beside a Hash; modulo 4).
 mkdir -p certificate
 openssl req -x509 -key "$key" -subj /CN=client -days 1 -out "$key.crt" 2>/dev/null
 pem=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.stdin.read(), safe=""), end="")' <"$key.crt")
@@ -66,6 +66,8 @@ printf '0%s' "By=spiffe://cluster.local/ns/default/sa/fhirguard;Hash=$hash;Subje
 printf '0%s' "By=spiffe://cluster.local/ns/default/sa/fhirguard;Cert=\"$pem\";Subject=\"CN=client\"" >certificate/xfcc-cert
 printf '1%s' "$pem" >certificate/ssl-client-cert
 printf '2%s' "$hash" >certificate/hash
+printf '3%s' "$pem" >certificate/hash-and-cert
+printf '0%s' "Hash=$hash;Cert=\"$pem\"" >certificate/xfcc-hash-and-cert
 
 # introspection: bearer tokens and introspection answers.
 mkdir -p introspection

@@ -6,7 +6,7 @@
 //! The request pipeline fills an [`AuditRecord`] once the response head is known and hands it to
 //! [`Auditor::record`]. This module owns everything after that: what is shown (the query only when
 //! `logging.logQueryStrings` is on, and never a token: a path or query that holds one is
-//! redacted), the two line formats, and the queue. It never fails or blocks a request.
+//! redacted, and so is the value of a parameter named as a credential), the two line formats, and the queue. It never fails or blocks a request.
 
 pub mod event;
 mod sink;
@@ -21,6 +21,7 @@ use http::Method;
 use crate::auth::{self, Principal};
 use crate::config::{AuditFormat, Config};
 use crate::fhir::bundle::BundleKind;
+use crate::fhir::query::redact_credentials;
 use crate::fhir::FhirRequest;
 use crate::metrics::Metrics;
 pub use event::{audit_event, Source};
@@ -108,22 +109,27 @@ pub struct AuditRecord<'a> {
 }
 
 impl AuditRecord<'_> {
-    /// The record as it may be shown: the query only when `log_query`, and a path or query that
-    /// holds a token replaced by [`REDACTED`]. A token in the URL is refused (step 2), but the
-    /// refused URL must not carry it into the audit trail either (SPEC §7).
-    pub fn shown(&self, log_query: bool) -> Self {
+    /// The record as it may be shown: the query only when `log_query`, a path or query that
+    /// holds a token replaced by [`REDACTED`], and the value of any query parameter whose name
+    /// says it is a credential (`access_token`, `client_secret`, `password`, …) replaced by
+    /// `[redacted]`, the redacted query written into `scratch`. A token in the URL is refused
+    /// (step 2, request hygiene), but the refused URL must not carry it into the audit trail
+    /// either (SPEC §7).
+    pub fn shown<'b>(&'b self, log_query: bool, scratch: &'b mut String) -> AuditRecord<'b> {
         let path = if auth::jwt_in_url(self.path, None).is_some() {
             REDACTED
         } else {
             self.path
         };
-        let query =
-            self.query
-                .filter(|_| log_query)
-                .map(|query| match auth::jwt_in_url("", Some(query)) {
-                    Some(_) => REDACTED,
-                    None => query,
-                });
+        let query = self.query.filter(|_| log_query).map(|query| {
+            if auth::jwt_in_url("", Some(query)).is_some() {
+                REDACTED
+            } else if redact_credentials(query, scratch) {
+                scratch.as_str()
+            } else {
+                query
+            }
+        });
         AuditRecord {
             path,
             query,
@@ -193,7 +199,8 @@ impl Auditor {
     /// queues the AuditEvent for `audit.fhirServer` when there is one. Never blocks: a full
     /// queue drops the event and counts it.
     pub fn record(&self, config: &Config, record: &AuditRecord<'_>) {
-        let record = record.shown(config.logging.log_query);
+        let mut scratch = String::new();
+        let record = record.shown(config.logging.log_query, &mut scratch);
         let fhir_line = config.audit.format == AuditFormat::Fhir
             && match &self.lines {
                 Lines::Stderr => line_enabled(),

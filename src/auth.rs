@@ -459,13 +459,19 @@ fn check_fhir_user(
     })
 }
 
-/// The launch context's patient from the configured claim: a string, or absent.
+/// The launch context's patient from the configured claim: absent, or a non-empty string. A
+/// claim that is present but is anything else — `null`, an empty (or all-whitespace) string, a
+/// number, an array, an object — is a malformed token (401), never "no launch context": a
+/// `null` read as absent would fall back to `fhirUser`'s compartment, which the launch was
+/// meant to narrow.
 fn launch_patient(token: &ClaimSet, claim: &str) -> Result<Option<String>, AuthError> {
     match token.get(claim) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(value)) => Ok(Some(value.clone())),
+        None => Ok(None),
+        Some(serde_json::Value::String(value)) if !value.trim().is_empty() => {
+            Ok(Some(value.clone()))
+        }
         Some(_) => Err(AuthError::Malformed {
-            detail: "the launch-context patient claim is not a string",
+            detail: "the launch-context patient claim is present but not a non-empty string",
         }),
     }
 }

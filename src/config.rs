@@ -136,7 +136,7 @@ pub struct Upstream {
     pub ca_file: Option<PathBuf>,
     /// `http2`: speak h2 upstream, default false.
     pub http2: bool,
-    /// `poolIdleTimeout`, default 90 s.
+    /// `poolIdleTimeout`, default 4 s.
     pub pool_idle_timeout: Duration,
     /// `poolMaxIdlePerHost`, default 256.
     pub pool_max_idle_per_host: usize,

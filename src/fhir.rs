@@ -30,6 +30,7 @@ mod operation;
 pub mod patch;
 pub mod path;
 pub mod query;
+pub mod reference;
 pub mod resource_types;
 mod route;
 #[cfg(test)]

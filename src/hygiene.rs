@@ -4,8 +4,11 @@
 //!
 //! - **Method tunnels**: `X-HTTP-Method-Override`, `X-Method-Override`, `X-HTTP-Method` (any
 //!   case, any value, empty included, and spelt with `_` for `-`, which CGI-style servers read
-//!   alike), and a `_method` query parameter ([`carries_method_parameter`]). The upstream might
+//!   alike), and a `_method` query parameter ([`refused_parameter`]). The upstream might
 //!   run the tunnelled method instead of the one authorized.
+//! - **Credentials in the URL**: an `access_token` query parameter, whatever its value (RFC 6750
+//!   §5.3, RFC 9700 §2.4.1): the upstream or a framework might take it as the bearer token, and
+//!   URLs end up in access logs. Refused before the anonymous step, so it is never forwarded.
 //! - **Preflight bodies**: a CORS preflight is answered without a token, so it must not carry
 //!   anything for the upstream to act on: no `Transfer-Encoding` (even a chunked empty body), no
 //!   `Content-Length` but 0 ([`preflight_has_body`] adds the HTTP/2 case, a stream left open).
@@ -21,7 +24,7 @@ use std::fmt;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, Method, Uri};
 
-use crate::fhir::query::carries_method_parameter;
+use crate::fhir::query::{refused_parameter, RefusedParameter};
 
 /// Headers some servers and frameworks honour to run another method than the request line's.
 pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
@@ -45,6 +48,10 @@ pub enum UnsafeRequest {
          every path (request hygiene: method tunnels)."
     )]
     MethodParameter(ParameterPlace),
+    /// An `access_token` parameter, in the query string or in a `POST …/_search` form body.
+    /// In the query, the OSS server's exact message for a token there (reference §2.1).
+    #[error("{}", credential_message(*.0))]
+    CredentialParameter(ParameterPlace),
     /// A CORS preflight with a body.
     #[error(
         "A CORS preflight must not carry a body (a Content-Length other than 0, a \
@@ -72,6 +79,7 @@ impl UnsafeRequest {
             UnsafeRequest::MethodOverrideHeader(_) | UnsafeRequest::MethodParameter(_) => {
                 "method_tunnel"
             }
+            UnsafeRequest::CredentialParameter(_) => "token_in_url",
             UnsafeRequest::PreflightBody => "preflight_body",
             UnsafeRequest::DuplicateHost | UnsafeRequest::AuthorityMismatch => {
                 "ambiguous_authority"
@@ -80,7 +88,20 @@ impl UnsafeRequest {
     }
 }
 
-/// Where a `_method` parameter was found.
+fn credential_message(place: ParameterPlace) -> &'static str {
+    match place {
+        // The OSS server's exact message for a token in the query (reference §2.1), as
+        // `auth::UrlPart::Query` gives it for a JWT-shaped one.
+        ParameterPlace::Query => "Access tokens must not be passed in the URL query string.",
+        ParameterPlace::FormBody => {
+            "Access tokens must not be passed in a form body: the form body carries an \
+             access_token parameter; send the token in the Authorization header (request \
+             hygiene: credentials in URLs)."
+        }
+    }
+}
+
+/// Where a refused parameter (`_method`, `access_token`) was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParameterPlace {
     Query,
@@ -127,10 +148,28 @@ pub fn check(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), Unsa
             return Err(UnsafeRequest::PreflightBody);
         }
     }
-    if uri.query().is_some_and(carries_method_parameter) {
-        return Err(UnsafeRequest::MethodParameter(ParameterPlace::Query));
+    match uri.query().map(refused_parameter) {
+        Some(Some(refused)) => Err(UnsafeRequest::parameter(refused, ParameterPlace::Query)),
+        Some(None) | None => Ok(()),
     }
-    Ok(())
+}
+
+/// The hygiene rule a `POST …/_search` form body breaks, if any: the same parameters as a
+/// query string's.
+pub fn check_form(form: &[u8]) -> Result<(), UnsafeRequest> {
+    match refused_parameter(form) {
+        Some(refused) => Err(UnsafeRequest::parameter(refused, ParameterPlace::FormBody)),
+        None => Ok(()),
+    }
+}
+
+impl UnsafeRequest {
+    fn parameter(refused: RefusedParameter, place: ParameterPlace) -> UnsafeRequest {
+        match refused {
+            RefusedParameter::Method => UnsafeRequest::MethodParameter(place),
+            RefusedParameter::AccessToken => UnsafeRequest::CredentialParameter(place),
+        }
+    }
 }
 
 /// The preflight rule once the body is at hand: an HTTP/2 stream not ended with its headers
@@ -226,6 +265,33 @@ mod tests {
             Err(UnsafeRequest::MethodParameter(ParameterPlace::Query))
         );
         assert_eq!(verdict("GET", "/Patient?name=method", &[]), Ok(()));
+    }
+
+    #[test]
+    fn access_tokens_are_refused_in_the_query_and_the_form() {
+        for target in [
+            "/Patient?access_token=opaque",
+            "/metadata?access_token=",
+            "/Patient?_count=1&access%5Ftoken=x",
+        ] {
+            let refused = verdict("GET", target, &[]);
+            assert_eq!(
+                refused,
+                Err(UnsafeRequest::CredentialParameter(ParameterPlace::Query)),
+                "{target}"
+            );
+            assert_eq!(refused.unwrap_err().reason(), "token_in_url");
+        }
+        assert_eq!(verdict("GET", "/Patient?name=access_token", &[]), Ok(()));
+        assert_eq!(
+            check_form(b"family=x&access_token=y"),
+            Err(UnsafeRequest::CredentialParameter(ParameterPlace::FormBody))
+        );
+        assert_eq!(
+            check_form(b"_method=DELETE"),
+            Err(UnsafeRequest::MethodParameter(ParameterPlace::FormBody))
+        );
+        assert_eq!(check_form(b"family=access_token"), Ok(()));
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //! ```text
 //! actions   data actions and requirements (reference §3.1)
 //! fhir      pure classification: paths, queries, bundles, JSON, patches, formats
-//! hygiene   request hygiene: method tunnels, preflight bodies, ambiguous authority
+//! hygiene   request hygiene: method tunnels, tokens in URLs, preflight bodies, ambiguous authority
 //! metrics   the owned Prometheus registry
 //! config    raw → validated configuration, the configured providers
 //! cors      browser apps: preflight verdicts and the CORS headers of every answer

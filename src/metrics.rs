@@ -36,6 +36,9 @@ pub struct Metrics {
     pub auth_duration: Histogram,
     /// `fhirguard_upstream_duration_seconds`: upstream, to the response head.
     pub upstream_duration: Histogram,
+    /// `fhirguard_upstream_retries_total{reason}`: requests sent to the upstream a second time,
+    /// by [`UPSTREAM_RETRY_REASONS`].
+    pub upstream_retries: IntCounterVec,
     /// `fhirguard_auth_failures_total{provider, reason}`
     pub auth_failures: IntCounterVec,
     /// `fhirguard_key_set_fetches_total{provider, result}`
@@ -109,6 +112,11 @@ pub const OUTCOMES: [&str; 9] = [
 /// before it was sent.
 pub const AUDIT_DROP_REASONS: [&str; 4] = ["queue_full", "send_failed", "rejected", "shutdown"];
 
+/// Every reason label of `fhirguard_upstream_retries_total`: the reused connection was closed
+/// before the request was written (any method), or after an idempotent request was written and
+/// before any answer, or the HTTP/2 upstream refused the stream (any method).
+pub const UPSTREAM_RETRY_REASONS: [&str; 3] = ["unsent", "closed", "refused_stream"];
+
 /// Every listener label of `fhirguard_head_timeouts_total`.
 pub const LISTENERS: [&str; 2] = ["proxy", "admin"];
 
@@ -159,6 +167,11 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
         )
         .expect("valid histogram");
+        let upstream_retries = counter_vec(
+            "fhirguard_upstream_retries_total",
+            "Requests sent to the upstream again, by reason (unsent, closed, refused_stream).",
+            &["reason"],
+        );
         let auth_failures = counter_vec(
             "fhirguard_auth_failures_total",
             "Refused tokens, by identity provider (configured authority, or 'unknown') and reason.",
@@ -265,11 +278,12 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
-        let collectors: [Box<dyn prometheus::core::Collector>; 23] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 24] = [
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(auth_duration.clone()),
             Box::new(upstream_duration.clone()),
+            Box::new(upstream_retries.clone()),
             Box::new(auth_failures.clone()),
             Box::new(key_set_fetches.clone()),
             Box::new(key_set_keys.clone()),
@@ -300,6 +314,9 @@ impl Metrics {
         for reason in AUDIT_DROP_REASONS {
             audit_events_dropped.with_label_values(&[reason]);
         }
+        for reason in UPSTREAM_RETRY_REASONS {
+            upstream_retries.with_label_values(&[reason]);
+        }
         for collector in collectors {
             registry.register(collector).expect("unique metric names");
         }
@@ -310,6 +327,7 @@ impl Metrics {
             request_duration,
             auth_duration,
             upstream_duration,
+            upstream_retries,
             auth_failures,
             key_set_fetches,
             key_set_keys,

@@ -26,6 +26,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::IntCounter;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
@@ -45,6 +47,8 @@ pub enum ServerError {
     },
     #[error("cannot read {path}: {source}")]
     ReadPem { path: String, source: io::Error },
+    #[error("{path} is not valid PEM: {source}")]
+    Pem { path: String, source: pem::Error },
     #[error("{0} holds no private key")]
     NoKey(String),
     #[error("{0} holds no certificate")]
@@ -86,9 +90,9 @@ pub fn tls_acceptor(tls: &Tls, client_certificates: bool) -> Result<TlsAcceptor,
     };
     let cert_pem = read(&tls.cert_file)?;
     let key_pem = read(&tls.key_file)?;
-    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| ServerError::ReadPem {
+        .map_err(|source| ServerError::Pem {
             path: tls.cert_file.display().to_string(),
             source,
         })?;
@@ -97,12 +101,13 @@ pub fn tls_acceptor(tls: &Tls, client_certificates: bool) -> Result<TlsAcceptor,
             tls.cert_file.display().to_string(),
         ));
     }
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|source| ServerError::ReadPem {
-            path: tls.key_file.display().to_string(),
-            source,
-        })?
-        .ok_or_else(|| ServerError::NoKey(tls.key_file.display().to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| {
+        let path = tls.key_file.display().to_string();
+        match source {
+            pem::Error::NoItemsFound => ServerError::NoKey(path),
+            source => ServerError::Pem { path, source },
+        }
+    })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()?;

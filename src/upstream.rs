@@ -1,9 +1,11 @@
 //! The client towards the FHIR server: a pooled hyper client (http and https through rustls,
 //! optional extra CA file, optional h2), the upstream URI built from the configured base and
-//! the normalised path, bodies streamed both ways, and failures told apart (502 / 504). It
+//! the normalised path, bodies streamed both ways, failures told apart (502 / 504), and a
+//! request sent again when the upstream closed or refused what it was sent on ([`retry`]). It
 //! knows nothing of requests' decisions: [`crate::proxy::forward`] sends through it.
 
 mod pool;
+mod retry;
 
 use std::io;
 use std::path::Path;
@@ -17,11 +19,17 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus::IntCounterVec;
 use tokio::sync::Semaphore;
 
 use crate::body::{stream, Body};
 use crate::config::Upstream as UpstreamConfig;
 use pool::Pool;
+use retry::{Replay, Retry};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+pub use retry::KeptBody;
 
 /// Why forwarding a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +52,11 @@ pub enum UpstreamFailure {
 pub enum UpstreamError {
     #[error("cannot read the upstream CA file {path}: {source}")]
     CaFile { path: String, source: io::Error },
+    #[error("{path} is not valid PEM: {source}")]
+    CaPem {
+        path: String,
+        source: rustls::pki_types::pem::Error,
+    },
     #[error("the upstream CA file {0} holds no usable certificate")]
     NoCertificate(String),
     #[error("TLS set-up failed: {0}")]
@@ -62,7 +75,9 @@ pub struct Upstream {
 }
 
 /// HTTP/1.1 through fhirguard's own pool; h2 (one multiplexed connection) through hyper's
-/// pooled client, with the same bound on requests in flight.
+/// pooled client, with the same bound on requests in flight. Once a GOAWAY has arrived, hyper
+/// hands back every request still queued for that connection unsent, and its pooled client
+/// sends them on a new connection (`retry_canceled_requests`, on by default).
 #[derive(Debug)]
 enum Transport {
     Http1(Pool),
@@ -177,20 +192,22 @@ impl Upstream {
     }
 
     /// Sends the request and returns the upstream's response head with its body still streaming.
-    /// The wait for a free connection (`maxConnections`) counts towards `responseTimeout`.
-    pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, UpstreamFailure> {
+    /// The wait for a free connection (`maxConnections`) counts towards `responseTimeout`, and
+    /// so does a second attempt ([`retry`]), counted in `retries` by its reason.
+    pub async fn send(
+        &self,
+        request: Request<Body>,
+        retries: &IntCounterVec,
+    ) -> Result<Response<Body>, UpstreamFailure> {
         let sent = tokio::time::timeout(self.response_timeout, async {
             match &self.transport {
-                Transport::Http1(pool) => match pool.send(request).await {
+                Transport::Http1(pool) => match pool.send(request, retries).await {
                     Ok(response) => Ok(response.map(stream)),
                     Err(error) => Err(failure(&error)),
                 },
+                // Boxed: its retry stays out of the HTTP/1.1 path's future and code.
                 Transport::Http2 { client, slots } => {
-                    let _slot = slots.acquire().await.expect("never closed");
-                    match client.request(request).await {
-                        Ok(response) => Ok(response.map(stream)),
-                        Err(error) => Err(failure(&error)),
-                    }
+                    Box::pin(send_h2(client, slots, request, retries)).await
                 }
             }
         })
@@ -205,6 +222,33 @@ impl Upstream {
     }
 }
 
+/// Sends on the h2 connection within the bound on streams in flight, and once more on a refused
+/// stream. Any stream may be refused (a GOAWAY can come at any time), so every request that
+/// could be sent again is copied first.
+async fn send_h2(
+    client: &Client<HttpsConnector<HttpConnector>, Body>,
+    slots: &Semaphore,
+    request: Request<Body>,
+    retries: &IntCounterVec,
+) -> Result<Response<Body>, Failure> {
+    let _slot = slots.acquire().await.expect("never closed");
+    let copy = Replay::of(&request, true);
+    let mut answer = client.request(request).await;
+    if let Some(copy) = copy {
+        if matches!(&answer, Err(error) if retry::refused_stream(error)) {
+            retries
+                .with_label_values(&[Retry::RefusedStream.label()])
+                .inc();
+            drop(answer);
+            answer = client.request(copy.into_request()).await;
+        }
+    }
+    match answer {
+        Ok(response) => Ok(response.map(stream)),
+        Err(error) => Err(failure(&error)),
+    }
+}
+
 fn client_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, UpstreamError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -215,8 +259,8 @@ fn client_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, UpstreamEr
             source,
         })?;
         let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|source| UpstreamError::CaFile {
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|source| UpstreamError::CaPem {
                 path: shown.clone(),
                 source,
             })?;

@@ -3,7 +3,9 @@
 //! panics; its digest gives a 43-character `x5t#S256` (RFC 8705 §3.1). The first byte picks:
 //! 0, the rest is an `x-forwarded-client-cert` value; 1, an `ssl-client-cert` value, and the
 //! same PEM as the `Cert` of an `x-forwarded-client-cert` gives the same digest; 2, the `Hash`
-//! of an `x-forwarded-client-cert`, accepted only as 64 hex digits that are the digest.
+//! of an `x-forwarded-client-cert`, accepted only as 64 hex digits that are the digest; 3, an
+//! `ssl-client-cert` value that reads, as the `Cert` of an element whose `Hash` is its digest
+//! (accepted, the same digest) and whose `Hash` is another (refused: they disagree).
 #![no_main]
 
 use fhirguard::auth::binding::certificate_thumbprint;
@@ -27,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((mode, rest)) = data.split_first() else {
         return;
     };
-    match mode % 3 {
+    match mode % 4 {
         0 => {
             read(CertificateHeader::XForwardedClientCert, rest);
         }
@@ -46,6 +48,33 @@ fuzz_target!(|data: &[u8]| {
                 read(CertificateHeader::XForwardedClientCert, &xfcc),
                 Some(pem),
                 "ssl-client-cert and the Cert of x-forwarded-client-cert differ"
+            );
+        }
+        3 => {
+            if rest.contains(&b'"') || rest.contains(&b'\\') {
+                return;
+            }
+            let Some(Some(digest)) = read(CertificateHeader::SslClientCert, rest) else {
+                return;
+            };
+            let element = |hash: &[u8; 32]| {
+                let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+                let mut xfcc = format!("Hash={hex};Cert=\"").into_bytes();
+                xfcc.extend_from_slice(rest);
+                xfcc.push(b'"');
+                xfcc
+            };
+            assert_eq!(
+                read(CertificateHeader::XForwardedClientCert, &element(&digest)),
+                Some(Some(digest)),
+                "a Hash and a Cert that agree"
+            );
+            let mut other = digest;
+            other[0] ^= 1;
+            assert_eq!(
+                read(CertificateHeader::XForwardedClientCert, &element(&other)),
+                None,
+                "a Hash and a Cert that disagree must be refused"
             );
         }
         _ => {

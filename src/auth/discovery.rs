@@ -144,14 +144,19 @@ pub fn discovery_url(authority: &str) -> String {
     format!("{base}/.well-known/openid-configuration")
 }
 
-/// The https (and, when allowed, http) client of identity-provider traffic: discovery, key
-/// sets and token introspection share its connection pool.
+/// The https (and, when allowed, http) client of identity-provider traffic: discovery and key
+/// sets share its connection pool.
 pub type IdpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// How identity-provider connections are made (webpki roots, HTTP/1.1). Token introspection
+/// opens its own connection per call with it, so that a call given up is a connection closed.
+pub type IdpConnector = HttpsConnector<HttpConnector>;
 
 /// The client for discovery and key sets.
 #[derive(Debug, Clone)]
 pub struct Fetcher {
     client: IdpClient,
+    connector: IdpConnector,
 }
 
 impl Fetcher {
@@ -164,13 +169,13 @@ impl Fetcher {
             .https_or_http()
             .enable_http1()
             .build();
-        let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(Fetcher { client })
+        let client = Client::builder(TokioExecutor::new()).build(connector.clone());
+        Ok(Fetcher { client, connector })
     }
 
-    /// The client itself, for the other requests to identity providers (introspection).
-    pub fn client(&self) -> &IdpClient {
-        &self.client
+    /// The connector, for the other requests to identity providers (introspection).
+    pub fn connector(&self) -> &IdpConnector {
+        &self.connector
     }
 
     /// Discovery then the key set of `authority`.

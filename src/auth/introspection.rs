@@ -16,12 +16,14 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
-use http::{header, Request, StatusCode};
+use http::{header, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{Map, Value};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
+use tokio::time::{timeout_at, Instant};
+use tower_service::Service as _;
 
-use super::discovery::IdpClient;
+use super::discovery::IdpConnector;
 use super::error::AuthError;
 use super::jwks::{KeySettings, KeyStore};
 use super::token::ClaimSet;
@@ -33,6 +35,11 @@ use crate::shared::SharedStore;
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// `Retry-After` of a 503 when the introspection endpoint cannot answer.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How many `timeout`s a call may run, from when it was asked for, before fhirguard closes its
+/// connection. The request waits one `timeout` (then 503); the call keeps its slot until the
+/// endpoint answers, or until this bound closes the connection, so that a slow endpoint never
+/// has more than `maxConcurrent` calls from fhirguard at once (issue 20 item 5).
+pub const CALL_TIMEOUTS: u32 = 4;
 
 /// How one introspection ended, for `fhirguard_introspections_total{provider, result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,11 +69,12 @@ impl IntrospectionResult {
     }
 }
 
-/// The client of introspection requests (the key store's, [`IdpClient`]) and their counters per
-/// provider (cheap to clone; kept by the [`KeyStore`], so it outlives configuration generations).
+/// The connector of introspection requests (the key store's, [`IdpConnector`]) and their
+/// counters per provider (cheap to clone; kept by the [`KeyStore`], so it outlives configuration
+/// generations).
 #[derive(Clone)]
 pub struct Introspector {
-    client: Result<IdpClient, String>,
+    connector: Result<IdpConnector, String>,
     counts: Arc<Mutex<HashMap<String, [u64; 3]>>>,
     /// The slots of `introspection.maxConcurrent`, with the size they were made for (a reload
     /// that changes it makes new ones; calls under way keep their old slot).
@@ -88,10 +96,10 @@ impl fmt::Debug for Introspector {
 }
 
 impl Introspector {
-    /// Introspections sent with `client` (an error when it could not be built).
-    pub fn new(client: Result<IdpClient, String>) -> Introspector {
+    /// Introspections sent with `connector` (an error when it could not be built).
+    pub fn new(connector: Result<IdpConnector, String>) -> Introspector {
         Introspector {
-            client,
+            connector,
             counts: Arc::default(),
             slots: Arc::default(),
             shared: Arc::default(),
@@ -134,56 +142,127 @@ impl Introspector {
         }
     }
 
-    /// One POST to `endpoint` (RFC 7662 §2.1): the answer's JSON object, or why there is none.
-    /// It waits for one of `maxConcurrent` slots first, within the same `timeout`.
+    /// One POST to `endpoint` (RFC 7662 §2.1): the answer's JSON object, or why there is none,
+    /// within `timeout` (the wait for one of `maxConcurrent` slots included).
+    ///
+    /// The call runs in a task of its own that holds its slot until the call has really ended:
+    /// when the request gives up at `timeout`, the call goes on, still counted, until the
+    /// endpoint answers or [`CALL_TIMEOUTS`] `timeout`s have passed; then its connection is
+    /// closed, and only then is the slot freed. Each call has a connection of its own, so that
+    /// ending it closes the connection (the endpoint sees the call end) rather than leaving it
+    /// to a pool. Freeing the slot when the request gave up would let a slow endpoint pile up
+    /// calls from fhirguard well past `maxConcurrent`.
     pub(super) async fn post(
         &self,
         endpoint: &str,
         settings: &Introspection,
         token: &str,
     ) -> Result<Map<String, Value>, String> {
-        let client = self.client.as_ref().map_err(Clone::clone)?;
+        let connector = self.connector.clone()?;
         let secret = read_secret(&settings.client_secret)?;
         let body = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("token", token)
             .append_pair("token_type_hint", "access_token")
             .finish();
-        let request = Request::post(endpoint)
+        let uri: Uri = endpoint
+            .parse()
+            .map_err(|error| format!("cannot build the request to {endpoint}: {error}"))?;
+        let host = uri
+            .authority()
+            .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok())
+            .ok_or_else(|| format!("cannot build the request to {endpoint}: no host"))?;
+        let target = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        // Origin form on a connection of its own (RFC 9112 §3.2.1), with `Host`.
+        let request = Request::post(target)
+            .header(header::HOST, host)
             .header(header::AUTHORIZATION, basic(&settings.client_id, &secret))
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ACCEPT, "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|error| format!("cannot build the request to {endpoint}: {error}"))?;
         let slots = self.slots(settings.max_concurrent);
-        let exchange = async {
-            let Ok(_slot) = slots.acquire().await else {
-                return Err(format!("POST {endpoint}: no introspection slot"));
+        let asked = Instant::now();
+        let deadline = asked + settings.timeout;
+        let closed_at = asked + settings.timeout * CALL_TIMEOUTS;
+        let (answered, answer) = oneshot::channel();
+        let call_endpoint = endpoint.to_owned();
+        tokio::spawn(async move {
+            let Ok(Ok(slot)) = timeout_at(deadline, slots.acquire_owned()).await else {
+                return;
             };
-            let response = client
-                .request(request)
-                .await
-                .map_err(|error| format!("POST {endpoint} failed: {error}"))?;
-            // RFC 7662 §2.3: 401 means fhirguard's own credentials were refused.
-            if response.status() != StatusCode::OK {
-                return Err(format!("POST {endpoint} answered {}", response.status()));
+            if answered.is_closed() {
+                // The request is gone (its client left): no call is made for nobody.
+                return;
             }
-            let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-                .collect()
-                .await
-                .map_err(|_| format!("POST {endpoint}: the answer is unreadable or too large"))?
-                .to_bytes();
-            serde_json::from_slice::<Map<String, Value>>(&body)
-                .map_err(|_| format!("POST {endpoint}: the answer is not a JSON object"))
-        };
-        tokio::time::timeout(settings.timeout, exchange)
+            let call = exchange(connector, uri, request, &call_endpoint);
+            // The call, and with it its connection, is dropped at the end of this statement:
+            // the slot is freed only once the endpoint has answered or the socket is closed.
+            let outcome = timeout_at(closed_at, call).await;
+            drop(slot);
+            let _ = answered.send(outcome.unwrap_or_else(|_| {
+                Err(format!(
+                    "POST {call_endpoint}: connection closed unanswered"
+                ))
+            }));
+        });
+        match timeout_at(deadline, answer).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(format!(
+                "POST {endpoint}: no introspection slot within {:?} ({} introspections at most \
+                 in flight: introspection.maxConcurrent)",
+                settings.timeout, settings.max_concurrent
+            )),
+            Err(_) => Err(format!(
+                "POST {endpoint} did not complete within {:?} ({} introspections at most in \
+                 flight: introspection.maxConcurrent)",
+                settings.timeout, settings.max_concurrent
+            )),
+        }
+    }
+}
+
+/// One introspection on a connection of its own: connect (TLS for https), send, read the answer
+/// (at most [`MAX_ANSWER_BYTES`]). The connection is driven here, not by a task of its own, so
+/// dropping this future closes the socket.
+async fn exchange(
+    mut connector: IdpConnector,
+    uri: Uri,
+    request: Request<Full<Bytes>>,
+    endpoint: &str,
+) -> Result<Map<String, Value>, String> {
+    let failed = |error: &dyn fmt::Display| format!("POST {endpoint} failed: {error}");
+    std::future::poll_fn(|cx| connector.poll_ready(cx))
+        .await
+        .map_err(|error| failed(&error))?;
+    let io = connector.call(uri).await.map_err(|error| failed(&error))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|error| failed(&error))?;
+    let call = async {
+        let response = sender
+            .send_request(request)
             .await
-            .map_err(|_| {
-                format!(
-                    "POST {endpoint} did not complete within {:?} ({} introspections at most \
-                     in flight: introspection.maxConcurrent)",
-                    settings.timeout, settings.max_concurrent
-                )
-            })?
+            .map_err(|error| failed(&error))?;
+        // RFC 7662 §2.3: 401 means fhirguard's own credentials were refused.
+        if response.status() != StatusCode::OK {
+            return Err(format!("POST {endpoint} answered {}", response.status()));
+        }
+        let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|_| format!("POST {endpoint}: the answer is unreadable or too large"))?
+            .to_bytes();
+        serde_json::from_slice::<Map<String, Value>>(&body)
+            .map_err(|_| format!("POST {endpoint}: the answer is not a JSON object"))
+    };
+    let mut call = std::pin::pin!(call);
+    let mut connection = std::pin::pin!(connection);
+    let mut driving = true;
+    loop {
+        tokio::select! {
+            answer = &mut call => return answer,
+            _ = &mut connection, if driving => driving = false,
+        }
     }
 }
 

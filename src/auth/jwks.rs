@@ -172,7 +172,7 @@ impl KeyStore {
                 introspector: Introspector::new(
                     fetcher
                         .as_ref()
-                        .map(|fetcher| fetcher.client().clone())
+                        .map(|fetcher| fetcher.connector().clone())
                         .map_err(Clone::clone),
                 ),
                 fetcher,

@@ -304,6 +304,12 @@ pub enum ScopeError {
          than once."
     )]
     DuplicateAccessLetter(String, char),
+    /// SMART App Launch 2.x §3.2: the permissions `c`, `r`, `u`, `d`, `s` "in that order".
+    #[error(
+        "Invalid SMART on FHIR clinical scope '{0}'. The access level letter '{1}' is out of \
+         order; SMART v2 permissions are written c, r, u, d, s in that order."
+    )]
+    AccessLetterOrder(String, char),
     #[error(
         "Invalid search parameters in SMART on FHIR clinical scope '{0}'. Constraints must be \
          name=value pairs separated by '&'."

@@ -19,11 +19,15 @@ use crate::actions::{DataAction, DataActions};
 use crate::authz::scope::{parse_scopes, Context, ResourceScope, ScopeError, ScopeSet};
 use crate::authz::{authorize as baseline, decide, Decision, Reasons};
 use crate::config::ProviderKind;
-use crate::fhir::compartment::{patient_compartment_params, practitioner_compartment_params};
+use crate::fhir::compartment::{
+    patient_compartment_params, patient_compartment_paths, practitioner_compartment_params,
+    practitioner_compartment_paths,
+};
 use crate::fhir::query::parameters;
+use crate::fhir::reference::Literal;
 use crate::fhir::{FhirRequest, Interaction};
 
-pub use confine::{confine, confine_condition, visible, Confinement, Denial};
+pub use confine::{confine, confine_condition, hides_answer, visible, Confinement, Denial};
 
 /// SMART applies to every smart identity provider's token, and to a primary-authority token whose
 /// roles grant the `Smart` data action (reference §3.1, §4.1). Otherwise scopes are ignored.
@@ -122,14 +126,24 @@ impl FhirUser {
         format!("{}/{}", self.owner.name(), self.id)
     }
 
-    /// True when a reference string points at this user: exactly the user's reference
-    /// ([`FhirUser::is_named_by`]), optionally versioned (`Patient/123/_history/2`).
+    /// True when a reference string points at this user: a canonical literal reference
+    /// ([`Literal`]) to the user's type and id, relative or absolute at `publicBaseUrl`,
+    /// optionally versioned (`Patient/123/_history/2`). A spelling that is not canonical
+    /// (`Patient/123/`, `Patient//123`, `./Patient/123`, `patient/123`, `Patient/%31%32%33`)
+    /// is not the user whatever a server would make of it: membership fails closed
+    /// (compartment hardening: references are canonical).
     pub fn is_referenced_by(&self, reference: &str) -> bool {
-        let unversioned = match reference.rfind("/_history/") {
-            Some(at) if !reference[at + 10..].contains('/') => &reference[..at],
-            _ => reference,
-        };
-        self.is_named_by(unversioned)
+        Literal::parse(reference).is_some_and(|literal| self.is_literal(&literal))
+    }
+
+    /// True when a canonical reference names this user: type, id and (for an absolute one)
+    /// base all exact.
+    pub fn is_literal(&self, literal: &Literal<'_>) -> bool {
+        literal.resource_type == self.owner.name()
+            && literal.id == self.id
+            && literal
+                .base
+                .is_none_or(|base| self.base.as_deref() == Some(base))
     }
 
     /// True when `text` is exactly this user's reference: relative (`Patient/123`) or absolute
@@ -151,33 +165,24 @@ impl FhirUser {
             .is_some_and(|id| id == self.id)
     }
 
-    /// True when a reference string points at a resource of the owner's type (`Patient/9`,
-    /// `https://x/Patient/9/_history/1`, the conditional `Patient?identifier=…`), whoever it
-    /// is. Used to find writes that name another patient.
-    pub fn names_owner_type(&self, reference: &str) -> bool {
-        let owner = self.owner.name();
-        let (path, conditional) = match reference.split_once('?') {
-            Some((path, _)) => (path, true),
-            None => (reference, false),
-        };
-        if conditional {
-            return path == owner || path.ends_with(&format!("/{owner}"));
-        }
-        let unversioned = match path.rfind("/_history/") {
-            Some(at) => &path[..at],
-            None => path,
-        };
-        let mut segments = unversioned.rsplit('/');
-        segments.next();
-        segments.next() == Some(owner)
-    }
-
     /// The search parameters putting `resource_type` in this user's compartment (R4
     /// CompartmentDefinitions); `None` when the type is never a member.
     pub fn compartment_params(&self, resource_type: &str) -> Option<&'static [&'static str]> {
         match self.owner {
             OwnerType::Patient => patient_compartment_params(resource_type),
             OwnerType::Practitioner => practitioner_compartment_params(resource_type),
+        }
+    }
+
+    /// Where those parameters point inside a resource of `resource_type`: `(parameter, path)`
+    /// pairs, each path ending at a `Reference` ([`crate::fhir::compartment`]).
+    pub fn compartment_paths(
+        &self,
+        resource_type: &str,
+    ) -> Option<&'static [(&'static str, &'static str)]> {
+        match self.owner {
+            OwnerType::Patient => patient_compartment_paths(resource_type),
+            OwnerType::Practitioner => practitioner_compartment_paths(resource_type),
         }
     }
 

@@ -1,5 +1,8 @@
 //! Log set-up: JSON lines by default (fields flattened, one object per line), text when asked;
-//! the level from the config, overridden by `FHIRGUARD_LOG`.
+//! the level from the config, overridden by `FHIRGUARD_LOG`. Text is coloured only on a
+//! terminal: a file, a pipe or a log collector would keep ANSI escape codes as bytes.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -19,6 +22,14 @@ pub(crate) fn init(logging: &Logging) {
             .flatten_event(true)
             .with_current_span(false)
             .try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder
+            .with_ansi(colour(std::io::stderr().is_terminal()))
+            .try_init(),
     };
+}
+
+/// Colour for text logs: only on a terminal, and never when `NO_COLOR` is set to anything but
+/// the empty string (no-color.org).
+fn colour(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
 }

@@ -134,7 +134,8 @@ pub struct RawUpstreamObject {
     pub ca_file: Option<String>,
     /// Speak HTTP/2 to the upstream. Default false.
     pub http2: Option<bool>,
-    /// How long an idle pooled connection is kept. Default 90 s.
+    /// How long an idle pooled connection is kept (less when the upstream announces a shorter
+    /// `Keep-Alive: timeout`). Default 4 s, below the FHIR servers' own idle timeouts.
     pub pool_idle_timeout: Option<RawDuration>,
     /// Idle connections kept per upstream host. Default 256.
     pub pool_max_idle_per_host: Option<u64>,

@@ -323,7 +323,9 @@ fn upstream(root: &Object<'_>, errors: &mut Errors) -> Option<Upstream> {
         response_timeout: Duration::from_secs(60),
         ca_file: None,
         http2: false,
-        pool_idle_timeout: Duration::from_secs(90),
+        // Below the idle keep-alive timeouts FHIR servers default to (README, "Upstream
+        // connections"): Node's and Apache httpd's 5 s are the shortest.
+        pool_idle_timeout: Duration::from_secs(4),
         pool_max_idle_per_host: 256,
         max_connections: 256,
     };

@@ -30,6 +30,7 @@ use serde_json::Value;
 
 use super::json::{self, JsonError};
 use super::path::{normalize_path, PathError};
+use super::query::RefusedParameter;
 use super::{classify, ClassifyError, FhirRequest, Interaction};
 
 /// `Bundle.type` of a request bundle.
@@ -101,6 +102,11 @@ pub enum EntryProblem {
          hygiene: method tunnels)"
     )]
     MethodParameter,
+    #[error(
+        "carries an access_token parameter; access tokens go in the Authorization header only, \
+         never in a URL (request hygiene: credentials in URLs)"
+    )]
+    AccessToken,
     #[error("a search entry carries its parameters in request.url, not in a resource")]
     SearchWithResource,
     #[error("a batch or transaction cannot be nested in another")]
@@ -194,9 +200,16 @@ fn classify_entry(entry: RawEntry) -> EntryResult<FhirRequest> {
     };
     let path = normalize_path(&format!("/{path}"))
         .map_err(|error| ("request.url", EntryProblem::Path(error)))?;
-    // The same method-tunnel rule as a request's own query (SPEC §4 step 8).
-    if query.is_some_and(super::query::carries_method_parameter) {
-        return Err(("request.url", EntryProblem::MethodParameter));
+    // The same hygiene rules as a request's own query (SPEC §4 step 8): no method tunnel, no
+    // credential.
+    match query.and_then(super::query::refused_parameter) {
+        Some(RefusedParameter::Method) => {
+            return Err(("request.url", EntryProblem::MethodParameter))
+        }
+        Some(RefusedParameter::AccessToken) => {
+            return Err(("request.url", EntryProblem::AccessToken))
+        }
+        None => {}
     }
     let mut headers = HeaderMap::new();
     let conditional_headers = [

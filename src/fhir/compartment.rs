@@ -14,6 +14,11 @@
 //! The owner itself (`Patient/<id>`, `Practitioner/<id>`; `{def}` in the definitions) is a member
 //! by identity; its row lists only the other parameters (`link` for Patient; Practitioner has no
 //! row of its own in the practitioner table).
+//!
+//! Where each parameter points inside a resource (the element whose own `reference` decides
+//! membership) is in [`paths`].
+
+mod paths;
 
 /// Rows of the R4 Patient CompartmentDefinition, sorted by type.
 const PATIENT: &[(&str, &[&str])] = &[
@@ -276,10 +281,27 @@ pub fn is_shared_type(resource_type: &str) -> bool {
     SHARED.binary_search(&resource_type).is_ok()
 }
 
-fn lookup(
-    table: &'static [(&'static str, &'static [&'static str])],
+/// The element paths of the Patient compartment's parameters for `resource_type`:
+/// `(parameter, path)`, the path dot-separated and ending at a `Reference`
+/// (`participant.actor`). `None` when the type is never in a patient compartment.
+pub fn patient_compartment_paths(
     resource_type: &str,
-) -> Option<&'static [&'static str]> {
+) -> Option<&'static [(&'static str, &'static str)]> {
+    lookup(paths::PATIENT, resource_type)
+}
+
+/// The element paths of the Practitioner compartment's parameters, as
+/// [`patient_compartment_paths`].
+pub fn practitioner_compartment_paths(
+    resource_type: &str,
+) -> Option<&'static [(&'static str, &'static str)]> {
+    lookup(paths::PRACTITIONER, resource_type)
+}
+
+fn lookup<T>(
+    table: &'static [(&'static str, &'static [T])],
+    resource_type: &str,
+) -> Option<&'static [T]> {
     table
         .binary_search_by(|(name, _)| (*name).cmp(resource_type))
         .ok()
@@ -291,7 +313,7 @@ mod tests {
     use super::*;
     use crate::fhir::resource_types::is_resource_type;
 
-    fn names(table: &[(&'static str, &[&str])]) -> Vec<&'static str> {
+    fn names<T>(table: &[(&'static str, T)]) -> Vec<&'static str> {
         table.iter().map(|(name, _)| *name).collect()
     }
 
@@ -306,6 +328,42 @@ mod tests {
         for (name, params) in PATIENT.iter().chain(PRACTITIONER) {
             assert!(!params.is_empty(), "{name}");
         }
+    }
+
+    /// Every compartment parameter has a path, and every path belongs to a listed parameter:
+    /// the path tables are the CompartmentDefinitions' rows, element by element.
+    #[test]
+    fn paths_cover_exactly_the_compartment_parameters() {
+        for (params, paths) in [
+            (PATIENT, paths::PATIENT),
+            (PRACTITIONER, paths::PRACTITIONER),
+        ] {
+            assert_eq!(names(params), names(paths));
+            for ((name, params), (_, paths)) in params.iter().zip(paths) {
+                let mut from_paths: Vec<&str> = paths.iter().map(|(param, _)| *param).collect();
+                from_paths.sort_unstable();
+                from_paths.dedup();
+                let mut listed = params.to_vec();
+                listed.sort_unstable();
+                assert_eq!(listed, from_paths, "{name}");
+                for (_, path) in *paths {
+                    assert!(
+                        path.split('.').all(|step| !step.is_empty()
+                            && step.bytes().all(|b| b.is_ascii_alphabetic())
+                            && step.as_bytes()[0].is_ascii_lowercase()),
+                        "{name}: {path}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            patient_compartment_paths("Appointment"),
+            Some(&[("actor", "participant.actor")][..])
+        );
+        assert_eq!(
+            patient_compartment_paths("Encounter"),
+            Some(&[("patient", "subject")][..])
+        );
     }
 
     #[test]

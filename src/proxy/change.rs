@@ -18,9 +18,10 @@ use crate::fhir::FHIR_JSON;
 use crate::proxy::forward::Exchange;
 use crate::proxy::smart::{buffer, json, strip_conditional_headers};
 
-/// What a write would store must be in the compartment, name no other patient in its
-/// compartment elements (hardening class 9: `performer: Patient/2` beside `subject: Patient/1`
-/// writes into patient 2's record), and hold no case variant of those elements.
+/// What a write would store must be in the compartment, name no other patient anywhere in it
+/// (hardening class 9: `performer: Patient/2` beside `subject: Patient/1` writes into patient
+/// 2's record; so does an extension, `focus` or a contained resource naming patient 2, in any
+/// spelling a server may normalise to it), and hold no case variant of those elements.
 fn check_stored(resource: &Value, what: &'static str, user: &FhirUser) -> Result<(), Enforcement> {
     if !membership::is_member(resource, user) {
         let user = user.clone();
@@ -30,7 +31,7 @@ fn check_stored(resource: &Value, what: &'static str, user: &FhirUser) -> Result
         return Err(Enforcement::CaseVariant { what, name });
     }
     if let Some(other) = membership::foreign_reference(resource, user) {
-        let (other, user) = (other.to_string(), user.clone());
+        let user = user.clone();
         return Err(Enforcement::ForeignReference { what, other, user });
     }
     Ok(())

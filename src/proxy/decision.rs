@@ -356,7 +356,8 @@ async fn authenticate(
     // The token's binding, on every request, cached or not (RFC 9449 §4.3, RFC 8705 §3); boxed,
     // so only requests with a proof, a bound token or a requirement pay for its state.
     if let Ok(session) = &authenticated {
-        if sender::needs_check(judge.config, scheme, session.principal()) {
+        let principal = session.principal();
+        if sender::needs_check(judge.config, scheme, principal, head, judge.peer) {
             let evidence = Evidence {
                 head,
                 scheme,
@@ -545,6 +546,10 @@ pub fn decide_body(
         };
         Refused::new(rejection, trace)
     };
+    // The form is a query too: no `_method`, no `access_token` (request hygiene).
+    if let Err(unsafe_form) = hygiene::check_form(&body) {
+        return Err(refused(unsafe_form.into(), path));
+    }
     let form = match search_form(head, &body) {
         Ok(form) => form,
         Err(rejection) => return Err(refused(rejection, path)),
@@ -647,8 +652,9 @@ fn decide_bundle(
 }
 
 /// One bundle entry under SMART: the type gate, then a confinement fhirguard can carry out
-/// inside a bundle — a forward, a rewritten entry URL, a check of the entry's answer (read) or
-/// a filter of it (search). Writes needing a compartment check are denied inside bundles.
+/// inside a bundle — a forward, a rewritten entry URL, a check of the entry's answer (read), a
+/// filter of it (search) or its resource left out (a patch the grant cannot read). Writes
+/// needing a compartment check are denied inside bundles.
 fn smart_entry(entry: &FhirRequest, granted: DataActions, grant: &SmartGrant) -> Decision {
     let query = entry.query.as_deref();
     let mut decision = smart::authorize(entry, query, granted, grant, Reasons::Always);
@@ -658,7 +664,8 @@ fn smart_entry(entry: &FhirRequest, granted: DataActions, grant: &SmartGrant) ->
                 Confinement::Forward
                 | Confinement::Rewrite { .. }
                 | Confinement::Read
-                | Confinement::Search { .. },
+                | Confinement::Search { .. }
+                | Confinement::Minimal,
             ) => {}
             Ok(Confinement::Write { .. } | Confinement::Patch | Confinement::History) => {
                 decision.allowed = false;

@@ -52,13 +52,12 @@ impl Exchange<'_> {
             HeaderValue::from_str(authority.as_str()).ok()
         });
         headers::remove_hop_by_hop(headers);
-        headers::remove_client_reserved(headers);
-        // A client-certificate header is believed, and forwarded, only from a trusted proxy.
-        if let Some(forwarded) = &self.config.sender.forwarded {
-            if !forwarded.trusts(self.peer.address.ip()) {
-                headers.remove(forwarded.header.name());
-            }
-        }
+        // A client-certificate header is believed, and forwarded, only from a trusted proxy,
+        // and only the configured one; every other is removed.
+        let believed = (self.config.sender.forwarded.as_ref())
+            .filter(|forwarded| forwarded.trusts(self.peer.address.ip()))
+            .map(|forwarded| forwarded.header.name());
+        headers::remove_client_reserved(headers, believed.as_ref());
         headers::set_forwarded(headers, self.peer.address, self.peer.https, host);
         headers.insert(headers::REQUEST_ID, self.request_id.header());
         if let Some(principal) = self.principal {
@@ -70,7 +69,11 @@ impl Exchange<'_> {
             false => http::Version::HTTP_11,
         };
         let started = std::time::Instant::now();
-        let sent = self.upstream.send(Request::from_parts(parts, body)).await;
+        let request = Request::from_parts(parts, body);
+        let sent = self
+            .upstream
+            .send(request, &self.metrics.upstream_retries)
+            .await;
         self.metrics
             .upstream_duration
             .observe(started.elapsed().as_secs_f64());

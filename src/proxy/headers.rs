@@ -72,12 +72,18 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// ([`ROUTING_OVERRIDES`]: IIS and Symfony's `X-Original-URL` / `X-Rewrite-URL`, Spring's
 /// `X-Forwarded-Prefix`, …). fhirguard decided on the request line; a server that honoured one
 /// of them would run another path or method than the one authorized.
-pub fn remove_client_reserved(headers: &mut HeaderMap) {
+///
+/// And every client-certificate header ([`is_client_certificate`]) but `believed`: the one
+/// configured header when the peer is a trusted proxy (`None` otherwise). A FHIR server or
+/// framework behind fhirguard may read any of them as the client's certificate; from a client
+/// they are forged, and a trusted proxy vouches only for the one it was configured to set.
+pub fn remove_client_reserved(headers: &mut HeaderMap, believed: Option<&HeaderName>) {
     let reserved = |name: &HeaderName| {
-        let name = name.as_str();
-        name.starts_with(IDENTITY_PREFIX)
-            || name.contains('_')
-            || (name.starts_with("x-") && ROUTING_OVERRIDES.contains(&name))
+        let text = name.as_str();
+        text.starts_with(IDENTITY_PREFIX)
+            || text.contains('_')
+            || (text.starts_with("x-") && ROUTING_OVERRIDES.contains(&text))
+            || (is_client_certificate(text) && believed != Some(name))
     };
     if !headers.keys().any(reserved) {
         return;
@@ -86,6 +92,30 @@ pub fn remove_client_reserved(headers: &mut HeaderMap) {
     for name in forged {
         headers.remove(name);
     }
+}
+
+/// Whether a (lower-case) header name is one a TLS-terminating proxy puts a client certificate,
+/// or what it found in one, in: Envoy's `x-forwarded-client-cert`, RFC 9440's `client-cert` and
+/// `client-cert-chain`, nginx's `ssl-client-cert` (and `ssl-client-verify`, `-subject-dn`, …),
+/// `x-ssl-client-cert`, `x-client-cert`, Traefik's `x-forwarded-tls-client-cert`, IIS ARR's
+/// `x-arr-clientcert`, Cloudflare's `cf-client-cert-*`, AWS ALB's `x-amzn-mtls-clientcert*`. As
+/// a class: a name holding `cert` together with `client`, `ssl` or `tls`, or starting with
+/// `ssl-client-`, `x-ssl-client-` or `x-amzn-mtls-`, and the `x-client-verify` / `x-client-dn`
+/// of nginx set-ups. Names with `_` (`ssl_client_cert`) are removed as a class already.
+///
+/// It runs on every header of every forwarded request: byte windows rather than `str::contains`,
+/// whose substring searcher costs more to set up than these short names take to scan.
+pub fn is_client_certificate(name: &str) -> bool {
+    let name = name.as_bytes();
+    let holds = |word: &[u8]| name.windows(word.len()).any(|part| part == word);
+    if holds(b"cert") {
+        return holds(b"client") || holds(b"ssl") || holds(b"tls");
+    }
+    name.starts_with(b"ssl-client-")
+        || name.starts_with(b"x-ssl-client-")
+        || name.starts_with(b"x-amzn-mtls-")
+        || name == b"x-client-verify"
+        || name == b"x-client-dn"
 }
 
 /// Request-routing headers a client may not send (see [`remove_client_reserved`]): path and
@@ -297,10 +327,72 @@ mod tests {
         headers.insert("x-other", HeaderValue::from_static("1"));
         headers.insert("if-none-match", HeaderValue::from_static("W/\"1\""));
         headers.insert("prefer", HeaderValue::from_static("return=minimal"));
-        remove_client_reserved(&mut headers);
+        remove_client_reserved(&mut headers, None);
         let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["if-none-match", "prefer", "x-other"]);
+    }
+
+    /// Issue 20 item 6: every known client-certificate header, whichever one is configured.
+    const CERTIFICATE_HEADERS: [&str; 20] = [
+        "x-forwarded-client-cert",
+        "ssl-client-cert",
+        "client-cert",
+        "client-cert-chain",
+        "x-ssl-client-cert",
+        "x-client-cert",
+        "x-forwarded-tls-client-cert",
+        "x-forwarded-tls-client-cert-info",
+        "x-arr-clientcert",
+        "x-client-certificate",
+        "x-ssl-cert",
+        "x-tls-client-cert",
+        "cf-client-cert-der-base64",
+        "x-amzn-mtls-clientcert",
+        "x-amzn-mtls-clientcert-leaf",
+        "ssl-client-verify",
+        "ssl-client-subject-dn",
+        "x-ssl-client-verify",
+        "x-client-verify",
+        "x-client-dn",
+    ];
+
+    #[test]
+    fn client_certificate_headers_are_removed_but_the_believed_one() {
+        let all = || {
+            let mut headers = HeaderMap::new();
+            for name in CERTIFICATE_HEADERS {
+                headers.insert(
+                    HeaderName::from_static(name),
+                    HeaderValue::from_static("forged"),
+                );
+            }
+            for name in ["ssl_client_cert", "X_Forwarded_Client_Cert", "Client_Cert"] {
+                headers.insert(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_static("forged"),
+                );
+            }
+            headers.insert("accept", HeaderValue::from_static("application/fhir+json"));
+            headers.insert("x-client-id", HeaderValue::from_static("app"));
+            headers.insert("content-type", HeaderValue::from_static("text/plain"));
+            headers
+        };
+        let mut untrusted = all();
+        remove_client_reserved(&mut untrusted, None);
+        let mut left: Vec<&str> = untrusted.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "content-type", "x-client-id"]);
+        for believed in ["x-forwarded-client-cert", "ssl-client-cert"] {
+            let mut trusted = all();
+            let name = HeaderName::from_static(believed);
+            remove_client_reserved(&mut trusted, Some(&name));
+            let mut left: Vec<&str> = trusted.keys().map(HeaderName::as_str).collect();
+            left.sort_unstable();
+            let mut expected = vec!["accept", "content-type", "x-client-id", believed];
+            expected.sort_unstable();
+            assert_eq!(left, expected);
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@
 
 use http::request::Parts;
 use percent_encoding::percent_decode_str;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 
 use crate::auth::binding::certificate_thumbprint;
@@ -23,10 +25,30 @@ use crate::proxy::replay::ReplayCache;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientCertificate(pub [u8; 32]);
 
-/// Whether the request needs any sender-constraint check: the DPoP scheme, a bound token, or a
-/// configuration that requires binding for some client.
-pub fn needs_check(config: &Config, scheme: Scheme, principal: &Principal) -> bool {
-    scheme == Scheme::Dpop || principal.confirmation.is_some() || config.sender.any_required()
+/// Whether the request needs any sender-constraint check: the DPoP scheme, a bound token, a
+/// configuration that requires binding for some client, or a trusted proxy's certificate header
+/// ([`forwards_certificate`]).
+pub fn needs_check(
+    config: &Config,
+    scheme: Scheme,
+    principal: &Principal,
+    head: &Parts,
+    peer: Option<&Peer>,
+) -> bool {
+    scheme == Scheme::Dpop
+        || principal.confirmation.is_some()
+        || config.sender.any_required()
+        || forwards_certificate(config, head, peer)
+}
+
+/// Whether a trusted proxy sent the configured certificate header. It is forwarded to the FHIR
+/// server, which may read it as the client's identity, so it must be readable and consistent
+/// (an XFCC `Hash` and `Cert` naming one certificate) even for a token bound to none.
+fn forwards_certificate(config: &Config, head: &Parts, peer: Option<&Peer>) -> bool {
+    config.sender.forwarded.as_ref().is_some_and(|forwarded| {
+        head.headers.contains_key(forwarded.header.name())
+            && peer.is_some_and(|peer| forwarded.trusts(peer.address.ip()))
+    })
 }
 
 /// What a DPoP proof is checked against besides the request: the proofs already seen, and the
@@ -89,7 +111,11 @@ pub async fn check(
             let client = client.unwrap_or_default().to_owned();
             return Err(SenderError::CertificateRequired(client).into());
         }
-        None => {}
+        // Not bound: a trusted proxy's header is still read, so that one the FHIR server would
+        // read differently (two elements, a Hash and a Cert that disagree) is refused.
+        None => {
+            client_certificate(config, evidence)?;
+        }
     }
     Ok(())
 }
@@ -211,9 +237,14 @@ pub fn forwarded_certificate(
 }
 
 /// Envoy's `x-forwarded-client-cert`: exactly one element (Envoy's `SANITIZE_SET`: the
-/// certificate of the connection Envoy terminated), its `Hash` (hex SHA-256 of the DER), else
-/// its `Cert` (URL-encoded PEM).
-fn xfcc_digest(value: &str) -> Result<[u8; 32], SenderError> {
+/// certificate of the connection Envoy terminated), its `Hash` (hex SHA-256 of the DER) and/or
+/// its `Cert` (URL-encoded PEM). When both are present they must name the same certificate: a
+/// FHIR server behind fhirguard may read the `Cert` where fhirguard bound the token to the
+/// `Hash`, so an element whose two disagree is refused (401), as is a repeated `Hash` or `Cert`.
+///
+/// `pub` (hidden) for the `certificate` fuzz target (`fuzz/`).
+#[doc(hidden)]
+pub fn xfcc_digest(value: &str) -> Result<[u8; 32], SenderError> {
     let unreadable = SenderError::ForwardedCertificate;
     let elements = split_outside_quotes(value, ',');
     let [element] = elements.as_slice() else {
@@ -221,19 +252,32 @@ fn xfcc_digest(value: &str) -> Result<[u8; 32], SenderError> {
             "x-forwarded-client-cert must hold exactly one element",
         ));
     };
-    let mut cert = None;
+    let (mut hash, mut cert) = (None, None);
     for pair in split_outside_quotes(element, ';') {
         let Some((key, value)) = pair.split_once('=') else {
             continue;
         };
         let value = value.trim().trim_matches('"');
-        match key.trim().to_ascii_lowercase().as_str() {
-            "hash" => return hex_digest(value).ok_or(unreadable("Hash is not a hex SHA-256")),
-            "cert" => cert = Some(value),
-            _ => {}
+        let (slot, repeated) = match key.trim().to_ascii_lowercase().as_str() {
+            "hash" => (&mut hash, "more than one Hash"),
+            "cert" => (&mut cert, "more than one Cert"),
+            _ => continue,
+        };
+        if slot.replace(value).is_some() {
+            return Err(unreadable(repeated));
         }
     }
-    pem_digest(cert.ok_or(unreadable("no Hash or Cert"))?)
+    let hash = hash
+        .map(|hash| hex_digest(hash).ok_or(unreadable("Hash is not a hex SHA-256")))
+        .transpose()?;
+    match (hash, cert) {
+        (Some(hash), Some(cert)) if pem_digest(cert)? != hash => {
+            Err(unreadable("Hash and Cert name different certificates"))
+        }
+        (Some(hash), _) => Ok(hash),
+        (None, Some(cert)) => pem_digest(cert),
+        (None, None) => Err(unreadable("no Hash or Cert")),
+    }
 }
 
 fn split_outside_quotes(text: &str, separator: char) -> Vec<&str> {
@@ -271,7 +315,7 @@ fn hex_digest(text: &str) -> Option<[u8; 32]> {
 fn pem_digest(encoded: &str) -> Result<[u8; 32], SenderError> {
     let unreadable = SenderError::ForwardedCertificate;
     let pem = percent_decode_str(encoded).collect::<Vec<u8>>();
-    let der = rustls_pemfile::certs(&mut pem.as_slice())
+    let der = CertificateDer::pem_slice_iter(&pem)
         .next()
         .ok_or(unreadable("no PEM certificate"))?
         .map_err(|_| unreadable("not a PEM certificate"))?;

@@ -20,6 +20,7 @@ use crate::authz::BundleDecision;
 use crate::body::{full, Body};
 use crate::error::Rejection;
 use crate::fhir::json as fhir_json;
+use crate::fhir::resource_types::ResourceType;
 use crate::fhir::FHIR_JSON;
 use crate::hygiene::{ParameterPlace, UnsafeRequest};
 
@@ -104,12 +105,44 @@ pub(super) fn strip_conditional_headers(headers: &mut http::HeaderMap) {
     }
 }
 
+/// A search carrying a SMART v2 constraint (issue 20): the server must apply every parameter
+/// or refuse, never drop one it does not know (FHIR R4 search.html#errors, `Prefer:
+/// handling=strict`; RFC 7240) — a lenient server that ignored the constraint would answer
+/// with the very resources it excludes. The client's other preferences are kept, its own
+/// `handling` replaced.
+pub(super) fn require_strict_handling(headers: &mut http::HeaderMap) {
+    let mut kept: Vec<String> = headers
+        .get_all(PREFER)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|preference| {
+            let name = preference.split(['=', ';']).next().unwrap_or_default();
+            !preference.is_empty() && !name.trim().eq_ignore_ascii_case("handling")
+        })
+        .map(str::to_owned)
+        .collect();
+    kept.push("handling=strict".to_owned());
+    headers.remove(PREFER);
+    if let Ok(value) = HeaderValue::from_str(&kept.join(", ")) {
+        headers.insert(PREFER, value);
+    } else {
+        headers.insert(PREFER, HeaderValue::from_static("handling=strict"));
+    }
+}
+
+/// `Prefer` (RFC 7240).
+pub(super) const PREFER: HeaderName = HeaderName::from_static("prefer");
+
 /// A search or history answer: entries the grant may not see are removed (reference §4.7,
-/// ADR-2607 "included resources are compartment-checked").
+/// ADR-2607 "included resources are compartment-checked"; issue 20: of a type read only under
+/// v2 constraints, only the `proven` type's matches).
 pub(super) async fn filter_search(
     response: Response<Body>,
     grant: &SmartGrant,
     granted: DataActions,
+    proven: Option<&str>,
     limit: usize,
 ) -> Result<Response<Body>, Rejection> {
     if !response.status().is_success() {
@@ -119,12 +152,12 @@ pub(super) async fn filter_search(
     let mut bundle = json(&bytes)?;
     if bundle["resourceType"] != "Bundle" {
         // `$everything` and friends answer with a Bundle; anything else is one resource.
-        if visible(grant, granted, &bundle) {
+        if visible(grant, granted, &bundle, proven) {
             return Ok(rebuild(parts, bytes));
         }
         return Err(Enforcement::AnswerOutsideGrant.into());
     }
-    let removed = membership::filter_bundle(&mut bundle, |r| visible(grant, granted, r));
+    let removed = membership::filter_bundle(&mut bundle, |r| visible(grant, granted, r, proven));
     if removed == 0 {
         return Ok(rebuild(parts, bytes));
     }
@@ -174,20 +207,41 @@ pub(super) fn forwarded_bundle(
 
 fn planned_query(plan: &Confinement) -> Option<&str> {
     match plan {
-        Confinement::Rewrite { query } | Confinement::Search { query: Some(query) } => Some(query),
+        Confinement::Rewrite { query }
+        | Confinement::Search {
+            query: Some(query), ..
+        } => Some(query),
         _ => None,
     }
 }
 
-/// True when some entry's answer must be checked or filtered.
+/// True when some entry's answer must be checked, filtered or cut.
 pub(super) fn bundle_needs_check(plans: &[Confinement]) -> bool {
-    plans
-        .iter()
-        .any(|plan| matches!(plan, Confinement::Read | Confinement::Search { .. }))
+    plans.iter().any(|plan| {
+        matches!(
+            plan,
+            Confinement::Read | Confinement::Search { .. } | Confinement::Minimal
+        )
+    })
+}
+
+/// The answer to a patch whose resource the grant does not read without constraints
+/// ([`crate::authz::smart::hides_answer`]): a success keeps its status and headers (`ETag`,
+/// `Location`, `Last-Modified`) but not the resource; anything else (an OperationOutcome)
+/// passes as it came.
+pub(super) fn without_resource(response: Response<Body>) -> Response<Body> {
+    if !response.status().is_success() {
+        return response;
+    }
+    let (parts, _) = response.into_parts();
+    let mut minimal = rebuild(parts, Bytes::new());
+    minimal.headers_mut().remove(CONTENT_TYPE);
+    minimal
 }
 
 /// Checks the upstream's batch- or transaction-response entry by entry: a read outside the
-/// compartment, or answered without a resource, becomes a 404 entry, a search's Bundle is filtered like a search answer.
+/// compartment, or answered without a resource, becomes a 404 entry, a search's Bundle is
+/// filtered like a search answer, and a patch the grant cannot read loses its resource.
 pub(super) fn check_bundle_answer(
     answer: &mut Value,
     decision: &BundleDecision,
@@ -219,9 +273,16 @@ pub(super) fn check_bundle_answer(
                     *entry = json!({ "response": { "status": "404 Not Found" } });
                 }
             }
-            Confinement::Search { .. } => {
+            Confinement::Search { proven, .. } => {
                 if let Some(bundle) = entry.get_mut("resource") {
-                    membership::filter_bundle(bundle, |r| visible(grant, granted, r));
+                    let proven = proven.map(ResourceType::name);
+                    membership::filter_bundle(bundle, |r| visible(grant, granted, r, proven));
+                }
+            }
+            Confinement::Minimal => {
+                // The patched resource, which the grant does not read without constraints.
+                if let Some(entry) = entry.as_object_mut() {
+                    entry.remove("resource");
                 }
             }
             Confinement::Forward
@@ -334,4 +395,37 @@ pub(super) fn search_body(headers: &mut http::HeaderMap, parameters: &str) -> Bo
         HeaderValue::from_static("application/x-www-form-urlencoded"),
     );
     full(Bytes::copy_from_slice(parameters.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A constrained search asks for strict handling whatever the client preferred; its other
+    /// preferences stay.
+    #[test]
+    fn strict_handling_replaces_the_clients_handling() {
+        for (sent, forwarded) in [
+            (vec![], "handling=strict"),
+            (vec!["handling=lenient"], "handling=strict"),
+            (vec!["HANDLING = lenient"], "handling=strict"),
+            (
+                vec!["return=representation, handling=lenient"],
+                "return=representation, handling=strict",
+            ),
+            (
+                vec!["respond-async", "handling=lenient;x=1"],
+                "respond-async, handling=strict",
+            ),
+            (vec!["handlingx=1"], "handlingx=1, handling=strict"),
+        ] {
+            let mut headers = http::HeaderMap::new();
+            for value in &sent {
+                headers.append(PREFER, HeaderValue::from_static(value));
+            }
+            require_strict_handling(&mut headers);
+            let values: Vec<&HeaderValue> = headers.get_all(PREFER).iter().collect();
+            assert_eq!(values, [forwarded], "{sent:?}");
+        }
+    }
 }

@@ -194,7 +194,10 @@ const SOURCE: Source<'static> = Source {
 fn written_events() -> Vec<Value> {
     decisions()
         .iter()
-        .map(|decision| audit_event(&decision.record().shown(true), &SOURCE))
+        .map(|decision| {
+            let mut scratch = String::new();
+            audit_event(&decision.record().shown(true, &mut scratch), &SOURCE)
+        })
         .collect()
 }
 

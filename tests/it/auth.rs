@@ -639,12 +639,26 @@ async fn the_launch_patient_claim_is_read_only_when_configured() {
     let store = KeyStore::new();
     let principal = check(&store, &config, &token).await.expect("accepted");
     assert_eq!(principal.launch_patient.as_deref(), Some("456"));
-    let token = smart_claims(&idp, "portal")
-        .claim("patient", 456)
-        .sign(&key);
-    let error = refused(&store, &config, &token).await;
-    assert_eq!(
-        error.description(),
-        "The token is malformed: the launch-context patient claim is not a string"
-    );
+    // Present but not a non-empty string: 401 malformed, never read as "no launch context"
+    // (issue 20 item 7).
+    for value in [
+        serde_json::json!(456),
+        serde_json::Value::Null,
+        serde_json::json!(""),
+        serde_json::json!("  "),
+        serde_json::json!(["456"]),
+        serde_json::json!({"reference": "Patient/456"}),
+        serde_json::json!(true),
+    ] {
+        let token = smart_claims(&idp, "portal")
+            .claim("patient", value.clone())
+            .sign(&key);
+        let error = refused(&store, &config, &token).await;
+        assert_eq!(
+            error.description(),
+            "The token is malformed: the launch-context patient claim is present but not a \
+             non-empty string",
+            "{value}"
+        );
+    }
 }

@@ -198,7 +198,7 @@ fn defaults() {
     assert_eq!(upstream.url.as_str(), "http://127.0.0.1:8081/fhir");
     assert_eq!(upstream.connect_timeout, Duration::from_secs(5));
     assert_eq!(upstream.response_timeout, Duration::from_secs(60));
-    assert_eq!(upstream.pool_idle_timeout, Duration::from_secs(90));
+    assert_eq!(upstream.pool_idle_timeout, Duration::from_secs(4));
     assert_eq!(upstream.pool_max_idle_per_host, 256);
     assert_eq!(upstream.max_connections, 256);
     assert!(!upstream.http2 && upstream.ca_file.is_none());

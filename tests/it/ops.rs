@@ -22,7 +22,7 @@ use crate::support::exposition::{metric, registered_names};
 use crate::support::poll::eventually;
 use crate::support::stack::{Guard, HttpClient, Stack};
 use crate::support::token::{self, now};
-use audit::{assert_no_secret, audit_run, FHIR_USER, REDACTED, SEARCH};
+use audit::{assert_no_secret, audit_run, FHIR_USER, OPAQUE, REDACTED, SEARCH};
 use fhirguard::app::Running;
 use fhirguard::metrics::{ANONYMOUS_CLIENT, OTHER_CLIENT};
 use http::StatusCode;
@@ -430,4 +430,61 @@ async fn query_strings_are_logged_when_enabled_but_never_a_token() {
     assert_eq!(audit["search"]["path"], "/Patient");
     assert_eq!(audit["in-query"]["query"], REDACTED);
     assert_eq!(audit["in-path"]["path"], REDACTED);
+    // Issue 20 item 4: an opaque token in the query is refused (400, before the anonymous step
+    // too), and a parameter named as a credential has its value redacted.
+    let opaque = &audit["opaque-in-query"];
+    assert_eq!(opaque["status"], 400);
+    assert_eq!(
+        opaque["reason"],
+        "Access tokens must not be passed in the URL query string."
+    );
+    assert_eq!(opaque["query"], format!("{SEARCH}&access_token=[redacted]"));
+    let anonymous = &audit["opaque-in-anonymous-query"];
+    assert_eq!(anonymous["status"], 400);
+    assert_eq!(anonymous["path"], "/metadata");
+    assert_eq!(
+        anonymous["query"],
+        "ACCESS%5FTOKEN=[redacted]&access_token=[redacted]"
+    );
+    assert_eq!(
+        audit["credential-in-query"]["query"],
+        format!("{SEARCH}&client_secret=[redacted]&apiKey=[redacted]")
+    );
+    let lines: Vec<String> = audit.values().map(Value::to_string).collect();
+    assert!(!lines.iter().any(|line| line.contains(OPAQUE)), "{lines:?}");
+}
+
+/// Issue 20 item 8: `logging.format: text` writes no ANSI escape codes when stderr is not a
+/// terminal (here a pipe): log collectors would keep them as bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_carry_no_colour_codes_off_a_terminal() {
+    let stack = Stack::start().await;
+    let (_dir, path) =
+        config_file(&stack.yaml("[Read]", "logging: {format: text, level: debug}\n"));
+    let mut served = Served::spawn(&path, "debug");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !served.lines().iter().any(|line| line.contains("listening")) {
+        assert!(
+            Instant::now() < deadline,
+            "no listening line:\n{}",
+            served.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    served.signal("TERM");
+    let exit = served.exit_within(Duration::from_secs(30)).await;
+    assert!(exit.success(), "exit status {exit}:\n{}", served.log());
+    let lines = served.all_lines();
+    assert!(lines.len() > 1, "{lines:?}");
+    for line in &lines {
+        assert!(!line.contains('\u{1b}'), "an ANSI escape in {line:?}");
+        assert!(
+            serde_json::from_str::<Value>(line).is_err(),
+            "text, not JSON: {line}"
+        );
+    }
+    assert!(
+        lines.iter().any(|line| line.contains("INFO")),
+        "levels are written as words: {lines:?}"
+    );
 }

@@ -459,7 +459,8 @@ fn no_token_reaches_the_event() {
         ..record(&method, None, Some(&principal))
     };
     for log_query in [false, true] {
-        let shown = raw.shown(log_query);
+        let mut scratch = String::new();
+        let shown = raw.shown(log_query, &mut scratch);
         let event = audit_event(&shown, &SOURCE).to_string();
         assert!(!event.contains(token), "{event}");
         assert!(!event.contains("eyJ"), "{event}");
@@ -468,4 +469,50 @@ fn no_token_reaches_the_event() {
         assert_eq!(shown.path, super::super::REDACTED);
         assert_eq!(shown.query.is_some(), log_query);
     }
+}
+
+#[test]
+fn credential_parameters_are_redacted_in_the_event() {
+    // Issue 20 item 4: an opaque token (refused by hygiene) and any parameter named as a
+    // credential keep their place in the query, never their value.
+    let query = "family=x&access_token=opaque-2YotnFZFEjr1zCsicMWpAA&client_secret=s3cr3t-v4lue";
+    let method = Method::GET;
+    let raw = AuditRecord {
+        path: "/Patient",
+        query: Some(query),
+        outcome: Outcome::Refused {
+            outcome: "invalid",
+            reason: "Access tokens must not be passed in the URL query string.",
+        },
+        status: 400,
+        ..record(&method, None, None)
+    };
+    let mut scratch = String::new();
+    let shown = raw.shown(true, &mut scratch);
+    assert_eq!(
+        shown.query,
+        Some("family=x&access_token=[redacted]&client_secret=[redacted]")
+    );
+    let event = audit_event(&shown, &SOURCE).to_string();
+    let encoded = base64::engine::general_purpose::STANDARD
+        .encode("family=x&access_token=[redacted]&client_secret=[redacted]");
+    assert!(event.contains(&encoded), "{event}");
+    for secret in ["opaque-2YotnFZFEjr1zCsicMWpAA", "s3cr3t-v4lue"] {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(secret);
+        assert!(
+            !event.contains(secret) && !event.contains(&encoded),
+            "{event}"
+        );
+    }
+    // A query without one is shown as sent, without a copy.
+    let plain = AuditRecord {
+        query: Some("family=x&code=password"),
+        ..raw
+    };
+    let mut scratch = String::new();
+    assert_eq!(
+        plain.shown(true, &mut scratch).query,
+        Some("family=x&code=password")
+    );
+    assert!(scratch.is_empty());
 }

@@ -5,13 +5,14 @@
 //! scope       = context ("/" | "$" | ".") resource "." access ["?" constraint *("&" constraint)]
 //! context     = "patient" | "user" | "system"                  ; case-sensitive
 //! resource    = "*" | "all" | 1*ALPHA                          ; an R4 resource type
-//! access      = "read" | "write" | "*" | "all" | 1*("c"|"r"|"u"|"d"|"s")   ; no repeated letter
+//! access      = "read" | "write" | "*" | "all" | ["c"]["r"]["u"]["d"]["s"]   ; at least one, in order
 //! constraint  = 1*(ALPHA | DIGIT | "_" | "-" | ":" | ".") "=" 1*(not "&", "=", whitespace)
 //! ```
 //!
-//! Stricter than the reference server in one respect (deliberately, fail closed): any token that
+//! Stricter than the reference server in two respects (deliberately, fail closed): any token that
 //! begins with a context and a separator must match the whole grammar, where the regular
-//! expression silently skips some malformed ones (`patient/Observation.xyz`, `patient/Obs-1.read`).
+//! expression silently skips some malformed ones (`patient/Observation.xyz`, `patient/Obs-1.read`);
+//! and v2 permission letters must come in `cruds` order (`patient/Observation.sr` is refused).
 
 use percent_encoding::percent_decode_str;
 
@@ -158,21 +159,28 @@ fn parse_access(token: &str, access: &str) -> Result<Access, ScopeError> {
         "" => return Err(ScopeError::Malformed(token.to_owned())),
         _ => {}
     }
+    // SMART App Launch 2.x §3.2 ("scopes"): the permissions are `c`, `r`, `u`, `d`, `s`, "in
+    // that order", each at most once. The reference server accepts any order; fhirguard does
+    // not (fail closed): a permission string another reader might take differently, or a later
+    // version might give another meaning, is no grant at all.
     let (mut c, mut r, mut u, mut d, mut s) = (false, false, false, false, false);
-    // Any order is accepted, as in the reference server; only a repeated letter is rejected
-    // (reference §4.3, §4.4 rule 4).
+    let mut last = None;
     for letter in access.chars() {
-        let flag = match letter {
-            'c' => &mut c,
-            'r' => &mut r,
-            'u' => &mut u,
-            'd' => &mut d,
-            's' => &mut s,
+        let (place, flag) = match letter {
+            'c' => (0, &mut c),
+            'r' => (1, &mut r),
+            'u' => (2, &mut u),
+            'd' => (3, &mut d),
+            's' => (4, &mut s),
             _ => return Err(ScopeError::Malformed(token.to_owned())),
         };
         if *flag {
             return Err(ScopeError::DuplicateAccessLetter(token.to_owned(), letter));
         }
+        if last.is_some_and(|last| place < last) {
+            return Err(ScopeError::AccessLetterOrder(token.to_owned(), letter));
+        }
+        last = Some(place);
         *flag = true;
     }
     Ok(Access::V2 { c, r, u, d, s })

@@ -21,11 +21,10 @@ const ACCEPTED: &[(&str, &str)] = &[
     ("system$*.read", "system/*.read"),
     ("patient%2fObservation.read", "patient/Observation.read"),
     ("patient%2FObservation.rs", "patient/Observation.rs"),
-    // v2 letters in any order, printed in `cruds` order (reference §4.3).
+    // v2 letters, in `cruds` order (SMART 2.x §3.2).
     ("patient/Observation.rs", "patient/Observation.rs"),
-    ("patient/Observation.sr", "patient/Observation.rs"),
     ("patient/Observation.cruds", "patient/Observation.cruds"),
-    ("patient/Observation.sdurc", "patient/Observation.cruds"),
+    ("patient/Observation.cud", "patient/Observation.cud"),
     (
         "patient/Observation.r patient/Condition.s",
         "patient/Observation.r patient/Condition.s",
@@ -156,6 +155,31 @@ fn rejected_scopes_name_the_rule() {
         (
             "patient/Observation.crudsc",
             DuplicateAccessLetter("patient/Observation.crudsc".into(), 'c'),
+        ),
+        (
+            "patient/Observation.rsr",
+            DuplicateAccessLetter("patient/Observation.rsr".into(), 'r'),
+        ),
+        // SMART 2.x §3.2: `c`, `r`, `u`, `d`, `s` in that order.
+        (
+            "patient/Observation.sr",
+            AccessLetterOrder("patient/Observation.sr".into(), 'r'),
+        ),
+        (
+            "patient/Observation.sdurc",
+            AccessLetterOrder("patient/Observation.sdurc".into(), 'd'),
+        ),
+        (
+            "patient/Observation.rc",
+            AccessLetterOrder("patient/Observation.rc".into(), 'c'),
+        ),
+        (
+            "user/Patient.crusd",
+            AccessLetterOrder("user/Patient.crusd".into(), 'd'),
+        ),
+        (
+            "system/*.dc?category=x",
+            AccessLetterOrder("system/*.dc?category=x".into(), 'c'),
         ),
         // Rule 5: unknown (or wrongly cased) resource type.
         (

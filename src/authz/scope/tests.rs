@@ -157,11 +157,11 @@ fn display_is_canonical() {
         ("patient.all.read", "patient/*.read"),
         ("system%2fPatient.all", "system/Patient.*"),
         (
-            "user$Observation.sr?code=http://loinc.org|1234-5",
+            "user$Observation.rs?code=http://loinc.org|1234-5",
             "user/Observation.rs?code=http://loinc.org|1234-5",
         ),
         (
-            "patient/Observation.dcu?code=a%7Cb",
+            "patient/Observation.cud?code=a%7Cb",
             "patient/Observation.cud?code=a|b",
         ),
         (

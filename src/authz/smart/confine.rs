@@ -4,6 +4,9 @@
 //! confinement to the `fhirUser`'s compartment. The result is a [`Confinement`]: a plan the proxy
 //! carries out (rewrite the query, check the body, the current resource or the response).
 
+#[cfg(test)]
+mod constraint_tests;
+mod constraints;
 mod parameters;
 #[cfg(test)]
 mod tests;
@@ -12,7 +15,10 @@ use super::{export_eligible_types, is_export, membership, FhirUser, SmartGrant};
 use crate::actions::{DataAction, DataActions};
 use crate::fhir::compartment::is_shared_type;
 use crate::fhir::query::{encode, parameters};
+use crate::fhir::resource_types::ResourceType;
 use crate::fhir::{FhirRequest, Interaction};
+pub use constraints::hides_answer;
+use constraints::AcrossTypes;
 pub use parameters::confine_condition;
 use parameters::{canonical_parameter, check_names, check_shared_reach, RULE};
 
@@ -24,8 +30,13 @@ pub enum Confinement {
     /// Forward with this query string instead of the client's.
     Rewrite { query: String },
     /// Forward with this query string, then drop from the returned Bundle every entry outside
-    /// the compartment or of a type the scopes do not grant (reference §4.7, ADR-2607).
-    Search { query: Option<String> },
+    /// the compartment or of a type the scopes do not grant (reference §4.7, ADR-2607), or of a
+    /// type they grant only under v2 constraints unless it is `proven`: the searched type,
+    /// whose constraint the forwarded query carries.
+    Search {
+        query: Option<String>,
+        proven: Option<ResourceType>,
+    },
     /// Forward; the returned resource must be in the compartment, else 404 (reference §4.7:
     /// "Out-of-compartment gives 404").
     Read,
@@ -39,6 +50,10 @@ pub enum Confinement {
     /// must be in the compartment, else 404 — the history's `total` and paging would otherwise
     /// confirm another patient's resource and count its versions; the answer is then filtered.
     History,
+    /// A patch of a type the grant reads only under v2 constraints, or not at all: forwarded
+    /// with `Prefer: return=minimal`, and the resource the server answers with (the whole
+    /// patched resource, fields the client never sent included) is not passed on (issue 20).
+    Minimal,
 }
 
 impl Confinement {
@@ -77,34 +92,70 @@ pub fn confine(
         || (request.interaction == Interaction::Operation
             && request.operation.as_deref() == Some("everything"));
     let mut extra: Vec<(String, String)> = Vec::new();
+    let export = is_export(request);
+    if !export {
+        // SMART v2 constraints hold on every interaction (issue 20): proven by a search of the
+        // constrained type, or refused.
+        gate.check_request_type(request)?;
+    }
     if searches {
         gate.check_includes(request, query)?;
         extra.extend(gate.constraints(request, query)?);
-    }
-    if matches!(request.interaction, Interaction::Read | Interaction::Vread) {
-        gate.check_read_constraints(request)?;
     }
     if request.interaction == Interaction::SearchSystem {
         if let Some(types) = gate.narrow_types(query)? {
             extra.push(("_type".to_owned(), types.join(",")));
         }
     }
-    if is_export(request) && request.interaction == Interaction::Operation {
+    let across = constraints::across_types(request);
+    if !export && !matches!(across, AcrossTypes::No) {
+        let narrowed = extra
+            .iter()
+            .find(|(name, _)| name == "_type")
+            .map(|(_, types)| types.split(',').map(str::to_owned).collect());
+        let types = match across {
+            AcrossTypes::Listed => constraints::listed_types(query).or(narrowed),
+            AcrossTypes::Any | AcrossTypes::No => None,
+        };
+        gate.check_answer_types(request, types.as_deref())?;
+    }
+    if export && request.interaction == Interaction::Operation {
         let listed = parameters(query).any(|(name, _)| name == "_type");
         if let (false, Some(types)) = (listed, export_eligible_types(grant, granted)) {
             extra.push(("_type".to_owned(), types.join(",")));
         }
     }
+    // The searched type whose constraint the forwarded query carries: its entries are proven.
+    let proven = request
+        .resource_type
+        .as_deref()
+        .filter(|t| searches && gate.constrained_only(Some(t)))
+        .and_then(ResourceType::parse);
+    if proven.is_some() && parameters(query).any(|(name, _)| name.eq_ignore_ascii_case("_query")) {
+        // A named query may ignore the other parameters, the constraint included.
+        return Err(Denial::Forbidden(
+            "_query (named queries) cannot carry a SMART v2 constraint (SMART v2 constraints \
+             hold on every interaction)"
+                .to_owned(),
+        ));
+    }
     let Some(user) = grant.compartment() else {
         // Answers that can hold any type (`Patient/1/*`, base history, `$everything`) are
-        // filtered down to the scope types.
+        // filtered down to the scope types; so is every search while some type is read only
+        // under constraints (an entry of it that is not a proven match is dropped).
         let any_type = request.resource_type.is_none()
             && (request.interaction.is_search()
                 || request.interaction == Interaction::HistorySystem);
         let everything = request.operation.as_deref() == Some("everything");
-        if (any_type || everything) && request.interaction != Interaction::SearchSystem {
+        let filtered = (any_type || everything) && request.interaction != Interaction::SearchSystem
+            || (searches && gate.some_constrained_type().is_some());
+        if gate.hides_answer(request) {
+            return Ok(Confinement::Minimal);
+        }
+        if filtered {
             return Ok(Confinement::Search {
                 query: (!extra.is_empty()).then(|| append(query, &extra)),
+                proven,
             });
         }
         return Ok(if extra.is_empty() {
@@ -115,7 +166,7 @@ pub fn confine(
             }
         });
     };
-    gate.confine_to(user, request, query, extra)
+    gate.confine_to(user, request, query, extra, proven)
 }
 
 /// Parameter names that reach other resources.
@@ -172,6 +223,7 @@ impl Gate<'_> {
                 ));
             }
             for target in reached {
+                self.check_reach(name, target.as_deref())?;
                 if !self.readable(target.as_deref()) {
                     let what = target.unwrap_or_else(|| {
                         "every type (name the target type, e.g. Observation:subject:Patient)"
@@ -182,27 +234,6 @@ impl Gate<'_> {
                     )));
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// A read by id cannot be checked against v2 constraints without evaluating search
-    /// parameters; when every scope granting it on the type is constrained, it is refused.
-    fn check_read_constraints(&self, request: &FhirRequest) -> Result<(), Denial> {
-        let Some(resource_type) = request.resource_type.as_deref() else {
-            return Ok(());
-        };
-        let scopes = &self.grant.scopes;
-        let alternatives: Vec<Vec<(String, String)>> = [DataAction::Read, DataAction::ReadById]
-            .into_iter()
-            .filter(|a| self.granted.contains(*a))
-            .flat_map(|a| scopes.constraints_for(resource_type, a))
-            .collect();
-        if !alternatives.is_empty() && alternatives.iter().all(|c| !c.is_empty()) {
-            return Err(Denial::Forbidden(format!(
-                "the SMART scopes on {resource_type} are constrained by search parameters, which \
-                 a read by id cannot be checked against; search with _id instead"
-            )));
         }
         Ok(())
     }
@@ -266,9 +297,14 @@ impl Gate<'_> {
                 read.extend(search);
                 read.sort();
                 read.dedup();
+                // A type read only under v2 constraints cannot be searched across types
+                // (issue 20): it is left out, and searched on its own.
+                read.retain(|t| !self.constrained_only(Some(t)));
                 if read.is_empty() {
                     return Err(Denial::Forbidden(
-                        "no SMART scope grants search on any type".to_owned(),
+                        "no SMART scope grants search on any type without search-parameter \
+                         constraints (search a constrained type on its own)"
+                            .to_owned(),
                     ));
                 }
                 Ok(Some(read))
@@ -283,6 +319,7 @@ impl Gate<'_> {
         request: &FhirRequest,
         query: Option<&str>,
         mut extra: Vec<(String, String)>,
+        proven: Option<ResourceType>,
     ) -> Result<Confinement, Denial> {
         let resource_type = request.resource_type.as_deref();
         let shared = resource_type.is_some_and(is_shared_type);
@@ -305,6 +342,7 @@ impl Gate<'_> {
         }
         let search = |extra: &[(String, String)]| Confinement::Search {
             query: (!extra.is_empty()).then(|| append(query, extra)),
+            proven,
         };
         let searches = request.interaction.is_search()
             || (request.interaction == Interaction::Operation && own_type && own_id);
@@ -460,15 +498,23 @@ fn append(query: Option<&str>, extra: &[(String, String)]) -> String {
 }
 
 /// True when an entry's resource may be returned under the grant: a type the scopes let the
-/// caller read, and, under a `patient` context, a shared type or a compartment member.
-pub fn visible(grant: &SmartGrant, granted: DataActions, resource: &serde_json::Value) -> bool {
+/// caller read, not read only under v2 constraints unless it is the `proven` type (the
+/// searched type, whose constraint the query carried), and, under a `patient` context, a
+/// shared type or a compartment member.
+pub fn visible(
+    grant: &SmartGrant,
+    granted: DataActions,
+    resource: &serde_json::Value,
+    proven: Option<&str>,
+) -> bool {
     let gate = Gate { grant, granted };
     let resource_type = resource["resourceType"].as_str();
     if resource_type == Some("OperationOutcome") {
         return true;
     }
-    resource_type.is_some_and(|t| gate.readable(Some(t)))
-        && grant
-            .compartment()
-            .is_none_or(|user| membership::is_visible(resource, user))
+    resource_type.is_some_and(|t| {
+        gate.readable(Some(t)) && (proven == Some(t) || !gate.constrained_only(Some(t)))
+    }) && grant
+        .compartment()
+        .is_none_or(|user| membership::is_visible(resource, user))
 }

@@ -24,8 +24,13 @@ pub enum Enforcement {
          cannot check ({WRITES})"
     )]
     CaseVariant { what: &'static str, name: String },
-    /// 403: a compartment element names another patient.
-    #[error("{what} names {other}, another compartment than {user} ({WRITES})")]
+    /// 403: a reference anywhere in the resource may name another patient (another id, another
+    /// server's, or a spelling that is not canonical; issue 20).
+    #[error(
+        "{what} holds '{other}', which is or may be read as another {} than {user} ({WRITES}; \
+         references to the compartment's owner type must be canonical)",
+        user.owner.name()
+    )]
     ForeignReference {
         what: &'static str,
         other: String,

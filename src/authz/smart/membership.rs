@@ -1,15 +1,21 @@
-//! Is this resource in the `fhirUser`'s compartment? (R4 CompartmentDefinition semantics,
-//! reference §4.5.) A resource is a member when it is the owner itself, or when one of the
-//! compartment's search parameters for its type refers to the owner. fhirguard has no FHIRPath
-//! engine, so each search parameter is read as the top-level element(s) it indexes — the
-//! parameter name in camelCase, plus the few R4 names that differ (`patient` indexes `subject`
-//! on Condition, Encounter, …; `actor` is `participant.actor` on Appointment) — and every
-//! `reference` string found under those elements counts. Pure.
+//! Is this resource in the `fhirUser`'s compartment, and does a resource to be stored name
+//! anyone else? (R4 CompartmentDefinition semantics, reference §4.5; compartment hardening.)
+//!
+//! A resource is a member when it is the owner itself, or when the `reference` of an element one
+//! of the compartment's parameters indexes — exactly that element, at the path of the
+//! parameter's R4 expression (`subject`, `performer`, `participant.actor`;
+//! [`crate::fhir::compartment`]) — is a canonical reference to the owner. A `reference` nested
+//! deeper (an extension inside `subject`, `subject.identifier.assigner`) is not the element's
+//! and does not count; neither does a spelling that is not canonical (fail closed).
+//!
+//! A write is checked wider: every reference anywhere in the resource (extensions, `focus`,
+//! contained resources) that may name another resource of the owner's type refuses it. Pure.
 
 use serde_json::Value;
 
 use super::FhirUser;
 use crate::fhir::compartment::is_shared_type;
+use crate::fhir::reference::{mentions_type, Literal};
 
 /// True when `resource` (a FHIR JSON resource) is in `user`'s compartment.
 pub fn is_member(resource: &Value, user: &FhirUser) -> bool {
@@ -19,42 +25,111 @@ pub fn is_member(resource: &Value, user: &FhirUser) -> bool {
     if resource_type == user.owner.name() && resource["id"].as_str() == Some(user.id.as_str()) {
         return true;
     }
-    let Some(params) = user.compartment_params(resource_type) else {
+    let Some(paths) = user.compartment_paths(resource_type) else {
         return false;
     };
-    params
+    paths
         .iter()
-        .flat_map(|param| elements(param))
-        .any(|element| refers_to(&resource[element.as_str()], user))
+        .any(|(_, path)| refers_at(resource, path, user))
 }
 
-/// The first reference under `resource`'s compartment elements that names a resource of the
-/// owner's type other than `user` (`performer: Patient/2` beside `subject: Patient/1`, a
-/// Patient's `link` to another patient). Storing such a resource writes into that other
-/// patient's compartment too (hardening: writes stay in the compartment).
-pub fn foreign_reference<'a>(resource: &'a Value, user: &FhirUser) -> Option<&'a str> {
-    let params = user.compartment_params(resource["resourceType"].as_str()?)?;
-    params
-        .iter()
-        .flat_map(|param| elements(param))
-        .find_map(|element| foreign_in(&resource[element.as_str()], user))
+/// True when a `Reference` at `path` (dot-separated; arrays are crossed at every step) has a
+/// `reference` naming `user`.
+fn refers_at(value: &Value, path: &str, user: &FhirUser) -> bool {
+    match value {
+        Value::Array(items) => items.iter().any(|item| refers_at(item, path, user)),
+        Value::Object(object) => match path.split_once('.') {
+            Some((step, rest)) => object
+                .get(step)
+                .is_some_and(|inner| refers_at(inner, rest, user)),
+            None => object
+                .get(path)
+                .is_some_and(|element| names_user(element, user)),
+        },
+        _ => false,
+    }
+}
+
+/// The element's own `reference` (each one's, for a repeating element) names `user`.
+fn names_user(element: &Value, user: &FhirUser) -> bool {
+    match element {
+        Value::Array(items) => items.iter().any(|item| names_user(item, user)),
+        Value::Object(object) => object
+            .get("reference")
+            .and_then(Value::as_str)
+            .is_some_and(|reference| user.is_referenced_by(reference)),
+        _ => false,
+    }
+}
+
+/// The first reference anywhere in `resource` — compartment elements, extensions, `focus`,
+/// contained resources — that may name a resource of the owner's type other than `user`
+/// (compartment hardening: writes name no other patient). Such a reference is:
+/// - a canonical reference ([`Literal`]) to the owner's type that is not `user` (another id,
+///   or `user`'s id at another server's base);
+/// - a spelling that is not canonical and mentions the owner's type in any case or encoding
+///   (`Patient/p2/`, `Patient//p2`, `./Patient/p2`, `patient/p2`, `%50atient/p2`, a conditional
+///   `Patient?identifier=…`), or holds a `%` at all: what a server would make of it cannot be
+///   told, so it fails closed;
+/// - a logical reference: a `Reference` whose `type` is the owner's type and whose `reference`
+///   is not `user` (`{"type": "Patient", "identifier": {…}}`, which a server may resolve);
+/// - a `reference` member that is not a string.
+pub fn foreign_reference(resource: &Value, user: &FhirUser) -> Option<String> {
+    match resource {
+        Value::Object(object) => {
+            if let Some(reference) = object.get("reference") {
+                let Some(text) = reference.as_str() else {
+                    return Some(reference.to_string());
+                };
+                if is_foreign(text, user) {
+                    return Some(text.to_owned());
+                }
+            }
+            if let Some(Value::String(kind)) = object.get("type") {
+                let named = object
+                    .get("reference")
+                    .and_then(Value::as_str)
+                    .is_some_and(|r| user.is_referenced_by(r));
+                let reference_like =
+                    object.contains_key("identifier") || object.contains_key("reference");
+                if reference_like && !named && mentions_type(kind, user.owner.name()) {
+                    return Some(format!("a logical reference of type {kind}"));
+                }
+            }
+            object
+                .values()
+                .find_map(|inner| foreign_reference(inner, user))
+        }
+        Value::Array(items) => items.iter().find_map(|item| foreign_reference(item, user)),
+        _ => None,
+    }
+}
+
+fn is_foreign(reference: &str, user: &FhirUser) -> bool {
+    match Literal::parse(reference) {
+        Some(literal) => literal.resource_type == user.owner.name() && !user.is_literal(&literal),
+        // Percent-encoding is never canonical; decoded any number of times it may spell the
+        // owner's type where one decoding does not.
+        None => reference.contains('%') || mentions_type(reference, user.owner.name()),
+    }
 }
 
 /// The first object member under `resource` whose name differs only in ASCII case from
-/// `reference` or from a compartment element of its type (`Subject`, `performer.Reference`).
-/// fhirguard reads names exactly; a server binding them case-insensitively would read such a
-/// member as the compartment element, so a write holding one cannot be checked.
+/// `reference`, `type`, or a step of a compartment element's path (`Subject`,
+/// `participant.Actor`, `performer.Reference`). fhirguard reads names exactly; a server binding
+/// them case-insensitively would read such a member as the element, so a write holding one
+/// cannot be checked.
 pub fn case_variant(resource: &Value, user: &FhirUser) -> Option<String> {
-    let params = resource["resourceType"]
+    let paths = resource["resourceType"]
         .as_str()
-        .and_then(|t| user.compartment_params(t))
+        .and_then(|t| user.compartment_paths(t))
         .unwrap_or(&[]);
-    let mut names: Vec<String> = params.iter().flat_map(|param| elements(param)).collect();
-    names.push("reference".to_owned());
+    let mut names: Vec<&str> = paths.iter().flat_map(|(_, p)| p.split('.')).collect();
+    names.extend(["reference", "type"]);
     variant_in(resource, &names)
 }
 
-fn variant_in(value: &Value, names: &[String]) -> Option<String> {
+fn variant_in(value: &Value, names: &[&str]) -> Option<String> {
     match value {
         Value::Object(object) => object.iter().find_map(|(key, inner)| {
             let variant = names
@@ -94,70 +169,4 @@ pub fn filter_bundle(bundle: &mut Value, keep: impl Fn(&Value) -> bool) -> usize
         }
     }
     removed
-}
-
-/// The top-level elements a compartment search parameter indexes.
-fn elements(param: &str) -> Vec<String> {
-    let mut names = vec![camel_case(param)];
-    let aliases: &[&str] = match param {
-        "patient" => &["subject"],
-        "actor" => &["participant"],
-        "source" => &["informationSource"],
-        "performer-actor" => &["performer"],
-        "practitioner" => &["participant"],
-        "principalinvestigator" => &["principalInvestigator"],
-        "agent" => &["agent"],
-        _ => &[],
-    };
-    names.extend(aliases.iter().map(|a| (*a).to_owned()));
-    names
-}
-
-fn camel_case(param: &str) -> String {
-    let mut out = String::with_capacity(param.len());
-    let mut upper = false;
-    for c in param.chars() {
-        if c == '-' {
-            upper = true;
-        } else if upper {
-            out.push(c.to_ascii_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The first `reference` string under `value` naming another resource of the owner's type.
-fn foreign_in<'a>(value: &'a Value, user: &FhirUser) -> Option<&'a str> {
-    match value {
-        Value::Object(object) => {
-            object
-                .iter()
-                .find_map(|(key, inner)| match (key.as_str(), inner) {
-                    ("reference", Value::String(reference)) => (user.names_owner_type(reference)
-                        && !user.is_referenced_by(reference))
-                    .then_some(reference.as_str()),
-                    _ => foreign_in(inner, user),
-                })
-        }
-        Value::Array(items) => items.iter().find_map(|item| foreign_in(item, user)),
-        _ => None,
-    }
-}
-
-/// True when any `reference` string under `value` (nested objects and arrays included) points
-/// at `user`.
-fn refers_to(value: &Value, user: &FhirUser) -> bool {
-    match value {
-        Value::Object(object) => object
-            .iter()
-            .any(|(key, inner)| match (key.as_str(), inner) {
-                ("reference", Value::String(reference)) => user.is_referenced_by(reference),
-                _ => refers_to(inner, user),
-            }),
-        Value::Array(items) => items.iter().any(|item| refers_to(item, user)),
-        _ => false,
-    }
 }

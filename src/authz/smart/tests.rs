@@ -7,6 +7,7 @@ use serde_json::json;
 use super::*;
 use crate::actions::DataAction;
 use crate::fhir::classify;
+use crate::fhir::resource_types::ResourceType;
 
 const USER: &str = "https://fhir.example.org/Patient/123";
 
@@ -144,6 +145,7 @@ fn plan(scopes: &str, method: &str, target: &str) -> Result<Confinement, Denial>
 fn search(query: &str) -> Result<Confinement, Denial> {
     Ok(Confinement::Search {
         query: Some(query.to_owned()),
+        proven: None,
     })
 }
 
@@ -187,12 +189,18 @@ fn patient_context_searches_are_confined() {
     // Shared types: searched freely, the answer is still filtered.
     assert_eq!(
         plan(s, "GET", "/Location?name=x"),
-        Ok(Confinement::Search { query: None })
+        Ok(Confinement::Search {
+            query: None,
+            proven: None
+        })
     );
     // Compartment searches only for the own compartment.
     assert_eq!(
         plan(s, "GET", "/Patient/123/Observation"),
-        Ok(Confinement::Search { query: None })
+        Ok(Confinement::Search {
+            query: None,
+            proven: None
+        })
     );
     assert!(forbidden(&plan(s, "GET", "/Patient/456/Observation")));
     // Non-member, non-shared types are out of reach.
@@ -202,7 +210,10 @@ fn patient_context_searches_are_confined() {
     assert!(forbidden(&plan(s, "GET", "/")));
     assert_eq!(
         plan(s, "GET", "/?_type=Location"),
-        Ok(Confinement::Search { query: None })
+        Ok(Confinement::Search {
+            query: None,
+            proven: None
+        })
     );
 }
 
@@ -234,7 +245,10 @@ fn patient_context_reads_and_writes_are_confined() {
     );
     assert_eq!(
         plan(s, "GET", "/Patient/123/$everything"),
-        Ok(Confinement::Search { query: None })
+        Ok(Confinement::Search {
+            query: None,
+            proven: None
+        })
     );
     assert!(forbidden(&plan(s, "GET", "/Patient/456/$everything")));
 }
@@ -299,15 +313,22 @@ fn includes_and_chains_reach_only_granted_types() {
 #[test]
 fn v2_constraints_are_anded_into_searches() {
     let s = "system/Observation.rs?category=laboratory";
+    // Searched with the constraint ANDed, and the answer filtered: only the searched type's
+    // matches are proven (issue 20).
+    let proven = ResourceType::parse("Observation");
     assert_eq!(
         plan(s, "GET", "/Observation?code=x"),
-        Ok(Confinement::Rewrite {
-            query: "code=x&category=laboratory".to_owned()
+        Ok(Confinement::Search {
+            query: Some("code=x&category=laboratory".to_owned()),
+            proven,
         })
     );
     assert_eq!(
         plan(s, "GET", "/Observation?category=laboratory"),
-        Ok(Confinement::Forward)
+        Ok(Confinement::Search {
+            query: None,
+            proven
+        })
     );
     assert!(matches!(
         plan(
@@ -344,7 +365,10 @@ fn type_less_searches_are_narrowed_to_scope_types() {
     assert!(forbidden(&plan(s, "GET", "/?_type=Patient,Encounter")));
     assert_eq!(plan("system/*.read", "GET", "/"), Ok(Confinement::Forward));
     // Answers of any type are filtered to the scope types.
-    let filtered = Ok(Confinement::Search { query: None });
+    let filtered = Ok(Confinement::Search {
+        query: None,
+        proven: None,
+    });
     assert_eq!(plan(s, "GET", "/_history"), filtered);
     assert_eq!(plan("user/*.read", "GET", "/Patient/1/*"), filtered);
     assert_eq!(
@@ -447,7 +471,8 @@ fn compartment_membership() {
         {"request": {"method": "DELETE"}},
     ]});
     let grant = grant("patient/*.read");
-    let removed = membership::filter_bundle(&mut bundle, |r| visible(&grant, DataActions::ALL, r));
+    let removed =
+        membership::filter_bundle(&mut bundle, |r| visible(&grant, DataActions::ALL, r, None));
     assert_eq!(removed, 2);
     assert_eq!(bundle["entry"].as_array().unwrap().len(), 2);
     assert!(bundle.get("total").is_none());
@@ -498,7 +523,7 @@ mod properties {
             if decision.allowed {
                 match confine(&request, query.as_deref(), DataActions::ALL, &grant) {
                     Ok(Confinement::Rewrite { query: rewritten })
-                    | Ok(Confinement::Search { query: Some(rewritten) }) => {
+                    | Ok(Confinement::Search { query: Some(rewritten), .. }) => {
                         prop_assert!(rewritten.starts_with(query.as_deref().unwrap_or_default()));
                     }
                     Ok(_) | Err(_) => {}

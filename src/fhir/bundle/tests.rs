@@ -352,3 +352,39 @@ fn search_entries_carry_no_resource() {
         2
     );
 }
+
+#[test]
+fn entries_carrying_an_access_token_are_refused() {
+    for (method, url) in [
+        ("GET", "Patient/1?access_token=opaque"),
+        ("GET", "Patient?name=x&access%5Ftoken="),
+        ("GET", "Patient?ACCESS_TOKEN=a&access_token=b"),
+        (
+            "GET",
+            "Patient?a=b;accessToken=eyJhbGciOiJSUzI1NiJ9.e30.c2ln",
+        ),
+        ("DELETE", "Patient?identifier=x&access.token=y"),
+    ] {
+        let body = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "GET", "url": "Patient/2"}},
+            {"request": {"method": method, "url": url}}
+        ]});
+        let error = classify_bundle(body.to_string().as_bytes()).expect_err(url);
+        assert!(
+            matches!(
+                error,
+                BundleError::Entry {
+                    index: 1,
+                    field: "request.url",
+                    problem: EntryProblem::AccessToken
+                }
+            ),
+            "{url}: {error}"
+        );
+        assert!(error.to_string().contains("access_token"), "{error}");
+    }
+    let body = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient?name=access_token"}}
+    ]});
+    assert!(classify_bundle(body.to_string().as_bytes()).is_ok());
+}

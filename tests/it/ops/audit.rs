@@ -16,6 +16,8 @@ use crate::support::token::{self, now, TestKey};
 const SMART_AUDIENCE: &str = "https://fhir.example.org/smart";
 pub(crate) const FHIR_USER: &str = "https://fhir.example.org/Patient/123";
 pub(crate) const REDACTED: &str = "[redacted: holds a token]";
+/// An opaque credential sent in query strings: no log line may hold it.
+pub(crate) const OPAQUE: &str = "opaque-2YotnFZFEjr1zCsicMWpAA";
 /// The search whose parameters stand for patient data.
 pub(crate) const SEARCH: &str = "family=Testpatient&birthdate=1970-01-01";
 
@@ -151,6 +153,24 @@ pub(crate) async fn audit_run(log_query_strings: bool) -> (HashMap<String, Value
             StatusCode::BAD_REQUEST,
         ),
         Probe::new(
+            "opaque-in-query",
+            &format!("/Patient?{SEARCH}&access_token={OPAQUE}"),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        Probe::new(
+            "opaque-in-anonymous-query",
+            &format!("/metadata?ACCESS%5FTOKEN={OPAQUE}&access_token="),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        Probe::new(
+            "credential-in-query",
+            &format!("/Patient?{SEARCH}&client_secret={OPAQUE}&apiKey={OPAQUE}"),
+            bearer(&primary),
+            StatusCode::OK,
+        ),
+        Probe::new(
             "in-path",
             &format!("/Patient/{primary}"),
             bearer(&primary),
@@ -185,7 +205,14 @@ pub(crate) async fn audit_run(log_query_strings: bool) -> (HashMap<String, Value
     );
     assert_no_secret(
         &lines,
-        &[&primary, &smart_token, &expired, &other, &bad_signature],
+        &[
+            &primary,
+            &smart_token,
+            &expired,
+            &other,
+            &bad_signature,
+            OPAQUE,
+        ],
     );
 
     let audit: Vec<&Value> = lines

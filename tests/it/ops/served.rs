@@ -30,6 +30,8 @@ impl Served {
             .arg(config)
             .env("FHIRGUARD_LOG", log_filter)
             .env_remove("FHIRGUARD_CONFIG")
+            // Colour is decided by the terminal; NO_COLOR in the test's environment would hide it.
+            .env_remove("NO_COLOR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
