@@ -282,7 +282,12 @@ mod tests {
         // follow reloads.
         assert_eq!(
             restart_only_changes(&old, &new),
-            ["listen", "logging.level", "shutdownGracePeriod", "sharedState"]
+            [
+                "listen",
+                "logging.level",
+                "shutdownGracePeriod",
+                "sharedState"
+            ]
         );
     }
 }
