@@ -402,7 +402,9 @@ async fn bind(
         metrics
             .auth_duration
             .observe(started.elapsed().as_secs_f64());
-        if let Err(error) = &checked {
+        // A refused proof or binding; not the shared replay store's absence (503), which is
+        // no authentication failure (fhirguard_shared_state_calls_total counts it).
+        if let Err(Rejection::Sender(error)) = &checked {
             metrics
                 .auth_failures
                 .with_label_values(&[principal.authority.as_str(), error.reason()])

@@ -343,9 +343,9 @@ async fn with_the_store_killed_open_keeps_serving_and_counts_fallbacks() {
     replicas.stop().await;
 }
 
-/// `failureMode: closed`: with the store killed, a request that needs it is refused 503 with
-/// `Retry-After` (a request that does not — no limit covers it, no proof — still passes); when
-/// the store returns, requests pass again.
+/// `failureMode: closed`: with the store killed, a request that needs it — a client under a
+/// cluster limit, a DPoP proof to record — is refused 503 with `Retry-After` (a request that does
+/// not still passes); when the store returns, requests pass again.
 #[tokio::test]
 async fn with_the_store_killed_closed_answers_503_until_it_returns() {
     let mut redis = RedisServer::start();
@@ -375,12 +375,26 @@ async fn with_the_store_killed_closed_answers_503_until_it_returns() {
         let unlimited = replicas.bearer(replica, &other).await;
         assert_eq!(unlimited.status, StatusCode::OK, "{}", unlimited.body);
     }
+    // A DPoP proof cannot be recorded either: 503, and no authentication failure counted.
+    let key = ProofKey::new();
+    let token = replicas.token("dpop-app", Some(&key));
+    let proof = key.proof("GET", &format!("{BASE}/Patient"), Some(&token));
+    let answer = replicas.dpop(&replicas.a, &token, &proof).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.body
+    );
+    assert_eq!(answer.header("retry-after"), Some("1"));
+    let failures = replicas.total("fhirguard_auth_failures_total", &[]).await;
+    assert_eq!(failures, 0.0);
     let unavailable = [("outcome", "unavailable")];
     assert_eq!(
         replicas
             .total("fhirguard_requests_total", &unavailable)
             .await,
-        2.0
+        3.0
     );
     assert_eq!(
         replicas
