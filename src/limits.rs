@@ -124,7 +124,7 @@ impl RateLimiter {
                     Err(error) if store.failure_mode() == FailureMode::Closed => Err(error),
                     Err(error) => {
                         store.metrics().record_fallback(FALLBACK_USE);
-                        tracing::warn!(%error, "rate limit counted on this replica only");
+                        tracing::debug!(%error, "rate limit counted on this replica only");
                         Ok(entry.local(key))
                     }
                 }

@@ -14,6 +14,7 @@
 //! fhirguard starts, and keeps serving, while the store is down.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -98,6 +99,9 @@ pub struct SharedStore {
     failure_mode: FailureMode,
     gcra: Script,
     metrics: SharedMetrics,
+    /// Whether the last call failed: an outage is logged when it starts and when it ends, not
+    /// once per request (its requests are counted in the metrics).
+    down: AtomicBool,
 }
 
 impl fmt::Debug for SharedStore {
@@ -150,6 +154,7 @@ impl SharedStore {
             failure_mode: settings.failure_mode,
             gcra: Script::new(GCRA),
             metrics,
+            down: AtomicBool::new(false),
         })
     }
 
@@ -262,6 +267,20 @@ impl SharedStore {
             Err(StoreError::Redis(_)) => 1,
             Err(StoreError::Timeout(_)) => 2,
         };
+        match &result {
+            Ok(_) if self.down.swap(false, Ordering::Relaxed) => {
+                tracing::info!("the shared-state store answers again");
+            }
+            Err(error) if !self.down.swap(true, Ordering::Relaxed) => {
+                tracing::warn!(
+                    %error,
+                    failure_mode = ?self.failure_mode,
+                    "the shared-state store does not answer; requests that need it fall back \
+                     (open) or are refused (closed) until it does"
+                );
+            }
+            _ => {}
+        }
         self.metrics
             .record_call(operation as usize, label, started.elapsed().as_secs_f64());
         result

@@ -46,7 +46,7 @@ impl Introspector {
             Ok(None) => {}
             Err(error) => {
                 store.metrics().record_fallback(FALLBACK_USE);
-                tracing::warn!(%error, "introspecting without the shared answers");
+                tracing::debug!(%error, "introspecting without the shared answers");
                 return Ok((self.post(endpoint, settings, token).await?, false));
             }
         }
@@ -55,7 +55,7 @@ impl Introspector {
             let bytes = serde_json::to_vec(&answer).unwrap_or_default();
             if let Err(error) = store.set(KIND, &id, &bytes, ttl).await {
                 store.metrics().record_fallback(FALLBACK_USE);
-                tracing::warn!(%error, "introspection answer not shared");
+                tracing::debug!(%error, "introspection answer not shared");
             }
         }
         Ok((answer, false))

@@ -103,7 +103,7 @@ impl ReplayCache {
                 Err(error) if store.failure_mode() == FailureMode::Closed => return Err(error),
                 Err(error) => {
                     store.metrics().record_fallback(FALLBACK_USE);
-                    tracing::warn!(%error, "DPoP proof checked against this replica's cache only");
+                    tracing::debug!(%error, "DPoP proof checked against this replica's cache only");
                 }
             }
         }
