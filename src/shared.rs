@@ -250,6 +250,18 @@ impl SharedStore {
         .await
     }
 
+    /// `PING` within the timeout (`fhirguard check --probe`); not counted.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("PING");
+        let ping = command.query_async::<String>(&mut connection);
+        match tokio::time::timeout(self.timeout, ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(StoreError::Redis(error)),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        }
+    }
+
     /// Runs one call within the timeout, timed and counted.
     async fn call<T>(
         &self,

@@ -141,6 +141,16 @@ pub enum FailureMode {
     Closed,
 }
 
+impl FailureMode {
+    /// As the file writes it.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureMode::Open => "open",
+            FailureMode::Closed => "closed",
+        }
+    }
+}
+
 /// Which clients a rate limit covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LimitedClients {

@@ -498,3 +498,51 @@ async fn one_opaque_token_is_introspected_once_for_both_replicas() {
         replicas.stop().await;
     }
 }
+
+/// `fhirguard check` names the shared state; `check --probe` pings the store: 0 while it
+/// answers, 1 (naming it) when it does not.
+#[tokio::test]
+async fn check_probe_pings_the_store() {
+    let mut redis = RedisServer::start();
+    let stack = Stack::start().await;
+    let yaml = stack.yaml("[Read]", &shared_state(&redis, "closed"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    // The probe also asks this test's identity provider: the binary runs off the runtime.
+    let check = |probe: bool| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fhirguard"));
+            command.arg("check").arg("--config").arg(&path);
+            if probe {
+                command.arg("--probe");
+            }
+            let output = command.output().expect("fhirguard check");
+            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+            (output.status.code(), stdout)
+        })
+    };
+    let (code, stdout) = check(false).await.unwrap();
+    assert_eq!(code, Some(0), "{stdout}");
+    let line = format!(
+        "sharedState: {} (failureMode closed, DPoP replay shared, introspection answers not \
+         shared); rateLimits: 0",
+        redis.url()
+    );
+    assert!(stdout.contains(&line), "{stdout}");
+    let address = redis.address;
+    let (code, stdout) = check(true).await.unwrap();
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!("sharedState: {address} answers")),
+        "{stdout}"
+    );
+    redis.kill();
+    let (code, stdout) = check(true).await.unwrap();
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("sharedState: {address} does not answer")),
+        "{stdout}"
+    );
+}
