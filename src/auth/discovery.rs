@@ -149,7 +149,8 @@ pub fn discovery_url(authority: &str) -> String {
 pub type IdpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// How identity-provider connections are made (webpki roots, HTTP/1.1). Token introspection
-/// opens its own connection per call with it, so that a call given up is a connection closed.
+/// keeps a pool of its own over it, so that calls held by a slow endpoint never delay key
+/// fetches.
 pub type IdpConnector = HttpsConnector<HttpConnector>;
 
 /// The client for discovery and key sets.

@@ -16,14 +16,15 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, StatusCode, Uri};
+use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{Map, Value};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::time::{timeout_at, Instant};
-use tower_service::Service as _;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
-use super::discovery::IdpConnector;
+use super::discovery::{IdpClient, IdpConnector};
 use super::error::AuthError;
 use super::jwks::{KeySettings, KeyStore};
 use super::token::ClaimSet;
@@ -69,12 +70,12 @@ impl IntrospectionResult {
     }
 }
 
-/// The connector of introspection requests (the key store's, [`IdpConnector`]) and their
-/// counters per provider (cheap to clone; kept by the [`KeyStore`], so it outlives configuration
-/// generations).
+/// The client of introspection requests (a pool of its own, over the key store's
+/// [`IdpConnector`]) and their counters per provider (cheap to clone; kept by the [`KeyStore`],
+/// so it outlives configuration generations).
 #[derive(Clone)]
 pub struct Introspector {
-    connector: Result<IdpConnector, String>,
+    client: Result<IdpClient, String>,
     counts: Arc<Mutex<HashMap<String, [u64; 3]>>>,
     /// The slots of `introspection.maxConcurrent`, with the size they were made for (a reload
     /// that changes it makes new ones; calls under way keep their old slot).
@@ -96,10 +97,14 @@ impl fmt::Debug for Introspector {
 }
 
 impl Introspector {
-    /// Introspections sent with `connector` (an error when it could not be built).
+    /// Introspections sent over `connector` (an error when it could not be built), on pooled
+    /// keep-alive connections of their own: a call held by a slow endpoint never delays a key
+    /// fetch.
     pub fn new(connector: Result<IdpConnector, String>) -> Introspector {
+        let client =
+            connector.map(|connector| Client::builder(TokioExecutor::new()).build(connector));
         Introspector {
-            connector,
+            client,
             counts: Arc::default(),
             slots: Arc::default(),
             shared: Arc::default(),
@@ -148,33 +153,22 @@ impl Introspector {
     /// The call runs in a task of its own that holds its slot until the call has really ended:
     /// when the request gives up at `timeout`, the call goes on, still counted, until the
     /// endpoint answers or [`CALL_TIMEOUTS`] `timeout`s have passed; then its connection is
-    /// closed, and only then is the slot freed. Each call has a connection of its own, so that
-    /// ending it closes the connection (the endpoint sees the call end) rather than leaving it
-    /// to a pool. Freeing the slot when the request gave up would let a slow endpoint pile up
-    /// calls from fhirguard well past `maxConcurrent`.
+    /// closed (a pooled HTTP/1.1 connection whose call is dropped unanswered is closed, never
+    /// reused), and only then is the slot freed. Freeing the slot when the request gave up would
+    /// let a slow endpoint pile up calls from fhirguard well past `maxConcurrent`.
     pub(super) async fn post(
         &self,
         endpoint: &str,
         settings: &Introspection,
         token: &str,
     ) -> Result<Map<String, Value>, String> {
-        let connector = self.connector.clone()?;
+        let client = self.client.clone()?;
         let secret = read_secret(&settings.client_secret)?;
         let body = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("token", token)
             .append_pair("token_type_hint", "access_token")
             .finish();
-        let uri: Uri = endpoint
-            .parse()
-            .map_err(|error| format!("cannot build the request to {endpoint}: {error}"))?;
-        let host = uri
-            .authority()
-            .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok())
-            .ok_or_else(|| format!("cannot build the request to {endpoint}: no host"))?;
-        let target = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        // Origin form on a connection of its own (RFC 9112 §3.2.1), with `Host`.
-        let request = Request::post(target)
-            .header(header::HOST, host)
+        let request = Request::post(endpoint)
             .header(header::AUTHORIZATION, basic(&settings.client_id, &secret))
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ACCEPT, "application/json")
@@ -194,7 +188,7 @@ impl Introspector {
                 // The request is gone (its client left): no call is made for nobody.
                 return;
             }
-            let call = exchange(connector, uri, request, &call_endpoint);
+            let call = exchange(&client, request, &call_endpoint);
             // The call, and with it its connection, is dropped at the end of this statement:
             // the slot is freed only once the endpoint has answered or the socket is closed.
             let outcome = timeout_at(closed_at, call).await;
@@ -221,49 +215,30 @@ impl Introspector {
     }
 }
 
-/// One introspection on a connection of its own: connect (TLS for https), send, read the answer
-/// (at most [`MAX_ANSWER_BYTES`]). The connection is driven here, not by a task of its own, so
-/// dropping this future closes the socket.
+/// One introspection on a pooled connection: send, read the answer (at most
+/// [`MAX_ANSWER_BYTES`]). Dropping this future before the answer has been read closes the
+/// connection it was sent on (an HTTP/1.1 connection whose caller went away is not reused), so
+/// the endpoint sees a call given up end.
 async fn exchange(
-    mut connector: IdpConnector,
-    uri: Uri,
+    client: &IdpClient,
     request: Request<Full<Bytes>>,
     endpoint: &str,
 ) -> Result<Map<String, Value>, String> {
-    let failed = |error: &dyn fmt::Display| format!("POST {endpoint} failed: {error}");
-    std::future::poll_fn(|cx| connector.poll_ready(cx))
+    let response = client
+        .request(request)
         .await
-        .map_err(|error| failed(&error))?;
-    let io = connector.call(uri).await.map_err(|error| failed(&error))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|error| failed(&error))?;
-    let call = async {
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|error| failed(&error))?;
-        // RFC 7662 §2.3: 401 means fhirguard's own credentials were refused.
-        if response.status() != StatusCode::OK {
-            return Err(format!("POST {endpoint} answered {}", response.status()));
-        }
-        let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-            .collect()
-            .await
-            .map_err(|_| format!("POST {endpoint}: the answer is unreadable or too large"))?
-            .to_bytes();
-        serde_json::from_slice::<Map<String, Value>>(&body)
-            .map_err(|_| format!("POST {endpoint}: the answer is not a JSON object"))
-    };
-    let mut call = std::pin::pin!(call);
-    let mut connection = std::pin::pin!(connection);
-    let mut driving = true;
-    loop {
-        tokio::select! {
-            answer = &mut call => return answer,
-            _ = &mut connection, if driving => driving = false,
-        }
+        .map_err(|error| format!("POST {endpoint} failed: {error}"))?;
+    // RFC 7662 §2.3: 401 means fhirguard's own credentials were refused.
+    if response.status() != StatusCode::OK {
+        return Err(format!("POST {endpoint} answered {}", response.status()));
     }
+    let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+        .collect()
+        .await
+        .map_err(|_| format!("POST {endpoint}: the answer is unreadable or too large"))?
+        .to_bytes();
+    serde_json::from_slice::<Map<String, Value>>(&body)
+        .map_err(|_| format!("POST {endpoint}: the answer is not a JSON object"))
 }
 
 /// Whether a bearer token is shaped like a compact JWS (RFC 7515 §7.1: three base64url parts,
