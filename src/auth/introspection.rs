@@ -18,11 +18,11 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::time::{timeout_at, Instant};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use super::discovery::{IdpClient, IdpConnector};
 use super::error::AuthError;
