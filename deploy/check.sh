@@ -84,6 +84,7 @@ FILES = {
     "ServiceAccount": "deployment", "Deployment": "deployment", "ConfigMap": "configmap",
     "Service": "service", "PodDisruptionBudget": "pdb", "NetworkPolicy": "networkpolicy",
     "ServiceMonitor": "servicemonitor", "HorizontalPodAutoscaler": "hpa",
+    "StatefulSet": "valkey",
 }
 source, out, overlay = sys.argv[1:]
 files = {}
@@ -190,10 +191,11 @@ PY
 promtool check rules "$scratch/dashboard-rules.yaml"
 
 # --- 4. static analysis of the manifests and the Dockerfile --------------------------------
-# The overlays' own files are patches (partial objects): checkov sees their result in rendered/.
+# The overlays' and components' own files are patches (partial objects): checkov sees their
+# result in rendered/.
 step "checkov (kubernetes, dockerfile)"
 "$CHECKOV" -d deploy --framework kubernetes,dockerfile --quiet --compact --skip-download \
-  --skip-path deploy/kubernetes/overlays
+  --skip-path deploy/kubernetes/overlays --skip-path deploy/kubernetes/components
 
 # --- 5. the image's build, without Docker ---------------------------------------------------
 # The build stage (from the first FROM to the next), replayed here: its COPY lines fill a scratch

@@ -19,6 +19,7 @@ use crate::proxy::session::TokenCache;
 use crate::proxy::{Generation, Peer, Proxy};
 use crate::reload::Reloader;
 use crate::server::{self, ListenerSettings, ServerError};
+use crate::shared::{SetupError, SharedStore};
 use crate::upstream::UpstreamError;
 
 /// Why fhirguard could not start.
@@ -30,6 +31,8 @@ pub enum StartError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error(transparent)]
+    SharedState(#[from] SetupError),
 }
 
 /// A running fhirguard: its bound addresses and the handle that stops it.
@@ -111,11 +114,24 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let keys = Arc::new(KeyStore::new());
     let metrics = Metrics::new();
     let auditor = Auditor::start(&generation.config, &metrics)?;
+    // `sharedState` is read at start-up: the connection is made once, lazily, and remade in the
+    // background whenever it breaks.
+    let shared = (generation.config.shared_state.as_ref())
+        .map(|settings| SharedStore::new(settings, metrics.shared.clone()).map(Arc::new))
+        .transpose()?;
+    if let (Some(store), Some(true)) = (
+        &shared,
+        (generation.config.shared_state.as_ref()).map(|s| s.introspection),
+    ) {
+        keys.introspector().share(Arc::clone(store));
+    }
     let replay =
-        crate::proxy::replay::ReplayCache::new(generation.config.sender.replay_cache_entries);
+        crate::proxy::replay::ReplayCache::new(generation.config.sender.replay_cache_entries)
+            .sharing(shared.clone());
     let proxy = Arc::new(Proxy {
         auditor,
         replay,
+        shared,
         tokens: TokenCache::default(),
         generation: ArcSwap::from_pointee(generation),
         keys: Arc::clone(&keys),

@@ -21,6 +21,7 @@ pub mod introspection;
 pub mod jwks;
 pub mod keys;
 pub mod near_miss;
+mod shared_answers;
 pub mod token;
 
 use std::sync::Arc;

@@ -32,6 +32,7 @@ mod document;
 mod file;
 mod introspection;
 mod sender;
+mod shared;
 mod validate;
 
 pub use file::ConfigFile;
@@ -48,8 +49,10 @@ pub use audit::{Audit, AuditFormat, AuditServer};
 pub use cors::{Allowed, Cors};
 pub use introspection::{Introspection, SecretSource};
 pub use sender::{
-    CertificateHeader, ForwardedCertificate, Network, NonceSecret, NonceSettings, SenderConstraints,
+    CertificateHeader, ForwardedCertificate, Network, NonceSecret, NonceSettings, ReplayStore,
+    SenderConstraints,
 };
+pub use shared::{FailureMode, LimitScope, LimitedClients, RateLimit, Redis, SharedState};
 
 /// The validated configuration.
 #[derive(Clone, Debug)]
@@ -97,6 +100,12 @@ pub struct Config {
     pub cors: Option<Cors>,
     /// `senderConstraints: {...}`: DPoP and certificate-bound tokens (issue 14).
     pub sender: SenderConstraints,
+    /// `sharedState: {...}`: the store the replicas share (issue 22); `None`: every replica
+    /// keeps its own state. Read at start-up (the connection is made once).
+    pub shared_state: Option<SharedState>,
+    /// `rateLimits: [...]`: per-client request rates, in order (a client takes the first that
+    /// covers it); empty: none.
+    pub rate_limits: Vec<RateLimit>,
     /// `shutdownGracePeriod`, default 30 s: how long in-flight requests may take to finish after
     /// SIGTERM / SIGINT. Read at start-up, like the listeners.
     pub shutdown_grace_period: Duration,
@@ -135,6 +144,14 @@ pub struct Upstream {
     /// connection each; over h2, streams); more wait for a free one, within `responseTimeout`.
     /// Default 256.
     pub max_connections: usize,
+}
+
+impl Config {
+    /// Whether DPoP proofs are recorded in the shared store: `sharedState` is configured and
+    /// `senderConstraints.dpop.replayStore` is not `local`.
+    pub fn shared_replay(&self) -> bool {
+        self.shared_state.is_some() && self.sender.replay_store != Some(ReplayStore::Local)
+    }
 }
 
 impl Upstream {

@@ -25,7 +25,13 @@ use crate::fhir::format::NotAcceptable;
 use crate::fhir::path::PathError;
 use crate::fhir::{ClassifyError, FHIR_JSON};
 use crate::hygiene::UnsafeRequest;
+use crate::limits::Throttled;
+use crate::shared::StoreError;
 use crate::upstream::UpstreamFailure;
+
+/// draft-ietf-httpapi-ratelimit-headers: the allowance left, and the policy it is counted by.
+const RATE_LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
+const RATE_LIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
 
 /// Why a request was not forwarded, or why forwarding failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +91,12 @@ pub enum Rejection {
     /// The upstream refused or broke the connection (502), or did not answer in time (504).
     #[error(transparent)]
     Upstream(#[from] UpstreamFailure),
+    /// The client is over its `rateLimits` allowance (429, issue 22).
+    #[error(transparent)]
+    Throttled(#[from] Throttled),
+    /// The shared-state store did not answer and `sharedState.failureMode` is `closed` (503).
+    #[error(transparent)]
+    SharedState(#[from] StoreError),
 }
 
 /// What a response needs beyond the rejection itself.
@@ -148,6 +160,13 @@ enum Extra {
     },
     /// `Retry-After` in seconds.
     RetryAfter(u64),
+    /// `Retry-After` in seconds, and draft-ietf-httpapi-ratelimit-headers' `RateLimit` and
+    /// `RateLimit-Policy` (a 429).
+    RateLimit {
+        retry_after: u64,
+        limit: HeaderValue,
+        policy: HeaderValue,
+    },
     /// A refused preflight: no CORS header may be added ([`Withheld`]).
     WithoutCors,
     /// RFC 9110 §15.5.9: the rest of the body is never read, so the connection closes.
@@ -380,6 +399,25 @@ impl Rejection {
                 "not_acceptable",
             ),
             Rejection::Upstream(failure) => Answer::of_upstream(failure),
+            Rejection::Throttled(throttled) => Answer::new(
+                S::TOO_MANY_REQUESTS,
+                "throttled",
+                "throttled",
+                "rate_limited",
+            )
+            .with(Extra::RateLimit {
+                retry_after: throttled.retry_after,
+                limit: throttled.rate_limit(),
+                policy: throttled.policy.clone(),
+            }),
+            // The store reconnects in the background within a second or so.
+            Rejection::SharedState(_) => Answer::new(
+                S::SERVICE_UNAVAILABLE,
+                "transient",
+                "unavailable",
+                "shared_state_unavailable",
+            )
+            .with(Extra::RetryAfter(1)),
         }
     }
 
@@ -471,6 +509,15 @@ impl Rejection {
             }
             Extra::RetryAfter(seconds) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            Extra::RateLimit {
+                retry_after,
+                limit,
+                policy,
+            } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
+                headers.insert(RATE_LIMIT, limit);
+                headers.insert(RATE_LIMIT_POLICY, policy);
             }
             Extra::Close => {
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
@@ -775,6 +822,49 @@ mod tests {
              resource_id=\"https://fhir.example.org\", realm=\"https://fhir.example.org\""
         );
         assert_eq!(missing.headers()[CONTENT_TYPE], FHIR_JSON);
+    }
+
+    /// Issue 22: over a rate limit is 429 `throttled` with `Retry-After` and the IETF
+    /// `RateLimit` / `RateLimit-Policy` fields; the shared store down with `failureMode: closed`
+    /// is 503 `transient` with `Retry-After: 1`.
+    #[test]
+    fn throttled_and_store_refusals_have_their_status_code_and_headers() {
+        use crate::config::LimitScope;
+        use crate::limits::Throttled;
+        use crate::shared::StoreError;
+        let throttled = Rejection::from(Throttled {
+            requests_per_second: 2,
+            burst: 10,
+            scope: LimitScope::Replica,
+            retry_after: 3,
+            policy: HeaderValue::from_static("\"client\";q=10;w=5"),
+        });
+        assert_eq!(
+            (throttled.status(), throttled.outcome(), throttled.reason()),
+            (StatusCode::TOO_MANY_REQUESTS, "throttled", "rate_limited")
+        );
+        assert!(crate::metrics::OUTCOMES.contains(&throttled.outcome()));
+        let (_, body) = answer(&throttled);
+        assert_eq!(body["code"], "throttled");
+        let response = throttled.into_response(context());
+        assert_eq!(response.headers()[RETRY_AFTER], "3");
+        assert_eq!(response.headers()["ratelimit"], "\"client\";r=0;t=3");
+        assert_eq!(
+            response.headers()["ratelimit-policy"],
+            "\"client\";q=10;w=5"
+        );
+        let down = Rejection::from(StoreError::Timeout(Duration::from_millis(250)));
+        assert_eq!(
+            (down.status(), down.outcome(), down.reason()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "shared_state_unavailable"
+            )
+        );
+        let (_, body) = answer(&down);
+        assert_eq!(body["code"], "transient");
+        assert_eq!(down.into_response(context()).headers()[RETRY_AFTER], "1");
     }
 
     /// RFC 9449 §7.1: a bad proof is `invalid_dpop_proof`, a bound token without its proof

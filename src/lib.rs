@@ -31,6 +31,8 @@
 //! cors      browser apps: preflight verdicts and the CORS headers of every answer
 //! body      response bodies, bounded request-body reads, the buffered-bytes budget
 //! upstream  the pooled client towards the FHIR server
+//! shared    the store the replicas share (Redis/Valkey): proof ids, introspection answers, GCRAs
+//! limits    per-client rate limits (rateLimits): a GCRA per replica, or the store's per cluster
 //! authz     pure decisions: data actions, SMART scopes, compartments, enforcement refusals
 //! auth      who a token names: bearer, discovery, keys, verification, DPoP, cnf (no session state)
 //! audit     each decision as an audit line or a FHIR AuditEvent; the queue to an audit server
@@ -57,8 +59,10 @@ pub mod cors;
 pub mod error;
 pub mod fhir;
 pub mod hygiene;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod server;
+pub mod shared;
 pub mod upstream;

@@ -4,6 +4,7 @@
 //! from a token as-is.
 
 mod clients;
+mod shared;
 
 use std::sync::{Arc, OnceLock};
 
@@ -13,6 +14,7 @@ use prometheus::{
 };
 
 pub use clients::{ClientLabel, ClientLabels, ANONYMOUS_CLIENT, OTHER_CLIENT};
+pub use shared::{SharedMetrics, FALLBACK_USES, STORE_OPERATIONS, STORE_RESULTS, THROTTLE_RESULTS};
 
 /// Buckets for request latencies, in seconds: 0.5 ms to 10 s.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -80,6 +82,8 @@ pub struct Metrics {
     /// `fhirguard_dpop_replay_cache_entries`: DPoP proofs remembered by this process's replay
     /// cache (RFC 9449 §11.1), set at scrape time.
     pub dpop_replay_cache_entries: IntGauge,
+    /// The shared store's calls, fallbacks and the rate limits' refusals (issue 22).
+    pub shared: SharedMetrics,
     /// The `request_duration` series, each resolved once on first use (the `requests` series
     /// are cached per client, in the generation's [`ClientLabels`]); also this instance's
     /// identity for those caches.
@@ -88,7 +92,7 @@ pub struct Metrics {
 
 /// Every outcome label of `fhirguard_requests_total` and `fhirguard_request_duration_seconds`:
 /// the one list of them (the README, the dashboard and the alerts name these).
-pub const OUTCOMES: [&str; 8] = [
+pub const OUTCOMES: [&str; 9] = [
     "allowed",
     "anonymous",
     "unauthenticated",
@@ -99,6 +103,8 @@ pub const OUTCOMES: [&str; 8] = [
     "invalid",
     "unavailable",
     "upstream_error",
+    // Over a `rateLimits` entry: answered 429.
+    "throttled",
 ];
 
 /// Every reason label of `fhirguard_audit_events_dropped_total`: the queue was full, the batch
@@ -314,6 +320,7 @@ impl Metrics {
         for collector in collectors {
             registry.register(collector).expect("unique metric names");
         }
+        let shared = SharedMetrics::register(&registry);
         Metrics {
             registry,
             requests,
@@ -339,6 +346,7 @@ impl Metrics {
             audit_events_dropped,
             audit_batch_failures,
             dpop_replay_cache_entries,
+            shared,
             series: Arc::default(),
         }
     }

@@ -46,7 +46,9 @@ use crate::error::{Challenge, Rejection, ResponseContext};
 use crate::fhir::bundle::BundleKind;
 use crate::fhir::FhirRequest;
 use crate::hygiene;
+use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
+use crate::shared::SharedStore;
 pub use change::check_body;
 use decision::{decide_body, decide_head, Authorized, Head, Judge, Pending, Refused, Verdict};
 use forward::Exchange;
@@ -70,6 +72,8 @@ pub struct Proxy {
     pub auditor: Auditor,
     /// Seen DPoP proofs (RFC 9449 §11.1), per process.
     pub replay: replay::ReplayCache,
+    /// The store the replicas share (`sharedState`, read at start-up), when configured.
+    pub shared: Option<Arc<SharedStore>>,
 }
 
 /// The key-set refresher reads the configuration in force.
@@ -237,6 +241,10 @@ impl Proxy {
         let mut held = self.buffers.reserve();
         let head = decide_head(&judge, &parts).await?;
         let principal = head.principal().cloned();
+        if let (Some(limits), Some(principal)) = (&generation.limits, &principal) {
+            let limited = self.limit(generation, limits, principal);
+            Box::pin(limited).await?;
+        }
         let exchange = Exchange {
             config,
             upstream: &generation.upstream,
@@ -303,6 +311,45 @@ impl Proxy {
             }),
             Err(rejection) => Err(Refused::of(rejection, principal)),
         }
+    }
+
+    /// `rateLimits` (issue 22): an authenticated request counted against its client's
+    /// allowance; over it, refused 429 — or, for a report-only client, forwarded and counted as
+    /// would-be throttled. Boxed at the call: only configurations with limits lay it out.
+    async fn limit(
+        &self,
+        generation: &Generation,
+        limits: &RateLimiter,
+        principal: &Arc<Principal>,
+    ) -> Result<(), Refused> {
+        let client = principal.client_id.as_ref();
+        let refused = |rejection: Rejection| Refused::of(rejection, Some(Arc::clone(principal)));
+        let checked = limits.check(client, self.shared.as_deref()).await;
+        let throttled = match checked {
+            Ok(None) => return Ok(()),
+            Ok(Some(throttled)) => throttled,
+            Err(error) => return Err(refused(error.into())),
+        };
+        let config = &generation.config;
+        let report_only = config.report_only.covers(client.map(String::as_str));
+        let result = match report_only {
+            true => "would_be_throttled",
+            false => "throttled",
+        };
+        let label = generation.client_label(Some(principal));
+        self.metrics
+            .shared
+            .rate_limited
+            .with_label_values(&[label.as_str(), throttled.scope.label(), result])
+            .inc();
+        if report_only {
+            tracing::info!(
+                client_id = label.as_str(),
+                "would be throttled (report-only)"
+            );
+            return Ok(());
+        }
+        Err(refused(throttled.into()))
     }
 
     /// What judges this proxy's requests under `generation`.

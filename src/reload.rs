@@ -168,6 +168,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             old.shutdown_grace_period != new.shutdown_grace_period,
         ),
         ("workerThreads", old.worker_threads != new.worker_threads),
+        // The store's connection, failure mode and introspection sharing (issue 22).
+        ("sharedState", old.shared_state != new.shared_state),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
@@ -274,12 +276,18 @@ mod tests {
         let old = config("");
         assert!(restart_only_changes(&old, &old).is_empty());
         let new = config(
-            "listen: \"127.0.0.1:1\"\nlogging: {level: debug, logQueryStrings: true}\nshutdownGracePeriod: 5s\nlimits: {maxTokenBytes: 100}\nclockSkew: 1s\n",
+            "listen: \"127.0.0.1:1\"\nlogging: {level: debug, logQueryStrings: true}\nshutdownGracePeriod: 5s\nlimits: {maxTokenBytes: 100}\nclockSkew: 1s\nsharedState: {redis: {url: \"redis://valkey\"}}\nrateLimits: [{clientIds: all, requestsPerSecond: 5}]\n",
         );
-        // logQueryStrings, maxTokenBytes and clockSkew are read per request: they follow reloads.
+        // logQueryStrings, maxTokenBytes, clockSkew and rateLimits are read per request: they
+        // follow reloads.
         assert_eq!(
             restart_only_changes(&old, &new),
-            ["listen", "logging.level", "shutdownGracePeriod"]
+            [
+                "listen",
+                "logging.level",
+                "shutdownGracePeriod",
+                "sharedState"
+            ]
         );
     }
 }

@@ -21,8 +21,14 @@
 #   cors       the repeated row from a browser app's origin, with `cors` configured (issue 19:
 #              the origin's check and the CORS headers on the answer); builds without `cors`
 #              refuse its configuration: "n/a"
+#   ratelimit  the repeated row with a replica-scope `rateLimits` entry that never throttles
+#              (issue 22: the governor GCRA per request); builds without it: "n/a"
+#   cluster    the repeated row with a cluster-scope limit in a local redis-server
+#              (`sharedState`; one GCRA script round trip per request)
+#   dpop-shared  the dpop row with `sharedState`: each proof's jti also SET NX in redis-server
+#              (cluster and dpop-shared need redis-server; without it they are skipped)
 # env: REQUESTS (default 2000), WARM (default 200), ROWS (default "repeated distinct refused
-# dpop opaque"), PROFILES (a directory: keep each run's callgrind.out there as BIN.KIND.COUNT.out, for
+# dpop opaque cors ratelimit cluster dpop-shared"), PROFILES (a directory: keep each run's callgrind.out there as BIN.KIND.COUNT.out, for
 # callgrind_annotate). Needs valgrind, nginx, python3 + cryptography.
 set -euo pipefail
 [ -n "${DEBUG:-}" ] && set -x
@@ -30,11 +36,11 @@ set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 BIN [BIN ...]" >&2; exit 2; }
 REQUESTS=${REQUESTS:-2000}
 WARM=${WARM:-200}
-ROWS=${ROWS:-repeated distinct refused dpop opaque cors}
+ROWS=${ROWS:-repeated distinct refused dpop opaque cors ratelimit cluster dpop-shared}
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${FHIRGUARD_LOAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fhirguard-load}"
 IP=127.0.0.1
-P_FHIRGUARD=18180 P_UPSTREAM=18181 P_IDP=18182 P_ADMIN=19190
+P_FHIRGUARD=18180 P_UPSTREAM=18181 P_IDP=18182 P_REDIS=18183 P_ADMIN=19190
 ISSUER="http://$IP:$P_IDP"
 AUDIENCE="https://fhir.bench.test"
 CLIENT_ID="bench-app"
@@ -46,9 +52,10 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || { echo "missing: nginx" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/fhirguard-callgrind.XXXXXX)
-NGINX_PID=""
+NGINX_PID="" REDIS_PID=""
 cleanup() {
     [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null
+    [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null
     [ -n "${DEBUG:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -127,6 +134,29 @@ cors:
   methods: ["*"]
 EOF
 } >"$WORK/fhirguard-cors.yaml"
+{
+    cat "$WORK/fhirguard.yaml"
+    echo 'rateLimits: [{clientIds: all, requestsPerSecond: 1000000, burst: 1000000}]'
+} >"$WORK/fhirguard-ratelimit.yaml"
+SHARED="sharedState: {redis: {url: \"redis://$IP:$P_REDIS/0\", timeout: 1s}, failureMode: closed}"
+{
+    cat "$WORK/fhirguard.yaml"
+    echo "$SHARED"
+    echo 'rateLimits: [{clientIds: all, requestsPerSecond: 1000000, burst: 1000000, scope: cluster}]'
+} >"$WORK/fhirguard-cluster.yaml"
+{
+    cat "$WORK/fhirguard.yaml"
+    echo "$SHARED"
+} >"$WORK/fhirguard-dpop-shared.yaml"
+case " $ROWS " in
+*" cluster "* | *" dpop-shared "*)
+    if command -v redis-server >/dev/null; then
+        redis-server --bind $IP --port $P_REDIS --save "" --appendonly no --dir "$WORK" \
+            >"$WORK/redis.log" 2>&1 &
+        REDIS_PID=$!
+    fi
+    ;;
+esac
 
 # The client: COUNT requests on one keep-alive connection; `distinct` takes a new token each;
 # `dpop` mints one DPoP-bound token (the issuer's key from the token cache) and signs a new proof
@@ -152,7 +182,7 @@ token = open(repeated).read().strip()
 distinct = open(tokens).read().split() if kind == "distinct" else []
 
 
-if kind == "dpop":
+if kind.startswith("dpop"):
     from cryptography.hazmat.primitives import serialization
 
     sys.path.insert(0, here)
@@ -170,7 +200,7 @@ def proof(i):
 conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=30)
 for i in range(count):
     headers = {"Authorization": "Bearer " + (distinct[i] if distinct else token)}
-    if kind == "dpop":
+    if kind.startswith("dpop"):
         headers = {"Authorization": "DPoP " + token, "DPoP": proof(i)}
     if kind == "opaque":
         headers = {"Authorization": "Bearer " + secrets.token_urlsafe(32)}
@@ -189,8 +219,7 @@ EOF
 # instructions BIN KIND COUNT: total instructions fhirguard executed to serve COUNT requests.
 instructions() {
     local bin=$1 kind=$2 count=$3 out="$WORK/callgrind.$RANDOM.out" config="$WORK/fhirguard.yaml"
-    [ "$kind" = opaque ] && config="$WORK/fhirguard-opaque.yaml"
-    [ "$kind" = cors ] && config="$WORK/fhirguard-cors.yaml"
+    [ -f "$WORK/fhirguard-$kind.yaml" ] && config="$WORK/fhirguard-$kind.yaml"
     valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" serve --config "$config" \
         >"$WORK/fhirguard.log" 2>&1 &
     local pid=$!
@@ -217,6 +246,18 @@ for bin in "$@"; do
             printf '| %s | %s | n/a (no cors) |\n' "$bin" "$kind"
             continue
         fi
+        case $kind in
+        ratelimit | cluster | dpop-shared)
+            if ! "$bin" check --config "$WORK/fhirguard-$kind.yaml" >/dev/null 2>&1; then
+                printf '| %s | %s | n/a (no rateLimits / sharedState) |\n' "$bin" "$kind"
+                continue
+            fi
+            if [ "$kind" != ratelimit ] && [ -z "$REDIS_PID" ]; then
+                printf '| %s | %s | skipped (no redis-server) |\n' "$bin" "$kind"
+                continue
+            fi
+            ;;
+        esac
         low=$(instructions "$bin" "$kind" "$WARM")
         high=$(instructions "$bin" "$kind" $((WARM + REQUESTS)))
         printf '| %s | %s | %s |\n' "$bin" "$kind" $(((high - low) / REQUESTS))

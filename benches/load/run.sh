@@ -18,6 +18,11 @@
 #   fhirguard opaque       one repeated opaque token (introspected once, then cached)
 #   fhirguard opaque new   distinct opaque tokens: each request introspected (RFC 7662) at an
 #                          nginx endpoint on the IdP port that answers "active" to every token
+# then a third, with `sharedState` on a local redis-server (Debian redis-server; skipped without
+# it) on CPU 0 beside the servers (issue 22):
+#   fhirguard cluster limit  the repeated token under a cluster-scope rateLimits entry that never
+#                          throttles: one GCRA script round trip to redis-server per request
+#   fhirguard dpop shared  the DPoP row with each proof's jti also SET NX in redis-server
 # The identity provider is static files (discovery + JWKS) served by the upstream nginx on
 # 127.0.0.1:18082. Every process started here is stopped on exit (trap EXIT).
 # Needs root (or sudo) only to install what is missing: Debian nginx, wrk, util-linux;
@@ -75,7 +80,7 @@ CACHE="${FHIRGUARD_LOAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fhirguard-load}"
 # Loopback only: every address below is 127.0.0.1.
 IP=127.0.0.1
 P_FHIRGUARD=18080 P_UPSTREAM=18081 P_IDP=18082 P_NGINX=18083 P_ENVOY=18084
-P_ADMIN=19090 P_ENVOY_ADMIN=19901
+P_ADMIN=19090 P_ENVOY_ADMIN=19901 P_REDIS=18085
 ISSUER="http://$IP:$P_IDP"
 AUDIENCE="https://fhir.bench.test"
 CLIENT_ID="bench-app"
@@ -563,6 +568,37 @@ if [ -z "$FHIRGUARD_NOTE" ]; then
     fi
     stop "$pid"
 fi
+# The third process (issue 22): the same configuration with sharedState on a local redis-server
+# and a cluster-scope limit that never throttles. The DPoP proofs are the second process's: this
+# store has not seen them.
+fg_rows+=(fhirguard_cluster fhirguard_dpop_shared)
+fg_names+=("fhirguard, repeated token, cluster-scope rate limit (redis-server)"
+           "fhirguard, DPoP-bound token, proof jti shared in redis-server")
+SHARED_NOTE=""
+if [ -z "$FHIRGUARD_NOTE" ] && command -v redis-server >/dev/null; then
+    url="http://$IP:$P_FHIRGUARD$FHIRGUARD_PATH"
+    start redis redis-server --bind "$IP" --port "$P_REDIS" --save "" --appendonly no --dir "$WORK"
+    redis_pid=$LAST_PID
+    {
+        cat "$WORK/fhirguard-sender.yaml"
+        echo "sharedState: {redis: {url: \"redis://$IP:$P_REDIS/0\", timeout: 1s}, failureMode: closed}"
+        echo "rateLimits: [{clientIds: all, requestsPerSecond: 1000000, burst: 1000000, scope: cluster}]"
+    } >"$WORK/fhirguard-shared.yaml"
+    start fhirguard-shared "$FHIRGUARD" serve --config "$WORK/fhirguard-shared.yaml"
+    pid=$LAST_PID
+    if wait_http "http://$IP:$P_ADMIN/readyz" "$pid" 30; then
+        measure fhirguard_cluster "${fg_names[5]}" "$url" static "$pid"
+        measure fhirguard_dpop_shared "${fg_names[6]}" "$url" dpop "$pid"
+        SHARED_NOTE="store calls (fhirguard_shared_state_calls_total) during the two rows: $(metric_sum '^fhirguard_shared_state_calls_total$'), of which failed: $(curl -s --max-time 2 "http://$IP:$P_ADMIN/metrics" | awk '/^fhirguard_shared_state_calls_total/ && !/result="ok"/ { s += $NF } END { printf "%d", s }')"
+    else
+        SHARED_NOTE="fhirguard with sharedState did not become ready (a build without it?): $(head -c 160 "$WORK/fhirguard-shared.err" | tr '\n' ' ')…"
+        log "$SHARED_NOTE"
+    fi
+    stop "$pid"
+    stop "$redis_pid"
+else
+    SHARED_NOTE="no redis-server: the sharedState rows were not measured"
+fi
 if [ -n "$FHIRGUARD_NOTE" ]; then
     for i in "${!fg_rows[@]}"; do
         [ -n "${RPS[${fg_rows[$i]}]:-}" ] && continue
@@ -626,15 +662,20 @@ FG_RSS=$(val fhirguard_distinct rss)
     [ -n "$CACHE_NOTE" ] && echo "$CACHE_NOTE."
     [ -n "$INTROSPECTION_NOTE" ] && echo "$INTROSPECTION_NOTE."
     [ -n "$REPLAY_NOTE" ] && echo "$REPLAY_NOTE."
+    [ -n "$SHARED_NOTE" ] && echo "$SHARED_NOTE."
     echo
     echo "| cost of a token kind | req/s against fhirguard, repeated bearer token |"
     echo "|---|---:|"
-    for k in fhirguard_dpop fhirguard_opaque fhirguard_opaque_new; do
+    for k in fhirguard_dpop fhirguard_opaque fhirguard_opaque_new fhirguard_cluster; do
         for i in "${!ROW_KEYS[@]}"; do [ "${ROW_KEYS[$i]}" = "$k" ] && name=${ROW_NAMES[$i]}; done
         awk -v n="$(val "$k" rps)" -v d="$(val fhirguard_repeated rps)" -v name="${name:-$k}" 'BEGIN {
             if (n == "" || d == "" || d == 0) printf "| %s | not measured |\n", name
             else printf "| %s | %.2f× |\n", name, n / d }'
     done
+    for i in "${!ROW_KEYS[@]}"; do [ "${ROW_KEYS[$i]}" = fhirguard_dpop_shared ] && name=${ROW_NAMES[$i]}; done
+    awk -v n="$(val fhirguard_dpop_shared rps)" -v d="$(val fhirguard_dpop rps)" -v name="$name" 'BEGIN {
+        if (n == "" || d == "" || d == 0) printf "| %s (against the local-cache DPoP row) | not measured |\n", name
+        else printf "| %s (against the local-cache DPoP row) | %.2f× |\n", name, n / d }'
     echo
     echo "| target (issue 5) | measured | goal | result |"
     echo "|---|---:|---:|---|"

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -18,11 +18,11 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::time::{timeout_at, Instant};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use super::discovery::{IdpClient, IdpConnector};
 use super::error::AuthError;
@@ -30,6 +30,7 @@ use super::jwks::{KeySettings, KeyStore};
 use super::token::ClaimSet;
 use super::{judge_claims, selected, Verified};
 use crate::config::{Config, Introspection, SecretSource};
+use crate::shared::SharedStore;
 
 /// The largest introspection answer read; answers are a few hundred bytes.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -79,6 +80,8 @@ pub struct Introspector {
     /// The slots of `introspection.maxConcurrent`, with the size they were made for (a reload
     /// that changes it makes new ones; calls under way keep their old slot).
     slots: Arc<Mutex<Option<Slots>>>,
+    /// The shared store, when `sharedState.introspection` shares answers ([`super::shared_answers`]).
+    pub(super) shared: Arc<OnceLock<Arc<SharedStore>>>,
 }
 
 /// `maxConcurrent` permits, and the size they were made for.
@@ -104,7 +107,13 @@ impl Introspector {
             client,
             counts: Arc::default(),
             slots: Arc::default(),
+            shared: Arc::default(),
         }
+    }
+
+    /// Shares answers through `store` from now on (set once, at start-up).
+    pub fn share(&self, store: Arc<SharedStore>) {
+        let _ = self.shared.set(store);
     }
 
     /// Introspections of `authority` so far, by [`IntrospectionResult::ALL`].
@@ -147,7 +156,7 @@ impl Introspector {
     /// closed (a pooled HTTP/1.1 connection whose call is dropped unanswered is closed, never
     /// reused), and only then is the slot freed. Freeing the slot when the request gave up would
     /// let a slow endpoint pile up calls from fhirguard well past `maxConcurrent`.
-    async fn post(
+    pub(super) async fn post(
         &self,
         endpoint: &str,
         settings: &Introspection,
@@ -308,17 +317,22 @@ pub async fn introspect(
             ))
         }
     };
-    let answer = introspector
-        .post(endpoint, settings, token)
+    let (answer, shared) = introspector
+        .answer(endpoint, settings, authority, token, now)
         .await
         .map_err(unavailable)?;
+    // Another replica's answer (`sharedState.introspection`) was not an introspection of ours.
     let claims = match active_claims(answer, &keys.issuer, authority) {
         Ok(claims) => {
-            introspector.count(authority, IntrospectionResult::Active);
+            if !shared {
+                introspector.count(authority, IntrospectionResult::Active);
+            }
             claims
         }
         Err(refusal) => {
-            introspector.count(authority, IntrospectionResult::Inactive);
+            if !shared {
+                introspector.count(authority, IntrospectionResult::Inactive);
+            }
             return Err(refusal);
         }
     };

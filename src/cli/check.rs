@@ -1,11 +1,13 @@
 //! `fhirguard check --config FILE [--probe]`: the same load as `serve`, every error printed;
-//! with `--probe`, each authority's discovery document and key set fetched and reported.
+//! with `--probe`, each authority's discovery document and key set fetched and reported, and
+//! the `sharedState` store pinged.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use crate::auth::KeyStore;
 use crate::config::{Allowed, Config, Cors};
+use crate::shared::SharedStore;
 
 /// Validates the file; exit 0 when valid (and every probe succeeded), 1 otherwise.
 pub fn check(path: &Path, probe: bool) -> ExitCode {
@@ -19,6 +21,7 @@ pub fn check(path: &Path, probe: bool) -> ExitCode {
     };
     println!("{}: valid", path.display());
     println!("{}", cors_line(config.cors.as_ref()));
+    println!("{}", shared_line(&config));
     if !probe {
         return ExitCode::SUCCESS;
     }
@@ -62,6 +65,34 @@ fn cors_line(cors: Option<&Cors>) -> String {
             "allowed"
         } else {
             "not allowed"
+        },
+    )
+}
+
+/// What `sharedState` and `rateLimits` say, in one line (issue 22). The URL is shown without
+/// its user name.
+fn shared_line(config: &Config) -> String {
+    let limits = config.rate_limits.len();
+    let Some(shared) = &config.shared_state else {
+        return format!(
+            "sharedState: not configured (every replica keeps its own state); rateLimits: {limits}"
+        );
+    };
+    let mut url = shared.redis.url.clone();
+    let _ = url.set_username("");
+    format!(
+        "sharedState: {url} (failureMode {}, DPoP replay {}, introspection answers {}); \
+         rateLimits: {limits}",
+        shared.failure_mode.label(),
+        if config.shared_replay() {
+            "shared"
+        } else {
+            "local"
+        },
+        if shared.introspection {
+            "shared"
+        } else {
+            "not shared"
         },
     )
 }
@@ -139,7 +170,34 @@ async fn probe_all(config: &Config) -> bool {
             }
         }
     }
+    if let Some(settings) = &config.shared_state {
+        let metrics = crate::metrics::Metrics::new();
+        let url = &settings.redis.url;
+        let pinged = match SharedStore::new(settings, metrics.shared.clone()) {
+            Ok(store) => store.ping().await.map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match pinged {
+            Ok(()) => println!("sharedState: {}:{} answers", host(url), port(url)),
+            Err(error) => {
+                println!(
+                    "sharedState: {}:{} does not answer: {error}",
+                    host(url),
+                    port(url)
+                );
+                all_ok = false;
+            }
+        }
+    }
     all_ok
+}
+
+fn host(url: &url::Url) -> &str {
+    url.host_str().unwrap_or_default()
+}
+
+fn port(url: &url::Url) -> u16 {
+    url.port().unwrap_or(6379)
 }
 
 #[cfg(test)]

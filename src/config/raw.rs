@@ -70,6 +70,12 @@ pub struct RawConfig {
     /// How long in-flight requests may take to finish after SIGTERM / SIGINT; the listeners stop
     /// accepting at once. Default 30 s. Read at start-up (a reload does not change it).
     pub shutdown_grace_period: Option<RawDuration>,
+    /// State the replicas share (issue 22): a Redis/Valkey store for DPoP `jti` replay,
+    /// introspection answers and cluster-wide rate limits, and what happens when it is down.
+    pub shared_state: Option<super::shared::RawSharedState>,
+    /// Per-client request rates (issue 22): an exceeded limit is answered 429 with
+    /// `Retry-After` and the IETF `RateLimit` / `RateLimit-Policy` headers. Reloadable.
+    pub rate_limits: Option<Vec<super::shared::RawRateLimit>>,
     /// Runtime worker threads; 0 or absent = one per CPU core. Read at start-up only.
     pub worker_threads: Option<u64>,
     /// The Azure `authenticationConfiguration`: the ARM object itself, an ARM resource holding

@@ -51,6 +51,26 @@ pub struct RawDpop {
     pub replay_cache_entries: Option<u64>,
     /// Server-provided nonces (RFC 9449 §8): off unless `required`.
     pub nonce: Option<RawDpopNonce>,
+    /// Where a proof's `jti` is recorded: `local` (this replica's cache) or `shared` (the
+    /// `sharedState` store, so a proof is accepted once across all replicas; SET NX with the
+    /// proof's lifetime). Default `shared` when `sharedState` is configured, else `local`.
+    pub replay_store: Option<RawReplayStore>,
+}
+
+/// `senderConstraints.dpop.replayStore`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RawReplayStore {
+    Local,
+    Shared,
+}
+
+/// `senderConstraints.dpop.replayStore` as written (`None`: the default, which depends on
+/// `sharedState`; see [`super::Config::shared_replay`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayStore {
+    Local,
+    Shared,
 }
 
 /// `senderConstraints.dpop.nonce`.
@@ -105,6 +125,8 @@ pub struct SenderConstraints {
     pub replay_cache_entries: usize,
     /// `dpop.nonce`, when `required`.
     pub dpop_nonce: Option<NonceSettings>,
+    /// `dpop.replayStore`, when written.
+    pub replay_store: Option<ReplayStore>,
     /// `clientCertificates.request`.
     pub request_client_certificates: bool,
     /// `clientCertificates.requiredFor`.
@@ -119,6 +141,7 @@ impl Default for SenderConstraints {
             dpop_required_for: Vec::new(),
             replay_cache_entries: DEFAULT_REPLAY_CACHE_ENTRIES,
             dpop_nonce: None,
+            replay_store: None,
             request_client_certificates: false,
             certificate_required_for: Vec::new(),
             forwarded: None,
@@ -281,6 +304,12 @@ pub(super) fn sender_constraints(
         {
             sender.replay_cache_entries = entries;
         }
+        sender.replay_store =
+            match choice(&dpop, "replayStore", keys_of::<RawReplayStore>(), errors) {
+                Some("local") => Some(ReplayStore::Local),
+                Some(_) => Some(ReplayStore::Shared),
+                None => None,
+            };
         sender.dpop_nonce = dpop
             .get("nonce")
             .and_then(|node| node.object(errors, keys_of::<RawDpopNonce>()))

@@ -141,6 +141,12 @@ fn walk(document: &Value, errors: &mut Errors) -> Option<Config> {
             root.has("tls"),
             errors,
         ),
+        shared_state: super::shared::shared_state(root.get("sharedState"), errors),
+        rate_limits: super::shared::rate_limits(
+            root.get("rateLimits"),
+            root.has("sharedState"),
+            errors,
+        ),
         // Zero is allowed: stop at once, cutting requests in flight.
         shutdown_grace_period: duration(
             &root,
@@ -153,6 +159,12 @@ fn walk(document: &Value, errors: &mut Errors) -> Option<Config> {
         worker_threads,
         fingerprint: [0; 32],
     };
+    if config.sender.replay_store == Some(super::ReplayStore::Shared) && !root.has("sharedState") {
+        errors.push(
+            "senderConstraints.dpop.replayStore",
+            "shared needs sharedState (the store the replicas record proofs in)",
+        );
+    }
     Some(config)
 }
 

@@ -402,14 +402,16 @@ async fn bind(
         metrics
             .auth_duration
             .observe(started.elapsed().as_secs_f64());
-        if let Err(error) = &checked {
+        // A refused proof or binding; not the shared replay store's absence (503), which is
+        // no authentication failure (fhirguard_shared_state_calls_total counts it).
+        if let Err(Rejection::Sender(error)) = &checked {
             metrics
                 .auth_failures
                 .with_label_values(&[principal.authority.as_str(), error.reason()])
                 .inc();
         }
     }
-    checked.map_err(|error| (Rejection::Sender(error), Some(Arc::clone(principal))))
+    checked.map_err(|error| (error, Some(Arc::clone(principal))))
 }
 
 /// Step 8, first half: the request classified, the principal's grant and SMART grant.

@@ -7,6 +7,7 @@ use crate::auth::dpop::nonce::Nonces;
 use crate::auth::Principal;
 use crate::config::{Config, ConfigErrors, ConfigFile, ProviderKind, ReportOnly};
 use crate::cors::Policy;
+use crate::limits::RateLimiter;
 use crate::metrics::{ClientLabel, ClientLabels};
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -24,6 +25,8 @@ pub struct Generation {
     /// The `client_id` values of `fhirguard_requests_total` under this config: its applications'
     /// client ids, `other` and `anonymous` (with their series cache).
     pub clients: ClientLabels,
+    /// This generation's `rateLimits` with the replica's allowances; `None` without limits.
+    pub limits: Option<RateLimiter>,
 }
 
 /// Why a generation could not be built; the one serving stays.
@@ -81,6 +84,7 @@ impl Generation {
         let clients = ClientLabels::new(ids);
         let nonces = config.sender.dpop_nonce.as_ref().map(Nonces::of);
         let cors = config.cors.as_ref().map(Policy::new);
+        let limits = RateLimiter::new(&config.rate_limits);
         Ok(Generation {
             number,
             config,
@@ -88,6 +92,7 @@ impl Generation {
             nonces,
             cors,
             clients,
+            limits,
         })
     }
 

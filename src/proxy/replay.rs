@@ -4,7 +4,12 @@
 //! inserted out first: TinyLFU admission, moka's default, could decline a new `jti` and so let
 //! its replay through.
 //!
-//! **Per replica**: each fhirguard process keeps its own. A proof captured and replayed within
+//! With `sharedState` (and `senderConstraints.dpop.replayStore` not `local`), each proof is
+//! first recorded in the shared store (`SET NX` for the same lifetime, [`ReplayCache::check`]),
+//! so a proof is accepted once across every replica; it is recorded here as well, so while the
+//! store is down (`failureMode: open`) this replica still refuses what it has seen.
+//!
+//! **Per replica** otherwise: each fhirguard process keeps its own. A proof captured and replayed within
 //! its window against *another* replica behind the same load balancer is accepted there once —
 //! which still needs the token, and the replay names the same method and URI (`htm`/`htu`).
 //! Server nonces (RFC 9449 §8, [`crate::auth::dpop::nonce`]) do not close that gap, but bound
@@ -12,6 +17,7 @@
 //! and a short `lifetime` shortens the time in which a captured one is worth replaying.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use moka::future::Cache;
@@ -19,9 +25,19 @@ use moka::policy::EvictionPolicy;
 use moka::Expiry;
 use sha2::{Digest, Sha256};
 
+use crate::config::FailureMode;
+use crate::shared::{SharedStore, StoreError};
+
+/// The store key kind of proof ids (`<keyPrefix>dpop:<hex>`).
+const KIND: &str = "dpop";
+/// The `use` index of replay fallbacks ([`crate::metrics::FALLBACK_USES`]).
+const FALLBACK_USE: usize = 0;
+
 /// The seen proofs: SHA-256 of (key thumbprint, `jti`) → how long the entry must live.
 pub struct ReplayCache {
     seen: Cache<[u8; 32], Duration>,
+    /// The store the replicas share, when `sharedState` is configured.
+    shared: Option<Arc<SharedStore>>,
 }
 
 impl fmt::Debug for ReplayCache {
@@ -55,7 +71,43 @@ impl ReplayCache {
                 .eviction_policy(EvictionPolicy::lru())
                 .expire_after(UntilStale)
                 .build(),
+            shared: None,
         }
+    }
+
+    /// This cache, recording proofs in `store` first when asked ([`ReplayCache::check`]).
+    pub fn sharing(mut self, store: Option<Arc<SharedStore>>) -> ReplayCache {
+        self.shared = store;
+        self
+    }
+
+    /// Records a proof as [`ReplayCache::first_use`] does, in the shared store first when
+    /// `shared` (`Config::shared_replay`) and a store is configured. `Err`: the store did not
+    /// answer and `failureMode` is `closed`; with `open` this replica's cache decides, and the
+    /// fallback is counted and logged.
+    pub async fn check(
+        &self,
+        shared: bool,
+        thumbprint: &str,
+        jti: &str,
+        iat: u64,
+        now: u64,
+        window: u64,
+    ) -> Result<bool, StoreError> {
+        let (key, live) = entry(thumbprint, jti, iat, now, window);
+        if let (true, Some(store)) = (shared, &self.shared) {
+            let id = hex(&key);
+            match store.claim(KIND, &id, live).await {
+                Ok(false) => return Ok(false),
+                Ok(true) => {}
+                Err(error) if store.failure_mode() == FailureMode::Closed => return Err(error),
+                Err(error) => {
+                    store.metrics().record_fallback(FALLBACK_USE);
+                    tracing::debug!(%error, "DPoP proof checked against this replica's cache only");
+                }
+            }
+        }
+        Ok(self.record(key, live).await)
     }
 
     /// Records a proof; false when the same key already used this `jti` within the window.
@@ -68,21 +120,12 @@ impl ReplayCache {
         now: u64,
         window: u64,
     ) -> bool {
-        let mut hasher = Sha256::new();
-        hasher.update(thumbprint.as_bytes());
-        hasher.update([0]);
-        hasher.update(jti.as_bytes());
-        let key: [u8; 32] = hasher.finalize().into();
-        // Acceptable until `now` passes `iat + window`; one second more for the rounding.
-        let live = iat
-            .saturating_add(window)
-            .saturating_sub(now)
-            .saturating_add(1);
-        self.seen
-            .entry(key)
-            .or_insert(Duration::from_secs(live))
-            .await
-            .is_fresh()
+        let (key, live) = entry(thumbprint, jti, iat, now, window);
+        self.record(key, live).await
+    }
+
+    async fn record(&self, key: [u8; 32], live: Duration) -> bool {
+        self.seen.entry(key).or_insert(live).await.is_fresh()
     }
 
     /// Proofs remembered: moka's count after its pending inserts and expiries are applied (it
@@ -91,6 +134,31 @@ impl ReplayCache {
         self.seen.run_pending_tasks().await;
         self.seen.entry_count()
     }
+}
+
+/// The key of a proof (SHA-256 of the key thumbprint and `jti`) and how long to keep it.
+fn entry(thumbprint: &str, jti: &str, iat: u64, now: u64, window: u64) -> ([u8; 32], Duration) {
+    let mut hasher = Sha256::new();
+    hasher.update(thumbprint.as_bytes());
+    hasher.update([0]);
+    hasher.update(jti.as_bytes());
+    let key: [u8; 32] = hasher.finalize().into();
+    // Acceptable until `now` passes `iat + window`; one second more for the rounding.
+    let live = iat
+        .saturating_add(window)
+        .saturating_sub(now)
+        .saturating_add(1);
+    (key, Duration::from_secs(live))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(64), |mut text, byte| {
+            let _ = write!(text, "{byte:02x}");
+            text
+        })
 }
 
 #[cfg(test)]

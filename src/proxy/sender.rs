@@ -16,6 +16,7 @@ use crate::auth::dpop::nonce::Nonces;
 use crate::auth::dpop::{self, ProofError, ProofTarget};
 use crate::auth::{Principal, Scheme, SenderError};
 use crate::config::{CertificateHeader, Config};
+use crate::error::Rejection;
 use crate::proxy::forward::Peer;
 use crate::proxy::replay::ReplayCache;
 
@@ -70,27 +71,27 @@ pub struct Evidence<'a> {
     pub now: u64,
 }
 
-/// The checks of RFC 9449 §4.3 / §7 and RFC 8705 §3 for a verified token.
+/// The checks of RFC 9449 §4.3 / §7 and RFC 8705 §3 for a verified token: a refusal is a
+/// [`SenderError`], or the shared replay store's absence with `failureMode: closed`.
 pub async fn check(
     config: &Config,
     proofs: ProofState<'_>,
     evidence: &Evidence<'_>,
     principal: &Principal,
-) -> Result<(), SenderError> {
+) -> Result<(), Rejection> {
     let client = principal.client_id.as_deref();
     let jkt = principal
         .confirmation
         .as_ref()
         .and_then(|c| c.jkt.as_deref());
     match (evidence.scheme, jkt) {
-        (Scheme::Dpop, None) => return Err(SenderError::NotDpopBound),
+        (Scheme::Dpop, None) => return Err(SenderError::NotDpopBound.into()),
         (Scheme::Dpop, Some(jkt)) => check_proof(config, proofs, evidence, jkt).await?,
         // RFC 9449 §7.2: a DPoP-bound token is never accepted as a bearer token.
-        (Scheme::Bearer, Some(_)) => return Err(SenderError::BoundAsBearer),
+        (Scheme::Bearer, Some(_)) => return Err(SenderError::BoundAsBearer.into()),
         (Scheme::Bearer, None) if config.sender.requires_dpop(client) => {
-            return Err(SenderError::DpopRequired(
-                client.unwrap_or_default().to_owned(),
-            ));
+            let client = client.unwrap_or_default().to_owned();
+            return Err(SenderError::DpopRequired(client).into());
         }
         (Scheme::Bearer, None) => {}
     }
@@ -103,13 +104,12 @@ pub async fn check(
             let presented =
                 client_certificate(config, evidence)?.ok_or(SenderError::NoCertificate)?;
             if certificate_thumbprint(&presented) != x5t {
-                return Err(SenderError::CertificateMismatch);
+                return Err(SenderError::CertificateMismatch.into());
             }
         }
         None if config.sender.requires_certificate(client) => {
-            return Err(SenderError::CertificateRequired(
-                client.unwrap_or_default().to_owned(),
-            ));
+            let client = client.unwrap_or_default().to_owned();
+            return Err(SenderError::CertificateRequired(client).into());
         }
         // Not bound: a trusted proxy's header is still read, so that one the FHIR server would
         // read differently (two elements, a Hash and a Cert that disagree) is refused.
@@ -128,11 +128,11 @@ async fn check_proof(
     proofs: ProofState<'_>,
     evidence: &Evidence<'_>,
     jkt: &str,
-) -> Result<(), SenderError> {
+) -> Result<(), Rejection> {
     let head = evidence.head;
-    let proof = dpop::proof_header(&head.headers)?;
+    let proof = dpop::proof_header(&head.headers).map_err(SenderError::from)?;
     let uri = request_uri(config, head, evidence.peer.map(|p| p.https))
-        .ok_or(ProofError::Uri(String::new()))?;
+        .ok_or(SenderError::Proof(ProofError::Uri(String::new())))?;
     let window = config.clock_skew.as_secs();
     let target = ProofTarget {
         method: head.method.as_str(),
@@ -141,28 +141,29 @@ async fn check_proof(
         now: evidence.now,
         window,
     };
-    let proof = dpop::verify(proof, &target)?;
+    let proof = dpop::verify(proof, &target).map_err(SenderError::from)?;
     if proof.thumbprint != jkt {
-        return Err(SenderError::KeyMismatch);
+        return Err(SenderError::KeyMismatch.into());
     }
     if let Some(nonces) = proofs.nonces {
         if let Err(problem) = nonces.check(proof.nonce.as_deref(), evidence.now) {
             let nonce = nonces.current(evidence.now);
-            return Err(SenderError::UseNonce { problem, nonce });
+            return Err(SenderError::UseNonce { problem, nonce }.into());
         }
     }
     let fresh = proofs
         .replay
-        .first_use(
+        .check(
+            config.shared_replay(),
             &proof.thumbprint,
             &proof.jti,
             proof.issued_at,
             evidence.now,
             window,
         )
-        .await;
+        .await?;
     if !fresh {
-        return Err(ProofError::Replayed.into());
+        return Err(SenderError::Proof(ProofError::Replayed).into());
     }
     Ok(())
 }

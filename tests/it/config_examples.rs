@@ -121,6 +121,36 @@ fn local_example() {
 }
 
 #[test]
+fn many_replicas_example() {
+    use fhirguard::config::{FailureMode, LimitScope, LimitedClients, SecretSource};
+    let config = load("many-replicas.yaml");
+    let shared = config.shared_state.as_ref().expect("sharedState");
+    assert!(shared.redis.tls());
+    assert_eq!(shared.redis.timeout, Duration::from_millis(250));
+    assert_eq!(
+        shared.redis.password,
+        Some(SecretSource::File(
+            "/var/run/secrets/valkey/password".into()
+        ))
+    );
+    assert_eq!(shared.failure_mode, FailureMode::Open);
+    assert!(shared.introspection);
+    assert!(config.shared_replay());
+    let limits = &config.rate_limits;
+    assert_eq!(limits.len(), 2);
+    assert_eq!(
+        (
+            limits[0].requests_per_second,
+            limits[0].burst,
+            limits[0].scope
+        ),
+        (5, 20, LimitScope::Cluster)
+    );
+    assert_eq!(limits[1].clients, LimitedClients::All);
+    assert!(limits[0].covers("bulk-exporter") && !limits[0].covers("app"));
+}
+
+#[test]
 fn arm_resource_example() {
     let config = load("arm-resource.json");
     let primary = config.auth.primary.as_ref().unwrap();

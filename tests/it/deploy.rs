@@ -80,7 +80,7 @@ fn each_example_has_the_objects_a_platform_engineer_expects() {
             example.one(kind);
         }
         assert_eq!(
-            kinds(&example.manifests, "Service").len(),
+            fhirguard_services(&example).len(),
             2,
             "{dir}: FHIR and metrics Services"
         );
@@ -100,9 +100,15 @@ fn each_example_has_the_objects_a_platform_engineer_expects() {
             ),
             pod_labels
         ));
+        // Each Service selects fhirguard's pods, or (shared-state component) the store's.
+        let stores = kinds(&example.manifests, "StatefulSet");
         for service in kinds(&example.manifests, "Service") {
+            let selector = at(service, "spec.selector");
             assert!(
-                selects(at(service, "spec.selector"), pod_labels),
+                selects(selector, pod_labels)
+                    || stores
+                        .iter()
+                        .any(|s| selects(selector, at(s, "spec.template.metadata.labels"))),
                 "{dir}: Service selects the pods"
             );
         }
@@ -252,7 +258,7 @@ fn probes_and_ports_match_the_configured_listeners() {
         }
         // The FHIR Service targets the proxy listener, the metrics Service the admin listener.
         let mut targets = BTreeMap::new();
-        for service in kinds(&example.manifests, "Service") {
+        for service in fhirguard_services(&example) {
             for port in seq(at(service, "spec.ports")) {
                 let target = port_number(container, at(port, "targetPort"));
                 targets.insert(
@@ -409,4 +415,93 @@ fn pods_are_locked_down() {
             );
         }
     }
+}
+
+/// The Services in front of fhirguard's pods (a store the shared-state component adds has its own).
+fn fhirguard_services(example: &Example) -> Vec<&serde_yaml::Value> {
+    let pod_labels = at(example.pod(), "metadata.labels");
+    kinds(&example.manifests, "Service")
+        .into_iter()
+        .filter(|service| selects(at(service, "spec.selector"), pod_labels))
+        .collect()
+}
+
+/// The shared-state component (issue 22): fhirguard's config names the Valkey Service and reads
+/// the password from the Secret's variable (never the config); Valkey keeps nothing on disk, is
+/// locked down like fhirguard, and only fhirguard's pods reach it.
+#[test]
+fn the_shared_state_component_wires_fhirguard_to_valkey() {
+    let example = Example::load("kubernetes/rendered/standalone-shared");
+    let shared = example.config.shared_state.as_ref().expect("sharedState");
+    let service = kinds(&example.manifests, "Service")
+        .into_iter()
+        .find(|s| at(s, "metadata.name").as_str() == Some("fhirguard-valkey"))
+        .expect("the Valkey Service");
+    assert_eq!(
+        shared.redis.url.host_str(),
+        Some("fhirguard-valkey.fhir.svc.cluster.local")
+    );
+    let port = at(&seq(at(service, "spec.ports"))[0], "port").as_u64();
+    assert_eq!(port, shared.redis.url.port().map(u64::from));
+    let Some(fhirguard::config::SecretSource::File(file)) = &shared.redis.password else {
+        panic!("the password comes from a file");
+    };
+    let mounts = seq(at(example.fhirguard_container(), "volumeMounts"));
+    let mount = mounts
+        .iter()
+        .find(|m| file.starts_with(s(m, "mountPath")))
+        .expect("the password file is mounted");
+    let volume = seq(at(example.pod(), "spec.volumes"))
+        .iter()
+        .find(|v| s(v, "name") == s(mount, "name"))
+        .expect("its volume");
+    assert_eq!(s(volume, "secret.secretName"), "fhirguard-valkey");
+    assert_eq!(file.file_name().and_then(|n| n.to_str()), Some("password"));
+    assert!(!example.config_text.contains("password:"));
+    let valkey = example.one("StatefulSet");
+    let pod = at(valkey, "spec.template.spec");
+    let container = &seq(at(pod, "containers"))[0];
+    assert_eq!(
+        at(container, "securityContext.readOnlyRootFilesystem").as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        at(pod, "securityContext.runAsNonRoot").as_bool(),
+        Some(true)
+    );
+    let args: Vec<&str> = seq(at(container, "args"))
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(args.windows(2).any(|w| w == ["--save", ""]), "{args:?}");
+    assert!(
+        args.windows(2).any(|w| w == ["--appendonly", "no"]),
+        "{args:?}"
+    );
+    // fhirguard may reach Valkey's port; Valkey admits only fhirguard.
+    let policies = kinds(&example.manifests, "NetworkPolicy");
+    let named = |name: &str| {
+        *policies
+            .iter()
+            .find(|p| at(p, "metadata.name").as_str() == Some(name))
+            .unwrap_or_else(|| panic!("NetworkPolicy {name}"))
+    };
+    let egress = seq(at(named("fhirguard"), "spec.egress"));
+    assert!(egress.iter().any(|rule| {
+        seq(at(rule, "ports"))
+            .iter()
+            .any(|p| at(p, "port").as_u64() == Some(6379))
+            && seq(at(rule, "to")).iter().any(|to| {
+                at(to, "podSelector.matchLabels")
+                    .get("app.kubernetes.io/name")
+                    .and_then(serde_yaml::Value::as_str)
+                    == Some("fhirguard-valkey")
+            })
+    }));
+    let ingress = seq(at(named("fhirguard-valkey"), "spec.ingress"));
+    assert_eq!(ingress.len(), 1);
+    assert!(selects(
+        at(&seq(at(&ingress[0], "from"))[0], "podSelector.matchLabels"),
+        at(example.pod(), "metadata.labels")
+    ));
 }

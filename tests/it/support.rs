@@ -15,6 +15,7 @@ pub mod fhir_store;
 pub mod idp;
 pub mod oidc;
 pub mod poll;
+pub mod redis;
 pub mod stack;
 pub mod tls;
 pub mod token;

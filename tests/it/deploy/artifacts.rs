@@ -12,9 +12,10 @@ use serde_yaml::Value;
 /// The Kubernetes examples as applied: each kustomize overlay (`kubernetes/overlays/<name>`)
 /// rendered by `kubectl kustomize` into `kubernetes/rendered/<name>`, one file per kind
 /// (`bash deploy/check.sh --render`; `deploy/check.sh` fails when they differ).
-pub(crate) const KUBERNETES_DIRS: [&str; 2] = [
+pub(crate) const KUBERNETES_DIRS: [&str; 3] = [
     "kubernetes/rendered/sidecar",
     "kubernetes/rendered/standalone",
+    "kubernetes/rendered/standalone-shared",
 ];
 
 /// `kubernetes/<name>` (an example's name before the overlays) or `kubernetes/rendered/<name>`:

@@ -105,6 +105,7 @@ upstream: {upstream}
 allowHttpAuthorities: true
 keySets: {{ retryInterval: "100ms", fetchTimeout: "1s" }}
 reportOnly: [backend-service]
+rateLimits: [{{ clientIds: [backend-service, bulk], requestsPerSecond: 1, burst: 2 }}]
 authenticationConfiguration:
   authority: "{primary}"
   audience: "{audience}"
@@ -218,6 +219,25 @@ authenticationConfiguration:
             "{method} {target}"
         );
     }
+    // Over the rate limit (burst 2, then one a second): `bulk` is throttled (429), the
+    // report-only `backend-service` (two requests above) is forwarded, would-be throttled.
+    let token_of = |client: &str| {
+        token::base_claims(&primary.issuer(), audience, now())
+            .claim("appid", client)
+            .claim("roles", json!(["FHIR Data Reader"]))
+            .sign(primary_key)
+    };
+    let (bulk, backend) = (token_of("bulk"), token_of("backend-service"));
+    let mut statuses = BTreeSet::new();
+    for _ in 0..4 {
+        statuses.insert(send(Method::GET, "/Patient/1".into(), Some(bulk.clone())).await);
+        let forwarded = send(Method::GET, "/Patient/1".into(), Some(backend.clone())).await;
+        assert_eq!(forwarded, StatusCode::OK);
+    }
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
     upstream.set_delay(Duration::from_secs(2));
     assert_eq!(
         send(Method::GET, "/Patient/1".into(), Some(reader.clone())).await,

@@ -66,6 +66,10 @@ pub fn registered_families() -> BTreeSet<(String, String)> {
     metrics.config_reloads.with_label_values(&["success"]);
     metrics.head_timeouts.with_label_values(&["proxy"]);
     metrics
+        .shared
+        .rate_limited
+        .with_label_values(&["other", "replica", "throttled"]);
+    metrics
         .registry()
         .gather()
         .iter()
