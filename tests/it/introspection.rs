@@ -268,12 +268,14 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
         )),
         "{probe}"
     );
+    // `--token=…`: an opaque token may begin with '-', which a separate argument would make
+    // look like a flag.
+    let token_arg = format!("--token={accepted}");
     let explained = fhirguard_cli(&[
         "explain",
         "--config",
         config_arg,
-        "--token",
-        &accepted,
+        &token_arg,
         "--path",
         "/Observation",
     ]);
