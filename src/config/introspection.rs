@@ -138,9 +138,27 @@ fn required_text<'a>(object: &Object<'a>, key: &str, errors: &mut Errors) -> Opt
 
 /// Exactly one of `clientSecretFile` and `clientSecretEnv`.
 fn secret(object: &Object<'_>, errors: &mut Errors) -> Option<SecretSource> {
-    let file = object.get("clientSecretFile");
-    let env = object.get("clientSecretEnv");
-    match (file, env) {
+    let (file, env) = ("clientSecretFile", "clientSecretEnv");
+    if object.get(file).is_none() && object.get(env).is_none() {
+        errors.push(
+            &object.path,
+            "clientSecretFile or clientSecretEnv is required (the secret itself never goes \
+             in the configuration)",
+        );
+        return None;
+    }
+    secret_source(object, file, env, errors)
+}
+
+/// The secret named by at most one of `file_key` (a file holding it) and `env_key` (an
+/// environment variable holding it); `None` when neither is given, or both (an error).
+pub(super) fn secret_source(
+    object: &Object<'_>,
+    file_key: &str,
+    env_key: &str,
+    errors: &mut Errors,
+) -> Option<SecretSource> {
+    match (object.get(file_key), object.get(env_key)) {
         (Some(file), None) => file
             .text(errors)
             .map(|path| SecretSource::File(PathBuf::from(path))),
@@ -150,18 +168,11 @@ fn secret(object: &Object<'_>, errors: &mut Errors) -> Option<SecretSource> {
         (Some(_), Some(env)) => {
             errors.push(
                 &env.path,
-                "give either clientSecretFile or clientSecretEnv, not both",
+                format!("give either {file_key} or {env_key}, not both"),
             );
             None
         }
-        (None, None) => {
-            errors.push(
-                &object.path,
-                "clientSecretFile or clientSecretEnv is required (the secret itself never goes \
-                 in the configuration)",
-            );
-            None
-        }
+        (None, None) => None,
     }
 }
 

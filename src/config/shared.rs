@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::document::{choice, Errors, Node, Object};
+use super::document::{choice, Errors, Node};
+use super::introspection::secret_source;
 use super::raw::{keys_of, RawDuration};
 use super::SecretSource;
 
@@ -248,7 +249,7 @@ fn redis(node: &Node<'_>, errors: &mut Errors) -> Option<Redis> {
         .get("timeout")
         .and_then(|node| node.duration(errors, false))
         .unwrap_or(DEFAULT_TIMEOUT);
-    let password = password(&object, errors);
+    let password = secret_source(&object, "passwordFile", "passwordEnv", errors);
     Some(Redis {
         url: url?,
         ca_file,
@@ -276,26 +277,6 @@ fn redis_url(text: &str) -> Result<url::Url, String> {
         );
     }
     Ok(url)
-}
-
-/// At most one of `passwordFile` and `passwordEnv`.
-fn password(object: &Object<'_>, errors: &mut Errors) -> Option<SecretSource> {
-    match (object.get("passwordFile"), object.get("passwordEnv")) {
-        (Some(file), None) => file
-            .text(errors)
-            .map(|path| SecretSource::File(PathBuf::from(path))),
-        (None, Some(env)) => env
-            .text(errors)
-            .map(|name| SecretSource::Env(name.trim().to_owned())),
-        (Some(_), Some(env)) => {
-            errors.push(
-                &env.path,
-                "give either passwordFile or passwordEnv, not both",
-            );
-            None
-        }
-        (None, None) => None,
-    }
 }
 
 /// Validates `rateLimits`; a `cluster` limit needs `sharedState`.
