@@ -31,6 +31,7 @@ mod cors;
 mod document;
 mod file;
 mod introspection;
+mod schema;
 mod sender;
 mod shared;
 mod validate;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::document::{choice, Errors, Node, Object};
-use super::raw::{keys_of, RawDuration};
+use super::schema::{keys_of, RawDuration};
 
 /// Default `dpop.replayCacheEntries`: at ~100 bytes an entry about 10 MiB, room for every proof
 /// of 160 requests a second over a 600 s window (twice the default clock skew).

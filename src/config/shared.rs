@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::document::{choice, Errors, Node};
 use super::introspection::secret_source;
-use super::raw::{keys_of, RawDuration};
+use super::schema::{keys_of, RawDuration};
 use super::SecretSource;
 
 /// Default `redis.keyPrefix`: every key fhirguard writes starts with it.
