@@ -299,6 +299,18 @@ impl SharedStore {
     }
 }
 
+/// A store id made of `bytes` (a digest: never a token, never a proof's own id), in lower-case
+/// hex.
+pub fn hex_id(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(2 * bytes.len()), |mut text, byte| {
+            let _ = write!(text, "{byte:02x}");
+            text
+        })
+}
+
 /// The password from its file (trailing line breaks dropped) or variable.
 fn read_secret(source: &SecretSource) -> Result<String, String> {
     match source {

@@ -82,18 +82,12 @@ fn shared_for(answer: &Map<String, Value>, settings: &Introspection, now: u64) -
 
 /// The store id of a token's answer: SHA-256 of the authority and the token, in hex.
 fn token_id(authority: &str, token: &str) -> String {
-    use std::fmt::Write as _;
     let digest = Sha256::new()
         .chain_update(authority.as_bytes())
         .chain_update([0])
         .chain_update(token.as_bytes())
         .finalize();
-    digest
-        .iter()
-        .fold(String::with_capacity(64), |mut text, byte| {
-            let _ = write!(text, "{byte:02x}");
-            text
-        })
+    crate::shared::hex_id(&digest)
 }
 
 #[cfg(test)]

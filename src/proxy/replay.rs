@@ -96,7 +96,7 @@ impl ReplayCache {
     ) -> Result<bool, StoreError> {
         let (key, live) = entry(thumbprint, jti, iat, now, window);
         if let (true, Some(store)) = (shared, &self.shared) {
-            let id = hex(&key);
+            let id = crate::shared::hex_id(&key);
             match store.claim(KIND, &id, live).await {
                 Ok(false) => return Ok(false),
                 Ok(true) => {}
@@ -149,16 +149,6 @@ fn entry(thumbprint: &str, jti: &str, iat: u64, now: u64, window: u64) -> ([u8; 
         .saturating_sub(now)
         .saturating_add(1);
     (key, Duration::from_secs(live))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(64), |mut text, byte| {
-            let _ = write!(text, "{byte:02x}");
-            text
-        })
 }
 
 #[cfg(test)]
