@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, Script};
 
-use crate::config::{FailureMode, SecretSource, SharedState};
+use crate::config::{FailureMode, SharedState};
 use crate::metrics::SharedMetrics;
 
 /// The GCRA (generic cell rate algorithm) of `rateLimits[].scope: cluster`, atomic in the
@@ -121,7 +121,7 @@ impl SharedStore {
         let redis = &settings.redis;
         let mut info = redis.url.as_str().into_connection_info()?;
         if let Some(source) = &redis.password {
-            let password = read_secret(source).map_err(SetupError::Password)?;
+            let password = source.read().map_err(SetupError::Password)?;
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
@@ -309,16 +309,4 @@ pub fn hex_id(bytes: &[u8]) -> String {
             let _ = write!(text, "{byte:02x}");
             text
         })
-}
-
-/// The password from its file (trailing line breaks dropped) or variable.
-fn read_secret(source: &SecretSource) -> Result<String, String> {
-    match source {
-        SecretSource::File(path) => std::fs::read_to_string(path)
-            .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
-            .map_err(|e| format!("cannot read {}: {e}", path.display())),
-        SecretSource::Env(name) => {
-            std::env::var(name).map_err(|_| format!("the variable {name} is not set"))
-        }
-    }
 }

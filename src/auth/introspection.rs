@@ -260,16 +260,11 @@ fn basic(client_id: &str, secret: &str) -> String {
 
 /// The client secret, read when needed (a rotated secret applies at the next call).
 fn read_secret(source: &SecretSource) -> Result<String, String> {
-    let secret = match source {
-        SecretSource::File(path) => std::fs::read_to_string(path).map_err(|error| {
-            format!(
-                "cannot read introspection.clientSecretFile {}: {error}",
-                path.display()
-            )
-        })?,
-        SecretSource::Env(name) => std::env::var(name)
-            .map_err(|_| format!("the environment variable {name} (clientSecretEnv) is not set"))?,
+    let key = match source {
+        SecretSource::File(_) => "introspection.clientSecretFile",
+        SecretSource::Env(_) => "introspection.clientSecretEnv",
     };
+    let secret = source.read().map_err(|error| format!("{key}: {error}"))?;
     let secret = secret.trim_end_matches(['\r', '\n']);
     if secret.is_empty() {
         return Err("the introspection client secret is empty".to_owned());

@@ -58,6 +58,20 @@ pub enum SecretSource {
     Env(String),
 }
 
+impl SecretSource {
+    /// The secret as it is now: the file's text without trailing line breaks (which editors
+    /// add), or the variable's value as set.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|error| format!("cannot read {}: {error}", path.display())),
+            SecretSource::Env(name) => std::env::var(name)
+                .map_err(|_| format!("the environment variable {name} is not set")),
+        }
+    }
+}
+
 /// Validates `introspection` against the providers of `auth`; `None` when absent or wrong
 /// (mistakes recorded in `errors`).
 pub(super) fn introspection(
