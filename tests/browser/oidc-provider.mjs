@@ -32,11 +32,12 @@
 // When listening it prints one line of JSON to stdout first: {"issuer": "...", "port": N}.
 // It exits on SIGTERM / SIGINT and when its stdin closes, so a crashed parent never leaves it running.
 
-import { createPrivateKey, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 
 import Provider, { errors } from 'oidc-provider';
+
+import { signingKeys } from '../interop/signing-keys.mjs';
 
 const HOST = '127.0.0.1';
 const port = Number.parseInt(process.argv[2] ?? process.env.PORT ?? '0', 10);
@@ -69,18 +70,6 @@ const ACCOUNTS = {
   alice: { password: 'alice-password', patient: 'p1' },
   bob: { password: 'bob-password', patient: 'p2' },
 };
-
-function signingKeys() {
-  // PEM first, then the JWK export of a re-imported key: Node 20 can deadlock exporting the
-  // KeyObject of a finished key-generation job as JWK (see tests/interop/oidc-provider.mjs).
-  const { privateKey: pem } = generateKeyPairSync('rsa', {
-    modulusLength: 2048,
-    publicKeyEncoding: { type: 'spki', format: 'pem' },
-    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-  });
-  const jwk = createPrivateKey(pem).export({ format: 'jwk' });
-  return { keys: [{ ...jwk, kid: `rs256-${randomUUID()}`, alg: 'RS256', use: 'sig' }] };
-}
 
 // The listener is bound first, so an ephemeral port is known before the issuer is fixed.
 const server = createServer();

@@ -35,11 +35,12 @@
 // the introspection events above).
 // It exits on SIGTERM / SIGINT and when its stdin closes, so a crashed parent never leaves it running.
 
-import { createPrivateKey, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 
 import Provider, { errors } from 'oidc-provider';
+
+import { signingKeys } from './signing-keys.mjs';
 
 const HOST = '127.0.0.1';
 const port = Number.parseInt(process.argv[2] ?? process.env.PORT ?? '0', 10);
@@ -83,20 +84,6 @@ const SMART_CLIENTS = {
     patient: process.env.LAUNCH_PATIENT ?? '123',
   }),
 };
-
-function signingKeys() {
-  // The key leaves the generator as PKCS#8 PEM and is re-imported before the JWK export:
-  // Node 20 can deadlock when a garbage collection destroys the key-generation job while
-  // `export({ format: 'jwk' })` runs on the very KeyObject that job produced (seen here:
-  // about one start in six hung in KeyGenJob::~KeyGenJob).
-  const { privateKey: pem } = generateKeyPairSync('rsa', {
-    modulusLength: 2048,
-    publicKeyEncoding: { type: 'spki', format: 'pem' },
-    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-  });
-  const jwk = createPrivateKey(pem).export({ format: 'jwk' });
-  return { keys: [{ ...jwk, kid: `rs256-${randomUUID()}`, alg: 'RS256', use: 'sig' }] };
-}
 
 // The listener is bound first, so an ephemeral port is known before the issuer is fixed.
 const server = createServer();
