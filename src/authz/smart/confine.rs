@@ -271,16 +271,7 @@ impl Gate<'_> {
     /// A type-less search is limited to the scope types (reference §4.7): a listed `_type` must
     /// be granted; without one, `_type` is set to the granted types. `Ok(None)`: no change.
     fn narrow_types(&self, query: Option<&str>) -> Result<Option<Vec<String>>, Denial> {
-        let listed: Vec<String> = parameters(query)
-            .filter(|(name, _)| name == "_type")
-            .flat_map(|(_, value)| {
-                value
-                    .split(',')
-                    .map(|t| t.trim().to_owned())
-                    .collect::<Vec<_>>()
-            })
-            .filter(|t| !t.is_empty())
-            .collect();
+        let listed = constraints::listed_types(query).unwrap_or_default();
         if let Some(denied) = listed.iter().find(|t| !self.readable(Some(t))) {
             return Err(Denial::Forbidden(format!(
                 "_type {denied} is not granted by the SMART scopes"
