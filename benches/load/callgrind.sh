@@ -28,7 +28,8 @@
 #   dpop-shared  the dpop row with `sharedState`: each proof's jti also SET NX in redis-server
 #              (cluster and dpop-shared need redis-server; without it they are skipped)
 # env: REQUESTS (default 2000), WARM (default 200), ROWS (default "repeated distinct refused
-# dpop opaque cors ratelimit cluster dpop-shared"), PROFILES (a directory: keep each run's callgrind.out there as BIN.KIND.COUNT.out, for
+# dpop opaque cors ratelimit cluster dpop-shared"), PORT_BASE (default 18180; the run uses
+# PORT_BASE..+3 and +1010), PROFILES (a directory: keep each run's callgrind.out there as BIN.KIND.COUNT.out, for
 # callgrind_annotate). Needs valgrind, nginx, python3 + cryptography.
 set -euo pipefail
 [ -n "${DEBUG:-}" ] && set -x
@@ -40,7 +41,10 @@ ROWS=${ROWS:-repeated distinct refused dpop opaque cors ratelimit cluster dpop-s
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${FHIRGUARD_LOAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fhirguard-load}"
 IP=127.0.0.1
-P_FHIRGUARD=18180 P_UPSTREAM=18181 P_IDP=18182 P_REDIS=18183 P_ADMIN=19190
+# PORT_BASE moves every port, so that two runs on one machine do not clash.
+PORT_BASE=${PORT_BASE:-18180}
+P_FHIRGUARD=$PORT_BASE P_UPSTREAM=$((PORT_BASE + 1)) P_IDP=$((PORT_BASE + 2)) P_REDIS=$((PORT_BASE + 3))
+P_ADMIN=$((PORT_BASE + 1010))
 ISSUER="http://$IP:$P_IDP"
 AUDIENCE="https://fhir.bench.test"
 CLIENT_ID="bench-app"
