@@ -12,7 +12,7 @@
 //!
 //! Serde stops at the first error, but an operator must see *every* mistake at once, each with its
 //! path (SPEC §3). So `validate` does not deserialize the raw structs directly: it parses the
-//! text to a [`serde_yaml::Value`] and walks it in one pass — unknown keys are checked against the
+//! text to a [`yaml_serde::Value`] and walks it in one pass — unknown keys are checked against the
 //! key lists that serde derives for the raw structs ([`raw::keys_of`]), so the walker and the mirror
 //! cannot drift apart — extracting each field with its own typed check and collecting every
 //! [`ConfigError`]. A test asserts that every valid example also deserializes strictly into

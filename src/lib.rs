@@ -46,6 +46,10 @@
 //! Classification and authorization are pure functions over plain data; I/O stays at the edges
 //! (server, upstream, key fetches).
 
+// A panic in the proxy's own code would drop a request: no `unwrap` outside tests (clippy.toml
+// lets tests unwrap, since a panic is how a test fails).
+#![deny(clippy::unwrap_used)]
+
 pub mod actions;
 pub mod admin;
 pub mod app;

@@ -5,7 +5,7 @@
 //! and are ignored. ARM template expressions are recognised and refused: only Azure can evaluate
 //! them.
 
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 use super::document::{join, Errors, Node, Object};
 use super::raw::{keys_of, RawAuthenticationConfiguration};

@@ -2,7 +2,7 @@
 //! `properties`, or inside one resource of an ARM template; SPEC §3) and validating it with
 //! Azure's rules and exact messages (reference §1.2, §6.1, §8 rule 1).
 
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 use super::arm::{expression, locate};
 use super::document::{base_url, describe, Errors, Node, Object};

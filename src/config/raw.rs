@@ -314,7 +314,7 @@ pub enum RawAuthenticationSource {
 #[derive(Debug, Deserialize)]
 pub struct RawArmTemplate {
     /// The template's resources (child `resources` are searched too).
-    pub resources: Vec<serde_yaml::Value>,
+    pub resources: Vec<yaml_serde::Value>,
 }
 
 /// An ARM resource. Its other keys (`type`, `apiVersion`, `name`, `location`, `kind`,

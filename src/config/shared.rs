@@ -346,7 +346,7 @@ fn rate_limit(node: &Node<'_>, shared: bool, errors: &mut Errors) -> Option<Rate
 }
 
 fn limited_clients(node: &Node<'_>, errors: &mut Errors) -> Option<LimitedClients> {
-    if let serde_yaml::Value::String(text) = node.value {
+    if let yaml_serde::Value::String(text) = node.value {
         if text.trim().eq_ignore_ascii_case("all") {
             return Some(LimitedClients::All);
         }

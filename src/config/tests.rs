@@ -57,6 +57,56 @@ fn assert_errors(name: &str, text: &str, expected: &[(&str, &str)]) {
     );
 }
 
+/// The YAML parser's own errors keep their words and positions: a duplicate key (which would
+/// otherwise let two readers of one file disagree), unclosed flows, tabs, alias bombs and
+/// multi-document streams, word for word as the configuration loader has always reported them.
+#[test]
+fn parser_errors_keep_their_words_and_positions() {
+    let cases: &[Case<'_>] = &[
+        (
+            "duplicate key",
+            "upstream:\n  url: http://127.0.0.1:1\n  url: http://127.0.0.1:2\n",
+            &[("", "not valid YAML: upstream: duplicate entry with key \"url\" at line 2 column 3")],
+        ),
+        (
+            "unclosed list",
+            "a: [\n",
+            &[("", "not valid YAML: did not find expected node content at line 2 column 1, while parsing a flow node")],
+        ),
+        (
+            "tab indentation",
+            "upstream:\n\turl: x\n",
+            &[("", "not valid YAML: found character that cannot start any token at line 2 column 1, while scanning for the next token")],
+        ),
+        (
+            "unclosed mapping",
+            "upstream: {url: \"http://a\"\n",
+            &[("", "not valid YAML: did not find expected ',' or '}' at line 2 column 1, while parsing a flow mapping at line 1 column 11")],
+        ),
+        (
+            "recursive alias",
+            "x: &a [*a]\n",
+            &[("", "not valid YAML: recursion limit exceeded at line 1 column 4")],
+        ),
+        (
+            "two documents",
+            "upstream: {url: http://a}\n---\nupstream: {url: http://b}\n",
+            &[("", "not valid YAML: deserializing from YAML containing more than one document is not supported")],
+        ),
+        (
+            "merge key",
+            "upstream:\n  url: http://a\n  <<: {responseTimeout: 5s}\n",
+            &[
+                ("upstream.<<", "unknown key '<<'; expected one of: url, connectTimeout, responseTimeout, caFile, http2, poolIdleTimeout, poolMaxIdlePerHost, maxConnections"),
+                ("authenticationConfiguration", "is required"),
+            ],
+        ),
+    ];
+    for (name, text, expected) in cases {
+        assert_errors(name, text, expected);
+    }
+}
+
 #[test]
 fn document_errors() {
     let cases: &[Case<'_>] = &[

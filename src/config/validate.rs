@@ -7,7 +7,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 use super::document::{base_url, choice, without_trailing_slash, Errors, Node, Object};
 use super::raw::{
@@ -62,13 +62,13 @@ fn parse_document(text: &str) -> Result<Value, ConfigError> {
     if text.trim_start().starts_with('{') {
         match serde_json::from_str::<serde_json::Value>(text) {
             Ok(json) => {
-                return serde_yaml::to_value(json)
+                return yaml_serde::to_value(json)
                     .map_err(|e| ConfigError::new("", format!("not a valid document: {e}")))
             }
             Err(error) => json_error = Some(error),
         }
     }
-    serde_yaml::from_str::<Value>(text).map_err(|yaml_error| {
+    yaml_serde::from_str::<Value>(text).map_err(|yaml_error| {
         let message = match json_error {
             Some(json_error) => format!("not valid JSON: {json_error}"),
             None => format!("not valid YAML: {yaml_error}"),
@@ -262,7 +262,7 @@ fn report_only(root: &Object<'_>, errors: &mut Errors) -> ReportOnly {
     let Some(node) = root.get("reportOnly") else {
         return ReportOnly::Off;
     };
-    if let serde_yaml::Value::Bool(all) = node.value {
+    if let yaml_serde::Value::Bool(all) = node.value {
         return if *all {
             ReportOnly::All
         } else {

@@ -43,7 +43,7 @@ fn every_example_is_valid_and_matches_the_raw_mirror() {
         }
         // The serde mirror accepts every valid file too (STYLE habit 2).
         let text = std::fs::read_to_string(&path).unwrap();
-        if let Err(error) = serde_yaml::from_str::<RawConfig>(&text) {
+        if let Err(error) = yaml_serde::from_str::<RawConfig>(&text) {
             panic!("{}: raw mirror disagrees: {error}", path.display());
         }
     }

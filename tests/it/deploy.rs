@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 use artifacts::{
     at, deploy_dir, dockerfile, documents, fhirguard_help, kinds, port_number, read, s, selects,
@@ -418,7 +418,7 @@ fn pods_are_locked_down() {
 }
 
 /// The Services in front of fhirguard's pods (a store the shared-state component adds has its own).
-fn fhirguard_services(example: &Example) -> Vec<&serde_yaml::Value> {
+fn fhirguard_services(example: &Example) -> Vec<&yaml_serde::Value> {
     let pod_labels = at(example.pod(), "metadata.labels");
     kinds(&example.manifests, "Service")
         .into_iter()
@@ -494,7 +494,7 @@ fn the_shared_state_component_wires_fhirguard_to_valkey() {
             && seq(at(rule, "to")).iter().any(|to| {
                 at(to, "podSelector.matchLabels")
                     .get("app.kubernetes.io/name")
-                    .and_then(serde_yaml::Value::as_str)
+                    .and_then(yaml_serde::Value::as_str)
                     == Some("fhirguard-valkey")
             })
     }));

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use fhirguard::config::Config;
 use serde::Deserialize;
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 /// The Kubernetes examples as applied: each kustomize overlay (`kubernetes/overlays/<name>`)
 /// rendered by `kubectl kustomize` into `kubernetes/rendered/<name>`, one file per kind
@@ -51,7 +51,7 @@ pub(crate) fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 /// The documents of a (multi-document) YAML file; empty documents are left out.
 pub(crate) fn documents(path: &Path) -> Vec<Value> {
     let text = read(path);
-    serde_yaml::Deserializer::from_str(&text)
+    yaml_serde::Deserializer::from_str(&text)
         .map(|document| {
             Value::deserialize(document).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         })
