@@ -27,6 +27,7 @@ pub mod roles;
 mod arm;
 mod audit;
 mod authentication;
+mod connections;
 mod cors;
 mod document;
 mod file;

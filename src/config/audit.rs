@@ -104,12 +104,8 @@ fn server(node: &Node<'_>, object: &Object<'_>, errors: &mut Errors) -> Option<A
             .map_err(|message| errors.push(&node.path, message))
             .ok()
     });
-    let count = |key: &str, default: usize, errors: &mut Errors| {
-        object
-            .get(key)
-            .and_then(|node| node.count(errors, 1))
-            .unwrap_or(default)
-    };
+    let count =
+        |key: &str, default: usize, errors: &mut Errors| object.count_or(key, default, 1, errors);
     let queue_capacity = count("queueCapacity", DEFAULT_QUEUE_CAPACITY, errors);
     if queue_capacity > MAX_QUEUE_CAPACITY {
         errors.push(
@@ -125,10 +121,7 @@ fn server(node: &Node<'_>, object: &Object<'_>, errors: &mut Errors) -> Option<A
         );
     }
     let duration = |key: &str, default: Duration, errors: &mut Errors| {
-        object
-            .get(key)
-            .and_then(|node| node.duration(errors, false))
-            .unwrap_or(default)
+        object.duration_or(key, default, false, errors)
     };
     // Every key is checked before a bad URL gives up on the block.
     let flush_interval = duration("flushInterval", DEFAULT_FLUSH_INTERVAL, errors);

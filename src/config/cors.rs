@@ -76,10 +76,7 @@ pub(super) fn cors(node: Option<Node<'_>>, errors: &mut Errors) -> Option<Cors> 
                 Some(seconds) => u32::try_from(seconds).unwrap_or(DEFAULT_MAX_AGE),
                 None => DEFAULT_MAX_AGE,
             });
-    let allow_credentials = object
-        .get("allowCredentials")
-        .and_then(|node| node.bool(errors))
-        .unwrap_or(false);
+    let allow_credentials = object.flag("allowCredentials", errors);
     if allow_credentials && origins == Allowed::Any {
         errors.push(
             &object.key_path("allowCredentials"),

@@ -271,6 +271,39 @@ impl<'a> Object<'a> {
         }
     }
 
+    /// `key` as `true`/`false`; `false` when absent or wrong.
+    pub(super) fn flag(&self, key: &str, errors: &mut Errors) -> bool {
+        self.get(key)
+            .and_then(|node| node.bool(errors))
+            .unwrap_or(false)
+    }
+
+    /// `key` as a duration (`30s`, `5m`…); `default` when absent or wrong.
+    pub(super) fn duration_or(
+        &self,
+        key: &str,
+        default: Duration,
+        zero_allowed: bool,
+        errors: &mut Errors,
+    ) -> Duration {
+        self.get(key)
+            .and_then(|node| node.duration(errors, zero_allowed))
+            .unwrap_or(default)
+    }
+
+    /// `key` as a count of at least `min`; `default` when absent or wrong.
+    pub(super) fn count_or(
+        &self,
+        key: &str,
+        default: usize,
+        min: u64,
+        errors: &mut Errors,
+    ) -> usize {
+        self.get(key)
+            .and_then(|node| node.count(errors, min))
+            .unwrap_or(default)
+    }
+
     /// Whether `key` is written at all (even as null).
     pub(super) fn has(&self, key: &str) -> bool {
         self.map.contains_key(key)

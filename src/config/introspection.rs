@@ -110,10 +110,7 @@ pub(super) fn introspection(
     let client_id = required_text(&object, "clientId", errors);
     let client_secret = secret(&object, errors);
     let duration = |key: &str, default: Duration, zero: bool, errors: &mut Errors| {
-        object
-            .get(key)
-            .and_then(|node| node.duration(errors, zero))
-            .unwrap_or(default)
+        object.duration_or(key, default, zero, errors)
     };
     let cache_ttl = duration("cacheTtl", DEFAULT_CACHE_TTL, false, errors);
     let inactive_cache_ttl = duration("inactiveCacheTtl", DEFAULT_INACTIVE_CACHE_TTL, true, errors);

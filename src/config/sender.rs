@@ -327,10 +327,7 @@ pub(super) fn sender_constraints(
 /// `dpop.nonce`: the settings when `required`. The secret file is read and checked whenever it
 /// is named, so a mistake shows before nonces are turned on.
 fn dpop_nonce(object: &Object<'_>, errors: &mut Errors) -> Option<NonceSettings> {
-    let required = object
-        .get("required")
-        .and_then(|node| node.bool(errors))
-        .unwrap_or(false);
+    let required = object.flag("required", errors);
     let lifetime = object
         .get("lifetime")
         .and_then(|node| {
@@ -375,10 +372,7 @@ fn client_certificates(
     errors: &mut Errors,
 ) {
     sender.certificate_required_for = client_ids(object, errors);
-    sender.request_client_certificates = object
-        .get("request")
-        .and_then(|node| node.bool(errors))
-        .unwrap_or(false);
+    sender.request_client_certificates = object.flag("request", errors);
     if sender.request_client_certificates && !tls {
         errors.push(
             &object.key_path("request"),

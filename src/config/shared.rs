@@ -202,10 +202,7 @@ pub(super) fn shared_state(node: Option<Node<'_>>, errors: &mut Errors) -> Optio
         Some("closed") => FailureMode::Closed,
         _ => FailureMode::Open,
     };
-    let introspection = object
-        .get("introspection")
-        .and_then(|node| node.bool(errors))
-        .unwrap_or(false);
+    let introspection = object.flag("introspection", errors);
     let redis = match object.get("redis") {
         Some(node) => redis(&node, errors),
         None => {
@@ -245,10 +242,7 @@ fn redis(node: &Node<'_>, errors: &mut Errors) -> Option<Redis> {
         .and_then(|node| node.string(errors))
         .unwrap_or(DEFAULT_KEY_PREFIX)
         .to_owned();
-    let timeout = object
-        .get("timeout")
-        .and_then(|node| node.duration(errors, false))
-        .unwrap_or(DEFAULT_TIMEOUT);
+    let timeout = object.duration_or("timeout", DEFAULT_TIMEOUT, false, errors);
     let password = secret_source(&object, "passwordFile", "passwordEnv", errors);
     Some(Redis {
         url: url?,

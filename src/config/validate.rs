@@ -2,21 +2,16 @@
 //! STYLE habit 2). Each section takes its default when absent; a section with mistakes records
 //! them and falls back to its default so the walk can go on and find the rest.
 
-use std::net::SocketAddr;
-use std::num::NonZeroUsize;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use yaml_serde::Value;
 
+use super::connections::{key_sets, limits, socket_address, tls, upstream, worker_threads};
 use super::document::{base_url, choice, without_trailing_slash, Errors, Node, Object};
-use super::raw::{
-    keys_of, RawCompatibility, RawConfig, RawKeySets, RawLimits, RawLogFormat, RawLogging, RawTls,
-    RawUpstreamObject,
-};
+use super::raw::{keys_of, RawCompatibility, RawConfig, RawLogFormat, RawLogging};
 use super::{
-    authentication, roles, Compatibility, Config, ConfigError, ConfigErrors, KeySets, Limits,
-    LogFormat, Logging, ReportOnly, Tls, Upstream,
+    authentication, roles, Compatibility, Config, ConfigError, ConfigErrors, LogFormat, Logging,
+    ReportOnly,
 };
 
 /// Defaults of the top-level keys (see `config/*.yaml`).
@@ -26,8 +21,6 @@ const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(300);
 /// Kubernetes' default `terminationGracePeriodSeconds` is also 30 s, so a pod must give more
 /// (the manifests in deploy/ give 40 s) for the drain to finish before SIGKILL.
 const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(30);
-/// More worker threads than this is a typo, not a tuning.
-const MAX_WORKER_THREADS: usize = 1024;
 /// Reference §8 rule 22 and SPEC §4 step 1.
 const DEFAULT_ANONYMOUS_PATHS: [&str; 3] = [
     "/metadata",
@@ -93,7 +86,7 @@ fn walk(document: &Value, errors: &mut Errors) -> Option<Config> {
         errors.push("adminListen", format!("must differ from listen ({listen})"));
     }
     let upstream = upstream(&root, errors);
-    let allow_http_authorities = flag(&root, "allowHttpAuthorities", errors);
+    let allow_http_authorities = root.flag("allowHttpAuthorities", errors);
     let compatibility = compatibility(&root, errors);
     let worker_threads = worker_threads(&root, errors);
     let auth = match root.get("authenticationConfiguration") {
@@ -119,8 +112,8 @@ fn walk(document: &Value, errors: &mut Errors) -> Option<Config> {
         }),
         allow_http_authorities,
         compatibility,
-        clock_skew: duration(&root, "clockSkew", DEFAULT_CLOCK_SKEW, true, errors),
-        audience_ignore_trailing_slash: flag(&root, "audienceIgnoreTrailingSlash", errors),
+        clock_skew: root.duration_or("clockSkew", DEFAULT_CLOCK_SKEW, true, errors),
+        audience_ignore_trailing_slash: root.flag("audienceIgnoreTrailingSlash", errors),
         smart_launch_patient_claim: launch_patient_claim(&root, compatibility, errors),
         report_only: report_only(&root, errors),
         key_sets: key_sets(root.get("keySets"), errors),
@@ -148,8 +141,7 @@ fn walk(document: &Value, errors: &mut Errors) -> Option<Config> {
             errors,
         ),
         // Zero is allowed: stop at once, cutting requests in flight.
-        shutdown_grace_period: duration(
-            &root,
+        shutdown_grace_period: root.duration_or(
             "shutdownGracePeriod",
             DEFAULT_SHUTDOWN_GRACE_PERIOD,
             true,
@@ -184,57 +176,6 @@ fn cors(root: &Object<'_>, errors: &mut Errors) -> Option<super::Cors> {
         }
         (own, arm) => super::cors::cors(own.or(arm), errors),
     }
-}
-
-fn socket_address(
-    object: &Object<'_>,
-    key: &str,
-    default: &str,
-    errors: &mut Errors,
-) -> SocketAddr {
-    let fallback = default
-        .parse()
-        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-    let Some(node) = object.get(key) else {
-        return fallback;
-    };
-    let Some(text) = node.string(errors) else {
-        return fallback;
-    };
-    text.parse().unwrap_or_else(|_| {
-        errors.push(
-            &node.path,
-            format!("'{text}' is not a socket address (ip:port, e.g. {default})"),
-        );
-        fallback
-    })
-}
-
-fn flag(object: &Object<'_>, key: &str, errors: &mut Errors) -> bool {
-    object
-        .get(key)
-        .and_then(|node| node.bool(errors))
-        .unwrap_or(false)
-}
-
-fn duration(
-    object: &Object<'_>,
-    key: &str,
-    default: Duration,
-    zero_allowed: bool,
-    errors: &mut Errors,
-) -> Duration {
-    object
-        .get(key)
-        .and_then(|node| node.duration(errors, zero_allowed))
-        .unwrap_or(default)
-}
-
-fn count(object: &Object<'_>, key: &str, default: usize, min: u64, errors: &mut Errors) -> usize {
-    object
-        .get(key)
-        .and_then(|node| node.count(errors, min))
-        .unwrap_or(default)
 }
 
 /// `smartLaunchPatientClaim`: a claim name. Azure confines `patient/` scopes to `fhirUser` and
@@ -293,220 +234,6 @@ fn compatibility(root: &Object<'_>, errors: &mut Errors) -> Compatibility {
 }
 
 /// `upstream`: a URL string, or `{url, connectTimeout, …}`. The URL's path loses its trailing '/'.
-fn upstream(root: &Object<'_>, errors: &mut Errors) -> Option<Upstream> {
-    let Some(node) = root.get("upstream") else {
-        errors.push("upstream", "is required (the FHIR server's base URL)");
-        return None;
-    };
-    let (url_node, settings) = match node.value {
-        Value::Mapping(_) => {
-            let object = node.object(errors, keys_of::<RawUpstreamObject>())?;
-            let Some(url_node) = object.get("url") else {
-                errors.push(
-                    &object.key_path("url"),
-                    "is required (the FHIR server's base URL)",
-                );
-                return None;
-            };
-            (url_node, Some(object))
-        }
-        _ => (node, None),
-    };
-    let text = url_node.text(errors)?;
-    let url = base_url(text)
-        .map(without_trailing_slash)
-        .map_err(|message| errors.push(&url_node.path, message))
-        .ok();
-    let mut upstream = Upstream {
-        url: url?,
-        connect_timeout: Duration::from_secs(5),
-        response_timeout: Duration::from_secs(60),
-        ca_file: None,
-        http2: false,
-        // Below the idle keep-alive timeouts FHIR servers default to (README, "Upstream
-        // connections"): Node's and Apache httpd's 5 s are the shortest.
-        pool_idle_timeout: Duration::from_secs(4),
-        pool_max_idle_per_host: 256,
-        max_connections: 256,
-    };
-    if let Some(object) = settings {
-        upstream.connect_timeout = duration(
-            &object,
-            "connectTimeout",
-            upstream.connect_timeout,
-            false,
-            errors,
-        );
-        upstream.response_timeout = duration(
-            &object,
-            "responseTimeout",
-            upstream.response_timeout,
-            false,
-            errors,
-        );
-        upstream.pool_idle_timeout = duration(
-            &object,
-            "poolIdleTimeout",
-            upstream.pool_idle_timeout,
-            false,
-            errors,
-        );
-        upstream.pool_max_idle_per_host = count(
-            &object,
-            "poolMaxIdlePerHost",
-            upstream.pool_max_idle_per_host,
-            0,
-            errors,
-        );
-        upstream.max_connections = count(
-            &object,
-            "maxConnections",
-            upstream.max_connections,
-            1,
-            errors,
-        );
-        upstream.http2 = flag(&object, "http2", errors);
-        if let Some(ca) = object.get("caFile") {
-            if upstream.url.scheme() != "https" {
-                errors.push(&ca.path, "applies only to an https upstream");
-            }
-            upstream.ca_file = ca.text(errors).map(PathBuf::from);
-        }
-    }
-    Some(upstream)
-}
-
-/// `workerThreads`: 0 or absent means one per CPU core (tokio's default).
-fn worker_threads(root: &Object<'_>, errors: &mut Errors) -> Option<NonZeroUsize> {
-    let node = root.get("workerThreads")?;
-    let threads = node.count(errors, 0)?;
-    if threads > MAX_WORKER_THREADS {
-        errors.push(
-            &node.path,
-            format!("must be at most {MAX_WORKER_THREADS} (0 = one per CPU core)"),
-        );
-        return None;
-    }
-    NonZeroUsize::new(threads)
-}
-
-fn tls(node: &Node<'_>, errors: &mut Errors) -> Option<Tls> {
-    let object = node.object(errors, keys_of::<RawTls>())?;
-    let mut file = |key: &str| {
-        let Some(node) = object.get(key) else {
-            errors.push(&object.key_path(key), "is required");
-            return None;
-        };
-        node.text(errors).map(PathBuf::from)
-    };
-    let cert_file = file("certFile");
-    let key_file = file("keyFile");
-    Some(Tls {
-        cert_file: cert_file?,
-        key_file: key_file?,
-    })
-}
-
-fn key_sets(node: Option<Node<'_>>, errors: &mut Errors) -> KeySets {
-    let defaults = KeySets {
-        refresh_interval: Duration::from_secs(3600),
-        min_refetch_interval: Duration::from_secs(300),
-        max_stale: Duration::from_secs(24 * 3600),
-        fetch_timeout: Duration::from_secs(5),
-        retry_interval: Duration::from_secs(10),
-    };
-    let Some(object) = node.and_then(|node| node.object(errors, keys_of::<RawKeySets>())) else {
-        return defaults;
-    };
-    let mut get = |key, default| duration(&object, key, default, false, errors);
-    KeySets {
-        refresh_interval: get("refreshInterval", defaults.refresh_interval),
-        min_refetch_interval: get("minRefetchInterval", defaults.min_refetch_interval),
-        max_stale: get("maxStale", defaults.max_stale),
-        fetch_timeout: get("fetchTimeout", defaults.fetch_timeout),
-        retry_interval: get("retryInterval", defaults.retry_interval),
-    }
-}
-
-fn limits(node: Option<Node<'_>>, errors: &mut Errors) -> Limits {
-    let defaults = Limits {
-        header_read_timeout: Duration::from_secs(10),
-        max_header_bytes: 65_536,
-        max_token_bytes: 16_384,
-        max_bundle_bytes: 10 * 1024 * 1024,
-        body_read_timeout: Duration::from_secs(30),
-        max_buffered_bytes: 128 * 1024 * 1024,
-    };
-    let Some(object) = node.and_then(|node| node.object(errors, keys_of::<RawLimits>())) else {
-        return defaults;
-    };
-    let limits = Limits {
-        header_read_timeout: duration(
-            &object,
-            "headerReadTimeout",
-            defaults.header_read_timeout,
-            false,
-            errors,
-        ),
-        max_header_bytes: count(
-            &object,
-            "maxHeaderBytes",
-            defaults.max_header_bytes,
-            1,
-            errors,
-        ),
-        max_token_bytes: count(
-            &object,
-            "maxTokenBytes",
-            defaults.max_token_bytes,
-            1,
-            errors,
-        ),
-        max_bundle_bytes: count(
-            &object,
-            "maxBundleBytes",
-            defaults.max_bundle_bytes,
-            1,
-            errors,
-        ),
-        body_read_timeout: duration(
-            &object,
-            "bodyReadTimeout",
-            defaults.body_read_timeout,
-            false,
-            errors,
-        ),
-        max_buffered_bytes: count(
-            &object,
-            "maxBufferedBytes",
-            defaults.max_buffered_bytes,
-            1,
-            errors,
-        ),
-    };
-    // One bundle of the largest size must fit the budget, or it could never be read.
-    if limits.max_buffered_bytes < limits.max_bundle_bytes {
-        let (key, message) = match object.get("maxBufferedBytes") {
-            Some(node) => (
-                node.path,
-                format!(
-                    "must be at least limits.maxBundleBytes ({})",
-                    limits.max_bundle_bytes
-                ),
-            ),
-            None => (
-                object.key_path("maxBundleBytes"),
-                format!(
-                    "must be at most limits.maxBufferedBytes ({})",
-                    limits.max_buffered_bytes
-                ),
-            ),
-        };
-        errors.push(&key, message);
-    }
-    limits
-}
-
 /// Paths relative to the FHIR base, each starting with '/'.
 fn anonymous_paths(root: &Object<'_>, errors: &mut Errors) -> Vec<String> {
     let Some(items) = root
@@ -547,6 +274,6 @@ fn logging(node: Option<Node<'_>>, errors: &mut Errors) -> Logging {
     if let Some(level) = object.get("level").and_then(|node| node.text(errors)) {
         level.clone_into(&mut logging.level);
     }
-    logging.log_query = flag(&object, "logQueryStrings", errors);
+    logging.log_query = object.flag("logQueryStrings", errors);
     logging
 }
