@@ -335,8 +335,8 @@ pub enum SmartError {
          relative (Practitioner/7) or an absolute http(s) URL ending in it."
     )]
     FhirUserShape(String),
-    /// An absolute `fhirUser` at a base other than `publicBaseUrl` (reference §8 rule 16
-    /// [REC]); holds the claim and the expected base.
+    /// An absolute `fhirUser` at a base other than `publicBaseUrl` (reference §8 rule 16, a
+    /// recommendation); holds the claim and the expected base.
     #[error("The fhirUser claim {0} is not a resource of this FHIR service ({1}).")]
     FhirUserBase(String, String),
     /// The launch-context claim is not a Patient id (`<id>` or `Patient/<id>`).
