@@ -8,22 +8,45 @@ use std::fmt;
 /// `DataActions` flags enum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DataAction {
+    /// `read`: read, vread, search and history (Azure RBAC `…/resources/read`).
     Read = 0,
+    /// `write`: create and update; with `Read`, also patch and the conditional interactions.
     Write = 1,
+    /// `delete`: soft delete (the resource keeps its history).
     Delete = 2,
+    /// `hardDelete/action`: a delete that purges history (`hardDelete=true`, `$purge-history`);
+    /// required on top of `Delete`.
     HardDelete = 3,
+    /// `export/action`: bulk `$export` and its status and cancel endpoints.
     Export = 4,
+    /// `resourceValidate/action`: `$validate`.
     ResourceValidate = 5,
+    /// `reindex/action`: `$reindex`, and creating or updating a `SearchParameter` resource.
     Reindex = 6,
+    /// `convertData/action`: `$convert-data`.
     ConvertData = 7,
+    /// `editProfileDefinitions/action`: writes and deletes of profile resources
+    /// (`StructureDefinition`, `ValueSet`, `CodeSystem`), on top of the CRUD action.
     EditProfileDefinitions = 8,
+    /// `import/action`: bulk `$import` and its status and cancel endpoints.
     Import = 9,
+    /// `searchparameter/action`: changing the state of search parameters
+    /// (`SearchParameter/$status` other than GET).
     SearchParameter = 10,
+    /// `bulkOperator/action`: `$bulk-update` and its status and cancel endpoints.
     BulkOperator = 11,
+    /// `search/action`: search and history without plain `Read`; granted by the SMART v2 `s`
+    /// letter.
     Search = 12,
+    /// `readById/action`: read and vread by id only, no search; granted by the SMART v2 `r`
+    /// letter.
     ReadById = 13,
+    /// Create without plain `Write`; granted by the SMART v2 `c` letter.
     Create = 14,
+    /// Update and patch without plain `Write`; granted by the SMART v2 `u` letter.
     Update = 15,
+    /// `smart/action`: SMART scopes apply to this principal (role "FHIR SMART User",
+    /// reference §4.1). A marker, not a permission: `*` does not include it.
     Smart = 30,
 }
 
@@ -113,10 +136,12 @@ const IMPLIED: [(DataAction, DataActions); 2] = [
 pub struct DataActions(u32);
 
 impl DataActions {
+    /// The empty set: grants nothing.
     pub const NONE: DataActions = DataActions(0);
     /// `*`: bits 0–15, without `Smart`.
     pub const ALL: DataActions = DataActions(0xFFFF);
 
+    /// The set holding exactly `actions`.
     pub fn of(actions: &[DataAction]) -> DataActions {
         actions
             .iter()
@@ -131,34 +156,41 @@ impl DataActions {
         DataAction::parse(name).map(|action| DataActions::NONE.with(action))
     }
 
+    /// This set plus `action`.
     #[must_use]
     pub fn with(self, action: DataAction) -> DataActions {
         DataActions(self.0 | action.bit())
     }
 
+    /// This set less `action`.
     #[must_use]
     pub fn without(self, action: DataAction) -> DataActions {
         DataActions(self.0 & !action.bit())
     }
 
+    /// The actions in either set (e.g. the grants of several roles).
     #[must_use]
     pub fn union(self, other: DataActions) -> DataActions {
         DataActions(self.0 | other.0)
     }
 
+    /// The actions in both sets: how SMART scopes narrow a role's grant (reference §3.1).
     #[must_use]
     pub fn intersection(self, other: DataActions) -> DataActions {
         DataActions(self.0 & other.0)
     }
 
+    /// Whether `action` is in the set.
     pub fn contains(self, action: DataAction) -> bool {
         self.0 & action.bit() != 0
     }
 
+    /// Whether every action of `other` is in this set.
     pub fn contains_all(self, other: DataActions) -> bool {
         self.0 & other.0 == other.0
     }
 
+    /// Whether the set grants nothing.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
@@ -190,6 +222,7 @@ impl DataActions {
         parts.join("; ")
     }
 
+    /// The actions in the set, in bit order, `Smart` last.
     pub fn iter(self) -> impl Iterator<Item = DataAction> {
         DataAction::ALL
             .into_iter()
@@ -226,6 +259,7 @@ impl fmt::Display for DataActions {
 /// `[{Read, Write}, {Update}]` (reference §3.2).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Requirement {
+    /// The ways to satisfy the requirement; each set must be granted in full.
     pub alternatives: Vec<DataActions>,
 }
 

@@ -22,8 +22,14 @@ use crate::fhir::FhirRequest;
 /// The decision for one request (or one bundle entry).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
+    /// Whether the request (or entry) may be forwarded; a denial is answered 403 `forbidden`
+    /// (reference §8 rule 13).
     pub allowed: bool,
+    /// The data actions the request needs (reference §3.2), as [`crate::fhir::classify`] found.
     pub required: Requirement,
+    /// The data actions weighed against `required`: the principal's roles or
+    /// `allowedDataActions`; under SMART's type gate, intersected with the scope actions for the
+    /// request's type.
     pub granted: DataActions,
     /// Why: what was required and what was granted, e.g. `create requires Write | Create;
     /// granted Read`. Safe to show the caller (it names only their own grants).
@@ -40,8 +46,12 @@ impl fmt::Display for Decision {
 /// The decision for a batch or transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BundleDecision {
+    /// Whether the bundle may be forwarded: the pre-check passed and every entry is allowed.
     pub allowed: bool,
+    /// Batch or transaction (the bundle's `type`): a transaction fails as a whole on one denied
+    /// entry, a batch may be answered per entry (reference §3.2, `BundleHandler.cs`).
     pub kind: BundleKind,
+    /// The principal's data actions, before any SMART narrowing: what the pre-check reads.
     pub granted: DataActions,
     /// One decision per entry, in entry order.
     pub entries: Vec<Decision>,

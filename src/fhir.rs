@@ -46,22 +46,39 @@ use route::Route;
 /// A FHIR RESTful interaction (R4 http.html), with fhirguard's names for the OSS job endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Interaction {
+    /// `GET /metadata`: the server's `CapabilityStatement`.
     Capabilities,
+    /// `GET T/id`: the current version of one resource.
     Read,
+    /// `GET T/id/_history/vid`: one version of a resource.
     Vread,
+    /// `GET T?…` or `POST T/_search`: a search over one type.
     SearchType,
+    /// `GET /?…` (also with `_type`) or `POST /_search`: a search across types.
     SearchSystem,
+    /// `GET C/id/T` or `C/id/*` (or `POST …/_search`): a search inside a compartment.
     SearchCompartment,
+    /// `GET T/id/_history`: every version of one resource.
     HistoryInstance,
+    /// `GET T/_history`: the changes to every resource of a type.
     HistoryType,
+    /// `GET /_history`: the changes to every resource on the server.
     HistorySystem,
+    /// `POST T`: a new resource with a server-assigned id.
     Create,
+    /// `POST T` with `If-None-Exist`: create unless the search criteria match.
     ConditionalCreate,
+    /// `PUT T/id`: replace (or create at) one resource.
     Update,
+    /// `PUT T?…`: update the resource the search criteria match.
     ConditionalUpdate,
+    /// `PATCH T/id`: a partial change to one resource.
     Patch,
+    /// `PATCH T?…`: patch the resource the search criteria match.
     ConditionalPatch,
+    /// `DELETE T/id`: delete one resource (hard with `hardDelete=true`).
     Delete,
+    /// `DELETE T?…`: delete the resources the search criteria match.
     ConditionalDelete,
     /// `POST /`: a batch or a transaction; the body decides which ([`bundle::classify_bundle`]).
     Bundle,
@@ -135,6 +152,7 @@ impl fmt::Display for Interaction {
 /// A classified request: what it does, to what, and the data actions it requires.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FhirRequest {
+    /// The FHIR interaction the method and path name.
     pub interaction: Interaction,
     /// The resource type acted on: the path's type, or the target type of a compartment search
     /// (`None` for `Patient/1/*`, system-level interactions and job endpoints).
@@ -148,6 +166,9 @@ pub struct FhirRequest {
     /// The operation name without `$` (canonical spelling for known operations, lower-cased
     /// otherwise), or the job kind of `_operations/<kind>/<id>`.
     pub operation: Option<String>,
+    /// The data actions the request needs (reference §3.2), with the extras: `HardDelete` for a
+    /// hard delete, `EditProfileDefinitions` for a change to a profile type, `Reindex` for a
+    /// create or update of a `SearchParameter`.
     pub required: Requirement,
     /// The raw query string, if any (a bundle entry's URL query; SMART checks read it).
     pub query: Option<String>,
@@ -189,16 +210,36 @@ impl fmt::Display for FhirRequest {
 /// `diagnostics`; [`ClassifyError::code`] gives the issue code.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ClassifyError {
+    /// A method other than GET, HEAD, POST, PUT, PATCH and DELETE, the methods of the FHIR
+    /// REST API.
     #[error("The HTTP method {0} is not supported.")]
     UnsupportedMethod(String),
+    /// A path segment in a resource-type position that is not an R4 resource type.
     #[error("Resource type '{0}' is not supported.")]
     UnknownResourceType(String),
+    /// A path of no R4 route: too many segments, `_history` misplaced, or a compartment
+    /// search under a type that is not a compartment type.
     #[error("No FHIR interaction is defined for the path '{0}'.")]
     UnknownRoute(String),
+    /// A known operation invoked at a level or on a type where it is not defined (`$export`
+    /// on an Observation, `$purge-history` on a type).
     #[error("The operation ${operation} is not supported on '{path}'.")]
-    OperationNotSupported { operation: String, path: String },
+    OperationNotSupported {
+        /// The operation name, without `$`.
+        operation: String,
+        /// The normalized request path.
+        path: String,
+    },
+    /// A method the route or operation does not take (`POST T/id`, `PUT T` without search
+    /// criteria, `GET …/$import`).
     #[error("The method {method} is not allowed for '{path}'.")]
-    MethodNotAllowed { method: String, path: String },
+    MethodNotAllowed {
+        /// The request method.
+        method: String,
+        /// The normalized request path.
+        path: String,
+    },
+    /// An id or version id that is not of the R4 `id` shape.
     #[error("'{0}' is not a valid FHIR id ([A-Za-z0-9-.], at most 64 characters).")]
     InvalidId(String),
 }

@@ -18,8 +18,13 @@ pub use grammar::parse_scopes;
 /// The launch context a clinical scope is written for (reference §4.2 `id` group).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Context {
+    /// `patient/`: confined to one compartment, the launch-context patient's or else the
+    /// `fhirUser`'s (reference §4.5).
     Patient,
+    /// `user/`: the signed-in user's (`fhirUser`'s) access; gated by type and action only.
     User,
+    /// `system/`: a backend service with no user (SMART Backend Services); the only context
+    /// that may `$export` (reference §4.8).
     System,
 }
 
@@ -43,6 +48,7 @@ impl fmt::Display for Context {
 /// Which resource types a scope covers: `*` and `all` both mean every type (reference §4.2).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ResourceScope {
+    /// `*` or `all`: every resource type.
     All,
     /// An R4 resource type name, checked against the R4 list when parsed.
     Type(String),
@@ -80,10 +86,15 @@ pub enum Access {
     V1All,
     /// v2 letters from `cruds`; at least one is set in a parsed scope.
     V2 {
+        /// `c`: create (grants `Create`).
         c: bool,
+        /// `r`: read by id (grants `ReadById`, not search).
         r: bool,
+        /// `u`: update (grants `Update`).
         u: bool,
+        /// `d`: delete (grants `Delete`).
         d: bool,
+        /// `s`: search (grants `Search` and `Export`).
         s: bool,
     },
 }
@@ -142,8 +153,11 @@ impl fmt::Display for Access {
 /// One clinical scope, e.g. `patient/Observation.rs?category=laboratory`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SmartScope {
+    /// The prefix before the separator: `patient`, `user` or `system`.
     pub context: Context,
+    /// The resource type after the separator, or every type.
     pub resource: ResourceScope,
+    /// The access level after the `.`: v1 `read`/`write`/`*` or v2 `cruds` letters.
     pub access: Access,
     /// SMART v2 search-parameter constraints (`?k=v&k2=v2`), in token order, ANDed. Names are
     /// plain parameter names or a name with a resource-type target (`subject:Patient`); values
@@ -157,6 +171,8 @@ impl SmartScope {
         self.access.actions()
     }
 
+    /// True when the scope carries SMART v2 search-parameter constraints (`?k=v`): it then
+    /// grants only the resources those parameters match, and never `$export`.
     pub fn is_constrained(&self) -> bool {
         !self.constraints.is_empty()
     }
@@ -185,6 +201,8 @@ pub struct ScopeSet {
 }
 
 impl ScopeSet {
+    /// The clinical scopes, in token order; non-clinical scopes (`openid`, `launch/patient`,
+    /// `offline_access`, …) are not kept.
     pub fn scopes(&self) -> &[SmartScope] {
         &self.scopes
     }
@@ -276,16 +294,20 @@ impl fmt::Display for ScopeSet {
 /// (reference §4.6); `{0}` is the offending scope as it appeared after percent-decoding.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
+    /// `patient/`, `user/` and `system/` scopes in one token (reference §4.4 rule 2, PR #5717).
     #[error(
         "SMART clinical scopes must use a single context. Patient, user, and system scopes \
          cannot be mixed."
     )]
     MixedContexts,
+    /// v1 levels and v2 letters in one token (reference §4.4 rule 3, PR #5096).
     #[error(
         "SMART v1 and v2 clinical scopes cannot be mixed. Use either read, write and * or the \
          cruds letters in all clinical scopes."
     )]
     MixedVersions,
+    /// The scope names a type that is not an R4 resource type, compared case-sensitively
+    /// (reference §4.4 rule 5); holds the scope and the type.
     #[error(
         "Invalid SMART on FHIR clinical scope '{0}'. The resource type '{1}' is not a supported \
          FHIR resource type."
@@ -299,6 +321,7 @@ pub enum ScopeError {
          ?name=value constraints."
     )]
     Malformed(String),
+    /// A v2 letter given twice, as in `rrs` (reference §4.4 rule 4).
     #[error(
         "Invalid SMART on FHIR clinical scope '{0}'. The access level letter '{1}' appears more \
          than once."
@@ -310,15 +333,21 @@ pub enum ScopeError {
          order; SMART v2 permissions are written c, r, u, d, s in that order."
     )]
     AccessLetterOrder(String, char),
+    /// A constraint that is not `name=value`: no `=`, an empty name or value, a character
+    /// outside `[A-Za-z0-9_\-:.]` in the name, or a value holding `=` (reference §4.4 rule 6).
     #[error(
         "Invalid search parameters in SMART on FHIR clinical scope '{0}'. Constraints must be \
          name=value pairs separated by '&'."
     )]
     InvalidConstraint(String),
+    /// A chained constraint: a name holding `.` or starting `_has:` (reference §4.4 rule 6).
     #[error("Chained search parameters are not supported in SMART on FHIR clinical scope '{0}'.")]
     ChainedConstraint(String),
+    /// A constraint with a search modifier (`:not`, `:exact`, `:missing`, …); a resource-type
+    /// target such as `subject:Patient` is not a modifier (reference §4.4 rule 6, PR #5643).
     #[error("Search parameter modifiers are not supported in SMART on FHIR clinical scope '{0}'.")]
     ModifierConstraint(String),
+    /// `_include` or `_revinclude` as a constraint (reference §4.4 rule 6).
     #[error(
         "Result parameters _include and _revinclude are not supported in SMART on FHIR clinical \
          scope '{0}'."

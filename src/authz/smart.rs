@@ -42,11 +42,15 @@ pub fn applies(provider: ProviderKind, granted: DataActions) -> bool {
 /// confined to (reference §4.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OwnerType {
+    /// A patient: the R4 Patient compartment.
     Patient,
+    /// A clinician: the R4 Practitioner compartment (reference §4.5: a Practitioner `fhirUser`
+    /// with `patient/` scopes is confined to it).
     Practitioner,
 }
 
 impl OwnerType {
+    /// The FHIR resource type name, as written in references (`Patient/123`).
     pub fn name(self) -> &'static str {
         match self {
             OwnerType::Patient => "Patient",
@@ -58,7 +62,9 @@ impl OwnerType {
 /// A parsed `fhirUser` claim: `…/Patient/<id>` or `…/Practitioner/<id>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FhirUser {
+    /// The resource type the claim names.
     pub owner: OwnerType,
+    /// The resource id the claim names (a valid FHIR id).
     pub id: String,
     /// `publicBaseUrl` without its trailing slash: the only base at which an absolute reference
     /// names this user. `None`: only the relative reference does (see [`FhirUser::is_named_by`]).
@@ -230,7 +236,10 @@ fn valid_id(id: &str) -> bool {
 /// launch-context claim (`smartLaunchPatientClaim`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SmartGrant {
+    /// The clinical scopes of the token's `scp`/`scope` claims.
     pub scopes: ScopeSet,
+    /// The parsed `fhirUser` (or `extension_fhirUser`) claim; `None` unless the scopes are
+    /// `patient/` or `user/`.
     pub user: Option<FhirUser>,
     /// The launch context's patient: under a `patient` context, the compartment owner instead of
     /// `fhirUser` (an EHR launch: the Practitioner opens the chosen patient's record).
@@ -304,25 +313,33 @@ impl SmartGrant {
 /// Why a token's SMART claims are refused: a 400 `invalid` OperationOutcome (reference §4.4–4.6).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SmartError {
+    /// The scope claims are malformed (reference §4.4).
     #[error(transparent)]
     Scope(#[from] ScopeError),
+    /// `patient/` or `user/` scopes without a `fhirUser` claim: refused rather than left
+    /// without a compartment (MSRC-128308, PR #5688).
     #[error(
         "The token's patient/ or user/ scopes need a fhirUser claim (or extension_fhirUser) \
          naming the Patient or Practitioner they act for; system/ scopes need none."
     )]
     MissingFhirUser,
+    /// The `fhirUser` names a resource other than a Patient or Practitioner.
     #[error(
         "The given fhirUser claim:{0} is not valid. It must have a resource type of Patient or \
          Practitioner and a resource id."
     )]
     FhirUserType(String),
+    /// The `fhirUser` is not `<type>/<id>`, relative or as an http(s) URL.
     #[error(
         "The fhirUser claim '{0}' is not a resource reference: expected <resourceType>/<id>, \
          relative (Practitioner/7) or an absolute http(s) URL ending in it."
     )]
     FhirUserShape(String),
+    /// An absolute `fhirUser` at a base other than `publicBaseUrl` (reference §8 rule 16, a
+    /// recommendation); holds the claim and the expected base.
     #[error("The fhirUser claim {0} is not a resource of this FHIR service ({1}).")]
     FhirUserBase(String, String),
+    /// The launch-context claim is not a Patient id (`<id>` or `Patient/<id>`).
     #[error(
         "The launch-context patient '{0}' is not a Patient id (expected <id> or Patient/<id>)."
     )]

@@ -43,6 +43,7 @@ pub enum BundleKind {
 }
 
 impl BundleKind {
+    /// The `Bundle.type` code: `batch` or `transaction`.
     pub fn name(self) -> &'static str {
         match self {
             BundleKind::Batch => "batch",
@@ -60,26 +61,36 @@ impl fmt::Display for BundleKind {
 /// A classified batch or transaction: one [`FhirRequest`] per entry, in entry order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BundleRequest {
+    /// Batch or transaction, from `Bundle.type`.
     pub kind: BundleKind,
+    /// Each `entry.request`, classified as the same request sent alone.
     pub entries: Vec<FhirRequest>,
 }
 
 /// Why a bundle body was refused. Every variant becomes a 400 `invalid` OperationOutcome.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
+    /// The body is not strict JSON (duplicate member names included).
     #[error("The request body is refused: {0}")]
     NotJson(JsonError),
+    /// JSON, but not shaped as a Bundle (an `entry` that is not an array of objects, …).
     #[error("The request body is not a valid Bundle: {0}")]
     Malformed(serde_json::Error),
+    /// `resourceType` is not `Bundle`; holds what was found.
     #[error("The request body is not a Bundle (resourceType: {0}).")]
     NotABundle(String),
+    /// `Bundle.type` is another type (`document`, `collection`, …) or missing: only batches
+    /// and transactions are requests.
     #[error("Bundle.type must be 'batch' or 'transaction' (found {0}).")]
     UnsupportedType(String),
+    /// One entry's `request` cannot be classified.
     #[error("entry[{index}].{field}: {problem}")]
     Entry {
+        /// The entry's position in `Bundle.entry`, from 0.
         index: usize,
         /// The offending element, relative to the entry (`request`, `request.url`, …).
         field: &'static str,
+        /// What is wrong with it.
         problem: EntryProblem,
     },
 }
@@ -87,32 +98,46 @@ pub enum BundleError {
 /// What is wrong with one entry.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EntryProblem {
+    /// The element is absent.
     #[error("is required")]
     Missing,
+    /// The element is present but not a JSON string.
     #[error("must be a string")]
     NotAString,
+    /// `request.method` outside the R4 `http-verb` codes (case-sensitive).
     #[error("'{0}' is not a Bundle request method (GET, HEAD, POST, PUT, PATCH, DELETE)")]
     BadMethod(String),
+    /// `request.url` with a scheme or an authority: fhirguard classifies only paths under the
+    /// FHIR base it guards.
     #[error("absolute URLs are not supported; use a URL relative to the FHIR base")]
     AbsoluteUrl,
+    /// `ifNoneExist` or `ifMatch` that cannot become the header it stands for.
     #[error("contains characters not allowed in an HTTP header")]
     BadHeaderValue,
+    /// `request.url` carries `_method`, a method override.
     #[error(
         "names a _method parameter, a method override; method tunnels are refused (request \
          hygiene: method tunnels)"
     )]
     MethodParameter,
+    /// `request.url` carries an `access_token` (RFC 6750 §2.3 query credentials).
     #[error(
         "carries an access_token parameter; access tokens go in the Authorization header only, \
          never in a URL (request hygiene: credentials in URLs)"
     )]
     AccessToken,
+    /// A `POST …/_search` entry with a `resource`, which a server could read as more,
+    /// unchecked, search parameters.
     #[error("a search entry carries its parameters in request.url, not in a resource")]
     SearchWithResource,
+    /// An entry that is itself a batch or transaction (`POST /`).
     #[error("a batch or transaction cannot be nested in another")]
     NestedBundle,
+    /// `request.url`'s path is refused by the same normalization as a request's own path.
     #[error("{0}")]
     Path(PathError),
+    /// The entry's method and URL are refused by [`classify`], as the same request sent alone
+    /// would be.
     #[error("{0}")]
     Classify(ClassifyError),
 }

@@ -13,11 +13,13 @@ use super::FHIR_JSON;
 /// A checked answer in a format fhirguard cannot read (406).
 #[derive(Debug, thiserror::Error)]
 pub enum NotAcceptable {
+    /// `_format` names a non-JSON format (`xml`, `ttl`, …); holds the value.
     #[error(
         "_format={0}: this answer is checked against the caller's SMART grant, and fhirguard \
          reads only FHIR JSON; use _format=json"
     )]
     Format(String),
+    /// No `_format`, and no `Accept` value admits JSON.
     #[error(
         "Accept names no JSON type: this answer is checked against the caller's SMART grant, \
          and fhirguard reads only FHIR JSON; accept application/fhir+json"

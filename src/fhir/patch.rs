@@ -12,29 +12,45 @@ pub const JSON_PATCH: &str = "application/json-patch+json";
 /// Why a patch document could not be applied. Any of these means "cannot evaluate": refuse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PatchError {
+    /// The document is not a JSON array (RFC 6902 §3).
     #[error("the JSON Patch document is not a JSON array of operations (RFC 6902 §3)")]
     NotAnArray,
+    /// One operation cannot be applied; RFC 6902 §5: the whole patch then fails.
     #[error("JSON Patch operation {index}: {problem}")]
-    Operation { index: usize, problem: Problem },
+    Operation {
+        /// The operation's position in the document, from 0.
+        index: usize,
+        /// What is wrong with it.
+        problem: Problem,
+    },
 }
 
 /// What is wrong with one operation.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
+    /// `op` is not one of the six RFC 6902 operations.
     #[error("'op' must be add, remove, replace, move, copy or test (RFC 6902 §4)")]
     UnknownOp,
+    /// `op`, `path` or (for `move` and `copy`) `from` is absent or not a string; holds the
+    /// member's name.
     #[error("'{0}' is required and must be a string")]
     MissingMember(&'static str),
+    /// An `add`, `replace` or `test` without `value`.
     #[error("'value' is required")]
     MissingValue,
+    /// A pointer that is not empty and does not start with `/`, or has a bad `~` escape.
     #[error("'{0}' is not a JSON Pointer (RFC 6901 §3)")]
     BadPointer(String),
+    /// The pointer names a location that does not exist in the document as patched so far.
     #[error("'{0}' does not exist in the resource")]
     NoTarget(String),
+    /// A `move` into one of its own children.
     #[error("'from' is a proper prefix of 'path' (RFC 6902 §4.4)")]
     MoveIntoItself,
+    /// A `test` whose value differs from the target's (RFC 6902 §4.6).
     #[error("the test failed")]
     TestFailed,
+    /// The `copy` operations together exceed [`MAX_COPIED_VALUES`].
     #[error("the copies add more than {MAX_COPIED_VALUES} JSON values in all")]
     TooMuchCopied,
 }

@@ -19,16 +19,24 @@
 /// Why a request path was refused. Every variant becomes a 400 `invalid` OperationOutcome.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
+    /// The path does not start with `/` (an authority-form or asterisk-form target).
     #[error("The request path must start with '/'.")]
     NotAbsolute,
+    /// A control or non-ASCII character, space, `\`, `?`, `#` or `;`; holds it, quoted or as
+    /// `U+XXXX`.
     #[error("The request path contains a character that is not allowed ({0}).")]
     InvalidCharacter(String),
+    /// `%2F`, `%5C` or a double encoding (`%252F`, `%252E`) an upstream might decode into a
+    /// segment boundary.
     #[error("The request path contains an encoded path separator or dot ({0}).")]
     EncodedSeparator(String),
+    /// `%00`–`%1F` or `%7F`.
     #[error("The request path contains an encoded control character ({0}).")]
     EncodedControl(String),
+    /// A `%` not followed by two hex digits.
     #[error("The request path contains a malformed percent-encoding.")]
     MalformedEscape,
+    /// A `..` with no segment left to remove.
     #[error("The request path climbs above the FHIR base ('..').")]
     AboveRoot,
 }

@@ -15,8 +15,11 @@ pub struct Literal<'a> {
     /// The base before `<Type>/<id>` of an absolute reference, without a trailing slash
     /// (`https://fhir.example.org/r4`); `None` for a relative reference.
     pub base: Option<&'a str>,
+    /// The R4 resource type, spelled exactly (`Patient`).
     pub resource_type: &'a str,
+    /// The logical id, of the R4 `id` shape.
     pub id: &'a str,
+    /// The version id after `/_history/`, for a version-specific reference.
     pub version: Option<&'a str>,
 }
 

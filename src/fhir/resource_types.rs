@@ -165,6 +165,7 @@ impl ResourceType {
         u8::try_from(index).ok().map(ResourceType)
     }
 
+    /// The type's R4 name (`Observation`).
     pub fn name(self) -> &'static str {
         RESOURCE_TYPES[usize::from(self.0)]
     }

@@ -28,13 +28,19 @@ pub enum Confinement {
     /// Forward unchanged.
     Forward,
     /// Forward with this query string instead of the client's.
-    Rewrite { query: String },
+    Rewrite {
+        /// The client's query plus the narrowing parameters (`_type`, v2 constraints).
+        query: String,
+    },
     /// Forward with this query string, then drop from the returned Bundle every entry outside
     /// the compartment or of a type the scopes do not grant (reference §4.7, ADR-2607), or of a
     /// type they grant only under v2 constraints unless it is `proven`: the searched type,
     /// whose constraint the forwarded query carries.
     Search {
+        /// The query to forward; `None` keeps the client's.
         query: Option<String>,
+        /// The searched type whose v2 constraint the forwarded query carries, so that its
+        /// entries need no further check.
         proven: Option<ResourceType>,
     },
     /// Forward; the returned resource must be in the compartment, else 404 (reference §4.7:
@@ -42,7 +48,12 @@ pub enum Confinement {
     Read,
     /// A change to a compartment type: the request body (`body`) and/or the current resource,
     /// fetched first (`current`), must be in the compartment (reference §8 rule 20).
-    Write { body: bool, current: bool },
+    Write {
+        /// The request body is checked (create, update).
+        body: bool,
+        /// The stored resource is fetched and checked first (update, delete).
+        current: bool,
+    },
     /// A patch of a compartment type: the current resource is fetched first and must be in the
     /// compartment, and so must the result of applying the body (JSON Patch only) to it.
     Patch,
