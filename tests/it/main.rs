@@ -16,6 +16,7 @@ mod config_examples;
 mod cors;
 mod demo;
 mod deploy;
+mod docs;
 mod dpop;
 mod explain_parity;
 mod hardening_compartment;

@@ -1,8 +1,9 @@
 //! Operations end to end (SPEC §6): metric values after known traffic (beyond what
-//! `tests/it/proxy.rs` already pins), the per-client series ([`clients`]), every metric documented in the README, `promtool check
-//! metrics` on the exposition, a real Prometheus server scraping fhirguard, SIGTERM draining a
-//! request in flight, and the log lines of the real binary — JSON, one audit line per decision
-//! with its fields, no query string unless enabled, and never a token.
+//! `tests/it/proxy.rs` already pins), the per-client series ([`clients`]), every metric
+//! documented in `docs/operations.md`, `promtool check metrics` on the exposition, a real
+//! Prometheus server scraping fhirguard, SIGTERM draining a request in flight, and the log lines
+//! of the real binary — JSON, one audit line per decision with its fields, no query string
+//! unless enabled, and never a token.
 //!
 //! promtool and Prometheus come from the Debian package `prometheus` (`tests/ops/install.sh`,
 //! run by `.ci/run`). Without them these tests skip with a message, except under CI (env `CI`
@@ -183,33 +184,32 @@ async fn a_slow_request_is_in_flight_until_it_ends() {
 }
 
 /// Every metric fhirguard can export (each labelled family touched once, so all render) has a
-/// row in the README's metrics table.
+/// row in the metrics table of `docs/operations.md`.
 #[test]
-fn every_metric_is_documented_in_the_readme() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
+fn every_metric_is_documented() {
+    let page =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"))
+            .expect("docs/operations.md");
     let names = registered_names();
     assert!(names.len() >= 14, "{names:?}");
     let undocumented: Vec<_> = names
         .iter()
-        .filter(|name| !readme.contains(&format!("| `{name}` |")))
+        .filter(|name| !page.contains(&format!("| `{name}` |")))
         .collect();
     assert!(
         undocumented.is_empty(),
-        "metrics without a README row: {undocumented:?}"
+        "metrics without a row in docs/operations.md: {undocumented:?}"
     );
     // Every outcome, in the row of `fhirguard_requests_total`, and the `client_id` label's
     // two fixed values in its section.
-    let row = readme
+    let row = page
         .lines()
         .find(|line| line.starts_with("| `fhirguard_requests_total` |"))
         .expect("the requests row");
     for outcome in fhirguard::metrics::OUTCOMES {
         assert!(row.contains(&format!("`{outcome}` (")), "outcome {outcome}");
     }
-    let section = &readme[readme
-        .find("#### The `client_id` label")
-        .expect("the section")..];
+    let section = &page[page.find("### The `client_id` label").expect("the section")..];
     for value in [ANONYMOUS_CLIENT, OTHER_CLIENT] {
         assert!(section.contains(&format!("**`{value}`**")), "{value}");
     }

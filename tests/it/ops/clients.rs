@@ -166,7 +166,7 @@ async fn each_request_is_counted_under_its_client() {
         ]),
         "{text}"
     );
-    // The latency histogram stays by outcome only (README, "Metrics").
+    // The latency histogram stays by outcome only (docs/operations.md, "Metrics").
     assert!(series(&text, "fhirguard_request_duration_seconds_count")
         .iter()
         .all(|(labels, _)| labels.keys().eq(["outcome"])));
