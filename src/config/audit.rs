@@ -46,7 +46,7 @@ impl Default for Audit {
 /// `audit.format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuditFormat {
-    /// The `fhirguard::audit` log line, fields as documented in the README.
+    /// The `fhirguard::audit` log line, fields as documented in docs/audit.md ("Logs").
     Json,
     /// One FHIR R4 `AuditEvent` per line.
     Fhir,

@@ -72,7 +72,7 @@ pub(super) fn upstream(root: &Object<'_>, errors: &mut Errors) -> Option<Upstrea
         response_timeout: Duration::from_secs(60),
         ca_file: None,
         http2: false,
-        // Below the idle keep-alive timeouts FHIR servers default to (README, "Upstream
+        // Below the idle keep-alive timeouts FHIR servers default to (docs/operations.md, "Upstream
         // connections"): Node's and Apache httpd's 5 s are the shortest.
         pool_idle_timeout: Duration::from_secs(4),
         pool_max_idle_per_host: 256,

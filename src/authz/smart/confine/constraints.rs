@@ -14,7 +14,7 @@ use crate::authz::scope::ResourceScope;
 use crate::fhir::query::parameters;
 use crate::fhir::{FhirRequest, Interaction};
 
-/// The rule these refusals name (README, "SMART scopes and compartments").
+/// The rule these refusals name (docs/smart.md).
 const RULE: &str = "SMART v2 constraints hold on every interaction";
 
 /// The actions that read resources (reference §4.3: v1 `read`, v2 `r` and `s`).

@@ -1,4 +1,4 @@
-//! The compartment parameter rules of a `patient` context (compartment hardening, README):
+//! The compartment parameter rules of a `patient` context (docs/smart.md, "Compartment hardening"):
 //! which parameter names are plain enough to read the same at fhirguard and at the FHIR
 //! server, which compartment parameters a client may send and with which values, the canonical
 //! parameter fhirguard appends to every search on a compartment type, what `_has` and chains
@@ -11,7 +11,7 @@ use crate::fhir::query::parameters;
 use crate::fhir::resource_types::is_resource_type;
 
 /// The rule a compartment refusal names, so that the audit line and `fhirguard explain` say
-/// which one refused (README, "Compartment hardening").
+/// which one refused (docs/smart.md, "Compartment hardening").
 pub(super) const RULE: &str = "compartment hardening";
 
 /// Parameter names must read the same to fhirguard and to the FHIR server: printable ASCII
