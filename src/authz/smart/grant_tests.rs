@@ -1,4 +1,5 @@
-//! The table in docs/smart.md "grant × scope → allowed interactions" (issue 10 part 1), one test per row:
+//! The rule "grants cover the v2 letters" of docs/smart.md, as a grant × scope → allowed
+//! interactions table (issue 10 part 1), one test per row:
 //! the application's `allowedDataActions` (or roles), widened as [`DataActions::implied`] does
 //! in `granted_actions`, ∩ the scope actions for the type, against the reference §3.2
 //! requirement of each interaction. Then the `SmartGrant` rules for `fhirUser` per context and
