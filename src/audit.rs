@@ -44,15 +44,20 @@ pub enum Outcome<'a> {
     /// `fhirguard_requests_total` (`unauthenticated`, `forbidden`, `invalid`, `unavailable`,
     /// `upstream_error`); the status is [`AuditRecord::status`].
     Refused {
+        /// The `fhirguard_requests_total` outcome label.
         outcome: &'static str,
+        /// Why, in words: the refusal's message.
         reason: &'a str,
     },
     /// `reportOnly` (issue 13): authorization would have refused it with `status` and `reason`,
     /// but it was forwarded; [`AuditRecord::status`] is the upstream's answer. `outcome` is the
     /// `fhirguard_requests_total` label the pipeline counts it under.
     WouldBeRefused {
+        /// The `fhirguard_requests_total` outcome label.
         outcome: &'static str,
+        /// The status enforcement would have answered.
         status: u16,
+        /// Why, in words: the message the refusal would have carried.
         reason: &'a str,
     },
 }
@@ -81,6 +86,7 @@ impl Outcome<'_> {
 pub struct AuditRecord<'a> {
     /// The `X-Request-Id` sent back to the client.
     pub request_id: &'a str,
+    /// The request method.
     pub method: &'a Method,
     /// The request path as received (redacted here when it holds a token).
     pub path: &'a str,
@@ -92,6 +98,7 @@ pub struct AuditRecord<'a> {
     pub request: Option<&'a FhirRequest>,
     /// `POST /`: whether the bundle was a batch or a transaction, once its body was read.
     pub bundle: Option<BundleKind>,
+    /// Forwarded, refused, or forwarded in report-only mode though it would have been refused.
     pub outcome: Outcome<'a>,
     /// The status sent to the client.
     pub status: u16,
@@ -151,8 +158,12 @@ pub enum Lines {
 /// Why the auditor could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    /// The TLS client for `audit.fhirServer` could not be built (no usable crypto provider or
+    /// roots).
     #[error("cannot build the HTTP client for audit.fhirServer: {0}")]
     Client(String),
+    /// `audit.fhirServer` is set but the auditor was built outside a Tokio runtime, which the
+    /// sending task needs.
     #[error("audit.fhirServer needs a Tokio runtime to send from")]
     NoRuntime,
 }

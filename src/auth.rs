@@ -49,6 +49,8 @@ const MAX_ECHOED_AUDIENCES: usize = 5;
 /// Who a verified token names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// Which configured provider issued the token: the primary authority (authorized by role
+    /// assignments) or a smart provider (authorized by the application's data actions).
     pub provider: ProviderKind,
     /// The provider's authority, as configured.
     pub authority: String,

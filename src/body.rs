@@ -108,6 +108,7 @@ pub struct BodyBuffers {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the buffered-bytes budget of {limit} bytes is spent")]
 pub struct BudgetSpent {
+    /// `limits.maxBufferedBytes` at the time.
     pub limit: usize,
 }
 
@@ -182,16 +183,24 @@ impl Drop for Reservation<'_> {
 /// answer (413, 408, 503, 400).
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
+    /// The body (or its `Content-Length`) is over `limits.maxBundleBytes`: 413.
     #[error("the request body is larger than {limit} bytes")]
-    TooLarge { limit: usize },
+    TooLarge {
+        /// `limits.maxBundleBytes`.
+        limit: usize,
+    },
+    /// The whole body did not arrive within `limits.bodyReadTimeout` (this duration) of the
+    /// first read: 408, and the connection is closed.
     #[error("the request body did not arrive within {0:?} (limits.bodyReadTimeout)")]
     Timeout(Duration),
+    /// All requests together already hold `limits.maxBufferedBytes`: 503, retry later.
     #[error(
         "fhirguard holds as many buffered request bodies as limits.maxBufferedBytes ({} \
          bytes) allows; retry later",
         .0.limit
     )]
     Spent(#[from] BudgetSpent),
+    /// The client's stream failed mid-body (a reset connection, bad chunked framing): 400.
     #[error("the request body could not be read: {0}")]
     Read(#[source] BoxError),
     /// A body fhirguard reads to decide must be read as the upstream will read it: one with a

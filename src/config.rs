@@ -240,7 +240,9 @@ impl RoleMapping {
 /// `logging.format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
+    /// `json` (the default): one JSON object per line, for log collectors.
     Json,
+    /// `text`: human-readable lines, for a terminal.
     Text,
 }
 
@@ -258,7 +260,13 @@ pub struct Logging {
 /// `compatibility`: `azure` adds the managed service's limits (SPEC §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compatibility {
+    /// Not set (the default): the shared rules and every data action of reference §3.1; a
+    /// client may also be named by `client_id` or `cid`, and `fhirUser` is required only where
+    /// the scopes need one.
     Open,
+    /// `azure`: Azure's limits too: at most 2 smart identity providers, `allowedDataActions`
+    /// only `Read`, the client only from `azp` or `appid`, an absolute `fhirUser` on every smart
+    /// provider's token, and no `smartLaunchPatientClaim`.
     Azure,
 }
 
@@ -322,7 +330,10 @@ pub enum ProviderKind {
     /// `authenticationConfiguration.authority`: authorized by the role mapping.
     Primary,
     /// `smartIdentityProviders[index]`: authorized by the application's `allowedDataActions`.
-    Smart { index: usize },
+    Smart {
+        /// Its position in `smartIdentityProviders`.
+        index: usize,
+    },
 }
 
 /// The primary (Entra ID) authority.
@@ -330,21 +341,29 @@ pub enum ProviderKind {
 pub struct PrimaryAuthority {
     /// As written; a trailing '/' is kept as written.
     pub authority: String,
+    /// `authenticationConfiguration.audience`: what the token's `aud` must contain.
     pub audience: String,
 }
 
 /// One of `smartIdentityProviders`.
 #[derive(Clone, Debug)]
 pub struct SmartProvider {
+    /// `authority`: a fully qualified https URL whose OpenID discovery names the issuer.
     pub authority: String,
+    /// `applications`: the clients this provider's tokens may be issued to (1 to 25).
     pub applications: Vec<Application>,
 }
 
 /// One of a smart provider's `applications`.
 #[derive(Clone, Debug)]
 pub struct Application {
+    /// `clientId`: compared exactly with the token's client claim (`azp`, else `appid`, …);
+    /// unique across all providers.
     pub client_id: String,
+    /// `audience`: what the token's `aud` must contain.
     pub audience: String,
+    /// `allowedDataActions`: the most this application's tokens may do, narrowed further by
+    /// their SMART scopes.
     pub allowed_data_actions: DataActions,
 }
 
@@ -354,11 +373,15 @@ pub struct Application {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", render(path, message))]
 pub struct ConfigError {
+    /// Where in the file, as a key path; empty for the whole document.
     pub path: String,
+    /// What is wrong: Azure's exact message for the rules it shares (see [`messages`]), else
+    /// fhirguard's own.
     pub message: String,
 }
 
 impl ConfigError {
+    /// A mistake at `path`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError {
             path: path.into(),
@@ -412,24 +435,37 @@ impl Config {
 /// The exact messages of Azure's configuration validation (reference §6.1), used for the rules
 /// fhirguard shares with the managed service. Some errors append a hint after the message.
 pub mod messages {
+    /// More than 2 `smartIdentityProviders` under `compatibility: azure`.
     pub const MAX_PROVIDERS: &str = "The maximum number of SMART identity providers is 2.";
+    /// A smart provider's `authority` is missing, blank, or not a fully qualified URL (https
+    /// unless `allowHttpAuthorities`).
     pub const AUTHORITY_INVALID: &str =
         "One or more SMART identity provider authority values are null, empty, or invalid.";
+    /// Two smart providers share an `authority`.
     pub const AUTHORITIES_UNIQUE: &str = "All SMART identity provider authorities must be unique.";
-    /// Azure's troubleshooting page says 2; the newer configure page allows 25 (reference §1.1).
+    /// More than 25 `applications` in one smart provider. Azure's troubleshooting page says 2;
+    /// the newer configure page allows 25 (reference §1.1).
     pub const MAX_APPLICATIONS: &str =
         "The maximum number of SMART identity provider applications is 25.";
+    /// A smart provider's `applications` is missing or empty, or holds a null.
     pub const APPLICATIONS_NULL: &str = "One or more SMART applications are null.";
+    /// An application's `allowedDataActions` names a data action twice.
     pub const ACTIONS_DUPLICATE: &str =
         "One or more SMART application allowedDataActions contain duplicate elements.";
+    /// An `allowedDataActions` value is not a data action (or, under `compatibility: azure`,
+    /// not `Read`).
     pub const ACTIONS_INVALID: &str =
         "One or more SMART application allowedDataActions values are invalid.";
+    /// An application's `allowedDataActions` is missing or empty.
     pub const ACTIONS_EMPTY: &str =
         "One or more SMART application allowedDataActions values are null or empty.";
+    /// An application's `audience` is missing, blank, or not a string.
     pub const AUDIENCE_INVALID: &str =
         "One or more SMART application audience values are null, empty, or invalid.";
+    /// Two applications share a `clientId`, within one provider or across providers.
     pub const CLIENT_IDS_UNIQUE: &str =
         "All SMART identity provider application client ids must be unique.";
+    /// An application's `clientId` is missing, blank, or not a string.
     pub const CLIENT_ID_INVALID: &str =
         "One or more SMART application client id values are null, empty, or invalid.";
 }

@@ -32,10 +32,14 @@ pub const EXPOSED_HEADERS: &str = "WWW-Authenticate, Location, Content-Location,
 /// request it announced. Messages name the rule, never the configured lists.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CorsRefusal {
+    /// No `Origin`, several, or one not in `cors.origins`.
     #[error("The CORS preflight's Origin is not one of cors.origins.")]
     Origin,
+    /// `Access-Control-Request-Method` is missing, repeated, or not in `cors.methods`.
     #[error("The CORS preflight asks for a method that cors.methods does not allow.")]
     Method,
+    /// A name of `Access-Control-Request-Headers` is not in `cors.headers`; it holds that name
+    /// (at most 64 characters).
     #[error("The CORS preflight asks for a header that cors.headers does not allow: {0}.")]
     Header(String),
 }
@@ -67,6 +71,8 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The rules of a validated `cors` block, with the `Access-Control-*` values that do not
+    /// depend on the request made once.
     pub fn new(cors: &Cors) -> Policy {
         let joined = |items: Vec<&str>| HeaderValue::from_str(&items.join(", ")).ok();
         let allow_methods = match &cors.methods {

@@ -104,6 +104,7 @@ fn credential_message(place: ParameterPlace) -> &'static str {
 /// Where a refused parameter (`_method`, `access_token`) was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParameterPlace {
+    /// The URL's query string.
     Query,
     /// An `application/x-www-form-urlencoded` body (`POST …/_search`).
     FormBody,

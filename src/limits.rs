@@ -60,8 +60,11 @@ struct Entry {
      {burst}); retry after {retry_after} s"
 )]
 pub struct Throttled {
+    /// The matched `rateLimits` entry's `requestsPerSecond`.
     pub requests_per_second: u64,
+    /// Its `burst`.
     pub burst: u64,
+    /// Its `scope`: whether this replica alone or the cluster counted the allowance.
     pub scope: LimitScope,
     /// Whole seconds until a request would be allowed (at least 1).
     pub retry_after: u64,

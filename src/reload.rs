@@ -22,11 +22,18 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadOutcome {
     /// A new generation is serving.
-    Applied { generation: u64 },
+    Applied {
+        /// The new generation's number (`fhirguard_config_generation`).
+        generation: u64,
+    },
     /// The file's content did not change.
     Unchanged,
     /// The file is invalid or could not be built; the old generation keeps serving.
-    Failed { errors: Vec<String> },
+    Failed {
+        /// Every mistake found (`path: message`), or why the new generation could not be
+        /// built.
+        errors: Vec<String>,
+    },
 }
 
 /// Watches the config file and reloads on change or SIGHUP, until the task is aborted.

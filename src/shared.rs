@@ -59,13 +59,18 @@ pub enum StoreError {
 /// Why the store could not be set up at start-up.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
+    /// `sharedState.redis.caFile` could not be read.
     #[error("sharedState.redis.caFile '{path}': {source}")]
     CaFile {
+        /// The file's path, as configured.
         path: String,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// `passwordFile` could not be read, or `passwordEnv`'s variable is not set.
     #[error("sharedState.redis password: {0}")]
     Password(String),
+    /// The Redis client refused the settings (the URL, or the CA bundle's certificates).
     #[error("sharedState.redis: {0}")]
     Client(#[from] redis::RedisError),
 }
@@ -73,6 +78,7 @@ pub enum SetupError {
 /// One GCRA verdict of [`SharedStore::gcra`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cell {
+    /// Whether the request fits the client's allowance (and was counted against it).
     pub allowed: bool,
     /// Requests left in the burst after this one.
     pub remaining: u64,

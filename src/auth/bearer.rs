@@ -14,7 +14,9 @@ use super::error::AuthError;
 /// The part of the URL that held a JWT-shaped string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UrlPart {
+    /// The path, raw or percent-decoded.
     Path,
+    /// The query string, raw or percent-decoded.
     Query,
 }
 

@@ -81,7 +81,9 @@ pub enum SenderError {
     /// item 10); the answer hands the client `nonce` to retry with (`DPoP-Nonce`, §9).
     #[error("{problem}; retry with the nonce of the DPoP-Nonce header")]
     UseNonce {
+        /// What was wrong with the proof's `nonce`.
         problem: NonceError,
+        /// A fresh nonce, sent back in the `DPoP-Nonce` header.
         nonce: http::HeaderValue,
     },
     /// The proof's key is not the one the token is bound to (RFC 9449 §4.3 item 12, §6.1).

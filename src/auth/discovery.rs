@@ -32,52 +32,99 @@ pub struct FetchPolicy {
 /// Why an identity provider's discovery document or key set could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// The discovery URL, or the discovered `jwks_uri`, does not parse.
     #[error("'{url}' is not a valid URL: {source}")]
     InvalidUrl {
+        /// The URL as given.
         url: String,
+        /// Why it does not parse.
         #[source]
         source: url::ParseError,
     },
+    /// A plain-http URL while `allowHttpAuthorities` is off (reference §8 rule 2: keys come
+    /// over https only).
     #[error("'{url}' must use https (set allowHttpAuthorities only for local testing)")]
-    InsecureScheme { url: String },
+    InsecureScheme {
+        /// The refused URL.
+        url: String,
+    },
+    /// The TLS client could not be built (no usable crypto provider or roots), so no provider
+    /// can be reached at all.
     #[error("cannot build the https client: {0}")]
     Client(String),
+    /// The connection or the exchange failed (DNS, TCP, TLS handshake, reset).
     #[error("GET {url} failed: {source}")]
     Http {
+        /// The URL fetched.
         url: String,
+        /// The client's error.
         #[source]
         source: hyper_util::client::legacy::Error,
     },
+    /// The provider answered with a status other than 200.
     #[error("GET {url} answered {status}")]
-    Status { url: String, status: StatusCode },
+    Status {
+        /// The URL fetched.
+        url: String,
+        /// The status it answered.
+        status: StatusCode,
+    },
+    /// The GET, body included, outlasted `keySets.fetchTimeout`.
     #[error("GET {url} did not complete within {timeout:?}")]
-    Timeout { url: String, timeout: Duration },
+    Timeout {
+        /// The URL fetched.
+        url: String,
+        /// The deadline it missed (`keySets.fetchTimeout`).
+        timeout: Duration,
+    },
+    /// The body broke off, or ran past [`MAX_DOCUMENT_BYTES`].
     #[error("GET {url}: the body could not be read or is larger than {limit} bytes")]
-    Body { url: String, limit: usize },
+    Body {
+        /// The URL fetched.
+        url: String,
+        /// The size cap, in bytes.
+        limit: usize,
+    },
+    /// The discovery document is not JSON, or lacks `issuer` or `jwks_uri` (OIDC Discovery
+    /// 1.0 §3).
     #[error("{url} is not an OpenID configuration: {source}")]
     Discovery {
+        /// The discovery URL.
         url: String,
+        /// Why the document does not deserialize.
         #[source]
         source: serde_json::Error,
     },
+    /// The document at `jwks_uri` is not a JWK Set (RFC 7517 §5).
     #[error("{url}: {source}")]
     KeySet {
+        /// The `jwks_uri`.
         url: String,
+        /// What is wrong with the set.
         #[source]
         source: JwkSetError,
     },
+    /// The JWK Set parsed but holds no key fhirguard can verify with (each one an encryption
+    /// key, an unsupported `kty` or algorithm, or bad material).
     #[error("{url} holds no usable signing key")]
-    NoUsableKeys { url: String },
+    NoUsableKeys {
+        /// The `jwks_uri`.
+        url: String,
+    },
 }
 
 /// What discovery says about a provider.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Discovery {
+    /// `issuer`: what a token's `iss` must equal exactly (reference §8 rule 2); it can differ
+    /// from the configured authority (Entra v1 tokens name `sts.windows.net`).
     pub issuer: String,
+    /// `jwks_uri`: where the provider's JWK Set is fetched.
     pub jwks_uri: String,
     /// Advertised in `/.well-known/smart-configuration` (reference §5.2), when the provider has it.
     #[serde(default)]
     pub authorization_endpoint: Option<String>,
+    /// Where the client exchanges a code or credentials for a token, advertised likewise.
     #[serde(default)]
     pub token_endpoint: Option<String>,
     /// RFC 8414 §2 / RFC 7662 §4: where opaque tokens are introspected, when advertised.
@@ -93,12 +140,16 @@ pub struct Discovery {
 /// advertised, or not a list of strings: a malformed optional member never fails discovery.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Offered {
+    /// The scope values the provider issues.
     #[serde(default, deserialize_with = "strings")]
     pub scopes_supported: Option<Vec<String>>,
+    /// The OAuth grant types it accepts (`authorization_code`, `client_credentials`, …).
     #[serde(default, deserialize_with = "strings")]
     pub grant_types_supported: Option<Vec<String>>,
+    /// The authorization-endpoint response types (`code`, …).
     #[serde(default, deserialize_with = "strings")]
     pub response_types_supported: Option<Vec<String>>,
+    /// How clients may authenticate at the token endpoint (`private_key_jwt`, …).
     #[serde(default, deserialize_with = "strings")]
     pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
     /// PKCE (RFC 7636 §4.3).

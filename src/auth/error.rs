@@ -32,10 +32,16 @@ pub enum AuthError {
     InvalidCharacters,
     /// Longer than `limits.maxTokenBytes`.
     #[error("The token is too large (more than {limit} bytes)")]
-    TooLarge { limit: usize },
+    TooLarge {
+        /// `limits.maxTokenBytes`.
+        limit: usize,
+    },
     /// Not a compact JWS of three base64url JSON parts (RFC 7515 §7.1), or a claim of the wrong type.
     #[error("The token is malformed{}", detail_suffix(.detail))]
-    Malformed { detail: &'static str },
+    Malformed {
+        /// What is wrong (which part or claim), appended to the description; may be empty.
+        detail: &'static str,
+    },
     /// No `iss` claim: no identity provider can be chosen (SPEC §4.4).
     #[error("The token has no iss claim")]
     MissingIssuer,
@@ -43,96 +49,149 @@ pub enum AuthError {
     /// `hint`: a near miss, for `explain` and the log only ([`AuthError::hint`]).
     #[error("The issuer '{issuer}' is not a configured identity provider")]
     UnknownIssuer {
+        /// The token's `iss`, cut to [`ECHO_LIMIT`] characters.
         issuer: String,
+        /// A discovered issuer one well-known step away (the other Entra ID token version, a
+        /// trailing `/`).
         hint: Option<NearMiss>,
     },
     /// `alg` outside RS256/384/512, PS256/384/512, ES256/384 (RFC 8725 §3.1; `none` and HS*).
     #[error("The algorithm '{alg}' is not allowed")]
-    Algorithm { authority: String, alg: String },
+    Algorithm {
+        /// The configured authority of the provider that judged the token.
+        authority: String,
+        /// The header `alg`, as the token gave it.
+        alg: String,
+    },
     /// The key named by `kid` cannot verify this `alg` (kty, curve, or the JWK's own `alg`).
     #[error("The algorithm '{alg}' does not fit the signature key '{kid}'")]
     AlgorithmMismatch {
+        /// The configured authority of the provider that judged the token.
         authority: String,
+        /// The header `alg`.
         alg: String,
+        /// The `kid` of the key that does not fit it.
         kid: String,
     },
     /// No key with this `kid` in the provider's key set, even after a refetch.
     #[error("{}", unknown_kid(.kid))]
     UnknownKid {
+        /// The configured authority of the provider that judged the token.
         authority: String,
+        /// The header `kid`; None when the token has none and no single key fits its `alg`.
         kid: Option<String>,
     },
     /// The signature does not verify with the provider's key.
     #[error("The signature is invalid")]
-    Signature { authority: String },
+    Signature {
+        /// The configured authority of the provider that judged the token.
+        authority: String,
+    },
     /// `exp` is required (IdentityModel `RequireExpirationTime`).
     #[error("The token has no expiration")]
-    NoExpiration { authority: String },
+    NoExpiration {
+        /// The configured authority of the provider that judged the token.
+        authority: String,
+    },
     /// `exp < now − clockSkew`.
     #[error("The token expired at '{}'", rfc3339(*.exp))]
-    Expired { authority: String, exp: u64 },
+    Expired {
+        /// The configured authority of the provider that judged the token.
+        authority: String,
+        /// `exp`, in seconds since the Unix epoch.
+        exp: u64,
+    },
     /// `nbf > now + clockSkew`.
     #[error("The token is not valid before '{}'", rfc3339(*.nbf))]
-    NotYetValid { authority: String, nbf: u64 },
+    NotYetValid {
+        /// The configured authority of the provider that judged the token.
+        authority: String,
+        /// `nbf`, in seconds since the Unix epoch.
+        nbf: u64,
+    },
     /// `nbf` after `exp`: the token is never valid (IdentityModel IDX10224).
     #[error("The token lifetime is invalid: not before '{}' is after expiration '{}'", rfc3339(*.nbf), rfc3339(*.exp))]
     Lifetime {
+        /// The configured authority of the provider that judged the token.
         authority: String,
+        /// `nbf`, in seconds since the Unix epoch.
         nbf: u64,
+        /// `exp`, in seconds since the Unix epoch.
         exp: u64,
     },
     /// `aud` does not contain the configured audience (reference §8 rules 8, 9). `hint`: a near
     /// miss, for `explain` and the log only.
     #[error("The audience '{}' is invalid", .audiences.join(", "))]
     Audience {
+        /// The configured authority of the provider that judged the token.
         authority: String,
+        /// The token's `aud` values (the first five), each cut to [`ECHO_LIMIT`] characters.
         audiences: Vec<String>,
+        /// A configured audience one well-known step away (`api://` prefix, trailing `/`).
         hint: Option<NearMiss>,
     },
     /// Smart provider: the token's client claim names no configured application, or the token
     /// has none of the client claims looked in (`looked_in`, e.g. "azp or appid").
     #[error("{}", unknown_client(.client, .looked_in))]
     UnknownClient {
+        /// The configured authority of the provider that judged the token.
         authority: String,
         /// The client and the claim that named it.
         client: Option<(String, &'static str)>,
+        /// The claims searched for a client, in order (e.g. "azp or appid").
         looked_in: &'static str,
     },
     /// Smart provider: `scp`/`scope` missing or empty (reference §2.3 rule 5).
     #[error("The token has no scp or scope claim")]
-    MissingScope { authority: String },
+    MissingScope {
+        /// The configured authority of the provider that judged the token.
+        authority: String,
+    },
     /// Smart provider: neither `fhirUser` nor `extension_fhirUser` where one is required
     /// (reference §2.3 rule 6, §4.5; SPEC §4 step 7).
     #[error("{required_by}")]
     MissingFhirUser {
+        /// The configured authority of the provider that judged the token.
         authority: String,
+        /// Why this token needed one; its text is the description.
         required_by: FhirUserRule,
     },
     /// Smart provider: `fhirUser` is not a resource reference `<ResourceType>/<id>` — relative
     /// or absolute, or only absolute under `compatibility: azure` (`absolute_only`).
     #[error("{}", bad_fhir_user(.value, *.absolute_only))]
     BadFhirUser {
+        /// The configured authority of the provider that judged the token.
         authority: String,
+        /// The claim's value, cut to [`ECHO_LIMIT`] characters.
         value: String,
+        /// Only an absolute URL is accepted here (`compatibility: azure`).
         absolute_only: bool,
     },
     /// No usable key set for a provider that may have issued the token (SPEC §5): 503.
     #[error("No signing keys could be obtained from the identity provider '{authority}'")]
     KeysUnavailable {
+        /// The configured authority of the provider that judged the token.
         authority: String,
+        /// The 503's `Retry-After`: what is left of `keySets.retryInterval` since the last
+        /// fetch attempt, at least one second.
         retry_after: Duration,
     },
     /// RFC 7662 §2.2: the introspection answer says the opaque token is not active (revoked,
     /// expired, unknown, or not an access token): 401 `invalid_token`.
     #[error("The token is not active")]
-    Inactive { authority: String },
+    Inactive {
+        /// The configured authority of the provider that judged the token.
+        authority: String,
+    },
     /// The introspection endpoint did not answer (down, timed out, refused fhirguard's client
     /// credentials): the token was not judged, 503 + `Retry-After`.
     #[error(
         "The token introspection endpoint of the identity provider '{authority}' is unavailable"
     )]
     IntrospectionUnavailable {
+        /// The configured authority of the provider that judged the token.
         authority: String,
+        /// The 503's `Retry-After` (a fixed few seconds).
         retry_after: Duration,
     },
 }

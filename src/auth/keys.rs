@@ -94,7 +94,10 @@ impl KeyKind {
 /// One usable verification key of a provider.
 #[derive(Clone)]
 pub struct SigningKey {
+    /// The JWK's `kid`, which a token's header `kid` selects (RFC 7515 §4.1.4); None when the
+    /// set does not name it.
     pub kid: Option<String>,
+    /// Its key type and curve, which bound the algorithms it can verify.
     pub kind: KeyKind,
     /// The JWK's own `alg`, when it names one (RFC 7517 §4.4): then only that algorithm.
     pub alg: Option<Algorithm>,
@@ -204,7 +207,9 @@ pub struct JwkSetError(#[source] serde_json::Error);
 /// The keys of a JWK Set, and why the others were skipped (`"kid: reason"`).
 #[derive(Debug, Default)]
 pub struct ParsedKeySet {
+    /// The keys fhirguard will verify with, in the document's order.
     pub keys: Vec<SigningKey>,
+    /// One `"kid: reason"` line per key left out (shown by `check --probe`).
     pub skipped: Vec<String>,
     /// SHA-256 of the document as served: an unchanged document is an unchanged key set.
     pub digest: [u8; 32],

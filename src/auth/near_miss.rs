@@ -14,15 +14,27 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NearMiss {
     /// `iss` differs from a discovered issuer only by a trailing `/`.
-    IssuerTrailingSlash { issuer: String },
+    IssuerTrailingSlash {
+        /// The discovered issuer it nearly matched.
+        issuer: String,
+    },
     /// `iss` is the other Entra ID token version of a discovered issuer: v1.0 tokens carry
     /// `https://sts.windows.net/<tenant>/`, v2.0 tokens `https://login.microsoftonline.com/<tenant>/v2.0`
     /// (reference §2.2).
-    IssuerEntraVersion { issuer: String },
+    IssuerEntraVersion {
+        /// The discovered issuer of the other version.
+        issuer: String,
+    },
     /// `aud` differs from the configured audience only by a trailing `/`.
-    AudienceTrailingSlash { audience: String },
+    AudienceTrailingSlash {
+        /// The configured audience.
+        audience: String,
+    },
     /// `aud` differs from the configured audience only by the `api://` prefix.
-    AudienceApiPrefix { audience: String },
+    AudienceApiPrefix {
+        /// The configured audience.
+        audience: String,
+    },
 }
 
 impl fmt::Display for NearMiss {

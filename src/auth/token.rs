@@ -15,7 +15,10 @@ use super::keys::SigningKey;
 /// not even parsed: keys come only from the provider's discovered `jwks_uri` (SPEC §4.5).
 #[derive(Debug, Clone, Deserialize)]
 pub struct JoseHeader {
+    /// `alg` (RFC 7515 §4.1.1): checked against the allow-list and the key, never trusted to
+    /// choose the verification itself (RFC 8725 §3.1).
     pub alg: String,
+    /// `kid` (RFC 7515 §4.1.4): which key of the provider's set signed the token.
     pub kid: Option<String>,
     /// RFC 7515 §4.1.11: extensions the recipient must understand. fhirguard understands none.
     pub crit: Option<Value>,
@@ -24,7 +27,9 @@ pub struct JoseHeader {
 /// A token split and decoded, nothing verified yet.
 #[derive(Debug, Clone)]
 pub struct UnverifiedToken<'a> {
+    /// The decoded protected header.
     pub header: JoseHeader,
+    /// The decoded payload; nothing in it is trusted until the signature verifies.
     pub claims: ClaimSet,
     signing_input: &'a str,
     signature: &'a str,

@@ -41,10 +41,12 @@ pub struct Cors {
 pub enum Allowed<T> {
     /// `["*"]`.
     Any,
+    /// Only these values, normalized as the field says (an empty list allows none).
     Listed(Vec<T>),
 }
 
 impl<T: PartialEq> Allowed<T> {
+    /// Whether a request's origin, header or method is allowed.
     pub fn contains(&self, item: &T) -> bool {
         match self {
             Allowed::Any => true,

@@ -106,7 +106,9 @@ pub struct RawCors {
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum RawReportOnly {
+    /// `reportOnly: true` (every client) or `false` (enforce for all).
     All(bool),
+    /// `reportOnly: [clientId, …]`: only these clients.
     Clients(Vec<String>),
 }
 

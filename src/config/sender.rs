@@ -61,7 +61,9 @@ pub struct RawDpop {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum RawReplayStore {
+    /// `local`: this replica's in-memory replay cache.
     Local,
+    /// `shared`: the `sharedState` store, so a proof is accepted once across all replicas.
     Shared,
 }
 
@@ -69,7 +71,9 @@ pub enum RawReplayStore {
 /// `sharedState`; see [`super::Config::shared_replay`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplayStore {
+    /// `local`: each replica remembers the proofs it has seen.
     Local,
+    /// `shared`: one record per proof `jti` in the `sharedState` store (SET NX).
     Shared,
 }
 
@@ -182,6 +186,7 @@ pub struct NonceSettings {
 pub struct NonceSecret(Arc<[u8]>);
 
 impl NonceSecret {
+    /// The HMAC-SHA256 key nonces are minted and checked with (at least 32 bytes).
     pub fn bytes(&self) -> &[u8] {
         &self.0
     }
@@ -196,7 +201,10 @@ impl fmt::Debug for NonceSecret {
 /// Which header carries a client certificate from which proxies.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForwardedCertificate {
+    /// `senderConstraints.clientCertificates.header`: which header, in which format.
     pub header: CertificateHeader,
+    /// `senderConstraints.clientCertificates.trustedProxies`: the peers whose header is
+    /// believed; from any other peer the header is removed.
     pub trusted_proxies: Vec<Network>,
 }
 
@@ -218,6 +226,7 @@ pub enum CertificateHeader {
 }
 
 impl CertificateHeader {
+    /// The header's (lower-case) name.
     pub fn name(self) -> http::HeaderName {
         match self {
             CertificateHeader::XForwardedClientCert => {
@@ -231,7 +240,9 @@ impl CertificateHeader {
 /// An address or network of trusted proxies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Network {
+    /// The address as written (`10.0.0.0` of `10.0.0.0/8`).
     pub address: IpAddr,
+    /// The prefix length; 32 (IPv4) or 128 (IPv6) for a single address.
     pub prefix: u8,
 }
 

@@ -65,7 +65,9 @@ pub struct RawRedis {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum RawFailureMode {
+    /// `open`: fall back to this replica's own state.
     Open,
+    /// `closed`: refuse the request (503).
     Closed,
 }
 
@@ -90,7 +92,9 @@ pub struct RawRateLimit {
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum RawClients {
+    /// A string, which must be `all`: every client.
     All(String),
+    /// These client ids.
     Listed(Vec<String>),
 }
 
@@ -98,14 +102,18 @@ pub enum RawClients {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum RawScope {
+    /// `replica`: each replica counts on its own.
     Replica,
+    /// `cluster`: the replicas count together in `sharedState`.
     Cluster,
 }
 
 /// The validated `sharedState`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SharedState {
+    /// `redis`: the store's address, TLS roots, key prefix, timeout and password.
     pub redis: Redis,
+    /// `failureMode`, default `open`.
     pub failure_mode: FailureMode,
     /// `introspection`: share introspection answers.
     pub introspection: bool,
@@ -155,14 +163,18 @@ impl FailureMode {
 /// Which clients a rate limit covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LimitedClients {
+    /// `clientIds: all`: every client, each with its own allowance.
     All,
+    /// `clientIds: [...]`: these client ids, as the token names its client.
     Listed(Vec<String>),
 }
 
 /// Where a rate limit's allowance is counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimitScope {
+    /// `replica`: in this replica's memory, so N replicas allow up to N times the rate.
     Replica,
+    /// `cluster`: in the `sharedState` store, one round trip per request.
     Cluster,
 }
 
@@ -179,9 +191,13 @@ impl LimitScope {
 /// One validated `rateLimits` entry: a GCRA of `requests_per_second` with `burst`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateLimit {
+    /// `clientIds`: whom it covers.
     pub clients: LimitedClients,
+    /// `requestsPerSecond`: the sustained rate per client.
     pub requests_per_second: u64,
+    /// `burst`: requests at once after idling; default `requestsPerSecond`.
     pub burst: u64,
+    /// `scope`: where the allowance is counted; default `replica`.
     pub scope: LimitScope,
 }
 

@@ -30,8 +30,10 @@ const TOKEN_LIFETIME: i64 = 3600;
 /// Why the development identity provider could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoIdpError {
+    /// The P-256 signing key of its tokens could not be generated.
     #[error("cannot generate the signing key")]
     KeyGeneration,
+    /// The listener it was handed has no local address to name as its issuer.
     #[error("cannot listen: {0}")]
     Bind(#[from] std::io::Error),
 }
