@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 pub use event::{audit_event, Source};
 use sink::Sink;
 
-/// The tracing target of the audit line (README "Logs").
+/// The tracing target of the audit line (docs/audit.md, "Logs").
 pub const TARGET: &str = "fhirguard::audit";
 
 /// What a line shows instead of a path or query that holds a token (SPEC §7).
@@ -148,7 +148,7 @@ impl AuditRecord<'_> {
 /// Where `audit.format: fhir` lines go.
 #[derive(Clone, Debug)]
 pub enum Lines {
-    /// Standard error, where the log lines go (README "Logs"), when the `fhirguard::audit`
+    /// Standard error, where the log lines go (docs/audit.md, "Logs"), when the `fhirguard::audit`
     /// target is enabled at `info`: `FHIRGUARD_LOG` silences both formats alike.
     Stderr,
     /// Kept in memory, always (tests, tools).
@@ -270,7 +270,7 @@ pub fn line_enabled() -> bool {
     tracing::enabled!(target: TARGET, tracing::Level::INFO)
 }
 
-/// The json audit line (README "Logs"): its fields are an interface, kept as they were.
+/// The json audit line (docs/audit.md, "Logs"): its fields are an interface, kept as they were.
 fn json_line(record: &AuditRecord<'_>) {
     let principal = record.principal;
     tracing::info!(
