@@ -1,7 +1,7 @@
 //! The audit trail: one record per decision (SPEC §6), written as the `fhirguard::audit` log line
 //! (`audit.format: json`, the default) or as a FHIR R4 `AuditEvent` in the IHE Basic Audit Log
 //! Patterns shape (`audit.format: fhir`, [`event`]), and — with `audit.fhirServer` — also sent in
-//! batch bundles to a FHIR server from a bounded queue that never holds up a request ([`sink`]).
+//! batch bundles to a FHIR server from a bounded queue that never holds up a request (`sink`).
 //!
 //! The request pipeline fills an [`AuditRecord`] once the response head is known and hands it to
 //! [`Auditor::record`]. This module owns everything after that: what is shown (the query only when

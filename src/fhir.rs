@@ -207,7 +207,7 @@ impl fmt::Display for FhirRequest {
 }
 
 /// Why a request could not be classified. Each message is fit for an OperationOutcome
-/// `diagnostics`; [`ClassifyError::code`] gives the issue code.
+/// `diagnostics`; the error's answer (`error.rs`) gives the status and issue code.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ClassifyError {
     /// A method other than GET, HEAD, POST, PUT, PATCH and DELETE, the methods of the FHIR

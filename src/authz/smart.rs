@@ -77,7 +77,7 @@ impl FhirUser {
     /// identity providers emit it) or absolute (`https://fhir.example.org/Patient/123`, http or
     /// https, no query or fragment). A relative claim is exactly `<type>/<id>`. When
     /// `public_base` is set, an absolute claim must be `<public_base>/<type>/<id>` (reference §8
-    /// rule 16 [REC]).
+    /// rule 16, a recommendation).
     pub fn parse(claim: &str, public_base: Option<&url::Url>) -> Result<FhirUser, SmartError> {
         let not_a_reference = || SmartError::FhirUserShape(claim.to_owned());
         let trimmed = claim.trim_end_matches('/');

@@ -1,5 +1,5 @@
 //! Batch and transaction bundles (`POST /`): the body is parsed as a FHIR JSON Bundle and each
-//! entry's `request` is classified through the same [`classify`](super::classify) as a direct
+//! entry's `request` is classified through the same [`classify`] as a direct
 //! request, so an entry needs exactly what the same request sent alone would need (reference
 //! §3.2: "each entry is then routed and authorized individually"). Pure: no I/O.
 //!

@@ -16,7 +16,7 @@
 //! row of its own in the practitioner table).
 //!
 //! Where each parameter points inside a resource (the element whose own `reference` decides
-//! membership) is in [`paths`].
+//! membership) is in `paths`.
 
 mod paths;
 

@@ -23,7 +23,7 @@ use crate::fhir::resource_types::is_resource_type;
 /// (reference §4.1, §4.2, §8 rules 14–15).
 ///
 /// Each value is split on whitespace first (so a space-delimited string and a JSON array are
-/// alike), and only then is each scope percent-decoded, once ([`decode`]:
+/// alike), and only then is each scope percent-decoded, once (`decode`:
 /// `patient%2FObservation.read`, the Entra workaround; `%26` inside a constraint). Decoding the
 /// whole claim before splitting, as the reference server does, would let one issued scope
 /// become several (`user/Patient.read%20user/Observation.write`, issue 11). Tokens that do not

@@ -163,7 +163,7 @@ impl Gate<'_> {
     }
 }
 
-/// Whether the answer to `request` must not be shown ([`Gate::hides_answer`]).
+/// Whether the answer to `request` must not be shown (`Gate::hides_answer`).
 pub fn hides_answer(
     request: &FhirRequest,
     granted: DataActions,

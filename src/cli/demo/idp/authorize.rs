@@ -2,7 +2,7 @@
 //! RFC 6749 §4.1 for one public client, with PKCE S256 required (RFC 7636) and the redirect URI
 //! matched exactly (RFC 9700 §2.1). The login page asks for no password, only who the person
 //! is — a patient or a clinician — and the code it issues is single-use and lives
-//! [`CODE_LIFETIME`].
+//! `CODE_LIFETIME`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
