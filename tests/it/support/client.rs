@@ -40,6 +40,13 @@ impl Answer {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)
     }
 
+    /// The first issue's `diagnostics` of an OperationOutcome body; empty when there is none.
+    pub fn diagnostics(&self) -> String {
+        let body = self.json_or_null();
+        let diagnostics = body["issue"][0]["diagnostics"].as_str();
+        diagnostics.unwrap_or_default().to_owned()
+    }
+
     /// A header's value, when present and visible ASCII.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
