@@ -9,7 +9,7 @@ use std::ops::Deref;
 use serde_json::Value;
 
 use super::fhir_store::Search;
-use super::stack::{Guard, Stack};
+use super::stack::{Guard, Stack, StackBuilder};
 use super::token::{self, now, TestKey};
 use super::upstream::FakeFhir;
 
@@ -25,9 +25,12 @@ pub struct SmartApp(Guard);
 impl SmartApp {
     /// The provider signs with `key`; the store holds `seed` and answers searches as `search`.
     pub async fn start(key: TestKey, seed: Vec<Value>, search: Search) -> SmartApp {
-        let guard = Stack::builder()
-            .key(key)
-            .store(seed, search)
+        SmartApp::serve(Stack::builder().key(key).store(seed, search)).await
+    }
+
+    /// The application's config on the stack `builder` starts (a real FHIR server upstream).
+    pub async fn serve(builder: StackBuilder) -> SmartApp {
+        let guard = builder
             .serve(|stack| {
                 stack
                     .config()
