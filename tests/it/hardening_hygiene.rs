@@ -9,10 +9,10 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::process::Command;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::support::binary::Explain;
 use crate::support::client;
 use crate::support::exposition::{metric, sum};
 use crate::support::poll::eventually;
@@ -888,26 +888,14 @@ async fn explain_names_the_hygiene_rule_that_refused() {
     std::fs::write(&file, stack.yaml("[\"*\"]", "")).unwrap();
     let token = stack.token();
     let run = |path: &str, method: &str, headers: &[&str]| {
-        let mut args = vec![
-            "explain".to_owned(),
-            "--config".to_owned(),
-            file.display().to_string(),
-            "--token".to_owned(),
-            token.clone(),
-            "--method".to_owned(),
-            method.to_owned(),
-            "--path".to_owned(),
-            path.to_owned(),
-        ];
+        let mut explain = Explain::new(&file)
+            .token_arg(&token)
+            .method(method)
+            .path(path);
         for header in headers {
-            args.extend(["--header".to_owned(), (*header).to_owned()]);
+            explain = explain.header(header);
         }
-        tokio::task::spawn_blocking(move || {
-            Command::new(env!("CARGO_BIN_EXE_fhirguard"))
-                .args(args)
-                .output()
-                .expect("run fhirguard")
-        })
+        explain.run()
     };
     let refusals = [
         (
@@ -951,27 +939,16 @@ async fn explain_names_the_hygiene_rule_that_refused() {
         ),
     ];
     for (path, method, headers, verdict, rule) in refusals {
-        let output = run(path, method, headers).await.unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert_eq!(
-            output.status.code(),
-            Some(1),
-            "{path} {headers:?}: {stdout}"
-        );
+        let output = run(path, method, headers).await;
+        let stdout = output.stdout;
+        assert_eq!(output.code, Some(1), "{path} {headers:?}: {stdout}");
         assert!(stdout.contains(&format!("verdict: {verdict}")), "{stdout}");
         assert!(stdout.contains(rule), "{stdout}");
     }
-    let allowed = run("/Patient?name=_method", "GET", &["X-Custom: 1"])
-        .await
-        .unwrap();
-    assert_eq!(
-        allowed.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&allowed.stdout)
-    );
-    let bad = run("/Patient", "GET", &["no colon"]).await.unwrap();
-    assert_eq!(bad.status.code(), Some(64));
+    let allowed = run("/Patient?name=_method", "GET", &["X-Custom: 1"]).await;
+    assert_eq!(allowed.code, Some(0), "{}", allowed.stdout);
+    let bad = run("/Patient", "GET", &["no colon"]).await;
+    assert_eq!(bad.code, Some(64));
 }
 
 /// A body fhirguard decides on (a bundle, a `_search` form) is read as the upstream will read

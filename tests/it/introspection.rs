@@ -12,7 +12,6 @@
 //! Needs Node.js, as `interop_oidc` (skipped without it outside CI); the bound on introspections
 //! in flight is tested against the fake provider, without it.
 
-use std::process::Command;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -28,6 +27,7 @@ use crate::interop_oidc::{
     assert_login_outcome, ensure_node_modules, form_encode, get, node_available, send,
     spawn_node_with, start_fhirguard, wait_for_line, Answer, ChildGuard, HttpClient,
 };
+use crate::support::binary::{fhirguard_async, Explain, Ran};
 
 const CLIENT_ID: &str = "fhir-app";
 const CLIENT_SECRET: &str = "fhir-app-secret";
@@ -245,23 +245,11 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
     }
 
     // `check --probe` reports the advertised endpoint; `explain` shows the introspection step.
-    let fhirguard_cli = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_fhirguard"))
-            .args(args)
-            .env_remove("FHIRGUARD_LOG")
-            .output()
-            .expect("fhirguard cli");
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "fhirguard {args:?} exited {}:\n{stdout}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        stdout
-    };
     let config_arg = config_path.to_str().expect("utf-8 path");
-    let probe = fhirguard_cli(&["check", "--config", config_arg, "--probe"]);
+    let args = ["check", "--config", config_arg, "--probe"].map(str::to_owned);
+    let probe = Ran::from(fhirguard_async(args.to_vec(), None).await);
+    assert_eq!(probe.code, Some(0), "{probe:?}");
+    let probe = probe.stdout;
     assert!(
         probe.contains(&format!(
             "introspection_endpoint: {issuer}/token/introspection"
@@ -270,15 +258,13 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
     );
     // `--token=…`: an opaque token may begin with '-', which a separate argument would make
     // look like a flag.
-    let token_arg = format!("--token={accepted}");
-    let explained = fhirguard_cli(&[
-        "explain",
-        "--config",
-        config_arg,
-        &token_arg,
-        "--path",
-        "/Observation",
-    ]);
+    let explained = Explain::new(&config_path)
+        .token_joined(&accepted)
+        .path("/Observation")
+        .run()
+        .await;
+    assert_eq!(explained.code, Some(0), "{explained:?}");
+    let explained = explained.stdout;
     for line in [
         "token: opaque (not a JWT), introspected at",
         "step 5 introspection: active at",

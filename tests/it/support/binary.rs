@@ -7,10 +7,14 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-/// Runs `fhirguard args…` to its end, writing `stdin` (if any) to its standard input.
+/// Runs `fhirguard args…` to its end, writing `stdin` (if any) to its standard input. The
+/// environment's `FHIRGUARD_LOG` and `FHIRGUARD_CONFIG` are not passed on: the arguments say it
+/// all.
 pub fn fhirguard<S: AsRef<str>>(args: &[S], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fhirguard"))
         .args(args.iter().map(AsRef::as_ref))
+        .env_remove("FHIRGUARD_LOG")
+        .env_remove("FHIRGUARD_CONFIG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -82,6 +86,13 @@ impl Explain {
     /// `--token <token>` on the command line.
     pub fn token_arg(self, token: &str) -> Explain {
         self.flag("--token", token)
+    }
+
+    /// `--token=<token>`, one argument: an opaque token may begin with '-', which a separate
+    /// argument would make look like a flag.
+    pub fn token_joined(mut self, token: &str) -> Explain {
+        self.args.push(format!("--token={token}"));
+        self
     }
 
     /// `--method <method>`.
