@@ -47,6 +47,23 @@ impl Answer {
         diagnostics.unwrap_or_default().to_owned()
     }
 
+    /// The `WWW-Authenticate` challenge; empty when there is none.
+    pub fn challenge(&self) -> &str {
+        self.header("www-authenticate").unwrap_or_default()
+    }
+
+    /// Asserts fhirguard's refusal: an OperationOutcome (`application/fhir+json`) whose first
+    /// issue is an error of `code`, and whose id is the request id.
+    pub fn assert_outcome(&self, code: &str) {
+        let body = self.json_or_null();
+        assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+        assert_eq!(body["issue"][0]["code"], code, "{body}");
+        assert_eq!(body["issue"][0]["severity"], "error");
+        let id = self.headers["x-request-id"].to_str().unwrap();
+        assert_eq!(body["id"], id);
+        assert_eq!(self.headers["content-type"], "application/fhir+json");
+    }
+
     /// A header's value, when present and visible ASCII.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
