@@ -8,15 +8,12 @@
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::support::client;
+use crate::support::client::{self, HttpClient};
 use crate::support::oidc::{self, RESOURCE};
 use crate::support::stack::{Guard, Stack};
 
@@ -118,25 +115,10 @@ async fn tls_get(
             .unwrap(),
         None => builder.with_no_client_auth(),
     };
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_all_versions()
-        .build();
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
-    let request = Request::get(format!("https://localhost:{port}/Observation"))
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = client.request(request).await.expect("https request");
-    let status = response.status();
-    let challenge = response
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let _ = response.into_body().collect().await;
-    (status, challenge)
+    let url = format!("https://localhost:{port}/Observation");
+    let request = client::request(Method::GET, &url, Some(token), &[], Bytes::new());
+    let answer = HttpClient::https(tls).exchange(request).await;
+    (answer.status, answer.challenge().to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

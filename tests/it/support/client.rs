@@ -10,7 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
@@ -90,9 +92,10 @@ pub fn request(
         .expect("a valid request")
 }
 
-/// An HTTP client with a connection pool and a per-exchange deadline.
+/// An HTTP client with a connection pool and a per-exchange deadline; over TLS with
+/// [`HttpClient::https`].
 #[derive(Debug, Clone)]
-pub struct HttpClient(Client<HttpConnector, Full<Bytes>>);
+pub struct HttpClient<C = HttpConnector>(Client<C, Full<Bytes>>);
 
 impl Default for HttpClient {
     fn default() -> HttpClient {
@@ -110,6 +113,19 @@ impl HttpClient {
         )
     }
 
+    /// A client of `https://` URLs only, with `tls` (its roots, its client certificate), HTTP/1.1
+    /// or HTTP/2 as ALPN chooses.
+    pub fn https(tls: rustls::ClientConfig) -> HttpClient<HttpsConnector<HttpConnector>> {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_all_versions()
+            .build();
+        HttpClient(Client::builder(TokioExecutor::new()).build(connector))
+    }
+}
+
+impl<C: Connect + Clone + Send + Sync + 'static> HttpClient<C> {
     /// Sends `request`; panics when there is no complete answer within [`DEADLINE`].
     pub async fn exchange(&self, request: Request<Full<Bytes>>) -> Answer {
         let uri = request.uri().clone();
