@@ -140,27 +140,15 @@ async fn send(guard: &Guard, method: Method, target: &str, headers: &[(&str, &st
 async fn serve(issuer: &str, dpop: &str) -> Guard {
     Stack::builder()
         .serve(|stack| {
-            format!(
-                r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{}"
-allowHttpAuthorities: true
-senderConstraints:
-  dpop: {dpop}
-authenticationConfiguration:
-  smartIdentityProviders:
-    - authority: "{issuer}"
-      applications:
-        - clientId: "fhir-app"
-          audience: "{RESOURCE}"
-          allowedDataActions: ["Read"]
-        - clientId: "backend-app"
-          audience: "{RESOURCE}"
-          allowedDataActions: ["Read"]
-"#,
-                stack.upstream_url()
-            )
+            let applications = [
+                ("fhir-app", RESOURCE, r#"["Read"]"#),
+                ("backend-app", RESOURCE, r#"["Read"]"#),
+            ];
+            (stack
+                .config()
+                .with(&format!("senderConstraints:\n  dpop: {dpop}")))
+            .smart(issuer, &applications)
+            .to_string()
         })
         .await
 }

@@ -223,24 +223,9 @@ async fn smart_tokens_in_front_of_a_real_fhir_server() {
     let (_medplum, port) = tokio::task::spawn_blocking(start_medplum).await.unwrap();
     let upstream = format!("http://127.0.0.1:{port}/fhir");
     let suite = Suite::start(upstream, |stack| {
-        format!(
-            r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{}"
-publicBaseUrl: "{BASE}"
-allowHttpAuthorities: true
-authenticationConfiguration:
-  smartIdentityProviders:
-    - authority: "{}"
-      applications:
-        - clientId: "app"
-          audience: "{AUDIENCE}"
-          allowedDataActions: ["*"]
-"#,
-            stack.upstream_url(),
-            stack.idp.base_url(),
-        )
+        (stack.config().with(&format!("publicBaseUrl: \"{BASE}\"")))
+            .smart(&stack.idp.base_url(), &[("app", AUDIENCE, r#"["*"]"#)])
+            .to_string()
     })
     .await;
     let s = &suite;
@@ -438,30 +423,13 @@ async fn smart_clients_of_a_real_identity_provider() {
             .await
             .unwrap();
     let issuer = greeting["issuer"].as_str().expect("issuer").to_owned();
-    let applications = ["backend-app", "patient-app", "ehr-app"]
-        .map(|client| {
-            format!(
-                "        - clientId: \"{client}\"\n          audience: \"{AUDIENCE}\"\n          \
-                 allowedDataActions: [\"Read\"]\n"
-            )
-        })
-        .concat();
+    let applications =
+        ["backend-app", "patient-app", "ehr-app"].map(|client| (client, AUDIENCE, r#"["Read"]"#));
     let suite = Suite::start(upstream, |stack| {
-        format!(
-            r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{}"
-publicBaseUrl: "{BASE}"
-allowHttpAuthorities: true
-smartLaunchPatientClaim: patient
-authenticationConfiguration:
-  smartIdentityProviders:
-    - authority: "{issuer}"
-      applications:
-{applications}"#,
-            stack.upstream_url(),
-        )
+        let extra = format!("publicBaseUrl: \"{BASE}\"\nsmartLaunchPatientClaim: patient");
+        (stack.config().with(&extra))
+            .smart(&issuer, &applications)
+            .to_string()
     })
     .await;
     let s = &suite;

@@ -73,20 +73,14 @@ fn claims(token: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
-fn applications(issuer: &str) -> String {
-    format!(
-        r#"authenticationConfiguration:
-  smartIdentityProviders:
-    - authority: "{issuer}"
-      applications:
-        - clientId: "mtls-app"
-          audience: "{RESOURCE}"
-          allowedDataActions: ["Read"]
-        - clientId: "fhir-app"
-          audience: "{RESOURCE}"
-          allowedDataActions: ["Read"]
-"#
-    )
+fn config(stack: &Stack, issuer: &str, extra: &str) -> String {
+    let applications = [
+        ("mtls-app", RESOURCE, r#"["Read"]"#),
+        ("fhir-app", RESOURCE, r#"["Read"]"#),
+    ];
+    (stack.config().with(extra))
+        .smart(issuer, &applications)
+        .to_string()
 }
 
 /// GET over TLS to fhirguard (trusting `server`), presenting `certificate` if any.
@@ -132,22 +126,15 @@ async fn certificate_bound_tokens_over_the_tls_listener() {
     let (server, cert_file, key_file) = (&tls.certified, &tls.cert_file, &tls.key_file);
     let guard = Stack::builder()
         .serve(|stack| {
-            format!(
-                r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{}"
-allowHttpAuthorities: true
-tls: {{ certFile: "{}", keyFile: "{}" }}
+            let extra = format!(
+                r#"tls: {{ certFile: "{}", keyFile: "{}" }}
 senderConstraints:
   clientCertificates:
-    request: true
-{}"#,
-                stack.upstream_url(),
+    request: true"#,
                 cert_file.display(),
                 key_file.display(),
-                applications(&issuer)
-            )
+            );
+            config(stack, &issuer, &extra)
         })
         .await;
     let mine = ClientCertificate::new("mtls-app");
@@ -199,21 +186,14 @@ async fn forwarded_certificates_only_from_trusted_proxies() {
         let (header, trusted, required) =
             (header.to_owned(), trusted.to_owned(), required.to_owned());
         move |stack: &Stack| {
-            format!(
-                r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{}"
-allowHttpAuthorities: true
-senderConstraints:
+            let extra = format!(
+                r#"senderConstraints:
   clientCertificates:
     header: {header}
     trustedProxies: ["{trusted}"]
-    requiredFor: [{required}]
-{}"#,
-                stack.upstream_url(),
-                applications(&issuer)
-            )
+    requiredFor: [{required}]"#
+            );
+            config(stack, &issuer, &extra)
         }
     };
     // The test client is on 127.0.0.1: a trusted proxy, sending Envoy's header.

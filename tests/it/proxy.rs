@@ -59,30 +59,14 @@ impl Harness {
                 .smart(TestKey::ec_p256("smart-1")),
         )
         .serve(|stack| {
-            format!(
-                r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: {upstream_value}
-allowHttpAuthorities: true
-{extra}
-authenticationConfiguration:
-  authority: "{primary}"
-  audience: "{AUDIENCE}"
-  smartIdentityProviders:
-    - authority: "{smart}"
-      applications:
-        - clientId: "reader"
-          audience: "{SMART_AUDIENCE}"
-          allowedDataActions: ["Read"]
-        - clientId: "writer"
-          audience: "{SMART_AUDIENCE}"
-          allowedDataActions: ["*"]
-"#,
-                upstream_value = stack.upstream_yaml(),
-                primary = stack.idp.base_url(),
-                smart = stack.smart().idp.base_url(),
-            )
+            let applications = [
+                ("reader", SMART_AUDIENCE, r#"["Read"]"#),
+                ("writer", SMART_AUDIENCE, r#"["*"]"#),
+            ];
+            (stack.config().with(extra))
+                .primary(&stack.idp.base_url(), AUDIENCE)
+                .smart(&stack.smart().idp.base_url(), &applications)
+                .to_string()
         })
         .await;
         let Provider {
@@ -681,20 +665,10 @@ async fn an_identity_provider_down_at_start_gives_503_then_recovers() {
         .primary_down()
         .unready()
         .serve(|stack| {
-            format!(
-                r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{}"
-allowHttpAuthorities: true
-keySets: {{ retryInterval: "100ms", fetchTimeout: "1s" }}
-authenticationConfiguration:
-  authority: "{}"
-  audience: "{AUDIENCE}"
-"#,
-                stack.upstream_url(),
-                stack.idp.base_url()
-            )
+            (stack.config())
+                .with(r#"keySets: { retryInterval: "100ms", fetchTimeout: "1s" }"#)
+                .primary(&stack.idp.base_url(), AUDIENCE)
+                .to_string()
         })
         .await;
     let get = |address: std::net::SocketAddr, path: &'static str, token: Option<String>| {

@@ -28,22 +28,14 @@ async fn tls_listener_serves_h2_and_http1() {
         .key(TestKey::rsa("tls-1"))
         .grace(GRACE)
         .serve(|stack| {
-            format!(
-                r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{}"
-allowHttpAuthorities: true
-tls: {{ certFile: "{}", keyFile: "{}" }}
-authenticationConfiguration:
-  authority: "{}"
-  audience: "https://fhir.example.org"
-"#,
-                stack.upstream_url(),
+            let tls = format!(
+                r#"tls: {{ certFile: "{}", keyFile: "{}" }}"#,
                 cert_file.display(),
                 key_file.display(),
-                stack.idp.base_url()
-            )
+            );
+            (stack.config().with(&tls))
+                .primary(&stack.idp.base_url(), "https://fhir.example.org")
+                .to_string()
         })
         .await;
 
@@ -133,19 +125,9 @@ async fn an_https_upstream_is_reached_with_an_extra_ca_file() {
         .upstream_settings(&format!("caFile: \"{}\"", ca_file.display()))
         .grace(GRACE)
         .serve(|stack| {
-            format!(
-                r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: {}
-allowHttpAuthorities: true
-authenticationConfiguration:
-  authority: "{}"
-  audience: "https://fhir.example.org"
-"#,
-                stack.upstream_yaml(),
-                stack.idp.base_url()
-            )
+            (stack.config())
+                .primary(&stack.idp.base_url(), "https://fhir.example.org")
+                .to_string()
         })
         .await;
     let Stack { idp, key, .. } = &g.stack;

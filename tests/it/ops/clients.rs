@@ -55,33 +55,16 @@ fn expected(rows: &[(&str, &str, &str, f64)]) -> Requests {
 /// A primary authority granting [`ROLE`] `[Read]`, and a smart provider whose applications are
 /// `applications` (each `[Read]`).
 fn yaml(stack: &Stack, applications: &[&str]) -> String {
-    let applications: String = applications
+    let applications: Vec<_> = applications
         .iter()
-        .map(|id| {
-            format!(
-                "        - {{ clientId: \"{id}\", audience: \"{AUDIENCE}\", allowedDataActions: [Read] }}\n"
-            )
-        })
+        .map(|id| (*id, AUDIENCE, "[Read]"))
         .collect();
-    format!(
-        r#"listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{upstream}"
-allowHttpAuthorities: true
-roles:
-  mappings:
-    {ROLE}: [Read]
-authenticationConfiguration:
-  authority: "{primary}"
-  audience: "{AUDIENCE}"
-  smartIdentityProviders:
-    - authority: "{smart}"
-      applications:
-{applications}"#,
-        upstream = stack.upstream.base_url("/fhir"),
-        primary = stack.idp.base_url(),
-        smart = stack.smart().idp.base_url(),
-    )
+    (stack
+        .config()
+        .with(&format!("roles:\n  mappings:\n    {ROLE}: [Read]")))
+    .primary(&stack.idp.base_url(), AUDIENCE)
+    .smart(&stack.smart().idp.base_url(), &applications)
+    .to_string()
 }
 
 async fn stack() -> Stack {
