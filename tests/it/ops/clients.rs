@@ -15,7 +15,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use crate::support::exposition::series;
-use crate::support::stack::{start_ready, HttpClient, Stack, AUDIENCE, ROLE};
+use crate::support::stack::{Guard, HttpClient, Stack, AUDIENCE, ROLE};
 use crate::support::token::{self, now, TestKey};
 
 /// `(client_id, method, outcome)` → value, for every `fhirguard_requests_total` series.
@@ -67,6 +67,14 @@ fn yaml(stack: &Stack, applications: &[&str]) -> String {
     .to_string()
 }
 
+/// fhirguard on [`yaml`] with `applications`, once ready.
+async fn serve(applications: &[&str]) -> Guard {
+    Stack::builder()
+        .smart(TestKey::ec_p256("clients-1"))
+        .serve(|stack| yaml(stack, applications))
+        .await
+}
+
 async fn stack() -> Stack {
     Stack::builder()
         .smart(TestKey::ec_p256("clients-1"))
@@ -113,8 +121,8 @@ async fn exposition(running: &Running) -> String {
 
 #[tokio::test]
 async fn each_request_is_counted_under_its_client() {
-    let stack = stack().await;
-    let running = start_ready(Config::parse(&yaml(&stack, &["reader", "writer"])).unwrap()).await;
+    let g = serve(&["reader", "writer"]).await;
+    let (stack, running) = (&g.stack, &g.running);
     let reader = smart_token(&stack, "reader", 600);
     let writer = smart_token(&stack, "writer", 600);
     let expired = smart_token(&stack, "reader", -3600);
@@ -153,15 +161,15 @@ async fn each_request_is_counted_under_its_client() {
     assert!(series(&text, "fhirguard_request_duration_seconds_count")
         .iter()
         .all(|(labels, _)| labels.keys().eq(["outcome"])));
-    running.stop().await;
+    g.running.stop().await;
 }
 
 /// A flood of tokens naming 100 clients that no application lists adds one series, not 100:
 /// a caller cannot grow the exposition by inventing client ids.
 #[tokio::test]
 async fn any_number_of_unlisted_clients_is_one_series() {
-    let stack = stack().await;
-    let running = start_ready(Config::parse(&yaml(&stack, &["reader"])).unwrap()).await;
+    let g = serve(&["reader"]).await;
+    let (stack, running) = (&g.stack, &g.running);
     let client = HttpClient::default();
     for n in 0..100 {
         let primary = primary_token(&stack, &format!("stranger-{n}"));
@@ -177,7 +185,7 @@ async fn any_number_of_unlisted_clients_is_one_series() {
         expected(&[("other", "GET", "allowed", 100.0)]),
         "{text}"
     );
-    running.stop().await;
+    g.running.stop().await;
 }
 
 /// The label set follows the configuration: a reload that adds an application makes its id a
