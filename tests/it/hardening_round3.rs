@@ -526,7 +526,7 @@ async fn items_1_to_3_in_front_of_a_real_fhir_server() {
             resource["id"].as_str().unwrap()
         );
         let url = url.replace("Observation", resource["resourceType"].as_str().unwrap());
-        let (status, body) = exchange(&guard, Method::PUT, &url, None, &resource).await;
+        let (status, body) = exchange(guard, Method::PUT, &url, None, &resource).await;
         assert!(status.is_success(), "seed: {body}");
     }
     let token = |scopes: &str| app.token(scopes, "Patient/p1");
@@ -564,7 +564,7 @@ async fn items_1_to_3_in_front_of_a_real_fhir_server() {
     // Item 2: the server has x-ext; patient 1 does not, however its subject's extension reads.
     let all = "patient/*.*";
     let (status, _) = exchange(
-        &guard,
+        guard,
         Method::GET,
         &format!("{upstream}/Observation/x-ext"),
         None,
@@ -591,11 +591,11 @@ async fn items_1_to_3_in_front_of_a_real_fhir_server() {
         resource["focus"] = json!([{"reference": focus}]);
         resource.as_object_mut().unwrap().remove("id");
         let (url, token) = (guard.url("/Observation"), token(all));
-        let (status, body) = exchange(&guard, Method::POST, &url, Some(&token), &resource).await;
+        let (status, body) = exchange(guard, Method::POST, &url, Some(&token), &resource).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{focus}: {body}");
     }
     let (_, found) = exchange(
-        &guard,
+        guard,
         Method::GET,
         &format!("{upstream}/Observation?focus=Patient/p2"),
         None,

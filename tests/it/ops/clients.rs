@@ -123,13 +123,13 @@ async fn exposition(running: &Running) -> String {
 async fn each_request_is_counted_under_its_client() {
     let g = serve(&["reader", "writer"]).await;
     let (stack, running) = (&g.stack, &g.running);
-    let reader = smart_token(&stack, "reader", 600);
-    let writer = smart_token(&stack, "writer", 600);
-    let expired = smart_token(&stack, "reader", -3600);
-    let unlisted = primary_token(&stack, "backend-service");
+    let reader = smart_token(stack, "reader", 600);
+    let writer = smart_token(stack, "writer", 600);
+    let expired = smart_token(stack, "reader", -3600);
+    let unlisted = primary_token(stack, "backend-service");
     use StatusCode as S;
     send(
-        &running,
+        running,
         &[
             ("GET", "/Patient/1", Some(&reader), S::OK),
             ("GET", "/Patient/2", Some(&reader), S::OK),
@@ -143,7 +143,7 @@ async fn each_request_is_counted_under_its_client() {
         ],
     )
     .await;
-    let text = exposition(&running).await;
+    let text = exposition(running).await;
     assert_eq!(
         requests(&text),
         expected(&[
@@ -172,14 +172,14 @@ async fn any_number_of_unlisted_clients_is_one_series() {
     let (stack, running) = (&g.stack, &g.running);
     let client = HttpClient::default();
     for n in 0..100 {
-        let primary = primary_token(&stack, &format!("stranger-{n}"));
+        let primary = primary_token(stack, &format!("stranger-{n}"));
         let (status, body) = client
             .get(running.proxy_address, "/Patient/1", Some(&primary))
             .await
             .expect("answered");
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    let text = exposition(&running).await;
+    let text = exposition(running).await;
     assert_eq!(
         requests(&text),
         expected(&[("other", "GET", "allowed", 100.0)]),
