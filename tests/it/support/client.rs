@@ -31,6 +31,16 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// A response's head and its whole body.
+    pub fn of(head: http::response::Parts, body: &[u8]) -> Answer {
+        Answer {
+            version: head.version,
+            status: head.status,
+            headers: head.headers,
+            body: String::from_utf8_lossy(body).into_owned(),
+        }
+    }
+
     /// The body as JSON; panics, showing the body, when it is not.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body)
@@ -242,10 +252,5 @@ where
         .await
         .map_err(|error| error.to_string())?
         .to_bytes();
-    Ok(Answer {
-        version: parts.version,
-        status: parts.status,
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+    Ok(Answer::of(parts, &body))
 }

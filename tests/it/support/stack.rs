@@ -316,12 +316,7 @@ impl Guard {
                 .unwrap_or_else(|error| panic!("{uri}: {error}"))
                 .to_bytes()
         };
-        Answer {
-            version: parts.version,
-            status: parts.status,
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
+        Answer::of(parts, &body)
     }
 
     /// [`Guard::call`] without a socket ([`Guard::handle`]).
