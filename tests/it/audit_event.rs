@@ -18,7 +18,6 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use fhirguard::audit::{audit_event, AuditRecord, Auditor, Lines, Outcome, Source};
 use fhirguard::auth::Principal;
 use fhirguard::config::{Config, ProviderKind};
@@ -26,12 +25,10 @@ use fhirguard::fhir::bundle::BundleKind;
 use fhirguard::fhir::{classify, FhirRequest};
 use fhirguard::metrics::Metrics;
 use http::{HeaderMap, Method};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use crate::medplum::{medplum_dir, prepared, start_medplum};
+use crate::support::client::HttpClient;
 use crate::support::poll::eventually;
 
 const TOKEN: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJ1c2VyLTQyIn0.c2lnbmF0dXJl";
@@ -261,14 +258,9 @@ fn dropped(metrics: &Metrics, reason: &str) -> u64 {
 }
 
 async fn get_json(url: &str) -> Value {
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let response = client
-        .get(url.parse().expect("url"))
-        .await
-        .expect("request");
-    assert!(response.status().is_success(), "{}", response.status());
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    serde_json::from_slice(&bytes).expect("JSON")
+    let answer = HttpClient::default().get_url(url, &[]).await;
+    assert!(answer.status.is_success(), "{}", answer.status);
+    answer.json()
 }
 
 /// Polls `done` until it holds or `limit` passes.

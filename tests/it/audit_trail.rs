@@ -5,16 +5,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use fhirguard::config::Config;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::support::idp::FakeIdp;
 use crate::support::poll::eventually;
-use crate::support::stack::start_ready;
+use crate::support::stack::Stack;
 use crate::support::token::{self, now, TestKey};
 use crate::support::upstream::FakeFhir;
 
@@ -34,43 +29,33 @@ fn received(audit: &FakeFhir) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_decision_reaches_the_audit_server_as_an_audit_event() {
-    let key = TestKey::ec_p256("audit-1");
-    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
-    let upstream = FakeFhir::start().await;
     let audit = FakeFhir::start().await;
-    let text = format!(
-        r#"listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{upstream}"
-allowHttpAuthorities: true
-reportOnly: [lenient]
+    let g = Stack::builder()
+        .key(TestKey::ec_p256("audit-1"))
+        .serve(|stack| {
+            let audit_server = format!(
+                r#"reportOnly: [lenient]
 audit:
   format: fhir
-  fhirServer: "{audit}"
-  flushInterval: 100ms
-authenticationConfiguration:
-  smartIdentityProviders:
-    - authority: "{authority}"
-      applications:
-        - clientId: "reader"
-          audience: "{AUDIENCE}"
-          allowedDataActions: ["Read"]
-        - clientId: "lenient"
-          audience: "{AUDIENCE}"
-          allowedDataActions: ["Read"]
-"#,
-        upstream = upstream.base_url("/fhir"),
-        audit = audit.base_url("/audit"),
-        authority = idp.base_url(),
-    );
-    let running = start_ready(Config::parse(&text).expect("config")).await;
+  fhirServer: "{}"
+  flushInterval: 100ms"#,
+                audit.base_url("/audit")
+            );
+            let applications = [
+                ("reader", AUDIENCE, r#"["Read"]"#),
+                ("lenient", AUDIENCE, r#"["Read"]"#),
+            ];
+            (stack.config().with(&audit_server))
+                .smart(&stack.idp.base_url(), &applications)
+                .to_string()
+        })
+        .await;
     let token = |client: &str| {
-        token::base_claims(&idp.issuer(), AUDIENCE, now())
+        token::base_claims(&g.stack.idp.issuer(), AUDIENCE, now())
             .claim("client_id", client)
             .claim("scp", "system/*.*")
-            .sign(&key)
+            .sign(&g.stack.key)
     };
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut tokens = Vec::new();
     for (method, target, who, expected) in [
         (Method::GET, "/Patient/1", "reader", StatusCode::OK),
@@ -83,16 +68,10 @@ authenticationConfiguration:
         (Method::DELETE, "/Patient/2", "lenient", StatusCode::OK),
     ] {
         let bearer = token(who);
-        let request = Request::builder()
-            .method(method.clone())
-            .uri(format!("http://{}{target}", running.proxy_address))
-            .header("authorization", format!("Bearer {bearer}"))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let response = client.request(request).await.expect("an answer");
-        let status = response.status();
-        let _ = response.into_body().collect().await;
-        assert_eq!(status, expected, "{method} {target} by {who}");
+        let answer = g
+            .handle_call(method.clone(), target, Some(&bearer), &[], Bytes::new())
+            .await;
+        assert_eq!(answer.status, expected, "{method} {target} by {who}");
         tokens.push(bearer);
     }
     eventually(
@@ -147,5 +126,5 @@ authenticationConfiguration:
             "a token reached the audit trail"
         );
     }
-    running.stop().await;
+    g.running.stop().await;
 }

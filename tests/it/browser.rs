@@ -197,30 +197,20 @@ async fn a_smart_app_in_a_real_browser() {
     // fhirguard in front of Medplum, trusting the provider, CORS for the app's origin only.
     let guard = Stack::builder()
         .upstream_url(upstream.clone())
-        .serve(|_| {
-            format!(
-                r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{upstream}"
-allowHttpAuthorities: true
-clockSkew: 0s
+        .serve(|stack| {
+            let extra = format!(
+                r#"clockSkew: 0s
 smartLaunchPatientClaim: patient
 cors:
   origins: ["{app_origin}"]
   headers: ["*"]
   methods: ["*"]
   maxAge: 600
-  allowCredentials: false
-authenticationConfiguration:
-  smartIdentityProviders:
-    - authority: "{issuer}"
-      applications:
-        - clientId: "{CLIENT_ID}"
-          audience: "{RESOURCE}"
-          allowedDataActions: ["Read"]
-"#
-            )
+  allowCredentials: false"#
+            );
+            (stack.config().with(&extra))
+                .smart(&issuer, &[(CLIENT_ID, RESOURCE, r#"["Read"]"#)])
+                .to_string()
         })
         .await;
     let fhir_base = guard.url("");

@@ -1,39 +1,10 @@
 //! The command line: `check` (every error, exit codes, `--probe`), `serve` on a bad config, and
 //! `explain` agreeing with the proxy's verdicts.
 
-use std::process::{Command, Output};
-
+use crate::support::binary::{fhirguard, fhirguard_async, Explain};
 use crate::support::idp::FakeIdp;
 use crate::support::token::{self, now, TestKey};
 use serde_json::json;
-
-fn fhirguard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fhirguard"))
-        .args(args)
-        .output()
-        .expect("run fhirguard")
-}
-
-pub(crate) async fn fhirguard_async(args: Vec<String>, stdin: Option<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fhirguard"))
-            .args(&args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run fhirguard");
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
-        }
-        drop(input);
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap()
-}
 
 const BROKEN: &str = r#"
 upstream: "ftp://fhir"
@@ -52,7 +23,7 @@ fn check_prints_every_error_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("broken.yaml");
     std::fs::write(&file, BROKEN).unwrap();
-    let output = fhirguard(&["check", "--config", file.to_str().unwrap()]);
+    let output = fhirguard(&["check", "--config", file.to_str().unwrap()], None);
     assert_eq!(output.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&output.stdout);
     for expected in [
@@ -64,7 +35,7 @@ fn check_prints_every_error_and_exits_1() {
         assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
     }
 
-    let output = fhirguard(&["serve", "--config", file.to_str().unwrap()]);
+    let output = fhirguard(&["serve", "--config", file.to_str().unwrap()], None);
     assert_eq!(
         output.status.code(),
         Some(64),
@@ -76,7 +47,7 @@ fn check_prints_every_error_and_exits_1() {
 fn check_accepts_every_example_config() {
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap() {
         let path = entry.unwrap().path();
-        let output = fhirguard(&["check", "--config", path.to_str().unwrap()]);
+        let output = fhirguard(&["check", "--config", path.to_str().unwrap()], None);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "{}: {stdout}", path.display());
         // What `cors` does is shown (issue 19).
@@ -150,23 +121,14 @@ async fn explain_prints_the_steps_and_the_proxys_verdict() {
         .claim("scp", "patient/*.read")
         .claim("fhirUser", "https://fhir.example.org/Patient/1")
         .sign(&key);
-    let args = |method: &str, path: &str| {
-        vec![
-            "explain".to_owned(),
-            "--config".to_owned(),
-            config.clone(),
-            "--token".to_owned(),
-            "-".to_owned(),
-            "--method".to_owned(),
-            method.to_owned(),
-            "--path".to_owned(),
-            path.to_owned(),
-        ]
-    };
+    let explain = |method: &str, path: &str| Explain::new(&config).method(method).path(path);
 
-    let output = fhirguard_async(args("GET", "/Observation?code=x"), Some(token.clone())).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
+    let output = explain("GET", "/Observation?code=x")
+        .token(&token)
+        .run()
+        .await;
+    let stdout = output.stdout;
+    assert_eq!(output.code, Some(0), "{stdout}");
     for expected in [
         "step 4 provider: smartIdentityProviders[0]",
         "verified with key explain-1",
@@ -181,9 +143,12 @@ async fn explain_prints_the_steps_and_the_proxys_verdict() {
     }
     assert!(!stdout.contains(&token), "explain printed the token");
 
-    let output = fhirguard_async(args("DELETE", "/Observation/1"), Some(token.clone())).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let output = explain("DELETE", "/Observation/1")
+        .token(&token)
+        .run()
+        .await;
+    let stdout = output.stdout;
+    assert_eq!(output.code, Some(1), "{stdout}");
     assert!(stdout.contains("verdict: 403 forbidden"), "{stdout}");
 
     let expired = token::base_claims(&idp.issuer(), "https://fhir.example.org", now())
@@ -191,9 +156,9 @@ async fn explain_prints_the_steps_and_the_proxys_verdict() {
         .claim("nbf", now() - 7200)
         .claim("exp", now() - 3600)
         .sign(&key);
-    let output = fhirguard_async(args("GET", "/Patient/1"), Some(expired)).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let output = explain("GET", "/Patient/1").token(&expired).run().await;
+    let stdout = output.stdout;
+    assert_eq!(output.code, Some(1), "{stdout}");
     assert!(stdout.contains("verdict: 401 expired"), "{stdout}");
 
     let bundle = dir.path().join("bundle.json");
@@ -206,11 +171,9 @@ async fn explain_prints_the_steps_and_the_proxys_verdict() {
         .to_string(),
     )
     .unwrap();
-    let mut bundle_args = args("POST", "/");
-    bundle_args.extend(["--body".to_owned(), bundle.to_str().unwrap().to_owned()]);
-    let output = fhirguard_async(bundle_args, Some(token)).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let output = explain("POST", "/").body(&bundle).token(&token).run().await;
+    let stdout = output.stdout;
+    assert_eq!(output.code, Some(1), "{stdout}");
     assert!(stdout.contains("step 8 entry[1]"), "{stdout}");
     assert!(stdout.contains("verdict: 403"), "{stdout}");
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 
+use crate::support::binary::Explain;
 use crate::support::client::Answer;
 use crate::support::poll::eventually;
 use crate::support::stack::{Guard, Stack};
@@ -447,34 +448,17 @@ async fn explain_tells_how_a_preflight_is_answered() {
     std::fs::write(&file, stack.yaml("[Read]", LISTED)).expect("write config");
     let token = stack.token();
     let run = |origin: &str, method: &str| {
-        let args: Vec<String> = [
-            "explain",
-            "--config",
-            file.to_str().unwrap(),
-            "--token",
-            &token,
-            "--method",
-            "OPTIONS",
-            "--path",
-            "/Patient",
-            "--header",
-            &format!("Origin: {origin}"),
-            "--header",
-            &format!("Access-Control-Request-Method: {method}"),
-        ]
-        .iter()
-        .map(|arg| (*arg).to_owned())
-        .collect();
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_fhirguard"))
-                .args(args)
-                .output()
-                .expect("run fhirguard")
-        })
+        Explain::new(&file)
+            .token_arg(&token)
+            .method("OPTIONS")
+            .path("/Patient")
+            .header(&format!("Origin: {origin}"))
+            .header(&format!("Access-Control-Request-Method: {method}"))
+            .run()
     };
-    let allowed = run(APP, "GET").await.unwrap();
-    let stdout = String::from_utf8_lossy(&allowed.stdout);
-    assert_eq!(allowed.status.code(), Some(0), "{stdout}");
+    let allowed = run(APP, "GET").await;
+    let stdout = allowed.stdout;
+    assert_eq!(allowed.code, Some(0), "{stdout}");
     assert!(
         stdout.contains("verdict: ALLOW — a CORS preflight, answered by fhirguard (204)"),
         "{stdout}"
@@ -483,9 +467,9 @@ async fn explain_tells_how_a_preflight_is_answered() {
         (OTHER, "GET", "403 cors_origin"),
         (APP, "PATCH", "403 cors_method"),
     ] {
-        let refused = run(origin, method).await.unwrap();
-        let stdout = String::from_utf8_lossy(&refused.stdout);
-        assert_eq!(refused.status.code(), Some(1), "{stdout}");
+        let refused = run(origin, method).await;
+        let stdout = refused.stdout;
+        assert_eq!(refused.code, Some(1), "{stdout}");
         assert!(stdout.contains(&format!("verdict: {reason}")), "{stdout}");
     }
 }

@@ -11,9 +11,9 @@
 mod artifacts;
 mod metrics;
 
+use crate::support::binary::fhirguard;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 
 use yaml_serde::Value;
 
@@ -128,12 +128,8 @@ fn each_configmap_config_passes_fhirguard_check() {
         let example = Example::load(dir);
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), &example.config_text).unwrap();
-        let output = Command::new(env!("CARGO_BIN_EXE_fhirguard"))
-            .arg("check")
-            .arg("--config")
-            .arg(file.path())
-            .output()
-            .unwrap();
+        let path = file.path().to_str().expect("a UTF-8 path");
+        let output = fhirguard(&["check", "--config", path], None);
         assert!(
             output.status.success(),
             "{dir}: fhirguard check failed:\n{}{}",

@@ -140,27 +140,15 @@ async fn send(guard: &Guard, method: Method, target: &str, headers: &[(&str, &st
 async fn serve(issuer: &str, dpop: &str) -> Guard {
     Stack::builder()
         .serve(|stack| {
-            format!(
-                r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{}"
-allowHttpAuthorities: true
-senderConstraints:
-  dpop: {dpop}
-authenticationConfiguration:
-  smartIdentityProviders:
-    - authority: "{issuer}"
-      applications:
-        - clientId: "fhir-app"
-          audience: "{RESOURCE}"
-          allowedDataActions: ["Read"]
-        - clientId: "backend-app"
-          audience: "{RESOURCE}"
-          allowedDataActions: ["Read"]
-"#,
-                stack.upstream_url()
-            )
+            let applications = [
+                ("fhir-app", RESOURCE, r#"["Read"]"#),
+                ("backend-app", RESOURCE, r#"["Read"]"#),
+            ];
+            (stack
+                .config()
+                .with(&format!("senderConstraints:\n  dpop: {dpop}")))
+            .smart(issuer, &applications)
+            .to_string()
         })
         .await
 }
@@ -322,6 +310,7 @@ async fn dpop_bound_tokens_of_a_real_provider() {
 /// `explain` runs the same proof checks as the proxy, and shows the proof and the binding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_checks_a_dpop_proof() {
+    use crate::support::binary::Explain;
     use crate::support::idp::FakeIdp;
     use crate::support::token::{self, now, TestKey};
 
@@ -336,30 +325,20 @@ async fn explain_checks_a_dpop_proof() {
         .claim("cnf", json!({"jkt": proof_key.thumbprint()}))
         .sign(&key);
     let explain = |headers: Vec<String>| {
-        let mut args: Vec<String> = [
-            "explain",
-            "--config",
-            &config,
-            "--token",
-            "-",
-            "--method",
-            "GET",
-            "--path",
-            "/Observation",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        for header in headers {
-            args.push("--header".to_owned());
-            args.push(header);
+        let mut explain = Explain::new(&config)
+            .token(&token)
+            .method("GET")
+            .path("/Observation");
+        for header in &headers {
+            explain = explain.header(header);
         }
-        crate::cli::fhirguard_async(args, Some(token.clone()))
+        explain.run()
     };
     let host = "Host: fhir.test".to_owned();
     let proof = proof_key.proof("GET", "http://fhir.test/Observation", Some(&token));
     let output = explain(vec![host.clone(), format!("DPoP: {proof}")]).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
+    let stdout = output.stdout;
+    assert_eq!(output.code, Some(0), "{stdout}");
     for expected in [
         "dpop proof (unverified): typ=\"dpop+jwt\" alg=\"ES256\"",
         "ath=matches the token",
@@ -373,7 +352,7 @@ async fn explain_checks_a_dpop_proof() {
     }
     // Without the proof, the bound token is a bearer token: refused (RFC 9449 §7.2).
     let output = explain(vec![host.clone()]).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = output.stdout;
     assert!(
         stdout.contains("verdict: 401 dpop_bound_as_bearer"),
         "{stdout}"
@@ -392,8 +371,8 @@ async fn explain_checks_a_dpop_proof() {
     let htu = "http://fhir.test/Observation";
     let proof = proof_key.proof("GET", htu, Some(&token));
     let output = explain(vec![host.clone(), format!("DPoP: {proof}")]).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(!output.status.success(), "{stdout}");
+    let stdout = output.stdout;
+    assert_ne!(output.code, Some(0), "{stdout}");
     for expected in [
         "step 7 dpop nonce: required (lifetime 300s, secret secretFile): The DPoP proof has no \
          nonce → 401 use_dpop_nonce (dpop_nonce_missing)",
@@ -408,8 +387,8 @@ async fn explain_checks_a_dpop_proof() {
     let nonce = nonce.to_str().unwrap();
     let proof = proof_key.proof_with("GET", htu, Some(&token), now(), Some(nonce));
     let output = explain(vec![host, format!("DPoP: {proof}")]).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
+    let stdout = output.stdout;
+    assert_eq!(output.code, Some(0), "{stdout}");
     assert!(
         stdout.contains("step 7 dpop nonce: required (lifetime 300s, secret secretFile): valid"),
         "{stdout}"

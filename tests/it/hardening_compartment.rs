@@ -5,22 +5,17 @@
 //! version histories and applies JSON Patches — and records every request it receives, so each
 //! test asserts both what the client got and what reached the server.
 
-use bytes::Bytes;
-use fhirguard::app::Running;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use std::ops::Deref;
+
+use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use crate::support::binary::Explain;
 use crate::support::fhir_store::Search;
-use crate::support::idp::FakeIdp;
-use crate::support::stack::{Guard, Stack};
-use crate::support::token::{self, now, TestKey};
-use crate::support::upstream::{FakeFhir, Recorded};
-
-const AUDIENCE: &str = "https://fhir.example.org/smart";
-const BASE: &str = "https://fhir.example.org";
+use crate::support::smart_app::SmartApp;
+use crate::support::stack::Answer;
+use crate::support::token::TestKey;
+use crate::support::upstream::Recorded;
 
 fn observation(id: &str, patient: &str) -> Value {
     json!({"resourceType": "Observation", "id": id, "status": "final",
@@ -28,88 +23,38 @@ fn observation(id: &str, patient: &str) -> Value {
            "subject": {"reference": format!("Patient/{patient}")}})
 }
 
+/// fhirguard in front of the store, with a `patient/*.*` token for Patient/1; requests go
+/// through `Proxy::handle`, with no socket.
 struct Harness {
-    idp: FakeIdp,
-    key: TestKey,
-    fhir: FakeFhir,
-    running: Running,
-    client: Client<HttpConnector, Full<Bytes>>,
+    app: SmartApp,
     /// A `patient/*.*` token for Patient/1.
     token: String,
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
+impl Deref for Harness {
+    type Target = SmartApp;
 
-impl Answer {
-    fn diagnostics(&self) -> &str {
-        self.body["issue"][0]["diagnostics"].as_str().unwrap_or("")
+    fn deref(&self) -> &SmartApp {
+        &self.app
     }
-}
-
-fn config_yaml(upstream: &str, authority: &str) -> String {
-    format!(
-        r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{upstream}"
-publicBaseUrl: "{BASE}"
-allowHttpAuthorities: true
-authenticationConfiguration:
-  smartIdentityProviders:
-    - authority: "{authority}"
-      applications:
-        - clientId: "app"
-          audience: "{AUDIENCE}"
-          allowedDataActions: ["*"]
-"#
-    )
 }
 
 impl Harness {
     async fn start() -> Harness {
-        let Guard {
-            stack: Stack { idp, key, upstream, .. },
-            running,
-            ..
-        } = Stack::builder()
-            .key(TestKey::ec_p256("hardening-1"))
-            .store(
-                vec![
-                    json!({"resourceType": "Patient", "id": "1"}),
-                    json!({"resourceType": "Patient", "id": "2"}),
-                    observation("o1", "1"),
-                    observation("o2", "2"),
-                    observation("o3", "2"),
-                    json!({"resourceType": "Encounter", "id": "e1", "subject": {"reference": "Patient/1"}}),
-                    json!({"resourceType": "Encounter", "id": "e2", "subject": {"reference": "Patient/2"}}),
-                    json!({"resourceType": "Location", "id": "loc"}),
-                ],
-                Search::CompartmentParameters,
-            )
-            .serve(|stack| config_yaml(&stack.upstream.base_url("/fhir"), &stack.idp.base_url()))
-            .await;
-        let mut harness = Harness {
-            idp,
-            key,
-            fhir: upstream,
-            running,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            token: String::new(),
-        };
-        harness.token = harness.token_for("patient/*.*", "Patient/1");
-        harness
-    }
-
-    fn token_for(&self, scopes: &str, fhir_user: &str) -> String {
-        token::base_claims(&self.idp.issuer(), AUDIENCE, now())
-            .claim("azp", "app")
-            .claim("scp", scopes)
-            .claim("fhirUser", format!("{BASE}/{fhir_user}"))
-            .sign(&self.key)
+        let seed = vec![
+            json!({"resourceType": "Patient", "id": "1"}),
+            json!({"resourceType": "Patient", "id": "2"}),
+            observation("o1", "1"),
+            observation("o2", "2"),
+            observation("o3", "2"),
+            json!({"resourceType": "Encounter", "id": "e1", "subject": {"reference": "Patient/1"}}),
+            json!({"resourceType": "Encounter", "id": "e2", "subject": {"reference": "Patient/2"}}),
+            json!({"resourceType": "Location", "id": "loc"}),
+        ];
+        let key = TestKey::ec_p256("hardening-1");
+        let app = SmartApp::start(key, seed, Search::CompartmentParameters).await;
+        let token = app.token("patient/*.*", "Patient/1");
+        Harness { app, token }
     }
 
     async fn send(
@@ -119,25 +64,8 @@ impl Harness {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Answer {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{target}", self.running.proxy_address))
-            .header("authorization", format!("Bearer {}", self.token));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap();
-        let response = self.client.request(request).await.expect("request");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        Answer {
-            status,
-            headers,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        }
+        self.handle_call(method, target, Some(&self.token), headers, body.to_owned())
+            .await
     }
 
     async fn get(&self, target: &str) -> Answer {
@@ -146,7 +74,7 @@ impl Harness {
 
     /// `target` is refused with 403 naming a compartment rule, and nothing reaches the server.
     async fn assert_refused(&self, method: Method, target: &str, form: &str) {
-        let before = self.fhir.count();
+        let before = self.fhir().count();
         let headers: &[(&str, &str)] = if form.is_empty() {
             &[]
         } else {
@@ -159,14 +87,14 @@ impl Harness {
             "{method} {target} {form}: {}",
             answer.body
         );
-        assert_eq!(answer.body["issue"][0]["code"], "forbidden");
+        assert_eq!(answer.json_or_null()["issue"][0]["code"], "forbidden");
         assert!(
             answer.diagnostics().contains("compartment hardening"),
             "{method} {target} {form}: the reason names no rule: {}",
             answer.diagnostics()
         );
         assert_eq!(
-            self.fhir.count(),
+            self.fhir().count(),
             before,
             "{method} {target} {form} reached the server"
         );
@@ -275,11 +203,16 @@ async fn counts_and_totals_come_only_from_confined_searches() {
         ("/Encounter?_summary=count", "patient=Patient/1"),
         ("/Patient?_id=1&_summary=count", "_id=1"),
     ] {
-        let before = h.fhir.count();
+        let before = h.fhir().count();
         let answer = h.get(target).await;
         assert_eq!(answer.status, StatusCode::OK, "{target}: {}", answer.body);
-        assert_eq!(answer.body["total"], 1, "{target}: {}", answer.body);
-        let sent = h.fhir.since(before);
+        assert_eq!(
+            answer.json_or_null()["total"],
+            1,
+            "{target}: {}",
+            answer.body
+        );
+        let sent = h.fhir().since(before);
         assert_eq!(sent.len(), 1, "{target}");
         assert!(
             sent[0].target.ends_with(&format!("&{canonical}")),
@@ -289,7 +222,7 @@ async fn counts_and_totals_come_only_from_confined_searches() {
     }
     // A search form: the canonical parameter reaches the server in the URL or the form.
     for form in ["_summary=count", "subject=Patient/1&_count=0"] {
-        let before = h.fhir.count();
+        let before = h.fhir().count();
         let answer = h
             .send(
                 Method::POST,
@@ -299,7 +232,7 @@ async fn counts_and_totals_come_only_from_confined_searches() {
             )
             .await;
         assert_eq!(answer.status, StatusCode::OK, "{form}: {}", answer.body);
-        let sent = h.fhir.since(before);
+        let sent = h.fhir().since(before);
         assert!(
             searched(&sent[0]).contains("subject=Patient/1"),
             "{form}: {}",
@@ -309,7 +242,7 @@ async fn counts_and_totals_come_only_from_confined_searches() {
     // Other types' references cannot name a patient and stay allowed.
     let answer = h.get("/Observation?performer=Practitioner/7").await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(ids(&answer.body), ["Observation/o1"]);
+    assert_eq!(ids(&answer.json_or_null()), ["Observation/o1"]);
 }
 
 // Class 5: 304 as an existence oracle.
@@ -325,7 +258,7 @@ async fn conditional_reads_cannot_confirm_another_patients_resource() {
         ("range", "bytes=0-1"),
     ] {
         for method in [Method::GET, Method::HEAD] {
-            let before = h.fhir.count();
+            let before = h.fhir().count();
             let answer = h
                 .send(method.clone(), "/Observation/o2", &[(name, value)], "")
                 .await;
@@ -335,7 +268,7 @@ async fn conditional_reads_cannot_confirm_another_patients_resource() {
                 "{method} {name}: {value}"
             );
             assert!(answer.headers.get("etag").is_none(), "{name}: {value}");
-            let sent = h.fhir.since(before);
+            let sent = h.fhir().since(before);
             assert!(
                 sent.iter().all(|r| !r.headers.contains_key(name)),
                 "{name} reached the server"
@@ -357,7 +290,8 @@ async fn conditional_reads_cannot_confirm_another_patients_resource() {
     ]});
     let answer = h.send(Method::POST, "/", &[], &batch.to_string()).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    let statuses: Vec<&str> = answer.body["entry"]
+    let body = answer.json_or_null();
+    let statuses: Vec<&str> = body["entry"]
         .as_array()
         .unwrap()
         .iter()
@@ -375,8 +309,10 @@ async fn conditional_reads_cannot_confirm_another_patients_resource() {
         "{}",
         answer.body
     );
-    assert!(answer.body["entry"][0]["response"].get("etag").is_none());
-    let sent = h.fhir.requests().pop().unwrap();
+    assert!(answer.json_or_null()["entry"][0]["response"]
+        .get("etag")
+        .is_none());
+    let sent = h.fhir().requests().pop().unwrap();
     assert!(
         !String::from_utf8_lossy(&sent.body).contains("ifNoneMatch"),
         "the entries' conditions reached the server"
@@ -416,7 +352,7 @@ async fn conditional_reads_cannot_confirm_another_patients_resource() {
             "DELETE {name}: {value}"
         );
     }
-    assert!(h.fhir.resource("Observation/o3").is_some());
+    assert!(h.fhir().resource("Observation/o3").is_some());
 }
 
 // Class 8: counts and existence through other doors.
@@ -430,7 +366,7 @@ async fn writes_to_absent_and_foreign_resources_answer_alike() {
         (Method::DELETE, "/Observation/o2", json!(null)),
         (Method::DELETE, "/Observation/nope", json!(null)),
     ] {
-        let before = h.fhir.count();
+        let before = h.fhir().count();
         let body = if body.is_null() {
             String::new()
         } else {
@@ -439,11 +375,14 @@ async fn writes_to_absent_and_foreign_resources_answer_alike() {
         let answer = h.send(method.clone(), target, &[], &body).await;
         assert_eq!(answer.status, StatusCode::NOT_FOUND, "{method} {target}");
         assert!(
-            h.fhir.since(before).iter().all(|r| r.method == Method::GET),
+            h.fhir()
+                .since(before)
+                .iter()
+                .all(|r| r.method == Method::GET),
             "{method} {target} was forwarded"
         );
     }
-    assert!(h.fhir.resource("Observation/fresh").is_none());
+    assert!(h.fhir().resource("Observation/fresh").is_none());
     // The patient's own resources are written as before.
     let answer = h
         .send(
@@ -482,12 +421,12 @@ async fn history_never_answers_other_patients_counts() {
         "/Observation/nope/_history?_count=0",
         "/Patient/2/_history?_count=0",
     ] {
-        let before = h.fhir.count();
+        let before = h.fhir().count();
         let answer = h.get(target).await;
         assert_eq!(answer.status, StatusCode::NOT_FOUND, "{target}");
-        assert!(answer.body.get("total").is_none(), "{target}");
+        assert!(answer.json_or_null().get("total").is_none(), "{target}");
         assert!(
-            h.fhir
+            h.fhir()
                 .since(before)
                 .iter()
                 .all(|r| !r.target.contains("_history")),
@@ -497,10 +436,10 @@ async fn history_never_answers_other_patients_counts() {
     // The own resource's history is answered (filtered), also as a count.
     let answer = h.get("/Observation/o1/_history").await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    assert_eq!(ids(&answer.body), ["Observation/o1"]);
+    assert_eq!(ids(&answer.json_or_null()), ["Observation/o1"]);
     let answer = h.get("/Observation/o1/_history?_count=0").await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(answer.body["total"], 1);
+    assert_eq!(answer.json_or_null()["total"], 1);
     // Shared types keep their history.
     assert_eq!(
         h.get("/Location/_history?_count=0").await.status,
@@ -528,10 +467,11 @@ async fn batch_and_transaction_entries_cannot_count_other_patients() {
             .map(|url| json!({"request": {"method": "GET", "url": url}})),
     );
     let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": entries});
-    let before = h.fhir.count();
+    let before = h.fhir().count();
     let answer = h.send(Method::POST, "/", &[], &batch.to_string()).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    let answered = answer.body["entry"].as_array().unwrap();
+    let body = answer.json_or_null();
+    let answered = body["entry"].as_array().unwrap();
     assert_eq!(answered.len(), leaky.len() + 1);
     // The confined count is the patient's own; every leaky entry is a 403.
     assert_eq!(answered[0]["response"]["status"], "200 OK");
@@ -540,7 +480,7 @@ async fn batch_and_transaction_entries_cannot_count_other_patients() {
         assert_eq!(entry["response"]["status"], "403 Forbidden", "{url}");
         assert!(entry.get("resource").is_none(), "{url}");
     }
-    let sent = h.fhir.since(before);
+    let sent = h.fhir().since(before);
     assert_eq!(sent.len(), 1);
     let forwarded: Value = serde_json::from_slice(&sent[0].body).unwrap();
     assert_eq!(forwarded["entry"].as_array().unwrap().len(), 1);
@@ -553,12 +493,12 @@ async fn batch_and_transaction_entries_cannot_count_other_patients() {
         let transaction = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
             {"request": {"method": "GET", "url": url}},
         ]});
-        let before = h.fhir.count();
+        let before = h.fhir().count();
         let answer = h
             .send(Method::POST, "/", &[], &transaction.to_string())
             .await;
         assert_eq!(answer.status, StatusCode::FORBIDDEN, "{url}");
-        assert_eq!(h.fhir.count(), before, "{url}");
+        assert_eq!(h.fhir().count(), before, "{url}");
     }
 }
 
@@ -569,7 +509,7 @@ async fn conditional_create_criteria_are_confined() {
     let create = |criteria: &'static str| {
         let body = observation("c1", "1").to_string();
         async move {
-            let before = h.fhir.count();
+            let before = h.fhir().count();
             let answer = h
                 .send(
                     Method::POST,
@@ -578,7 +518,7 @@ async fn conditional_create_criteria_are_confined() {
                     &body,
                 )
                 .await;
-            (answer, h.fhir.since(before))
+            (answer, h.fhir().since(before))
         }
     };
     for criteria in [
@@ -635,7 +575,7 @@ async fn patches_are_applied_and_must_stay_in_the_compartment() {
     let harness = Harness::start().await;
     let h = &harness;
     let patch = |target: &'static str, content_type: &'static str, body: Value| async move {
-        let before = h.fhir.count();
+        let before = h.fhir().count();
         let answer = h
             .send(
                 Method::PATCH,
@@ -645,7 +585,7 @@ async fn patches_are_applied_and_must_stay_in_the_compartment() {
             )
             .await;
         let patched = h
-            .fhir
+            .fhir()
             .since(before)
             .iter()
             .any(|r| r.method == Method::PATCH);
@@ -687,7 +627,7 @@ async fn patches_are_applied_and_must_stay_in_the_compartment() {
         assert!(!patched, "{body} was forwarded");
     }
     assert_eq!(
-        h.fhir.resource("Observation/o1").unwrap()["subject"]["reference"],
+        h.fhir().resource("Observation/o1").unwrap()["subject"]["reference"],
         "Patient/1"
     );
     // FHIRPath Patch and other media types cannot be evaluated.
@@ -710,7 +650,7 @@ async fn patches_are_applied_and_must_stay_in_the_compartment() {
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert!(!patched);
     // A patch that stays is forwarded, pinned to the version checked.
-    let before = h.fhir.count();
+    let before = h.fhir().count();
     let (answer, patched) = patch(
         "/Observation/o1",
         "application/json-patch+json; charset=utf-8",
@@ -719,11 +659,11 @@ async fn patches_are_applied_and_must_stay_in_the_compartment() {
     .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert!(patched);
-    let sent = h.fhir.since(before);
+    let sent = h.fhir().since(before);
     let forwarded = sent.iter().find(|r| r.method == Method::PATCH).unwrap();
     assert_eq!(forwarded.headers["if-match"], "W/\"1\"");
     assert_eq!(
-        h.fhir.resource("Observation/o1").unwrap()["status"],
+        h.fhir().resource("Observation/o1").unwrap()["status"],
         "amended"
     );
     // Adding a performer of another type stays in the compartment.
@@ -773,13 +713,16 @@ async fn creates_and_updates_naming_another_patient_are_refused() {
                 format!("/Observation/{}", resource["id"].as_str().unwrap()),
             ),
         ] {
-            let before = h.fhir.count();
+            let before = h.fhir().count();
             let answer = h
                 .send(method.clone(), &target, &[], &resource.to_string())
                 .await;
             assert_eq!(answer.status, StatusCode::FORBIDDEN, "{method} {resource}");
             assert!(
-                h.fhir.since(before).iter().all(|r| r.method == Method::GET),
+                h.fhir()
+                    .since(before)
+                    .iter()
+                    .all(|r| r.method == Method::GET),
                 "{method} {resource} was written"
             );
         }
@@ -808,11 +751,7 @@ async fn explain_names_the_compartment_rule() {
     let h = Harness::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");
-    std::fs::write(
-        &file,
-        config_yaml(&h.fhir.base_url("/fhir"), &h.idp.base_url()),
-    )
-    .unwrap();
+    std::fs::write(&file, &h.yaml).unwrap();
     let token = h.token.clone();
     for (path, rule) in [
         (
@@ -825,28 +764,14 @@ async fn explain_names_the_compartment_rule() {
             "may reach only shared types",
         ),
     ] {
-        let args = [
-            "explain",
-            "--config",
-            file.to_str().unwrap(),
-            "--token",
-            &token,
-            "--method",
-            "GET",
-            "--path",
-            path,
-        ]
-        .map(str::to_owned);
-        let output = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_fhirguard"))
-                .args(args)
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert_eq!(output.status.code(), Some(1), "{path}: {stdout}");
+        let output = Explain::new(&file)
+            .token_arg(&token)
+            .method("GET")
+            .path(path)
+            .run()
+            .await;
+        let stdout = output.stdout;
+        assert_eq!(output.code, Some(1), "{path}: {stdout}");
         assert!(
             stdout.contains("verdict: 403") && stdout.contains(rule),
             "{path}: {stdout}"
@@ -861,11 +786,7 @@ async fn explain_checks_a_create_body_as_the_proxy_does() {
     let h = Harness::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");
-    std::fs::write(
-        &file,
-        config_yaml(&h.fhir.base_url("/fhir"), &h.idp.base_url()),
-    )
-    .unwrap();
+    std::fs::write(&file, &h.yaml).unwrap();
     let cases = [
         (
             r#"{"resourceType":"Observation","subject":{"reference":"Patient/1"},"performer":[{"reference":"Patient/2"}]}"#,
@@ -886,29 +807,14 @@ async fn explain_checks_a_create_body_as_the_proxy_does() {
     for (index, (body, verdict, rule)) in cases.into_iter().enumerate() {
         let body_file = dir.path().join(format!("body-{index}.json"));
         std::fs::write(&body_file, body).unwrap();
-        let args = [
-            "explain",
-            "--config",
-            file.to_str().unwrap(),
-            "--token",
-            &h.token,
-            "--method",
-            "POST",
-            "--path",
-            "/Observation",
-            "--body",
-            body_file.to_str().unwrap(),
-        ]
-        .map(str::to_owned);
-        let output = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_fhirguard"))
-                .args(args)
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
+        let output = Explain::new(&file)
+            .token_arg(&h.token)
+            .method("POST")
+            .path("/Observation")
+            .body(&body_file)
+            .run()
+            .await;
+        let stdout = output.stdout;
         assert!(
             stdout.contains(verdict) && stdout.contains(rule),
             "{body}: {stdout}"

@@ -9,11 +9,11 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::process::Command;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::support::client;
+use crate::support::binary::Explain;
+use crate::support::client::{self, Answer};
 use crate::support::exposition::{metric, sum};
 use crate::support::poll::eventually;
 use crate::support::stack::{Guard, HttpClient, Stack};
@@ -21,7 +21,6 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body::Frame;
 use http_body_util::Full;
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -63,49 +62,30 @@ impl Hygiene {
     }
 }
 
-/// The parts of an answer a test looks at.
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
+/// A 400 OperationOutcome (`invalid`) whose diagnostics name `rule`.
+fn assert_refused(reply: &Answer, rule: &str) {
+    assert_outcome(reply, StatusCode::BAD_REQUEST, "invalid", rule);
 }
 
-impl Reply {
-    /// A 400 OperationOutcome (`invalid`) whose diagnostics name `rule`.
-    fn assert_refused(&self, rule: &str) {
-        self.assert_outcome(StatusCode::BAD_REQUEST, "invalid", rule);
-    }
-
-    fn assert_outcome(&self, status: StatusCode, code: &str, words: &str) {
-        assert_eq!(self.status, status, "{}", self.body);
-        assert_eq!(
-            self.body["resourceType"], "OperationOutcome",
-            "{}",
-            self.body
-        );
-        assert_eq!(self.body["issue"][0]["code"], code, "{}", self.body);
-        let diagnostics = self.body["issue"][0]["diagnostics"].as_str().unwrap();
-        assert!(
-            diagnostics.contains(words),
-            "{diagnostics:?} lacks {words:?}"
-        );
-        assert_eq!(self.headers["content-type"], "application/fhir+json");
-    }
+/// fhirguard's refusal ([`Answer::assert_outcome`]) with `status`, `code` and diagnostics
+/// holding `words`.
+fn assert_outcome(reply: &Answer, status: StatusCode, code: &str, words: &str) {
+    assert_eq!(reply.status, status, "{}", reply.body);
+    reply.assert_outcome(code);
+    let diagnostics = reply.diagnostics();
+    assert!(
+        diagnostics.contains(words),
+        "{diagnostics:?} lacks {words:?}"
+    );
 }
 
 /// Sends one request with any body type, HTTP/1.1 or (with `h2`) HTTP/2 prior knowledge.
-async fn exchange<B>(request: Request<B>, h2: bool) -> Reply
+async fn exchange<B>(request: Request<B>, h2: bool) -> Answer
 where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let answer = client::exchange_once(request, h2).await;
-    Reply {
-        body: answer.json_or_null(),
-        status: answer.status,
-        headers: answer.headers,
-    }
+    client::exchange_once(request, h2).await
 }
 
 fn empty(method: &str, url: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
@@ -224,8 +204,8 @@ async fn method_override_headers_are_400_on_every_path_before_the_anonymous_step
                     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{name}: {target}");
                     continue;
                 }
-                reply.assert_refused("request hygiene: method tunnels");
-                let diagnostics = reply.body["issue"][0]["diagnostics"].as_str().unwrap();
+                assert_refused(&reply, "request hygiene: method tunnels");
+                let diagnostics = reply.diagnostics();
                 assert!(
                     diagnostics.contains(&name.to_ascii_lowercase()),
                     "{name}: {diagnostics}"
@@ -243,7 +223,7 @@ async fn method_override_headers_are_400_on_every_path_before_the_anonymous_step
         true,
     )
     .await;
-    reply.assert_refused("request hygiene: method tunnels");
+    assert_refused(&reply, "request hygiene: method tunnels");
     g.upstream_saw_nothing();
     let text = g.metrics().await;
     let requests = |outcome| {
@@ -292,7 +272,7 @@ async fn method_parameters_in_the_query_are_400_in_every_spelling() {
                 false,
             )
             .await;
-            reply.assert_refused("names a _method parameter");
+            assert_refused(&reply, "names a _method parameter");
         }
     }
     g.upstream_saw_nothing();
@@ -337,7 +317,7 @@ async fn a_preflight_with_a_body_is_400_and_one_without_is_forwarded_without_one
         exchange(streamed("OPTIONS", &url, &PREFLIGHT, Some("abc")), true).await,
     ];
     for reply in refused {
-        reply.assert_refused("request hygiene: preflight bodies");
+        assert_refused(&reply, "request hygiene: preflight bodies");
     }
     g.upstream_saw_nothing();
 
@@ -584,11 +564,11 @@ async fn an_h2_authority_and_a_host_that_disagree_are_400() {
             let mut headers = vec![("host", host)];
             headers.extend(auth.map(|b| ("authorization", b)));
             let reply = exchange(empty("GET", &url, &headers), true).await;
-            reply.assert_refused("request hygiene: ambiguous authority");
+            assert_refused(&reply, "request hygiene: ambiguous authority");
         }
         // The anonymous path and a preflight too.
         let reply = exchange(empty("GET", &g.url("/metadata"), &[("host", host)]), true).await;
-        reply.assert_refused("RFC 9113 §8.3.1");
+        assert_refused(&reply, "RFC 9113 §8.3.1");
         let reply = exchange(
             empty(
                 "OPTIONS",
@@ -598,7 +578,7 @@ async fn an_h2_authority_and_a_host_that_disagree_are_400() {
             true,
         )
         .await;
-        reply.assert_refused("ambiguous authority");
+        assert_refused(&reply, "ambiguous authority");
     }
     g.upstream_saw_nothing();
     // Agreeing (ASCII case aside), or no Host at all: forwarded, X-Forwarded-Host the authority.
@@ -888,26 +868,14 @@ async fn explain_names_the_hygiene_rule_that_refused() {
     std::fs::write(&file, stack.yaml("[\"*\"]", "")).unwrap();
     let token = stack.token();
     let run = |path: &str, method: &str, headers: &[&str]| {
-        let mut args = vec![
-            "explain".to_owned(),
-            "--config".to_owned(),
-            file.display().to_string(),
-            "--token".to_owned(),
-            token.clone(),
-            "--method".to_owned(),
-            method.to_owned(),
-            "--path".to_owned(),
-            path.to_owned(),
-        ];
+        let mut explain = Explain::new(&file)
+            .token_arg(&token)
+            .method(method)
+            .path(path);
         for header in headers {
-            args.extend(["--header".to_owned(), (*header).to_owned()]);
+            explain = explain.header(header);
         }
-        tokio::task::spawn_blocking(move || {
-            Command::new(env!("CARGO_BIN_EXE_fhirguard"))
-                .args(args)
-                .output()
-                .expect("run fhirguard")
-        })
+        explain.run()
     };
     let refusals = [
         (
@@ -951,27 +919,16 @@ async fn explain_names_the_hygiene_rule_that_refused() {
         ),
     ];
     for (path, method, headers, verdict, rule) in refusals {
-        let output = run(path, method, headers).await.unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert_eq!(
-            output.status.code(),
-            Some(1),
-            "{path} {headers:?}: {stdout}"
-        );
+        let output = run(path, method, headers).await;
+        let stdout = output.stdout;
+        assert_eq!(output.code, Some(1), "{path} {headers:?}: {stdout}");
         assert!(stdout.contains(&format!("verdict: {verdict}")), "{stdout}");
         assert!(stdout.contains(rule), "{stdout}");
     }
-    let allowed = run("/Patient?name=_method", "GET", &["X-Custom: 1"])
-        .await
-        .unwrap();
-    assert_eq!(
-        allowed.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&allowed.stdout)
-    );
-    let bad = run("/Patient", "GET", &["no colon"]).await.unwrap();
-    assert_eq!(bad.status.code(), Some(64));
+    let allowed = run("/Patient?name=_method", "GET", &["X-Custom: 1"]).await;
+    assert_eq!(allowed.code, Some(0), "{}", allowed.stdout);
+    let bad = run("/Patient", "GET", &["no colon"]).await;
+    assert_eq!(bad.code, Some(64));
 }
 
 /// A body fhirguard decides on (a bundle, a `_search` form) is read as the upstream will read
@@ -999,7 +956,12 @@ async fn encoded_bodies_fhirguard_must_read_are_400() {
                 ]
             };
             let reply = exchange(with_body("POST", &g.url(target), &headers, body), false).await;
-            reply.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "Content-Encoding");
+            assert_outcome(
+                &reply,
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "Content-Encoding",
+            );
         }
     }
     g.upstream_saw_nothing();

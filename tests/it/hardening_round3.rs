@@ -5,22 +5,17 @@
 //! store (`support::fhir_store`), which records every request, so each test asserts what the
 //! client got and what reached (or did not reach) the server.
 
+use std::ops::Deref;
+
 use bytes::Bytes;
-use fhirguard::app::Running;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::support::fhir_store::Search;
-use crate::support::idp::FakeIdp;
-use crate::support::stack::{Guard, Stack};
-use crate::support::token::{self, now, TestKey};
-use crate::support::upstream::FakeFhir;
+use crate::support::smart_app::SmartApp;
+use crate::support::stack::{Answer, Guard, Stack};
+use crate::support::token::TestKey;
 
-const AUDIENCE: &str = "https://fhir.example.org/smart";
-const BASE: &str = "https://fhir.example.org";
 /// The issue's constraint.
 const LAB_ONLY: &str = "patient/Observation.rs?category=laboratory patient/Patient.rs \
                         patient/Encounter.rs patient/Location.rs";
@@ -76,68 +71,28 @@ fn seed() -> Vec<Value> {
     ]
 }
 
-struct Harness {
-    idp: FakeIdp,
-    key: TestKey,
-    fhir: FakeFhir,
-    running: Running,
-    client: Client<HttpConnector, Full<Bytes>>,
-}
+/// fhirguard in front of the store holding [`seed`]; requests go through `Proxy::handle`, with
+/// no socket.
+struct Harness(SmartApp);
 
-struct Answer {
-    status: StatusCode,
-    body: Value,
-}
+impl Deref for Harness {
+    type Target = SmartApp;
 
-fn config_yaml(upstream: &str, authority: &str) -> String {
-    format!(
-        r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{upstream}"
-publicBaseUrl: "{BASE}"
-allowHttpAuthorities: true
-authenticationConfiguration:
-  smartIdentityProviders:
-    - authority: "{authority}"
-      applications:
-        - clientId: "app"
-          audience: "{AUDIENCE}"
-          allowedDataActions: ["*"]
-"#
-    )
+    fn deref(&self) -> &SmartApp {
+        &self.0
+    }
 }
 
 impl Harness {
     /// `search`: how the store answers searches — `AllOfType` leaves membership to fhirguard's
     /// filter alone.
     async fn start(search: Search) -> Harness {
-        let Guard {
-            stack: Stack {
-                idp, key, upstream, ..
-            },
-            running,
-            ..
-        } = Stack::builder()
-            .key(TestKey::ec_p256("round-3"))
-            .store(seed(), search)
-            .serve(|stack| config_yaml(&stack.upstream.base_url("/fhir"), &stack.idp.base_url()))
-            .await;
-        Harness {
-            idp,
-            key,
-            fhir: upstream,
-            running,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        }
+        Harness(SmartApp::start(TestKey::ec_p256("round-3"), seed(), search).await)
     }
 
+    /// A token of Patient/1 with `scopes`.
     fn token(&self, scopes: &str) -> String {
-        token::base_claims(&self.idp.issuer(), AUDIENCE, now())
-            .claim("azp", "app")
-            .claim("scp", scopes)
-            .claim("fhirUser", format!("{BASE}/Patient/1"))
-            .sign(&self.key)
+        self.0.token(scopes, "Patient/1")
     }
 
     async fn send(&self, scopes: &str, method: Method, target: &str, body: &Value) -> Answer {
@@ -149,20 +104,10 @@ impl Harness {
             Value::Null => Bytes::new(),
             body => Bytes::from(body.to_string()),
         };
-        let request = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{target}", self.running.proxy_address))
-            .header("authorization", format!("Bearer {}", self.token(scopes)))
-            .header("content-type", content_type)
-            .body(Full::new(body))
-            .unwrap();
-        let response = self.client.request(request).await.expect("request");
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        Answer {
-            status,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        }
+        let token = self.token(scopes);
+        let headers = [("content-type", content_type)];
+        self.handle_call(method, target, Some(&token), &headers, body)
+            .await
     }
 
     async fn get(&self, scopes: &str, target: &str) -> Answer {
@@ -171,7 +116,7 @@ impl Harness {
 
     /// What reached the server since `before`: `METHOD target` lines.
     fn received_since(&self, before: usize) -> Vec<String> {
-        self.fhir
+        self.fhir()
             .since(before)
             .iter()
             .map(|r| format!("{} {}", r.method, r.target))
@@ -218,7 +163,7 @@ async fn constrained_types_are_refused_wherever_the_constraint_cannot_be_applied
             "/?_type=Observation",
             "/?_type=Patient,Observation",
         ] {
-            let before = h.fhir.count();
+            let before = h.fhir().count();
             let answer = h.get(scopes, target).await;
             assert_eq!(
                 answer.status,
@@ -244,7 +189,7 @@ async fn constrained_types_are_refused_wherever_the_constraint_cannot_be_applied
         (Method::DELETE, "/Observation/o1"),
         (Method::PUT, "/Observation?code=x"),
     ] {
-        let before = h.fhir.count();
+        let before = h.fhir().count();
         let answer = h.send(writer, method.clone(), target, &resource).await;
         assert_eq!(answer.status, StatusCode::FORBIDDEN, "{method} {target}");
         assert_eq!(h.received_since(before), Vec::<String>::new());
@@ -256,7 +201,7 @@ async fn constrained_types_are_refused_wherever_the_constraint_cannot_be_applied
 #[tokio::test]
 async fn a_search_of_the_constrained_type_carries_the_constraint_upstream() {
     let h = Harness::start(Search::CompartmentParameters).await;
-    let before = h.fhir.count();
+    let before = h.fhir().count();
     let answer = h.get(LAB_ONLY, "/Observation?code=x").await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     let received = h.received_since(before);
@@ -264,13 +209,13 @@ async fn a_search_of_the_constrained_type_carries_the_constraint_upstream() {
     assert!(received[0].contains("category=laboratory"), "{received:?}");
     assert!(received[0].ends_with("subject=Patient/1"), "{received:?}");
     // The server may not drop the constraint as an unknown parameter.
-    let sent = h.fhir.since(before);
+    let sent = h.fhir().since(before);
     assert_eq!(sent[0].headers["prefer"], "handling=strict");
     // The proof is the server's: this store ignores `category` (as a lenient server would, which
     // `handling=strict` forbids), so what the client sees rests on the server applying it.
     // Another type is searched as before.
     let answer = h.get(LAB_ONLY, "/Encounter").await;
-    assert_eq!(ids(&answer.body), ["e1"]);
+    assert_eq!(ids(&answer.json_or_null()), ["e1"]);
 }
 
 /// In a batch, each entry gets the rule it would get alone: the history and the read are 403
@@ -284,10 +229,11 @@ async fn batch_entries_hold_the_constraint() {
         {"request": {"method": "GET", "url": "Patient?_revinclude=Observation:subject"}},
         {"request": {"method": "GET", "url": "Observation?code=x"}},
     ]});
-    let before = h.fhir.count();
+    let before = h.fhir().count();
     let answer = h.send(LAB_ONLY, Method::POST, "/", &batch).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    let statuses: Vec<&str> = answer.body["entry"]
+    let body = answer.json_or_null();
+    let statuses: Vec<&str> = body["entry"]
         .as_array()
         .unwrap()
         .iter()
@@ -297,11 +243,11 @@ async fn batch_entries_hold_the_constraint() {
         statuses,
         ["403 Forbidden", "403 Forbidden", "403 Forbidden", "200 OK"]
     );
-    let log = h.fhir.log();
+    let log = h.fhir().log();
     let entries: Vec<&String> = log.iter().filter(|l| l.starts_with("  entry")).collect();
     assert_eq!(entries.len(), 1, "{log:?}");
     assert!(entries[0].contains("category=laboratory"), "{entries:?}");
-    assert!(h.fhir.count() > before);
+    assert!(h.fhir().count() > before);
 }
 
 /// A patch answers with the whole patched resource: with update but only a constrained read,
@@ -312,20 +258,24 @@ async fn a_patch_does_not_show_what_the_constraint_hides() {
     let h = Harness::start(Search::CompartmentParameters).await;
     let scopes = format!("{LAB_ONLY} patient/Observation.u");
     let patch = json!([{"op": "add", "path": "/status", "value": "amended"}]);
-    let before = h.fhir.count();
+    let before = h.fhir().count();
     let answer = h
         .send(&scopes, Method::PATCH, "/Observation/o2", &patch)
         .await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(answer.body, Value::Null, "no resource in the answer");
-    let sent = h.fhir.since(before);
+    assert_eq!(
+        answer.json_or_null(),
+        Value::Null,
+        "no resource in the answer"
+    );
+    let sent = h.fhir().since(before);
     let patched = sent
         .iter()
         .find(|r| r.method == Method::PATCH)
         .expect("forwarded");
     assert_eq!(patched.headers["prefer"], "return=minimal");
     assert_eq!(
-        h.fhir.resource("Observation/o2").unwrap()["status"],
+        h.fhir().resource("Observation/o2").unwrap()["status"],
         "amended"
     );
     // With an unconstrained read the patched resource is shown as before.
@@ -333,7 +283,7 @@ async fn a_patch_does_not_show_what_the_constraint_hides() {
     let answer = h
         .send(scopes, Method::PATCH, "/Observation/o2", &patch)
         .await;
-    assert_eq!(answer.body["id"], "o2");
+    assert_eq!(answer.json_or_null()["id"], "o2");
 }
 
 // Item 2: membership reads the compartment element's own reference, canonical only.
@@ -362,7 +312,7 @@ async fn membership_reads_only_the_elements_own_canonical_reference() {
             "{id}: {}",
             answer.body
         );
-        let before = h.fhir.count();
+        let before = h.fhir().count();
         let answer = h.get(all, &format!("/Observation/{id}/_history")).await;
         assert_eq!(answer.status, StatusCode::NOT_FOUND, "{id}");
         assert_eq!(
@@ -380,10 +330,10 @@ async fn membership_reads_only_the_elements_own_canonical_reference() {
     // A search answer (the store returns every Observation) keeps only the members.
     let answer = h.get(all, "/Observation").await;
     assert_eq!(answer.status, StatusCode::OK);
-    let mut found = ids(&answer.body);
+    let mut found = ids(&answer.json_or_null());
     found.sort();
     assert_eq!(found, ["o1", "o2"]);
-    assert!(answer.body.get("total").is_none());
+    assert!(answer.json_or_null().get("total").is_none());
     // And so does a batch's read and search entries.
     let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
         {"request": {"method": "GET", "url": "Observation/x-ext"}},
@@ -391,7 +341,8 @@ async fn membership_reads_only_the_elements_own_canonical_reference() {
         {"request": {"method": "GET", "url": "Appointment"}},
     ]});
     let answer = h.send(all, Method::POST, "/", &batch).await;
-    let entries = answer.body["entry"].as_array().unwrap();
+    let body = answer.json_or_null();
+    let entries = body["entry"].as_array().unwrap();
     assert_eq!(entries[0]["response"]["status"], "404 Not Found");
     assert_eq!(entries[1]["resource"]["id"], "o1");
     assert_eq!(ids(&entries[2]["resource"]), ["a1"]);
@@ -461,7 +412,7 @@ async fn writes_naming_another_patient_anywhere_are_refused() {
                 ),
             ];
             for (method, target, body) in writes {
-                let before = h.fhir.count();
+                let before = h.fhir().count();
                 let answer = h.send(all, method.clone(), target, &body).await;
                 assert_eq!(
                     answer.status,
@@ -487,7 +438,7 @@ async fn writes_naming_another_patient_anywhere_are_refused() {
         assert_eq!(answer.status, StatusCode::FORBIDDEN, "{subject}");
     }
     assert_eq!(
-        h.fhir.resource("Observation/o1").unwrap()["category"][0]["coding"][0]["code"],
+        h.fhir().resource("Observation/o1").unwrap()["category"][0]["coding"][0]["code"],
         "laboratory"
     );
 }
@@ -511,7 +462,7 @@ async fn writes_naming_only_the_patient_go_on() {
         .send("patient/*.*", Method::POST, "/Observation", &resource)
         .await;
     assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
-    assert!(h.fhir.has("Observation/o9"));
+    assert!(h.fhir().has("Observation/o9"));
     let patch = json!([{"op": "add", "path": "/focus", "value": [{"reference": "Encounter/e1"}]}]);
     let answer = h
         .send("patient/*.*", Method::PATCH, "/Observation/o1", &patch)
@@ -550,11 +501,13 @@ async fn items_1_to_3_in_front_of_a_real_fhir_server() {
         .await
         .unwrap();
     let upstream = format!("http://127.0.0.1:{port}/fhir");
-    let guard = Stack::builder()
-        .key(TestKey::ec_p256("round-3-medplum"))
-        .upstream_url(upstream.clone())
-        .serve(|stack| config_yaml(&stack.upstream_url(), &stack.idp.base_url()))
-        .await;
+    let app = SmartApp::serve(
+        Stack::builder()
+            .key(TestKey::ec_p256("round-3-medplum"))
+            .upstream_url(upstream.clone()),
+    )
+    .await;
+    let guard: &Guard = &app;
     let mut seeded = vec![
         json!({"resourceType": "Patient", "id": "p1"}),
         json!({"resourceType": "Patient", "id": "p2"}),
@@ -573,17 +526,10 @@ async fn items_1_to_3_in_front_of_a_real_fhir_server() {
             resource["id"].as_str().unwrap()
         );
         let url = url.replace("Observation", resource["resourceType"].as_str().unwrap());
-        let (status, body) = exchange(&guard, Method::PUT, &url, None, &resource).await;
+        let (status, body) = exchange(guard, Method::PUT, &url, None, &resource).await;
         assert!(status.is_success(), "seed: {body}");
     }
-    let token = |scopes: &str| {
-        let Stack { idp, key, .. } = &guard.stack;
-        token::base_claims(&idp.issuer(), AUDIENCE, now())
-            .claim("azp", "app")
-            .claim("scp", scopes)
-            .claim("fhirUser", format!("{BASE}/Patient/p1"))
-            .sign(key)
-    };
+    let token = |scopes: &str| app.token(scopes, "Patient/p1");
     let get = |target: &str, scopes: &str| {
         let (url, token) = (guard.url(target), token(scopes));
         let guard = &guard;
@@ -618,7 +564,7 @@ async fn items_1_to_3_in_front_of_a_real_fhir_server() {
     // Item 2: the server has x-ext; patient 1 does not, however its subject's extension reads.
     let all = "patient/*.*";
     let (status, _) = exchange(
-        &guard,
+        guard,
         Method::GET,
         &format!("{upstream}/Observation/x-ext"),
         None,
@@ -645,11 +591,11 @@ async fn items_1_to_3_in_front_of_a_real_fhir_server() {
         resource["focus"] = json!([{"reference": focus}]);
         resource.as_object_mut().unwrap().remove("id");
         let (url, token) = (guard.url("/Observation"), token(all));
-        let (status, body) = exchange(&guard, Method::POST, &url, Some(&token), &resource).await;
+        let (status, body) = exchange(guard, Method::POST, &url, Some(&token), &resource).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{focus}: {body}");
     }
     let (_, found) = exchange(
-        &guard,
+        guard,
         Method::GET,
         &format!("{upstream}/Observation?focus=Patient/p2"),
         None,

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::json;
 
+use crate::support::binary::Explain;
 use crate::support::client::Answer;
 use crate::support::stack::{Guard, Stack};
 
@@ -83,7 +84,7 @@ async fn an_access_token_in_the_query_is_400_on_every_path_and_never_forwarded()
         for (method, path, bearer, headers) in cases {
             let target = format!("{path}?{query}");
             let answer = g
-                .call(method.clone(), &target, bearer, headers, Bytes::new())
+                .handle_call(method.clone(), &target, bearer, headers, Bytes::new())
                 .await;
             // The OSS server's message for a token in the query (reference §2.1).
             assert_invalid(
@@ -114,7 +115,9 @@ async fn an_access_token_in_the_query_is_400_on_every_path_and_never_forwarded()
         "_access_token=1",
         "code=a%26access_token%3Dx",
     ] {
-        let answer = g.get(&format!("/Patient?{query}"), Some(&token)).await;
+        let answer = g
+            .handle_get(&format!("/Patient?{query}"), Some(&token))
+            .await;
         assert_eq!(answer.status, StatusCode::OK, "{query}: {}", answer.body);
         assert_eq!(
             g.stack.upstream.last().target,
@@ -130,7 +133,7 @@ async fn an_access_token_in_a_search_form_is_400_and_never_forwarded() {
     for body in ACCESS_TOKEN_QUERIES {
         for target in ["/Patient/_search", "/_search", "/Patient/_search?name=x"] {
             let answer = g
-                .call(Method::POST, target, Some(&token), &form, body.to_owned())
+                .handle_call(Method::POST, target, Some(&token), &form, body.to_owned())
                 .await;
             assert_invalid(&answer, "form body carries an access_token", body);
         }
@@ -138,7 +141,7 @@ async fn an_access_token_in_a_search_form_is_400_and_never_forwarded() {
     let seen = g.stack.upstream.requests();
     assert!(seen.is_empty(), "the upstream received {seen:?}");
     let answer = g
-        .call(
+        .handle_call(
             Method::POST,
             "/Patient/_search",
             Some(&token),
@@ -161,7 +164,7 @@ async fn an_access_token_in_a_bundle_entry_url_is_400_and_never_forwarded() {
                 {"request": {"method": "GET", "url": format!("Patient?{query}")}},
             ]});
             let answer = g
-                .call(Method::POST, "/", Some(&token), &fhir, bundle.to_string())
+                .handle_call(Method::POST, "/", Some(&token), &fhir, bundle.to_string())
                 .await;
             assert_invalid(&answer, "access_token", &format!("{kind}: {query}"));
         }
@@ -400,23 +403,12 @@ async fn smart(extra: &str) -> Guard {
 }
 
 fn smart_yaml(stack: &Stack, extra: &str) -> String {
-    format!(
-        r#"listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{upstream}"
-allowHttpAuthorities: true
-{extra}
-authenticationConfiguration:
-  smartIdentityProviders:
-    - authority: "{authority}"
-      applications:
-        - clientId: "reader"
-          audience: "{SMART_AUDIENCE}"
-          allowedDataActions: ["Read"]
-"#,
-        upstream = stack.upstream_url(),
-        authority = stack.idp.base_url(),
-    )
+    (stack.config().with(extra))
+        .smart(
+            &stack.idp.base_url(),
+            &[("reader", SMART_AUDIENCE, r#"["Read"]"#)],
+        )
+        .to_string()
 }
 
 fn smart_token(g: &Guard, scopes: &str) -> crate::support::token::TokenBuilder {
@@ -449,7 +441,7 @@ async fn a_permission_string_out_of_cruds_order_grants_nothing() {
     for scopes in UNPARSABLE_SCOPES {
         let token = smart_token(&g, scopes).sign(&g.stack.key);
         for target in ["/Observation?code=x", "/Observation/1", "/Condition?code=x"] {
-            let answer = g.get(target, Some(&token)).await;
+            let answer = g.handle_get(target, Some(&token)).await;
             assert_eq!(
                 answer.status,
                 StatusCode::BAD_REQUEST,
@@ -467,7 +459,7 @@ async fn a_permission_string_out_of_cruds_order_grants_nothing() {
     assert!(seen.is_empty(), "the upstream received {seen:?}");
     // In order, the same letters grant.
     let token = smart_token(&g, "patient/Observation.rs").sign(&g.stack.key);
-    let answer = g.get("/Observation?code=x", Some(&token)).await;
+    let answer = g.handle_get("/Observation?code=x", Some(&token)).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 }
 
@@ -496,14 +488,13 @@ async fn explain_reports_a_scope_that_does_not_parse() {
         .claim("scp", scopes)
         .claim("fhirUser", "Patient/p1")
         .sign(&stack.key);
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fhirguard"))
-            .args(["explain", "--config"])
-            .arg(&config)
-            .args(["--token", &token, "--path", "/Observation"])
-            .output()
-            .expect("run fhirguard explain");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert_eq!(output.status.code(), Some(1), "{scopes}: {stdout}");
+        let output = Explain::new(&config)
+            .token_arg(&token)
+            .path("/Observation")
+            .run()
+            .await;
+        let stdout = output.stdout;
+        assert_eq!(output.code, Some(1), "{scopes}: {stdout}");
         assert!(stdout.contains(words), "{scopes}: {stdout}");
         assert!(stdout.contains(scopes), "names the scope: {stdout}");
     }
@@ -530,7 +521,7 @@ async fn a_launch_patient_claim_that_is_not_a_non_empty_string_is_401() {
         json!(true),
     ] {
         let answer = g
-            .get("/Observation?code=x", Some(&launch(value.clone())))
+            .handle_get("/Observation?code=x", Some(&launch(value.clone())))
             .await;
         assert_eq!(
             answer.status,
@@ -550,7 +541,7 @@ async fn a_launch_patient_claim_that_is_not_a_non_empty_string_is_401() {
     assert!(seen.is_empty(), "the upstream received {seen:?}");
     // A string is the launch patient; an absent claim is fhirUser's compartment.
     let answer = g
-        .get("/Observation?code=x", Some(&launch(json!("456"))))
+        .handle_get("/Observation?code=x", Some(&launch(json!("456"))))
         .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert!(g.stack.upstream.last().target.contains("Patient/456"));

@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use serde_json::{json, Value};
+
+use crate::support::client::{Answer, HttpClient};
 
 const CLIENT_ID: &str = "fhir-app";
 const CLIENT_SECRET: &str = "fhir-app-secret";
@@ -35,7 +35,6 @@ const RESOURCE: &str = "https://fhir.example.test";
 /// A `system/` scope: no `fhirUser` compartment applies (reference §4.5).
 const SCOPE: &str = "system/*.read";
 const START_DEADLINE: Duration = Duration::from_secs(20);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const NPM_CI_DEADLINE: Duration = Duration::from_secs(300);
 
 /// A child process that is killed (and reaped) when dropped, so a failing assertion never leaves
@@ -266,71 +265,12 @@ pub(crate) fn spawn_node_in(
     (guard, greeting, stdout)
 }
 
-pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-/// The parts of a response the test looks at.
-#[derive(Debug)]
-pub(crate) struct Answer {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: http::HeaderMap,
-    pub(crate) body: Bytes,
-}
-
-impl Answer {
-    pub(crate) fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
-            panic!(
-                "not JSON ({error}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|value| value.to_str().ok())
-    }
-}
-
-pub(crate) async fn send(client: &HttpClient, request: Request<Full<Bytes>>) -> Answer {
-    let uri = request.uri().clone();
-    let response = tokio::time::timeout(REQUEST_TIMEOUT, client.request(request))
-        .await
-        .unwrap_or_else(|_| panic!("{uri}: no response within {REQUEST_TIMEOUT:?}"))
-        .unwrap_or_else(|error| panic!("{uri}: {error}"));
-    let (parts, body) = response.into_parts();
-    let body = tokio::time::timeout(REQUEST_TIMEOUT, body.collect())
-        .await
-        .unwrap_or_else(|_| panic!("{uri}: body not complete within {REQUEST_TIMEOUT:?}"))
-        .unwrap_or_else(|error| panic!("{uri}: body: {error}"))
-        .to_bytes();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
-}
-
-pub(crate) async fn get(client: &HttpClient, url: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut builder = Request::builder().method(Method::GET).uri(url);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    send(
-        client,
-        builder.body(Full::new(Bytes::new())).expect("request"),
-    )
-    .await
-}
-
 /// Discovery, then a client_credentials grant with a resource indicator (RFC 8707) and a scope;
 /// returns the access token.
 async fn client_credentials_token(client: &HttpClient, issuer: &str) -> String {
-    let discovery = get(
-        client,
-        &format!("{issuer}/.well-known/openid-configuration"),
-        &[],
-    )
-    .await;
+    let discovery = client
+        .get_url(&format!("{issuer}/.well-known/openid-configuration"), &[])
+        .await;
     assert_eq!(discovery.status, StatusCode::OK, "discovery at {issuer}");
     let discovery = discovery.json();
     assert_eq!(discovery["issuer"], issuer);
@@ -351,12 +291,12 @@ async fn client_credentials_token(client: &HttpClient, issuer: &str) -> String {
         .header("content-type", "application/x-www-form-urlencoded")
         .body(Full::new(Bytes::from(form)))
         .expect("token request");
-    let answer = send(client, request).await;
+    let answer = client.exchange(request).await;
     assert_eq!(
         answer.status,
         StatusCode::OK,
         "token endpoint: {}",
-        String::from_utf8_lossy(&answer.body)
+        answer.body
     );
     let token = answer.json()["access_token"]
         .as_str()
@@ -424,7 +364,7 @@ async fn real_openid_provider_tokens_pass_and_foreign_tokens_fail() {
     let issuer_b = greeting_b["issuer"].as_str().expect("issuer B").to_owned();
     let echo_port = greeting_echo["port"].as_u64().expect("echo port");
 
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client = HttpClient::default();
     let token_a = client_credentials_token(&client, &issuer_a).await;
     let token_b = client_credentials_token(&client, &issuer_b).await;
 
@@ -456,12 +396,12 @@ async fn real_openid_provider_tokens_pass_and_foreign_tokens_fail() {
     let (mut fhirguard, proxy, _admin) = start_fhirguard(&client, &config_path).await;
 
     // smart-configuration claims what this provider offers, from its own discovery (issue 19).
-    let answer = get(
-        &client,
-        &format!("http://{proxy}/.well-known/smart-configuration"),
-        &[],
-    )
-    .await;
+    let answer = client
+        .get_url(
+            &format!("http://{proxy}/.well-known/smart-configuration"),
+            &[],
+        )
+        .await;
     assert_eq!(answer.status, StatusCode::OK);
     let document = answer.json();
     assert_eq!(document["issuer"], issuer_a.as_str());
@@ -497,21 +437,21 @@ async fn real_openid_provider_tokens_pass_and_foreign_tokens_fail() {
 
     // Token A: forwarded under the upstream's path prefix, hop-by-hop headers dropped.
     let bearer_a = format!("Bearer {token_a}");
-    let answer = get(
-        &client,
-        &format!("http://{proxy}/Observation?code=x"),
-        &[
-            ("authorization", &bearer_a),
-            ("connection", "x-hop-test"),
-            ("x-hop-test", "must-not-reach-upstream"),
-        ],
-    )
-    .await;
+    let answer = client
+        .get_url(
+            &format!("http://{proxy}/Observation?code=x"),
+            &[
+                ("authorization", &bearer_a),
+                ("connection", "x-hop-test"),
+                ("x-hop-test", "must-not-reach-upstream"),
+            ],
+        )
+        .await;
     assert_eq!(
         answer.status,
         StatusCode::OK,
         "token A: {}\nfhirguard stderr:\n{}",
-        String::from_utf8_lossy(&answer.body),
+        answer.body,
         fhirguard.stderr_text()
     );
     let echoed = answer.json();
@@ -546,12 +486,12 @@ async fn real_openid_provider_tokens_pass_and_foreign_tokens_fail() {
 
     // Token B: same shape, same client id and audience, but an issuer nobody configured.
     let bearer_b = format!("Bearer {token_b}");
-    let answer = get(
-        &client,
-        &format!("http://{proxy}/Observation?code=x"),
-        &[("authorization", &bearer_b)],
-    )
-    .await;
+    let answer = client
+        .get_url(
+            &format!("http://{proxy}/Observation?code=x"),
+            &[("authorization", &bearer_b)],
+        )
+        .await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "token B");
     let challenge = answer
         .header("www-authenticate")
@@ -568,7 +508,9 @@ async fn real_openid_provider_tokens_pass_and_foreign_tokens_fail() {
     assert_login_outcome(&answer);
 
     // No token: 401 without an error code (RFC 6750 §3.1).
-    let answer = get(&client, &format!("http://{proxy}/Observation?code=x"), &[]).await;
+    let answer = client
+        .get_url(&format!("http://{proxy}/Observation?code=x"), &[])
+        .await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "no token");
     let challenge = answer
         .header("www-authenticate")
@@ -635,7 +577,8 @@ pub(crate) async fn start_fhirguard(
         }
     }
     let (proxy, admin) = (proxy.expect("proxy"), admin.expect("admin"));
-    while get(client, &format!("http://{admin}/readyz"), &[])
+    while client
+        .get_url(&format!("http://{admin}/readyz"), &[])
         .await
         .status
         != StatusCode::OK

@@ -12,7 +12,6 @@
 //! Needs Node.js, as `interop_oidc` (skipped without it outside CI); the bound on introspections
 //! in flight is tested against the fake provider, without it.
 
-use std::process::Command;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -20,14 +19,14 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
 use crate::interop_oidc::{
-    assert_login_outcome, ensure_node_modules, form_encode, get, node_available, send,
-    spawn_node_with, start_fhirguard, wait_for_line, Answer, ChildGuard, HttpClient,
+    assert_login_outcome, ensure_node_modules, form_encode, node_available, spawn_node_with,
+    start_fhirguard, wait_for_line, ChildGuard,
 };
+use crate::support::binary::{fhirguard_async, Explain, Ran};
+use crate::support::client::{Answer, HttpClient};
 
 const CLIENT_ID: &str = "fhir-app";
 const CLIENT_SECRET: &str = "fhir-app-secret";
@@ -62,7 +61,7 @@ async fn post_form(client: &HttpClient, url: &str, form: String) -> Answer {
         .header("content-type", "application/x-www-form-urlencoded")
         .body(Full::new(Bytes::from(form)))
         .expect("request");
-    send(client, request).await
+    client.exchange(request).await
 }
 
 /// A client_credentials token for the FHIR resource; it must be opaque (not a JWS).
@@ -111,7 +110,7 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
     let (mut echo, echo_greeting, _) = spawn_node_with("fhir-echo", "fhir-echo.mjs", &[]);
     let issuer = greeting["issuer"].as_str().expect("issuer").to_owned();
     let echo_port = echo_greeting["port"].as_u64().expect("echo port");
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client = HttpClient::default();
     let accepted = opaque_token(&client, &issuer).await;
     let revoked = opaque_token(&client, &issuer).await;
     let for_outage = opaque_token(&client, &issuer).await;
@@ -153,19 +152,23 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
     let request = |token: &str| format!("Bearer {token}");
 
     // Introspected, judged like a JWT's claims, forwarded.
-    let answer = get(&client, &url, &[("authorization", &request(&accepted))]).await;
+    let answer = client
+        .get_url(&url, &[("authorization", &request(&accepted))])
+        .await;
     assert_eq!(
         answer.status,
         StatusCode::OK,
         "opaque token: {}\n{}",
-        String::from_utf8_lossy(&answer.body),
+        answer.body,
         fhirguard.stderr_text()
     );
     assert_eq!(answer.json()["url"], "/fhir/Observation?code=x");
     next_introspection(&mut idp, &events);
 
     // Again: from the cache, no introspection.
-    let answer = get(&client, &url, &[("authorization", &request(&accepted))]).await;
+    let answer = client
+        .get_url(&url, &[("authorization", &request(&accepted))])
+        .await;
     assert_eq!(answer.status, StatusCode::OK, "cached opaque token");
 
     // Eight requests at once with a new token: one introspection answers them all.
@@ -173,7 +176,8 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
     for _ in 0..8 {
         let (client, url, header) = (client.clone(), url.clone(), request(&burst));
         burst_requests.spawn(async move {
-            get(&client, &url, &[("authorization", &header)])
+            client
+                .get_url(&url, &[("authorization", &header)])
                 .await
                 .status
         });
@@ -200,7 +204,9 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
     )
     .await;
     assert_eq!(revocation.status, StatusCode::OK, "revocation");
-    let answer = get(&client, &url, &[("authorization", &request(&revoked))]).await;
+    let answer = client
+        .get_url(&url, &[("authorization", &request(&revoked))])
+        .await;
     assert_invalid_token(&answer, "revoked token");
     // The introspection seen now is the revoked token's: the cached request made none.
     next_introspection(&mut idp, &events);
@@ -211,10 +217,14 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
 
     // Unknown: inactive; kept briefly, so a repeat is not introspected...
     let unknown = "bm90LWEtcmVhbC10b2tlbi1hdC1hbGw";
-    let answer = get(&client, &url, &[("authorization", &request(unknown))]).await;
+    let answer = client
+        .get_url(&url, &[("authorization", &request(unknown))])
+        .await;
     assert_invalid_token(&answer, "unknown token");
     next_introspection(&mut idp, &events);
-    let answer = get(&client, &url, &[("authorization", &request(unknown))]).await;
+    let answer = client
+        .get_url(&url, &[("authorization", &request(unknown))])
+        .await;
     assert_invalid_token(&answer, "unknown token, cached");
     assert!(
         events.try_recv().is_err(),
@@ -224,7 +234,9 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
     let deadline = Instant::now() + DEADLINE;
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let answer = get(&client, &url, &[("authorization", &request(unknown))]).await;
+        let answer = client
+            .get_url(&url, &[("authorization", &request(unknown))])
+            .await;
         assert_invalid_token(&answer, "unknown token, later");
         if events.try_recv().is_ok() {
             break;
@@ -235,8 +247,10 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
         );
     }
 
-    let metrics = get(&client, &format!("http://{admin}/metrics"), &[]).await;
-    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    let metrics = client
+        .get_url(&format!("http://{admin}/metrics"), &[])
+        .await;
+    let metrics = metrics.body;
     for (result, count) in [("active", 2), ("inactive", 3)] {
         let series = format!(
             "fhirguard_introspections_total{{provider=\"{issuer}\",result=\"{result}\"}} {count}"
@@ -245,23 +259,11 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
     }
 
     // `check --probe` reports the advertised endpoint; `explain` shows the introspection step.
-    let fhirguard_cli = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_fhirguard"))
-            .args(args)
-            .env_remove("FHIRGUARD_LOG")
-            .output()
-            .expect("fhirguard cli");
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "fhirguard {args:?} exited {}:\n{stdout}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        stdout
-    };
     let config_arg = config_path.to_str().expect("utf-8 path");
-    let probe = fhirguard_cli(&["check", "--config", config_arg, "--probe"]);
+    let args = ["check", "--config", config_arg, "--probe"].map(str::to_owned);
+    let probe = Ran::from(fhirguard_async(args.to_vec(), None).await);
+    assert_eq!(probe.code, Some(0), "{probe:?}");
+    let probe = probe.stdout;
     assert!(
         probe.contains(&format!(
             "introspection_endpoint: {issuer}/token/introspection"
@@ -270,15 +272,13 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
     );
     // `--token=…`: an opaque token may begin with '-', which a separate argument would make
     // look like a flag.
-    let token_arg = format!("--token={accepted}");
-    let explained = fhirguard_cli(&[
-        "explain",
-        "--config",
-        config_arg,
-        &token_arg,
-        "--path",
-        "/Observation",
-    ]);
+    let explained = Explain::new(&config_path)
+        .token_joined(&accepted)
+        .path("/Observation")
+        .run()
+        .await;
+    assert_eq!(explained.code, Some(0), "{explained:?}");
+    let explained = explained.stdout;
     for line in [
         "token: opaque (not a JWT), introspected at",
         "step 5 introspection: active at",
@@ -296,17 +296,21 @@ async fn opaque_tokens_are_introspected_cached_and_refused_when_inactive() {
         "the provider had exited:\n{}",
         idp.stderr_text()
     );
-    let answer = get(&client, &url, &[("authorization", &request(&for_outage))]).await;
+    let answer = client
+        .get_url(&url, &[("authorization", &request(&for_outage))])
+        .await;
     assert_eq!(
         answer.status,
         StatusCode::SERVICE_UNAVAILABLE,
         "endpoint down: {}",
-        String::from_utf8_lossy(&answer.body)
+        answer.body
     );
     assert_eq!(answer.header("retry-after"), Some("5"));
     assert_eq!(answer.json()["issue"][0]["code"], "transient");
     // The cached token still passes while the provider is away (until cacheTtl).
-    let answer = get(&client, &url, &[("authorization", &request(&accepted))]).await;
+    let answer = client
+        .get_url(&url, &[("authorization", &request(&accepted))])
+        .await;
     assert_eq!(answer.status, StatusCode::OK, "cached token, provider down");
 
     for guard in [&mut fhirguard, &mut echo] {

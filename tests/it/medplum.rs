@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::support::client;
+use crate::support::client::{self, Answer};
 use crate::support::poll::eventually;
 use crate::support::stack::{Guard, Stack};
 use crate::support::token::{self, now, TestKey};
@@ -86,20 +86,6 @@ fn start_node(dir: &Path, script: &str, env: &[(&str, &str)]) -> (NodeServer, Va
     (server, greeting)
 }
 
-struct Answer {
-    status: StatusCode,
-    body: Value,
-}
-
-impl Answer {
-    fn of(answer: client::Answer) -> Answer {
-        Answer {
-            status: answer.status,
-            body: answer.json_or_null(),
-        }
-    }
-}
-
 /// fhirguard in front of Medplum; the stack's fake primary authority mints the suite's own
 /// tokens (when the config names it).
 struct Suite {
@@ -138,7 +124,7 @@ impl Suite {
         };
         let headers = [("content-type", "application/fhir+json")];
         let request = client::request(method, &url, token, &headers, body);
-        Answer::of(self.guard.http.exchange(request).await)
+        self.guard.http.exchange(request).await
     }
 
     /// Through fhirguard.
@@ -237,24 +223,9 @@ async fn smart_tokens_in_front_of_a_real_fhir_server() {
     let (_medplum, port) = tokio::task::spawn_blocking(start_medplum).await.unwrap();
     let upstream = format!("http://127.0.0.1:{port}/fhir");
     let suite = Suite::start(upstream, |stack| {
-        format!(
-            r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{}"
-publicBaseUrl: "{BASE}"
-allowHttpAuthorities: true
-authenticationConfiguration:
-  smartIdentityProviders:
-    - authority: "{}"
-      applications:
-        - clientId: "app"
-          audience: "{AUDIENCE}"
-          allowedDataActions: ["*"]
-"#,
-            stack.upstream_url(),
-            stack.idp.base_url(),
-        )
+        (stack.config().with(&format!("publicBaseUrl: \"{BASE}\"")))
+            .smart(&stack.idp.base_url(), &[("app", AUDIENCE, r#"["*"]"#)])
+            .to_string()
     })
     .await;
     let s = &suite;
@@ -277,9 +248,9 @@ authenticationConfiguration:
     );
     let search = s.get("/Observation", &p1).await;
     assert_eq!(search.status, StatusCode::OK, "{}", search.body);
-    assert_eq!(ids(&search.body), ["Observation/o1"]);
+    assert_eq!(ids(&search.json_or_null()), ["Observation/o1"]);
     let search = s.get("/Observation?code=heart%20rate", &p1).await;
-    assert_eq!(ids(&search.body), ["Observation/o1"]);
+    assert_eq!(ids(&search.json_or_null()), ["Observation/o1"]);
     assert_eq!(
         s.get("/Observation?subject=Patient/p2", &p1).await.status,
         StatusCode::FORBIDDEN
@@ -335,7 +306,7 @@ authenticationConfiguration:
         )
         .await;
     assert_eq!(included.status, StatusCode::OK, "{}", included.body);
-    let seen = ids(&included.body);
+    let seen = ids(&included.json_or_null());
     assert!(seen.contains(&"Patient/p1".to_owned()), "{seen:?}");
     assert!(
         !seen
@@ -347,7 +318,7 @@ authenticationConfiguration:
     // system/*.read: everything readable, nothing writable.
     let all = s.get("/Observation", &system).await;
     assert!(
-        ids(&all.body).contains(&"Observation/o2".to_owned()),
+        ids(&all.json_or_null()).contains(&"Observation/o2".to_owned()),
         "{}",
         all.body
     );
@@ -386,7 +357,8 @@ authenticationConfiguration:
     ]});
     let answer = s.call(Method::POST, "/", &reader, &batch).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    let entries = answer.body["entry"].as_array().expect("entries");
+    let body = answer.json_or_null();
+    let entries = body["entry"].as_array().expect("entries");
     assert_eq!(entries.len(), 3);
     let status = |i: usize| {
         entries[i]["response"]["status"]
@@ -407,7 +379,8 @@ authenticationConfiguration:
     ]});
     let answer = s.call(Method::POST, "/", &p1, &batch).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    let entries = answer.body["entry"].as_array().expect("entries");
+    let body = answer.json_or_null();
+    let entries = body["entry"].as_array().expect("entries");
     assert!(status_of(&entries[0]).starts_with("200"), "{}", entries[0]);
     assert_eq!(status_of(&entries[1]), "404 Not Found", "{}", entries[1]);
     assert!(entries[1].get("resource").is_none());
@@ -450,30 +423,13 @@ async fn smart_clients_of_a_real_identity_provider() {
             .await
             .unwrap();
     let issuer = greeting["issuer"].as_str().expect("issuer").to_owned();
-    let applications = ["backend-app", "patient-app", "ehr-app"]
-        .map(|client| {
-            format!(
-                "        - clientId: \"{client}\"\n          audience: \"{AUDIENCE}\"\n          \
-                 allowedDataActions: [\"Read\"]\n"
-            )
-        })
-        .concat();
+    let applications =
+        ["backend-app", "patient-app", "ehr-app"].map(|client| (client, AUDIENCE, r#"["Read"]"#));
     let suite = Suite::start(upstream, |stack| {
-        format!(
-            r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{}"
-publicBaseUrl: "{BASE}"
-allowHttpAuthorities: true
-smartLaunchPatientClaim: patient
-authenticationConfiguration:
-  smartIdentityProviders:
-    - authority: "{issuer}"
-      applications:
-{applications}"#,
-            stack.upstream_url(),
-        )
+        let extra = format!("publicBaseUrl: \"{BASE}\"\nsmartLaunchPatientClaim: patient");
+        (stack.config().with(&extra))
+            .smart(&issuer, &applications)
+            .to_string()
     })
     .await;
     let s = &suite;
@@ -488,7 +444,10 @@ authenticationConfiguration:
     .await;
     let all = s.get("/Observation", &backend).await;
     assert_eq!(all.status, StatusCode::OK, "{}", all.body);
-    assert_eq!(ids(&all.body), ["Observation/o1", "Observation/o2"]);
+    assert_eq!(
+        ids(&all.json_or_null()),
+        ["Observation/o1", "Observation/o2"]
+    );
     let write = s
         .call(
             Method::POST,
@@ -533,7 +492,7 @@ async fn confined_to_p1(s: &Suite, token: &str) {
     );
     let search = s.get("/Observation?code=heart%20rate", token).await;
     assert_eq!(search.status, StatusCode::OK, "{}", search.body);
-    assert_eq!(ids(&search.body), ["Observation/o1"]);
+    assert_eq!(ids(&search.json_or_null()), ["Observation/o1"]);
     let response = s
         .guard
         .call(

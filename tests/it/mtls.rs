@@ -8,15 +8,12 @@
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::support::client;
+use crate::support::client::{self, HttpClient};
 use crate::support::oidc::{self, RESOURCE};
 use crate::support::stack::{Guard, Stack};
 
@@ -76,20 +73,14 @@ fn claims(token: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
-fn applications(issuer: &str) -> String {
-    format!(
-        r#"authenticationConfiguration:
-  smartIdentityProviders:
-    - authority: "{issuer}"
-      applications:
-        - clientId: "mtls-app"
-          audience: "{RESOURCE}"
-          allowedDataActions: ["Read"]
-        - clientId: "fhir-app"
-          audience: "{RESOURCE}"
-          allowedDataActions: ["Read"]
-"#
-    )
+fn config(stack: &Stack, issuer: &str, extra: &str) -> String {
+    let applications = [
+        ("mtls-app", RESOURCE, r#"["Read"]"#),
+        ("fhir-app", RESOURCE, r#"["Read"]"#),
+    ];
+    (stack.config().with(extra))
+        .smart(issuer, &applications)
+        .to_string()
 }
 
 /// GET over TLS to fhirguard (trusting `server`), presenting `certificate` if any.
@@ -118,25 +109,10 @@ async fn tls_get(
             .unwrap(),
         None => builder.with_no_client_auth(),
     };
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_all_versions()
-        .build();
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
-    let request = Request::get(format!("https://localhost:{port}/Observation"))
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = client.request(request).await.expect("https request");
-    let status = response.status();
-    let challenge = response
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let _ = response.into_body().collect().await;
-    (status, challenge)
+    let url = format!("https://localhost:{port}/Observation");
+    let request = client::request(Method::GET, &url, Some(token), &[], Bytes::new());
+    let answer = HttpClient::https(tls).exchange(request).await;
+    (answer.status, answer.challenge().to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,22 +126,15 @@ async fn certificate_bound_tokens_over_the_tls_listener() {
     let (server, cert_file, key_file) = (&tls.certified, &tls.cert_file, &tls.key_file);
     let guard = Stack::builder()
         .serve(|stack| {
-            format!(
-                r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{}"
-allowHttpAuthorities: true
-tls: {{ certFile: "{}", keyFile: "{}" }}
+            let extra = format!(
+                r#"tls: {{ certFile: "{}", keyFile: "{}" }}
 senderConstraints:
   clientCertificates:
-    request: true
-{}"#,
-                stack.upstream_url(),
+    request: true"#,
                 cert_file.display(),
                 key_file.display(),
-                applications(&issuer)
-            )
+            );
+            config(stack, &issuer, &extra)
         })
         .await;
     let mine = ClientCertificate::new("mtls-app");
@@ -217,21 +186,14 @@ async fn forwarded_certificates_only_from_trusted_proxies() {
         let (header, trusted, required) =
             (header.to_owned(), trusted.to_owned(), required.to_owned());
         move |stack: &Stack| {
-            format!(
-                r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{}"
-allowHttpAuthorities: true
-senderConstraints:
+            let extra = format!(
+                r#"senderConstraints:
   clientCertificates:
     header: {header}
     trustedProxies: ["{trusted}"]
-    requiredFor: [{required}]
-{}"#,
-                stack.upstream_url(),
-                applications(&issuer)
-            )
+    requiredFor: [{required}]"#
+            );
+            config(stack, &issuer, &extra)
         }
     };
     // The test client is on 127.0.0.1: a trusted proxy, sending Envoy's header.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::client;
+use crate::support::client::{self, Answer};
 use crate::support::idp::FakeIdp;
 use crate::support::stack::{Guard, HttpClient, Provider, Stack, StackBuilder};
 use crate::support::token::{self, now, TestKey, TokenBuilder};
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use fhirguard::app::Running;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const AUDIENCE: &str = "https://fhir.example.org";
 const SMART_AUDIENCE: &str = "https://fhir.example.org/smart";
@@ -28,13 +28,6 @@ struct Harness {
     upstream: FakeFhir,
     running: Running,
     http: HttpClient,
-}
-
-/// The parts of a response a test looks at.
-struct Answer {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Value,
 }
 
 impl Harness {
@@ -66,30 +59,14 @@ impl Harness {
                 .smart(TestKey::ec_p256("smart-1")),
         )
         .serve(|stack| {
-            format!(
-                r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: {upstream_value}
-allowHttpAuthorities: true
-{extra}
-authenticationConfiguration:
-  authority: "{primary}"
-  audience: "{AUDIENCE}"
-  smartIdentityProviders:
-    - authority: "{smart}"
-      applications:
-        - clientId: "reader"
-          audience: "{SMART_AUDIENCE}"
-          allowedDataActions: ["Read"]
-        - clientId: "writer"
-          audience: "{SMART_AUDIENCE}"
-          allowedDataActions: ["*"]
-"#,
-                upstream_value = stack.upstream_yaml(),
-                primary = stack.idp.base_url(),
-                smart = stack.smart().idp.base_url(),
-            )
+            let applications = [
+                ("reader", SMART_AUDIENCE, r#"["Read"]"#),
+                ("writer", SMART_AUDIENCE, r#"["*"]"#),
+            ];
+            (stack.config().with(extra))
+                .primary(&stack.idp.base_url(), AUDIENCE)
+                .smart(&stack.smart().idp.base_url(), &applications)
+                .to_string()
         })
         .await;
         let Provider {
@@ -130,7 +107,7 @@ authenticationConfiguration:
     }
 
     async fn send(&self, request: Request<Full<Bytes>>) -> Answer {
-        Answer::of(self.http.exchange(request).await)
+        self.http.exchange(request).await
     }
 
     async fn call(&self, method: Method, target: &str, token: Option<&str>, body: &str) -> Answer {
@@ -145,61 +122,24 @@ authenticationConfiguration:
 
     async fn admin(&self, path: &str) -> Answer {
         let url = format!("http://{}{path}", self.running.admin_address);
-        let answer = self.http.get_url(&url, &[]).await;
-        Answer {
-            status: answer.status,
-            headers: answer.headers,
-            body: Value::String(answer.body),
-        }
+        self.http.get_url(&url, &[]).await
     }
 }
 
-impl Answer {
-    /// The shared client's answer, its body read as JSON (`null` when it is not).
-    fn of(answer: client::Answer) -> Answer {
-        Answer {
-            body: answer.json_or_null(),
-            status: answer.status,
-            headers: answer.headers,
-        }
-    }
-}
-
-impl Answer {
-    fn challenge(&self) -> &str {
-        self.headers
-            .get("www-authenticate")
-            .map_or("", |v| v.to_str().unwrap())
-    }
-
-    /// Asserts an OperationOutcome with this issue code whose id is the request id.
-    fn assert_outcome(&self, code: &str) {
-        assert_eq!(
-            self.body["resourceType"], "OperationOutcome",
-            "{}",
-            self.body
-        );
-        assert_eq!(self.body["issue"][0]["code"], code, "{}", self.body);
-        assert_eq!(self.body["issue"][0]["severity"], "error");
-        let id = self.headers["x-request-id"].to_str().unwrap();
-        assert_eq!(self.body["id"], id);
-        assert_eq!(self.headers["content-type"], "application/fhir+json");
-    }
-
-    fn assert_invalid_token(&self, description: &str) {
-        assert_eq!(self.status, StatusCode::UNAUTHORIZED, "{}", self.body);
-        self.assert_outcome("login");
-        let challenge = self.challenge();
-        assert!(
-            challenge.starts_with("Bearer authorization_uri=\""),
-            "{challenge}"
-        );
-        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
-        assert!(
-            challenge.contains(description),
-            "challenge {challenge:?} lacks {description:?}"
-        );
-    }
+/// A 401 `invalid_token` refusal whose challenge names `description`.
+fn assert_invalid_token(answer: &Answer, description: &str) {
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.body);
+    answer.assert_outcome("login");
+    let challenge = answer.challenge();
+    assert!(
+        challenge.starts_with("Bearer authorization_uri=\""),
+        "{challenge}"
+    );
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    assert!(
+        challenge.contains(description),
+        "challenge {challenge:?} lacks {description:?}"
+    );
 }
 
 #[tokio::test]
@@ -382,7 +322,7 @@ async fn each_token_rule_refuses_with_its_description() {
             "{name}: challenge {:?} lacks {description:?}",
             answer.challenge()
         );
-        answer.assert_invalid_token(description);
+        assert_invalid_token(&answer, description);
         assert!(
             !answer.challenge().contains(&token),
             "{name}: the token was echoed"
@@ -445,7 +385,7 @@ async fn a_token_in_the_url_is_400() {
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     answer.assert_outcome("invalid");
     assert_eq!(
-        answer.body["issue"][0]["diagnostics"],
+        answer.json_or_null()["issue"][0]["diagnostics"],
         "Access tokens must not be passed in the URL query string."
     );
     let answer = h.get(&format!("/Patient/{token}"), Some(&token)).await;
@@ -704,7 +644,7 @@ async fn a_token_for_one_provider_signed_with_anothers_key_is_401() {
     // And with a kid the smart provider does publish.
     let token = h.smart_claims("reader").sign(&TestKey::ec_p256("smart-1"));
     let answer = h.get("/Patient/1", Some(&token)).await;
-    answer.assert_invalid_token("The signature is invalid");
+    assert_invalid_token(&answer, "The signature is invalid");
 }
 
 #[tokio::test]
@@ -725,20 +665,10 @@ async fn an_identity_provider_down_at_start_gives_503_then_recovers() {
         .primary_down()
         .unready()
         .serve(|stack| {
-            format!(
-                r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{}"
-allowHttpAuthorities: true
-keySets: {{ retryInterval: "100ms", fetchTimeout: "1s" }}
-authenticationConfiguration:
-  authority: "{}"
-  audience: "{AUDIENCE}"
-"#,
-                stack.upstream_url(),
-                stack.idp.base_url()
-            )
+            (stack.config())
+                .with(r#"keySets: { retryInterval: "100ms", fetchTimeout: "1s" }"#)
+                .primary(&stack.idp.base_url(), AUDIENCE)
+                .to_string()
         })
         .await;
     let get = |address: std::net::SocketAddr, path: &'static str, token: Option<String>| {
@@ -746,7 +676,7 @@ authenticationConfiguration:
         async move {
             let url = format!("http://{address}{path}");
             let request = client::request(Method::GET, &url, token.as_deref(), &[], Bytes::new());
-            Answer::of(http.exchange(request).await)
+            http.exchange(request).await
         }
     };
     let token = token::base_claims(&idp.base_url(), AUDIENCE, now())
@@ -862,7 +792,7 @@ async fn metrics_count_known_traffic() {
         StatusCode::FORBIDDEN
     );
 
-    let text = h.admin("/metrics").await.body.as_str().unwrap().to_owned();
+    let text = h.admin("/metrics").await.body;
     let value = |needle: &str| -> f64 {
         text.lines()
             .find(|line| line.starts_with(needle))

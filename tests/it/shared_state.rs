@@ -15,6 +15,7 @@ use http::{Method, StatusCode};
 use serde_json::json;
 
 use crate::dpop::ProofKey;
+use crate::support::binary::fhirguard_async;
 use crate::support::client::{self, Answer, HttpClient};
 use crate::support::exposition::sum;
 use crate::support::poll::eventually;
@@ -511,19 +512,18 @@ async fn check_probe_pings_the_store() {
     std::fs::write(&path, yaml).unwrap();
     // The probe also asks this test's identity provider: the binary runs off the runtime.
     let check = |probe: bool| {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fhirguard"));
-            command.arg("check").arg("--config").arg(&path);
-            if probe {
-                command.arg("--probe");
-            }
-            let output = command.output().expect("fhirguard check");
+        let mut args = vec!["check".to_owned(), "--config".to_owned()];
+        args.push(path.to_str().expect("a UTF-8 path").to_owned());
+        if probe {
+            args.push("--probe".to_owned());
+        }
+        async move {
+            let output = fhirguard_async(args, None).await;
             let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
             (output.status.code(), stdout)
-        })
+        }
     };
-    let (code, stdout) = check(false).await.unwrap();
+    let (code, stdout) = check(false).await;
     assert_eq!(code, Some(0), "{stdout}");
     let line = format!(
         "sharedState: {} (failureMode closed, DPoP replay shared, introspection answers not \
@@ -532,14 +532,14 @@ async fn check_probe_pings_the_store() {
     );
     assert!(stdout.contains(&line), "{stdout}");
     let address = redis.address;
-    let (code, stdout) = check(true).await.unwrap();
+    let (code, stdout) = check(true).await;
     assert_eq!(code, Some(0), "{stdout}");
     assert!(
         stdout.contains(&format!("sharedState: {address} answers")),
         "{stdout}"
     );
     redis.kill();
-    let (code, stdout) = check(true).await.unwrap();
+    let (code, stdout) = check(true).await;
     assert_eq!(code, Some(1), "{stdout}");
     assert!(
         stdout.contains(&format!("sharedState: {address} does not answer")),

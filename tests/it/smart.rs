@@ -2,116 +2,49 @@
 //! fake OpenID provider and the in-memory FHIR store (`support::fhir_store`) searching every
 //! resource of the type, ignoring parameters — so compartment filtering is fhirguard's doing.
 
-use bytes::Bytes;
-use fhirguard::app::Running;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use std::ops::Deref;
+
+use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::support::fhir_store::Search;
-use crate::support::idp::FakeIdp;
-use crate::support::stack::{Guard, Stack};
-use crate::support::token::{self, now, TestKey};
-use crate::support::upstream::FakeFhir;
-
-const AUDIENCE: &str = "https://fhir.example.org/smart";
-const BASE: &str = "https://fhir.example.org";
+use crate::support::smart_app::SmartApp;
+use crate::support::stack::Answer;
+use crate::support::token::TestKey;
 
 fn observation(id: &str, patient: &str) -> Value {
     json!({"resourceType": "Observation", "id": id, "status": "final",
            "subject": {"reference": format!("Patient/{patient}")}})
 }
 
-struct Harness {
-    idp: FakeIdp,
-    key: TestKey,
-    fhir: FakeFhir,
-    running: Running,
-    client: Client<HttpConnector, Full<Bytes>>,
-}
+/// fhirguard in front of the store holding two patients, an Observation of each and an
+/// Organization; requests go through `Proxy::handle`, with no socket.
+struct Harness(SmartApp);
 
-struct Answer {
-    status: StatusCode,
-    body: Value,
+impl Deref for Harness {
+    type Target = SmartApp;
+
+    fn deref(&self) -> &SmartApp {
+        &self.0
+    }
 }
 
 impl Harness {
     async fn start() -> Harness {
-        let Guard {
-            stack: Stack {
-                idp, key, upstream, ..
-            },
-            running,
-            ..
-        } = Stack::builder()
-            .key(TestKey::ec_p256("smart-1"))
-            .store(
-                vec![
-                    json!({"resourceType": "Patient", "id": "1"}),
-                    json!({"resourceType": "Patient", "id": "2"}),
-                    observation("o1", "1"),
-                    observation("o2", "2"),
-                    json!({"resourceType": "Organization", "id": "org"}),
-                ],
-                Search::AllOfType,
-            )
-            .serve(|stack| {
-                format!(
-                    r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{}"
-publicBaseUrl: "{BASE}"
-allowHttpAuthorities: true
-authenticationConfiguration:
-  smartIdentityProviders:
-    - authority: "{}"
-      applications:
-        - clientId: "app"
-          audience: "{AUDIENCE}"
-          allowedDataActions: ["*"]
-"#,
-                    stack.upstream.base_url("/fhir"),
-                    stack.idp.base_url(),
-                )
-            })
-            .await;
-        Harness {
-            idp,
-            key,
-            fhir: upstream,
-            running,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        }
-    }
-
-    fn token(&self, scopes: &str, fhir_user: &str) -> String {
-        token::base_claims(&self.idp.issuer(), AUDIENCE, now())
-            .claim("azp", "app")
-            .claim("scp", scopes)
-            .claim("fhirUser", format!("{BASE}/{fhir_user}"))
-            .sign(&self.key)
+        let seed = vec![
+            json!({"resourceType": "Patient", "id": "1"}),
+            json!({"resourceType": "Patient", "id": "2"}),
+            observation("o1", "1"),
+            observation("o2", "2"),
+            json!({"resourceType": "Organization", "id": "org"}),
+        ];
+        let app = SmartApp::start(TestKey::ec_p256("smart-1"), seed, Search::AllOfType).await;
+        Harness(app)
     }
 
     async fn call(&self, method: Method, target: &str, token: Option<&str>, body: &str) -> Answer {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{target}", self.running.proxy_address));
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap();
-        let response = self.client.request(request).await.expect("request");
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        Answer {
-            status,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        }
+        self.handle_call(method, target, token, &[], body.to_owned())
+            .await
     }
 
     async fn call_with(
@@ -122,23 +55,8 @@ authenticationConfiguration:
         headers: &[(&str, &str)],
         body: &str,
     ) -> Answer {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{target}", self.running.proxy_address))
-            .header("authorization", format!("Bearer {token}"));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap();
-        let response = self.client.request(request).await.expect("request");
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        Answer {
-            status,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        }
+        self.handle_call(method, target, Some(token), headers, body.to_owned())
+            .await
     }
 
     async fn get(&self, target: &str, token: &str) -> Answer {
@@ -172,7 +90,7 @@ async fn a_patient_token_sees_only_its_own_compartment() {
     assert_eq!(h.get("/Observation/o1", &t).await.status, StatusCode::OK);
     let other = h.get("/Observation/o2", &t).await;
     assert_eq!(other.status, StatusCode::NOT_FOUND, "{}", other.body);
-    assert_eq!(other.body["issue"][0]["code"], "not-found");
+    assert_eq!(other.json_or_null()["issue"][0]["code"], "not-found");
     assert_eq!(h.get("/Patient/1", &t).await.status, StatusCode::OK);
     let head = h.call(Method::HEAD, "/Observation/o2", Some(&t), "").await;
     assert_eq!(head.status, StatusCode::NOT_FOUND);
@@ -183,9 +101,9 @@ async fn a_patient_token_sees_only_its_own_compartment() {
     // The search is narrowed upstream and the answer filtered.
     let search = h.get("/Observation?status=final", &t).await;
     assert_eq!(search.status, StatusCode::OK);
-    assert_eq!(ids(&search.body), ["Observation/o1"]);
+    assert_eq!(ids(&search.json_or_null()), ["Observation/o1"]);
     assert!(h
-        .fhir
+        .fhir()
         .log()
         .last()
         .unwrap()
@@ -211,8 +129,8 @@ async fn a_patient_token_sees_only_its_own_compartment() {
         StatusCode::FORBIDDEN
     );
     let search = post("status=final").await;
-    assert_eq!(ids(&search.body), ["Observation/o1"]);
-    assert!(h.fhir.log().last().unwrap().ends_with(
+    assert_eq!(ids(&search.json_or_null()), ["Observation/o1"]);
+    assert!(h.fhir().log().last().unwrap().ends_with(
         "POST /fhir/Observation/_search [application/x-www-form-urlencoded] \
              status=final&subject=Patient/1"
     ));
@@ -226,7 +144,7 @@ async fn a_patient_token_sees_only_its_own_compartment() {
         )
         .await;
     assert_eq!(search.status, StatusCode::OK);
-    assert!(h.fhir.log().last().unwrap().ends_with(
+    assert!(h.fhir().log().last().unwrap().ends_with(
         "POST /fhir/Observation/_search [application/x-www-form-urlencoded] \
          status=final&code=x&subject=Patient/1"
     ));
@@ -280,12 +198,12 @@ async fn patient_writes_are_checked_against_the_compartment() {
         .call(Method::DELETE, "/Observation/o2", Some(&t), "")
         .await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
-    assert!(h.fhir.has("Observation/o2"));
+    assert!(h.fhir().has("Observation/o2"));
     let answer = h
         .call(Method::DELETE, "/Observation/o1", Some(&t), "")
         .await;
     assert_eq!(answer.status, StatusCode::NO_CONTENT);
-    assert!(!h.fhir.has("Observation/o1"));
+    assert!(!h.fhir().has("Observation/o1"));
 }
 
 #[tokio::test]
@@ -293,7 +211,10 @@ async fn system_tokens_read_everything_and_cannot_write() {
     let h = Harness::start().await;
     let t = h.token("system/*.read", "Patient/1");
     let search = h.get("/Observation", &t).await;
-    assert_eq!(ids(&search.body), ["Observation/o1", "Observation/o2"]);
+    assert_eq!(
+        ids(&search.json_or_null()),
+        ["Observation/o1", "Observation/o2"]
+    );
     assert_eq!(h.get("/Observation/o2", &t).await.status, StatusCode::OK);
     let answer = h
         .call(
@@ -318,7 +239,7 @@ async fn invalid_scopes_and_fhir_users_are_400() {
     ] {
         let answer = h.get("/Observation/o1", &h.token(scopes, user)).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{scopes} {user}");
-        assert_eq!(answer.body["issue"][0]["code"], "invalid");
+        assert_eq!(answer.json_or_null()["issue"][0]["code"], "invalid");
     }
 }
 
@@ -334,21 +255,22 @@ async fn transactions_are_all_or_nothing_and_batches_answer_per_entry() {
         ]})
         .to_string()
     };
-    let before = h.fhir.log().len();
+    let before = h.fhir().log().len();
     let answer = h
         .call(Method::POST, "/", Some(&t), &bundle("transaction"))
         .await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
     assert_eq!(
-        h.fhir.log().len(),
+        h.fhir().log().len(),
         before,
         "nothing of a refused transaction is forwarded"
     );
 
     let answer = h.call(Method::POST, "/", Some(&t), &bundle("batch")).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    assert_eq!(answer.body["type"], "batch-response");
-    let entries = answer.body["entry"].as_array().unwrap();
+    assert_eq!(answer.json_or_null()["type"], "batch-response");
+    let body = answer.json_or_null();
+    let entries = body["entry"].as_array().unwrap();
     let statuses: Vec<&str> = entries
         .iter()
         .map(|e| e["response"]["status"].as_str().unwrap())
@@ -372,7 +294,8 @@ async fn transactions_are_all_or_nothing_and_batches_answer_per_entry() {
     .to_string();
     let answer = h.call(Method::POST, "/", Some(&patient), &batch).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    let entries = answer.body["entry"].as_array().unwrap();
+    let body = answer.json_or_null();
+    let entries = body["entry"].as_array().unwrap();
     let statuses: Vec<&str> = entries
         .iter()
         .map(|e| e["response"]["status"].as_str().unwrap())
@@ -384,7 +307,7 @@ async fn transactions_are_all_or_nothing_and_batches_answer_per_entry() {
     assert!(entries[1].get("resource").is_none());
     assert_eq!(ids(&entries[2]["resource"]), ["Observation/o1"]);
     assert!(h
-        .fhir
+        .fhir()
         .log()
         .contains(&"  entry Observation?status=final&subject=Patient/1".to_owned()));
 }
@@ -404,7 +327,7 @@ async fn export_needs_unconstrained_system_scopes() {
     );
     h.get("/$export", &system).await;
     assert!(h
-        .fhir
+        .fhir()
         .log()
         .last()
         .unwrap()
@@ -418,24 +341,24 @@ async fn discovery_documents_are_served_anonymously() {
         .call(Method::GET, "/.well-known/smart-configuration", None, "")
         .await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(answer.body["issuer"], h.idp.issuer());
-    assert!(answer.body["capabilities"]
+    assert_eq!(answer.json_or_null()["issuer"], h.stack.idp.issuer());
+    assert!(answer.json_or_null()["capabilities"]
         .as_array()
         .unwrap()
         .contains(&json!("permission-v2")));
     // The endpoints come from the provider's discovery document, not a guessed pattern.
     assert_eq!(
-        answer.body["token_endpoint"],
-        format!("{}/token", h.idp.base_url())
+        answer.json_or_null()["token_endpoint"],
+        format!("{}/token", h.stack.idp.base_url())
     );
     assert_eq!(
-        answer.body["authorization_endpoint"],
-        format!("{}/authorize", h.idp.base_url())
+        answer.json_or_null()["authorization_endpoint"],
+        format!("{}/authorize", h.stack.idp.base_url())
     );
 
     let metadata = h.call(Method::GET, "/metadata", None, "").await;
     assert_eq!(metadata.status, StatusCode::OK);
-    let security = &metadata.body["rest"][0]["security"];
+    let security = &metadata.json_or_null()["rest"][0]["security"];
     assert_eq!(security["service"][0]["coding"][0]["code"], "OAuth");
     assert_eq!(
         security["extension"][0]["url"],
@@ -466,18 +389,18 @@ async fn checked_answers_in_formats_fhirguard_cannot_read_are_406() {
         ),
     ];
     for (target, headers) in cases {
-        let before = h.fhir.log().len();
+        let before = h.fhir().log().len();
         let answer = h.call_with(Method::GET, target, &t, headers, "").await;
         assert_eq!(
             answer.status,
             StatusCode::NOT_ACCEPTABLE,
             "{target} {headers:?}"
         );
-        assert_eq!(answer.body["resourceType"], "OperationOutcome");
-        assert_eq!(answer.body["issue"][0]["code"], "not-supported");
-        let why = answer.body["issue"][0]["diagnostics"].as_str().unwrap();
+        assert_eq!(answer.json_or_null()["resourceType"], "OperationOutcome");
+        assert_eq!(answer.json_or_null()["issue"][0]["code"], "not-supported");
+        let why = answer.diagnostics();
         assert!(why.contains("fhirguard reads only FHIR JSON"), "{why}");
-        assert_eq!(h.fhir.log().len(), before, "{target}: nothing forwarded");
+        assert_eq!(h.fhir().log().len(), before, "{target}: nothing forwarded");
     }
     // The form of a POST _search is read for _format too.
     let post = h
@@ -527,11 +450,11 @@ async fn duplicate_json_member_names_are_refused() {
         r#"{"resourceType":"Observation","subject":{"reference":"Patient/2"},"sub\u006aect":{"reference":"Patient/1"}}"#,
         r#"{"resourceType":"Observation","resourceType":"Observation","subject":{"reference":"Patient/1"}}"#,
     ];
-    let before = h.fhir.log().len();
+    let before = h.fhir().log().len();
     for body in creates {
         let answer = h.call(Method::POST, "/Observation", Some(&t), body).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
-        let why = answer.body["issue"][0]["diagnostics"].as_str().unwrap();
+        let why = answer.diagnostics();
         assert!(why.contains("duplicate JSON member name"), "{why}");
     }
     // Bundles, under any token: the entries decide, so they must be read as the server will.
@@ -547,7 +470,7 @@ async fn duplicate_json_member_names_are_refused() {
             assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
         }
     }
-    assert_eq!(h.fhir.log().len(), before, "nothing forwarded");
+    assert_eq!(h.fhir().log().len(), before, "nothing forwarded");
     // The same resource without the duplicate is stored.
     let good = r#"{"resourceType":"Observation","id":"o9","subject":{"reference":"Patient/1"}}"#;
     let answer = h.call(Method::POST, "/Observation", Some(&t), good).await;

@@ -11,9 +11,9 @@
 //! - percent-decoding that would create scopes.
 
 use std::io::Write;
-use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
+use crate::support::binary::Explain;
 use crate::support::stack::{Answer, Guard, Stack};
 use crate::support::token::{self, now, TestKey, TokenBuilder};
 use http::{Method, StatusCode};
@@ -34,26 +34,13 @@ impl std::ops::Deref for Clients {
 }
 
 fn yaml(stack: &Stack, extra: &str) -> String {
-    format!(
-        r#"listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{upstream}"
-allowHttpAuthorities: true
-{extra}
-authenticationConfiguration:
-  smartIdentityProviders:
-    - authority: "{authority}"
-      applications:
-        - clientId: "reader"
-          audience: "{AUDIENCE}"
-          allowedDataActions: ["Read"]
-        - clientId: "writer"
-          audience: "{AUDIENCE}"
-          allowedDataActions: ["Read", "Write"]
-"#,
-        upstream = stack.upstream_url(),
-        authority = stack.idp.base_url(),
-    )
+    let applications = [
+        ("reader", AUDIENCE, r#"["Read"]"#),
+        ("writer", AUDIENCE, r#"["Read", "Write"]"#),
+    ];
+    (stack.config().with(extra))
+        .smart(&stack.idp.base_url(), &applications)
+        .to_string()
 }
 
 impl Clients {
@@ -75,7 +62,7 @@ impl Clients {
 
     async fn call(&self, method: Method, target: &str, token: &str) -> Answer {
         self.0
-            .call(
+            .handle_call(
                 method,
                 target,
                 Some(token),
@@ -457,22 +444,6 @@ async fn near_miss_hints_in_a_process_of_their_own() {
     assert_eq!(audit["fields"]["status"], 401);
 }
 
-fn explain(config: &str, token: &str, path: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fhirguard"))
-        .args([
-            "explain", "--config", config, "--token", "-", "--path", path,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run fhirguard");
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(token.as_bytes()).unwrap();
-    drop(input);
-    child.wait_with_output().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_shows_the_expansion_the_client_claim_the_compartment_and_the_hint() {
     let stack = Stack::builder()
@@ -483,11 +454,8 @@ async fn explain_shows_the_expansion_the_client_claim_the_compartment_and_the_hi
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fhirguard.yaml");
     std::fs::write(&path, yaml(&stack, "smartLaunchPatientClaim: patient")).unwrap();
-    let config = path.to_str().unwrap().to_owned();
-    let run = |token: String, target: &'static str| {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || explain(&config, &token, target))
-    };
+    let run =
+        |token: String, target: &'static str| Explain::new(&path).token(&token).path(target).run();
 
     let token = token::base_claims(&idp.issuer(), AUDIENCE, now())
         .claim("client_id", "reader")
@@ -495,9 +463,9 @@ async fn explain_shows_the_expansion_the_client_claim_the_compartment_and_the_hi
         .claim("fhirUser", "Practitioner/7")
         .claim("patient", "456")
         .sign(key);
-    let output = run(token.clone(), "/Observation?code=x").await.unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
+    let output = run(token.clone(), "/Observation?code=x").await;
+    let stdout = output.stdout;
+    assert_eq!(output.code, Some(0), "{stdout}");
     for expected in [
         "step 7 client: reader (named by the client_id claim)",
         "step 8 granted: Read, Search, ReadById (Read covers Search, ReadById)",
@@ -516,9 +484,9 @@ async fn explain_shows_the_expansion_the_client_claim_the_compartment_and_the_hi
         .claim("azp", "reader")
         .claim("scp", "system/*.rs")
         .sign(key);
-    let output = run(near_miss, "/Patient/1").await.unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let output = run(near_miss, "/Patient/1").await;
+    let stdout = output.stdout;
+    assert_eq!(output.code, Some(1), "{stdout}");
     assert!(stdout.contains("verdict: 401 audience"), "{stdout}");
     assert!(
         stdout.contains("hint: the token's audience differs from the configured audience"),

@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
-use crate::support::stack::{Guard, Stack};
+use crate::support::stack::{Guard, HttpClient, Stack};
 use crate::support::token::{self, now, TestKey};
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 /// How long a stopping fhirguard lets requests finish: these tests stop it at the end.
@@ -29,22 +28,14 @@ async fn tls_listener_serves_h2_and_http1() {
         .key(TestKey::rsa("tls-1"))
         .grace(GRACE)
         .serve(|stack| {
-            format!(
-                r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{}"
-allowHttpAuthorities: true
-tls: {{ certFile: "{}", keyFile: "{}" }}
-authenticationConfiguration:
-  authority: "{}"
-  audience: "https://fhir.example.org"
-"#,
-                stack.upstream_url(),
+            let tls = format!(
+                r#"tls: {{ certFile: "{}", keyFile: "{}" }}"#,
                 cert_file.display(),
                 key_file.display(),
-                stack.idp.base_url()
-            )
+            );
+            (stack.config().with(&tls))
+                .primary(&stack.idp.base_url(), "https://fhir.example.org")
+                .to_string()
         })
         .await;
 
@@ -57,12 +48,7 @@ authenticationConfiguration:
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_all_versions()
-        .build();
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let client = HttpClient::https(tls);
 
     let token = token::base_claims(&idp.issuer(), "https://fhir.example.org", now())
         .claim("roles", serde_json::json!(["FHIR Data Reader"]))
@@ -72,9 +58,9 @@ authenticationConfiguration:
         .header("authorization", format!("Bearer {token}"))
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let response = client.request(request).await.expect("https request");
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.version(), http::Version::HTTP_2, "ALPN chose h2");
+    let answer = client.exchange(request).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.version, http::Version::HTTP_2, "ALPN chose h2");
     let seen = upstream.last();
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
 
@@ -139,19 +125,9 @@ async fn an_https_upstream_is_reached_with_an_extra_ca_file() {
         .upstream_settings(&format!("caFile: \"{}\"", ca_file.display()))
         .grace(GRACE)
         .serve(|stack| {
-            format!(
-                r#"
-listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: {}
-allowHttpAuthorities: true
-authenticationConfiguration:
-  authority: "{}"
-  audience: "https://fhir.example.org"
-"#,
-                stack.upstream_yaml(),
-                stack.idp.base_url()
-            )
+            (stack.config())
+                .primary(&stack.idp.base_url(), "https://fhir.example.org")
+                .to_string()
         })
         .await;
     let Stack { idp, key, .. } = &g.stack;

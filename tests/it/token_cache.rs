@@ -337,11 +337,9 @@ async fn the_counters_are_exported() {
     let g = Stack::builder()
         .key(TestKey::ec_p256("k"))
         .serve(|stack| {
-            format!(
-                "listen: \"127.0.0.1:0\"\nadminListen: \"127.0.0.1:0\"\n{}",
-                config_yaml(Some((&stack.idp.base_url(), AUDIENCE)), &[])
-                    .replace("http://127.0.0.1:1/fhir", &stack.upstream_url())
-            )
+            (stack.config())
+                .primary(&stack.idp.base_url(), AUDIENCE)
+                .to_string()
         })
         .await;
     let token = token::base_claims(&g.stack.idp.issuer(), AUDIENCE, now())

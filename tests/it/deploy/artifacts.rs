@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use fhirguard::config::Config;
 use serde::Deserialize;
@@ -158,10 +157,7 @@ pub(crate) fn selects(match_labels: &Value, labels: &Value) -> bool {
 }
 
 pub(crate) fn fhirguard_help(subcommand: &str) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_fhirguard"))
-        .args([subcommand, "--help"])
-        .output()
-        .unwrap();
+    let output = crate::support::binary::fhirguard(&[subcommand, "--help"], None);
     assert!(
         output.status.success(),
         "fhirguard {subcommand} --help failed"

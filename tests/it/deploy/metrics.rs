@@ -98,28 +98,15 @@ async fn metrics_after_traffic() -> String {
         .grace(Duration::from_secs(1))
         .unready()
         .serve(|stack| {
-            format!(
-                r#"listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: {upstream}
-allowHttpAuthorities: true
-keySets: {{ retryInterval: "100ms", fetchTimeout: "1s" }}
+            let extra = r#"keySets: { retryInterval: "100ms", fetchTimeout: "1s" }
 reportOnly: [backend-service]
-rateLimits: [{{ clientIds: [backend-service, bulk], requestsPerSecond: 1, burst: 2 }}]
-authenticationConfiguration:
-  authority: "{primary}"
-  audience: "{audience}"
-  smartIdentityProviders:
-    - authority: "{smart}"
-      applications: [{{ clientId: "reader", audience: "{audience}", allowedDataActions: ["Read"] }}]
-    - authority: "{down}"
-      applications: [{{ clientId: "down-app", audience: "{audience}", allowedDataActions: ["Read"] }}]
-"#,
-                upstream = stack.upstream_yaml(),
-                primary = stack.idp.base_url(),
-                smart = stack.smart().idp.base_url(),
-                down = down.base_url(),
-            )
+rateLimits: [{ clientIds: [backend-service, bulk], requestsPerSecond: 1, burst: 2 }]"#;
+            let read = r#"["Read"]"#;
+            (stack.config().with(extra))
+                .primary(&stack.idp.base_url(), audience)
+                .smart(&stack.smart().idp.base_url(), &[("reader", audience, read)])
+                .smart(&down.base_url(), &[("down-app", audience, read)])
+                .to_string()
         })
         .await;
     let Stack {

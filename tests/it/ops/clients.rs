@@ -15,7 +15,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use crate::support::exposition::series;
-use crate::support::stack::{start_ready, HttpClient, Stack, AUDIENCE, ROLE};
+use crate::support::stack::{Guard, HttpClient, Stack, AUDIENCE, ROLE};
 use crate::support::token::{self, now, TestKey};
 
 /// `(client_id, method, outcome)` → value, for every `fhirguard_requests_total` series.
@@ -55,33 +55,24 @@ fn expected(rows: &[(&str, &str, &str, f64)]) -> Requests {
 /// A primary authority granting [`ROLE`] `[Read]`, and a smart provider whose applications are
 /// `applications` (each `[Read]`).
 fn yaml(stack: &Stack, applications: &[&str]) -> String {
-    let applications: String = applications
+    let applications: Vec<_> = applications
         .iter()
-        .map(|id| {
-            format!(
-                "        - {{ clientId: \"{id}\", audience: \"{AUDIENCE}\", allowedDataActions: [Read] }}\n"
-            )
-        })
+        .map(|id| (*id, AUDIENCE, "[Read]"))
         .collect();
-    format!(
-        r#"listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: "{upstream}"
-allowHttpAuthorities: true
-roles:
-  mappings:
-    {ROLE}: [Read]
-authenticationConfiguration:
-  authority: "{primary}"
-  audience: "{AUDIENCE}"
-  smartIdentityProviders:
-    - authority: "{smart}"
-      applications:
-{applications}"#,
-        upstream = stack.upstream.base_url("/fhir"),
-        primary = stack.idp.base_url(),
-        smart = stack.smart().idp.base_url(),
-    )
+    (stack
+        .config()
+        .with(&format!("roles:\n  mappings:\n    {ROLE}: [Read]")))
+    .primary(&stack.idp.base_url(), AUDIENCE)
+    .smart(&stack.smart().idp.base_url(), &applications)
+    .to_string()
+}
+
+/// fhirguard on [`yaml`] with `applications`, once ready.
+async fn serve(applications: &[&str]) -> Guard {
+    Stack::builder()
+        .smart(TestKey::ec_p256("clients-1"))
+        .serve(|stack| yaml(stack, applications))
+        .await
 }
 
 async fn stack() -> Stack {
@@ -130,15 +121,15 @@ async fn exposition(running: &Running) -> String {
 
 #[tokio::test]
 async fn each_request_is_counted_under_its_client() {
-    let stack = stack().await;
-    let running = start_ready(Config::parse(&yaml(&stack, &["reader", "writer"])).unwrap()).await;
-    let reader = smart_token(&stack, "reader", 600);
-    let writer = smart_token(&stack, "writer", 600);
-    let expired = smart_token(&stack, "reader", -3600);
-    let unlisted = primary_token(&stack, "backend-service");
+    let g = serve(&["reader", "writer"]).await;
+    let (stack, running) = (&g.stack, &g.running);
+    let reader = smart_token(stack, "reader", 600);
+    let writer = smart_token(stack, "writer", 600);
+    let expired = smart_token(stack, "reader", -3600);
+    let unlisted = primary_token(stack, "backend-service");
     use StatusCode as S;
     send(
-        &running,
+        running,
         &[
             ("GET", "/Patient/1", Some(&reader), S::OK),
             ("GET", "/Patient/2", Some(&reader), S::OK),
@@ -152,7 +143,7 @@ async fn each_request_is_counted_under_its_client() {
         ],
     )
     .await;
-    let text = exposition(&running).await;
+    let text = exposition(running).await;
     assert_eq!(
         requests(&text),
         expected(&[
@@ -170,31 +161,31 @@ async fn each_request_is_counted_under_its_client() {
     assert!(series(&text, "fhirguard_request_duration_seconds_count")
         .iter()
         .all(|(labels, _)| labels.keys().eq(["outcome"])));
-    running.stop().await;
+    g.running.stop().await;
 }
 
 /// A flood of tokens naming 100 clients that no application lists adds one series, not 100:
 /// a caller cannot grow the exposition by inventing client ids.
 #[tokio::test]
 async fn any_number_of_unlisted_clients_is_one_series() {
-    let stack = stack().await;
-    let running = start_ready(Config::parse(&yaml(&stack, &["reader"])).unwrap()).await;
+    let g = serve(&["reader"]).await;
+    let (stack, running) = (&g.stack, &g.running);
     let client = HttpClient::default();
     for n in 0..100 {
-        let primary = primary_token(&stack, &format!("stranger-{n}"));
+        let primary = primary_token(stack, &format!("stranger-{n}"));
         let (status, body) = client
             .get(running.proxy_address, "/Patient/1", Some(&primary))
             .await
             .expect("answered");
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    let text = exposition(&running).await;
+    let text = exposition(running).await;
     assert_eq!(
         requests(&text),
         expected(&[("other", "GET", "allowed", 100.0)]),
         "{text}"
     );
-    running.stop().await;
+    g.running.stop().await;
 }
 
 /// The label set follows the configuration: a reload that adds an application makes its id a

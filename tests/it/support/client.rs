@@ -10,7 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
@@ -29,6 +31,16 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// A response's head and its whole body.
+    pub fn of(head: http::response::Parts, body: &[u8]) -> Answer {
+        Answer {
+            version: head.version,
+            status: head.status,
+            headers: head.headers,
+            body: String::from_utf8_lossy(body).into_owned(),
+        }
+    }
+
     /// The body as JSON; panics, showing the body, when it is not.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body)
@@ -38,6 +50,30 @@ impl Answer {
     /// The body as JSON, or `null` when it is not (an empty 304, a plain-text refusal).
     pub fn json_or_null(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The first issue's `diagnostics` of an OperationOutcome body; empty when there is none.
+    pub fn diagnostics(&self) -> String {
+        let body = self.json_or_null();
+        let diagnostics = body["issue"][0]["diagnostics"].as_str();
+        diagnostics.unwrap_or_default().to_owned()
+    }
+
+    /// The `WWW-Authenticate` challenge; empty when there is none.
+    pub fn challenge(&self) -> &str {
+        self.header("www-authenticate").unwrap_or_default()
+    }
+
+    /// Asserts fhirguard's refusal: an OperationOutcome (`application/fhir+json`) whose first
+    /// issue is an error of `code`, and whose id is the request id.
+    pub fn assert_outcome(&self, code: &str) {
+        let body = self.json_or_null();
+        assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+        assert_eq!(body["issue"][0]["code"], code, "{body}");
+        assert_eq!(body["issue"][0]["severity"], "error");
+        let id = self.headers["x-request-id"].to_str().unwrap();
+        assert_eq!(body["id"], id);
+        assert_eq!(self.headers["content-type"], "application/fhir+json");
     }
 
     /// A header's value, when present and visible ASCII.
@@ -66,9 +102,10 @@ pub fn request(
         .expect("a valid request")
 }
 
-/// An HTTP client with a connection pool and a per-exchange deadline.
+/// An HTTP client with a connection pool and a per-exchange deadline; over TLS with
+/// [`HttpClient::https`].
 #[derive(Debug, Clone)]
-pub struct HttpClient(Client<HttpConnector, Full<Bytes>>);
+pub struct HttpClient<C = HttpConnector>(Client<C, Full<Bytes>>);
 
 impl Default for HttpClient {
     fn default() -> HttpClient {
@@ -86,6 +123,19 @@ impl HttpClient {
         )
     }
 
+    /// A client of `https://` URLs only, with `tls` (its roots, its client certificate), HTTP/1.1
+    /// or HTTP/2 as ALPN chooses.
+    pub fn https(tls: rustls::ClientConfig) -> HttpClient<HttpsConnector<HttpConnector>> {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_all_versions()
+            .build();
+        HttpClient(Client::builder(TokioExecutor::new()).build(connector))
+    }
+}
+
+impl<C: Connect + Clone + Send + Sync + 'static> HttpClient<C> {
     /// Sends `request`; panics when there is no complete answer within [`DEADLINE`].
     pub async fn exchange(&self, request: Request<Full<Bytes>>) -> Answer {
         let uri = request.uri().clone();
@@ -202,10 +252,5 @@ where
         .await
         .map_err(|error| error.to_string())?
         .to_bytes();
-    Ok(Answer {
-        version: parts.version,
-        status: parts.status,
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+    Ok(Answer::of(parts, &body))
 }

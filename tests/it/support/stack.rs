@@ -7,22 +7,35 @@
 //! run the binary as a process, or real third-party peers, still take the shared client
 //! ([`super::client`]), readiness polling and token minting.
 //!
+//! [`Guard::handle`] drives a request through fhirguard's `Proxy::handle` in-process, with no
+//! socket between the test and fhirguard: the table-driven suites (SMART, compartment
+//! hardening) go that way, and what is about the wire (hygiene on raw bytes, h2, TLS, timeouts,
+//! the upstream's connections) takes [`Guard::call`] over TCP. The fakes stay real loopback
+//! servers either way: the suites assert what they received.
+//!
+//! [`Stack::config`] opens every suite's config the same way ([`super::config::ConfigYaml`]);
 //! [`Stack::yaml`] and [`Stack::token`] give primary-authority tokens authorized by a
 //! `roles.mappings` entry, so what a test grants is decided by the config it writes, not by
 //! SMART scope rules.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 use fhirguard::app::{self, Running, StartOptions};
 use fhirguard::config::Config;
-use http::Method;
+use fhirguard::proxy::Peer;
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderValue, Method, Request, Uri};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 
 pub use super::client::{Answer, HttpClient};
 
-use super::client::request;
+use super::client::{request, DEADLINE};
+use super::config::ConfigYaml;
 use super::fhir_store::Search;
 use super::idp::FakeIdp;
 use super::token::{self, now, TestKey};
@@ -34,6 +47,11 @@ pub const AUDIENCE: &str = "https://fhir.example.org";
 pub const ROLE: &str = "ops-tester";
 /// How long a stopping fhirguard lets requests in flight finish, unless a suite says otherwise.
 const GRACE: Duration = Duration::from_secs(5);
+/// The client of the requests [`Guard::handle`] drives: a loopback address, plain HTTP.
+const LOOPBACK_PEER: Peer = Peer {
+    address: SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 50_000),
+    https: false,
+};
 
 /// A fake identity provider with the key it signs with.
 #[derive(Debug)]
@@ -254,6 +272,73 @@ impl Guard {
             .await
     }
 
+    /// Drives `request` through `Proxy::handle` in-process: no socket, no connection (so no
+    /// per-connection token memo), from a loopback peer over plain HTTP. The request reaches
+    /// fhirguard as the pooled client would send it over HTTP/1.1 and the listener hand it on:
+    /// an origin-form target, `Host` from the URL when not set, `Content-Length` for a body
+    /// that is not empty. Like the listener, it drops the body of an answer to `HEAD`.
+    pub async fn handle(&self, request: Request<Full<Bytes>>) -> Answer {
+        let (mut parts, body) = request.into_parts();
+        if let Some(authority) = parts.uri.authority() {
+            let host = HeaderValue::from_str(authority.as_str()).expect("a valid host");
+            parts.headers.entry(HOST).or_insert(host);
+        }
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |target| target.as_str());
+        parts.uri = Uri::try_from(target).expect("an origin-form target");
+        let length = body.size_hint().exact().unwrap_or(0);
+        if length > 0
+            && !parts.headers.contains_key(CONTENT_LENGTH)
+            && !parts.headers.contains_key(TRANSFER_ENCODING)
+        {
+            parts
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        let head = parts.method == Method::HEAD;
+        let uri = parts.uri.clone();
+        let handled =
+            self.running
+                .proxy
+                .handle(Request::from_parts(parts, body), LOOPBACK_PEER, None);
+        let response = tokio::time::timeout(DEADLINE, handled)
+            .await
+            .unwrap_or_else(|_| panic!("{uri}: no answer within {DEADLINE:?}"));
+        let (parts, body) = response.into_parts();
+        let body = if head {
+            Bytes::new()
+        } else {
+            let collected = tokio::time::timeout(DEADLINE, body.collect()).await;
+            collected
+                .unwrap_or_else(|_| panic!("{uri}: no whole body within {DEADLINE:?}"))
+                .unwrap_or_else(|error| panic!("{uri}: {error}"))
+                .to_bytes()
+        };
+        Answer::of(parts, &body)
+    }
+
+    /// [`Guard::call`] without a socket ([`Guard::handle`]).
+    pub async fn handle_call(
+        &self,
+        method: Method,
+        target: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Answer {
+        let url = self.url(target);
+        self.handle(request(method, &url, token, headers, body))
+            .await
+    }
+
+    /// [`Guard::get`] without a socket ([`Guard::handle`]).
+    pub async fn handle_get(&self, target: &str, token: Option<&str>) -> Answer {
+        self.handle_call(Method::GET, target, token, &[], Bytes::new())
+            .await
+    }
+
     /// `GET path` on the admin listener.
     pub async fn admin(&self, path: &str) -> Answer {
         let url = format!("http://{}{path}", self.running.admin_address);
@@ -312,25 +397,20 @@ impl Stack {
         self.smart.as_ref().expect("a stack built with .smart(key)")
     }
 
+    /// The opening of a config for this stack: both listeners on 127.0.0.1:0, its upstream,
+    /// plain-HTTP authorities allowed; a suite adds its keys and identity providers.
+    pub fn config(&self) -> ConfigYaml {
+        ConfigYaml::new(self.upstream_yaml())
+    }
+
     /// A config on 127.0.0.1:0 whose role [`ROLE`] grants `actions` (e.g. `"[Read]"`);
     /// `extra` is appended as top-level YAML.
     pub fn yaml(&self, actions: &str, extra: &str) -> String {
-        format!(
-            r#"listen: "127.0.0.1:0"
-adminListen: "127.0.0.1:0"
-upstream: {upstream}
-allowHttpAuthorities: true
-roles:
-  mappings:
-    {ROLE}: {actions}
-{extra}
-authenticationConfiguration:
-  authority: "{authority}"
-  audience: "{AUDIENCE}"
-"#,
-            upstream = self.upstream_yaml(),
-            authority = self.idp.base_url(),
-        )
+        self.config()
+            .with(&format!("roles:\n  mappings:\n    {ROLE}: {actions}"))
+            .with(extra)
+            .primary(&self.idp.base_url(), AUDIENCE)
+            .to_string()
     }
 
     /// A valid token carrying [`ROLE`].
