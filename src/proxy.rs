@@ -27,6 +27,7 @@ pub mod replay;
 pub mod sender;
 pub mod session;
 mod smart;
+pub mod verified;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};

@@ -1,5 +1,5 @@
-//! What the proxy keeps of introspection answers (RFC 7662), beside the verified-token cache and
-//! keyed the same way (the token's SHA-256, [`TokenDigest`]). RFC 7662 §4 lets a resource server
+//! What the proxy keeps of introspection answers (RFC 7662), beside the verified-token cache
+//! ([`crate::proxy::verified`]) and keyed the same way (the token's SHA-256, [`TokenDigest`]). RFC 7662 §4 lets a resource server
 //! cache answers, trading freshness (a revocation is seen only when the entry ends) for load on
 //! the authorization server. The rules ([`keep_until`]):
 //!
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use moka::future::Cache;
 use moka::Expiry;
 
-use super::session::{weight, Session, TokenDigest};
+use super::verified::{weight, Session, TokenDigest};
 use crate::auth::{introspection, unix_now, AuthError, KeyStore, Verified};
 use crate::config::{Config, Introspection};
 
