@@ -15,6 +15,8 @@
 //! Each request loads one [`Generation`] (config snapshot + the upstream client built from it)
 //! at its start and uses it to the end, so a reload never changes the rules mid-request.
 
+mod authentication;
+mod bundle_decision;
 mod change;
 pub mod decision;
 mod documents;
@@ -22,8 +24,10 @@ pub mod forward;
 mod generation;
 pub mod headers;
 pub mod introspected;
+mod judgement;
 mod plan;
 pub mod replay;
+mod search;
 pub mod sender;
 pub mod session;
 mod smart;
