@@ -15,7 +15,8 @@ use crate::proxy::judgement::{AuthorizedBundle, Classified, Judge, Refused, Trac
 
 /// Step 8 for a batch/transaction: every entry classified and authorized (reference §3.2). A
 /// transaction with a denied entry is refused whole; a batch passes when the principal holds
-/// any data action, and its denied entries are answered one by one ([`crate::authz::BundleDecision`]).
+/// any data action, and its denied entries are answered one by one
+/// ([`crate::authz::BundleDecision`]).
 /// Under SMART an entry must also need no further confinement (no query rewrite, response or
 /// compartment check), since those are carried out only for requests sent on their own.
 pub(super) fn decide_bundle(
