@@ -229,3 +229,134 @@ fn challenge_for<'a>(config: &'a Config, principal: Option<&'a Principal>) -> Ch
             .map_or("", |a| a.audience.as_str()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, Method, StatusCode};
+
+    use super::*;
+    use crate::actions::DataActions;
+    use crate::authz::Reasons;
+    use crate::body::empty;
+    use crate::proxy::headers;
+    use crate::proxy::judgement::Trace;
+
+    fn config() -> Config {
+        Config::parse(
+            r#"
+upstream: "http://127.0.0.1:1/fhir"
+authenticationConfiguration:
+  authority: "https://login.example.org/tenant"
+  audience: "https://fhir.example.org"
+"#,
+        )
+        .expect("config")
+    }
+
+    fn principal() -> Arc<Principal> {
+        Arc::new(Principal::for_tests(ProviderKind::Primary, "writer"))
+    }
+
+    /// A create the principal holds no data action for, and its refusal (403).
+    fn denied() -> (FhirRequest, Rejection) {
+        let headers = HeaderMap::new();
+        let request =
+            crate::fhir::classify(&Method::POST, "/Patient", None, &headers).expect("a create");
+        let decision = crate::authz::decide(&request, DataActions::NONE, Reasons::Always);
+        assert!(!decision.allowed, "{decision}");
+        (request, Rejection::Denied(Box::new(decision)))
+    }
+
+    fn answered() -> Result<Response<Body>, Rejection> {
+        Ok(Response::new(empty()))
+    }
+
+    fn respond(outcome: Outcome<Response<Body>>) -> (Response<Body>, Outcome<()>) {
+        outcome.respond(&config(), &headers::request_id(&HeaderMap::new()))
+    }
+
+    #[test]
+    fn anonymous_and_allowed_requests_are_told_as_such() {
+        let (response, told) = respond(Outcome::on_behalf_of(None).then(answered()));
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(told.label(), "anonymous");
+        assert_eq!(told.audited(""), audit::Outcome::Anonymous);
+        let (_, told) = respond(Outcome::on_behalf_of(Some(principal())).then(answered()));
+        assert_eq!(told.label(), "allowed");
+        assert_eq!((told.reason(), told.hint()), (String::new(), String::new()));
+        assert_eq!(told.audited(""), audit::Outcome::Allowed);
+    }
+
+    /// Report-only (issue 13): forwarded and answered by the upstream, but counted and audited
+    /// with the status and reason of the refusal it was spared.
+    #[test]
+    fn a_report_only_request_is_told_as_the_refusal_it_was_spared() {
+        let (request, denial) = denied();
+        let spared = denial.to_string();
+        let outcome = Outcome {
+            would_be: Some(Box::new(denial)),
+            request: Some(Box::new(request)),
+            ..Outcome::on_behalf_of(Some(principal()))
+        };
+        let (response, told) = respond(outcome.then(answered()));
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(told.label(), "report_only");
+        let reason = told.reason();
+        assert_eq!(reason, spared);
+        let expected = audit::Outcome::WouldBeRefused {
+            outcome: "report_only",
+            status: 403,
+            reason: &spared,
+        };
+        assert_eq!(told.audited(&reason), expected);
+        assert!(told.request.is_some(), "the audit line names the request");
+    }
+
+    /// A refusal of deciding keeps what its trace established, for the audit line.
+    #[test]
+    fn a_refusal_of_deciding_is_the_response_and_keeps_its_trace() {
+        let (request, denial) = denied();
+        let trace = Trace {
+            principal: Some(principal()),
+            request: Some(request),
+            ..Trace::default()
+        };
+        let refused = Outcome::refused(Refused::new(denial, trace));
+        let (response, told) = respond(refused);
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(told.label(), "forbidden");
+        let reason = told.reason();
+        assert!(reason.contains("requires"), "{reason}");
+        let expected = audit::Outcome::Refused {
+            outcome: "forbidden",
+            reason: &reason,
+        };
+        assert_eq!(told.audited(&reason), expected);
+        assert!(told.principal.is_some() && told.request.is_some());
+    }
+
+    /// A refusal after the decision (a check of the body or the answer, the upstream failing)
+    /// names only who asked: not the report-only refusal, nor the request or bundle.
+    #[test]
+    fn a_refusal_after_the_decision_names_only_who_asked() {
+        let (request, denial) = denied();
+        let outcome = Outcome {
+            would_be: Some(Box::new(denial)),
+            request: Some(Box::new(request)),
+            bundle: Some(BundleKind::Batch),
+            ..Outcome::on_behalf_of(Some(principal()))
+        };
+        let failed = outcome.then::<Response<Body>>(Err(Rejection::MissingToken));
+        assert!(failed.principal.is_some());
+        assert!(failed.would_be.is_none() && failed.request.is_none() && failed.bundle.is_none());
+        let (response, told) = respond(failed);
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(told.label(), "unauthenticated");
+        let reason = told.reason();
+        let expected = audit::Outcome::Refused {
+            outcome: "unauthenticated",
+            reason: &reason,
+        };
+        assert_eq!(told.audited(&reason), expected);
+    }
+}
