@@ -6,16 +6,20 @@
 //! ```text
 //! client ─► server (accept, TLS, limits) ─► proxy::handle
 //!   proxy::decision  decide_head  step 0 hygiene, path · step 1 anonymous · steps 2–7 token
-//!                                 (auth/, via proxy::session's cache) · step 8 classify (fhir/)
-//!                                 and authorize (authz/)
+//!                                 and binding (proxy::authentication: auth/, via
+//!                                 proxy::session's caches) · step 8 classify (fhir/) and
+//!                                 authorize (authz/)
 //!                    → Head::Anonymous | Head::Decided(Authorized) | Head::NeedsBody(Pending)
-//!                    decide_body  a batch/transaction entry by entry, a POST _search's form
-//!                    → Verdict::Request | Verdict::Bundle
+//!                    decide_body  a batch/transaction entry by entry (proxy::bundle_decision),
+//!                                 a POST _search's form (proxy::search)
+//!                    → Verdict::Request | Verdict::Bundle   (values: proxy::judgement)
 //!   proxy::plan      carries the decision out: SMART's query rewrite, body, stored-resource and
 //!                    answer checks (proxy::change, proxy::smart), step 9 forwarding
 //!                    (proxy::forward over upstream/)
-//!   error.rs         a refusal (Refused: a typed Rejection and its Trace) becomes the response,
-//!                    in one exhaustive match: status, headers, OperationOutcome, metric outcome
+//!   proxy::outcome   one Outcome from decision to audit line: the answer or the refusal, who
+//!                    asked, what report-only spared; the metrics' label, the audit line's verdict
+//!   error.rs         a refusal (a typed Rejection) becomes the response, in one exhaustive
+//!                    match: status, headers, OperationOutcome, metric outcome
 //! admin (/metrics, /healthz, /readyz) · reload (watch, SIGHUP, swap a proxy::Generation)
 //! audit: one line per decision (json, or a FHIR AuditEvent), optionally queued to an audit server
 //! ```

@@ -20,9 +20,10 @@ use http::{Method, Response, StatusCode};
 use std::sync::Arc;
 
 use super::change;
-use super::decision::{Authorized, AuthorizedBundle, Plan};
 use super::documents;
 use super::forward::Exchange;
+use super::judgement::{Authorized, AuthorizedBundle, Plan};
+use super::search;
 use super::smart;
 use crate::actions::DataActions;
 use crate::authz::smart::{self as smart_authz, Confinement, FhirUser, SmartGrant};
@@ -177,7 +178,7 @@ pub(super) async fn request<B: RequestBody>(
     match (plan, form) {
         // The search stays a POST: its parameters travel in the body.
         (Plan::Forward, Some(form)) => {
-            let body = smart::search_body(&mut parts.headers, &form);
+            let body = search::search_body(&mut parts.headers, &form);
             let after = After::Nothing;
             let (query, path) = (None, path);
             Ok(Outgoing {
@@ -257,7 +258,7 @@ impl Confined {
         let mut patch = None;
         let body = match (confinement, user) {
             // The search stays a POST: its parameters, fhirguard's included, travel in the body.
-            _ if posted => smart::search_body(&mut parts.headers, query.as_deref().unwrap_or("")),
+            _ if posted => search::search_body(&mut parts.headers, query.as_deref().unwrap_or("")),
             (Confinement::Write { body: true, .. }, Some(user)) => {
                 let bytes = read(body, &parts, limits, held).await?;
                 change::check_body(&bytes, resource_type, user)?;

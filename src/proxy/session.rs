@@ -1,135 +1,29 @@
-//! Sessions: what the proxy keeps about a token between requests. The verified-token cache
-//! (issue 5): a token whose signature and claims were verified once is not verified again while
-//! it lives; the per-connection memo of the last token; and what requests derive from a token's
-//! claims (its SMART grant), kept with the verification it came from. Authentication itself
-//! ([`crate::auth`]) keeps no such state. Signature checks dominate authentication (RS256 and ES256
-//! cost tens of microseconds; a hit costs one SHA-256 of the token and two map lookups), and a
-//! client sends the same token for its whole lifetime.
+//! Sessions: what the proxy keeps about a token between requests, so that a token is not judged
+//! in full on every request. Authentication itself ([`crate::auth`]) keeps no such state. Two
+//! caches sit side by side in [`TokenCache`], keyed alike (the token's SHA-256, [`TokenDigest`])
+//! but kept by their own rules, and neither knows the other:
 //!
-//! What makes a hit safe, and where each rule is enforced:
+//! - [`crate::proxy::verified`]: JWTs whose signature and claims were verified, until their
+//!   `exp`, with what requests derive from them ([`Session`]: the SMART grant);
+//! - [`crate::proxy::introspected`]: introspection answers of opaque tokens (RFC 7662), until
+//!   their `exp` and at most `introspection.cacheTtl`.
 //!
-//! - **Key**: the SHA-256 of the whole compact token ([`TokenDigest`]), never a weak hash, so no
-//!   other token can be made to collide with a cached one. The token itself is not kept.
-//! - **Expiry**: an entry is dropped no later than the token's `exp` (a per-entry moka
-//!   [`Expiry`]); `exp` and `nbf` are still checked against the clock skew on every hit
-//!   ([`crate::auth::Lifetime::check`], through [`auth::revalidate`]).
-//! - **Key set**: an entry records the fingerprint of the key set that verified it
-//!   ([`crate::auth::ProviderKeys::fingerprint`]); a hit needs that provider's current set to have
-//!   the same fingerprint, so a rotation that removes the key removes its tokens.
-//! - **Configuration**: an entry records the [`crate::config::Config::fingerprint`] its claims
-//!   were judged under (issuer, audience, application, groups claim); another configuration
-//!   misses. A reload also empties the cache.
-//! - **Authorization** is not cached: the cache returns the [`Principal`] and the caller
-//!   decides the request, per request. The SMART grant kept with it is parsed from the
-//!   principal's own claims only ([`Session::smart_grant`]).
-//! - **Failures** are not cached: only verified tokens are inserted.
-//!
-//! The cache is bounded by an estimate of the bytes each entry holds ([`weight`]), 16 MiB by
-//! default ([`DEFAULT_CAPACITY_BYTES`]): about 12 000 typical Entra ID tokens (~1.4 KiB each
-//! with the cache's own bookkeeping), fewer when tokens carry many roles or groups. That is the
-//! working set of a busy sidecar (tokens live about an hour) at a memory cost it can afford;
-//! beyond it moka's TinyLFU admission keeps the tokens seen most often.
+//! [`authenticate`] picks the one a token's shape calls for. Before the JWT cache it asks the
+//! client connection's [`ConnectionMemo`]: a client sends the same token on every request of a
+//! keep-alive connection.
 
 use std::fmt;
-use std::mem::{size_of, size_of_val};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
-
-use moka::future::Cache;
-use moka::Expiry;
-use sha2::{Digest, Sha256};
+use std::sync::{Arc, Mutex};
 
 use super::introspected::{self, IntrospectionCache};
-use crate::auth::{self, unix_now, AuthError, KeyStore, Principal, Verified};
-use crate::authz::smart::{SmartError, SmartGrant};
-use crate::config::{Config, ProviderKind};
+use super::verified::VerifiedCache;
+pub use super::verified::{Session, TokenCacheStats, TokenDigest, DEFAULT_CAPACITY_BYTES};
+use crate::auth::{self, AuthError, KeyStore};
+use crate::config::Config;
 
-/// The default bound of the cache: 16 MiB of entries by [`weight`].
-pub const DEFAULT_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
-
-/// What moka keeps per entry besides the key and value (hash table slot, access-order and
-/// expiry-wheel nodes, their allocations). Calibrated: 100 000 typical entries grew the RSS of a
-/// test process by 1 365 bytes each (x86_64, glibc, moka 0.12), which [`weight`] reproduces.
-const ENTRY_OVERHEAD_BYTES: usize = 224;
-
-/// The [`weight`] of a typical Entra ID token's entry, to size the table up front.
-const TYPICAL_ENTRY_BYTES: u64 = 1400;
-
-/// What the allocator adds to each heap allocation (header and rounding, glibc on 64-bit).
-const ALLOCATION_OVERHEAD_BYTES: usize = 24;
-
-/// The SHA-256 of a whole compact token: the cache key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TokenDigest([u8; 32]);
-
-impl TokenDigest {
-    pub fn of(token: &str) -> TokenDigest {
-        TokenDigest(Sha256::digest(token.as_bytes()).into())
-    }
-}
-
-/// A digest identifies a bearer credential: it is not printed.
-impl fmt::Debug for TokenDigest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TokenDigest(..)")
-    }
-}
-
-/// A verified token and what requests derived from it: the cache's value.
-#[derive(Debug)]
-pub struct Session {
-    pub verified: Verified,
-    /// The SMART grant, for the public base URL it was built with, computed on first use
-    /// (boxed: most principals of a primary authority never fill it, and every cache entry
-    /// carries the slot).
-    smart: OnceLock<Box<(Option<url::Url>, GrantResult)>>,
-}
-
-type GrantResult = Result<Arc<SmartGrant>, SmartError>;
-
-impl Session {
-    pub fn new(verified: Verified) -> Session {
-        Session {
-            verified,
-            smart: OnceLock::new(),
-        }
-    }
-
-    /// Who the token names.
-    pub fn principal(&self) -> &Arc<Principal> {
-        &self.verified.principal
-    }
-
-    /// The SMART grant of the token's scopes, `fhirUser` and launch-context patient (reference
-    /// §8 rules 14–16), parsed once per session and base URL. Every claim it reads is a field
-    /// of the session's principal, so a cached session carries a grant built from its own
-    /// token only.
-    pub fn smart_grant(&self, public_base: Option<&url::Url>) -> GrantResult {
-        let principal = self.principal();
-        let build = || {
-            SmartGrant::new(
-                &principal.scopes,
-                principal.fhir_user.as_deref(),
-                public_base,
-            )?
-            .with_launch_patient(principal.launch_patient.as_deref(), public_base)
-            .map(Arc::new)
-        };
-        let (base, grant) = &**self
-            .smart
-            .get_or_init(|| Box::new((public_base.cloned(), build())));
-        if base.as_ref() == public_base {
-            grant.clone()
-        } else {
-            build()
-        }
-    }
-}
-
-/// SPEC §4 steps 4–7 for one token (`now` in Unix seconds), answered from `cache` when the token was verified before
-/// under the same key set and configuration (the lifetime is checked again either way), and
-/// from the connection's last token before that.
+/// SPEC §4 steps 4–7 for one token (`now` in Unix seconds), answered from `cache` when the
+/// token was verified before under the same key set and configuration (the lifetime is checked
+/// again either way), and from the connection's last token before that.
 pub async fn authenticate(
     cache: &TokenCache,
     store: &KeyStore,
@@ -145,6 +39,7 @@ pub async fn authenticate(
             introspected::authenticate(&cache.introspected, store, config, token, now);
         return Box::pin(introspected).await;
     }
+    let cache = &cache.verified;
     if !cache.is_enabled() {
         let verified = Box::pin(auth::verify(store, config, token, now)).await?;
         return Ok(Arc::new(Session::new(verified)));
@@ -215,27 +110,13 @@ impl ConnectionMemo {
     }
 }
 
-/// Cache counters since start, for `fhirguard_token_cache_{hits,misses}_total`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TokenCacheStats {
-    /// Requests answered from the cache (accepted, or refused because the token expired since).
-    pub hits: u64,
-    /// Requests that went through full verification while the cache was enabled.
-    pub misses: u64,
-    /// Entries held (moka's count, eventually consistent).
-    pub entries: u64,
-    /// Sum of the entries' [`weight`] (eventually consistent).
-    pub weighted_bytes: u64,
-}
-
-/// The verified-token cache, shared by every configuration generation. Disabled (no lookups,
-/// nothing counted) when built with a capacity of 0.
+/// What the proxy keeps of tokens, shared by every configuration generation: the two caches,
+/// side by side.
 pub struct TokenCache {
-    entries: Option<Cache<TokenDigest, Arc<Session>>>,
+    /// Verified JWTs ([`crate::proxy::verified`]).
+    verified: VerifiedCache,
     /// Introspection answers of opaque tokens (RFC 7662), kept by their own rules.
     introspected: IntrospectionCache,
-    hits: AtomicU64,
-    misses: AtomicU64,
 }
 
 impl fmt::Debug for TokenCache {
@@ -253,311 +134,30 @@ impl Default for TokenCache {
 }
 
 impl TokenCache {
-    /// A cache holding at most `capacity_bytes` of entries by [`weight`]; 0 disables it.
+    /// Caches holding at most `capacity_bytes` of verified tokens, and a quarter of that of
+    /// introspection answers (opaque tokens are the exception among a sidecar's clients); 0
+    /// disables both.
     pub fn new(capacity_bytes: u64) -> TokenCache {
-        let entries = (capacity_bytes > 0).then(|| {
-            // Sized for the entries the bound holds, so a filling cache does not rehash its
-            // table over and over on the request path.
-            let expected_entries = capacity_bytes / TYPICAL_ENTRY_BYTES;
-            Cache::builder()
-                .initial_capacity(usize::try_from(expected_entries).unwrap_or(usize::MAX))
-                .max_capacity(capacity_bytes)
-                .weigher(|_: &TokenDigest, session: &Arc<Session>| weight(&session.verified))
-                .expire_after(UntilExpiry)
-                .build()
-        });
         TokenCache {
-            entries,
-            // A quarter of the bound: opaque tokens are the exception among a sidecar's clients.
+            verified: VerifiedCache::new(capacity_bytes),
             introspected: IntrospectionCache::new(capacity_bytes / 4),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
         }
     }
 
-    pub fn is_enabled(&self) -> bool {
-        self.entries.is_some()
-    }
-
-    /// The entry for `digest`, whatever its key set and configuration: the caller decides
-    /// whether it still applies and records the outcome with [`TokenCache::record`].
-    pub async fn get(&self, digest: &TokenDigest) -> Option<Arc<Session>> {
-        self.entries.as_ref()?.get(digest).await
-    }
-
-    /// Counts a lookup: `hit` when the cache answered the request.
-    pub fn record(&self, hit: bool) {
-        if self.is_enabled() {
-            let counter = if hit { &self.hits } else { &self.misses };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Keeps a verification until the token's `exp`. A token already past `exp` at `now` (but
-    /// within the clock skew) is not kept: it is verified in full each time.
-    /// Returns the entry kept, if any.
-    pub async fn insert(
-        &self,
-        digest: TokenDigest,
-        session: Arc<Session>,
-        now: u64,
-    ) -> Option<Arc<Session>> {
-        let entries = self.entries.as_ref()?;
-        if session.verified.lifetime.expires_at <= now {
-            return None;
-        }
-        entries.insert(digest, Arc::clone(&session)).await;
-        Some(session)
-    }
-
-    /// Drops one entry (its key set or configuration is no longer in force).
-    pub async fn remove(&self, digest: &TokenDigest) {
-        if let Some(entries) = &self.entries {
-            entries.invalidate(digest).await;
-        }
-    }
-
-    /// Drops every entry (a new configuration is in force).
+    /// Drops every entry of both (a new configuration is in force).
     pub fn invalidate_all(&self) {
-        if let Some(entries) = &self.entries {
-            entries.invalidate_all();
-        }
+        self.verified.invalidate_all();
         self.introspected.invalidate_all();
     }
 
-    /// Applies moka's pending evictions and expirations now (tests, and before reading exact
-    /// sizes).
+    /// Applies the verified-token cache's pending evictions and expirations now (tests, and
+    /// before reading exact sizes).
     pub async fn run_pending_tasks(&self) {
-        if let Some(entries) = &self.entries {
-            entries.run_pending_tasks().await;
-        }
+        self.verified.run_pending_tasks().await;
     }
 
+    /// The verified-token cache's counters.
     pub fn stats(&self) -> TokenCacheStats {
-        let (entries, weighted_bytes) = self
-            .entries
-            .as_ref()
-            .map_or((0, 0), |e| (e.entry_count(), e.weighted_size()));
-        TokenCacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            entries,
-            weighted_bytes,
-        }
-    }
-}
-
-/// The estimated bytes an entry holds: the key, the value, the heap data of its strings and
-/// what the allocator adds to each allocation, plus moka's per-entry bookkeeping. An estimate,
-/// calibrated against RSS ([`ENTRY_OVERHEAD_BYTES`]), that grows with what a token carries, so
-/// tokens with many groups count for more.
-pub fn weight(verified: &Verified) -> u32 {
-    let p = &verified.principal;
-    let heap = |s: &String| {
-        if s.capacity() == 0 {
-            0
-        } else {
-            s.capacity() + ALLOCATION_OVERHEAD_BYTES
-        }
-    };
-    let list = |list: &[String]| -> usize {
-        let items: usize = list.iter().map(heap).sum();
-        let spine = if list.is_empty() {
-            0
-        } else {
-            size_of_val(list) + ALLOCATION_OVERHEAD_BYTES
-        };
-        items + spine
-    };
-    let optional = |s: &Option<String>| s.as_ref().map_or(0, heap);
-    let bytes = size_of::<TokenDigest>()
-        + size_of::<Session>()
-        + 2 * size_of::<usize>() // the Arc's counters
-        + ALLOCATION_OVERHEAD_BYTES // the Arc's allocation
-        + size_of::<Principal>() + 2 * size_of::<usize>() + ALLOCATION_OVERHEAD_BYTES // its Arc
-        + ENTRY_OVERHEAD_BYTES
-        + heap(&p.authority)
-        + heap(&p.issuer)
-        + optional(&p.subject)
-        + optional(&p.object_id)
-        + optional(&p.client_id)
-        + optional(&p.fhir_user)
-        + optional(&p.launch_patient)
-        + optional(&p.key_id)
-        + p.confirmation.as_ref().map_or(0, |c| {
-            size_of::<crate::auth::Confirmation>() + ALLOCATION_OVERHEAD_BYTES
-                + optional(&c.jkt)
-                + optional(&c.x5t_s256)
-        })
-        + list(&p.audience)
-        + list(&p.scopes)
-        + list(&p.roles)
-        + list(&p.groups)
-        + derived(p);
-    u32::try_from(bytes).unwrap_or(u32::MAX)
-}
-
-/// What a [`Session`] comes to hold once requests used the entry: under SMART, the parsed
-/// grant (about the size of the scope list again).
-fn derived(p: &Principal) -> usize {
-    if !matches!(p.provider, ProviderKind::Smart { .. }) {
-        return 0;
-    }
-    size_of::<SmartGrant>()
-        + ALLOCATION_OVERHEAD_BYTES
-        + size_of::<Option<url::Url>>()
-        + p.scopes.iter().map(|s| s.len() + 64).sum::<usize>()
-}
-
-/// Each entry lives until its token's `exp` (wall clock), never longer.
-struct UntilExpiry;
-
-impl UntilExpiry {
-    fn until_exp(session: &Session) -> Option<Duration> {
-        let expires_at = session.verified.lifetime.expires_at;
-        Some(Duration::from_secs(expires_at.saturating_sub(unix_now())))
-    }
-}
-
-impl Expiry<TokenDigest, Arc<Session>> for UntilExpiry {
-    fn expire_after_create(
-        &self,
-        _: &TokenDigest,
-        session: &Arc<Session>,
-        _: Instant,
-    ) -> Option<Duration> {
-        UntilExpiry::until_exp(session)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &TokenDigest,
-        session: &Arc<Session>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        UntilExpiry::until_exp(session)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::auth::Lifetime;
-
-    fn now() -> u64 {
-        unix_now()
-    }
-
-    fn session(subject: &str, expires_at: u64) -> Arc<Session> {
-        Arc::new(Session::new(verified(subject, expires_at)))
-    }
-
-    fn verified(subject: &str, expires_at: u64) -> Verified {
-        Verified {
-            principal: Arc::new(Principal {
-                provider: ProviderKind::Primary,
-                authority: "https://login.microsoftonline.com/11111111-2222-3333-4444-555555555555"
-                    .into(),
-                issuer: "https://sts.windows.net/11111111-2222-3333-4444-555555555555/".into(),
-                subject: Some(subject.into()),
-                object_id: Some("00000000-0000-0000-0000-0000000000a1".into()),
-                client_id: Some("22222222-3333-4444-5555-666666666666".into()),
-                client_claim: Some("appid"),
-                application: None,
-                audience: vec!["https://fhir.contoso.example".into()],
-                fhir_user: None,
-                launch_patient: None,
-                scopes: vec!["user_impersonation".into()],
-                roles: vec!["FHIR Data Reader".into()],
-                groups: Vec::new(),
-                expires_at,
-                key_id: Some("kid-1".into()),
-                confirmation: None,
-            }),
-            lifetime: Lifetime {
-                expires_at,
-                not_before: None,
-            },
-            key_set: [1; 32],
-            config: [2; 32],
-        }
-    }
-
-    #[test]
-    fn the_digest_is_sha256_of_the_whole_token_and_is_not_printed() {
-        let digest = TokenDigest::of("abc");
-        // FIPS 180-2 appendix B.1.
-        assert_eq!(
-            digest.0[..4],
-            [0xba, 0x78, 0x16, 0xbf],
-            "SHA-256(\"abc\") starts ba7816bf"
-        );
-        assert_ne!(TokenDigest::of("abc."), digest);
-        assert_eq!(format!("{digest:?}"), "TokenDigest(..)");
-    }
-
-    #[test]
-    fn a_typical_entry_weighs_about_what_it_costs() {
-        // 1 365 bytes of RSS per entry measured for this shape (see ENTRY_OVERHEAD_BYTES); the
-        // principal has grown by its (empty) memo of derived data since.
-        let typical = weight(&verified(
-            "subject-00000000000000000001-abcdefghijklmn",
-            now(),
-        ));
-        assert!((1250..1500).contains(&typical), "{typical}");
-        let mut many_groups = verified("alice", now());
-        Arc::make_mut(&mut many_groups.principal).groups =
-            (0..200).map(|i| format!("group-{i:04}")).collect();
-        assert!(weight(&many_groups) > typical + 200 * 40);
-    }
-
-    #[tokio::test]
-    async fn the_byte_bound_is_honoured() {
-        let one = u64::from(weight(&verified("subject-0000", now() + 3600)));
-        let cache = TokenCache::new(one * 100);
-        for i in 0..1000 {
-            let subject = format!("subject-{i:04}");
-            cache
-                .insert(
-                    TokenDigest::of(&subject),
-                    session(&subject, now() + 3600),
-                    now(),
-                )
-                .await;
-        }
-        cache.run_pending_tasks().await;
-        let stats = cache.stats();
-        assert!(stats.weighted_bytes <= one * 100, "{stats:?}");
-        assert!(stats.entries <= 100, "{stats:?}");
-        assert!(stats.entries > 0, "{stats:?}");
-    }
-
-    #[tokio::test]
-    async fn an_entry_lives_no_longer_than_its_token() {
-        let cache = TokenCache::new(DEFAULT_CAPACITY_BYTES);
-        let digest = TokenDigest::of("t");
-        // exp one second ahead: gone after it, without any lookup in between.
-        cache.insert(digest, session("a", now() + 1), now()).await;
-        assert!(cache.get(&digest).await.is_some());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while cache.get(&digest).await.is_some() {
-            assert!(Instant::now() < deadline, "still cached after exp");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        // Already past exp (within the skew the caller allows): not kept at all.
-        let late = TokenDigest::of("late");
-        cache.insert(late, session("b", now() - 10), now()).await;
-        assert!(cache.get(&late).await.is_none());
-    }
-
-    #[tokio::test]
-    async fn a_disabled_cache_keeps_and_counts_nothing() {
-        let cache = TokenCache::new(0);
-        let digest = TokenDigest::of("t");
-        cache.insert(digest, session("a", now() + 60), now()).await;
-        assert!(cache.get(&digest).await.is_none());
-        cache.record(false);
-        assert_eq!(cache.stats(), TokenCacheStats::default());
+        self.verified.stats()
     }
 }

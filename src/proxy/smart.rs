@@ -1,9 +1,8 @@
 //! The I/O half of SMART enforcement's checks of answers: checking or filtering the upstream's
-//! answer to a read, search or bundle planned by [`crate::authz::smart`] (a [`Confinement`]);
-//! answering a batch entry by entry; and the `POST …/_search` form. The discovery documents
-//! are [`super::documents`]'s.
-//! Checks of what a change would store live in [`super::change`]; the order of it all in
-//! [`super::plan`]. Everything buffered is bounded by `limits.maxBundleBytes`.
+//! answer to a read, search or bundle planned by [`crate::authz::smart`] (a [`Confinement`]), and
+//! answering a batch entry by entry. The discovery documents are `proxy::documents`'s, the
+//! checks of what a change would store `proxy::change`'s, the order of it all `proxy::plan`'s
+//! (each of them uses this file). Everything buffered is bounded by `limits.maxBundleBytes`.
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
@@ -22,7 +21,6 @@ use crate::error::Rejection;
 use crate::fhir::json as fhir_json;
 use crate::fhir::resource_types::ResourceType;
 use crate::fhir::FHIR_JSON;
-use crate::hygiene::{ParameterPlace, UnsafeRequest};
 
 use crate::authz::smart::enforcement::{AnswerError, Enforcement};
 
@@ -341,60 +339,6 @@ pub(super) fn fhir_response(status: StatusCode, body: &Value) -> Response<Body> 
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
     response
-}
-
-/// The parameters of a `POST …/_search`: the URL's query and the form body, joined (R4
-/// http.html#search: both carry the search's parameters, and the server reads them together).
-/// The form must be UTF-8 `application/x-www-form-urlencoded` (a body sent without a content
-/// type is read, and forwarded, as one), and may not tunnel a method
-/// (`_method`). The search stays a POST upstream with this as its body ([`search_body`]).
-pub(in crate::proxy) fn search_form(
-    parts: &http::request::Parts,
-    form: &[u8],
-) -> Result<String, Rejection> {
-    let form = std::str::from_utf8(form)
-        .map_err(|_| Enforcement::FormNotUtf8)?
-        .trim();
-    if !form.is_empty() && !is_form(parts.headers.get(CONTENT_TYPE)) {
-        return Err(Enforcement::FormNotUrlencoded.into());
-    }
-    if crate::fhir::query::carries_method_parameter(form) {
-        return Err(UnsafeRequest::MethodParameter(ParameterPlace::FormBody).into());
-    }
-    let joined = [parts.uri.query().unwrap_or_default(), form]
-        .into_iter()
-        .filter(|part| !part.is_empty())
-        .collect::<Vec<_>>()
-        .join("&");
-    // Decided as a query string, so it must be one (RFC 3986 §3.4).
-    if http::uri::PathAndQuery::try_from(format!("/?{joined}")).is_err() {
-        return Err(Enforcement::FormNotQuery.into());
-    }
-    Ok(joined)
-}
-
-fn is_form(content_type: Option<&HeaderValue>) -> bool {
-    content_type.is_none_or(|value| {
-        value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| {
-                v.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            })
-    })
-}
-
-/// The form body a `POST …/_search` is forwarded with: every parameter the client sent plus
-/// whatever fhirguard added, none of them in the URL, where access logs keep them.
-pub(super) fn search_body(headers: &mut http::HeaderMap, parameters: &str) -> Body {
-    headers.remove(CONTENT_LENGTH);
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/x-www-form-urlencoded"),
-    );
-    full(Bytes::copy_from_slice(parameters.as_bytes()))
 }
 
 #[cfg(test)]
