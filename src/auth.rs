@@ -1,7 +1,9 @@
 //! Authentication (SPEC §4 steps 2–7): where a token may come from ([`bearer`]), which identity
 //! provider issued it, whether its signature, lifetime, audience and client hold, and who it
 //! names ([`Principal`]). Keys come only from each provider's OpenID discovery ([`discovery`])
-//! through the long-lived cache ([`jwks::KeyStore`]).
+//! through the long-lived cache ([`jwks::KeySets`]); opaque tokens go to the provider's
+//! introspection endpoint ([`introspection`]). The [`KeyStore`] keeps the two side by side, so
+//! that neither imports the other.
 //!
 //! The order is the SPEC's and the first failure decides: decode without trusting → provider
 //! whose *discovered* issuer equals `iss` → algorithm allow-list → key by `kid` → signature →
@@ -25,14 +27,17 @@ mod shared_answers;
 pub mod token;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
+use tokio::task::JoinHandle;
 
 pub use bearer::{access_token, bearer_token, jwt_in_url, Scheme, UrlPart};
 pub use binding::{Confirmation, SenderError};
 pub use discovery::KeyError;
 pub use error::{AuthError, FhirUserRule};
-pub use jwks::{ConfigSource, KeySetStats, KeySettings, KeyStore, ProbeReport, ProviderKeys};
+use introspection::Introspector;
+pub use jwks::{ConfigSource, KeySetStats, KeySets, KeySettings, ProbeReport, ProviderKeys};
 pub use keys::SigningKey;
 
 use crate::authz::scope::{parse_scopes, Context};
@@ -134,6 +139,87 @@ pub struct Verified {
     pub key_set: [u8; 32],
     /// [`Config::fingerprint`] of the configuration that judged the claims.
     pub config: [u8; 32],
+}
+
+/// What authentication keeps of the identity providers across configuration generations (cheap
+/// to clone): their key sets and, beside them, the client of RFC 7662 introspection requests,
+/// which shares the key sets' connector.
+#[derive(Debug, Clone)]
+pub struct KeyStore {
+    sets: KeySets,
+    introspector: Introspector,
+}
+
+impl Default for KeyStore {
+    fn default() -> Self {
+        KeyStore::new()
+    }
+}
+
+impl KeyStore {
+    pub fn new() -> KeyStore {
+        let sets = KeySets::new();
+        let introspector = Introspector::new(sets.connector());
+        KeyStore { sets, introspector }
+    }
+
+    /// The introspection client and its counters ([`introspection`]).
+    pub fn introspector(&self) -> &Introspector {
+        &self.introspector
+    }
+
+    /// [`KeySets::current`]: the authority's last good key set, if younger than `max_stale`.
+    pub async fn current(&self, authority: &str, max_stale: Duration) -> Option<Arc<ProviderKeys>> {
+        self.sets.current(authority, max_stale).await
+    }
+
+    /// [`KeySets::keys`]: the key set for a request, cached or fetched (else 503).
+    pub async fn keys(
+        &self,
+        authority: &str,
+        settings: &KeySettings,
+    ) -> Result<Arc<ProviderKeys>, AuthError> {
+        self.sets.keys(authority, settings).await
+    }
+
+    /// [`KeySets::refetch_for_unknown_kid`]: an unknown `kid` refetches, rate-limited.
+    pub async fn refetch_for_unknown_kid(
+        &self,
+        authority: &str,
+        settings: &KeySettings,
+    ) -> Option<Arc<ProviderKeys>> {
+        self.sets.refetch_for_unknown_kid(authority, settings).await
+    }
+
+    /// [`KeySets::prefetch`]: fetches every configured authority without a usable set.
+    pub async fn prefetch(&self, config: &Config) {
+        self.sets.prefetch(config).await;
+    }
+
+    /// [`KeySets::is_ready`]: every configured authority holds a usable set (`/readyz`).
+    pub fn is_ready(&self, config: &Config) -> bool {
+        self.sets.is_ready(config)
+    }
+
+    /// [`KeySets::authority_stats`]: the counters of one authority.
+    pub fn authority_stats(&self, authority: &str) -> KeySetStats {
+        self.sets.authority_stats(authority)
+    }
+
+    /// [`KeySets::stats`]: the counters of every authority seen.
+    pub fn stats(&self) -> Vec<KeySetStats> {
+        self.sets.stats()
+    }
+
+    /// [`KeySets::probe`]: one uncached discovery and key-set fetch (`fhirguard check --probe`).
+    pub async fn probe(&self, authority: &str, config: &Config) -> Result<ProbeReport, KeyError> {
+        self.sets.probe(authority, config).await
+    }
+
+    /// [`KeySets::spawn_refresher`]: the background refresh of the key sets.
+    pub fn spawn_refresher<S: ConfigSource>(&self, source: Arc<S>) -> JoinHandle<()> {
+        self.sets.spawn_refresher(source)
+    }
 }
 
 /// SPEC §4 steps 4–7 for one token, in full; `now` in Unix seconds.

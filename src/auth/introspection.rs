@@ -26,9 +26,8 @@ use tokio::time::{timeout_at, Instant};
 
 use super::discovery::{IdpClient, IdpConnector};
 use super::error::AuthError;
-use super::jwks::{KeySettings, KeyStore};
 use super::token::ClaimSet;
-use super::{judge_claims, selected, Verified};
+use super::{judge_claims, selected, KeySettings, KeyStore, Verified};
 use crate::config::{Config, Introspection, SecretSource};
 use crate::shared::SharedStore;
 
@@ -71,8 +70,8 @@ impl IntrospectionResult {
 }
 
 /// The client of introspection requests (a pool of its own, over the key store's
-/// [`IdpConnector`]) and their counters per provider (cheap to clone; kept by the [`KeyStore`],
-/// so it outlives configuration generations).
+/// [`IdpConnector`]) and their counters per provider (cheap to clone; kept beside the key sets
+/// by the [`KeyStore`], so it outlives configuration generations).
 #[derive(Clone)]
 pub struct Introspector {
     client: Result<IdpClient, String>,
@@ -292,7 +291,7 @@ pub async fn introspect(
     // Discovery gives the issuer (and, unless configured, the endpoint); a provider whose
     // discovery is down is 503 as for JWTs.
     let keys = store.keys(authority, &KeySettings::of(config)).await?;
-    let introspector = store.introspector();
+    let introspector = &store.introspector;
     let unavailable = |detail: String| {
         tracing::warn!(authority, %detail, "token introspection failed");
         introspector.count(authority, IntrospectionResult::Error);
