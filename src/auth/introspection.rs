@@ -69,7 +69,7 @@ impl IntrospectionResult {
     }
 }
 
-/// The client of introspection requests (a pool of its own, over the key store's
+/// The client of introspection requests (a pool of its own, over the key sets'
 /// [`IdpConnector`]) and their counters per provider (cheap to clone; kept beside the key sets
 /// by the [`KeyStore`], so it outlives configuration generations).
 #[derive(Clone)]
