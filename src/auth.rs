@@ -157,6 +157,7 @@ impl Default for KeyStore {
 }
 
 impl KeyStore {
+    /// Empty key sets, and an introspection client over their connector.
     pub fn new() -> KeyStore {
         let sets = KeySets::new();
         let introspector = Introspector::new(sets.connector());

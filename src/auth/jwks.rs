@@ -160,6 +160,7 @@ impl Default for KeySets {
 }
 
 impl KeySets {
+    /// An empty cache, with the client of discovery and key-set fetches.
     pub fn new() -> KeySets {
         KeySets {
             inner: Arc::new(Inner {
