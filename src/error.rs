@@ -6,7 +6,7 @@
 //! so no failure can leave without the standard answer. A batch's denied entries are answered
 //! through the same mapping ([`Rejection::outcome_resource`]). The headers an answer carries
 //! beyond its `OperationOutcome` (challenges, `Retry-After`, rate limits) are written by
-//! [`headers`].
+//! its `headers` module.
 
 mod headers;
 

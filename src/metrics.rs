@@ -130,8 +130,8 @@ struct RequestSeries {
 }
 
 impl Metrics {
-    /// Creates and registers every metric on a new registry ([`families`]), its fixed-label
-    /// series included.
+    /// Creates and registers every metric on a new registry (the `families` module), its
+    /// fixed-label series included.
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let on = Registrar::on(&registry);

@@ -1,6 +1,6 @@
 //! Token introspection (RFC 7662) for opaque access tokens: the token is POSTed to the configured
 //! provider's introspection endpoint with fhirguard's own client credentials, and an active
-//! answer's members go through the same steps 6–7 as a JWT's claims ([`super::judge_claims`]), so
+//! answer's members go through the same steps 6–7 as a JWT's claims ([`super::claims`]), so
 //! a [`Verified`] comes out either way. Caching the answers is the session layer's business
 //! ([`crate::proxy::introspected`]); this module holds only the client and its counters.
 //!
@@ -24,10 +24,11 @@ use serde_json::{Map, Value};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::time::{timeout_at, Instant};
 
+use super::claims::judge_claims;
 use super::discovery::{IdpClient, IdpConnector};
 use super::error::AuthError;
 use super::token::ClaimSet;
-use super::{judge_claims, selected, KeySettings, KeyStore, Verified};
+use super::{selected, KeySettings, KeyStore, Verified};
 use crate::config::{Config, Introspection, SecretSource};
 use crate::shared::SharedStore;
 

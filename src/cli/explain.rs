@@ -2,7 +2,7 @@
 //! [--header 'NAME: VALUE']…` (SPEC §2): runs the full decision for one request without
 //! forwarding it, through the same phases the proxy uses ([`decide_head`], and [`decide_body`]
 //! for a batch/transaction or a `POST …/_search` form), and prints the [`Trace`] they return
-//! and the verdict ([`mod@report`]).
+//! and the verdict (its `report` module).
 
 mod report;
 
