@@ -7,13 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::audit::{AuditError, Auditor};
 use crate::auth::KeyStore;
 use crate::body::BodyBuffers;
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::metrics::Metrics;
+use crate::proxy::replay::ReplayCache;
 use crate::proxy::sender::ClientCertificate;
 use crate::proxy::session::TokenCache;
 use crate::proxy::{Generation, Peer, Proxy};
@@ -44,7 +48,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     /// `shutdownGracePeriod`: also how long the audit queue may take to empty at the end.
     grace: Duration,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Running {
@@ -86,91 +90,166 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     // Generation 1 is built the way every reload builds the next one; its digest is that of the
     // bytes `config` was parsed from, which the reloader compares later reads against.
     let generation = Generation::from_config(1, config)?;
-    let config = &generation.config;
-    let client_certificates = config.sender.request_client_certificates;
-    let tls = config
-        .tls
-        .as_ref()
-        .map(|tls| server::tls_acceptor(tls, client_certificates))
-        .transpose()?;
-    let proxy_listener = server::bind(config.listen).await?;
-    let admin_listener = server::bind(config.admin_listen).await?;
-    let proxy_address = proxy_listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            address: config.listen,
-            source,
-        })?;
-    let admin_address = admin_listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            address: config.admin_listen,
-            source,
-        })?;
-    tracing::info!(listener = "proxy", address = %proxy_address, tls = tls.is_some(), "listening");
-    tracing::info!(listener = "admin", address = %admin_address, "listening");
-
-    let limits = config.limits.clone();
-    let keys = Arc::new(KeyStore::new());
-    let metrics = Metrics::new();
-    let auditor = Auditor::start(&generation.config, &metrics)?;
-    // `sharedState` is read at start-up: the connection is made once, lazily, and remade in the
-    // background whenever it breaks.
-    let shared = (generation.config.shared_state.as_ref())
-        .map(|settings| SharedStore::new(settings, metrics.shared.clone()).map(Arc::new))
-        .transpose()?;
-    if let (Some(store), Some(true)) = (
-        &shared,
-        (generation.config.shared_state.as_ref()).map(|s| s.introspection),
-    ) {
-        keys.introspector().share(Arc::clone(store));
+    let listeners = Listeners::bind(&generation.config).await?;
+    let proxy = Arc::new(proxy(generation)?);
+    let (shutdown, stop) = watch::channel(false);
+    let mut tasks = key_set_tasks(&proxy, &stop);
+    if let Some(path) = options.config_path {
+        let reloader = Reloader::new(path, Arc::clone(&proxy)).spawn();
+        tasks.push(abort_on_stop(reloader, stop.clone()));
     }
-    let replay =
-        crate::proxy::replay::ReplayCache::new(generation.config.sender.replay_cache_entries)
-            .sharing(shared.clone());
-    let proxy = Arc::new(Proxy {
+    let (proxy_address, admin_address) = (listeners.proxy_address, listeners.admin_address);
+    tasks.extend(listeners.serve(&proxy, stop, grace));
+    Ok(Running {
+        proxy_address,
+        admin_address,
+        proxy,
+        shutdown,
+        grace,
+        tasks,
+    })
+}
+
+/// The proxy and admin listeners, bound, and the proxy's TLS acceptor (`tls`).
+struct Listeners {
+    proxy: TcpListener,
+    proxy_address: SocketAddr,
+    admin: TcpListener,
+    admin_address: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    limits: Limits,
+}
+
+impl Listeners {
+    /// The TLS acceptor first (a bad certificate fails before anything is bound), then both
+    /// listeners.
+    async fn bind(config: &Config) -> Result<Listeners, ServerError> {
+        let client_certificates = config.sender.request_client_certificates;
+        let tls = (config.tls.as_ref())
+            .map(|tls| server::tls_acceptor(tls, client_certificates))
+            .transpose()?;
+        let (proxy, proxy_address) = bind(config.listen).await?;
+        let (admin, admin_address) = bind(config.admin_listen).await?;
+        tracing::info!(listener = "proxy", address = %proxy_address, tls = tls.is_some(), "listening");
+        tracing::info!(listener = "admin", address = %admin_address, "listening");
+        Ok(Listeners {
+            proxy,
+            proxy_address,
+            admin,
+            admin_address,
+            tls,
+            limits: config.limits.clone(),
+        })
+    }
+
+    /// Serves both listeners until `stop`, each draining within `grace`.
+    fn serve(
+        self,
+        proxy: &Arc<Proxy>,
+        stop: watch::Receiver<bool>,
+        grace: Duration,
+    ) -> [JoinHandle<()>; 2] {
+        let head_timeouts = |listener| proxy.metrics.head_timeouts.with_label_values(&[listener]);
+        let proxy_settings = ListenerSettings {
+            limits: self.limits.clone(),
+            tls: self.tls,
+            head_timeouts: head_timeouts("proxy"),
+        };
+        let admin_settings = ListenerSettings {
+            limits: self.limits,
+            tls: None,
+            head_timeouts: head_timeouts("admin"),
+        };
+        [
+            serve_proxy(self.proxy, proxy_settings, proxy, stop.clone(), grace),
+            serve_admin(self.admin, admin_settings, proxy, stop, grace),
+        ]
+    }
+}
+
+/// One listener, bound, and the address it got (port 0 picks one).
+async fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let listener = server::bind(address).await?;
+    let bound = (listener.local_addr()).map_err(|source| ServerError::Bind { address, source })?;
+    Ok((listener, bound))
+}
+
+/// The proxy's state around generation 1: the key sets and introspection client, the metrics,
+/// the audit queue, the shared store, the DPoP replay cache, the verified-token cache and the
+/// buffered-bytes budget.
+fn proxy(generation: Generation) -> Result<Proxy, StartError> {
+    let keys = KeyStore::new();
+    let metrics = Metrics::new();
+    let config = &generation.config;
+    let auditor = Auditor::start(config, &metrics)?;
+    let shared = shared_store(config, &metrics, &keys)?;
+    let replay = ReplayCache::new(config.sender.replay_cache_entries).sharing(shared.clone());
+    let buffers = BodyBuffers::new(
+        metrics.buffered_request_bytes.clone(),
+        metrics.buffer_full_refusals.clone(),
+        metrics.body_read_timeouts.clone(),
+    );
+    metrics.config_generation.set(1);
+    Ok(Proxy {
         auditor,
         replay,
         shared,
         tokens: TokenCache::default(),
         generation: ArcSwap::from_pointee(generation),
-        keys: Arc::clone(&keys),
-        buffers: BodyBuffers::new(
-            metrics.buffered_request_bytes.clone(),
-            metrics.buffer_full_refusals.clone(),
-            metrics.body_read_timeouts.clone(),
-        ),
+        keys: Arc::new(keys),
+        buffers,
         metrics,
-    });
-    proxy.metrics.config_generation.set(1);
-    let (shutdown, stop) = watch::channel(false);
-    let mut tasks = Vec::new();
+    })
+}
 
-    // Key sets are fetched before the proxy reports ready; requests that come earlier get 503.
-    let prefetch_proxy = Arc::clone(&proxy);
-    tasks.push(tokio::spawn(async move {
+/// The store the replicas share (`sharedState`), read at start-up: the connection is made once,
+/// lazily, and remade in the background whenever it breaks. With `sharedState.introspection`,
+/// introspection answers go through it.
+fn shared_store(
+    config: &Config,
+    metrics: &Metrics,
+    keys: &KeyStore,
+) -> Result<Option<Arc<SharedStore>>, SetupError> {
+    let Some(settings) = config.shared_state.as_ref() else {
+        return Ok(None);
+    };
+    let store = Arc::new(SharedStore::new(settings, metrics.shared.clone())?);
+    if settings.introspection {
+        keys.introspector().share(Arc::clone(&store));
+    }
+    Ok(Some(store))
+}
+
+/// Key sets are fetched before the proxy reports ready (requests that come earlier get 503),
+/// then refreshed in the background until `stop`.
+fn key_set_tasks(proxy: &Arc<Proxy>, stop: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    let prefetch_proxy = Arc::clone(proxy);
+    let prefetch = tokio::spawn(async move {
         let generation = prefetch_proxy.generation.load_full();
         prefetch_proxy.keys.prefetch(&generation.config).await;
-    }));
-    let refresher = keys.spawn_refresher(Arc::clone(&proxy));
-    let mut refresher_stop = stop.clone();
-    tasks.push(tokio::spawn(async move {
-        let _ = refresher_stop.wait_for(|stop| *stop).await;
-        refresher.abort();
-    }));
+    });
+    let refresher = proxy.keys.spawn_refresher(Arc::clone(proxy));
+    vec![prefetch, abort_on_stop(refresher, stop.clone())]
+}
 
-    if let Some(path) = options.config_path {
-        let reloader = Reloader::new(path, Arc::clone(&proxy)).spawn();
-        let mut reloader_stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let _ = reloader_stop.wait_for(|stop| *stop).await;
-            reloader.abort();
-        }));
-    }
+/// A task that ends `task` once `stop` turns true.
+fn abort_on_stop(task: JoinHandle<()>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+        task.abort();
+    })
+}
 
-    let head_timeouts = |listener| proxy.metrics.head_timeouts.with_label_values(&[listener]);
-    let handler_proxy = Arc::clone(&proxy);
-    let proxy_service = move |mut request: http::Request<_>, connection: &server::Connection| {
+/// The proxy listener: each request goes to [`Proxy::serve`] with its peer and connection.
+fn serve_proxy(
+    listener: TcpListener,
+    settings: ListenerSettings,
+    proxy: &Arc<Proxy>,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+) -> JoinHandle<()> {
+    let proxy = Arc::clone(proxy);
+    let service = move |mut request: http::Request<_>, connection: &server::Connection| {
         let peer = Peer {
             address: connection.peer,
             https: connection.https,
@@ -181,44 +260,25 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         if let Some(digest) = certificate.and_then(|cell| cell.get()) {
             request.extensions_mut().insert(ClientCertificate(*digest));
         }
-        Arc::clone(&handler_proxy).serve(request, peer, Arc::clone(&connection.memo))
+        Arc::clone(&proxy).serve(request, peer, Arc::clone(&connection.memo))
     };
-    tasks.push(tokio::spawn(server::serve(
-        proxy_listener,
-        ListenerSettings {
-            limits: limits.clone(),
-            tls,
-            head_timeouts: head_timeouts("proxy"),
-        },
-        proxy_service,
-        stop.clone(),
-        grace,
-    )));
-    let admin_proxy = Arc::clone(&proxy);
-    let admin_service = move |request, _connection: &server::Connection| {
-        let proxy = Arc::clone(&admin_proxy);
+    tokio::spawn(server::serve(listener, settings, service, stop, grace))
+}
+
+/// The admin listener: `/metrics`, `/healthz`, `/readyz` ([`crate::admin`]).
+fn serve_admin(
+    listener: TcpListener,
+    settings: ListenerSettings,
+    proxy: &Arc<Proxy>,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+) -> JoinHandle<()> {
+    let proxy = Arc::clone(proxy);
+    let service = move |request, _connection: &server::Connection| {
+        let proxy = Arc::clone(&proxy);
         async move { Ok(crate::admin::handle(proxy, request).await) }
     };
-    tasks.push(tokio::spawn(server::serve(
-        admin_listener,
-        ListenerSettings {
-            limits,
-            tls: None,
-            head_timeouts: head_timeouts("admin"),
-        },
-        admin_service,
-        stop,
-        grace,
-    )));
-
-    Ok(Running {
-        proxy_address,
-        admin_address,
-        proxy,
-        shutdown,
-        grace,
-        tasks,
-    })
+    tokio::spawn(server::serve(listener, settings, service, stop, grace))
 }
 
 /// Runs until SIGTERM or SIGINT, then drains within `shutdownGracePeriod`.

@@ -4,22 +4,26 @@
 //! (no cause is flattened into a string), and [`Rejection::answer`] gives each its status,
 //! `OperationOutcome` issue code, metric outcome and extra headers in one exhaustive `match`,
 //! so no failure can leave without the standard answer. A batch's denied entries are answered
-//! through the same mapping ([`Rejection::outcome_resource`]).
+//! through the same mapping ([`Rejection::outcome_resource`]). The headers an answer carries
+//! beyond its `OperationOutcome` (challenges, `Retry-After`, rate limits) are written by
+//! its `headers` module.
+
+mod headers;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
+use headers::Extra;
+
 use crate::auth::binding::ChallengeKind;
-use crate::auth::dpop::nonce::DPOP_NONCE;
-use crate::auth::dpop::PROOF_ALGORITHMS_TEXT;
 use crate::auth::{AuthError, SenderError, UrlPart};
 use crate::authz::smart::enforcement::Enforcement;
 use crate::authz::smart::{Denial, SmartError};
 use crate::authz::{BundleDecision, Decision};
 use crate::body::{full, Body, BufferError};
-use crate::cors::{CorsRefusal, Withheld};
+use crate::cors::CorsRefusal;
 use crate::fhir::bundle::BundleError;
 use crate::fhir::format::NotAcceptable;
 use crate::fhir::path::PathError;
@@ -28,10 +32,6 @@ use crate::hygiene::UnsafeRequest;
 use crate::limits::Throttled;
 use crate::shared::StoreError;
 use crate::upstream::UpstreamFailure;
-
-/// draft-ietf-httpapi-ratelimit-headers: the allowance left, and the policy it is counted by.
-const RATE_LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
-const RATE_LIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
 
 /// Why a request was not forwarded, or why forwarding failed.
 #[derive(Debug, thiserror::Error)]
@@ -143,34 +143,6 @@ enum Diagnostics {
     IntrospectionUnavailable(String),
     /// A fixed text: a 404 never says why (the resource must look absent).
     Fixed(&'static str),
-}
-
-/// Headers a response carries beyond the `OperationOutcome`'s.
-#[derive(Debug)]
-enum Extra {
-    None,
-    /// `WWW-Authenticate: Bearer …` with the `error_description`, if any (RFC 6750 §3).
-    Challenge(Option<String>),
-    /// `WWW-Authenticate: DPoP error="…", error_description="…", algs="…"` (RFC 9449 §7.1),
-    /// and with `use_dpop_nonce` the fresh nonce in `DPoP-Nonce` (§9).
-    Dpop {
-        error: &'static str,
-        description: String,
-        nonce: Option<HeaderValue>,
-    },
-    /// `Retry-After` in seconds.
-    RetryAfter(u64),
-    /// `Retry-After` in seconds, and draft-ietf-httpapi-ratelimit-headers' `RateLimit` and
-    /// `RateLimit-Policy` (a 429).
-    RateLimit {
-        retry_after: u64,
-        limit: HeaderValue,
-        policy: HeaderValue,
-    },
-    /// A refused preflight: no CORS header may be added ([`Withheld`]).
-    WithoutCors,
-    /// RFC 9110 §15.5.9: the rest of the body is never read, so the connection closes.
-    Close,
 }
 
 impl Answer {
@@ -482,93 +454,22 @@ impl Rejection {
         let body = self.resource(answer, context.request_id);
         let mut response = Response::new(full(Bytes::from(body.to_string())));
         *response.status_mut() = status;
-        let extra = headers;
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
-        match extra {
-            Extra::None => {}
-            Extra::Challenge(description) => {
-                let value = challenge(context.challenge, description.as_deref());
-                headers.insert(WWW_AUTHENTICATE, value);
-            }
-            Extra::Dpop {
-                error,
-                description,
-                nonce,
-            } => {
-                let value = format!(
-                    "DPoP error=\"{error}\", error_description=\"{}\", algs=\"{PROOF_ALGORITHMS_TEXT}\"",
-                    quoted(&description)
-                );
-                let value = HeaderValue::from_str(&value)
-                    .unwrap_or_else(|_| HeaderValue::from_static("DPoP"));
-                headers.insert(WWW_AUTHENTICATE, value);
-                if let Some(nonce) = nonce {
-                    headers.insert(DPOP_NONCE, nonce);
-                }
-            }
-            Extra::RetryAfter(seconds) => {
-                headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
-            }
-            Extra::RateLimit {
-                retry_after,
-                limit,
-                policy,
-            } => {
-                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
-                headers.insert(RATE_LIMIT, limit);
-                headers.insert(RATE_LIMIT_POLICY, policy);
-            }
-            Extra::Close => {
-                headers.insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            Extra::WithoutCors => {
-                response.extensions_mut().insert(Withheld);
-            }
-        }
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+        headers.write(&mut response, context.challenge);
         response
     }
-}
-
-/// `Bearer authorization_uri="…", resource_id="…", realm="…"[, error="invalid_token",
-/// error_description="…"]` (RFC 6750 §3, reference §2.4).
-fn challenge(challenge: Challenge<'_>, description: Option<&str>) -> HeaderValue {
-    let mut value = format!(
-        "Bearer authorization_uri=\"{}\", resource_id=\"{}\", realm=\"{}\"",
-        quoted(challenge.authority),
-        quoted(challenge.audience),
-        quoted(challenge.audience)
-    );
-    if let Some(description) = description {
-        value.push_str(", error=\"invalid_token\", error_description=\"");
-        value.push_str(&quoted(description));
-        value.push('"');
-    }
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
-}
-
-/// The content of an RFC 9110 §5.6.4 quoted-string: `"` and `\` escaped, anything outside
-/// visible ASCII and space dropped.
-fn quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            ' '..='~' => out.push(c),
-            _ => {}
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
+    use http::header::{CONNECTION, RETRY_AFTER, WWW_AUTHENTICATE};
+
     use super::*;
+    use crate::auth::dpop::nonce::DPOP_NONCE;
     use crate::authz::scope::ScopeError;
     use crate::authz::smart::enforcement::AnswerError;
     use crate::body::BudgetSpent;

@@ -24,7 +24,10 @@
 //! audit: one line per decision (json, or a FHIR AuditEvent), optionally queued to an audit server
 //! ```
 //!
-//! Layers, from the bottom; a module uses only modules below it, and no two import each other:
+//! Layers, from the bottom; a module uses only modules below it, and no two import each other.
+//! The rule holds at every level: inside a module, no two of its files (or folders of files)
+//! import each other either, however the path is written (`super::`, `crate::a::b`, a parent's
+//! re-export). `tests/it/layers.rs` checks both.
 //!
 //! ```text
 //! actions   data actions and requirements (reference §3.1)

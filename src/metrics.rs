@@ -4,22 +4,19 @@
 //! from a token as-is.
 
 mod clients;
+mod families;
 mod shared;
 
 use std::sync::{Arc, OnceLock};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
+    TextEncoder,
 };
 
 pub use clients::{ClientLabel, ClientLabels, ANONYMOUS_CLIENT, OTHER_CLIENT};
+use families::*;
 pub use shared::{SharedMetrics, FALLBACK_USES, STORE_OPERATIONS, STORE_RESULTS, THROTTLE_RESULTS};
-
-/// Buckets for request latencies, in seconds: 0.5 ms to 10 s.
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
 
 /// Every metric fhirguard exports.
 #[derive(Debug, Clone)]
@@ -133,221 +130,65 @@ struct RequestSeries {
 }
 
 impl Metrics {
-    /// Creates and registers every metric on a new registry.
+    /// Creates and registers every metric on a new registry (the `families` module), its
+    /// fixed-label series included.
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let requests = counter_vec(
-            "fhirguard_requests_total",
-            "Requests handled by the proxy, by outcome, method and client (a configured client \
-             id, 'other' for any other verified token, 'anonymous' without one).",
-            &["outcome", "method", "client_id"],
-        );
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "fhirguard_request_duration_seconds",
-                "Time from request head to response head, by outcome.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["outcome"],
-        )
-        .expect("valid histogram");
-        let auth_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "fhirguard_auth_duration_seconds",
-                "Time spent validating tokens.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("valid histogram");
-        let upstream_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "fhirguard_upstream_duration_seconds",
-                "Time from forwarding a request to the upstream's response head.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("valid histogram");
-        let upstream_retries = counter_vec(
-            "fhirguard_upstream_retries_total",
-            "Requests sent to the upstream again, by reason (unsent, closed, refused_stream).",
-            &["reason"],
-        );
-        let auth_failures = counter_vec(
-            "fhirguard_auth_failures_total",
-            "Refused tokens, by identity provider (configured authority, or 'unknown') and reason.",
-            &["provider", "reason"],
-        );
-        let key_set_fetches = counter_vec(
-            "fhirguard_key_set_fetches_total",
-            "Discovery and key-set fetches, by identity provider and result.",
-            &["provider", "result"],
-        );
-        let introspections = counter_vec(
-            "fhirguard_introspections_total",
-            "Token introspection requests (RFC 7662), by identity provider and result (active, \
-             inactive, error).",
-            &["provider", "result"],
-        );
-        let key_set_keys = gauge_vec(
-            "fhirguard_key_set_keys",
-            "Usable signing keys held, by identity provider.",
-            &["provider"],
-        );
-        let key_set_last_success = gauge_vec(
-            "fhirguard_key_set_last_success_timestamp_seconds",
-            "Unix time of the last successful key-set fetch, by identity provider.",
-            &["provider"],
-        );
-        let token_cache_hits = IntCounter::new(
-            "fhirguard_token_cache_hits_total",
-            "Tokens found in the verified-token cache.",
-        )
-        .expect("valid counter");
-        let token_cache_misses = IntCounter::new(
-            "fhirguard_token_cache_misses_total",
-            "Tokens not found in the verified-token cache.",
-        )
-        .expect("valid counter");
-        let config_reloads = counter_vec(
-            "fhirguard_config_reloads_total",
-            "Configuration reloads, by result (success, failure).",
-            &["result"],
-        );
-        let config_generation = IntGauge::new(
-            "fhirguard_config_generation",
-            "The generation of the configuration in force (1 at start, +1 per successful reload).",
-        )
-        .expect("valid gauge");
-        let in_flight = IntGauge::new(
-            "fhirguard_in_flight_requests",
-            "Requests being handled right now.",
-        )
-        .expect("valid gauge");
-        let head_timeouts = counter_vec(
-            "fhirguard_head_timeouts_total",
-            "Connections closed because no request head arrived within limits.headerReadTimeout \
-             (from accept, TLS handshake and HTTP/2 preface included), by listener.",
-            &["listener"],
-        );
-        let body_read_timeouts = IntCounter::new(
-            "fhirguard_body_read_timeouts_total",
-            "Buffered request bodies that did not arrive within limits.bodyReadTimeout (408).",
-        )
-        .expect("valid counter");
-        let buffered_request_bytes = IntGauge::new(
-            "fhirguard_buffered_request_bytes",
-            "Request-body bytes buffered for inspection right now, across connections.",
-        )
-        .expect("valid gauge");
-        let buffer_full_refusals = IntCounter::new(
-            "fhirguard_buffer_full_refusals_total",
-            "Request bodies refused because limits.maxBufferedBytes was reached (503).",
-        )
-        .expect("valid counter");
-        let audit_events_sent = IntCounter::new(
-            "fhirguard_audit_events_sent_total",
-            "AuditEvents stored by the audit FHIR server (audit.fhirServer).",
-        )
-        .expect("valid counter");
-        let audit_events_dropped = counter_vec(
-            "fhirguard_audit_events_dropped_total",
-            "AuditEvents not stored by the audit FHIR server, by reason (queue_full, send_failed, \
-             rejected, shutdown).",
-            &["reason"],
-        );
-        let audit_batch_failures = IntCounter::new(
-            "fhirguard_audit_batch_failures_total",
-            "Batch POSTs to the audit FHIR server that failed, retried attempts included.",
-        )
-        .expect("valid counter");
-        let dpop_replay_cache_entries = IntGauge::new(
-            "fhirguard_dpop_replay_cache_entries",
-            "DPoP proofs remembered by this process's replay cache (their jti, until their iat \
-             leaves the window).",
-        )
-        .expect("valid gauge");
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "fhirguard_build_info",
-                "Always 1; the labels say which build runs.",
-            ),
-            &["version"],
-        )
-        .expect("valid gauge");
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
+        let on = Registrar::on(&registry);
+        on.build_info();
+        let metrics = Metrics {
+            // The requests.
+            requests: on.counter_vec(&REQUESTS),
+            request_duration: on.histogram_vec(&REQUEST_DURATION),
+            in_flight: on.gauge(&IN_FLIGHT),
+            // The upstream.
+            upstream_duration: on.histogram(&UPSTREAM_DURATION),
+            upstream_retries: on.counter_vec(&UPSTREAM_RETRIES),
+            // Authentication and key sets.
+            auth_duration: on.histogram(&AUTH_DURATION),
+            auth_failures: on.counter_vec(&AUTH_FAILURES),
+            token_cache_hits: on.counter(&TOKEN_CACHE_HITS),
+            token_cache_misses: on.counter(&TOKEN_CACHE_MISSES),
+            introspections: on.counter_vec(&INTROSPECTIONS),
+            dpop_replay_cache_entries: on.gauge(&DPOP_REPLAY_CACHE_ENTRIES),
+            key_set_fetches: on.counter_vec(&KEY_SET_FETCHES),
+            key_set_keys: on.gauge_vec(&KEY_SET_KEYS),
+            key_set_last_success: on.gauge_vec(&KEY_SET_LAST_SUCCESS),
+            // Configuration.
+            config_reloads: on.counter_vec(&CONFIG_RELOADS),
+            config_generation: on.gauge(&CONFIG_GENERATION),
+            // Connections and bodies.
+            head_timeouts: on.counter_vec(&HEAD_TIMEOUTS),
+            body_read_timeouts: on.counter(&BODY_READ_TIMEOUTS),
+            buffered_request_bytes: on.gauge(&BUFFERED_REQUEST_BYTES),
+            buffer_full_refusals: on.counter(&BUFFER_FULL_REFUSALS),
+            // Audit.
+            audit_events_sent: on.counter(&AUDIT_EVENTS_SENT),
+            audit_events_dropped: on.counter_vec(&AUDIT_EVENTS_DROPPED),
+            audit_batch_failures: on.counter(&AUDIT_BATCH_FAILURES),
+            // The shared store and the rate limits.
+            shared: SharedMetrics::register(&registry),
+            series: Arc::default(),
+            registry,
+        };
+        metrics.open_fixed_series();
+        metrics
+    }
 
-        let collectors: [Box<dyn prometheus::core::Collector>; 24] = [
-            Box::new(requests.clone()),
-            Box::new(request_duration.clone()),
-            Box::new(auth_duration.clone()),
-            Box::new(upstream_duration.clone()),
-            Box::new(upstream_retries.clone()),
-            Box::new(auth_failures.clone()),
-            Box::new(key_set_fetches.clone()),
-            Box::new(key_set_keys.clone()),
-            Box::new(introspections.clone()),
-            Box::new(key_set_last_success.clone()),
-            Box::new(token_cache_hits.clone()),
-            Box::new(token_cache_misses.clone()),
-            Box::new(config_reloads.clone()),
-            Box::new(config_generation.clone()),
-            Box::new(in_flight.clone()),
-            Box::new(head_timeouts.clone()),
-            Box::new(body_read_timeouts.clone()),
-            Box::new(buffered_request_bytes.clone()),
-            Box::new(buffer_full_refusals.clone()),
-            Box::new(audit_events_sent.clone()),
-            Box::new(audit_events_dropped.clone()),
-            Box::new(audit_batch_failures.clone()),
-            Box::new(dpop_replay_cache_entries.clone()),
-            Box::new(build_info),
-        ];
-        // Both reload series exist from the start, so `increase()` sees the first failure.
+    /// The series of fixed label values exist from the start, at 0, so that `increase()` sees
+    /// the first event (a first reload failure, a first timeout, a first drop or retry).
+    fn open_fixed_series(&self) {
         for result in ["success", "failure"] {
-            config_reloads.with_label_values(&[result]);
+            self.config_reloads.with_label_values(&[result]);
         }
         for listener in LISTENERS {
-            head_timeouts.with_label_values(&[listener]);
+            self.head_timeouts.with_label_values(&[listener]);
         }
         for reason in AUDIT_DROP_REASONS {
-            audit_events_dropped.with_label_values(&[reason]);
+            self.audit_events_dropped.with_label_values(&[reason]);
         }
         for reason in UPSTREAM_RETRY_REASONS {
-            upstream_retries.with_label_values(&[reason]);
-        }
-        for collector in collectors {
-            registry.register(collector).expect("unique metric names");
-        }
-        let shared = SharedMetrics::register(&registry);
-        Metrics {
-            registry,
-            requests,
-            request_duration,
-            auth_duration,
-            upstream_duration,
-            upstream_retries,
-            auth_failures,
-            key_set_fetches,
-            key_set_keys,
-            introspections,
-            key_set_last_success,
-            token_cache_hits,
-            token_cache_misses,
-            config_reloads,
-            config_generation,
-            in_flight,
-            head_timeouts,
-            body_read_timeouts,
-            buffered_request_bytes,
-            buffer_full_refusals,
-            audit_events_sent,
-            audit_events_dropped,
-            audit_batch_failures,
-            dpop_replay_cache_entries,
-            shared,
-            series: Arc::default(),
+            self.upstream_retries.with_label_values(&[reason]);
         }
     }
 
@@ -417,14 +258,6 @@ pub fn method_label(method: &http::Method) -> &'static str {
         http::Method::OPTIONS => "OPTIONS",
         _ => "other",
     }
-}
-
-fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter")
-}
-
-fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge")
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Token introspection (RFC 7662) for opaque access tokens: the token is POSTed to the configured
 //! provider's introspection endpoint with fhirguard's own client credentials, and an active
-//! answer's members go through the same steps 6–7 as a JWT's claims ([`super::judge_claims`]), so
+//! answer's members go through the same steps 6–7 as a JWT's claims ([`super::claims`]), so
 //! a [`Verified`] comes out either way. Caching the answers is the session layer's business
 //! ([`crate::proxy::introspected`]); this module holds only the client and its counters.
 //!
@@ -24,11 +24,11 @@ use serde_json::{Map, Value};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::time::{timeout_at, Instant};
 
+use super::claims::judge_claims;
 use super::discovery::{IdpClient, IdpConnector};
 use super::error::AuthError;
-use super::jwks::{KeySettings, KeyStore};
 use super::token::ClaimSet;
-use super::{judge_claims, selected, Verified};
+use super::{selected, KeySettings, KeyStore, Verified};
 use crate::config::{Config, Introspection, SecretSource};
 use crate::shared::SharedStore;
 
@@ -70,9 +70,9 @@ impl IntrospectionResult {
     }
 }
 
-/// The client of introspection requests (a pool of its own, over the key store's
-/// [`IdpConnector`]) and their counters per provider (cheap to clone; kept by the [`KeyStore`],
-/// so it outlives configuration generations).
+/// The client of introspection requests (a pool of its own, over the key sets'
+/// [`IdpConnector`]) and their counters per provider (cheap to clone; kept beside the key sets
+/// by the [`KeyStore`], so it outlives configuration generations).
 #[derive(Clone)]
 pub struct Introspector {
     client: Result<IdpClient, String>,
@@ -292,7 +292,7 @@ pub async fn introspect(
     // Discovery gives the issuer (and, unless configured, the endpoint); a provider whose
     // discovery is down is 503 as for JWTs.
     let keys = store.keys(authority, &KeySettings::of(config)).await?;
-    let introspector = store.introspector();
+    let introspector = &store.introspector;
     let unavailable = |detail: String| {
         tracing::warn!(authority, %detail, "token introspection failed");
         introspector.count(authority, IntrospectionResult::Error);

@@ -1,4 +1,4 @@
-//! The key-set cache ([`KeyStore`], SPEC §5): per authority, the discovered `issuer`, `jwks_uri`
+//! The key-set cache ([`KeySets`], SPEC §5): per authority, the discovered `issuer`, `jwks_uri`
 //! and usable signing keys, kept across config reloads. Fetched before the proxy reports ready,
 //! refreshed in the background, refetched on an unknown `kid` at most once per
 //! `keySets.minRefetchInterval` (single flight, so random `kid`s cannot flood an identity
@@ -16,9 +16,8 @@ use moka::future::Cache;
 use sha2::{Digest, Sha256};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::discovery::{FetchPolicy, Fetcher, KeyError, Offered};
+use super::discovery::{FetchPolicy, Fetcher, IdpConnector, KeyError, Offered};
 use super::error::AuthError;
-use super::introspection::Introspector;
 use super::keys::SigningKey;
 use super::token::unix_now;
 use crate::config::Config;
@@ -136,7 +135,7 @@ struct AuthorityState {
 
 /// The long-lived key-set cache, shared by every config generation (cheap to clone).
 #[derive(Debug, Clone)]
-pub struct KeyStore {
+pub struct KeySets {
     inner: Arc<Inner>,
 }
 
@@ -144,45 +143,42 @@ struct Inner {
     sets: Cache<String, Arc<ProviderKeys>>,
     authorities: Mutex<HashMap<String, Arc<AuthorityState>>>,
     fetcher: Result<Fetcher, String>,
-    /// The client of RFC 7662 introspection requests, to the same identity providers.
-    introspector: Introspector,
 }
 
 impl fmt::Debug for Inner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyStore")
+        f.debug_struct("KeySets")
             .field("sets", &self.sets.entry_count())
             .finish_non_exhaustive()
     }
 }
 
-impl Default for KeyStore {
+impl Default for KeySets {
     fn default() -> Self {
-        KeyStore::new()
+        KeySets::new()
     }
 }
 
-impl KeyStore {
-    pub fn new() -> KeyStore {
-        let fetcher = Fetcher::new().map_err(|error| error.to_string());
-        KeyStore {
+impl KeySets {
+    /// An empty cache, with the client of discovery and key-set fetches.
+    pub fn new() -> KeySets {
+        KeySets {
             inner: Arc::new(Inner {
                 sets: Cache::new(1024),
                 authorities: Mutex::default(),
-                introspector: Introspector::new(
-                    fetcher
-                        .as_ref()
-                        .map(|fetcher| fetcher.connector().clone())
-                        .map_err(Clone::clone),
-                ),
-                fetcher,
+                fetcher: Fetcher::new().map_err(|error| error.to_string()),
             }),
         }
     }
 
-    /// The introspection client and its counters (RFC 7662; [`super::introspection`]).
-    pub fn introspector(&self) -> &Introspector {
-        &self.inner.introspector
+    /// The connector of discovery and key-set fetches (an error when it could not be built), for
+    /// other calls to the same identity providers.
+    pub fn connector(&self) -> Result<IdpConnector, String> {
+        self.inner
+            .fetcher
+            .as_ref()
+            .map(|fetcher| fetcher.connector().clone())
+            .map_err(Clone::clone)
     }
 
     fn state(&self, authority: &str) -> Arc<AuthorityState> {
