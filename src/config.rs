@@ -33,6 +33,7 @@ mod document;
 mod file;
 mod introspection;
 mod schema;
+mod secret;
 mod sender;
 mod shared;
 mod validate;
@@ -49,7 +50,8 @@ use std::time::Duration;
 use crate::actions::DataActions;
 pub use audit::{Audit, AuditFormat, AuditServer};
 pub use cors::{Allowed, Cors};
-pub use introspection::{Introspection, SecretSource};
+pub use introspection::Introspection;
+pub use secret::SecretSource;
 pub use sender::{
     CertificateHeader, ForwardedCertificate, Network, NonceSecret, NonceSettings, ReplayStore,
     SenderConstraints,

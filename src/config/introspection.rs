@@ -7,11 +7,11 @@
 //! fhirguard would have to send every token to each of them — handing one authorization
 //! server's bearer tokens to another. With one, the choice is the configuration's.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use super::document::{base_url, Errors, Node, Object};
 use super::raw::{keys_of, RawIntrospection};
+use super::secret::{secret_source, SecretSource};
 use super::Authentication;
 
 /// Default `cacheTtl`: a revocation takes effect within five minutes at most.
@@ -46,30 +46,6 @@ pub struct Introspection {
     pub timeout: Duration,
     /// `maxConcurrent`, default 64.
     pub max_concurrent: usize,
-}
-
-/// Where the client secret is read from, on each introspection request (so a rotated secret
-/// takes effect without a reload). The secret is never part of the configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SecretSource {
-    /// `clientSecretFile`: the file's text without trailing line breaks.
-    File(PathBuf),
-    /// `clientSecretEnv`: the variable's value.
-    Env(String),
-}
-
-impl SecretSource {
-    /// The secret as it is now: the file's text without trailing line breaks (which editors
-    /// add), or the variable's value as set.
-    pub fn read(&self) -> Result<String, String> {
-        match self {
-            SecretSource::File(path) => std::fs::read_to_string(path)
-                .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
-                .map_err(|error| format!("cannot read {}: {error}", path.display())),
-            SecretSource::Env(name) => std::env::var(name)
-                .map_err(|_| format!("the environment variable {name} is not set")),
-        }
-    }
 }
 
 /// Validates `introspection` against the providers of `auth`; `None` when absent or wrong
@@ -159,32 +135,6 @@ fn secret(object: &Object<'_>, errors: &mut Errors) -> Option<SecretSource> {
         return None;
     }
     secret_source(object, file, env, errors)
-}
-
-/// The secret named by at most one of `file_key` (a file holding it) and `env_key` (an
-/// environment variable holding it); `None` when neither is given, or both (an error).
-pub(super) fn secret_source(
-    object: &Object<'_>,
-    file_key: &str,
-    env_key: &str,
-    errors: &mut Errors,
-) -> Option<SecretSource> {
-    match (object.get(file_key), object.get(env_key)) {
-        (Some(file), None) => file
-            .text(errors)
-            .map(|path| SecretSource::File(PathBuf::from(path))),
-        (None, Some(env)) => env
-            .text(errors)
-            .map(|name| SecretSource::Env(name.trim().to_owned())),
-        (Some(_), Some(env)) => {
-            errors.push(
-                &env.path,
-                format!("give either {file_key} or {env_key}, not both"),
-            );
-            None
-        }
-        (None, None) => None,
-    }
 }
 
 #[cfg(test)]

@@ -10,9 +10,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::document::{choice, Errors, Node};
-use super::introspection::secret_source;
 use super::schema::{keys_of, RawDuration};
-use super::SecretSource;
+use super::secret::secret_source;
+use super::secret::SecretSource;
 
 /// Default `redis.keyPrefix`: every key fhirguard writes starts with it.
 const DEFAULT_KEY_PREFIX: &str = "fhirguard:";

@@ -397,8 +397,9 @@ fn no_module_imports_one_above_it() {
     );
 }
 
-/// The import loops between two submodules of one module, at every level of the crate, each as
-/// `a/b ↔ a/c` followed by the lines that make it.
+/// The import loops between submodules of one module, at every level of the crate: two that
+/// import each other (`a/b ↔ a/c`) or a longer ring (`a/b → a/c → a/d → a/b`), each followed by
+/// the lines that make it. Each ring is named once, from its first member.
 fn loops(uses: Vec<(Module, Module, String)>) -> Vec<String> {
     // A use from anywhere below submodule `a/b` of a common module to anywhere below its
     // sibling `a/c` is a use of `a/c` by `a/b`; a module's uses of its own parent or children
@@ -412,20 +413,68 @@ fn loops(uses: Vec<(Module, Module, String)>) -> Vec<String> {
         let sides = (user[..=common].to_vec(), used[..=common].to_vec());
         between.entry(sides).or_default().insert(place);
     }
+    let mut next: BTreeMap<&Module, Vec<&Module>> = BTreeMap::new();
+    for (one, other) in between.keys() {
+        next.entry(one).or_default().push(other);
+    }
+    let mut named: BTreeSet<BTreeSet<&Module>> = BTreeSet::new();
     let mut loops = Vec::new();
-    for ((one, other), places) in &between {
-        let Some(back) = between.get(&(other.clone(), one.clone())) else {
+    for start in next.keys() {
+        let Some(ring) = shortest_ring(&next, start) else {
             continue;
         };
-        if one < other {
-            let mut message = format!("{} ↔ {}", one.join("/"), other.join("/"));
-            for place in places.iter().chain(back) {
+        if !named.insert(ring.iter().copied().collect()) {
+            continue;
+        }
+        let first = (0..ring.len()).min_by_key(|&i| ring[i]).unwrap_or(0);
+        let ring: Vec<&Module> = ring[first..]
+            .iter()
+            .chain(&ring[..first])
+            .copied()
+            .collect();
+        let name = |m: &Module| m.join("/");
+        let mut message = if ring.len() == 2 {
+            format!("{} ↔ {}", name(ring[0]), name(ring[1]))
+        } else {
+            let mut names: Vec<String> = ring.iter().map(|m| name(m)).collect();
+            names.push(name(ring[0]));
+            names.join(" → ")
+        };
+        for (i, one) in ring.iter().enumerate() {
+            let other = ring[(i + 1) % ring.len()];
+            for place in &between[&((*one).clone(), other.clone())] {
                 message.push_str(&format!("\n    {place}"));
             }
-            loops.push(message);
         }
+        loops.push(message);
     }
     loops
+}
+
+/// The shortest ring of uses that leaves `start` and comes back to it, `start` first.
+fn shortest_ring<'a>(
+    next: &BTreeMap<&'a Module, Vec<&'a Module>>,
+    start: &'a Module,
+) -> Option<Vec<&'a Module>> {
+    let mut came_from: BTreeMap<&Module, &Module> = BTreeMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(at) = queue.pop_front() {
+        for &to in next.get(at).into_iter().flatten() {
+            if to == start {
+                let mut ring = vec![at];
+                while let Some(&before) = came_from.get(ring[ring.len() - 1]) {
+                    ring.push(before);
+                }
+                ring.reverse();
+                return Some(ring);
+            }
+            if to != start && !came_from.contains_key(to) {
+                came_from.insert(to, at);
+                queue.push_back(to);
+            }
+        }
+    }
+    None
 }
 
 #[test]
@@ -472,6 +521,16 @@ fn the_loop_check_sees_each_way_of_writing_an_import() {
         assert_eq!(found.len(), 1, "{a} / {b}: {found:?}");
         assert!(found[0].starts_with("m/a ↔ m/b\n"), "{found:?}");
     }
+    // A ring of three, none of which imports one that imports it back.
+    let files = vec![
+        file("m", "pub mod a;\npub mod b;\npub mod c;"),
+        file("m/a", "use super::b::B;"),
+        file("m/b", "use crate::m::c::C;"),
+        file("m/c", "fn f() { super::a::f() }"),
+    ];
+    let found = loops(Graph::of(files).uses());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("m/a → m/b → m/c → m/a\n"), "{found:?}");
     // One way only, a use of the parent, and a path in a string or a comment: no loop.
     let files = vec![
         file("m", "pub mod a;\npub mod b;\npub struct P;"),
@@ -484,4 +543,40 @@ fn the_loop_check_sees_each_way_of_writing_an_import() {
         ),
     ];
     assert_eq!(loops(Graph::of(files).uses()), Vec::<String>::new());
+}
+
+/// No file in `src/` has over 500 lines before its unit tests (issue 21): a file that grows past
+/// that is split along a seam, as `proxy/decision.rs`, `error.rs` and `cli/explain.rs` were.
+/// Lines are counted as written, doc comments included; test-only files are not counted.
+#[test]
+fn no_file_has_over_500_lines_before_its_tests() {
+    const LIMIT: usize = 500;
+    let mut long = Vec::new();
+    let mut pending = vec![source()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read src") {
+            let path = entry.expect("entry").path();
+            let name = path.display().to_string();
+            if path.is_dir() {
+                pending.push(path);
+            } else if name.ends_with(".rs")
+                && !name.ends_with("/tests.rs")
+                && !name.ends_with("_tests.rs")
+            {
+                let text = std::fs::read_to_string(&path).expect("read");
+                let lines = text
+                    .lines()
+                    .take_while(|line| line.trim() != "#[cfg(test)]")
+                    .count();
+                if lines > LIMIT {
+                    long.push(format!("{name}: {lines} lines"));
+                }
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "files over {LIMIT} lines before their tests:\n{}",
+        long.join("\n")
+    );
 }
