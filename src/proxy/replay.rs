@@ -20,11 +20,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_lc_rs::digest;
 use moka::future::Cache;
 use moka::policy::EvictionPolicy;
 use moka::Expiry;
-use sha2::{Digest, Sha256};
 
+use crate::auth::dpop::ProofKeys;
 use crate::config::FailureMode;
 use crate::shared::{SharedStore, StoreError};
 
@@ -38,12 +39,16 @@ pub struct ReplayCache {
     seen: Cache<[u8; 32], Duration>,
     /// The store the replicas share, when `sharedState` is configured.
     shared: Option<Arc<SharedStore>>,
+    /// The keys of the proof headers seen lately, so that a client's next proof under the same
+    /// header is not parsed again ([`crate::auth::dpop::key`]).
+    keys: ProofKeys,
 }
 
 impl fmt::Debug for ReplayCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplayCache")
             .field("entries", &self.seen.entry_count())
+            .field("keys", &self.keys)
             .finish()
     }
 }
@@ -72,7 +77,13 @@ impl ReplayCache {
                 .expire_after(UntilStale)
                 .build(),
             shared: None,
+            keys: ProofKeys::new(),
         }
+    }
+
+    /// The proof keys remembered by their headers' text, for [`crate::auth::dpop::verify_with`].
+    pub fn keys(&self) -> &ProofKeys {
+        &self.keys
     }
 
     /// This cache, recording proofs in `store` first when asked ([`ReplayCache::check`]).
@@ -138,11 +149,12 @@ impl ReplayCache {
 
 /// The key of a proof (SHA-256 of the key thumbprint and `jti`) and how long to keep it.
 fn entry(thumbprint: &str, jti: &str, iat: u64, now: u64, window: u64) -> ([u8; 32], Duration) {
-    let mut hasher = Sha256::new();
+    let mut hasher = digest::Context::new(&digest::SHA256);
     hasher.update(thumbprint.as_bytes());
-    hasher.update([0]);
+    hasher.update(&[0]);
     hasher.update(jti.as_bytes());
-    let key: [u8; 32] = hasher.finalize().into();
+    let mut key = [0; 32];
+    key.copy_from_slice(hasher.finish().as_ref());
     // Acceptable until `now` passes `iat + window`; one second more for the rounding.
     let live = iat
         .saturating_add(window)
