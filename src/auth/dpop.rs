@@ -21,8 +21,8 @@ use sha2::{Digest, Sha256};
 
 use super::error::echo;
 use claims::Claims;
-pub use key::ProofKeys;
 use key::ProofKey;
+pub use key::ProofKeys;
 
 /// The `DPoP` request header (RFC 9449 §4.1).
 pub const DPOP: http::HeaderName = http::HeaderName::from_static("dpop");
@@ -216,11 +216,17 @@ fn check_claims(
     key: &ProofKey,
     target: &ProofTarget<'_>,
 ) -> Result<(), ProofError> {
-    let htm = claims.htm.as_deref().ok_or(ProofError::Malformed("no htm"))?;
+    let htm = claims
+        .htm
+        .as_deref()
+        .ok_or(ProofError::Malformed("no htm"))?;
     if htm != target.method {
         return Err(ProofError::Method(echo(htm)));
     }
-    let htu = claims.htu.as_deref().ok_or(ProofError::Malformed("no htu"))?;
+    let htu = claims
+        .htu
+        .as_deref()
+        .ok_or(ProofError::Malformed("no htu"))?;
     if !same_uri(htu, target.uri) {
         return Err(ProofError::Uri(echo(htu)));
     }
@@ -231,7 +237,10 @@ fn check_claims(
         return Err(ProofError::IssuedAt);
     }
     // §4.3 item 12 (RFC 9449 §4.2 `ath`): required when an access token is presented.
-    let ath = claims.ath.as_deref().ok_or(ProofError::Malformed("no ath"))?;
+    let ath = claims
+        .ath
+        .as_deref()
+        .ok_or(ProofError::Malformed("no ath"))?;
     if !key.hashes(target.access_token, ath) {
         return Err(ProofError::TokenHash);
     }
@@ -318,4 +327,4 @@ pub fn jwk_thumbprint(jwk: &Map<String, Value>) -> Option<String> {
 
 #[cfg(test)]
 #[path = "dpop/tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -177,4 +177,28 @@ mod tests {
         assert!(cache.first_use("k1", "j2", 1000, 1001, 300).await);
         assert_eq!(cache.entries().await, 3);
     }
+
+    /// A proof verified with its key from the memo ([`crate::auth::dpop::key`]) is still
+    /// accepted once: the memo skips the header's parse, not the replay check.
+    #[tokio::test]
+    async fn a_replayed_jti_is_refused_on_the_memo_path() {
+        use crate::auth::dpop::tests::memo::check_with;
+        use crate::auth::dpop::tests::{claims, ProofKey, NOW};
+
+        let key = ProofKey::new();
+        let cache = ReplayCache::new(100);
+        let proof = key.sign(&key.header(), &claims());
+        let mut fresh = Vec::new();
+        for _ in 0..2 {
+            let verified = check_with(&proof, cache.keys()).unwrap();
+            let (thumbprint, jti) = (&verified.thumbprint, &verified.jti);
+            fresh.push(
+                cache
+                    .first_use(thumbprint, jti, verified.issued_at, NOW, 300)
+                    .await,
+            );
+        }
+        assert_eq!(cache.keys().len(), 1);
+        assert_eq!(fresh, [true, false]);
+    }
 }

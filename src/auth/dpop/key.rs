@@ -126,7 +126,10 @@ impl ProofKey {
 
 /// A `jwk`'s key material, decoded and checked to fit the algorithm; not yet parsed.
 enum Material {
-    Rsa { n: Vec<u8>, e: Vec<u8> },
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
     /// The SEC1 uncompressed point `04 ‖ x ‖ y`.
     Ec(Vec<u8>),
     Ed(Vec<u8>),
@@ -168,10 +171,7 @@ impl Material {
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 /// The key material of a proof's `jwk`, checked to fit `alg`, and its RFC 7638 thumbprint.
-fn public_key(
-    jwk: &Map<String, Value>,
-    alg: Algorithm,
-) -> Result<(Material, String), ProofError> {
+fn public_key(jwk: &Map<String, Value>, alg: Algorithm) -> Result<(Material, String), ProofError> {
     if PRIVATE_MEMBERS
         .iter()
         .any(|member| jwk.contains_key(*member))
