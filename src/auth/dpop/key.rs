@@ -36,6 +36,10 @@ pub const MEMO_ENTRIES: usize = 1024;
 /// of about 1.1 KiB), so the memo stays under a few MiB whatever clients send.
 const MEMO_HEADER_BYTES: usize = 2048;
 
+/// A token longer than this has its `ath` computed each time, not remembered: with the memo
+/// full, the tokens kept stay under 1024 × 4 KiB.
+const MEMO_TOKEN_BYTES: usize = 4096;
+
 /// A proof header's key, ready to verify signatures: §4.3 items 4–7 passed for its header.
 pub struct ProofKey {
     verifier: ParsedPublicKey,
@@ -116,10 +120,12 @@ impl ProofKey {
         }
         let expected = token_hash(access_token);
         let matches = expected == ath;
-        self.last_token.store(Some(Arc::new(TokenHash {
-            token: access_token.into(),
-            ath: expected,
-        })));
+        if access_token.len() <= MEMO_TOKEN_BYTES {
+            self.last_token.store(Some(Arc::new(TokenHash {
+                token: access_token.into(),
+                ath: expected,
+            })));
+        }
         matches
     }
 }

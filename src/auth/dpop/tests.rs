@@ -451,5 +451,10 @@ pub(crate) mod memo {
         assert_eq!(verify(two, &token_hash(two)), Ok(()));
         assert_eq!(verify(two, &token_hash(one)), Err(ProofError::TokenHash));
         assert_eq!(verify(one, &token_hash(one)), Ok(()));
+        // A long token's ath is computed each time, not remembered: still checked.
+        let long = "t".repeat(5000);
+        assert_eq!(verify(&long, &token_hash(&long)), Ok(()));
+        assert_eq!(verify(&long, &token_hash(one)), Err(ProofError::TokenHash));
+        assert_eq!(verify(one, &token_hash(&long)), Err(ProofError::TokenHash));
     }
 }
