@@ -541,13 +541,32 @@ async fn nonces_with_a_real_provider() {
     drop(provider);
 }
 
+/// A token of the stack's own provider for `ops-client`, bound to `key` (`cnf.jkt`).
+fn bound_token(g: &Guard, key: &ProofKey) -> String {
+    use crate::support::stack::{AUDIENCE, ROLE};
+    use crate::support::token::{self, now};
+
+    token::base_claims(&g.stack.idp.issuer(), AUDIENCE, now())
+        .claim("appid", "ops-client")
+        .claim("roles", json!([ROLE]))
+        .claim("cnf", json!({"jkt": key.thumbprint()}))
+        .sign(&g.stack.key)
+}
+
+/// `GET /Patient` with the DPoP-bound `token` and `proof`.
+async fn read_patients(g: &Guard, token: &str, proof: String) -> Answer {
+    let authorization = format!("DPoP {token}");
+    let headers = [
+        ("authorization", authorization.as_str()),
+        ("dpop", proof.as_str()),
+    ];
+    send(g, Method::GET, "/Patient", &headers).await
+}
+
 /// `fhirguard_dpop_replay_cache_entries` reads the proofs accepted, set at scrape time; a
 /// refused replay is counted under `dpop_proof_replayed` and adds no entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_replay_cache_gauge_counts_accepted_proofs() {
-    use crate::support::stack::{AUDIENCE, ROLE};
-    use crate::support::token::{self, now};
-
     let guard = Stack::builder()
         .serve(|stack| stack.yaml("[Read]", ""))
         .await;
@@ -558,23 +577,9 @@ async fn the_replay_cache_gauge_counts_accepted_proofs() {
         Some(0.0)
     );
     let key = ProofKey::new();
-    let token = token::base_claims(&g.stack.idp.issuer(), AUDIENCE, now())
-        .claim("appid", "ops-client")
-        .claim("roles", json!([ROLE]))
-        .claim("cnf", json!({"jkt": key.thumbprint()}))
-        .sign(&g.stack.key);
-    let authorization = format!("DPoP {token}");
+    let token = bound_token(g, &key);
     let htu = g.url("/Patient");
-    let call = |proof: String| {
-        let authorization = authorization.clone();
-        async move {
-            let headers = [
-                ("authorization", authorization.as_str()),
-                ("dpop", proof.as_str()),
-            ];
-            send(g, Method::GET, "/Patient", &headers).await
-        }
-    };
+    let call = |proof: String| read_patients(g, &token, proof);
     const ACCEPTED: usize = 5;
     let mut first = None;
     for _ in 0..ACCEPTED {
@@ -607,31 +612,14 @@ async fn the_replay_cache_gauge_counts_accepted_proofs() {
 /// and a key the token names — another key under the same `kid` is another header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remembered_proof_key_is_no_shortcut() {
-    use crate::support::stack::{AUDIENCE, ROLE};
-    use crate::support::token::{self, now};
-
     let guard = Stack::builder()
         .serve(|stack| stack.yaml("[Read]", ""))
         .await;
     let g = &guard;
     let key = ProofKey::new().with_kid("client-key-1");
-    let token = token::base_claims(&g.stack.idp.issuer(), AUDIENCE, now())
-        .claim("appid", "ops-client")
-        .claim("roles", json!([ROLE]))
-        .claim("cnf", json!({"jkt": key.thumbprint()}))
-        .sign(&g.stack.key);
-    let authorization = format!("DPoP {token}");
+    let token = bound_token(g, &key);
     let htu = g.url("/Patient");
-    let call = |proof: String| {
-        let authorization = authorization.clone();
-        async move {
-            let headers = [
-                ("authorization", authorization.as_str()),
-                ("dpop", proof.as_str()),
-            ];
-            send(g, Method::GET, "/Patient", &headers).await
-        }
-    };
+    let call = |proof: String| read_patients(g, &token, proof);
     let first = key.proof("GET", &htu, Some(&token));
     let answer = call(first.clone()).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
