@@ -458,3 +458,100 @@ pub(crate) mod memo {
         assert_eq!(verify(one, &token_hash(&long)), Err(ProofError::TokenHash));
     }
 }
+
+/// Each algorithm family verifies with its pre-parsed aws-lc-rs key, with the memo and without:
+/// a good proof is accepted with its key's thumbprint, one signed by another key of the same
+/// kind is refused, and a proof naming another algorithm than its key's is refused.
+#[test]
+fn every_algorithm_family_verifies_with_its_own_key_only() {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+    use aws_lc_rs::signature::{self as aws, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+    use jsonwebtoken::jwk::Jwk;
+
+    fn pem(der: &[u8]) -> String {
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        format!("-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n")
+    }
+    // A fresh key of `alg`'s kind and its public JWK (jsonwebtoken makes no OKP JWK).
+    let generate = |alg: Algorithm| -> (EncodingKey, Value) {
+        let key = match alg {
+            Algorithm::RS256 | Algorithm::PS256 | Algorithm::RS512 => {
+                let pair = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+                let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).unwrap();
+                EncodingKey::from_rsa_pem(pem(pkcs8.as_ref()).as_bytes()).unwrap()
+            }
+            Algorithm::ES384 => {
+                let pair = EcdsaKeyPair::generate(&aws::ECDSA_P384_SHA384_FIXED_SIGNING).unwrap();
+                EncodingKey::from_ec_der(pair.to_pkcs8v1().unwrap().as_ref())
+            }
+            _ => {
+                let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+                let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+                let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+                let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": x});
+                return (EncodingKey::from_ed_der(pkcs8.as_ref()), jwk);
+            }
+        };
+        let jwk = serde_json::to_value(Jwk::from_encoding_key(&key, alg).unwrap()).unwrap();
+        (key, jwk)
+    };
+    let keys = ProofKeys::new();
+    for alg in [
+        Algorithm::RS256,
+        Algorithm::PS256,
+        Algorithm::RS512,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ] {
+        let ((signing, jwk), (other, _)) = (generate(alg), generate(alg));
+        let name = algorithm_name_of(alg);
+        let header = json!({"typ": "dpop+jwt", "alg": name, "jwk": jwk});
+        let sign = |key: &EncodingKey, header: &Value| {
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                URL_SAFE_NO_PAD.encode(claims().to_string())
+            );
+            let signature = jsonwebtoken::crypto::sign(input.as_bytes(), key, alg).unwrap();
+            format!("{input}.{signature}")
+        };
+        let good = sign(&signing, &header);
+        let verified = check(&good).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            Some(verified.thumbprint.clone()),
+            jwk_thumbprint(jwk.as_object().unwrap()),
+            "{name}"
+        );
+        for _ in 0..2 {
+            assert_eq!(
+                memo::check_with(&good, &keys),
+                Ok(verified.clone()),
+                "{name}"
+            );
+        }
+        // The header naming the other RSA padding than the signature's.
+        let swapped = match alg {
+            Algorithm::RS256 => Some("PS256"),
+            Algorithm::PS256 => Some("RS256"),
+            _ => None,
+        };
+        if let Some(swapped) = swapped {
+            let proof = sign(&signing, &with(header.clone(), "alg", json!(swapped)));
+            assert_eq!(check(&proof), Err(ProofError::Signature), "{name}");
+        }
+        let forged = sign(&other, &header);
+        assert_eq!(check(&forged), Err(ProofError::Signature), "{name}");
+        assert_eq!(
+            memo::check_with(&forged, &keys),
+            Err(ProofError::Signature),
+            "{name}"
+        );
+    }
+    assert_eq!(keys.len(), 5);
+}
+
+fn algorithm_name_of(alg: Algorithm) -> &'static str {
+    crate::auth::keys::algorithm_name(alg)
+}
