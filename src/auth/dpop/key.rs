@@ -10,8 +10,9 @@
 //! `jwk` checks, the key's parse and its thumbprint); the signature over the proof, and every
 //! claim, are checked on every request. A header enters the memo only after a signature by its
 //! key verified, and only a short one (`MEMO_HEADER_BYTES`), and the memo holds at most
-//! [`MEMO_ENTRIES`], first in first out: a client making up headers grows nothing, it only
-//! pays the full parse each time, as every request did without the memo.
+//! [`MEMO_ENTRIES`], first in first out. One memo serves the process (the replay cache holds
+//! it, [`crate::proxy::replay`]): a client making up keys cannot grow it, only push other
+//! clients' headers out, whose next proofs then cost the full parse, as every proof did before.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -46,7 +47,11 @@ pub struct ProofKey {
     /// RFC 7638 thumbprint (SHA-256, base64url): what `cnf.jkt` must name (§6.1).
     pub(super) thumbprint: String,
     /// The last access token seen with this key and its `ath` (§4.2): a client presents one
-    /// token with its key until the token is renewed, so its SHA-256 is computed once.
+    /// token with its key until the token is renewed, so its SHA-256 is computed once. Unlike
+    /// the verified-token cache, which keeps digests only, this keeps a token's text, until the
+    /// next token or the entry's eviction: on the proxy's path only DPoP-bound tokens (`cnf.jkt`)
+    /// reach a proof's check, and such a token is worthless without its key's private half
+    /// (RFC 9449 §1).
     last_token: ArcSwapOption<TokenHash>,
 }
 
