@@ -13,7 +13,9 @@ use std::sync::OnceLock;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use fhirguard::auth::dpop::{jwk_thumbprint, token_hash, verify, ProofTarget};
+use fhirguard::auth::dpop::{
+    jwk_thumbprint, token_hash, verify, verify_with, ProofKeys, ProofTarget,
+};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};
@@ -41,6 +43,8 @@ struct Fixed {
     uri: url::Url,
     header: String,
     claims: String,
+    /// The memo, across inputs: headers of earlier inputs are remembered.
+    keys: ProofKeys,
 }
 
 fn fixed() -> &'static Fixed {
@@ -57,6 +61,7 @@ fn fixed() -> &'static Fixed {
             "jti": "j-1", "htm": "GET", "htu": URI, "iat": NOW, "ath": token_hash(TOKEN),
         })
         .to_string(),
+        keys: ProofKeys::new(),
     })
 }
 
@@ -91,7 +96,12 @@ fuzz_target!(|data: &[u8]| {
         now: NOW,
         window: WINDOW,
     };
-    let Ok(accepted) = verify(&proof, &target) else {
+    let verified = verify(&proof, &target);
+    for _ in 0..2 {
+        let remembered = verify_with(&proof, &target, Some(&fixed.keys));
+        assert_eq!(remembered, verified, "{proof}");
+    }
+    let Ok(accepted) = verified else {
         return;
     };
     let header = proof.split('.').next().and_then(|part| {
@@ -112,4 +122,14 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(jwk_thumbprint(jwk).as_ref(), Some(&accepted.thumbprint));
     assert!(accepted.issued_at.abs_diff(NOW) <= WINDOW, "{proof}");
     assert!(!accepted.jti.is_empty(), "{proof}");
+    let claims = proof.split('.').nth(1).and_then(|part| {
+        let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
+        serde_json::from_slice::<Map<String, Value>>(&bytes).ok()
+    });
+    let claims = claims.expect("an accepted proof's claims are a base64url JSON object");
+    assert_eq!(claims.get("jti"), Some(&json!(accepted.jti)), "{proof}");
+    let iat = claims.get("iat").and_then(Value::as_f64);
+    assert_eq!(iat.map(|iat| iat as u64), Some(accepted.issued_at), "{proof}");
+    let nonce = claims.get("nonce").map(|n| n.as_str().unwrap_or_default());
+    assert_eq!(nonce, accepted.nonce.as_deref(), "{proof}");
 });

@@ -5,17 +5,24 @@
 //! caller's replay cache ([`crate::proxy::replay`]); this module only returns the `jti`, and
 //! the `nonce` claim, which [`nonce`] checks when server nonces are required (§8).
 
+mod claims;
+pub mod key;
 pub mod nonce;
+
+use std::borrow::Cow;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::HeaderMap;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::error::echo;
-use super::keys::algorithm_name;
+use claims::Claims;
+use key::ProofKey;
+pub use key::ProofKeys;
 
 /// The `DPoP` request header (RFC 9449 §4.1).
 pub const DPOP: http::HeaderName = http::HeaderName::from_static("dpop");
@@ -141,6 +148,17 @@ pub fn proof_header(headers: &HeaderMap) -> Result<&str, ProofError> {
 
 /// Verifies a proof (§4.3 items 2–12, except `jti`'s uniqueness) against `target`.
 pub fn verify(proof: &str, target: &ProofTarget<'_>) -> Result<Proof, ProofError> {
+    verify_with(proof, target, None)
+}
+
+/// [`verify`], with the keys of headers read before taken from `keys` and a header whose
+/// signature verified remembered there ([`key`]: the memo stands for exactly the header text
+/// the signature covers; the signature and every claim are still checked).
+pub fn verify_with(
+    proof: &str,
+    target: &ProofTarget<'_>,
+    keys: Option<&ProofKeys>,
+) -> Result<Proof, ProofError> {
     if proof.len() > MAX_PROOF_BYTES {
         return Err(ProofError::Malformed("too large"));
     }
@@ -150,65 +168,65 @@ pub fn verify(proof: &str, target: &ProofTarget<'_>) -> Result<Proof, ProofError
     let (header, payload) = signing_input
         .split_once('.')
         .ok_or(ProofError::Malformed("not a JWT"))?;
-    let header = json_object(header)?;
-    let claims = json_object(payload)?;
-    // §4.3 item 4.
-    if header.get("typ").and_then(Value::as_str) != Some("dpop+jwt") {
-        return Err(ProofError::Type);
-    }
-    if header.contains_key("crit") {
-        return Err(ProofError::Malformed("critical header parameters"));
-    }
-    // §4.3 item 5.
-    let alg_name = header
-        .get("alg")
-        .and_then(Value::as_str)
-        .ok_or(ProofError::Malformed("no alg"))?;
-    let alg = PROOF_ALGORITHMS
-        .into_iter()
-        .find(|alg| algorithm_name(*alg) == alg_name)
-        .ok_or_else(|| ProofError::Algorithm(echo(alg_name)))?;
-    // §4.3 items 6–7.
-    let jwk = header
-        .get("jwk")
-        .and_then(Value::as_object)
-        .ok_or(ProofError::Key("no jwk header parameter"))?;
-    let (key, thumbprint) = public_key(jwk, alg)?;
-    let verified = jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &key, alg)
-        .unwrap_or(false);
-    if !verified {
+    // Both parts are read before the header's checks, so that a malformed part is reported
+    // first, with or without the memo.
+    let header_read = match keys.and_then(|keys| keys.get(header)) {
+        Some(key) => HeaderRead::Remembered(key),
+        None => HeaderRead::Decoded(json_object(header)?),
+    };
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| ProofError::Malformed("a part is not base64url"))?;
+    let claims =
+        Claims::parse(&payload).ok_or(ProofError::Malformed("a part is not a JSON object"))?;
+    let (key, new) = match header_read {
+        HeaderRead::Remembered(key) => (key, false),
+        HeaderRead::Decoded(header) => (Arc::new(ProofKey::from_header(&header)?), true),
+    };
+    if !key.verifies(signing_input, signature) {
         return Err(ProofError::Signature);
     }
-    check_claims(&claims, target)?;
-    let text = |name| claims.get(name).and_then(Value::as_str);
-    let jti = text("jti")
+    if let (true, Some(keys)) = (new, keys) {
+        keys.remember(header, &key);
+    }
+    check_claims(&claims, &key, target)?;
+    let issued_at = issued_at(&claims)?;
+    let jti = claims
+        .jti
         .filter(|jti| !jti.is_empty())
         .ok_or(ProofError::Malformed("no jti"))?;
-    let issued_at = issued_at(&claims)?;
-    let nonce = claims
-        .get("nonce")
-        .map(|nonce| nonce.as_str().unwrap_or_default().to_owned());
     Ok(Proof {
-        thumbprint,
-        jti: jti.to_owned(),
+        thumbprint: key.thumbprint.clone(),
+        jti: jti.into_owned(),
         issued_at,
-        nonce,
+        nonce: claims.nonce.map(Cow::into_owned),
     })
 }
 
+/// A proof's protected header: the key of the same header text read before, or the header
+/// decoded for its checks.
+enum HeaderRead {
+    Remembered(Arc<ProofKey>),
+    Decoded(Map<String, Value>),
+}
+
 /// §4.3 items 8–12: `htm`, `htu`, `iat`, `ath`.
-fn check_claims(claims: &Map<String, Value>, target: &ProofTarget<'_>) -> Result<(), ProofError> {
-    let text = |name, missing| {
-        claims
-            .get(name)
-            .and_then(Value::as_str)
-            .ok_or(ProofError::Malformed(missing))
-    };
-    let htm = text("htm", "no htm")?;
+fn check_claims(
+    claims: &Claims<'_>,
+    key: &ProofKey,
+    target: &ProofTarget<'_>,
+) -> Result<(), ProofError> {
+    let htm = claims
+        .htm
+        .as_deref()
+        .ok_or(ProofError::Malformed("no htm"))?;
     if htm != target.method {
         return Err(ProofError::Method(echo(htm)));
     }
-    let htu = text("htu", "no htu")?;
+    let htu = claims
+        .htu
+        .as_deref()
+        .ok_or(ProofError::Malformed("no htu"))?;
     if !same_uri(htu, target.uri) {
         return Err(ProofError::Uri(echo(htu)));
     }
@@ -219,21 +237,20 @@ fn check_claims(claims: &Map<String, Value>, target: &ProofTarget<'_>) -> Result
         return Err(ProofError::IssuedAt);
     }
     // §4.3 item 12 (RFC 9449 §4.2 `ath`): required when an access token is presented.
-    let ath = text("ath", "no ath")?;
-    if ath != token_hash(target.access_token) {
+    let ath = claims
+        .ath
+        .as_deref()
+        .ok_or(ProofError::Malformed("no ath"))?;
+    if !key.hashes(target.access_token, ath) {
         return Err(ProofError::TokenHash);
     }
     Ok(())
 }
 
 /// `iat`, a NumericDate (RFC 7519 §2: seconds, fractions allowed and dropped).
-fn issued_at(claims: &Map<String, Value>) -> Result<u64, ProofError> {
+fn issued_at(claims: &Claims<'_>) -> Result<u64, ProofError> {
     claims
-        .get("iat")
-        .and_then(|iat| {
-            iat.as_u64()
-                .or_else(|| iat.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-        })
+        .iat
         .ok_or(ProofError::Malformed("no iat, or not a NumericDate"))
 }
 
@@ -241,6 +258,16 @@ fn issued_at(claims: &Map<String, Value>) -> Result<u64, ProofError> {
 /// case of scheme and host, default port, dot segments, percent-encoding case), query and
 /// fragment ignored (RFC 9449 §4.3 item 9).
 fn same_uri(htu: &str, expected: &url::Url) -> bool {
+    // The common case, without a parse: `htu` written as the url crate serialises `expected`
+    // (a serialisation parses back to the same URL), which has no query, fragment or userinfo.
+    if htu == expected.as_str()
+        && expected.query().is_none()
+        && expected.fragment().is_none()
+        && expected.username().is_empty()
+        && expected.password().is_none()
+    {
+        return true;
+    }
     let Ok(mut htu) = url::Url::parse(htu) else {
         return false;
     };
@@ -264,76 +291,6 @@ fn json_object(part: &str) -> Result<Map<String, Value>, ProofError> {
         .decode(part)
         .map_err(|_| ProofError::Malformed("a part is not base64url"))?;
     serde_json::from_slice(&bytes).map_err(|_| ProofError::Malformed("a part is not a JSON object"))
-}
-
-/// The members a public JWK may not have: private key material of RSA, EC and OKP keys, and
-/// the symmetric key of `oct` (RFC 7518 §6; RFC 9449 §4.3 item 6 "MUST NOT contain a private
-/// key").
-const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
-
-/// The decoding key of a proof's `jwk`, checked to fit `alg`, and its RFC 7638 thumbprint.
-fn public_key(
-    jwk: &Map<String, Value>,
-    alg: Algorithm,
-) -> Result<(DecodingKey, String), ProofError> {
-    if PRIVATE_MEMBERS
-        .iter()
-        .any(|member| jwk.contains_key(*member))
-    {
-        return Err(ProofError::Key(
-            "it holds private or symmetric key material",
-        ));
-    }
-    let member = |name| {
-        jwk.get(name)
-            .and_then(Value::as_str)
-            .ok_or(ProofError::Key("a required member is missing"))
-    };
-    let kty = member("kty")?;
-    // RFC 7638 §3.2: the required members only, in lexicographic order, no whitespace.
-    let (key, required): (Result<DecodingKey, _>, Vec<(&str, &str)>) = match (kty, alg) {
-        ("RSA", Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512)
-        | ("RSA", Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512) => {
-            let (n, e) = (member("n")?, member("e")?);
-            // RFC 7518 §3.3: at least 2048 bits.
-            if URL_SAFE_NO_PAD.decode(n).map_or(0, |n| n.len()) < 256 {
-                return Err(ProofError::Key("an RSA key shorter than 2048 bits"));
-            }
-            (
-                DecodingKey::from_rsa_components(n, e),
-                vec![("e", e), ("kty", kty), ("n", n)],
-            )
-        }
-        ("EC", Algorithm::ES256 | Algorithm::ES384) => {
-            let crv = member("crv")?;
-            let fits = matches!(
-                (crv, alg),
-                ("P-256", Algorithm::ES256) | ("P-384", Algorithm::ES384)
-            );
-            if !fits {
-                return Err(ProofError::Key("the curve does not fit alg"));
-            }
-            let (x, y) = (member("x")?, member("y")?);
-            (
-                DecodingKey::from_ec_components(x, y),
-                vec![("crv", crv), ("kty", kty), ("x", x), ("y", y)],
-            )
-        }
-        ("OKP", Algorithm::EdDSA) => {
-            let crv = member("crv")?;
-            if crv != "Ed25519" {
-                return Err(ProofError::Key("only Ed25519 is supported for EdDSA"));
-            }
-            let x = member("x")?;
-            (
-                DecodingKey::from_ed_components(x),
-                vec![("crv", crv), ("kty", kty), ("x", x)],
-            )
-        }
-        _ => return Err(ProofError::Key("its kty does not fit alg")),
-    };
-    let key = key.map_err(|_| ProofError::Key("its members are not valid base64url"))?;
-    Ok((key, thumbprint(&required)))
 }
 
 /// RFC 7638 §3: SHA-256 over the canonical JSON of the required members, base64url.
@@ -370,4 +327,4 @@ pub fn jwk_thumbprint(jwk: &Map<String, Value>) -> Option<String> {
 
 #[cfg(test)]
 #[path = "dpop/tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -20,11 +20,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_lc_rs::digest;
 use moka::future::Cache;
 use moka::policy::EvictionPolicy;
 use moka::Expiry;
-use sha2::{Digest, Sha256};
 
+use crate::auth::dpop::ProofKeys;
 use crate::config::FailureMode;
 use crate::shared::{SharedStore, StoreError};
 
@@ -38,12 +39,16 @@ pub struct ReplayCache {
     seen: Cache<[u8; 32], Duration>,
     /// The store the replicas share, when `sharedState` is configured.
     shared: Option<Arc<SharedStore>>,
+    /// The keys of the proof headers seen lately, so that a client's next proof under the same
+    /// header is not parsed again ([`crate::auth::dpop::key`]).
+    keys: ProofKeys,
 }
 
 impl fmt::Debug for ReplayCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplayCache")
             .field("entries", &self.seen.entry_count())
+            .field("keys", &self.keys)
             .finish()
     }
 }
@@ -72,7 +77,13 @@ impl ReplayCache {
                 .expire_after(UntilStale)
                 .build(),
             shared: None,
+            keys: ProofKeys::new(),
         }
+    }
+
+    /// The proof keys remembered by their headers' text, for [`crate::auth::dpop::verify_with`].
+    pub fn keys(&self) -> &ProofKeys {
+        &self.keys
     }
 
     /// This cache, recording proofs in `store` first when asked ([`ReplayCache::check`]).
@@ -138,11 +149,12 @@ impl ReplayCache {
 
 /// The key of a proof (SHA-256 of the key thumbprint and `jti`) and how long to keep it.
 fn entry(thumbprint: &str, jti: &str, iat: u64, now: u64, window: u64) -> ([u8; 32], Duration) {
-    let mut hasher = Sha256::new();
+    let mut hasher = digest::Context::new(&digest::SHA256);
     hasher.update(thumbprint.as_bytes());
-    hasher.update([0]);
+    hasher.update(&[0]);
     hasher.update(jti.as_bytes());
-    let key: [u8; 32] = hasher.finalize().into();
+    let mut key = [0; 32];
+    key.copy_from_slice(hasher.finish().as_ref());
     // Acceptable until `now` passes `iat + window`; one second more for the rounding.
     let live = iat
         .saturating_add(window)
@@ -164,5 +176,29 @@ mod tests {
         assert!(cache.first_use("k2", "j1", 1000, 1001, 300).await);
         assert!(cache.first_use("k1", "j2", 1000, 1001, 300).await);
         assert_eq!(cache.entries().await, 3);
+    }
+
+    /// A proof verified with its key from the memo ([`crate::auth::dpop::key`]) is still
+    /// accepted once: the memo skips the header's parse, not the replay check.
+    #[tokio::test]
+    async fn a_replayed_jti_is_refused_on_the_memo_path() {
+        use crate::auth::dpop::tests::memo::check_with;
+        use crate::auth::dpop::tests::{claims, ProofKey, NOW};
+
+        let key = ProofKey::new();
+        let cache = ReplayCache::new(100);
+        let proof = key.sign(&key.header(), &claims());
+        let mut fresh = Vec::new();
+        for _ in 0..2 {
+            let verified = check_with(&proof, cache.keys()).unwrap();
+            let (thumbprint, jti) = (&verified.thumbprint, &verified.jti);
+            fresh.push(
+                cache
+                    .first_use(thumbprint, jti, verified.issued_at, NOW, 300)
+                    .await,
+            );
+        }
+        assert_eq!(cache.keys().len(), 1);
+        assert_eq!(fresh, [true, false]);
     }
 }

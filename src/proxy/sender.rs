@@ -141,7 +141,8 @@ async fn check_proof(
         now: evidence.now,
         window,
     };
-    let proof = dpop::verify(proof, &target).map_err(SenderError::from)?;
+    let keys = Some(proofs.replay.keys());
+    let proof = dpop::verify_with(proof, &target, keys).map_err(SenderError::from)?;
     if proof.thumbprint != jkt {
         return Err(SenderError::KeyMismatch.into());
     }

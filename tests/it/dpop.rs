@@ -98,6 +98,24 @@ impl ProofKey {
     pub(crate) fn proof(&self, htm: &str, htu: &str, token: Option<&str>) -> String {
         self.proof_at(htm, htu, token, unix_now())
     }
+
+    /// This key with a `kid` in its `jwk` (not part of the thumbprint, RFC 7638 §3.2).
+    fn with_kid(&self, kid: &str) -> ProofKey {
+        let mut jwk = self.jwk.clone();
+        jwk["kid"] = json!(kid);
+        ProofKey {
+            signing: self.signing.clone(),
+            jwk,
+        }
+    }
+
+    /// This key's `jwk` with `signer`'s private key: proofs that name this key, not its own.
+    fn signed_by(&self, signer: &ProofKey) -> ProofKey {
+        ProofKey {
+            signing: signer.signing.clone(),
+            jwk: self.jwk.clone(),
+        }
+    }
 }
 
 /// A client_credentials token of `client` (secret `<client>-secret`, or fhir-app's), DPoP-bound
@@ -502,13 +520,32 @@ async fn nonces_with_a_real_provider() {
     drop(provider);
 }
 
+/// A token of the stack's own provider for `ops-client`, bound to `key` (`cnf.jkt`).
+fn bound_token(g: &Guard, key: &ProofKey) -> String {
+    use crate::support::stack::{AUDIENCE, ROLE};
+    use crate::support::token::{self, now};
+
+    token::base_claims(&g.stack.idp.issuer(), AUDIENCE, now())
+        .claim("appid", "ops-client")
+        .claim("roles", json!([ROLE]))
+        .claim("cnf", json!({"jkt": key.thumbprint()}))
+        .sign(&g.stack.key)
+}
+
+/// `GET /Patient` with the DPoP-bound `token` and `proof`.
+async fn read_patients(g: &Guard, token: &str, proof: String) -> Answer {
+    let authorization = format!("DPoP {token}");
+    let headers = [
+        ("authorization", authorization.as_str()),
+        ("dpop", proof.as_str()),
+    ];
+    send(g, Method::GET, "/Patient", &headers).await
+}
+
 /// `fhirguard_dpop_replay_cache_entries` reads the proofs accepted, set at scrape time; a
 /// refused replay is counted under `dpop_proof_replayed` and adds no entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_replay_cache_gauge_counts_accepted_proofs() {
-    use crate::support::stack::{AUDIENCE, ROLE};
-    use crate::support::token::{self, now};
-
     let guard = Stack::builder()
         .serve(|stack| stack.yaml("[Read]", ""))
         .await;
@@ -519,23 +556,9 @@ async fn the_replay_cache_gauge_counts_accepted_proofs() {
         Some(0.0)
     );
     let key = ProofKey::new();
-    let token = token::base_claims(&g.stack.idp.issuer(), AUDIENCE, now())
-        .claim("appid", "ops-client")
-        .claim("roles", json!([ROLE]))
-        .claim("cnf", json!({"jkt": key.thumbprint()}))
-        .sign(&g.stack.key);
-    let authorization = format!("DPoP {token}");
+    let token = bound_token(g, &key);
     let htu = g.url("/Patient");
-    let call = |proof: String| {
-        let authorization = authorization.clone();
-        async move {
-            let headers = [
-                ("authorization", authorization.as_str()),
-                ("dpop", proof.as_str()),
-            ];
-            send(g, Method::GET, "/Patient", &headers).await
-        }
-    };
+    let call = |proof: String| read_patients(g, &token, proof);
     const ACCEPTED: usize = 5;
     let mut first = None;
     for _ in 0..ACCEPTED {
@@ -560,5 +583,64 @@ async fn the_replay_cache_gauge_counts_accepted_proofs() {
             &[("reason", "dpop_proof_replayed")]
         ),
         1.0
+    );
+}
+
+/// fhirguard remembers a proof header's key by the header's exact text, once a proof under it
+/// verified: a later proof under that header still needs the key's signature, its own `jti`,
+/// and a key the token names — another key under the same `kid` is another header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_proof_key_is_no_shortcut() {
+    let guard = Stack::builder()
+        .serve(|stack| stack.yaml("[Read]", ""))
+        .await;
+    let g = &guard;
+    let key = ProofKey::new().with_kid("client-key-1");
+    let token = bound_token(g, &key);
+    let htu = g.url("/Patient");
+    let call = |proof: String| read_patients(g, &token, proof);
+    let first = key.proof("GET", &htu, Some(&token));
+    let answer = call(first.clone()).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    // The key's header, remembered now, over a proof another key signed.
+    let intruder = ProofKey::new();
+    let forged = key.signed_by(&intruder).proof("GET", &htu, Some(&token));
+    let answer = call(forged).await;
+    assert_dpop_challenge(
+        &answer,
+        "invalid_dpop_proof",
+        "a remembered header, another signer",
+    );
+    // Another key under the same kid: its own thumbprint, not the token's cnf.jkt.
+    let same_kid = intruder
+        .with_kid("client-key-1")
+        .proof("GET", &htu, Some(&token));
+    let answer = call(same_kid).await;
+    assert_dpop_challenge(&answer, "invalid_dpop_proof", "another key, the same kid");
+    // The first proof again: a replay, though its header is remembered.
+    let answer = call(first).await;
+    assert_dpop_challenge(&answer, "invalid_dpop_proof", "a replayed proof");
+    // Still checked per proof: the claims.
+    let answer = call(key.proof("GET", &g.url("/Observation"), Some(&token))).await;
+    assert_dpop_challenge(&answer, "invalid_dpop_proof", "another htu");
+    let answer = call(key.proof("GET", &htu, Some(&token))).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let metrics = g.metrics().await;
+    for reason in [
+        "dpop_proof_signature",
+        "dpop_key_mismatch",
+        "dpop_proof_replayed",
+        "dpop_proof_htu",
+    ] {
+        let counted = sum(
+            &metrics,
+            "fhirguard_auth_failures_total",
+            &[("reason", reason)],
+        );
+        assert_eq!(counted, 1.0, "{reason}");
+    }
+    assert_eq!(
+        metric(&metrics, "fhirguard_dpop_replay_cache_entries"),
+        Some(2.0)
     );
 }
