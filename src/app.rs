@@ -283,35 +283,69 @@ fn serve_admin(
 
 /// Runs until SIGTERM or SIGINT, then drains within `shutdownGracePeriod`.
 pub async fn run(config: Config, config_path: PathBuf) -> Result<(), StartError> {
+    // Caught before the listeners open: a SIGTERM right after the "listening" line drains
+    // instead of killing the process with the signal's default action.
+    let shutdown = ShutdownSignal::install();
     let options = StartOptions {
         config_path: Some(config_path),
         grace: config.shutdown_grace_period,
     };
     let running = start(config, options).await?;
-    shutdown_signal().await;
+    shutdown.received().await;
     tracing::info!("shutdown signal received; draining");
     running.stop().await;
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGTERM and SIGINT, registered when installed so that none is missed while starting.
+struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    fn install() -> ShutdownSignal {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            ShutdownSignal {
+                terminate: signal(SignalKind::terminate()).ok(),
+                interrupt: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        ShutdownSignal {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn received(self) {
+        #[cfg(unix)]
+        {
+            let (mut terminate, mut interrupt) = (self.terminate, self.interrupt);
+            if terminate.is_none() && interrupt.is_none() {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+            tokio::select! {
+                () = received(terminate.as_mut()) => {}
+                () = received(interrupt.as_mut()) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// The next delivery of `signal`; never, for a signal that could not be registered.
+#[cfg(unix)]
+async fn received(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }
