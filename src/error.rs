@@ -1,7 +1,7 @@
 //! The one place where a refusal becomes an HTTP response (SPEC §4 "Responses", reference §2.4).
 //!
 //! Every module reports failures as its own error type; [`Rejection`] holds each as it came
-//! (no cause is flattened into a string), and [`Rejection::answer`] gives each its status,
+//! (no cause is flattened into a string), and `Rejection::answer` gives each its status,
 //! `OperationOutcome` issue code, metric outcome and extra headers in one exhaustive `match`,
 //! so no failure can leave without the standard answer. A batch's denied entries are answered
 //! through the same mapping ([`Rejection::outcome_resource`]). The headers an answer carries

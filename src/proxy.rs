@@ -1,5 +1,5 @@
 //! One request, named steps (SPEC §4): [`Proxy::handle`] decides ([`decision`]), carries the
-//! decision out ([`plan`], [`forward`]) and tells what became of it ([`outcome`]), under the one
+//! decision out (`plan`, [`forward`]) and tells what became of it (`outcome`), under the one
 //! [`Generation`] (config snapshot + upstream client) it loaded, so a reload never changes the
 //! rules mid-request.
 //!

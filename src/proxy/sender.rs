@@ -27,7 +27,7 @@ pub struct ClientCertificate(pub [u8; 32]);
 
 /// Whether the request needs any sender-constraint check: the DPoP scheme, a bound token, a
 /// configuration that requires binding for some client, or a trusted proxy's certificate header
-/// ([`forwards_certificate`]).
+/// (`forwards_certificate`).
 pub fn needs_check(
     config: &Config,
     scheme: Scheme,

@@ -253,7 +253,7 @@ impl VerifiedCache {
 
 /// The estimated bytes an entry holds: the key, the value, the heap data of its strings and
 /// what the allocator adds to each allocation, plus moka's per-entry bookkeeping. An estimate,
-/// calibrated against RSS ([`ENTRY_OVERHEAD_BYTES`]), that grows with what a token carries, so
+/// calibrated against RSS (`ENTRY_OVERHEAD_BYTES`), that grows with what a token carries, so
 /// tokens with many groups count for more.
 pub fn weight(verified: &Verified) -> u32 {
     let p = &verified.principal;
