@@ -29,12 +29,16 @@ use crate::upstream::UpstreamError;
 /// Why fhirguard could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A listener could not bind, or its TLS certificate and key could not be loaded.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// The client to the FHIR server could not be built (its URL, CA file or TLS).
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The auditor could not start (`audit.fhirServer`'s client).
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The `sharedState` store could not be set up (its CA file, password or settings).
     #[error(transparent)]
     SharedState(#[from] SetupError),
 }
@@ -42,8 +46,11 @@ pub enum StartError {
 /// A running fhirguard: its bound addresses and the handle that stops it.
 #[derive(Debug)]
 pub struct Running {
+    /// Where the proxy listens (`listen`; the port the OS chose when it was 0).
     pub proxy_address: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`adminListen`).
     pub admin_address: SocketAddr,
+    /// The proxy serving requests: its configuration in force, caches and metrics.
     pub proxy: Arc<Proxy>,
     shutdown: watch::Sender<bool>,
     /// `shutdownGracePeriod`: also how long the audit queue may take to empty at the end.

@@ -1,7 +1,7 @@
 //! The one place where a refusal becomes an HTTP response (SPEC §4 "Responses", reference §2.4).
 //!
 //! Every module reports failures as its own error type; [`Rejection`] holds each as it came
-//! (no cause is flattened into a string), and [`Rejection::answer`] gives each its status,
+//! (no cause is flattened into a string), and `Rejection::answer` gives each its status,
 //! `OperationOutcome` issue code, metric outcome and extra headers in one exhaustive `match`,
 //! so no failure can leave without the standard answer. A batch's denied entries are answered
 //! through the same mapping ([`Rejection::outcome_resource`]). The headers an answer carries
@@ -102,6 +102,7 @@ pub enum Rejection {
 /// What a response needs beyond the rejection itself.
 #[derive(Debug, Clone, Copy)]
 pub struct ResponseContext<'a> {
+    /// The request's `X-Request-Id`, also the `OperationOutcome.id` (SPEC §4, responses).
     pub request_id: &'a str,
     /// `authorization_uri` and `resource_id`/`realm` of the 401 challenge.
     pub challenge: Challenge<'a>,
@@ -110,7 +111,9 @@ pub struct ResponseContext<'a> {
 /// The parameters of the `Bearer` challenge (reference §2.1, OSS `Startup.cs`).
 #[derive(Debug, Clone, Copy)]
 pub struct Challenge<'a> {
+    /// `authorization_uri`: the judging provider's authority, as configured.
     pub authority: &'a str,
+    /// `resource_id` and `realm`: the audience tokens must carry for this FHIR server.
     pub audience: &'a str,
 }
 

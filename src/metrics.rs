@@ -1,7 +1,7 @@
 //! Prometheus metrics on an owned registry (SPEC §6): no global registry, so tests can build many
 //! instances. Labels are bounded: outcomes, methods, reasons, configured authorities and
-//! configured client ids only ([`clients`]) — never a subject, patient id, or a client id taken
-//! from a token as-is.
+//! configured client ids only ([`ClientLabels`]) — never a subject, patient id, or a client id
+//! taken from a token as-is.
 
 mod clients;
 mod families;

@@ -1,5 +1,5 @@
 //! One request, named steps (SPEC §4): [`Proxy::handle`] decides ([`decision`]), carries the
-//! decision out ([`plan`], [`forward`]) and tells what became of it ([`outcome`]), under the one
+//! decision out (`plan`, [`forward`]) and tells what became of it (`outcome`), under the one
 //! [`Generation`] (config snapshot + upstream client) it loaded, so a reload never changes the
 //! rules mid-request.
 //!
@@ -289,10 +289,13 @@ impl Proxy {
 /// The proxy's shared state.
 #[derive(Debug)]
 pub struct Proxy {
+    /// The configuration generation in force; each request loads it once (SPEC §5).
     pub generation: ArcSwap<Generation>,
+    /// The identity providers' key sets and introspection client, kept across reloads.
     pub keys: Arc<KeyStore>,
     /// Verified tokens and what was derived from them ([`session`]).
     pub tokens: TokenCache,
+    /// The Prometheus families the request path counts into (served on `/metrics`).
     pub metrics: Metrics,
     /// The request bodies held in memory at once (`limits.maxBufferedBytes`).
     pub buffers: BodyBuffers,

@@ -55,6 +55,7 @@ pub enum ProofError {
     /// §4.3 item 1: exactly one `DPoP` header.
     #[error("The request has no DPoP proof")]
     Missing,
+    /// §4.3 item 1: more than one `DPoP` header, which might each name another key.
     #[error("The request has more than one DPoP header")]
     Several,
     /// §4.3 items 2–3: a JWT of three base64url JSON parts, every required claim present.
@@ -110,6 +111,7 @@ impl ProofError {
 /// What the request is, as a proof must name it.
 #[derive(Debug, Clone, Copy)]
 pub struct ProofTarget<'a> {
+    /// The request's method, which `htm` must equal (§4.3 item 8).
     pub method: &'a str,
     /// The request's URI as the client addressed it, without query and fragment (§4.3 item 9).
     pub uri: &'a url::Url,
@@ -126,6 +128,7 @@ pub struct ProofTarget<'a> {
 pub struct Proof {
     /// RFC 7638 thumbprint (SHA-256, base64url) of the proof's public key: `cnf.jkt`.
     pub thumbprint: String,
+    /// The proof's unique identifier, checked against the replay cache after the rest (§11.1).
     pub jti: String,
     /// `iat`, Unix seconds.
     pub issued_at: u64,

@@ -61,6 +61,7 @@ impl IntrospectionResult {
         IntrospectionResult::Error,
     ];
 
+    /// The `result` label of `fhirguard_introspections_total`.
     pub fn label(self) -> &'static str {
         match self {
             IntrospectionResult::Active => "active",

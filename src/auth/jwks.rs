@@ -25,15 +25,20 @@ use crate::config::Config;
 /// One provider's discovered issuer and usable keys, as last fetched successfully.
 #[derive(Debug)]
 pub struct ProviderKeys {
+    /// The discovered `issuer`: a token's `iss` must equal it exactly (SPEC §4 step 4).
     pub issuer: String,
+    /// The discovered `jwks_uri` the keys were fetched from.
     pub jwks_uri: String,
-    /// The provider's `authorization_endpoint` and `token_endpoint`, from discovery.
+    /// The provider's `authorization_endpoint`, from discovery: for the generated
+    /// `/.well-known/smart-configuration` (reference §5.2).
     pub authorization_endpoint: Option<String>,
+    /// The provider's `token_endpoint`, from discovery, for the same document.
     pub token_endpoint: Option<String>,
     /// `introspection_endpoint` from discovery (RFC 8414 §2), for opaque tokens.
     pub introspection_endpoint: Option<String>,
     /// What else discovery says the provider offers (grants, scopes, PKCE, DPoP, …).
     pub offered: Offered,
+    /// The set's keys a signature may be checked with (SPEC §4 step 5); the others are skipped.
     pub keys: Vec<SigningKey>,
     /// SHA-256 over `issuer`, `jwks_uri` and the JWK Set document: equal fingerprints, same
     /// keys. The verified-token cache reuses an entry only while its provider's set has the
@@ -48,14 +53,20 @@ pub struct ProviderKeys {
 /// The `keySets` settings and `allowHttpAuthorities`, read once from a config.
 #[derive(Debug, Clone, Copy)]
 pub struct KeySettings {
+    /// How each discovery and key-set GET is made (`allowHttpAuthorities`, `fetchTimeout`).
     pub policy: FetchPolicy,
+    /// `keySets.refreshInterval`: the background refresh of a set with keys.
     pub refresh_interval: Duration,
+    /// `keySets.minRefetchInterval`: an unknown `kid` refetches at most once per this.
     pub min_refetch_interval: Duration,
+    /// `keySets.maxStale`: how long the last good set is served while the provider is down.
     pub max_stale: Duration,
+    /// `keySets.retryInterval`: the retry of an authority without usable keys.
     pub retry_interval: Duration,
 }
 
 impl KeySettings {
+    /// The settings of `config`, the configuration in force.
     pub fn of(config: &Config) -> KeySettings {
         let sets = &config.key_sets;
         KeySettings {
@@ -74,19 +85,25 @@ impl KeySettings {
 /// Per-authority fetch counters, for metrics and `/readyz`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeySetStats {
+    /// The configured authority these counters are for.
     pub authority: String,
+    /// Its discovered `issuer`, once a fetch has succeeded.
     pub issuer: Option<String>,
+    /// Successful discovery + key-set fetches (`fhirguard_key_set_fetches_total{result="ok"}`).
     pub fetches_ok: u64,
+    /// Failed fetches (`result="error"`).
     pub fetches_error: u64,
     /// Usable keys in the last good set.
     pub keys: usize,
     /// Unix seconds of the last successful fetch.
     pub last_success: Option<u64>,
+    /// Why the last fetch failed; cleared by the next success.
     pub last_error: Option<String>,
 }
 
 /// Whatever holds the configuration in force (it changes on reload).
 pub trait ConfigSource: Send + Sync + 'static {
+    /// Runs `f` on the configuration in force now.
     fn with_config<R>(&self, f: impl FnOnce(&Config) -> R) -> R;
 }
 
@@ -99,10 +116,13 @@ impl ConfigSource for ArcSwap<Config> {
 /// What `fhirguard check --probe` prints for one authority.
 #[derive(Debug, Clone)]
 pub struct ProbeReport {
+    /// The discovered `issuer`.
     pub issuer: String,
+    /// The discovered `jwks_uri`.
     pub jwks_uri: String,
     /// `introspection_endpoint`, when the provider advertises one (RFC 8414 §2).
     pub introspection_endpoint: Option<String>,
+    /// The set's usable signing keys.
     pub keys: Vec<SigningKey>,
     /// Keys of the set that were skipped, as `"kid: reason"`.
     pub skipped: Vec<String>,

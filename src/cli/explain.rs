@@ -30,9 +30,11 @@ use report::{describe_nonce, describe_proof, describe_token, report};
 /// What to explain.
 #[derive(Debug)]
 pub struct ExplainRequest<'a> {
+    /// The configuration file, loaded and validated as at start-up ([`Config::load`]).
     pub config: &'a Path,
     /// The token, or `-` to read it from standard input.
     pub token: &'a str,
+    /// The HTTP method, e.g. `GET`: with the path, what classification reads (SPEC §4 step 8).
     pub method: &'a str,
     /// Path and query relative to the FHIR base, e.g. `/Observation?code=x`.
     pub path: &'a str,

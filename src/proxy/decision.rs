@@ -14,10 +14,10 @@
 //! explain's report. Nothing reads a trace to decide.
 //!
 //! This file holds the phases' order, classification and the decision on a request on its own.
-//! The values they hand on are [`crate::proxy::judgement`]'s; steps 2–7 (the token and its
-//! binding) are [`crate::proxy::authentication`]'s; a batch/transaction's entries are
-//! [`crate::proxy::bundle_decision`]'s; a `POST …/_search`'s form is read by
-//! [`crate::proxy::search`].
+//! The values they hand on are `proxy::judgement`'s, re-exported here ([`Judge`], [`Head`],
+//! [`Verdict`], …); steps 2–7 (the token and its binding) are `proxy::authentication`'s; a
+//! batch/transaction's entries are `proxy::bundle_decision`'s; a `POST …/_search`'s form is
+//! read by `proxy::search`.
 
 use std::sync::Arc;
 
@@ -201,7 +201,7 @@ fn decide(
 }
 
 /// Step 8 for a request whose body decides, once the body is read: a batch/transaction entry
-/// by entry ([`decide_bundle`]), or a `POST …/_search` on the URL's parameters and the form's
+/// by entry (`decide_bundle`), or a `POST …/_search` on the URL's parameters and the form's
 /// together, as the FHIR server reads them.
 pub fn decide_body(
     judge: &Judge<'_>,

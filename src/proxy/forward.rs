@@ -15,6 +15,7 @@ use crate::upstream::Upstream;
 /// Where the request came from.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer {
+    /// The client's socket address: `Forwarded: for=`, and whether it is a trusted proxy.
     pub address: std::net::SocketAddr,
     /// The listener terminated TLS.
     pub https: bool,
@@ -25,12 +26,17 @@ pub struct Peer {
 /// itself, and the reads of the stored resource made before a change).
 #[derive(Debug, Clone, Copy)]
 pub struct Exchange<'a> {
+    /// The request's configuration generation (`upstream.http2`, CORS, the trusted proxy).
     pub config: &'a Config,
+    /// The pooled client towards the FHIR server, of the same generation.
     pub upstream: &'a Upstream,
     /// The key sets, for the discovery documents fhirguard writes.
     pub keys: &'a KeyStore,
+    /// Where the upstream's latency and retries are counted.
     pub metrics: &'a Metrics,
+    /// The client connection, for `Forwarded` and the client-certificate header.
     pub peer: Peer,
+    /// The request's `X-Request-Id`, sent upstream too (SPEC §4, responses).
     pub request_id: &'a RequestId,
     /// On whose behalf (`None`: anonymous).
     pub principal: Option<&'a Principal>,

@@ -14,8 +14,11 @@ use crate::upstream::{Upstream, UpstreamError};
 /// A configuration generation: the validated config and what was built from it.
 #[derive(Debug)]
 pub struct Generation {
+    /// 1 at start-up, one more per applied reload (`fhirguard_config_generation`).
     pub number: u64,
+    /// The validated configuration every request of this generation is judged by.
     pub config: Config,
+    /// The pooled client towards the FHIR server (`upstream`), built from this config.
     pub upstream: Upstream,
     /// The server nonces DPoP proofs must carry (`senderConstraints.dpop.nonce`, RFC 9449 §8),
     /// when required.

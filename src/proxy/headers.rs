@@ -15,10 +15,13 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// prefix that a client sends is removed first, so it cannot be forged.
 pub const IDENTITY_PREFIX: &str = "x-fhirguard-";
 
-/// Identity headers for the upstream.
+/// Identity headers for the upstream: the client the token names (`azp`, else `appid`, …).
 pub const CLIENT_ID: HeaderName = HeaderName::from_static("x-fhirguard-client-id");
+/// The token's `sub`.
 pub const SUBJECT: HeaderName = HeaderName::from_static("x-fhirguard-subject");
+/// The token's `fhirUser` (else `extension_fhirUser`), as sent.
 pub const FHIR_USER: HeaderName = HeaderName::from_static("x-fhirguard-fhir-user");
+/// The token's `iss`: the provider's discovered issuer.
 pub const ISSUER: HeaderName = HeaderName::from_static("x-fhirguard-issuer");
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

@@ -1,7 +1,7 @@
 //! What the proxy keeps of introspection answers (RFC 7662), beside the verified-token cache
 //! ([`crate::proxy::verified`]) and keyed the same way (the token's SHA-256, [`TokenDigest`]).
 //! RFC 7662 §4 lets a resource server cache answers, trading freshness (a revocation is seen
-//! only when the entry ends) for load on the authorization server. The rules ([`keep_until`]):
+//! only when the entry ends) for load on the authorization server. The rules (`keep_until`):
 //!
 //! - an **active** token judged acceptable is kept until its `exp`, and at most
 //!   `introspection.cacheTtl` (default 5 min): the longest a revocation can go unseen;

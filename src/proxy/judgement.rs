@@ -25,8 +25,11 @@ use crate::proxy::session::{ConnectionMemo, Session, TokenCache};
 /// What judges a request: the configuration in force and the caches it is checked against.
 #[derive(Debug, Clone, Copy)]
 pub struct Judge<'a> {
+    /// The identity providers' key sets and introspection client (steps 4–5, 7).
     pub keys: &'a KeyStore,
+    /// Tokens already verified or introspected, so a repeated token skips steps 4–7.
     pub tokens: &'a TokenCache,
+    /// The configuration generation in force for this request (SPEC §5: one from start to end).
     pub config: &'a Config,
     /// Where authentication is timed and its failures counted (`None`: not counted, explain).
     pub metrics: Option<&'a Metrics>,
@@ -54,7 +57,10 @@ impl Judge<'_> {
 #[derive(Debug)]
 pub enum Head {
     /// Step 1: an anonymous path read, or a CORS preflight: no token read.
-    Anonymous { path: String },
+    Anonymous {
+        /// The normalised path, relative to the FHIR base (step 0).
+        path: String,
+    },
     /// Steps 2–8 passed on the head alone.
     Decided(Authorized),
     /// Authenticated, classified and allowed so far; the body decides.
@@ -66,6 +72,7 @@ pub enum Head {
 pub enum Verdict {
     /// A `POST …/_search`, decided on its URL's and form's parameters together.
     Request(Authorized),
+    /// A batch/transaction, decided entry by entry (reference §3.2).
     Bundle(AuthorizedBundle),
 }
 
@@ -74,15 +81,18 @@ pub enum Verdict {
 pub struct Authorized {
     /// The normalised path, relative to the FHIR base: what is forwarded.
     pub path: String,
+    /// The verified token the request came with (steps 3–7).
     pub session: Arc<Session>,
     /// The data actions the principal holds (step 8).
     pub granted: DataActions,
+    /// The FHIR interaction and the data actions it requires (step 8).
     pub request: FhirRequest,
     /// The allowed decision (its reason written only under [`Reasons::Always`]).
     pub decision: Decision,
     /// A `POST …/_search`: its parameters, the URL's and the form's joined, which it carries
     /// upstream in a form body (R4 http.html#search). `None` for every other request.
     pub form: Option<String>,
+    /// What forwarding carries out: the request as sent, or SMART's confinement.
     pub plan: Plan,
     /// The refusal the decision would have been, had the client not been in report-only mode
     /// (`reportOnly`, issue 13): the request is forwarded and counted as a would-be denial.
@@ -97,7 +107,10 @@ pub enum Plan {
     /// SMART applies (reference §4.1): the scopes decided, and `confinement` is carried out
     /// while forwarding (query rewrite, stored-resource and answer checks).
     Smart {
+        /// The token's SMART scopes and compartment that decided.
         grant: Arc<SmartGrant>,
+        /// What forwarding carries out under SMART (reference §4.7): a query rewrite, compartment
+        /// checks of the body, the stored resource or the answer.
         confinement: Confinement,
     },
 }
@@ -105,10 +118,13 @@ pub enum Plan {
 /// A request authenticated and classified (step 8 before the decision).
 #[derive(Debug)]
 pub struct Classified {
+    /// The normalised path, relative to the FHIR base (step 0).
     pub path: String,
+    /// The verified token the request came with (steps 3–7).
     pub session: Arc<Session>,
     /// The data actions the principal holds.
     pub granted: DataActions,
+    /// The FHIR interaction and the data actions it requires, as far as the head tells.
     pub request: FhirRequest,
     /// The token's SMART grant, when SMART applies (reference §4.1).
     pub grant: Option<Arc<SmartGrant>>,
@@ -117,6 +133,7 @@ pub struct Classified {
 /// A request whose body decides, with what the head established.
 #[derive(Debug)]
 pub struct Pending {
+    /// What the body is read for: a bundle's entries, or a search form.
     pub body: BodyNeed,
     /// The head's classification: a batch/transaction, or a search on the URL's query (which
     /// was allowed: a search the URL alone refuses is refused before its form is read).
@@ -135,10 +152,15 @@ pub enum BodyNeed {
 /// A batch/transaction allowed (whole, or entry by entry for a batch).
 #[derive(Debug)]
 pub struct AuthorizedBundle {
+    /// The normalised path, relative to the FHIR base: where the bundle is posted.
     pub path: String,
+    /// The verified token the bundle came with (steps 3–7).
     pub session: Arc<Session>,
+    /// The data actions the principal holds (step 8).
     pub granted: DataActions,
+    /// The token's SMART grant, when SMART applies (reference §4.1).
     pub grant: Option<Arc<SmartGrant>>,
+    /// The decision for the bundle as a whole and for each entry (step 8).
     pub decision: BundleDecision,
     /// Per entry, in entry order, what SMART enforcement asks of it (`Forward` for denied
     /// entries and without SMART).
@@ -176,6 +198,7 @@ pub struct Trace {
 /// A refusal, with what was established before it.
 #[derive(Debug)]
 pub struct Refused {
+    /// The refusal, which `error.rs` turns into its status, `OperationOutcome` and headers.
     pub rejection: Rejection,
     /// Boxed: a refusal is the rare path, and every phase's `Result` carries its size.
     pub trace: Box<Trace>,
@@ -191,6 +214,7 @@ impl Refused {
         Refused::new(rejection, trace)
     }
 
+    /// A refusal in any phase, with what the phases before it established.
     pub fn new(rejection: impl Into<Rejection>, trace: Trace) -> Refused {
         Refused {
             rejection: rejection.into(),

@@ -27,7 +27,7 @@ pub struct ClientCertificate(pub [u8; 32]);
 
 /// Whether the request needs any sender-constraint check: the DPoP scheme, a bound token, a
 /// configuration that requires binding for some client, or a trusted proxy's certificate header
-/// ([`forwards_certificate`]).
+/// (`forwards_certificate`).
 pub fn needs_check(
     config: &Config,
     scheme: Scheme,
@@ -55,15 +55,21 @@ fn forwards_certificate(config: &Config, head: &Parts, peer: Option<&Peer>) -> b
 /// server nonces when they are required (`None`: off).
 #[derive(Debug, Clone, Copy)]
 pub struct ProofState<'a> {
+    /// The proofs already seen: a `jti` is accepted once (RFC 9449 §11.1).
     pub replay: &'a ReplayCache,
+    /// The server nonces a proof must carry (RFC 9449 §8), when required.
     pub nonces: Option<&'a Nonces>,
 }
 
 /// What the request shows besides its token.
 #[derive(Debug, Clone, Copy)]
 pub struct Evidence<'a> {
+    /// The request's head: its method and URI (the proof's `htm`, `htu`), the `DPoP` header,
+    /// and the client certificate (the TLS connection's, or a trusted proxy's header).
     pub head: &'a Parts,
+    /// `Bearer` or `DPoP` (RFC 9449 §7.1): a bound token never comes as a plain Bearer.
     pub scheme: Scheme,
+    /// The access token, whose hash a proof's `ath` must carry (RFC 9449 §4.3).
     pub token: &'a str,
     /// The connection (`None`: explain, which has none).
     pub peer: Option<&'a Peer>,

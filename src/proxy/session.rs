@@ -87,7 +87,7 @@ async fn reuse(
 /// The last token a client connection presented, with its session. A client sends the same
 /// token on every request of a keep-alive connection: comparing it byte for byte with the last
 /// one costs less than hashing it for the cache. The entry answers only as a cache entry would
-/// ([`reuse`]: same configuration, same key set, lifetime checked).
+/// (`reuse`: same configuration, same key set, lifetime checked).
 #[derive(Debug, Default)]
 pub struct ConnectionMemo(Mutex<Option<(Box<str>, Arc<Session>)>>);
 

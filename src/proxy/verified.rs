@@ -61,6 +61,7 @@ const ALLOCATION_OVERHEAD_BYTES: usize = 24;
 pub struct TokenDigest([u8; 32]);
 
 impl TokenDigest {
+    /// The digest of `token`, the whole compact serialisation.
     pub fn of(token: &str) -> TokenDigest {
         TokenDigest(Sha256::digest(token.as_bytes()).into())
     }
@@ -76,6 +77,7 @@ impl fmt::Debug for TokenDigest {
 /// A verified token and what requests derived from it: the cache's value.
 #[derive(Debug)]
 pub struct Session {
+    /// The verification the token passed, with the key set and configuration it holds under.
     pub verified: Verified,
     /// The SMART grant, for the public base URL it was built with, computed on first use
     /// (boxed: most principals of a primary authority never fill it, and every cache entry
@@ -86,6 +88,7 @@ pub struct Session {
 type GrantResult = Result<Arc<SmartGrant>, SmartError>;
 
 impl Session {
+    /// A session for a token just verified, its SMART grant not yet computed.
     pub fn new(verified: Verified) -> Session {
         Session {
             verified,
@@ -174,6 +177,8 @@ impl VerifiedCache {
         }
     }
 
+    /// Whether the cache was built with a capacity above 0: if not, every token is verified
+    /// in full and nothing is counted.
     pub fn is_enabled(&self) -> bool {
         self.entries.is_some()
     }
@@ -231,6 +236,7 @@ impl VerifiedCache {
         }
     }
 
+    /// Hits and misses since start (`fhirguard_token_cache_{hits,misses}_total`) and its size.
     pub fn stats(&self) -> TokenCacheStats {
         let (entries, weighted_bytes) = self
             .entries
@@ -247,7 +253,7 @@ impl VerifiedCache {
 
 /// The estimated bytes an entry holds: the key, the value, the heap data of its strings and
 /// what the allocator adds to each allocation, plus moka's per-entry bookkeeping. An estimate,
-/// calibrated against RSS ([`ENTRY_OVERHEAD_BYTES`]), that grows with what a token carries, so
+/// calibrated against RSS (`ENTRY_OVERHEAD_BYTES`), that grows with what a token carries, so
 /// tokens with many groups count for more.
 pub fn weight(verified: &Verified) -> u32 {
     let p = &verified.principal;

@@ -278,6 +278,7 @@ impl Default for ProofKeys {
 }
 
 impl ProofKeys {
+    /// An empty memo: every proof's key is parsed until its header verifies once.
     pub fn new() -> ProofKeys {
         ProofKeys {
             memo: RwLock::new(Memo::default()),
@@ -316,6 +317,7 @@ impl ProofKeys {
         memo.keys.len()
     }
 
+    /// Whether no header is remembered yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
