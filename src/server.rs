@@ -40,19 +40,37 @@ use crate::proxy::session::ConnectionMemo;
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// `listen` or `adminListen` could not be bound (in use, no permission, no such address).
     #[error("cannot listen on {address}: {source}")]
     Bind {
+        /// The address as configured.
         address: SocketAddr,
+        /// The operating system's error.
         source: io::Error,
     },
+    /// `tls.certFile` or `tls.keyFile` could not be read.
     #[error("cannot read {path}: {source}")]
-    ReadPem { path: String, source: io::Error },
+    ReadPem {
+        /// The file as configured.
+        path: String,
+        /// The read error.
+        source: io::Error,
+    },
+    /// `tls.certFile` or `tls.keyFile` is not PEM.
     #[error("{path} is not valid PEM: {source}")]
-    Pem { path: String, source: pem::Error },
+    Pem {
+        /// The file as configured.
+        path: String,
+        /// What the PEM reader found wrong.
+        source: pem::Error,
+    },
+    /// `tls.keyFile` holds no private key (PKCS#8, PKCS#1 or SEC1).
     #[error("{0} holds no private key")]
     NoKey(String),
+    /// `tls.certFile` holds no certificate.
     #[error("{0} holds no certificate")]
     NoCertificate(String),
+    /// rustls refused the certificate and key (e.g. they do not match).
     #[error("TLS set-up failed: {0}")]
     Tls(#[from] rustls::Error),
 }
@@ -80,7 +98,7 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, ServerError> {
 
 /// Builds the rustls acceptor from PEM files, offering h2 and http/1.1 by ALPN.
 /// `client_certificates`: ask clients for an (optional) certificate, for certificate-bound
-/// tokens (RFC 8705 §2.2, [`AnyClientCertificate`]).
+/// tokens (RFC 8705 §2.2, `AnyClientCertificate`).
 pub fn tls_acceptor(tls: &Tls, client_certificates: bool) -> Result<TlsAcceptor, ServerError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| ServerError::ReadPem {
@@ -181,7 +199,9 @@ impl rustls::server::danger::ClientCertVerifier for AnyClientCertificate {
 /// The connection settings of a listener.
 #[derive(Clone)]
 pub struct ListenerSettings {
+    /// The header and body limits and read timeouts (`limits`).
     pub limits: Limits,
+    /// The TLS acceptor when the listener terminates TLS (`tls`); plain HTTP otherwise.
     pub tls: Option<TlsAcceptor>,
     /// Counts connections closed for want of a request head in time.
     pub head_timeouts: IntCounter,
@@ -199,6 +219,7 @@ impl std::fmt::Debug for ListenerSettings {
 /// What a service knows of the connection a request came on.
 #[derive(Debug)]
 pub struct Connection {
+    /// The client's address as the socket sees it (a proxy's, behind one).
     pub peer: SocketAddr,
     /// The listener terminated TLS.
     pub https: bool,

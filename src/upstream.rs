@@ -1,7 +1,7 @@
 //! The client towards the FHIR server: a pooled hyper client (http and https through rustls,
 //! optional extra CA file, optional h2), the upstream URI built from the configured base and
 //! the normalised path, bodies streamed both ways, failures told apart (502 / 504), and a
-//! request sent again when the upstream closed or refused what it was sent on ([`retry`]). It
+//! request sent again when the upstream closed or refused what it was sent on (`retry`). It
 //! knows nothing of requests' decisions: [`crate::proxy::forward`] sends through it.
 
 mod pool;
@@ -43,6 +43,7 @@ pub enum UpstreamFailure {
     /// The path and query decided on make no upstream URI (502).
     #[error("the FHIR server is unreachable: invalid upstream path: {0}")]
     Path(http::uri::InvalidUri),
+    /// The base URL and the decided path make no valid URI together (502).
     #[error("the FHIR server is unreachable: invalid upstream URI: {0}")]
     Uri(http::uri::InvalidUriParts),
 }
@@ -50,17 +51,29 @@ pub enum UpstreamFailure {
 /// Why the upstream client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    /// `upstream.caFile` could not be read.
     #[error("cannot read the upstream CA file {path}: {source}")]
-    CaFile { path: String, source: io::Error },
+    CaFile {
+        /// The file as configured.
+        path: String,
+        /// The read error.
+        source: io::Error,
+    },
+    /// `upstream.caFile` is not PEM.
     #[error("{path} is not valid PEM: {source}")]
     CaPem {
+        /// The file as configured.
         path: String,
+        /// What the PEM reader found wrong.
         source: rustls::pki_types::pem::Error,
     },
+    /// `upstream.caFile` holds no certificate rustls accepts as a trust anchor.
     #[error("the upstream CA file {0} holds no usable certificate")]
     NoCertificate(String),
+    /// rustls refused the client configuration (protocol versions, provider).
     #[error("TLS set-up failed: {0}")]
     Tls(#[from] rustls::Error),
+    /// `upstream.url` cannot be used as the client's base (e.g. no host).
     #[error("the upstream URL {0}")]
     Url(String),
 }
@@ -193,7 +206,7 @@ impl Upstream {
 
     /// Sends the request and returns the upstream's response head with its body still streaming.
     /// The wait for a free connection (`maxConnections`) counts towards `responseTimeout`, and
-    /// so does a second attempt ([`retry`]), counted in `retries` by its reason.
+    /// so does a second attempt (`retry`), counted in `retries` by its reason.
     pub async fn send(
         &self,
         request: Request<Body>,
