@@ -365,7 +365,8 @@ fn is_header_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
         .is_some_and(hyper::Error::is_timeout)
 }
 
-fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+/// The HTTP/1.1 and h2 settings of every listener (public for `examples/bare_proxy.rs`).
+pub fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
