@@ -83,17 +83,26 @@ async fn run(args: &[String]) {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (upstream, base, tls, builder) =
-            (upstream.clone(), Arc::clone(&base), tls.clone(), builder.clone());
-        let service = service_fn(move |request| forward(upstream.clone(), Arc::clone(&base), request));
+        let (upstream, base, tls, builder) = (
+            upstream.clone(),
+            Arc::clone(&base),
+            tls.clone(),
+            builder.clone(),
+        );
+        let service =
+            service_fn(move |request| forward(upstream.clone(), Arc::clone(&base), request));
         tokio::spawn(async move {
             match tls {
                 None => {
-                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 }
                 Some(tls) => {
                     if let Ok(stream) = tls.accept(stream).await {
-                        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
                     }
                 }
             }

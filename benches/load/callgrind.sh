@@ -48,7 +48,7 @@
 set -euo pipefail
 [ -n "${DEBUG:-}" ] && set -x
 
-[ $# -ge 1 ] || { echo "usage: $0 BIN [BIN ...]" >&2; exit 2; }
+[ $# -ge 1 ] || [ -n "${BARE:-}" ] || { echo "usage: $0 BIN [BIN ...]" >&2; exit 2; }
 REQUESTS=${REQUESTS:-2000}
 WARM=${WARM:-200}
 ROWS=${ROWS:-repeated distinct refused dpop opaque cors ratelimit cluster dpop-shared tls h2}

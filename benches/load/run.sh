@@ -887,13 +887,15 @@ FG_RSS=$(val fhirguard_distinct rss)
     echo "| cost of a token kind | req/s against fhirguard, repeated bearer token |"
     echo "|---|---:|"
     for k in fhirguard_dpop fhirguard_opaque fhirguard_opaque_new fhirguard_cluster; do
+        name=""
         for i in "${!ROW_KEYS[@]}"; do [ "${ROW_KEYS[$i]}" = "$k" ] && name=${ROW_NAMES[$i]}; done
         awk -v n="$(val "$k" rps)" -v d="$(val fhirguard_repeated rps)" -v name="${name:-$k}" 'BEGIN {
             if (n == "" || d == "" || d == 0) printf "| %s | not measured |\n", name
             else printf "| %s | %.2f× |\n", name, n / d }'
     done
+    name=""
     for i in "${!ROW_KEYS[@]}"; do [ "${ROW_KEYS[$i]}" = fhirguard_dpop_shared ] && name=${ROW_NAMES[$i]}; done
-    awk -v n="$(val fhirguard_dpop_shared rps)" -v d="$(val fhirguard_dpop rps)" -v name="$name" 'BEGIN {
+    awk -v n="$(val fhirguard_dpop_shared rps)" -v d="$(val fhirguard_dpop rps)" -v name="${name:-fhirguard_dpop_shared}" 'BEGIN {
         if (n == "" || d == "" || d == 0) printf "| %s (against the local-cache DPoP row) | not measured |\n", name
         else printf "| %s (against the local-cache DPoP row) | %.2f× |\n", name, n / d }'
     echo
