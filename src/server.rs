@@ -386,14 +386,20 @@ fn is_header_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
         .is_some_and(hyper::Error::is_timeout)
 }
 
-fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+/// The HTTP/1.1 and h2 settings of every listener (public for `examples/bare_proxy.rs`).
+pub fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         // hyper answers 431 when the head outgrows its buffer (minimum 8 KiB).
-        .max_buf_size(limits.max_header_bytes.max(8192));
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        // A response's head and (small) body copied into one buffer and written at once,
+        // instead of a vectored write: one TLS record made from one slice. Measured with
+        // callgrind (benches/README.md, issue 23): 0.4–1.8 % fewer instructions a request over
+        // TLS, 0.3–0.8 % plain, the same system calls.
+        .writev(false);
     builder
         .http2()
         .timer(TokioTimer::new())

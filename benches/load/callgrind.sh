@@ -27,23 +27,38 @@
 #              (`sharedState`; one GCRA script round trip per request)
 #   dpop-shared  the dpop row with `sharedState`: each proof's jti also SET NX in redis-server
 #              (cluster and dpop-shared need redis-server; without it they are skipped)
+#   tls        the repeated row over TLS (HTTP/1.1 by ALPN), one keep-alive connection, sent by
+#              h2load --h1 (the handshake is in both runs, so it cancels out)
+#   h2         the repeated row over TLS and HTTP/2: one connection, 10 streams at once (h2load)
+#   handshake  the repeated row over TLS, a new connection for every request: a full TLS 1.3
+#              handshake each (not in the default ROWS)
+#   resumed    the same, each connection resuming the previous one's session (TLS 1.3 PSK with
+#              the ticket the server sent; not in the default ROWS)
+# A certificate for 127.0.0.1 is made with openssl in the run's temp dir. tls and h2 need h2load
+# (Debian nghttp2-client); without it they are skipped.
+# BARE=PATH (examples/bare_proxy built: `cargo build --release --example bare_proxy`) also
+# counts the bare hyper/rustls proxy without authentication on the rows repeated, tls and h2:
+# the floor of this stack's listener and forwarding.
+# SYSCALLS=1 runs fhirguard under `strace -f -c` instead and prints system calls per request
+# (with PROFILES, each run's strace summary is kept, for the calls by name).
 # env: REQUESTS (default 2000), WARM (default 200), ROWS (default "repeated distinct refused
-# dpop opaque cors ratelimit cluster dpop-shared"), PORT_BASE (default 18180; the run uses
-# PORT_BASE..+3 and +1010), PROFILES (a directory: keep each run's callgrind.out there as BIN.KIND.COUNT.out, for
+# dpop opaque cors ratelimit cluster dpop-shared tls h2"), PORT_BASE (default 18180; the run uses
+# PORT_BASE..+4 and +1010), PROFILES (a directory: keep each run's callgrind.out there as BIN.KIND.COUNT.out, for
 # callgrind_annotate). Needs valgrind, nginx, python3 + cryptography.
 set -euo pipefail
 [ -n "${DEBUG:-}" ] && set -x
 
-[ $# -ge 1 ] || { echo "usage: $0 BIN [BIN ...]" >&2; exit 2; }
+[ $# -ge 1 ] || [ -n "${BARE:-}" ] || { echo "usage: $0 BIN [BIN ...]" >&2; exit 2; }
 REQUESTS=${REQUESTS:-2000}
 WARM=${WARM:-200}
-ROWS=${ROWS:-repeated distinct refused dpop opaque cors ratelimit cluster dpop-shared}
+ROWS=${ROWS:-repeated distinct refused dpop opaque cors ratelimit cluster dpop-shared tls h2}
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${FHIRGUARD_LOAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fhirguard-load}"
 IP=127.0.0.1
 # PORT_BASE moves every port, so that two runs on one machine do not clash.
 PORT_BASE=${PORT_BASE:-18180}
 P_FHIRGUARD=$PORT_BASE P_UPSTREAM=$((PORT_BASE + 1)) P_IDP=$((PORT_BASE + 2)) P_REDIS=$((PORT_BASE + 3))
+P_BARE=$((PORT_BASE + 4))
 P_ADMIN=$((PORT_BASE + 1010))
 ISSUER="http://$IP:$P_IDP"
 AUDIENCE="https://fhir.bench.test"
@@ -152,6 +167,12 @@ SHARED="sharedState: {redis: {url: \"redis://$IP:$P_REDIS/0\", timeout: 1s}, fai
     cat "$WORK/fhirguard.yaml"
     echo "$SHARED"
 } >"$WORK/fhirguard-dpop-shared.yaml"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+for kind in tls h2 handshake resumed; do
+    { cat "$WORK/fhirguard.yaml"; echo "tls: {certFile: \"$WORK/cert.pem\", keyFile: \"$WORK/key.pem\"}"; } \
+        >"$WORK/fhirguard-$kind.yaml"
+done
 case " $ROWS " in
 *" cluster "* | *" dpop-shared "*)
     if command -v redis-server >/dev/null; then
@@ -173,8 +194,15 @@ count = int(count)
 deadline = time.time() + 120
 while True:
     try:
-        c = http.client.HTTPConnection("127.0.0.1", int(admin), timeout=5)
-        c.request("GET", "/readyz")
+        # The bare proxy (admin "-") has no readiness endpoint: it is ready once it forwards,
+        # one request in every run.
+        if admin == "-":
+            tls = kind in ("tls", "h2", "handshake", "resumed")
+            c = http.client.HTTPSConnection("127.0.0.1", int(port), timeout=5, context=__import__("ssl")._create_unverified_context()) if tls else http.client.HTTPConnection("127.0.0.1", int(port), timeout=5)
+            c.request("GET", "/Patient/1")
+        else:
+            c = http.client.HTTPConnection("127.0.0.1", int(admin), timeout=5)
+            c.request("GET", "/readyz")
         if c.getresponse().status == 200:
             break
     except OSError:
@@ -183,6 +211,31 @@ while True:
         sys.exit("fhirguard never became ready")
     time.sleep(0.2)
 token = open(repeated).read().strip()
+if kind in ("tls", "h2"):
+    sys.exit(0)  # h2load sends them
+if kind in ("handshake", "resumed"):
+    import socket, ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["http/1.1"])
+    request = f"GET /Patient/1 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n".encode()
+    session, resumed = None, 0
+    for i in range(count):
+        with context.wrap_socket(socket.create_connection(("127.0.0.1", int(port)), timeout=30), session=session) as s:
+            s.sendall(request)
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+            resumed += s.session_reused
+            if kind == "resumed":
+                session = s.session
+        if not answer.startswith(b"HTTP/1.1 200"):
+            sys.exit(f"request {i}: {answer[:60]!r}")
+    if kind == "resumed" and count > 1 and resumed < count - 1:
+        sys.exit(f"only {resumed} of {count} connections resumed a session")
+    sys.exit(0)
 distinct = open(tokens).read().split() if kind == "distinct" else []
 
 
@@ -220,28 +273,95 @@ for i in range(count):
         sys.exit(f"request {i}: {response.status}, expected {expected}")
 EOF
 
+# h2load_count KIND PORT COUNT: COUNT requests with the repeated token over TLS on one
+# connection, HTTP/1.1 (tls) or h2 with 10 streams at once (h2); fails unless all are 2xx.
+h2load_count() {
+    local kind=$1 port=$2 count=$3 proto=(-m 10) log="$WORK/h2load.log"
+    [ "$kind" = tls ] && proto=(--h1 -m 1)
+    h2load -n "$count" -c 1 "${proto[@]}" -H "Authorization: Bearer $(cat "$WORK/token-repeated.txt")" \
+        "https://$IP:$port/Patient/1" >"$log" 2>&1 || { cat "$log" >&2; return 1; }
+    grep -q "status codes: $count 2xx" "$log" || { cat "$log" >&2; return 1; }
+}
+
+# What runs fhirguard: callgrind, or with SYSCALLS=1 `strace -f -c` (then the figures are
+# system calls, all threads, per request).
+# traced OUT CMD...: runs CMD under the tool, its figures to OUT; PIN=(taskset -c 0) runs the
+# tool on one core. Run it in the background (`traced … &`): it execs, so `$!` is the tool.
+PIN=()
+traced() {
+    local out=$1
+    shift
+    if [ -n "${SYSCALLS:-}" ]; then
+        exec "${PIN[@]}" strace -f -c -o "$out" "$@"
+    else
+        exec "${PIN[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" "$@"
+    fi
+}
+
 # instructions BIN KIND COUNT: total instructions fhirguard executed to serve COUNT requests.
+# With BIN = bare:PATH, the bare proxy instead (repeated, tls and h2 only).
 instructions() {
     local bin=$1 kind=$2 count=$3 out="$WORK/callgrind.$RANDOM.out" config="$WORK/fhirguard.yaml"
+    local port=$P_FHIRGUARD admin=$P_ADMIN
     [ -f "$WORK/fhirguard-$kind.yaml" ] && config="$WORK/fhirguard-$kind.yaml"
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" serve --config "$config" \
-        >"$WORK/fhirguard.log" 2>&1 &
+    if [ "${bin#bare:}" != "$bin" ]; then
+        local certs=()
+        case $kind in tls | h2) certs=("$WORK/cert.pem" "$WORK/key.pem") ;; esac
+        port=$P_BARE admin=-
+        # On one core, as fhirguard's workerThreads: 1 (one thread: a current-thread runtime).
+        PIN=(taskset -c 0)
+        traced "$out" "${bin#bare:}" "$IP:$P_BARE" \
+            "http://$IP:$P_UPSTREAM/fhir" "${certs[@]}" >"$WORK/fhirguard.log" 2>&1 &
+    else
+        PIN=()
+        traced "$out" "$bin" serve --config "$config" \
+            >"$WORK/fhirguard.log" 2>&1 &
+    fi
     local pid=$!
-    python3 "$WORK/client.py" "$P_FHIRGUARD" "$P_ADMIN" "$kind" "$count" \
+    python3 "$WORK/client.py" "$port" "$admin" "$kind" "$count" \
         "$WORK/token-repeated.txt" "$WORK/tokens-1.txt" "$CACHE/key.pem" "$HERE" ||
         { kill -KILL "$pid"; echo "the client failed ($bin, $kind)" >&2; exit 1; }
-    kill -TERM "$pid"
+    case $kind in
+    tls | h2)
+        h2load_count "$kind" "$port" "$count" ||
+            { kill -KILL "$pid"; echo "h2load failed ($bin, $kind)" >&2; exit 1; }
+        ;;
+    esac
+    # (strace: stop the process it traces, and it writes its summary.)
+    local target=$pid
+    [ -n "${SYSCALLS:-}" ] && target=$(pgrep -P "$pid" | head -1)
+    kill -TERM "$target"
     wait "$pid" || true
     # (awk reads to the end: an early exit would fail the pipeline with SIGPIPE.)
     if [ -n "${PROFILES:-}" ]; then
-        mkdir -p "$PROFILES" && cp "$out" "$PROFILES/$(basename "$bin").$kind.$count.out"
+        mkdir -p "$PROFILES" && cp "$out" "$PROFILES/$(basename "${bin#bare:}").$kind.$count.out"
+    fi
+    if [ -n "${SYSCALLS:-}" ]; then
+        # strace -c's summary: its "total" line's calls column.
+        awk '$NF == "total" { print $4 }' "$out"
+        return
     fi
     callgrind_annotate "$out" | awk '/PROGRAM TOTALS/ && !seen { gsub(",", "", $1); print $1; seen = 1 }'
 }
 
-printf '| binary | row | instructions / request |\n|---|---|---:|\n'
-for bin in "$@"; do
+UNIT="instructions / request"
+[ -n "${SYSCALLS:-}" ] && UNIT="system calls / request (strace -f -c)"
+printf '| binary | row | %s |\n|---|---|---:|\n' "$UNIT"
+BINS=("$@")
+[ -n "${BARE:-}" ] && BINS+=("bare:$BARE")
+for bin in "${BINS[@]}"; do
     for kind in $ROWS; do
+        if [ "${bin#bare:}" != "$bin" ]; then
+            case $kind in repeated | tls | h2) ;; *) continue ;; esac
+        fi
+        case $kind in
+        tls | h2)
+            if ! command -v h2load >/dev/null; then
+                printf '| %s | %s | skipped (no h2load) |\n' "$bin" "$kind"
+                continue
+            fi
+            ;;
+        esac
         if [ "$kind" = opaque ] && ! "$bin" check --config "$WORK/fhirguard-opaque.yaml" >/dev/null 2>&1; then
             printf '| %s | %s | n/a (no introspection) |\n' "$bin" "$kind"
             continue

@@ -12,6 +12,14 @@
 #   fhirguard repeated     fhirguard, one repeated valid token          127.0.0.1:18080
 #   fhirguard distinct     fhirguard, distinct valid tokens (cache-miss path)
 #   fhirguard 5000 conns   5,000 concurrent keep-alive connections held, RSS reported
+# the listeners (issue 23), each proxy on TLS with HTTP/1.1 (wrk, https) and HTTP/2 (h2load,
+# H2_CONNS connections x H2_STREAMS streams), one self-signed P-256 certificate made with openssl
+# in the run's temp dir; nginx and Envoy on a TLS listener beside their plain one:
+#   nginx TLS h1 / h2      nginx proxy_pass                             PORT_BASE+6
+#   envoy TLS h1 / h2      Envoy jwt_authn + cache, repeated token      PORT_BASE+7
+#   fhirguard TLS h1 / h2  a fhirguard process with `tls` configured    PORT_BASE+9
+#   bare plain / TLS       examples/bare_proxy.rs: hyper + rustls, no authentication (the
+#                          ceiling of this stack)                       PORT_BASE+8 / +10
 # then a second fhirguard process (so the rows above keep their memory figures), configured
 # with token introspection as well:
 #   fhirguard dpop         a DPoP-bound token (cnf.jkt) with a fresh ES256 proof per request
@@ -33,6 +41,7 @@ usage() {
     cat <<'EOF'
 usage: benches/load/run.sh [--quick] [--out FILE] [--duration S] [--connections N]
                            [--tokens N] [--threads N] [--no-build] [--no-install] [--profile DIR]
+                           [--listeners] [--memory] [--no-memory]
   --quick          3 s per row, fewer tokens (smoke test)
   --out FILE       also write the markdown report to FILE
   --duration S     seconds per measured row (default 12, quick 3)
@@ -42,12 +51,21 @@ usage: benches/load/run.sh [--quick] [--out FILE] [--duration S] [--connections 
   --no-build       do not run `cargo build --release` (use target/release/fhirguard as is)
   --no-install     do not install missing tools
   --profile DIR    perf-record fhirguard during its two rows; flat profiles to DIR/*.txt
-env: FHIRGUARD_BIN (binary to use), FHIRGUARD_LOAD_CACHE (key + minted tokens,
-     default ~/.cache/fhirguard-load), MAX_SECONDS (watchdog, default 540 / quick 240, counted after the build)
+  --listeners      only the listener rows: upstream, then plain, TLS HTTP/1.1 and TLS h2 for
+                   nginx, Envoy cached, fhirguard (repeated token) and the bare proxy
+  --memory         with --listeners: the memory rows too (5,000 connections, plain and TLS,
+                   three rounds of traffic over the same connections; on by default otherwise)
+  --no-memory      leave the memory rows out
+env: FHIRGUARD_BIN (binary to use), BARE_BIN (the bare proxy, default
+     target/release/examples/bare_proxy), FHIRGUARD_LOAD_CACHE (key + minted tokens,
+     default ~/.cache/fhirguard-load), MAX_SECONDS (watchdog, default 780 / quick 360, counted
+     after the build), PORT_BASE (default 18080: ports PORT_BASE..+10, +1010 and +1821),
+     H2_CONNS / H2_STREAMS (h2load connections and streams per connection, default 32 / 10)
 EOF
 }
 
-QUICK=0 OUT="" PROFILE="" DUR="" CONNS=64 TOKENS="" THREADS=1 BUILD=1 INSTALL=1
+QUICK=0 OUT="" PROFILE="" DUR="" CONNS=64 TOKENS="" THREADS=1 BUILD=1 INSTALL=1 LISTENERS_ONLY=0
+MEMORY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -59,16 +77,21 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --no-install) INSTALL=0 ;;
         --profile) PROFILE="$2"; shift ;;
+        --listeners) LISTENERS_ONLY=1 ;;
+        --memory) MEMORY=1 ;;
+        --no-memory) MEMORY=0 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
     shift
 done
 if [ "$QUICK" = 1 ]; then
-    : "${DUR:=3}" "${TOKENS:=20000}"; WARM=1; HOLD_DUR=3; : "${MAX_SECONDS:=240}"
+    : "${DUR:=3}" "${TOKENS:=20000}"; WARM=1; HOLD_DUR=3; : "${MAX_SECONDS:=360}"
 else
-    : "${DUR:=12}" "${TOKENS:=400000}"; WARM=2; HOLD_DUR=10; : "${MAX_SECONDS:=540}"
+    : "${DUR:=12}" "${TOKENS:=400000}"; WARM=2; HOLD_DUR=10; : "${MAX_SECONDS:=780}"
 fi
+H2_CONNS=${H2_CONNS:-32} H2_STREAMS=${H2_STREAMS:-10}
+[ -n "$MEMORY" ] || { [ "$LISTENERS_ONLY" = 1 ] && MEMORY=0 || MEMORY=1; }
 HOLD_CONNS=5000
 HOLD_RSS_LIMIT_MIB=256   # "bounded memory" for 5,000 held connections
 
@@ -79,8 +102,13 @@ CACHE="${FHIRGUARD_LOAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fhirguard-load}"
 
 # Loopback only: every address below is 127.0.0.1.
 IP=127.0.0.1
-P_FHIRGUARD=18080 P_UPSTREAM=18081 P_IDP=18082 P_NGINX=18083 P_ENVOY=18084
-P_ADMIN=19090 P_ENVOY_ADMIN=19901 P_REDIS=18085
+# PORT_BASE moves every port, so that two runs on one machine do not clash.
+PORT_BASE=${PORT_BASE:-18080}
+P_FHIRGUARD=$PORT_BASE P_UPSTREAM=$((PORT_BASE + 1)) P_IDP=$((PORT_BASE + 2))
+P_NGINX=$((PORT_BASE + 3)) P_ENVOY=$((PORT_BASE + 4)) P_REDIS=$((PORT_BASE + 5))
+P_NGINX_TLS=$((PORT_BASE + 6)) P_ENVOY_TLS=$((PORT_BASE + 7)) P_BARE=$((PORT_BASE + 8))
+P_FHIRGUARD_TLS=$((PORT_BASE + 9)) P_BARE_TLS=$((PORT_BASE + 10))
+P_ADMIN=$((PORT_BASE + 1010)) P_ENVOY_ADMIN=$((PORT_BASE + 1821))
 ISSUER="http://$IP:$P_IDP"
 AUDIENCE="https://fhir.bench.test"
 CLIENT_ID="bench-app"
@@ -167,6 +195,8 @@ install_tools() {
     command -v wrk >/dev/null || apt_pkgs+=(wrk)
     command -v taskset >/dev/null || apt_pkgs+=(util-linux)
     command -v curl >/dev/null || apt_pkgs+=(curl)
+    command -v h2load >/dev/null || apt_pkgs+=(nghttp2-client)
+    command -v openssl >/dev/null || apt_pkgs+=(openssl)
     command -v python3 >/dev/null || apt_pkgs+=(python3 python3-pip)
     if [ ${#apt_pkgs[@]} -gt 0 ]; then
         [ "$INSTALL" = 1 ] || die "missing: ${apt_pkgs[*]} (and --no-install)"
@@ -221,10 +251,35 @@ run_wrk() {
 }
 field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" ${1#WRKRESULT}"; }
 
+# run_h2load NAME URL SECONDS: one h2load run on CPU 1 (HTTP/2 over TLS, ALPN h2), H2_CONNS
+# connections with H2_STREAMS streams each, the repeated token; results in R_* as run_wrk's.
+# h2load prints no percentiles: they come from its per-request log (microseconds, 3rd column).
+run_h2load() {
+    local name=$1 url=$2 secs=$3 out log
+    out="$WORK/h2load-$name.txt" log="$WORK/h2load-$name.log"
+    timeout $((secs + 30)) taskset -c 1 h2load -t 1 -c "$H2_CONNS" -m "$H2_STREAMS" -D "$secs" \
+        -H "Authorization: Bearer ${STATIC_TOKEN:-$TOKEN}" --log-file="$log" "$url" >"$out" 2>&1 || true
+    R_REQ=$(sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p' "$out")
+    R_RPS=$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' "$out")
+    if [ -z "$R_REQ" ] || [ -z "$R_RPS" ]; then
+        log "h2load failed for $name:"; cat "$out" >&2
+        R_REQ=0 R_RPS=0 R_P50=0 R_P99=0 R_NON2XX=0 R_ERR=0 R_WRAPS=0 R_CONNECT=0 R_TIMEOUTS=0
+        return 0
+    fi
+    read -r R_P50 R_P99 < <(awk -F'\t' '{ print $3 }' "$log" | sort -n |
+        awk '{ v[NR] = $1 } END { if (NR == 0) print 0, 0; else print v[int(NR * 0.50) + (NR * 0.50 > int(NR * 0.50))], v[int(NR * 0.99) + (NR * 0.99 > int(NR * 0.99))] }')
+    # failed = requests not 2xx/3xx + errored/timed out/failed ones
+    R_NON2XX=$(sed -n 's/^status codes: [0-9]* 2xx, [0-9]* 3xx, \([0-9]*\) 4xx, \([0-9]*\) 5xx.*/\1 \2/p' "$out" | awk '{ print $1 + $2 }')
+    R_ERR=$(sed -n 's/^requests: .* \([0-9]*\) failed, \([0-9]*\) errored, \([0-9]*\) timeout.*/\1 \2 \3/p' "$out" | awk '{ print $1 + $2 + $3 }')
+    R_WRAPS=0 R_CONNECT=0 R_TIMEOUTS=0
+    rm -f "$log"
+}
+
 # check_200 NAME URL: one request with the repeated token must answer 200.
 check_200() {
-    local code
-    code=$(curl -s -o "$WORK/check-$1.body" -w '%{http_code}' --max-time 5 -H "Authorization: Bearer $TOKEN" "$2" || true)
+    local code extra=()
+    case $1 in *_h2) extra=(--http2) ;; esac
+    code=$(curl -s -k "${extra[@]}" -o "$WORK/check-$1.body" -w '%{http_code}' --max-time 5 -H "Authorization: Bearer $TOKEN" "$2" || true)
     if [ "$code" != 200 ]; then
         log "$1: expected 200 from $2, got $code: $(head -c 400 "$WORK/check-$1.body")"
         return 1
@@ -239,7 +294,7 @@ measure() {
     local key=$1 label=$2 url=$3 mode=$4 pid=$5
     ROW_KEYS+=("$key") ROW_NAMES+=("$label")
     if ! check_200 "$key" "$url"; then NOTE[$key]="no 200 response; row skipped"; return 0; fi
-    run_wrk "$key-warm" "$url" static "$CONNS" "$WARM"
+    if [ "$mode" = h2 ]; then run_h2load "$key-warm" "$url" "$WARM"; else run_wrk "$key-warm" "$url" static "$CONNS" "$WARM"; fi
     "${BEFORE_MEASURE:-:}" "$key"   # e.g. read counters after the warm-up
     log "measuring $label (${DUR}s, $CONNS connections)"
     local perf_pid=""
@@ -248,7 +303,7 @@ measure() {
         perf_pid=$!
         PIDS+=("$perf_pid")
     fi
-    run_wrk "$key" "$url" "$mode" "$CONNS" "$DUR"
+    if [ "$mode" = h2 ]; then run_h2load "$key" "$url" "$DUR"; else run_wrk "$key" "$url" "$mode" "$CONNS" "$DUR"; fi
     if [ -n "$perf_pid" ]; then
         kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null || true
         forget "$perf_pid"
@@ -274,7 +329,8 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $((HOLD_CONNS * 2 + 200)) ] ||
     log "warning: open-file limit $(ulimit -n) is low for $HOLD_CONNS connections"
 [ "$(nproc)" -ge 2 ] || die "needs at least 2 CPUs (servers on CPU 0, load generator on CPU 1)"
-for p in $P_FHIRGUARD $P_UPSTREAM $P_IDP $P_NGINX $P_ENVOY $P_ADMIN $P_ENVOY_ADMIN; do
+for p in $P_FHIRGUARD $P_UPSTREAM $P_IDP $P_NGINX $P_ENVOY $P_ADMIN $P_ENVOY_ADMIN \
+    $P_NGINX_TLS $P_ENVOY_TLS $P_BARE $P_FHIRGUARD_TLS $P_BARE_TLS; do
     port_free "$p" || die "port 127.0.0.1:$p is in use"
 done
 
@@ -282,17 +338,25 @@ WORK=$(mktemp -d /tmp/fhirguard-load.XXXXXX)
 ENVOY=$(envoy_path)
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-FHIRGUARD="${FHIRGUARD_BIN:-}"
-FHIRGUARD_NOTE=""
-if [ -z "$FHIRGUARD" ]; then
-    FHIRGUARD="$REPO/target/release/fhirguard"
-    if [ "$BUILD" = 1 ]; then
-        log "cargo build --release (fhirguard)"
-        (cd "$REPO" && cargo build --release --quiet --bin fhirguard) >"$WORK/cargo.log" 2>&1 ||
-            { FHIRGUARD_NOTE="cargo build --release failed"; tail -20 "$WORK/cargo.log" >&2; }
+# binary LABEL PATH GIVEN CARGO_ARG...: unless GIVEN (a binary named in the environment) or
+# --no-build, `cargo build --release CARGO_ARG...`; BUILD_NOTE says why PATH is missing, if it is.
+binary() {
+    local label=$1 path=$2 given=$3
+    shift 3
+    BUILD_NOTE=""
+    if [ -z "$given" ] && [ "$BUILD" = 1 ]; then
+        log "cargo build --release $*"
+        (cd "$REPO" && cargo build --release --quiet "$@") >"$WORK/cargo-$label.log" 2>&1 ||
+            { BUILD_NOTE="cargo build --release $* failed"; tail -20 "$WORK/cargo-$label.log" >&2; }
     fi
-fi
-[ -z "$FHIRGUARD_NOTE" ] && [ ! -x "$FHIRGUARD" ] && FHIRGUARD_NOTE="no binary at $FHIRGUARD"
+    if [ -z "$BUILD_NOTE" ] && [ ! -x "$path" ]; then BUILD_NOTE="no binary at $path"; fi
+}
+FHIRGUARD="${FHIRGUARD_BIN:-$REPO/target/release/fhirguard}"
+binary fhirguard "$FHIRGUARD" "${FHIRGUARD_BIN:-}" --bin fhirguard
+FHIRGUARD_NOTE=$BUILD_NOTE
+BARE="${BARE_BIN:-$REPO/target/release/examples/bare_proxy}"
+binary bare "$BARE" "${BARE_BIN:-}" --example bare_proxy
+BARE_NOTE=$BUILD_NOTE
 
 BUILD_SECONDS=$SECONDS
 # From here on the run is bounded: the watchdog stops it (and the trap cleans up).
@@ -304,6 +368,10 @@ python3 "$HERE/tokens.py" --out "$WORK" --cache "$CACHE" --issuer "$ISSUER" \
     --jwks-uri "$ISSUER/jwks.json" --audience "$AUDIENCE" --client-id "$CLIENT_ID" \
     --scope "$SCOPE" --fhir-user "$FHIR_USER" --count "$TOKENS" --files "$THREADS"
 TOKEN=$(cat "$WORK/token-repeated.txt")
+# One self-signed P-256 certificate for every TLS listener (nginx, Envoy, fhirguard, bare).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>"$WORK/openssl.err" ||
+    { cat "$WORK/openssl.err" >&2; die "openssl could not make the certificate"; }
 JWKS_JSON=$(cat "$WORK/jwks.json")
 # RFC 7662 §2.2: what the introspection endpoint answers for every opaque token.
 INTROSPECTION_ANSWER=$(printf '{"active":true,"iss":"%s","client_id":"%s","aud":"%s","scope":"%s","fhirUser":"%s","sub":"bench-opaque-user","token_type":"Bearer","exp":%d}' \
@@ -356,6 +424,9 @@ EOF
     }
     server {
         listen $IP:$P_NGINX backlog=8192;
+        listen $IP:$P_NGINX_TLS ssl http2 backlog=8192;
+        ssl_certificate $WORK/cert.pem;
+        ssl_certificate_key $WORK/key.pem;
         location / {
             proxy_pass http://fhir;
             proxy_http_version 1.1;
@@ -367,22 +438,28 @@ EOF
 } >"$WORK/nginx-b.conf"
 
 # ---------------------------------------------------------------- Envoy jwt_authn
-envoy_conf() { # envoy_conf with-cache|no-cache
-    local cache=""
-    [ "$1" = with-cache ] && cache="jwt_cache_config: { jwt_cache_size: 1000 }"
+envoy_listener() { # envoy_listener NAME PORT CACHE_LINE [tls]: one listener, jwt_authn in front of the upstream
+    local tls=""
+    [ "${4:-}" = tls ] && tls="
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: [h2, http/1.1]
+            tls_certificates:
+            - certificate_chain: { filename: $WORK/cert.pem }
+              private_key: { filename: $WORK/key.pem }"
     cat <<EOF
-admin:
-  address: { socket_address: { address: $IP, port_value: $P_ENVOY_ADMIN } }
-static_resources:
-  listeners:
-  - name: fhir
-    address: { socket_address: { address: $IP, port_value: $P_ENVOY } }
+  - name: $1
+    address: { socket_address: { address: $IP, port_value: $2 } }
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: fhir
+          stat_prefix: $1
+          codec_type: AUTO
           route_config:
             virtual_hosts:
             - name: fhir
@@ -401,13 +478,27 @@ static_resources:
                   forward: true
                   local_jwks:
                     inline_string: '$JWKS_JSON'
-                  $cache
+                  $3
               rules:
               - match: { prefix: "/" }
                 requires: { provider_name: bench }
           - name: envoy.filters.http.router
             typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router$tls
+EOF
+}
+envoy_conf() { # envoy_conf with-cache|no-cache; the cached one also listens with TLS (h2, http/1.1)
+    local cache=""
+    [ "$1" = with-cache ] && cache="jwt_cache_config: { jwt_cache_size: 1000 }"
+    cat <<EOF
+admin:
+  address: { socket_address: { address: $IP, port_value: $P_ENVOY_ADMIN } }
+static_resources:
+  listeners:
+EOF
+    envoy_listener fhir "$P_ENVOY" "$cache"
+    [ "$1" = with-cache ] && envoy_listener fhir_tls "$P_ENVOY_TLS" "$cache" tls
+    cat <<EOF
   clusters:
   - name: upstream
     type: STATIC
@@ -462,12 +553,16 @@ start nginx-proxy "$NGINX" -p "$WORK/nginx-b" -e "$WORK/nginx-b/error.log" -c "$
 pid=$LAST_PID
 if wait_http "http://$IP:$P_NGINX$UPSTREAM_PATH" "$pid" 10; then
     measure nginx "nginx proxy_pass (no auth)" "http://$IP:$P_NGINX$UPSTREAM_PATH" static "$pid"
+    measure nginx_tls "nginx proxy_pass, TLS HTTP/1.1" "https://$IP:$P_NGINX_TLS$UPSTREAM_PATH" static "$pid"
+    measure nginx_h2 "nginx proxy_pass, TLS HTTP/2" "https://$IP:$P_NGINX_TLS$UPSTREAM_PATH" h2 "$pid"
 else
     ROW_KEYS+=(nginx) ROW_NAMES+=("nginx proxy_pass (no auth)"); NOTE[nginx]="did not start"
 fi
 stop "$pid"
 
-for variant in cached uncached; do
+ENVOY_VARIANTS="cached uncached"
+[ "$LISTENERS_ONLY" = 1 ] && ENVOY_VARIANTS=cached
+for variant in $ENVOY_VARIANTS; do
     start "envoy-$variant" "$ENVOY" -c "$WORK/envoy-$variant.yaml" --concurrency 1 \
         --disable-hot-restart -l warn --log-path "$WORK/envoy-$variant.log"
     pid=$LAST_PID
@@ -475,6 +570,10 @@ for variant in cached uncached; do
     else key=envoy_uncached label="envoy jwt_authn, no cache, distinct tokens" mode=rotate; fi
     if wait_http "http://$IP:$P_ENVOY_ADMIN/ready" "$pid" 20; then
         measure "$key" "$label" "http://$IP:$P_ENVOY$UPSTREAM_PATH" "$mode" "$pid"
+        if [ "$variant" = cached ]; then
+            measure envoy_tls "envoy jwt_authn, cache, TLS HTTP/1.1" "https://$IP:$P_ENVOY_TLS$UPSTREAM_PATH" static "$pid"
+            measure envoy_h2 "envoy jwt_authn, cache, TLS HTTP/2" "https://$IP:$P_ENVOY_TLS$UPSTREAM_PATH" h2 "$pid"
+        fi
     else
         ROW_KEYS+=("$key") ROW_NAMES+=("$label"); NOTE[$key]="envoy did not start"
         tail -5 "$WORK/envoy-$variant.err" "$WORK/envoy-$variant.log" >&2 2>/dev/null || true
@@ -505,13 +604,14 @@ if [ -z "$FHIRGUARD_NOTE" ]; then
         measure fhirguard_repeated "${fg_names[0]}" "$url" static "$pid" profile
         h1=$(metric_sum 'token_cache.*hit') m1=$(metric_sum 'token_cache.*miss')
         repeated_hits=$((h1 - h0)) repeated_misses=$((m1 - m0))
-        measure fhirguard_distinct "${fg_names[1]}" "$url" rotate "$pid" profile
+        [ "$LISTENERS_ONLY" = 1 ] && BEFORE_MEASURE=""
+        [ "$LISTENERS_ONLY" = 0 ] && measure fhirguard_distinct "${fg_names[1]}" "$url" rotate "$pid" profile
         h2=$(metric_sum 'token_cache.*hit') m2=$(metric_sum 'token_cache.*miss')
         BEFORE_MEASURE=""
-        if [ "$has_cache_metrics" = 1 ]; then
+        if [ "$has_cache_metrics" = 1 ] && [ "$LISTENERS_ONLY" = 0 ]; then
             CACHE_NOTE="fhirguard token cache (fhirguard_token_cache_*, measured runs only): repeated-token row $repeated_hits hits / $repeated_misses misses, distinct-token row $((h2 - h0)) hits / $((m2 - m0)) misses"
         fi
-        if check_200 hold "$url"; then
+        if [ "$LISTENERS_ONLY" = 0 ] && check_200 hold "$url"; then
             log "holding $HOLD_CONNS keep-alive connections to fhirguard (${HOLD_DUR}s)"
             # Sample twice a second while wrk holds the connections: most sockets established
             # at once, and the largest resident set seen.
@@ -538,13 +638,83 @@ if [ -z "$FHIRGUARD_NOTE" ]; then
     stop "$pid"
 fi
 
+# fhirguard with `tls` (the same configuration otherwise), then the bare proxy, plain and TLS.
+fg_rows+=(fhirguard_tls fhirguard_h2)
+fg_names+=("fhirguard, repeated token, TLS HTTP/1.1" "fhirguard, repeated token, TLS HTTP/2")
+if [ -z "$FHIRGUARD_NOTE" ]; then
+    { grep -v '^listen:' "$WORK/fhirguard.yaml"
+      echo "listen: \"$IP:$P_FHIRGUARD_TLS\""
+      echo "tls: {certFile: \"$WORK/cert.pem\", keyFile: \"$WORK/key.pem\"}"; } >"$WORK/fhirguard-tls.yaml"
+    start fhirguard-tls "$FHIRGUARD" serve --config "$WORK/fhirguard-tls.yaml"
+    pid=$LAST_PID
+    if wait_http "http://$IP:$P_ADMIN/readyz" "$pid" 30; then
+        url="https://$IP:$P_FHIRGUARD_TLS$FHIRGUARD_PATH"
+        measure fhirguard_tls "${fg_names[2]}" "$url" static "$pid" profile
+        measure fhirguard_h2 "${fg_names[3]}" "$url" h2 "$pid" profile
+    else
+        log "fhirguard with tls did not become ready: $(tail -c 600 "$WORK/fhirguard-tls.err" | tr '\n' ' ')"
+    fi
+    stop "$pid"
+fi
+bare_rows=(bare bare_tls bare_h2)
+bare_names=("bare hyper/rustls proxy (no auth)" "bare hyper/rustls proxy, TLS HTTP/1.1" "bare hyper/rustls proxy, TLS HTTP/2")
+if [ -z "$BARE_NOTE" ]; then
+    start bare "$BARE" "$IP:$P_BARE" "http://$IP:$P_UPSTREAM/fhir"
+    pid=$LAST_PID
+    if wait_http "http://$IP:$P_BARE$FHIRGUARD_PATH" "$pid" 10; then
+        measure bare "${bare_names[0]}" "http://$IP:$P_BARE$FHIRGUARD_PATH" static "$pid"
+    fi
+    stop "$pid"
+    start bare-tls "$BARE" "$IP:$P_BARE_TLS" "http://$IP:$P_UPSTREAM/fhir" "$WORK/cert.pem" "$WORK/key.pem"
+    pid=$LAST_PID
+    sleep 0.5
+    if kill -0 "$pid" 2>/dev/null; then
+        measure bare_tls "${bare_names[1]}" "https://$IP:$P_BARE_TLS$FHIRGUARD_PATH" static "$pid"
+        measure bare_h2 "${bare_names[2]}" "https://$IP:$P_BARE_TLS$FHIRGUARD_PATH" h2 "$pid"
+    fi
+    stop "$pid"
+fi
+for i in "${!bare_rows[@]}"; do
+    [ -n "${RPS[${bare_rows[$i]}]:-}" ] && continue
+    ROW_KEYS+=("${bare_rows[$i]}") ROW_NAMES+=("${bare_names[$i]}")
+    NOTE[${bare_rows[$i]}]="${BARE_NOTE:-did not start: $(tail -c 300 "$WORK/bare.err" "$WORK/bare-tls.err" 2>/dev/null | tr '\n' ' ')}"
+done
+
+# Memory (issue 23 item 5): a fresh fhirguard, plain then TLS, HOLD_CONNS keep-alive connections
+# opened by benches/load/hold.py (CPU 1), each sending a first request, then three rounds of one
+# request on every one of the same connections; the resident set before, once open, and after
+# each round. limits.headerReadTimeout is raised to 120 s for them: hyper closes a keep-alive
+# connection that stays idle that long between requests, and opening 5,000 TLS connections from
+# one Python process can take longer than the default 10 s.
+MEM_LINES=()
+if [ -z "$FHIRGUARD_NOTE" ] && [ "$MEMORY" = 1 ]; then
+    for variant in plain tls; do
+        config="$WORK/fhirguard.yaml" port=$P_FHIRGUARD tls_flag=()
+        [ "$variant" = tls ] && config="$WORK/fhirguard-tls.yaml" port=$P_FHIRGUARD_TLS tls_flag=(--tls)
+        { cat "$config"; echo "limits: {headerReadTimeout: 120s}"; } >"$WORK/fhirguard-mem-$variant.yaml"
+        config="$WORK/fhirguard-mem-$variant.yaml"
+        start "fhirguard-mem-$variant" "$FHIRGUARD" serve --config "$config"
+        pid=$LAST_PID
+        if wait_http "http://$IP:$P_ADMIN/readyz" "$pid" 30; then
+            log "memory: $HOLD_CONNS keep-alive connections, $variant, three rounds"
+            line=$(timeout 200 taskset -c 1 python3 "$HERE/hold.py" --port "$port" --pid "$pid" \
+                --token "$WORK/token-repeated.txt" --connections "$HOLD_CONNS" --rounds 3 \
+                --timeout 180 "${tls_flag[@]}" 2>"$WORK/hold-$variant.err" | grep '^HOLDRESULT' || true)
+            [ -n "$line" ] || line="HOLDRESULT failed: $(tail -c 300 "$WORK/hold-$variant.err" | tr '\n' ' ')"
+            MEM_LINES+=("$variant ${line#HOLDRESULT } hwm_kib=$(peak_rss_kib "$pid")")
+            log "  $variant: ${line#HOLDRESULT }"
+        fi
+        stop "$pid"
+    done
+fi
+
 # The second process: DPoP proofs and opaque tokens. Proofs are minted now, so that their iat
 # is within fhirguard's clock skew when they arrive.
 fg_rows+=(fhirguard_dpop fhirguard_opaque fhirguard_opaque_new)
 fg_names+=("fhirguard, DPoP-bound token, new proof each request" "fhirguard, opaque token (introspected once, cached)"
            "fhirguard, distinct opaque tokens (introspected each)")
 INTROSPECTION_NOTE="" REPLAY_NOTE=""
-if [ -z "$FHIRGUARD_NOTE" ]; then
+if [ -z "$FHIRGUARD_NOTE" ] && [ "$LISTENERS_ONLY" = 0 ]; then
     url="http://$IP:$P_FHIRGUARD$FHIRGUARD_PATH"
     log "DPoP proofs and opaque tokens"
     python3 "$HERE/sender.py" --out "$WORK" --issuer-key "$CACHE/key.pem" --htu "$url" \
@@ -553,13 +723,13 @@ if [ -z "$FHIRGUARD_NOTE" ]; then
     start fhirguard-sender "$FHIRGUARD" serve --config "$WORK/fhirguard-sender.yaml"
     pid=$LAST_PID
     if wait_http "http://$IP:$P_ADMIN/readyz" "$pid" 30; then
-        measure fhirguard_dpop "${fg_names[2]}" "$url" dpop "$pid"
+        measure fhirguard_dpop "${fg_names[4]}" "$url" dpop "$pid"
         REPLAY_NOTE="DPoP proofs minted: $((DUR * 12000)); replayed proofs are refused, so a wrapped list shows as failed requests"
         STATIC_TOKEN=$(head -1 "$WORK/opaque/tokens-1.txt")
-        measure fhirguard_opaque "${fg_names[3]}" "$url" static "$pid"
+        measure fhirguard_opaque "${fg_names[5]}" "$url" static "$pid"
         STATIC_TOKEN=""
         i0=$(metric_sum '^fhirguard_introspections_total$')
-        measure fhirguard_opaque_new "${fg_names[4]}" "$url" opaque "$pid"
+        measure fhirguard_opaque_new "${fg_names[6]}" "$url" opaque "$pid"
         i1=$(metric_sum '^fhirguard_introspections_total$')
         INTROSPECTION_NOTE="introspections (fhirguard_introspections_total) during the distinct-opaque row: $((i1 - i0)), for ${REQS[fhirguard_opaque_new]:-0} requests"
     else
@@ -575,7 +745,9 @@ fg_rows+=(fhirguard_cluster fhirguard_dpop_shared)
 fg_names+=("fhirguard, repeated token, cluster-scope rate limit (redis-server)"
            "fhirguard, DPoP-bound token, proof jti shared in redis-server")
 SHARED_NOTE=""
-if [ -z "$FHIRGUARD_NOTE" ] && command -v redis-server >/dev/null; then
+if [ "$LISTENERS_ONLY" = 1 ]; then
+    SHARED_NOTE="--listeners: the token-kind and sharedState rows were not measured"
+elif [ -z "$FHIRGUARD_NOTE" ] && command -v redis-server >/dev/null; then
     url="http://$IP:$P_FHIRGUARD$FHIRGUARD_PATH"
     start redis redis-server --bind "$IP" --port "$P_REDIS" --save "" --appendonly no --dir "$WORK"
     redis_pid=$LAST_PID
@@ -587,8 +759,8 @@ if [ -z "$FHIRGUARD_NOTE" ] && command -v redis-server >/dev/null; then
     start fhirguard-shared "$FHIRGUARD" serve --config "$WORK/fhirguard-shared.yaml"
     pid=$LAST_PID
     if wait_http "http://$IP:$P_ADMIN/readyz" "$pid" 30; then
-        measure fhirguard_cluster "${fg_names[5]}" "$url" static "$pid"
-        measure fhirguard_dpop_shared "${fg_names[6]}" "$url" dpop "$pid"
+        measure fhirguard_cluster "${fg_names[7]}" "$url" static "$pid"
+        measure fhirguard_dpop_shared "${fg_names[8]}" "$url" dpop "$pid"
         SHARED_NOTE="store calls (fhirguard_shared_state_calls_total) during the two rows: $(metric_sum '^fhirguard_shared_state_calls_total$'), of which failed: $(curl -s --max-time 2 "http://$IP:$P_ADMIN/metrics" | awk '/^fhirguard_shared_state_calls_total/ && !/result="ok"/ { s += $NF } END { printf "%d", s }')"
     else
         SHARED_NOTE="fhirguard with sharedState did not become ready (a build without it?): $(head -c 160 "$WORK/fhirguard-shared.err" | tr '\n' ' ')…"
@@ -664,16 +836,66 @@ FG_RSS=$(val fhirguard_distinct rss)
     [ -n "$REPLAY_NOTE" ] && echo "$REPLAY_NOTE."
     [ -n "$SHARED_NOTE" ] && echo "$SHARED_NOTE."
     echo
+    echo "Listeners (issue 23), the repeated token; req/s (p99) from the rows above; wrk with $CONNS connections for plain and TLS HTTP/1.1, h2load with $H2_CONNS connections × $H2_STREAMS streams for HTTP/2:"
+    echo
+    echo "| listener | nginx proxy_pass | envoy jwt_authn, cache | bare hyper/rustls (no auth) | fhirguard | fhirguard / nginx | fhirguard / envoy | fhirguard / bare | p99 fhirguard / nginx |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for l in plain tls h2; do
+        case $l in
+        plain) n=nginx e=envoy_cached b=bare f=fhirguard_repeated listener="plain HTTP/1.1" ;;
+        tls) n=nginx_tls e=envoy_tls b=bare_tls f=fhirguard_tls listener="TLS, HTTP/1.1" ;;
+        h2) n=nginx_h2 e=envoy_h2 b=bare_h2 f=fhirguard_h2 listener="TLS, HTTP/2" ;;
+        esac
+        printf '| %s |' "$listener"
+        for k in $n $e $b $f; do
+            awk -v r="$(val "$k" rps)" -v p="$(val "$k" p99)" 'BEGIN { if (r == "") printf " – |"; else printf " %.0f (%.2f ms) |", r, p / 1000 }'
+        done
+        for k in $n $e $b; do
+            awk -v a="$(val "$f" rps)" -v b="$(val "$k" rps)" 'BEGIN { if (a == "" || b == "" || b == 0) printf " – |"; else printf " %.2f× |", a / b }'
+        done
+        awk -v a="$(val "$f" p99)" -v b="$(val "$n" p99)" 'BEGIN { if (a == "" || b == "" || b == 0) printf " – |\n"; else printf " %.2f× |\n", a / b }'
+    done
+    echo
+    echo "| target (issue 23) | measured | goal | result |"
+    echo "|---|---:|---:|---|"
+    ratio "plain: fhirguard / nginx proxy_pass, req/s" "$(val fhirguard_repeated rps)" "$(val nginx rps)" 0.9 ge
+    ratio "TLS HTTP/1.1: fhirguard / nginx proxy_pass, req/s" "$(val fhirguard_tls rps)" "$(val nginx_tls rps)" 0.85 ge
+    ratio "TLS HTTP/2: fhirguard / nginx proxy_pass, req/s" "$(val fhirguard_h2 rps)" "$(val nginx_h2 rps)" 0.8 ge
+    ratio "plain: fhirguard p99 / nginx p99" "$(val fhirguard_repeated p99)" "$(val nginx p99)" 1.3 le
+    ratio "TLS HTTP/1.1: fhirguard p99 / nginx p99" "$(val fhirguard_tls p99)" "$(val nginx_tls p99)" 1.3 le
+    ratio "TLS HTTP/2: fhirguard p99 / nginx p99" "$(val fhirguard_h2 p99)" "$(val nginx_h2 p99)" 1.3 le
+    ratio "plain: fhirguard / envoy cached, req/s" "$(val fhirguard_repeated rps)" "$(val envoy_cached rps)" 2.0 ge
+    ratio "TLS HTTP/1.1: fhirguard / envoy cached, req/s" "$(val fhirguard_tls rps)" "$(val envoy_tls rps)" 2.0 ge
+    ratio "TLS HTTP/2: fhirguard / envoy cached, req/s" "$(val fhirguard_h2 rps)" "$(val envoy_h2 rps)" 2.0 ge
+    if [ ${#MEM_LINES[@]} -gt 0 ]; then
+        echo
+        echo "Memory of $HOLD_CONNS keep-alive connections (issue 23 item 5): a fresh fhirguard each, benches/load/hold.py opening the connections (a first request on each) and then sending three rounds of one request on every one of the same connections; VmRSS of the process:"
+        echo
+        echo "| listener | idle | $HOLD_CONNS open | after round 1 | round 2 | round 3 | per connection | peak (VmHWM) | requests ok / failed |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+        for m in "${MEM_LINES[@]}"; do
+            awk -v m="$m" -v n="$HOLD_CONNS" 'BEGIN {
+                split(m, w, " "); name = w[1]; for (i = 2; i in w; i++) { split(w[i], kv, "="); f[kv[1]] = kv[2] }
+                if (!("rss_rounds_kib" in f)) { printf "| %s | %s |||||||\n", name, substr(m, length(name) + 2); exit }
+                split(f["rss_rounds_kib"], r, ",")
+                printf "| %s (%d open) | %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB | %.1f KiB | %.1f MiB | %d / %d |\n", \
+                    (name == "tls" ? "TLS, HTTP/1.1" : "plain HTTP/1.1"), f["open"], f["rss_idle_kib"] / 1024, f["rss_open_kib"] / 1024, \
+                    r[1] / 1024, r[2] / 1024, r[3] / 1024, (r[3] - f["rss_idle_kib"]) / n, f["hwm_kib"] / 1024, f["ok"], f["failed"] }'
+        done
+    fi
+    echo
     echo "| cost of a token kind | req/s against fhirguard, repeated bearer token |"
     echo "|---|---:|"
     for k in fhirguard_dpop fhirguard_opaque fhirguard_opaque_new fhirguard_cluster; do
+        name=""
         for i in "${!ROW_KEYS[@]}"; do [ "${ROW_KEYS[$i]}" = "$k" ] && name=${ROW_NAMES[$i]}; done
         awk -v n="$(val "$k" rps)" -v d="$(val fhirguard_repeated rps)" -v name="${name:-$k}" 'BEGIN {
             if (n == "" || d == "" || d == 0) printf "| %s | not measured |\n", name
             else printf "| %s | %.2f× |\n", name, n / d }'
     done
+    name=""
     for i in "${!ROW_KEYS[@]}"; do [ "${ROW_KEYS[$i]}" = fhirguard_dpop_shared ] && name=${ROW_NAMES[$i]}; done
-    awk -v n="$(val fhirguard_dpop_shared rps)" -v d="$(val fhirguard_dpop rps)" -v name="$name" 'BEGIN {
+    awk -v n="$(val fhirguard_dpop_shared rps)" -v d="$(val fhirguard_dpop rps)" -v name="${name:-fhirguard_dpop_shared}" 'BEGIN {
         if (n == "" || d == "" || d == 0) printf "| %s (against the local-cache DPoP row) | not measured |\n", name
         else printf "| %s (against the local-cache DPoP row) | %.2f× |\n", name, n / d }'
     echo
