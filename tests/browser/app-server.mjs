@@ -16,6 +16,7 @@ import { once } from 'node:events';
 import { createServer } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { stopWithParent } from '../interop/lifetime.mjs';
 
 const HOST = '127.0.0.1';
 const here = dirname(fileURLToPath(import.meta.url));
@@ -64,17 +65,4 @@ const origin = await listen(app);
 const foreignOrigin = await listen(foreign);
 process.stdout.write(`${JSON.stringify({ origin, foreignOrigin })}\n`);
 
-function shutdown(code) {
-  for (const server of [app, foreign]) {
-    server.closeAllConnections?.();
-    server.close();
-  }
-  setTimeout(() => process.exit(code), 200).unref();
-}
-
-process.on('SIGTERM', () => shutdown(0));
-process.on('SIGINT', () => shutdown(0));
-process.stdin.on('end', () => shutdown(0));
-process.stdin.on('close', () => shutdown(0));
-process.stdin.on('error', () => shutdown(0));
-process.stdin.resume();
+stopWithParent(app, foreign);

@@ -38,6 +38,7 @@ import { createServer } from 'node:http';
 import Provider, { errors } from 'oidc-provider';
 
 import { signingKeys } from '../interop/signing-keys.mjs';
+import { stopWithParent } from '../interop/lifetime.mjs';
 
 const HOST = '127.0.0.1';
 const port = Number.parseInt(process.argv[2] ?? process.env.PORT ?? '0', 10);
@@ -268,16 +269,4 @@ server.on('request', (req, res) => {
 
 event({ issuer, port: actualPort });
 
-function shutdown(code) {
-  server.closeAllConnections?.();
-  server.close(() => process.exit(code));
-  // Never linger: the parent may be gone.
-  setTimeout(() => process.exit(code), 1000).unref();
-}
-
-process.on('SIGTERM', () => shutdown(0));
-process.on('SIGINT', () => shutdown(0));
-process.stdin.on('end', () => shutdown(0));
-process.stdin.on('close', () => shutdown(0));
-process.stdin.on('error', () => shutdown(0));
-process.stdin.resume();
+stopWithParent(server);

@@ -20,6 +20,7 @@
 
 import { once } from 'node:events';
 import { createServer } from 'node:http';
+import { stopWithParent } from './lifetime.mjs';
 
 const HOST = '127.0.0.1';
 const port = Number.parseInt(process.argv[2] ?? process.env.PORT ?? '0', 10);
@@ -70,15 +71,4 @@ server.listen(port, HOST);
 await once(server, 'listening');
 process.stdout.write(`${JSON.stringify({ port: server.address().port })}\n`);
 
-function shutdown(code) {
-  server.closeAllConnections?.();
-  server.close(() => process.exit(code));
-  setTimeout(() => process.exit(code), 1000).unref();
-}
-
-process.on('SIGTERM', () => shutdown(0));
-process.on('SIGINT', () => shutdown(0));
-process.stdin.on('end', () => shutdown(0));
-process.stdin.on('close', () => shutdown(0));
-process.stdin.on('error', () => shutdown(0));
-process.stdin.resume();
+stopWithParent(server);

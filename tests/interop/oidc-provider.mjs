@@ -41,6 +41,7 @@ import { createServer } from 'node:http';
 import Provider, { errors } from 'oidc-provider';
 
 import { signingKeys } from './signing-keys.mjs';
+import { stopWithParent } from './lifetime.mjs';
 
 const HOST = '127.0.0.1';
 const port = Number.parseInt(process.argv[2] ?? process.env.PORT ?? '0', 10);
@@ -165,16 +166,4 @@ server.on('request', provider.callback());
 
 process.stdout.write(`${JSON.stringify({ issuer, port: actualPort })}\n`);
 
-function shutdown(code) {
-  server.closeAllConnections?.();
-  server.close(() => process.exit(code));
-  // Never linger: the parent may be gone.
-  setTimeout(() => process.exit(code), 1000).unref();
-}
-
-process.on('SIGTERM', () => shutdown(0));
-process.on('SIGINT', () => shutdown(0));
-process.stdin.on('end', () => shutdown(0));
-process.stdin.on('close', () => shutdown(0));
-process.stdin.on('error', () => shutdown(0));
-process.stdin.resume();
+stopWithParent(server);

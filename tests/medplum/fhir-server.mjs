@@ -9,6 +9,7 @@
 
 import { once } from 'node:events';
 import { createServer } from 'node:http';
+import { stopWithParent } from '../interop/lifetime.mjs';
 
 // @medplum/core refers to the global WebSocket (Node 22+) when loaded; this server never opens
 // one, so on Node 20 a stand-in is enough. The packages are imported after it is set.
@@ -103,15 +104,4 @@ server.listen(port, HOST);
 await once(server, 'listening');
 process.stdout.write(`${JSON.stringify({ port: server.address().port })}\n`);
 
-function shutdown(code) {
-  server.closeAllConnections?.();
-  server.close(() => process.exit(code));
-  setTimeout(() => process.exit(code), 1000).unref();
-}
-
-process.on('SIGTERM', () => shutdown(0));
-process.on('SIGINT', () => shutdown(0));
-process.stdin.on('end', () => shutdown(0));
-process.stdin.on('close', () => shutdown(0));
-process.stdin.on('error', () => shutdown(0));
-process.stdin.resume();
+stopWithParent(server);
