@@ -48,7 +48,9 @@ struct File {
     code: String,
 }
 
-fn files() -> Vec<File> {
+/// Every Rust file under `src/` that is not a test-only file (`tests.rs`, `*_tests.rs`): its
+/// path relative to `src/` and its text, in path order.
+fn sources() -> Vec<(String, String)> {
     let mut found = Vec::new();
     let mut pending = vec![source()];
     while let Some(dir) = pending.pop() {
@@ -60,30 +62,36 @@ fn files() -> Vec<File> {
             }
             let relative = path.strip_prefix(source()).expect("under src");
             let name = relative.display().to_string();
-            let skipped = ["lib.rs", "main.rs"].contains(&name.as_str())
-                || name.ends_with("/tests.rs")
-                || name.ends_with("_tests.rs")
-                || !name.ends_with(".rs");
-            if skipped {
-                continue;
+            let test_only = name.ends_with("/tests.rs") || name.ends_with("_tests.rs");
+            if name.ends_with(".rs") && !test_only {
+                let text = std::fs::read_to_string(&path).expect("read");
+                found.push((name, text));
             }
+        }
+    }
+    found.sort();
+    found
+}
+
+fn files() -> Vec<File> {
+    sources()
+        .into_iter()
+        .filter(|(name, _)| !["lib.rs", "main.rs"].contains(&name.as_str()))
+        .map(|(name, text)| {
             let module = name
                 .trim_end_matches(".rs")
                 .trim_end_matches("/mod")
                 .split('/')
                 .map(str::to_owned)
                 .collect();
-            let text = std::fs::read_to_string(&path).expect("read");
             let code = text.split("#[cfg(test)]\nmod tests {").next().unwrap_or("");
-            found.push(File {
+            File {
                 module,
                 path: name,
                 code: without_comments_and_strings(code),
-            });
-        }
-    }
-    found.sort_by(|a, b| a.path.cmp(&b.path));
-    found
+            }
+        })
+        .collect()
 }
 
 /// The code with `//` comments and the contents of string literals blanked (a path inside a
@@ -551,29 +559,16 @@ fn the_loop_check_sees_each_way_of_writing_an_import() {
 #[test]
 fn no_file_has_over_500_lines_before_its_tests() {
     const LIMIT: usize = 500;
-    let mut long = Vec::new();
-    let mut pending = vec![source()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).expect("read src") {
-            let path = entry.expect("entry").path();
-            let name = path.display().to_string();
-            if path.is_dir() {
-                pending.push(path);
-            } else if name.ends_with(".rs")
-                && !name.ends_with("/tests.rs")
-                && !name.ends_with("_tests.rs")
-            {
-                let text = std::fs::read_to_string(&path).expect("read");
-                let lines = text
-                    .lines()
-                    .take_while(|line| line.trim() != "#[cfg(test)]")
-                    .count();
-                if lines > LIMIT {
-                    long.push(format!("{name}: {lines} lines"));
-                }
-            }
-        }
-    }
+    let long: Vec<String> = sources()
+        .into_iter()
+        .filter_map(|(name, text)| {
+            let lines = text
+                .lines()
+                .take_while(|line| line.trim() != "#[cfg(test)]")
+                .count();
+            (lines > LIMIT).then(|| format!("src/{name}: {lines} lines"))
+        })
+        .collect();
     assert!(
         long.is_empty(),
         "files over {LIMIT} lines before their tests:\n{}",
