@@ -8,10 +8,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 use tokio::task::{JoinHandle, JoinSet};
@@ -161,8 +162,22 @@ pub struct KeySets {
 
 struct Inner {
     sets: Cache<String, Arc<ProviderKeys>>,
+    /// The set [`KeySets::current`] answered last, in front of `sets`: most deployments trust
+    /// one authority, and every request reads its set. It answers only under the `version` it
+    /// was read at ([`Last`]).
+    last: ArcSwapOption<Last>,
+    /// Bumped after every change of `sets`: a `last` read under another version is not used.
+    version: AtomicU64,
     authorities: Mutex<HashMap<String, Arc<AuthorityState>>>,
     fetcher: Result<Fetcher, String>,
+}
+
+/// An authority's set as `sets` held it while `version` was current.
+#[derive(Debug)]
+struct Last {
+    version: u64,
+    authority: Box<str>,
+    set: Arc<ProviderKeys>,
 }
 
 impl fmt::Debug for Inner {
@@ -185,6 +200,8 @@ impl KeySets {
         KeySets {
             inner: Arc::new(Inner {
                 sets: Cache::new(1024),
+                last: ArcSwapOption::empty(),
+                version: AtomicU64::new(0),
                 authorities: Mutex::default(),
                 fetcher: Fetcher::new().map_err(|error| error.to_string()),
             }),
@@ -212,7 +229,28 @@ impl KeySets {
 
     /// The authority's last good key set, if it is younger than `max_stale`.
     pub async fn current(&self, authority: &str, max_stale: Duration) -> Option<Arc<ProviderKeys>> {
-        let set = self.inner.sets.get(authority).await?;
+        // Read before `sets`: a set inserted after this read is never remembered as current
+        // under it.
+        let version = self.inner.version.load(Ordering::Acquire);
+        let last = self.inner.last.load();
+        let set = match &*last {
+            Some(last) if last.version == version && *last.authority == *authority => {
+                Arc::clone(&last.set)
+            }
+            _ => {
+                let set = self.inner.sets.get(authority).await?;
+                // Only an empty or outdated slot is filled: two authorities in turn do not
+                // take it from each other on every request.
+                if last.as_ref().is_none_or(|last| last.version != version) {
+                    self.inner.last.store(Some(Arc::new(Last {
+                        version,
+                        authority: authority.into(),
+                        set: Arc::clone(&set),
+                    })));
+                }
+                set
+            }
+        };
         (set.fetched.elapsed() <= max_stale).then_some(set)
     }
 
@@ -350,6 +388,7 @@ impl KeySets {
                     .sets
                     .insert(authority.to_owned(), Arc::new(set))
                     .await;
+                self.inner.version.fetch_add(1, Ordering::Release);
             }
             Err(error) => {
                 tracing::warn!(authority, error = %error, "key set fetch failed; the last good set, if any, stays in use");

@@ -25,25 +25,33 @@ pub(super) async fn authenticate(
     if let Some(part) = auth::jwt_in_url(head.uri.path(), head.uri.query()) {
         return Err((Rejection::TokenInUrl(part), None));
     }
-    // Step 3: bearer extraction (RFC 6750 §2.1), or a DPoP-bound token (RFC 9449 §7.1).
-    let presented = auth::access_token(&head.headers, judge.config.limits.max_token_bytes);
-    let (scheme, token) = match presented {
-        Ok(Some(presented)) => presented,
-        Ok(None) => return Err((Rejection::MissingToken, None)),
-        Err(error) => return Err((Rejection::from(error), None)),
-    };
-    // Steps 4–7: provider, signature, time, audience and client.
     let started = Instant::now();
     let now = auth::unix_now();
-    let authenticated = session::authenticate(
-        judge.tokens,
-        judge.keys,
-        judge.config,
-        token,
-        now,
-        judge.memo,
-    )
-    .await;
+    // Steps 3–7 at once when the connection's last request presented this very header.
+    let recalled = match judge.memo {
+        Some(memo) => {
+            let (tokens, keys, config) = (judge.tokens, judge.keys, judge.config);
+            session::recall(tokens, keys, config, &head.headers, now, memo).await
+        }
+        None => None,
+    };
+    let (scheme, token, authenticated) = match &recalled {
+        Some(recalled) => (recalled.scheme, &*recalled.token, recalled.answer.clone()),
+        None => {
+            // Step 3: bearer extraction (RFC 6750 §2.1), or a DPoP-bound token (RFC 9449 §7.1).
+            let presented = auth::access_token(&head.headers, judge.config.limits.max_token_bytes);
+            let (scheme, token) = match presented {
+                Ok(Some(presented)) => presented,
+                Ok(None) => return Err((Rejection::MissingToken, None)),
+                Err(error) => return Err((Rejection::from(error), None)),
+            };
+            // Steps 4–7: provider, signature, time, audience and client.
+            let (tokens, keys, config) = (judge.tokens, judge.keys, judge.config);
+            let authenticated =
+                session::authenticate(tokens, keys, config, token, now, judge.memo).await;
+            (scheme, token, authenticated)
+        }
+    };
     // The token's binding, on every request, cached or not (RFC 9449 §4.3, RFC 8705 §3); boxed,
     // so only requests with a proof, a bound token or a requirement pay for its state.
     if let Ok(session) = &authenticated {

@@ -46,8 +46,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// (RFC 9110 §7.6.1), and `Upgrade` (fhirguard does not tunnel protocols).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none: one pass over the names instead of a lookup per name.
-    let hop_by_hop = |name: &HeaderName| *name == header::UPGRADE || HOP_BY_HOP.contains(name);
-    if !headers.keys().any(hop_by_hop) {
+    if !headers.keys().any(|name| is_hop_by_hop(name.as_str())) {
         return;
     }
     let listed: Vec<HeaderName> = headers
@@ -61,6 +60,22 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     headers.remove(header::UPGRADE);
+}
+
+/// Whether a (lower-case) header name is one of [`HOP_BY_HOP`] or `Upgrade`. Read on every
+/// header of every message both ways: the length picks the one or two names to compare, where
+/// comparing with each `HeaderName` would cost nine comparisons a header.
+fn is_hop_by_hop(name: &str) -> bool {
+    match name.len() {
+        2 => name == "te",
+        7 => name == "trailer" || name == "upgrade",
+        10 => name == "connection" || name == "keep-alive",
+        16 => name == "proxy-connection",
+        17 => name == "transfer-encoding",
+        18 => name == "proxy-authenticate",
+        19 => name == "proxy-authorization",
+        _ => false,
+    }
 }
 
 /// Removes what a client may not send on: every `X-Fhirguard-*` header (SPEC §7), and every
@@ -209,7 +224,7 @@ pub fn set_forwarded(
         }
     }
     // An address's text is ASCII digits, dots, colons and hex: always a valid header value.
-    write!(forwarded_for, "{}", peer.ip()).expect("writing to a Vec");
+    push_address(&mut forwarded_for, peer.ip());
     if let Ok(value) = HeaderValue::from_bytes(&forwarded_for) {
         headers.insert(X_FORWARDED_FOR, value);
     }
@@ -233,6 +248,27 @@ pub fn set_forwarded(
         None => {
             headers.remove(X_FORWARDED_HOST);
         }
+    }
+}
+
+/// Appends an address's text as `Display` writes it: IPv4 by hand (every forwarded request
+/// writes one, and the formatting machinery costs more than the address), IPv6 by `Display`.
+fn push_address(out: &mut Vec<u8>, address: std::net::IpAddr) {
+    let std::net::IpAddr::V4(v4) = address else {
+        write!(out, "{address}").expect("writing to a Vec");
+        return;
+    };
+    for (index, octet) in v4.octets().into_iter().enumerate() {
+        if index > 0 {
+            out.push(b'.');
+        }
+        if octet >= 100 {
+            out.push(b'0' + octet / 100);
+        }
+        if octet >= 10 {
+            out.push(b'0' + octet / 10 % 10);
+        }
+        out.push(b'0' + octet % 10);
     }
 }
 
@@ -314,6 +350,28 @@ mod tests {
         remove_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key(header::ACCEPT));
+    }
+
+    /// The name match stands for the list: every name in it, `Upgrade`, and nothing else of
+    /// the names HTTP defines.
+    #[test]
+    fn hop_by_hop_names_are_the_listed_ones() {
+        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+            assert!(is_hop_by_hop(name.as_str()), "{name}");
+        }
+        for name in [
+            header::ACCEPT,
+            header::AUTHORIZATION,
+            header::CONTENT_LENGTH,
+            header::HOST,
+            header::VIA,
+            HeaderName::from_static("tf"),
+            HeaderName::from_static("keep-alivf"),
+            HeaderName::from_static("proxy-authorizatio"),
+            HeaderName::from_static("x-connection"),
+        ] {
+            assert!(!is_hop_by_hop(name.as_str()), "{name}");
+        }
     }
 
     #[test]
@@ -438,6 +496,32 @@ mod tests {
             .bytes()
             .all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
         assert_ne!(generated, request_id(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let addresses = [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.9.99.100",
+            "255.255.255.255",
+            "192.168.1.20",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:10.0.0.1",
+        ];
+        for text in addresses {
+            let address: std::net::IpAddr = text.parse().unwrap();
+            let mut written = Vec::new();
+            push_address(&mut written, address);
+            assert_eq!(String::from_utf8(written).unwrap(), address.to_string());
+        }
+        for octet in 0..=255u8 {
+            let address = std::net::IpAddr::from([octet, 0, octet, 9]);
+            let mut written = Vec::new();
+            push_address(&mut written, address);
+            assert_eq!(String::from_utf8(written).unwrap(), address.to_string());
+        }
     }
 
     #[test]

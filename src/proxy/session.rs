@@ -15,10 +15,13 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use http::header::AUTHORIZATION;
+use http::HeaderMap;
+
 use super::introspected::{self, IntrospectionCache};
 use super::verified::VerifiedCache;
 pub use super::verified::{Session, TokenCacheStats, TokenDigest, DEFAULT_CAPACITY_BYTES};
-use crate::auth::{self, AuthError, KeyStore};
+use crate::auth::{self, AuthError, KeyStore, Scheme};
 use crate::config::Config;
 
 /// SPEC §4 steps 4–7 for one token (`now` in Unix seconds), answered from `cache` when the
@@ -73,6 +76,49 @@ pub async fn authenticate(
     Ok(session)
 }
 
+/// Steps 3–7 answered by the connection's memo alone: when the request's one `Authorization`
+/// header is exactly `Bearer <token>` or `DPoP <token>` for the token the connection presented
+/// last (so [`auth::access_token`] would read that token from it, as it did then), and the kept
+/// session answers as a cache entry would (`reuse`). `None`: read the header and authenticate
+/// in full ([`authenticate`]), for which this was only a shortcut.
+pub async fn recall(
+    cache: &TokenCache,
+    store: &KeyStore,
+    config: &Config,
+    headers: &HeaderMap,
+    now: u64,
+    memo: &ConnectionMemo,
+) -> Option<Recalled> {
+    if !cache.verified.is_enabled() {
+        return None;
+    }
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let (scheme, token, session) = memo.recall(value.as_bytes())?;
+    let answer = reuse(store, config, session, now).await?;
+    cache.verified.record(true);
+    Some(Recalled {
+        scheme,
+        token,
+        answer,
+    })
+}
+
+/// What [`recall`] answered: the header's scheme and token, and the kept session (or the
+/// refusal of an expired token).
+#[derive(Debug)]
+pub struct Recalled {
+    /// The scheme the header named.
+    pub scheme: Scheme,
+    /// The token, as the connection presented it before (byte for byte the header's).
+    pub token: Arc<str>,
+    /// The kept session, or the refusal its lifetime check gave.
+    pub answer: Result<Arc<Session>, AuthError>,
+}
+
 /// A kept session answers when [`auth::revalidate`] says its verification still applies.
 async fn reuse(
     store: &KeyStore,
@@ -89,10 +135,10 @@ async fn reuse(
 /// one costs less than hashing it for the cache. The entry answers only as a cache entry would
 /// (`reuse`: same configuration, same key set, lifetime checked).
 #[derive(Debug, Default)]
-pub struct ConnectionMemo(Mutex<Option<(Box<str>, Arc<Session>)>>);
+pub struct ConnectionMemo(Mutex<Option<(Arc<str>, Arc<Session>)>>);
 
 impl ConnectionMemo {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Box<str>, Arc<Session>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Arc<str>, Arc<Session>)>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -105,8 +151,22 @@ impl ConnectionMemo {
         }
     }
 
+    /// The scheme, token and session when `header` is exactly `Bearer ` or `DPoP ` followed by
+    /// the last token: the spelling clients send. Any other spelling of the same token (`bearer`,
+    /// two spaces) is read in full, and answered the same way.
+    fn recall(&self, header: &[u8]) -> Option<(Scheme, Arc<str>, Arc<Session>)> {
+        let guard = self.lock();
+        let (last, session) = guard.as_ref()?;
+        let (scheme, token) = match header {
+            [b'B', b'e', b'a', b'r', b'e', b'r', b' ', token @ ..] => (Scheme::Bearer, token),
+            [b'D', b'P', b'o', b'P', b' ', token @ ..] => (Scheme::Dpop, token),
+            _ => return None,
+        };
+        (token == last.as_bytes()).then(|| (scheme, Arc::clone(last), Arc::clone(session)))
+    }
+
     fn set(&self, token: &str, session: Option<Arc<Session>>) {
-        *self.lock() = session.map(|session| (Box::from(token), session));
+        *self.lock() = session.map(|session| (Arc::from(token), session));
     }
 }
 

@@ -9,7 +9,7 @@ use crate::support::stack::Stack;
 use crate::support::token::{self, now, TestKey};
 use std::sync::Arc;
 
-use fhirguard::auth::{AuthError, KeySettings, KeyStore, Principal};
+use fhirguard::auth::{self, AuthError, KeySettings, KeyStore, Principal};
 use fhirguard::config::Config;
 use fhirguard::proxy::session::{self, ConnectionMemo, TokenCache, TokenCacheStats};
 use http::StatusCode;
@@ -361,4 +361,157 @@ async fn the_counters_are_exported() {
         "{text}"
     );
     g.running.stop().await;
+}
+
+/// The connection memo's shortcut (`session::recall`) answers only for the header the
+/// connection presented last, spelt exactly `Bearer <token>` or `DPoP <token>`, alone, under
+/// the configuration that judged it, with the token cache on; it counts as a cache hit and
+/// still checks the lifetime.
+#[tokio::test]
+async fn only_the_same_header_byte_for_byte_is_recalled() {
+    let key = TestKey::ec_p256("k");
+    let idp = FakeIdp::with_keys(vec![key.jwk()]).await;
+    let (config, store) = (config(&idp), Store::new());
+    let memo = ConnectionMemo::default();
+    let issued = now();
+    let token = token::base_claims(&idp.issuer(), AUDIENCE, issued)
+        .claim("exp", issued + 600)
+        .sign(&key);
+    let first = authenticate_on(&store, &config, &token, issued, Some(&memo))
+        .await
+        .expect("verified");
+    let headers = |values: &[String]| {
+        let mut headers = http::HeaderMap::new();
+        for value in values {
+            headers.append(http::header::AUTHORIZATION, value.parse().unwrap());
+        }
+        headers
+    };
+    let recall = |config: &Config, headers: http::HeaderMap, at: u64| {
+        let (store, memo) = (&store, &memo);
+        let config = config.clone();
+        async move { session::recall(&store.tokens, &store.keys, &config, &headers, at, memo).await }
+    };
+
+    for (value, scheme) in [
+        (format!("Bearer {token}"), auth::Scheme::Bearer),
+        (format!("DPoP {token}"), auth::Scheme::Dpop),
+    ] {
+        let recalled = recall(&config, headers(&[value]), issued).await;
+        let recalled = recalled.expect("recalled");
+        assert_eq!(recalled.scheme, scheme);
+        assert_eq!(&*recalled.token, token.as_str());
+        let session = recalled.answer.expect("still valid");
+        assert!(Arc::ptr_eq(session.principal(), &first), "the kept session");
+    }
+    assert_eq!(counts(&store), (2, 1), "recalls count as cache hits");
+
+    // Another spelling, another token, two headers or none: read in full instead.
+    let unlike = [
+        vec![format!("bearer {token}")],
+        vec![format!("Bearer  {token}")],
+        vec![format!("Bearer {token} ")],
+        vec![format!("Bearer {token}x")],
+        vec![format!("Bearer {}", &token[..token.len() - 1])],
+        vec![format!("Basic {token}")],
+        vec![format!("Bearer {token}"), format!("Bearer {token}")],
+        vec![],
+    ];
+    for values in unlike {
+        let recalled = recall(&config, headers(&values), issued).await;
+        assert!(recalled.is_none(), "{values:?} was recalled");
+    }
+    assert_eq!(counts(&store), (2, 1));
+
+    // The lifetime is checked; another configuration or a disabled cache never recalls.
+    let canonical = || headers(&[format!("Bearer {token}")]);
+    let expired = recall(&config, canonical(), issued + 600 + 301).await;
+    let error = expired.expect("recalled").answer.expect_err("expired");
+    assert_eq!(error.reason(), "expired");
+    let mut other = config.clone();
+    other.fingerprint = [7; 32];
+    assert!(recall(&other, canonical(), issued).await.is_none());
+    let uncached = Store::with_token_cache_bytes(0);
+    let headers = canonical();
+    let recalled = session::recall(
+        &uncached.tokens,
+        &uncached.keys,
+        &config,
+        &headers,
+        issued,
+        &memo,
+    );
+    assert!(recalled.await.is_none());
+}
+
+/// Over one keep-alive connection: after a good request, a second `Authorization` header, a
+/// changed token or another spelling is judged as on a new connection, whatever the memo holds.
+#[tokio::test]
+async fn a_kept_connection_gets_no_shortcut_for_another_header() {
+    let g = Stack::builder()
+        .serve(|stack| stack.yaml("[\"*\"]", ""))
+        .await;
+    let token = g.stack.token();
+    let address = g.running.proxy_address;
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let cases = [
+        (vec![format!("Bearer {token}")], 200),
+        (
+            vec![format!("Bearer {token}"), format!("Bearer {token}")],
+            401,
+        ),
+        (vec![format!("Bearer {token}")], 200),
+        (vec![format!("Bearer {token}x")], 401),
+        (vec![format!("bearer   {token}")], 200),
+        (vec![format!("Bearer {token}")], 200),
+        (vec![], 401),
+        (vec![format!("Bearer {token}")], 200),
+    ];
+    for (values, status) in &cases {
+        let mut head = format!("GET /Patient/1 HTTP/1.1\r\nHost: {address}\r\n");
+        for value in values {
+            head.push_str(&format!("Authorization: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let (answered, _) = keep_alive_exchange(&mut stream, head.as_bytes()).await;
+        assert_eq!(answered, *status, "{values:?}");
+    }
+    // One connection throughout, and only the accepted requests reached the upstream.
+    assert_eq!(g.stack.upstream.requests().len(), 5);
+    g.running.stop().await;
+}
+
+/// Writes `request` on `stream` and reads one answer: its status and body (by its
+/// `Content-Length`), leaving the connection open.
+async fn keep_alive_exchange(stream: &mut tokio::net::TcpStream, request: &[u8]) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request).await.expect("write");
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let read = stream.read(&mut chunk).await.expect("read");
+        assert!(
+            read > 0,
+            "closed after {:?}",
+            String::from_utf8_lossy(&received)
+        );
+        received.extend_from_slice(&chunk[..read]);
+    };
+    let head = String::from_utf8_lossy(&received[..head_end]).to_lowercase();
+    let status = head[9..12].parse().expect("a status");
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |value| value.trim().parse().expect("a length"));
+    while received.len() < head_end + length {
+        let read = stream.read(&mut chunk).await.expect("read");
+        assert!(read > 0, "closed mid-body");
+        received.extend_from_slice(&chunk[..read]);
+    }
+    (status, received[head_end..head_end + length].to_vec())
 }
