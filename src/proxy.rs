@@ -130,8 +130,9 @@ impl Proxy {
         // done; nothing is counted (or touched) for the requests that stream.
         let mut held = self.buffers.reserve();
         let head = decide_head(&judge, &parts).await?;
-        let principal = head.principal().cloned();
-        if let (Some(limits), Some(principal)) = (&generation.limits, &principal) {
+        let session = head.session().cloned();
+        let principal = session.as_ref().map(|session| session.principal());
+        if let (Some(limits), Some(principal)) = (&generation.limits, principal) {
             let limited = self.limit(generation, limits, principal);
             Box::pin(limited).await?;
         }
@@ -142,7 +143,7 @@ impl Proxy {
             metrics: &self.metrics,
             peer,
             request_id,
-            principal: principal.as_deref(),
+            identity: session.as_ref().map(|session| session.identity()),
         };
         let outcome = match head {
             Head::Decided(mut allowed) => {

@@ -133,6 +133,10 @@ fn contains_jwt_raw_or_decoded(text: &str) -> bool {
     if contains_jwt(text) {
         return true;
     }
+    // Without a `%` the decoded text is the raw one, already read.
+    if !text.as_bytes().contains(&b'%') {
+        return false;
+    }
     let decoded: Cow<'_, str> = percent_decode_str(text).decode_utf8_lossy();
     matches!(decoded, Cow::Owned(_)) && contains_jwt(&decoded)
 }
@@ -145,6 +149,10 @@ fn is_b64url(b: u8) -> bool {
 /// first `eyJ` can matter: a later start ends at the same `.` with a shorter first part.
 fn contains_jwt(text: &str) -> bool {
     let bytes = text.as_bytes();
+    // The pattern holds two `.`: most paths and queries have none, and are not scanned.
+    if !bytes.contains(&b'.') {
+        return false;
+    }
     let mut i = 0;
     while i < bytes.len() {
         if !is_b64url(bytes[i]) {

@@ -82,12 +82,18 @@ impl<'a> Route<'a> {
     pub(super) fn parse(path: &'a str) -> Result<Route<'a>, ClassifyError> {
         let unknown = || ClassifyError::UnknownRoute(path.to_owned());
         let trimmed = path.strip_prefix('/').unwrap_or(path);
-        let segments: Vec<&str> = if trimmed.is_empty() {
-            Vec::new()
-        } else {
-            trimmed.split('/').collect()
-        };
-        let route = match segments.as_slice() {
+        // No route has more than four segments: five stand for any longer path (each is an
+        // unknown route once its type is checked, as the fifth segment already makes it), and
+        // need no allocation.
+        let mut kept = [""; 5];
+        let mut count = 0;
+        if !trimmed.is_empty() {
+            for (slot, segment) in kept.iter_mut().zip(trimmed.split('/')) {
+                *slot = segment;
+                count += 1;
+            }
+        }
+        let route = match &kept[..count] {
             [] => Route::Root,
             ["metadata"] => Route::Metadata,
             ["_history"] => Route::SystemHistory,

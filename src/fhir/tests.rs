@@ -268,6 +268,18 @@ fn errors() {
         ),
         (
             "GET",
+            "/Patient/1/_history/2/x/y/z",
+            &[],
+            UnknownRoute("/Patient/1/_history/2/x/y/z".into()),
+        ),
+        (
+            "GET",
+            "/Foo/1/_history/2/x/y",
+            &[],
+            UnknownResourceType("Foo".into()),
+        ),
+        (
+            "GET",
             "/_operations/export",
             &[],
             UnknownResourceType("_operations".into()),

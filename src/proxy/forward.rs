@@ -4,12 +4,12 @@
 
 use http::{HeaderValue, Request, Response};
 
-use crate::auth::{KeyStore, Principal};
+use crate::auth::KeyStore;
 use crate::body::Body;
 use crate::config::Config;
 use crate::error::Rejection;
 use crate::metrics::Metrics;
-use crate::proxy::headers::{self, RequestId};
+use crate::proxy::headers::{self, Identity, RequestId};
 use crate::upstream::Upstream;
 
 /// Where the request came from.
@@ -38,8 +38,8 @@ pub struct Exchange<'a> {
     pub peer: Peer,
     /// The request's `X-Request-Id`, sent upstream too (SPEC §4, responses).
     pub request_id: &'a RequestId,
-    /// On whose behalf (`None`: anonymous).
-    pub principal: Option<&'a Principal>,
+    /// The identity headers of the principal on whose behalf (`None`: anonymous).
+    pub identity: Option<&'a Identity>,
 }
 
 impl Exchange<'_> {
@@ -66,8 +66,8 @@ impl Exchange<'_> {
         headers::remove_client_reserved(headers, believed.as_ref());
         headers::set_forwarded(headers, self.peer.address, self.peer.https, host);
         headers.insert(headers::REQUEST_ID, self.request_id.header());
-        if let Some(principal) = self.principal {
-            headers::set_identity(headers, principal);
+        if let Some(identity) = self.identity {
+            headers::set_identity(headers, identity);
         }
         parts.uri = self.upstream.uri(path, query)?;
         parts.version = match self.config.upstream.http2 {

@@ -30,8 +30,9 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// The hop-by-hop headers of RFC 9110 §7.6.1 plus the obsolete ones proxies still strip
-/// (`Keep-Alive`, `Proxy-Connection`), RFC 9110 §7.8.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// (`Keep-Alive`, `Proxy-Connection`), RFC 9110 §7.8, and `Upgrade` (fhirguard does not tunnel
+/// protocols).
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -40,42 +41,62 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
-/// Removes the hop-by-hop headers, including every header named in `Connection`
-/// (RFC 9110 §7.6.1), and `Upgrade` (fhirguard does not tunnel protocols).
+/// Removes the hop-by-hop headers ([`HOP_BY_HOP`]), including every header named in
+/// `Connection` (RFC 9110 §7.6.1).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names instead of a lookup per name.
-    if !headers.keys().any(|name| is_hop_by_hop(name.as_str())) {
+    // One pass over the names notes which are present: most messages carry none, and most of
+    // the rest one `Connection: keep-alive`. Only those are looked up again.
+    let present = headers
+        .keys()
+        .filter_map(|name| hop_by_hop_index(name.as_str()))
+        .fold(0u16, |present, index| present | 1 << index);
+    if present == 0 {
         return;
     }
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+    if present & 1 != 0 {
+        // The values share their bytes with the message: copying them out costs no copy of
+        // the text, and frees the map for removals.
+        let listed: Vec<HeaderValue> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .cloned()
+            .collect();
+        let names = listed
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','));
+        for name in names {
+            // Looked up by text: a listed name that is no header name names nothing here.
+            headers.remove(name.trim());
+        }
     }
-    headers.remove(header::UPGRADE);
+    for (index, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & 1 << index != 0 {
+            headers.remove(name);
+        }
+    }
 }
 
-/// Whether a (lower-case) header name is one of [`HOP_BY_HOP`] or `Upgrade`. Read on every
+/// The index in [`HOP_BY_HOP`] of a (lower-case) header name, if it is one. Read on every
 /// header of every message both ways: the length picks the one or two names to compare, where
 /// comparing with each `HeaderName` would cost nine comparisons a header.
-fn is_hop_by_hop(name: &str) -> bool {
-    match name.len() {
-        2 => name == "te",
-        7 => name == "trailer" || name == "upgrade",
-        10 => name == "connection" || name == "keep-alive",
-        16 => name == "proxy-connection",
-        17 => name == "transfer-encoding",
-        18 => name == "proxy-authenticate",
-        19 => name == "proxy-authorization",
-        _ => false,
-    }
+fn hop_by_hop_index(name: &str) -> Option<usize> {
+    let index = match name.len() {
+        2 if name == "te" => 5,
+        7 if name == "trailer" => 6,
+        7 if name == "upgrade" => 8,
+        10 if name == "connection" => 0,
+        10 if name == "keep-alive" => 1,
+        16 if name == "proxy-connection" => 2,
+        17 if name == "transfer-encoding" => 7,
+        18 if name == "proxy-authenticate" => 3,
+        19 if name == "proxy-authorization" => 4,
+        _ => return None,
+    };
+    Some(index)
 }
 
 /// Removes what a client may not send on: every `X-Fhirguard-*` header (SPEC §7), and every
@@ -189,14 +210,13 @@ pub fn request_id(headers: &HeaderMap) -> RequestId {
 /// A random 128-bit id in the 8-4-4-4-12 hex layout.
 fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut bits: u128 = rand::random();
+    // Where each random byte's two digits go: the 8-4-4-4-12 groups, around the dashes.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    let bytes: [u8; 16] = rand::random();
     let mut id = [b'-'; 36];
-    for position in (0..36).rev() {
-        if matches!(position, 8 | 13 | 18 | 23) {
-            continue;
-        }
-        id[position] = HEX[(bits & 0xf) as usize];
-        bits >>= 4;
+    for (byte, at) in bytes.into_iter().zip(AT) {
+        id[at] = HEX[usize::from(byte >> 4)];
+        id[at + 1] = HEX[usize::from(byte & 0xf)];
     }
     HeaderValue::from_bytes(&id).expect("hex digits and dashes are a valid header value")
 }
@@ -313,18 +333,50 @@ fn append_forwarded(
     }
 }
 
+/// The identity headers' names, in the order of [`Identity`]'s values.
+const IDENTITY: [HeaderName; 4] = [CLIENT_ID, SUBJECT, FHIR_USER, ISSUER];
+
+/// The values of a principal's identity headers, built once for a token's session and shared
+/// by each of its requests: `None` for a claim the token lacks, or one that is no header value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity([Option<HeaderValue>; 4]);
+
+impl Identity {
+    /// The values for `principal`: its client, `sub`, `fhirUser` and issuer.
+    pub fn of(principal: &crate::auth::Principal) -> Identity {
+        let value = |text: Option<&str>| text.and_then(|text| HeaderValue::from_str(text).ok());
+        Identity([
+            value(principal.client_id.as_deref()),
+            value(principal.subject.as_deref()),
+            value(principal.fhir_user.as_deref()),
+            value(Some(principal.issuer.as_str())),
+        ])
+    }
+
+    /// The bytes the values hold on the heap, for the token cache's weight.
+    pub fn heap_bytes(principal: &crate::auth::Principal, per_allocation: usize) -> usize {
+        [
+            principal.client_id.as_deref(),
+            principal.subject.as_deref(),
+            principal.fhir_user.as_deref(),
+            Some(principal.issuer.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|text| text.len() + per_allocation)
+        .sum::<usize>()
+            + size_of::<Identity>()
+            + per_allocation
+    }
+}
+
 /// The identity headers the upstream may trust (`X-Fhirguard-*`): set from the verified
-/// principal only, after every client-sent one was removed ([`remove_client_reserved`]).
-pub fn set_identity(headers: &mut HeaderMap, principal: &crate::auth::Principal) {
-    let pairs = [
-        (CLIENT_ID, principal.client_id.as_deref()),
-        (SUBJECT, principal.subject.as_deref()),
-        (FHIR_USER, principal.fhir_user.as_deref()),
-        (ISSUER, Some(principal.issuer.as_str())),
-    ];
-    for (name, value) in pairs {
-        if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
-            headers.insert(name, value);
+/// principal only ([`Identity::of`]), after every client-sent one was removed
+/// ([`remove_client_reserved`]).
+pub fn set_identity(headers: &mut HeaderMap, identity: &Identity) {
+    for (name, value) in IDENTITY.iter().zip(&identity.0) {
+        if let Some(value) = value {
+            headers.insert(name, value.clone());
         }
     }
 }
@@ -352,12 +404,11 @@ mod tests {
         assert!(headers.contains_key(header::ACCEPT));
     }
 
-    /// The name match stands for the list: every name in it, `Upgrade`, and nothing else of
-    /// the names HTTP defines.
+    /// The name match stands for the list: each name in it at its index, and nothing else.
     #[test]
     fn hop_by_hop_names_are_the_listed_ones() {
-        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
-            assert!(is_hop_by_hop(name.as_str()), "{name}");
+        for (index, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name.as_str()), Some(index), "{name}");
         }
         for name in [
             header::ACCEPT,
@@ -370,8 +421,29 @@ mod tests {
             HeaderName::from_static("proxy-authorizatio"),
             HeaderName::from_static("x-connection"),
         ] {
-            assert!(!is_hop_by_hop(name.as_str()), "{name}");
+            assert_eq!(hop_by_hop_index(name.as_str()), None, "{name}");
         }
+    }
+
+    /// Only what is present is removed, the names `Connection` lists in any case and spacing
+    /// included, over several `Connection` lines.
+    #[test]
+    fn connection_lists_are_read_over_every_line() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive ,X-A"),
+        );
+        headers.append(
+            header::CONNECTION,
+            HeaderValue::from_static(" x-b, not a name, "),
+        );
+        for name in ["keep-alive", "x-a", "x-b", "x-c", "upgrade"] {
+            headers.insert(name, HeaderValue::from_static("1"));
+        }
+        remove_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-c"]);
     }
 
     #[test]

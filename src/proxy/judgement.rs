@@ -232,13 +232,18 @@ impl Authorized {
 }
 
 impl Head {
-    /// Who the token names (`None`: anonymous).
-    pub fn principal(&self) -> Option<&Arc<Principal>> {
+    /// The token's session (`None`: anonymous).
+    pub fn session(&self) -> Option<&Arc<Session>> {
         match self {
             Head::Anonymous { .. } => None,
-            Head::Decided(allowed) => Some(allowed.session.principal()),
-            Head::NeedsBody(pending) => Some(pending.classified.session.principal()),
+            Head::Decided(allowed) => Some(&allowed.session),
+            Head::NeedsBody(pending) => Some(&pending.classified.session),
         }
+    }
+
+    /// Who the token names (`None`: anonymous).
+    pub fn principal(&self) -> Option<&Arc<Principal>> {
+        self.session().map(|session| session.principal())
     }
 }
 

@@ -41,6 +41,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::{unix_now, Principal, Verified};
 use crate::authz::smart::{SmartError, SmartGrant};
 use crate::config::ProviderKind;
+use crate::proxy::headers::Identity;
 
 /// The default bound of the cache: 16 MiB of entries by [`weight`].
 pub const DEFAULT_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
@@ -51,7 +52,7 @@ pub const DEFAULT_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
 const ENTRY_OVERHEAD_BYTES: usize = 224;
 
 /// The [`weight`] of a typical Entra ID token's entry, to size the table up front.
-const TYPICAL_ENTRY_BYTES: u64 = 1400;
+const TYPICAL_ENTRY_BYTES: u64 = 1800;
 
 /// What the allocator adds to each heap allocation (header and rounding, glibc on 64-bit).
 const ALLOCATION_OVERHEAD_BYTES: usize = 24;
@@ -83,6 +84,9 @@ pub struct Session {
     /// (boxed: most principals of a primary authority never fill it, and every cache entry
     /// carries the slot).
     smart: OnceLock<Box<(Option<url::Url>, GrantResult)>>,
+    /// The identity headers sent upstream with each request, built on first use (boxed, as
+    /// `smart`).
+    identity: OnceLock<Box<Identity>>,
 }
 
 type GrantResult = Result<Arc<SmartGrant>, SmartError>;
@@ -93,7 +97,14 @@ impl Session {
         Session {
             verified,
             smart: OnceLock::new(),
+            identity: OnceLock::new(),
         }
+    }
+
+    /// The principal's identity headers ([`Identity::of`]), built once per session.
+    pub fn identity(&self) -> &Identity {
+        self.identity
+            .get_or_init(|| Box::new(Identity::of(self.principal())))
     }
 
     /// Who the token names.
@@ -301,13 +312,15 @@ pub fn weight(verified: &Verified) -> u32 {
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
-/// What a [`Session`] comes to hold once requests used the entry: under SMART, the parsed
-/// grant (about the size of the scope list again).
+/// What a [`Session`] comes to hold once requests used the entry: the identity headers'
+/// values, and under SMART the parsed grant (about the size of the scope list again).
 fn derived(p: &Principal) -> usize {
+    let identity = Identity::heap_bytes(p, ALLOCATION_OVERHEAD_BYTES);
     if !matches!(p.provider, ProviderKind::Smart { .. }) {
-        return 0;
+        return identity;
     }
-    size_of::<SmartGrant>()
+    identity
+        + size_of::<SmartGrant>()
         + ALLOCATION_OVERHEAD_BYTES
         + size_of::<Option<url::Url>>()
         + p.scopes.iter().map(|s| s.len() + 64).sum::<usize>()
@@ -404,12 +417,14 @@ mod tests {
     #[test]
     fn a_typical_entry_weighs_about_what_it_costs() {
         // 1 365 bytes of RSS per entry measured for this shape (see ENTRY_OVERHEAD_BYTES); the
-        // principal has grown by its (empty) memo of derived data since.
-        let typical = weight(&verified(
-            "subject-00000000000000000001-abcdefghijklmn",
-            now(),
-        ));
-        assert!((1250..1500).contains(&typical), "{typical}");
+        // principal has grown by its (empty) memo of derived data since, and a used entry holds
+        // its identity headers' values too (about 400 bytes for this one).
+        let typical = verified("subject-00000000000000000001-abcdefghijklmn", now());
+        let identity = Identity::heap_bytes(&typical.principal, ALLOCATION_OVERHEAD_BYTES);
+        assert!((300..600).contains(&identity), "{identity}");
+        let typical = weight(&typical);
+        let without_identity = typical as usize - identity;
+        assert!((1250..1500).contains(&without_identity), "{typical}");
         let mut many_groups = verified("alice", now());
         Arc::make_mut(&mut many_groups.principal).groups =
             (0..200).map(|i| format!("group-{i:04}")).collect();
