@@ -27,6 +27,9 @@
 #              (`sharedState`; one GCRA script round trip per request)
 #   dpop-shared  the dpop row with `sharedState`: each proof's jti also SET NX in redis-server
 #              (cluster and dpop-shared need redis-server; without it they are skipped)
+#   dpop-eddsa the dpop row with an Ed25519 proof key (EdDSA proofs; the token's cnf.jkt names
+#              that key)
+#   dpop-rs256 the dpop row with an RSA-2048 proof key (RS256 proofs)
 #   tls        the repeated row over TLS (HTTP/1.1 by ALPN), one keep-alive connection, sent by
 #              h2load --h1 (the handshake is in both runs, so it cancels out)
 #   h2         the repeated row over TLS and HTTP/2: one connection, 10 streams at once (h2load)
@@ -41,17 +44,23 @@
 # the floor of this stack's listener and forwarding.
 # SYSCALLS=1 runs fhirguard under `strace -f -c` instead and prints system calls per request
 # (with PROFILES, each run's strace summary is kept, for the calls by name).
+# CPUTIME=1 runs fhirguard natively instead and prints its user-mode CPU time per request in
+# nanoseconds (/proc/PID/stat utime, all threads; kernel time excluded, as callgrind excludes
+# it): the native counterpart of the instruction count, on the CPU's own code paths (valgrind
+# hides ADX, SHA-NI and AVX-512 from aws-lc, which then runs its slower generic code). It counts
+# clock ticks (10 ms): use REQUESTS=20000 or more, and a quiet machine.
 # env: REQUESTS (default 2000), WARM (default 200), ROWS (default "repeated distinct refused
-# dpop opaque cors ratelimit cluster dpop-shared tls h2"), PORT_BASE (default 18180; the run uses
-# PORT_BASE..+4 and +1010), PROFILES (a directory: keep each run's callgrind.out there as BIN.KIND.COUNT.out, for
-# callgrind_annotate). Needs valgrind, nginx, python3 + cryptography.
+# dpop dpop-eddsa dpop-rs256 opaque cors ratelimit cluster dpop-shared tls h2"), PORT_BASE
+# (default 18180; the run uses PORT_BASE..+4 and +1010), PROFILES (a directory: keep each run's
+# callgrind.out there as BIN.KIND.COUNT.out, for callgrind_annotate). Needs valgrind, nginx,
+# python3 + cryptography.
 set -euo pipefail
 [ -n "${DEBUG:-}" ] && set -x
 
 [ $# -ge 1 ] || [ -n "${BARE:-}" ] || { echo "usage: $0 BIN [BIN ...]" >&2; exit 2; }
 REQUESTS=${REQUESTS:-2000}
 WARM=${WARM:-200}
-ROWS=${ROWS:-repeated distinct refused dpop opaque cors ratelimit cluster dpop-shared tls h2}
+ROWS=${ROWS:-repeated distinct refused dpop dpop-eddsa dpop-rs256 opaque cors ratelimit cluster dpop-shared tls h2}
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${FHIRGUARD_LOAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fhirguard-load}"
 IP=127.0.0.1
@@ -185,7 +194,8 @@ esac
 
 # The client: COUNT requests on one keep-alive connection; `distinct` takes a new token each;
 # `dpop` mints one DPoP-bound token (the issuer's key from the token cache) and signs a new proof
-# for every request, with sender.py's DpopClient; `opaque` makes up a new opaque token for every
+# for every request, with sender.py's DpopClient (`dpop-eddsa` and `dpop-rs256` with an Ed25519
+# or RSA-2048 proof key); `opaque` makes up a new opaque token for every
 # request.
 cat >"$WORK/client.py" <<'EOF'
 import http.client, secrets, sys, time
@@ -245,8 +255,9 @@ if kind.startswith("dpop"):
     sys.path.insert(0, here)
     from sender import DpopClient
 
+    alg = {"dpop-eddsa": "EdDSA", "dpop-rs256": "RS256"}.get(kind, "ES256")
     with open(issuer_key, "rb") as f:
-        client = DpopClient(token, serialization.load_pem_private_key(f.read(), password=None))
+        client = DpopClient(token, serialization.load_pem_private_key(f.read(), password=None), alg)
     token = client.token
 
 
@@ -284,7 +295,8 @@ h2load_count() {
 }
 
 # What runs fhirguard: callgrind, or with SYSCALLS=1 `strace -f -c` (then the figures are
-# system calls, all threads, per request).
+# system calls, all threads, per request), or with CPUTIME=1 nothing (the figures are user CPU
+# nanoseconds).
 # traced OUT CMD...: runs CMD under the tool, its figures to OUT; PIN=(taskset -c 0) runs the
 # tool on one core. Run it in the background (`traced … &`): it execs, so `$!` is the tool.
 PIN=()
@@ -293,6 +305,8 @@ traced() {
     shift
     if [ -n "${SYSCALLS:-}" ]; then
         exec "${PIN[@]}" strace -f -c -o "$out" "$@"
+    elif [ -n "${CPUTIME:-}" ]; then
+        exec "${PIN[@]}" "$@"
     else
         exec "${PIN[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" "$@"
     fi
@@ -330,6 +344,15 @@ instructions() {
     # (strace: stop the process it traces, and it writes its summary.)
     local target=$pid
     [ -n "${SYSCALLS:-}" ] && target=$(pgrep -P "$pid" | head -1)
+    if [ -n "${CPUTIME:-}" ]; then
+        # proc(5): utime is the 14th field, the 12th after the command's name in parentheses.
+        local ticks
+        ticks=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{ print $12 }')
+        kill -TERM "$pid"
+        wait "$pid" || true
+        echo $((ticks * 1000000000 / $(getconf CLK_TCK)))
+        return
+    fi
     kill -TERM "$target"
     wait "$pid" || true
     # (awk reads to the end: an early exit would fail the pipeline with SIGPIPE.)
@@ -346,6 +369,7 @@ instructions() {
 
 UNIT="instructions / request"
 [ -n "${SYSCALLS:-}" ] && UNIT="system calls / request (strace -f -c)"
+[ -n "${CPUTIME:-}" ] && UNIT="user CPU ns / request (native, /proc utime)"
 printf '| binary | row | %s |\n|---|---|---:|\n' "$UNIT"
 BINS=("$@")
 [ -n "${BARE:-}" ] && BINS+=("bare:$BARE")

@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 _PROOF_KEY = None  # per worker process
@@ -37,14 +37,46 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+def proof_key(alg: str):
+    """A fresh proof key for `alg`: P-256 (ES256), Ed25519 (EdDSA) or RSA-2048 (RS256)."""
+    if alg == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if alg == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    if alg == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    raise ValueError(f"no proof key for {alg}")
+
+
 def proof_jwk(key) -> dict:
-    numbers = key.public_key().public_numbers()
+    """The public JWK of a proof key, its RFC 7638 required members only."""
+    public = key.public_key()
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return {"crv": "Ed25519", "kty": "OKP", "x": b64url(raw)}
+    numbers = public.public_numbers()
+    if isinstance(key, rsa.RSAPrivateKey):
+        return {
+            "e": b64url(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")),
+            "kty": "RSA",
+            "n": b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
+        }
     return {
         "crv": "P-256",
         "kty": "EC",
         "x": b64url(numbers.x.to_bytes(32, "big")),
         "y": b64url(numbers.y.to_bytes(32, "big")),
     }
+
+
+def signature(key, signing_input: bytes) -> bytes:
+    """A JWS signature (RFC 7518 §3) by a proof key: ES256 as r ‖ s, EdDSA, or RS256."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(signing_input)
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 def bound_token(token: str, issuer_key, jkt: str) -> str:
@@ -58,24 +90,24 @@ def bound_token(token: str, issuer_key, jkt: str) -> str:
 
 
 def sign_proof(key, header: str, htu: str, ath: str, jti: str, iat: int) -> str:
-    """One proof of GET `htu` (RFC 9449 §4.2), signed ES256 with `key` under `header`."""
+    """One proof of GET `htu` (RFC 9449 §4.2), signed with `key` under `header`."""
     claims = {"jti": jti, "htm": "GET", "htu": htu, "iat": iat, "ath": ath}
     signing_input = header + "." + b64url(json.dumps(claims, separators=(",", ":")).encode())
-    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
-    return signing_input + "." + b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+    return signing_input + "." + b64url(signature(key, signing_input.encode()))
 
 
 class DpopClient:
-    """A DPoP client: a fresh P-256 proof key and `token` re-signed by `issuer_key` bound to it.
-    Also used by callgrind.sh's client, which signs one proof per request."""
+    """A DPoP client: a fresh proof key for `alg` (ES256, EdDSA or RS256) and `token` re-signed
+    by `issuer_key` bound to it. Also used by callgrind.sh's client, which signs one proof per
+    request."""
 
-    def __init__(self, token: str, issuer_key):
-        self.key = ec.generate_private_key(ec.SECP256R1())
+    def __init__(self, token: str, issuer_key, alg: str = "ES256"):
+        self.key = proof_key(alg)
         jwk = proof_jwk(self.key)
         # RFC 7638: the required members in lexicographic order, no whitespace.
         jkt = b64url(hashlib.sha256(json.dumps(jwk, separators=(",", ":"), sort_keys=True).encode()).digest())
         self.token = bound_token(token, issuer_key, jkt)
-        self.header = b64url(json.dumps({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}, separators=(",", ":")).encode())
+        self.header = b64url(json.dumps({"typ": "dpop+jwt", "alg": alg, "jwk": jwk}, separators=(",", ":")).encode())
         self.ath = b64url(hashlib.sha256(self.token.encode("ascii")).digest())
 
     def proof(self, htu: str, jti: str, iat: int) -> str:
