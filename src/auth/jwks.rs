@@ -238,7 +238,9 @@ impl KeySets {
                 Arc::clone(&last.set)
             }
             _ => {
-                let set = self.inner.sets.get(authority).await?;
+                // Boxed: kept inline, moka's lookup would be laid out (and copied) in every
+                // request's future, where the slot above answers nearly all of them.
+                let set = Box::pin(self.inner.sets.get(authority)).await?;
                 // Only an empty or outdated slot is filled: two authorities in turn do not
                 // take it from each other on every request.
                 if last.as_ref().is_none_or(|last| last.version != version) {

@@ -47,8 +47,12 @@ pub(super) async fn authenticate(
             };
             // Steps 4–7: provider, signature, time, audience and client.
             let (tokens, keys, config) = (judge.tokens, judge.keys, judge.config);
-            let authenticated =
-                session::authenticate(tokens, keys, config, token, now, judge.memo).await;
+            // Boxed: the connection's first request, or a new token, takes this way; inline,
+            // its future would make every request's larger.
+            let authenticated = Box::pin(session::authenticate(
+                tokens, keys, config, token, now, judge.memo,
+            ))
+            .await;
             (scheme, token, authenticated)
         }
     };

@@ -259,8 +259,10 @@ impl Confined {
         let body = match (confinement, user) {
             // The search stays a POST: its parameters, fhirguard's included, travel in the body.
             _ if posted => search::search_body(&mut parts.headers, query.as_deref().unwrap_or("")),
+            // The awaits below are boxed: only changes take them, and inline their futures
+            // would be laid out, and copied, for every read and search too.
             (Confinement::Write { body: true, .. }, Some(user)) => {
-                let bytes = read(body, &parts, limits, held).await?;
+                let bytes = Box::pin(read(body, &parts, limits, held)).await?;
                 change::check_body(&bytes, resource_type, user)?;
                 // Held whole: an update (PUT) can be sent again if the connection it was
                 // written on closes before the answer (issue 24).
@@ -268,7 +270,7 @@ impl Confined {
                 full(bytes)
             }
             (Confinement::Patch, Some(_)) => {
-                let bytes = read(body, &parts, limits, held).await?;
+                let bytes = Box::pin(read(body, &parts, limits, held)).await?;
                 patch = Some(bytes.clone());
                 full(bytes)
             }
@@ -288,7 +290,7 @@ impl Confined {
                 confinement,
                 patch: patch.as_deref(),
             };
-            change::check_change(exchange, &mut parts, user, change).await?;
+            Box::pin(change::check_change(exchange, &mut parts, user, change)).await?;
         }
         if let Confinement::Search {
             proven: Some(_), ..
