@@ -56,7 +56,22 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if present == 0 {
         return;
     }
-    if present & 1 != 0 {
+    // `Connection: keep-alive` (or `Upgrade`, `TE`…) lists only hop-by-hop names, removed below
+    // anyway: other names are looked for only when some are listed.
+    let others_listed = |headers: &HeaderMap| {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|name| {
+                let name = name.trim();
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|hop| name.eq_ignore_ascii_case(hop.as_str()))
+            })
+    };
+    if present & 1 != 0 && others_listed(headers) {
         // The values share their bytes with the message: copying them out costs no copy of
         // the text, and frees the map for removals.
         let listed: Vec<HeaderValue> = headers
@@ -444,6 +459,22 @@ mod tests {
         remove_hop_by_hop(&mut headers);
         let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["x-c"]);
+    }
+
+    /// A `Connection` that lists only hop-by-hop names (nginx's `keep-alive`) removes those
+    /// and leaves every other header.
+    #[test]
+    fn a_connection_of_hop_by_hop_names_removes_only_them() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Keep-Alive, TE"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert("x-c", HeaderValue::from_static("1"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        remove_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-c"]);
     }
 
     #[test]

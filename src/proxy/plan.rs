@@ -202,7 +202,8 @@ pub(super) async fn request<B: RequestBody>(
                 granted,
                 confinement,
             };
-            // Not boxed again: the caller boxes every request that is not plain.
+            // Inline: the plan's rare steps are boxed inside it, which leaves it smaller than
+            // the upstream's future it shares its place with in the caller's.
             confined.prepare(exchange, parts, body, form, held).await
         }
     }
