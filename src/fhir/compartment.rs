@@ -18,6 +18,10 @@
 //! Where each parameter points inside a resource (the element whose own `reference` decides
 //! membership) is in `paths`.
 
+use std::sync::LazyLock;
+
+use crate::fhir::resource_types::NameSet;
+
 mod paths;
 
 /// Rows of the R4 Patient CompartmentDefinition, sorted by type.
@@ -278,7 +282,8 @@ pub fn practitioner_compartment_types() -> impl Iterator<Item = &'static str> {
 /// True for shared reference types, readable per the scopes without a compartment check
 /// (reference §4.5 universal types, extended as documented on the table).
 pub fn is_shared_type(resource_type: &str) -> bool {
-    SHARED.binary_search(&resource_type).is_ok()
+    static SET: LazyLock<NameSet> = LazyLock::new(|| NameSet::new(SHARED));
+    SET.contains(resource_type)
 }
 
 /// The element paths of the Patient compartment's parameters for `resource_type`:

@@ -466,7 +466,10 @@ mod tests {
     #[test]
     fn a_connection_of_hop_by_hop_names_removes_only_them() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("Keep-Alive, TE"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, TE"),
+        );
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
         headers.insert("x-c", HeaderValue::from_static("1"));
