@@ -111,10 +111,9 @@ impl Proxy {
 
     /// The phases: decide on the head; read the body when it decides; prepare, send, finish
     /// (`plan`). The upstream's future stays in this function's state, one level under
-    /// `handle`: a request decided without SMART is prepared without an await, one under SMART
-    /// by `plan::request` inline (its rare steps boxed within), and the other shapes are boxed,
-    /// so their futures are neither laid out nor copied for every request (nested, rustc lays a
-    /// future out more than once, #62958).
+    /// `handle`: a request decided without SMART (most) is prepared without an await, and the
+    /// other shapes are boxed, so their futures are neither laid out nor copied for every
+    /// request (nested, rustc lays a future out more than once, #62958).
     async fn decide_and_forward<B: RequestBody>(
         &self,
         generation: &Generation,
@@ -151,7 +150,13 @@ impl Proxy {
                 let outcome = Outcome::allowed(&mut allowed, audit);
                 let prepared = match allowed.is_plain() {
                     true => Ok(plan::plain(allowed, parts, body)),
-                    false => plan::request(&exchange, allowed, parts, Some(body), &mut held).await,
+                    false => {
+                        // Boxed: inline it would enlarge the service's future, for which hyper
+                        // keeps a slot on every connection, idle or not (about 1.4 KiB each).
+                        let request =
+                            plan::request(&exchange, allowed, parts, Some(body), &mut held);
+                        Box::pin(request).await
+                    }
                 };
                 outcome.then(prepared.map(Prepared::Send))
             }

@@ -12,9 +12,6 @@ use crate::metrics::Metrics;
 use crate::proxy::headers::{self, Identity, RequestId};
 use crate::upstream::Upstream;
 
-/// The headers forwarding may add to a request.
-const IDENTITY_AND_FORWARDING: usize = 12;
-
 /// Where the request came from.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer {
@@ -56,10 +53,6 @@ impl Exchange<'_> {
         query: Option<&str>,
     ) -> Result<Response<Body>, Rejection> {
         let headers = &mut parts.headers;
-        // Room for what forwarding adds (`X-Forwarded-*`, the request id, four identity
-        // headers, the pool's `Host`) at once: a client's few headers would otherwise have the
-        // map grow, and rehash, two or three times.
-        headers.reserve(IDENTITY_AND_FORWARDING);
         let host = headers.remove(http::header::HOST).or_else(|| {
             let authority = parts.uri.authority()?;
             HeaderValue::from_str(authority.as_str()).ok()

@@ -202,8 +202,8 @@ pub(super) async fn request<B: RequestBody>(
                 granted,
                 confinement,
             };
-            // Inline: the plan's rare steps are boxed inside it, which leaves it smaller than
-            // the upstream's future it shares its place with in the caller's.
+            // Not boxed again: the caller boxes every request that is not plain (and the
+            // rare steps within are boxed too, so that box is small).
             confined.prepare(exchange, parts, body, form, held).await
         }
     }
