@@ -44,8 +44,8 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// Removes the hop-by-hop headers ([`HOP_BY_HOP`]), including every header named in
-/// `Connection` (RFC 9110 §7.6.1).
+/// Removes the hop-by-hop headers (RFC 9110 §7.6.1, the obsolete ones of §7.8, and `Upgrade`),
+/// including every header named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names notes which are present: most messages carry none, and most of
     // the rest one `Connection: keep-alive`. Only those are looked up again.
