@@ -59,17 +59,11 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // `Connection: keep-alive` (or `Upgrade`, `TE`…) lists only hop-by-hop names, removed below
     // anyway: other names are looked for only when some are listed.
     let others_listed = |headers: &HeaderMap| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .any(|name| {
-                let name = name.trim();
-                !HOP_BY_HOP
-                    .iter()
-                    .any(|hop| name.eq_ignore_ascii_case(hop.as_str()))
-            })
+        connection_options(&headers.get_all(header::CONNECTION)).any(|name| {
+            !HOP_BY_HOP
+                .iter()
+                .any(|hop| name.eq_ignore_ascii_case(hop.as_str()))
+        })
     };
     if present & 1 != 0 && others_listed(headers) {
         // The values share their bytes with the message: copying them out costs no copy of
@@ -79,13 +73,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             .iter()
             .cloned()
             .collect();
-        let names = listed
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','));
-        for name in names {
+        for name in connection_options(&listed) {
             // Looked up by text: a listed name that is no header name names nothing here.
-            headers.remove(name.trim());
+            headers.remove(name);
         }
     }
     for (index, name) in HOP_BY_HOP.iter().enumerate() {
@@ -93,6 +83,18 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// The names a `Connection` header's values list (RFC 9110 §7.6.1), trimmed; a value that is
+/// not visible ASCII lists none.
+fn connection_options<'a>(
+    values: impl IntoIterator<Item = &'a HeaderValue>,
+) -> impl Iterator<Item = &'a str> {
+    values
+        .into_iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
 }
 
 /// The index in [`HOP_BY_HOP`] of a (lower-case) header name, if it is one. Read on every
@@ -359,29 +361,31 @@ pub struct Identity([Option<HeaderValue>; 4]);
 impl Identity {
     /// The values for `principal`: its client, `sub`, `fhirUser` and issuer.
     pub fn of(principal: &crate::auth::Principal) -> Identity {
-        let value = |text: Option<&str>| text.and_then(|text| HeaderValue::from_str(text).ok());
-        Identity([
-            value(principal.client_id.as_deref()),
-            value(principal.subject.as_deref()),
-            value(principal.fhir_user.as_deref()),
-            value(Some(principal.issuer.as_str())),
-        ])
+        Identity(
+            Identity::texts(principal)
+                .map(|text| text.and_then(|text| HeaderValue::from_str(text).ok())),
+        )
     }
 
     /// The bytes the values hold on the heap, for the token cache's weight.
     pub fn heap_bytes(principal: &crate::auth::Principal, per_allocation: usize) -> usize {
+        Identity::texts(principal)
+            .into_iter()
+            .flatten()
+            .map(|text| text.len() + per_allocation)
+            .sum::<usize>()
+            + size_of::<Identity>()
+            + per_allocation
+    }
+
+    /// The principal's texts the values are made of, in the order of [`IDENTITY`]'s names.
+    fn texts(principal: &crate::auth::Principal) -> [Option<&str>; 4] {
         [
             principal.client_id.as_deref(),
             principal.subject.as_deref(),
             principal.fhir_user.as_deref(),
             Some(principal.issuer.as_str()),
         ]
-        .into_iter()
-        .flatten()
-        .map(|text| text.len() + per_allocation)
-        .sum::<usize>()
-            + size_of::<Identity>()
-            + per_allocation
     }
 }
 

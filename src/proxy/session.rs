@@ -48,15 +48,13 @@ pub async fn authenticate(
         return Ok(Arc::new(Session::new(verified)));
     }
     if let Some(remembered) = memo.and_then(|memo| memo.get(token)) {
-        if let Some(answer) = reuse(store, config, remembered, now).await {
-            cache.record(true);
+        if let Some(answer) = reuse(cache, store, config, remembered, now).await {
             return answer;
         }
     }
     let digest = TokenDigest::of(token);
     if let Some(cached) = cache.get(&digest).await {
-        if let Some(answer) = reuse(store, config, Arc::clone(&cached), now).await {
-            cache.record(true);
+        if let Some(answer) = reuse(cache, store, config, Arc::clone(&cached), now).await {
             if let Some(memo) = memo {
                 memo.set(token, Some(cached));
             }
@@ -98,8 +96,7 @@ pub async fn recall(
         return None;
     }
     let (scheme, token, session) = memo.recall(value.as_bytes())?;
-    let answer = reuse(store, config, session, now).await?;
-    cache.verified.record(true);
+    let answer = reuse(&cache.verified, store, config, session, now).await?;
     Some(Recalled {
         scheme,
         token,
@@ -119,14 +116,17 @@ pub struct Recalled {
     pub answer: Result<Arc<Session>, AuthError>,
 }
 
-/// A kept session answers when [`auth::revalidate`] says its verification still applies.
+/// A kept session answers when [`auth::revalidate`] says its verification still applies, and
+/// then counts as a hit of `cache`, accepted or refused.
 async fn reuse(
+    cache: &VerifiedCache,
     store: &KeyStore,
     config: &Config,
     kept: Arc<Session>,
     now: u64,
 ) -> Option<Result<Arc<Session>, AuthError>> {
     let checked = auth::revalidate(store, config, &kept.verified, now).await?;
+    cache.record(true);
     Some(checked.map(|()| kept))
 }
 
