@@ -264,8 +264,7 @@ pub async fn serve<S, F>(
         let started = Arc::new(AtomicBool::new(false));
         let https = settings.tls.is_some();
         let service = service.clone();
-        // The service's own future, not wrapped in another: hyper keeps one per connection
-        // and moves it on every request, so its size counts twice.
+        // The service's own future, not wrapped in another: it is moved on every request.
         let client_certificate = https.then(|| Arc::new(OnceLock::new()));
         let connection = Connection {
             peer,
