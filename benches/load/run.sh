@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Load harness for fhirguard (issue 5 part 4): one run, loopback only, bounded in time.
 #
-#   benches/load/run.sh            full run (~12 s a row, about 3-4 minutes in all)
-#   benches/load/run.sh --quick    smoke test (3 s a row)
+#   benches/load/run.sh            full run (~12 s a row, the 12 listener rows 3 x 8 s; about
+#                                  8 minutes in all)
+#   benches/load/run.sh --quick    smoke test (3 s a row, the listener rows 3 x 2 s)
+#   benches/load/run.sh --repeat 1 every row measured once (12 s), as before --repeat
+#
+# The 12 listener rows (nginx proxy_pass, Envoy cached, the bare proxy and fhirguard, each on
+# plain HTTP/1.1, TLS HTTP/1.1 and TLS HTTP/2) are measured REPEAT times (default 3), in
+# interleaved rounds: for each listener, round 1 measures every proxy once, then round 2, and
+# so on, all four proxies up at once, so that drift on the machine falls on each proxy alike. A
+# row's req/s, p50 and p99 are the medians of its rounds; the report gives the min-max of req/s
+# over the rounds, and each listener ratio's range computed round by round (fhirguard's run
+# against the other proxy's run of the same round). The other rows are measured once.
 #
 # Rows, all in one run, servers pinned to CPU 0 and wrk pinned to CPU 1:
 #   upstream direct        nginx answering a fixed FHIR JSON            127.0.0.1:18081
@@ -41,16 +51,26 @@ usage() {
     cat <<'EOF'
 usage: benches/load/run.sh [--quick] [--out FILE] [--duration S] [--connections N]
                            [--tokens N] [--threads N] [--no-build] [--no-install] [--profile DIR]
-                           [--listeners] [--memory] [--no-memory]
+                           [--listeners] [--memory] [--no-memory] [--repeat N]
+                           [--repeat-duration S]
   --quick          3 s per row, fewer tokens (smoke test)
   --out FILE       also write the markdown report to FILE
   --duration S     seconds per measured row (default 12, quick 3)
+  --repeat N       measure each of the 12 listener rows (nginx, Envoy cached, bare, fhirguard
+                   x plain, TLS HTTP/1.1, TLS h2) N times in interleaved rounds and report
+                   the medians, the req/s range and each ratio's range over the rounds
+                   (default 3; 1: once, as the other rows)
+  --repeat-duration S
+                   seconds of each of those N runs (default: two thirds of --duration,
+                   rounded up, so 8 for 12 and 2 for --quick; --duration with --repeat 1);
+                   one warm-up of the row before its first run only
   --connections N  wrk connections per row (default 64)
   --tokens N       distinct tokens for the cache-miss rows (default 400000, quick 20000)
   --threads N      wrk threads, all on CPU 1 (default 1)
   --no-build       do not run `cargo build --release` (use target/release/fhirguard as is)
   --no-install     do not install missing tools
-  --profile DIR    perf-record fhirguard during its two rows; flat profiles to DIR/*.txt
+  --profile DIR    perf-record fhirguard during its rows (a listener row's first round);
+                   flat profiles to DIR/*.txt
   --listeners      only the listener rows: upstream, then plain, TLS HTTP/1.1 and TLS h2 for
                    nginx, Envoy cached, fhirguard (repeated token) and the bare proxy
   --memory         with --listeners: the memory rows too (5,000 connections, plain and TLS,
@@ -58,14 +78,16 @@ usage: benches/load/run.sh [--quick] [--out FILE] [--duration S] [--connections 
   --no-memory      leave the memory rows out
 env: FHIRGUARD_BIN (binary to use), BARE_BIN (the bare proxy, default
      target/release/examples/bare_proxy), FHIRGUARD_LOAD_CACHE (key + minted tokens,
-     default ~/.cache/fhirguard-load), MAX_SECONDS (watchdog, default 780 / quick 360, counted
-     after the build), PORT_BASE (default 18080: ports PORT_BASE..+10, +1010 and +1821),
-     H2_CONNS / H2_STREAMS (h2load connections and streams per connection, default 32 / 10)
+     default ~/.cache/fhirguard-load), MAX_SECONDS (watchdog, default 780 / quick 360 plus
+     the time of the listener rows' repeats, counted after the build), PORT_BASE (default
+     18080: ports PORT_BASE..+10, +1010 and +1821), H2_CONNS / H2_STREAMS (h2load connections
+     and streams per connection, default 32 / 10), REPEAT / REPEAT_DURATION (--repeat,
+     --repeat-duration)
 EOF
 }
 
 QUICK=0 OUT="" PROFILE="" DUR="" CONNS=64 TOKENS="" THREADS=1 BUILD=1 INSTALL=1 LISTENERS_ONLY=0
-MEMORY=""
+MEMORY="" REPEAT=${REPEAT:-3} REPEAT_DUR=${REPEAT_DURATION:-}
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -80,16 +102,26 @@ while [ $# -gt 0 ]; do
         --listeners) LISTENERS_ONLY=1 ;;
         --memory) MEMORY=1 ;;
         --no-memory) MEMORY=0 ;;
+        --repeat) REPEAT="$2"; shift ;;
+        --repeat-duration) REPEAT_DUR="$2"; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
     shift
 done
 if [ "$QUICK" = 1 ]; then
-    : "${DUR:=3}" "${TOKENS:=20000}"; WARM=1; HOLD_DUR=3; : "${MAX_SECONDS:=360}"
+    : "${DUR:=3}" "${TOKENS:=20000}"; WARM=1; HOLD_DUR=3; max_once=360
 else
-    : "${DUR:=12}" "${TOKENS:=400000}"; WARM=2; HOLD_DUR=10; : "${MAX_SECONDS:=780}"
+    : "${DUR:=12}" "${TOKENS:=400000}"; WARM=2; HOLD_DUR=10; max_once=780
 fi
+for v in "$DUR" "$REPEAT" "${REPEAT_DUR:-1}"; do
+    [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "not a whole number of at least 1: $v" >&2; usage >&2; exit 2; }
+done
+if [ "$REPEAT" = 1 ]; then : "${REPEAT_DUR:=$DUR}"; else : "${REPEAT_DUR:=$(((2 * DUR + 2) / 3))}"; fi
+# The watchdog's default: a run with every row once, plus what the 12 listener rows' repeats add
+# (each run and about 2 s of overhead, against one run and one warm-up).
+extra=$((12 * (REPEAT * (REPEAT_DUR + 2) - DUR - WARM)))
+: "${MAX_SECONDS:=$((max_once + (extra > 0 ? extra : 0)))}"
 H2_CONNS=${H2_CONNS:-32} H2_STREAMS=${H2_STREAMS:-10}
 [ -n "$MEMORY" ] || { [ "$LISTENERS_ONLY" = 1 ] && MEMORY=0 || MEMORY=1; }
 HOLD_CONNS=5000
@@ -286,24 +318,39 @@ check_200() {
     fi
 }
 
-# Rows: parallel arrays, filled by measure().
+# Rows: parallel arrays, in the order row() first names them; figures filled by measure().
 ROW_KEYS=() ROW_NAMES=()
-declare -A RPS P50 P99 BAD RSS NOTE WRAPS REQS
-# measure KEY LABEL URL MODE PID: warm up, measure, record peak RSS of PID.
+declare -A LABEL RPS P50 P99 BAD RSS NOTE WRAPS REQS
+# A listener row's figures round by round (space-separated, in round order), kept by measure.
+declare -A RUN_RPS RUN_P50 RUN_P99
+# row KEY LABEL: the report's row KEY, named once.
+row() {
+    [ -n "${LABEL[$1]:-}" ] && return 0
+    ROW_KEYS+=("$1") ROW_NAMES+=("$2") LABEL[$1]=$2
+}
+# measure KEY LABEL URL MODE PID [profile] [ROUND]: warm up, measure, record peak RSS of PID.
+# With ROUND (1..REPEAT, a listener row measured by rounds), the check and the warm-up come
+# before round 1 only, the run lasts REPEAT_DUR, its figures are added to the row's rounds
+# (settle makes the row's figures of them) and the profile is taken in round 1.
 measure() {
-    local key=$1 label=$2 url=$3 mode=$4 pid=$5
-    ROW_KEYS+=("$key") ROW_NAMES+=("$label")
-    if ! check_200 "$key" "$url"; then NOTE[$key]="no 200 response; row skipped"; return 0; fi
-    if [ "$mode" = h2 ]; then run_h2load "$key-warm" "$url" "$WARM"; else run_wrk "$key-warm" "$url" static "$CONNS" "$WARM"; fi
+    local key=$1 label=$2 url=$3 mode=$4 pid=$5 prof=${6:-} round=${7:-} secs=$DUR
+    row "$key" "$label"
+    if [ -n "$round" ]; then secs=$REPEAT_DUR; fi
+    if [ "${round:-1}" = 1 ]; then
+        if ! check_200 "$key" "$url"; then NOTE[$key]="no 200 response; row skipped"; return 0; fi
+        if [ "$mode" = h2 ]; then run_h2load "$key-warm" "$url" "$WARM"; else run_wrk "$key-warm" "$url" static "$CONNS" "$WARM"; fi
+    elif [ "${NOTE[$key]:-}" = "no 200 response; row skipped" ]; then
+        return 0
+    fi
     "${BEFORE_MEASURE:-:}" "$key"   # e.g. read counters after the warm-up
-    log "measuring $label (${DUR}s, $CONNS connections)"
+    log "measuring $label (${secs}s, $CONNS connections${round:+, round $round of $REPEAT})"
     local perf_pid=""
-    if [ -n "$PROFILE" ] && [ "${6:-}" = profile ]; then
+    if [ -n "$PROFILE" ] && [ "$prof" = profile ] && [ "${round:-1}" = 1 ]; then
         taskset -c 1 perf record -q -F 499 -g -p "$pid" -o "$PROFILE/$key.data" >/dev/null 2>&1 &
         perf_pid=$!
         PIDS+=("$perf_pid")
     fi
-    if [ "$mode" = h2 ]; then run_h2load "$key" "$url" "$DUR"; else run_wrk "$key" "$url" "$mode" "$CONNS" "$DUR"; fi
+    if [ "$mode" = h2 ]; then run_h2load "$key" "$url" "$secs"; else run_wrk "$key" "$url" "$mode" "$CONNS" "$secs"; fi
     if [ -n "$perf_pid" ]; then
         kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null || true
         forget "$perf_pid"
@@ -311,10 +358,29 @@ measure() {
             2>/dev/null | sed -e 's/[[:space:]]*-[[:space:]]*-[[:space:]]*$//' >"$PROFILE/$key.txt" || true
         log "  profile: $PROFILE/$key.txt"
     fi
-    RPS[$key]=$R_RPS P50[$key]=$R_P50 P99[$key]=$R_P99 BAD[$key]=$((R_NON2XX + R_ERR))
-    WRAPS[$key]=$R_WRAPS REQS[$key]=$R_REQ
+    "${AFTER_MEASURE:-:}" "$key"
     RSS[$key]=$(peak_rss_kib "$pid")
-    log "  $label: ${R_RPS} req/s, p50 ${R_P50} us, p99 ${R_P99} us, bad ${BAD[$key]}, wraps ${R_WRAPS}"
+    if [ -n "$round" ]; then   # failures, requests and wraps add up over the rounds
+        RUN_RPS[$key]+="${RUN_RPS[$key]:+ }$R_RPS" RUN_P50[$key]+="${RUN_P50[$key]:+ }$R_P50"
+        RUN_P99[$key]+="${RUN_P99[$key]:+ }$R_P99"
+        BAD[$key]=$((${BAD[$key]:-0} + R_NON2XX + R_ERR)) REQS[$key]=$((${REQS[$key]:-0} + R_REQ))
+        WRAPS[$key]=$((${WRAPS[$key]:-0} + R_WRAPS))
+    else
+        RPS[$key]=$R_RPS P50[$key]=$R_P50 P99[$key]=$R_P99 BAD[$key]=$((R_NON2XX + R_ERR))
+        WRAPS[$key]=$R_WRAPS REQS[$key]=$R_REQ
+    fi
+    log "  $label: ${R_RPS} req/s, p50 ${R_P50} us, p99 ${R_P99} us, bad $((R_NON2XX + R_ERR)), wraps ${R_WRAPS}"
+}
+# median "V V …": the middle value (the mean of the two middle ones for an even count).
+median() {
+    tr ' ' '\n' <<<"$1" | sort -g | awk 'NF { v[++n] = $1 } END {
+        if (n) printf "%.2f", (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'
+}
+# settle KEY: a row measured by rounds gets the medians of its rounds' req/s, p50 and p99.
+settle() {
+    [ -n "${RUN_RPS[$1]:-}" ] || return 0
+    RPS[$1]=$(median "${RUN_RPS[$1]}") P50[$1]=$(median "${RUN_P50[$1]}") P99[$1]=$(median "${RUN_P99[$1]}")
+    log "  ${LABEL[$1]}: median of $REPEAT: ${RPS[$1]} req/s (${RUN_RPS[$1]}), p99 ${P99[$1]} us"
 }
 
 # ================================================================ main
@@ -549,137 +615,193 @@ wait_http "http://$IP:$P_IDP/jwks.json" "$UPSTREAM_PID" 10 || { cat "$WORK/nginx
 
 measure upstream "upstream direct (nginx static)" "http://$IP:$P_UPSTREAM$UPSTREAM_PATH" static "$UPSTREAM_PID"
 
-start nginx-proxy "$NGINX" -p "$WORK/nginx-b" -e "$WORK/nginx-b/error.log" -c "$WORK/nginx-b.conf" -g 'daemon off;'
-pid=$LAST_PID
-if wait_http "http://$IP:$P_NGINX$UPSTREAM_PATH" "$pid" 10; then
-    measure nginx "nginx proxy_pass (no auth)" "http://$IP:$P_NGINX$UPSTREAM_PATH" static "$pid"
-    measure nginx_tls "nginx proxy_pass, TLS HTTP/1.1" "https://$IP:$P_NGINX_TLS$UPSTREAM_PATH" static "$pid"
-    measure nginx_h2 "nginx proxy_pass, TLS HTTP/2" "https://$IP:$P_NGINX_TLS$UPSTREAM_PATH" h2 "$pid"
-else
-    ROW_KEYS+=(nginx) ROW_NAMES+=("nginx proxy_pass (no auth)"); NOTE[nginx]="did not start"
-fi
-stop "$pid"
-
-ENVOY_VARIANTS="cached uncached"
-[ "$LISTENERS_ONLY" = 1 ] && ENVOY_VARIANTS=cached
-for variant in $ENVOY_VARIANTS; do
-    start "envoy-$variant" "$ENVOY" -c "$WORK/envoy-$variant.yaml" --concurrency 1 \
-        --disable-hot-restart -l warn --log-path "$WORK/envoy-$variant.log"
-    pid=$LAST_PID
-    if [ "$variant" = cached ]; then key=envoy_cached label="envoy jwt_authn, cache, repeated token" mode=static
-    else key=envoy_uncached label="envoy jwt_authn, no cache, distinct tokens" mode=rotate; fi
-    if wait_http "http://$IP:$P_ENVOY_ADMIN/ready" "$pid" 20; then
-        measure "$key" "$label" "http://$IP:$P_ENVOY$UPSTREAM_PATH" "$mode" "$pid"
-        if [ "$variant" = cached ]; then
-            measure envoy_tls "envoy jwt_authn, cache, TLS HTTP/1.1" "https://$IP:$P_ENVOY_TLS$UPSTREAM_PATH" static "$pid"
-            measure envoy_h2 "envoy jwt_authn, cache, TLS HTTP/2" "https://$IP:$P_ENVOY_TLS$UPSTREAM_PATH" h2 "$pid"
-        fi
-    else
-        ROW_KEYS+=("$key") ROW_NAMES+=("$label"); NOTE[$key]="envoy did not start"
-        tail -5 "$WORK/envoy-$variant.err" "$WORK/envoy-$variant.log" >&2 2>/dev/null || true
-    fi
-    stop "$pid"
-done
-
 # fhirguard metric sums, for the token-cache hit/miss count of the distinct-token run.
 metric_sum() { # metric_sum REGEX: sum of all series whose metric name matches REGEX
     curl -s --max-time 2 "http://$IP:$P_ADMIN/metrics" |
         awk -v re="$1" '!/^#/ { n=$1; sub(/\{.*/, "", n); if (n ~ re) s += $NF } END { printf "%d", s }'
 }
 
+# ---------------------------------------------------------------- the listener rows (issue 23)
+# nginx proxy_pass, the cached Envoy, the bare proxy and fhirguard (repeated token), each on plain
+# HTTP/1.1, TLS HTTP/1.1 and TLS HTTP/2. They are up together, idle but for their own rows, and
+# each listener's four rows are measured in REPEAT interleaved rounds (rounds): a round measures
+# every proxy of the listener once, in the same order, so that drift on the machine falls on each
+# proxy alike. The bare proxy is two processes (plain, TLS), and so is fhirguard, whose two share
+# one admin port: the plain one serves the plain rounds, then its distinct-token and
+# 5,000-connection rows, and stops before the TLS one starts. The cached Envoy's port and admin
+# port are the uncached one's, which runs after them.
+row nginx "nginx proxy_pass (no auth)"
+row nginx_tls "nginx proxy_pass, TLS HTTP/1.1"
+row nginx_h2 "nginx proxy_pass, TLS HTTP/2"
+row envoy_cached "envoy jwt_authn, cache, repeated token"
+row envoy_tls "envoy jwt_authn, cache, TLS HTTP/1.1"
+row envoy_h2 "envoy jwt_authn, cache, TLS HTTP/2"
+[ "$LISTENERS_ONLY" = 1 ] || row envoy_uncached "envoy jwt_authn, no cache, distinct tokens"
+row fhirguard_repeated "fhirguard, repeated token"
+[ "$LISTENERS_ONLY" = 1 ] || row fhirguard_distinct "fhirguard, distinct tokens (cache miss)"
+row fhirguard_tls "fhirguard, repeated token, TLS HTTP/1.1"
+row fhirguard_h2 "fhirguard, repeated token, TLS HTTP/2"
+row bare "bare hyper/rustls proxy (no auth)"
+row bare_tls "bare hyper/rustls proxy, TLS HTTP/1.1"
+row bare_h2 "bare hyper/rustls proxy, TLS HTTP/2"
+
+declare -A URL MODE PROC PROF
+# listener_row KEY URL static|h2 PID [profile]: KEY is measured by rounds, against the process PID.
+listener_row() { URL[$1]=$2 MODE[$1]=$3 PROC[$1]=$4 PROF[$1]=${5:-}; }
+# not_up NOTE KEY...: these rows' process did not start.
+not_up() { local note=$1 k; shift; for k; do NOTE[$k]=$note; done; }
+# rounds KEY...: REPEAT rounds, each measuring every KEY that has a process (listener_row) once,
+# in order; then each row's figures are the medians of its rounds (settle).
+rounds() {
+    local r k
+    for r in $(seq "$REPEAT"); do
+        for k; do
+            [ -n "${URL[$k]:-}" ] && measure "$k" "${LABEL[$k]}" "${URL[$k]}" "${MODE[$k]}" "${PROC[$k]}" "${PROF[$k]}" "$r"
+        done
+    done
+    for k; do settle "$k"; done
+}
+
+start nginx-proxy "$NGINX" -p "$WORK/nginx-b" -e "$WORK/nginx-b/error.log" -c "$WORK/nginx-b.conf" -g 'daemon off;'
+NGINX_PID=$LAST_PID
+start envoy-cached "$ENVOY" -c "$WORK/envoy-cached.yaml" --concurrency 1 \
+    --disable-hot-restart -l warn --log-path "$WORK/envoy-cached.log"
+ENVOY_PID=$LAST_PID
+BARE_PID="" BARE_TLS_PID="" FG_PID=""
+if [ -z "$BARE_NOTE" ]; then
+    start bare "$BARE" "$IP:$P_BARE" "http://$IP:$P_UPSTREAM/fhir"
+    BARE_PID=$LAST_PID
+    start bare-tls "$BARE" "$IP:$P_BARE_TLS" "http://$IP:$P_UPSTREAM/fhir" "$WORK/cert.pem" "$WORK/key.pem"
+    BARE_TLS_PID=$LAST_PID
+fi
+[ -n "$FHIRGUARD_NOTE" ] || { start fhirguard "$FHIRGUARD" serve --config "$WORK/fhirguard.yaml"; FG_PID=$LAST_PID; }
+
+# proxy_rows PLAIN_KEY TLS_KEY H2_KEY PORT TLS_PORT PID: nginx's or Envoy's three listener rows.
+proxy_rows() {
+    listener_row "$1" "http://$IP:$4$UPSTREAM_PATH" static "$6"
+    listener_row "$2" "https://$IP:$5$UPSTREAM_PATH" static "$6"
+    listener_row "$3" "https://$IP:$5$UPSTREAM_PATH" h2 "$6"
+}
+if wait_http "http://$IP:$P_NGINX$UPSTREAM_PATH" "$NGINX_PID" 10; then
+    proxy_rows nginx nginx_tls nginx_h2 "$P_NGINX" "$P_NGINX_TLS" "$NGINX_PID"
+else
+    not_up "did not start" nginx nginx_tls nginx_h2
+fi
+if wait_http "http://$IP:$P_ENVOY_ADMIN/ready" "$ENVOY_PID" 20; then
+    proxy_rows envoy_cached envoy_tls envoy_h2 "$P_ENVOY" "$P_ENVOY_TLS" "$ENVOY_PID"
+else
+    not_up "envoy did not start" envoy_cached envoy_tls envoy_h2
+    tail -5 "$WORK/envoy-cached.err" "$WORK/envoy-cached.log" >&2 2>/dev/null || true
+fi
+if [ -n "$BARE_NOTE" ]; then
+    not_up "$BARE_NOTE" bare bare_tls bare_h2
+else
+    bare_err() { echo "did not start: $(tail -c 300 "$WORK/$1.err" 2>/dev/null | tr '\n' ' ')"; }
+    if wait_http "http://$IP:$P_BARE$FHIRGUARD_PATH" "$BARE_PID" 10; then
+        listener_row bare "http://$IP:$P_BARE$FHIRGUARD_PATH" static "$BARE_PID"
+    else
+        not_up "$(bare_err bare)" bare
+    fi
+    if kill -0 "$BARE_TLS_PID" 2>/dev/null; then
+        listener_row bare_tls "https://$IP:$P_BARE_TLS$FHIRGUARD_PATH" static "$BARE_TLS_PID"
+        listener_row bare_h2 "https://$IP:$P_BARE_TLS$FHIRGUARD_PATH" h2 "$BARE_TLS_PID"
+    else
+        not_up "$(bare_err bare-tls)" bare_tls bare_h2
+    fi
+fi
+
 HOLD_DETAIL="" HOLD_RSS="" HOLD_CUR="" HOLD_EST="" HOLD_RPS="" HOLD_P99="" HOLD_BAD="" CACHE_NOTE=""
-fg_rows=(fhirguard_repeated fhirguard_distinct)
-fg_names=("fhirguard, repeated token" "fhirguard, distinct tokens (cache miss)")
-if [ -z "$FHIRGUARD_NOTE" ]; then
-    start fhirguard "$FHIRGUARD" serve --config "$WORK/fhirguard.yaml"
-    pid=$LAST_PID
-    if wait_http "http://$IP:$P_ADMIN/readyz" "$pid" 30; then
-        url="http://$IP:$P_FHIRGUARD$FHIRGUARD_PATH"
-        # Token-cache counters around each measured run (after its warm-up, which sends the
-        # repeated token), when fhirguard exports them.
-        has_cache_metrics=0
-        curl -s --max-time 2 "http://$IP:$P_ADMIN/metrics" | grep -q '^fhirguard_token_cache' && has_cache_metrics=1
-        cache_before() { h0=$(metric_sum 'token_cache.*hit') m0=$(metric_sum 'token_cache.*miss'); }
-        BEFORE_MEASURE=cache_before
-        measure fhirguard_repeated "${fg_names[0]}" "$url" static "$pid" profile
-        h1=$(metric_sum 'token_cache.*hit') m1=$(metric_sum 'token_cache.*miss')
-        repeated_hits=$((h1 - h0)) repeated_misses=$((m1 - m0))
-        [ "$LISTENERS_ONLY" = 1 ] && BEFORE_MEASURE=""
-        [ "$LISTENERS_ONLY" = 0 ] && measure fhirguard_distinct "${fg_names[1]}" "$url" rotate "$pid" profile
-        h2=$(metric_sum 'token_cache.*hit') m2=$(metric_sum 'token_cache.*miss')
-        BEFORE_MEASURE=""
-        if [ "$has_cache_metrics" = 1 ] && [ "$LISTENERS_ONLY" = 0 ]; then
-            CACHE_NOTE="fhirguard token cache (fhirguard_token_cache_*, measured runs only): repeated-token row $repeated_hits hits / $repeated_misses misses, distinct-token row $((h2 - h0)) hits / $((m2 - m0)) misses"
-        fi
-        if [ "$LISTENERS_ONLY" = 0 ] && check_200 hold "$url"; then
-            log "holding $HOLD_CONNS keep-alive connections to fhirguard (${HOLD_DUR}s)"
-            # Sample twice a second while wrk holds the connections: most sockets established
-            # at once, and the largest resident set seen.
-            ( est=0 cur=0
-              for _ in $(seq $((HOLD_DUR * 2))); do
-                  sleep 0.5
-                  e=$(ss -Htn state established "( sport = :$P_FHIRGUARD )" | wc -l)
-                  c=$(cur_rss_kib "$pid")
-                  [ "$e" -gt "$est" ] && est=$e
-                  [ "${c:-0}" -gt "$cur" ] && cur=$c
-              done
-              echo "$cur" >"$WORK/hold-cur"; echo "$est" >"$WORK/hold-est" ) &
-            sampler=$!
-            run_wrk hold "$url" static "$HOLD_CONNS" "$HOLD_DUR"
-            wait "$sampler" || true
-            HOLD_RSS=$(peak_rss_kib "$pid") HOLD_CUR=$(cat "$WORK/hold-cur") HOLD_EST=$(cat "$WORK/hold-est")
-            HOLD_RPS=$R_RPS HOLD_P99=$R_P99 HOLD_BAD=$((R_NON2XX + R_ERR))
-            HOLD_DETAIL="$R_NON2XX non-2xx, $R_CONNECT connect errors, $R_TIMEOUTS timeouts (wrk --timeout 5s)"
-        fi
+# Token-cache counters around each measured run of fhirguard's plain process (after the warm-up,
+# which sends the repeated token), summed over a row's rounds, when fhirguard exports them.
+declare -A CACHE_HITS CACHE_MISSES
+cache_before() {
+    case $1 in fhirguard_repeated|fhirguard_distinct) h0=$(metric_sum 'token_cache.*hit') m0=$(metric_sum 'token_cache.*miss') ;; esac
+}
+cache_after() {
+    case $1 in fhirguard_repeated|fhirguard_distinct)
+        CACHE_HITS[$1]=$((${CACHE_HITS[$1]:-0} + $(metric_sum 'token_cache.*hit') - h0))
+        CACHE_MISSES[$1]=$((${CACHE_MISSES[$1]:-0} + $(metric_sum 'token_cache.*miss') - m0)) ;;
+    esac
+}
+url="http://$IP:$P_FHIRGUARD$FHIRGUARD_PATH"
+if [ -n "$FG_PID" ]; then
+    if wait_http "http://$IP:$P_ADMIN/readyz" "$FG_PID" 30; then
+        listener_row fhirguard_repeated "$url" static "$FG_PID" profile
+        BEFORE_MEASURE=cache_before AFTER_MEASURE=cache_after
     else
         FHIRGUARD_NOTE="fhirguard did not become ready: $(tail -c 600 "$WORK/fhirguard.err" | tr '\n' ' ')"
         log "$FHIRGUARD_NOTE"
     fi
-    stop "$pid"
 fi
 
-# fhirguard with `tls` (the same configuration otherwise), then the bare proxy, plain and TLS.
-fg_rows+=(fhirguard_tls fhirguard_h2)
-fg_names+=("fhirguard, repeated token, TLS HTTP/1.1" "fhirguard, repeated token, TLS HTTP/2")
+log "plain HTTP/1.1: $REPEAT round(s) of nginx, envoy, bare, fhirguard"
+rounds nginx envoy_cached bare fhirguard_repeated
+
+# fhirguard's plain process, on: the distinct tokens, then 5,000 connections held.
+if [ -n "${URL[fhirguard_repeated]:-}" ] && [ "$LISTENERS_ONLY" = 0 ]; then
+    measure fhirguard_distinct "${LABEL[fhirguard_distinct]}" "$url" rotate "$FG_PID" profile
+    # (grep reads all of it: with -q, curl's write into a closed pipe would fail the pipeline)
+    if curl -s --max-time 2 "http://$IP:$P_ADMIN/metrics" | grep '^fhirguard_token_cache' >/dev/null; then
+        CACHE_NOTE="fhirguard token cache (fhirguard_token_cache_*, measured runs only): repeated-token row ${CACHE_HITS[fhirguard_repeated]:-0} hits / ${CACHE_MISSES[fhirguard_repeated]:-0} misses, distinct-token row ${CACHE_HITS[fhirguard_distinct]:-0} hits / ${CACHE_MISSES[fhirguard_distinct]:-0} misses"
+    fi
+    if check_200 hold "$url"; then
+        log "holding $HOLD_CONNS keep-alive connections to fhirguard (${HOLD_DUR}s)"
+        # Sample twice a second while wrk holds the connections: most sockets established
+        # at once, and the largest resident set seen.
+        ( est=0 cur=0
+          for _ in $(seq $((HOLD_DUR * 2))); do
+              sleep 0.5
+              e=$(ss -Htn state established "( sport = :$P_FHIRGUARD )" | wc -l)
+              c=$(cur_rss_kib "$FG_PID")
+              [ "$e" -gt "$est" ] && est=$e
+              [ "${c:-0}" -gt "$cur" ] && cur=$c
+          done
+          echo "$cur" >"$WORK/hold-cur"; echo "$est" >"$WORK/hold-est" ) &
+        sampler=$!
+        run_wrk hold "$url" static "$HOLD_CONNS" "$HOLD_DUR"
+        wait "$sampler" || true
+        HOLD_RSS=$(peak_rss_kib "$FG_PID") HOLD_CUR=$(cat "$WORK/hold-cur") HOLD_EST=$(cat "$WORK/hold-est")
+        HOLD_RPS=$R_RPS HOLD_P99=$R_P99 HOLD_BAD=$((R_NON2XX + R_ERR))
+        HOLD_DETAIL="$R_NON2XX non-2xx, $R_CONNECT connect errors, $R_TIMEOUTS timeouts (wrk --timeout 5s)"
+    fi
+fi
+BEFORE_MEASURE="" AFTER_MEASURE=""
+[ -z "$FG_PID" ] || stop "$FG_PID"
+FG_PID=""
+
+# fhirguard with `tls` (the same configuration otherwise).
 if [ -z "$FHIRGUARD_NOTE" ]; then
     { grep -v '^listen:' "$WORK/fhirguard.yaml"
       echo "listen: \"$IP:$P_FHIRGUARD_TLS\""
       echo "tls: {certFile: \"$WORK/cert.pem\", keyFile: \"$WORK/key.pem\"}"; } >"$WORK/fhirguard-tls.yaml"
     start fhirguard-tls "$FHIRGUARD" serve --config "$WORK/fhirguard-tls.yaml"
-    pid=$LAST_PID
-    if wait_http "http://$IP:$P_ADMIN/readyz" "$pid" 30; then
-        url="https://$IP:$P_FHIRGUARD_TLS$FHIRGUARD_PATH"
-        measure fhirguard_tls "${fg_names[2]}" "$url" static "$pid" profile
-        measure fhirguard_h2 "${fg_names[3]}" "$url" h2 "$pid" profile
+    FG_PID=$LAST_PID
+    if wait_http "http://$IP:$P_ADMIN/readyz" "$FG_PID" 30; then
+        listener_row fhirguard_tls "https://$IP:$P_FHIRGUARD_TLS$FHIRGUARD_PATH" static "$FG_PID" profile
+        listener_row fhirguard_h2 "https://$IP:$P_FHIRGUARD_TLS$FHIRGUARD_PATH" h2 "$FG_PID" profile
     else
-        log "fhirguard with tls did not become ready: $(tail -c 600 "$WORK/fhirguard-tls.err" | tr '\n' ' ')"
+        not_up "fhirguard with tls did not become ready: $(tail -c 300 "$WORK/fhirguard-tls.err" | tr '\n' ' ')" fhirguard_tls fhirguard_h2
+        log "${NOTE[fhirguard_tls]}"
     fi
-    stop "$pid"
 fi
-bare_rows=(bare bare_tls bare_h2)
-bare_names=("bare hyper/rustls proxy (no auth)" "bare hyper/rustls proxy, TLS HTTP/1.1" "bare hyper/rustls proxy, TLS HTTP/2")
-if [ -z "$BARE_NOTE" ]; then
-    start bare "$BARE" "$IP:$P_BARE" "http://$IP:$P_UPSTREAM/fhir"
-    pid=$LAST_PID
-    if wait_http "http://$IP:$P_BARE$FHIRGUARD_PATH" "$pid" 10; then
-        measure bare "${bare_names[0]}" "http://$IP:$P_BARE$FHIRGUARD_PATH" static "$pid"
-    fi
-    stop "$pid"
-    start bare-tls "$BARE" "$IP:$P_BARE_TLS" "http://$IP:$P_UPSTREAM/fhir" "$WORK/cert.pem" "$WORK/key.pem"
-    pid=$LAST_PID
-    sleep 0.5
-    if kill -0 "$pid" 2>/dev/null; then
-        measure bare_tls "${bare_names[1]}" "https://$IP:$P_BARE_TLS$FHIRGUARD_PATH" static "$pid"
-        measure bare_h2 "${bare_names[2]}" "https://$IP:$P_BARE_TLS$FHIRGUARD_PATH" h2 "$pid"
-    fi
-    stop "$pid"
-fi
-for i in "${!bare_rows[@]}"; do
-    [ -n "${RPS[${bare_rows[$i]}]:-}" ] && continue
-    ROW_KEYS+=("${bare_rows[$i]}") ROW_NAMES+=("${bare_names[$i]}")
-    NOTE[${bare_rows[$i]}]="${BARE_NOTE:-did not start: $(tail -c 300 "$WORK/bare.err" "$WORK/bare-tls.err" 2>/dev/null | tr '\n' ' ')}"
-done
+log "TLS HTTP/1.1: $REPEAT round(s) of nginx, envoy, bare, fhirguard"
+rounds nginx_tls envoy_tls bare_tls fhirguard_tls
+log "TLS HTTP/2: $REPEAT round(s) of nginx, envoy, bare, fhirguard"
+rounds nginx_h2 envoy_h2 bare_h2 fhirguard_h2
+for pid in $FG_PID $BARE_TLS_PID $BARE_PID $ENVOY_PID $NGINX_PID; do stop "$pid"; done
 
+if [ "$LISTENERS_ONLY" = 0 ]; then
+    start envoy-uncached "$ENVOY" -c "$WORK/envoy-uncached.yaml" --concurrency 1 \
+        --disable-hot-restart -l warn --log-path "$WORK/envoy-uncached.log"
+    pid=$LAST_PID
+    if wait_http "http://$IP:$P_ENVOY_ADMIN/ready" "$pid" 20; then
+        measure envoy_uncached "${LABEL[envoy_uncached]}" "http://$IP:$P_ENVOY$UPSTREAM_PATH" rotate "$pid"
+    else
+        NOTE[envoy_uncached]="envoy did not start"
+        tail -5 "$WORK/envoy-uncached.err" "$WORK/envoy-uncached.log" >&2 2>/dev/null || true
+    fi
+    stop "$pid"
+fi
 # Memory (issue 23 item 5): a fresh fhirguard, plain then TLS, HOLD_CONNS keep-alive connections
 # opened by benches/load/hold.py (CPU 1), each sending a first request, then three rounds of one
 # request on every one of the same connections; the resident set before, once open, and after
@@ -710,8 +832,8 @@ fi
 
 # The second process: DPoP proofs and opaque tokens. Proofs are minted now, so that their iat
 # is within fhirguard's clock skew when they arrive.
-fg_rows+=(fhirguard_dpop fhirguard_opaque fhirguard_opaque_new)
-fg_names+=("fhirguard, DPoP-bound token, new proof each request" "fhirguard, opaque token (introspected once, cached)"
+fg_rows=(fhirguard_dpop fhirguard_opaque fhirguard_opaque_new)
+fg_names=("fhirguard, DPoP-bound token, new proof each request" "fhirguard, opaque token (introspected once, cached)"
            "fhirguard, distinct opaque tokens (introspected each)")
 INTROSPECTION_NOTE="" REPLAY_NOTE=""
 if [ -z "$FHIRGUARD_NOTE" ] && [ "$LISTENERS_ONLY" = 0 ]; then
@@ -723,13 +845,13 @@ if [ -z "$FHIRGUARD_NOTE" ] && [ "$LISTENERS_ONLY" = 0 ]; then
     start fhirguard-sender "$FHIRGUARD" serve --config "$WORK/fhirguard-sender.yaml"
     pid=$LAST_PID
     if wait_http "http://$IP:$P_ADMIN/readyz" "$pid" 30; then
-        measure fhirguard_dpop "${fg_names[4]}" "$url" dpop "$pid"
+        measure fhirguard_dpop "${fg_names[0]}" "$url" dpop "$pid"
         REPLAY_NOTE="DPoP proofs minted: $((DUR * 12000)); replayed proofs are refused, so a wrapped list shows as failed requests"
         STATIC_TOKEN=$(head -1 "$WORK/opaque/tokens-1.txt")
-        measure fhirguard_opaque "${fg_names[5]}" "$url" static "$pid"
+        measure fhirguard_opaque "${fg_names[1]}" "$url" static "$pid"
         STATIC_TOKEN=""
         i0=$(metric_sum '^fhirguard_introspections_total$')
-        measure fhirguard_opaque_new "${fg_names[6]}" "$url" opaque "$pid"
+        measure fhirguard_opaque_new "${fg_names[2]}" "$url" opaque "$pid"
         i1=$(metric_sum '^fhirguard_introspections_total$')
         INTROSPECTION_NOTE="introspections (fhirguard_introspections_total) during the distinct-opaque row: $((i1 - i0)), for ${REQS[fhirguard_opaque_new]:-0} requests"
     else
@@ -759,8 +881,8 @@ elif [ -z "$FHIRGUARD_NOTE" ] && command -v redis-server >/dev/null; then
     start fhirguard-shared "$FHIRGUARD" serve --config "$WORK/fhirguard-shared.yaml"
     pid=$LAST_PID
     if wait_http "http://$IP:$P_ADMIN/readyz" "$pid" 30; then
-        measure fhirguard_cluster "${fg_names[7]}" "$url" static "$pid"
-        measure fhirguard_dpop_shared "${fg_names[8]}" "$url" dpop "$pid"
+        measure fhirguard_cluster "${fg_names[3]}" "$url" static "$pid"
+        measure fhirguard_dpop_shared "${fg_names[4]}" "$url" dpop "$pid"
         SHARED_NOTE="store calls (fhirguard_shared_state_calls_total) during the two rows: $(metric_sum '^fhirguard_shared_state_calls_total$'), of which failed: $(curl -s --max-time 2 "http://$IP:$P_ADMIN/metrics" | awk '/^fhirguard_shared_state_calls_total/ && !/result="ok"/ { s += $NF } END { printf "%d", s }')"
     else
         SHARED_NOTE="fhirguard with sharedState did not become ready (a build without it?): $(head -c 160 "$WORK/fhirguard-shared.err" | tr '\n' ' ')…"
@@ -772,9 +894,9 @@ else
     SHARED_NOTE="no redis-server: the sharedState rows were not measured"
 fi
 if [ -n "$FHIRGUARD_NOTE" ]; then
-    for i in "${!fg_rows[@]}"; do
-        [ -n "${RPS[${fg_rows[$i]}]:-}" ] && continue
-        ROW_KEYS+=("${fg_rows[$i]}") ROW_NAMES+=("${fg_names[$i]}"); NOTE[${fg_rows[$i]}]="$FHIRGUARD_NOTE"
+    for i in "${!fg_rows[@]}"; do row "${fg_rows[$i]}" "${fg_names[$i]}"; done
+    for k in "${ROW_KEYS[@]}"; do
+        case $k in fhirguard_*) [ -n "${RPS[$k]:-}${NOTE[$k]:-}" ] || NOTE[$k]=$FHIRGUARD_NOTE ;; esac
     done
 fi
 stop "$UPSTREAM_PID"
@@ -787,15 +909,32 @@ ok_row() { # a row counts when measured and < 1% of its requests failed
     local k=$1
     [ -n "${RPS[$k]:-}" ] && awk -v b="${BAD[$k]}" -v r="${REQS[$k]}" 'BEGIN { exit !(r > 0 && b <= r / 100) }'
 }
-# ratio NAME NUM DEN GOAL ge|le: one line of the targets table
+# spread NUMS DENS: "lo–hi", the range of NUM/DEN computed round by round over two rows' rounds
+# (as runs gives them), or nothing when either row has no rounds.
+spread() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        n = split(a, x, " "); if (n < 2 || split(b, y, " ") != n) exit
+        for (i = 1; i <= n; i++) if (y[i] > 0) { r = x[i] / y[i]; if (!c++) lo = hi = r; if (r < lo) lo = r; if (r > hi) hi = r }
+        if (c) printf "%.2f–%.2f", lo, hi }'
+}
+# ratio NAME NUM DEN GOAL ge|le [NUMS DENS]: one line of the targets table; with the two rows'
+# rounds, the ratio's range over them too
 ratio() {
-    local name=$1 num=$2 den=$3 goal=$4 dir=$5
-    awk -v n="$num" -v d="$den" -v g="$goal" -v dir="$dir" -v name="$name" 'BEGIN {
+    local name=$1 num=$2 den=$3 goal=$4 dir=$5 s
+    s=$(spread "${6:-}" "${7:-}")
+    awk -v n="$num" -v d="$den" -v g="$goal" -v dir="$dir" -v name="$name" -v s="${s:+ ($s over $REPEAT rounds)}" 'BEGIN {
         if (n == "" || d == "" || d == 0) { printf "| %s | – | %s %s | not measured |\n", name, (dir == "ge" ? "≥" : "≤"), g; exit }
         r = n / d; pass = (dir == "ge") ? (r >= g) : (r <= g)
-        printf "| %s | %.2f× | %s %s× | %s |\n", name, r, (dir == "ge" ? "≥" : "≤"), g, (pass ? "PASS" : "FAIL") }'
+        printf "| %s | %.2f×%s | %s %s× | %s |\n", name, r, s, (dir == "ge" ? "≥" : "≤"), g, (pass ? "PASS" : "FAIL") }'
 }
 val() { ok_row "$1" && case $2 in rps) echo "${RPS[$1]}" ;; p99) echo "${P99[$1]}" ;; rss) echo "${RSS[$1]}" ;; esac || true; }
+# runs KEY rps|p99: a counted row's figures round by round, when it was measured in rounds (REPEAT > 1)
+runs() {
+    [ "$REPEAT" -gt 1 ] && ok_row "$1" || return 0
+    case $2 in rps) echo "${RUN_RPS[$1]:-}" ;; p99) echo "${RUN_P99[$1]:-}" ;; esac
+}
+# pair NAME NUM_KEY DEN_KEY rps|p99 GOAL ge|le: ratio of two rows' figures, with their rounds
+pair() { ratio "$1" "$(val "$2" "$4")" "$(val "$3" "$4")" "$5" "$6" "$(runs "$2" "$4")" "$(runs "$3" "$4")"; }
 
 ENVOY_RSS=""
 for k in envoy_cached envoy_uncached; do
@@ -810,33 +949,47 @@ FG_RSS=$(val fhirguard_distinct rss)
     echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r)"
     echo "- fhirguard $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ' (+ uncommitted src changes)'), $("$ENVOY" --version 2>/dev/null | sed -n 's/.*version: [0-9a-f]*\/\([0-9.]*\)\/.*/envoy \1/p'), $("$NGINX" -v 2>&1 | sed 's/.*\///;s/^/nginx /'), wrk $(wrk -v 2>&1 | sed -n '1s/^wrk [^0-9]*\([0-9.]*\).*/\1/p')"
     echo "- servers pinned to CPU 0 (nginx 1 worker, envoy --concurrency 1), wrk pinned to CPU 1: $THREADS thread(s), $CONNS connections, ${DUR}s per row after a ${WARM}s warm-up; RS256 (RSA-2048) tokens; GET $UPSTREAM_PATH → fixed 95-byte JSON"
+    [ "$REPEAT" -gt 1 ] && echo "- the 12 listener rows (nginx, envoy cached, bare, fhirguard × plain, TLS HTTP/1.1, TLS HTTP/2): $REPEAT interleaved runs of ${REPEAT_DUR}s each after one ${WARM}s warm-up; their figures are the medians"
     echo "- distinct-token rows rotate through $TOKENS tokens; run time ${RUN_SECONDS}s (after ${BUILD_SECONDS}s of install + build); 1-min load average before the run: $LOADAVG_BEFORE"
     echo
-    echo "| row | req/s | p50 | p99 | failed | peak RSS | note |"
-    echo "|---|---:|---:|---:|---:|---:|---|"
+    # With rounds, a column of each listener row's req/s range over them (" x |": the cell).
+    range_head="" range_rule="" range_none=""
+    [ "$REPEAT" -gt 1 ] && range_head=" req/s over $REPEAT runs |" range_rule="---:|" range_none=" |"
+    echo "| row | req/s |$range_head p50 | p99 | failed | peak RSS | note |"
+    echo "|---|---:|$range_rule---:|---:|---:|---:|---|"
     for i in "${!ROW_KEYS[@]}"; do
-        k=${ROW_KEYS[$i]} note="${NOTE[$k]:-}"
+        k=${ROW_KEYS[$i]} note="${NOTE[$k]:-}" range=$range_none
+        if [ -n "$range_none" ] && [ -n "${RUN_RPS[$k]:-}" ]; then
+            range=$(tr ' ' '\n' <<<"${RUN_RPS[$k]}" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf " %.0f–%.0f |", lo, hi }')
+        fi
         if [ -n "${RPS[$k]:-}" ]; then
             [ "${WRAPS[$k]:-0}" -gt 0 ] && note="${note:+$note; }token list wrapped ${WRAPS[$k]}× ($TOKENS tokens, ${REQS[$k]} requests)"
             ok_row "$k" || note="${note:+$note; }> 1% failed: not counted"
-            printf '| %s | %.0f | %s | %s | %s | %s | %s |\n' "${ROW_NAMES[$i]}" "${RPS[$k]}" "$(ms "${P50[$k]}")" \
+            printf '| %s | %.0f |%s %s | %s | %s | %s | %s |\n' "${ROW_NAMES[$i]}" "${RPS[$k]}" "$range" "$(ms "${P50[$k]}")" \
                 "$(ms "${P99[$k]}")" "${BAD[$k]}" "$(mib "${RSS[$k]}")" "$note"
         else
-            printf '| %s | – | – | – | – | – | %s |\n' "${ROW_NAMES[$i]}" "$note"
+            printf '| %s | – |%s – | – | – | – | %s |\n' "${ROW_NAMES[$i]}" "${range_none:+ – |}" "$note"
         fi
     done
     if [ -n "$HOLD_RPS" ]; then
-        printf '| fhirguard, %d keep-alive connections | %.0f | – | %s | %s | %s | %s connections established at most, RSS up to %s; failed: %s |\n' \
-            "$HOLD_CONNS" "$HOLD_RPS" "$(ms "$HOLD_P99")" "$HOLD_BAD" "$(mib "$HOLD_RSS")" "${HOLD_EST:-?}" "$(mib "$HOLD_CUR")" "$HOLD_DETAIL"
+        printf '| fhirguard, %d keep-alive connections | %.0f |%s – | %s | %s | %s | %s connections established at most, RSS up to %s; failed: %s |\n' \
+            "$HOLD_CONNS" "$HOLD_RPS" "$range_none" "$(ms "$HOLD_P99")" "$HOLD_BAD" "$(mib "$HOLD_RSS")" "${HOLD_EST:-?}" "$(mib "$HOLD_CUR")" "$HOLD_DETAIL"
     fi
     echo
+    if [ "$REPEAT" -gt 1 ]; then
+        echo "The 12 listener rows (nginx, envoy cached, bare, fhirguard × plain, TLS HTTP/1.1, TLS HTTP/2) are medians over $REPEAT interleaved runs of ${REPEAT_DUR}s (req/s, p50 and p99 each the median of its runs; round by round, every proxy of a listener once, one listener after the other); req/s over $REPEAT runs = the lowest–highest run; failed = all runs together; peak RSS after the last run."
+    fi
     echo "peak RSS = VmHWM after the row (nginx: master + worker; fhirguard: cumulative over its rows in one process)."
     [ -n "$CACHE_NOTE" ] && echo "$CACHE_NOTE."
     [ -n "$INTROSPECTION_NOTE" ] && echo "$INTROSPECTION_NOTE."
     [ -n "$REPLAY_NOTE" ] && echo "$REPLAY_NOTE."
     [ -n "$SHARED_NOTE" ] && echo "$SHARED_NOTE."
     echo
-    echo "Listeners (issue 23), the repeated token; req/s (p99) from the rows above; wrk with $CONNS connections for plain and TLS HTTP/1.1, h2load with $H2_CONNS connections × $H2_STREAMS streams for HTTP/2:"
+    if [ "$REPEAT" -gt 1 ]; then
+        echo "Listeners (issue 23), the repeated token; median req/s (median p99) over $REPEAT interleaved runs, from the rows above; wrk with $CONNS connections for plain and TLS HTTP/1.1, h2load with $H2_CONNS connections × $H2_STREAMS streams for HTTP/2:"
+    else
+        echo "Listeners (issue 23), the repeated token; req/s (p99) from the rows above; wrk with $CONNS connections for plain and TLS HTTP/1.1, h2load with $H2_CONNS connections × $H2_STREAMS streams for HTTP/2:"
+    fi
     echo
     echo "| listener | nginx proxy_pass | envoy jwt_authn, cache | bare hyper/rustls (no auth) | fhirguard | fhirguard / nginx | fhirguard / envoy | fhirguard / bare | p99 fhirguard / nginx |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -850,23 +1003,29 @@ FG_RSS=$(val fhirguard_distinct rss)
         for k in $n $e $b $f; do
             awk -v r="$(val "$k" rps)" -v p="$(val "$k" p99)" 'BEGIN { if (r == "") printf " – |"; else printf " %.0f (%.2f ms) |", r, p / 1000 }'
         done
-        for k in $n $e $b; do
-            awk -v a="$(val "$f" rps)" -v b="$(val "$k" rps)" 'BEGIN { if (a == "" || b == "" || b == 0) printf " – |"; else printf " %.2f× |", a / b }'
+        for k in "$n rps" "$e rps" "$b rps" "$n p99"; do   # fhirguard against the row, on the figure
+            read -r k what <<<"$k"
+            awk -v a="$(val "$f" "$what")" -v b="$(val "$k" "$what")" -v s="$(spread "$(runs "$f" "$what")" "$(runs "$k" "$what")")" 'BEGIN {
+                if (a == "" || b == "" || b == 0) printf " – |"; else printf " %.2f×%s |", a / b, (s == "" ? "" : " (" s ")") }'
         done
-        awk -v a="$(val "$f" p99)" -v b="$(val "$n" p99)" 'BEGIN { if (a == "" || b == "" || b == 0) printf " – |\n"; else printf " %.2f× |\n", a / b }'
+        echo
     done
+    if [ "$REPEAT" -gt 1 ]; then
+        echo
+        echo "Figures are medians over $REPEAT interleaved runs; each ratio is the ratio of the medians, and in brackets its range over the $REPEAT rounds, computed round by round (fhirguard's run against the other proxy's run of the same round)."
+    fi
     echo
     echo "| target (issue 23) | measured | goal | result |"
     echo "|---|---:|---:|---|"
-    ratio "plain: fhirguard / nginx proxy_pass, req/s" "$(val fhirguard_repeated rps)" "$(val nginx rps)" 0.9 ge
-    ratio "TLS HTTP/1.1: fhirguard / nginx proxy_pass, req/s" "$(val fhirguard_tls rps)" "$(val nginx_tls rps)" 0.85 ge
-    ratio "TLS HTTP/2: fhirguard / nginx proxy_pass, req/s" "$(val fhirguard_h2 rps)" "$(val nginx_h2 rps)" 0.8 ge
-    ratio "plain: fhirguard p99 / nginx p99" "$(val fhirguard_repeated p99)" "$(val nginx p99)" 1.3 le
-    ratio "TLS HTTP/1.1: fhirguard p99 / nginx p99" "$(val fhirguard_tls p99)" "$(val nginx_tls p99)" 1.3 le
-    ratio "TLS HTTP/2: fhirguard p99 / nginx p99" "$(val fhirguard_h2 p99)" "$(val nginx_h2 p99)" 1.3 le
-    ratio "plain: fhirguard / envoy cached, req/s" "$(val fhirguard_repeated rps)" "$(val envoy_cached rps)" 2.0 ge
-    ratio "TLS HTTP/1.1: fhirguard / envoy cached, req/s" "$(val fhirguard_tls rps)" "$(val envoy_tls rps)" 2.0 ge
-    ratio "TLS HTTP/2: fhirguard / envoy cached, req/s" "$(val fhirguard_h2 rps)" "$(val envoy_h2 rps)" 2.0 ge
+    pair "plain: fhirguard / nginx proxy_pass, req/s" fhirguard_repeated nginx rps 0.9 ge
+    pair "TLS HTTP/1.1: fhirguard / nginx proxy_pass, req/s" fhirguard_tls nginx_tls rps 0.85 ge
+    pair "TLS HTTP/2: fhirguard / nginx proxy_pass, req/s" fhirguard_h2 nginx_h2 rps 0.8 ge
+    pair "plain: fhirguard p99 / nginx p99" fhirguard_repeated nginx p99 1.3 le
+    pair "TLS HTTP/1.1: fhirguard p99 / nginx p99" fhirguard_tls nginx_tls p99 1.3 le
+    pair "TLS HTTP/2: fhirguard p99 / nginx p99" fhirguard_h2 nginx_h2 p99 1.3 le
+    pair "plain: fhirguard / envoy cached, req/s" fhirguard_repeated envoy_cached rps 2.0 ge
+    pair "TLS HTTP/1.1: fhirguard / envoy cached, req/s" fhirguard_tls envoy_tls rps 2.0 ge
+    pair "TLS HTTP/2: fhirguard / envoy cached, req/s" fhirguard_h2 envoy_h2 rps 2.0 ge
     if [ ${#MEM_LINES[@]} -gt 0 ]; then
         echo
         echo "Memory of $HOLD_CONNS keep-alive connections (issue 23 item 5): a fresh fhirguard each, benches/load/hold.py opening the connections (a first request on each) and then sending three rounds of one request on every one of the same connections; VmRSS of the process:"
@@ -901,11 +1060,11 @@ FG_RSS=$(val fhirguard_distinct rss)
     echo
     echo "| target (issue 5) | measured | goal | result |"
     echo "|---|---:|---:|---|"
-    ratio "fhirguard repeated / envoy cached, req/s" "$(val fhirguard_repeated rps)" "$(val envoy_cached rps)" 2.0 ge
-    ratio "fhirguard repeated / nginx proxy_pass, req/s" "$(val fhirguard_repeated rps)" "$(val nginx rps)" 0.6 ge
-    ratio "fhirguard distinct / envoy uncached, req/s" "$(val fhirguard_distinct rps)" "$(val envoy_uncached rps)" 1.5 ge
-    ratio "fhirguard repeated p99 / envoy cached p99" "$(val fhirguard_repeated p99)" "$(val envoy_cached p99)" 1.0 le
-    ratio "fhirguard distinct p99 / envoy uncached p99" "$(val fhirguard_distinct p99)" "$(val envoy_uncached p99)" 1.0 le
+    pair "fhirguard repeated / envoy cached, req/s" fhirguard_repeated envoy_cached rps 2.0 ge
+    pair "fhirguard repeated / nginx proxy_pass, req/s" fhirguard_repeated nginx rps 0.6 ge
+    pair "fhirguard distinct / envoy uncached, req/s" fhirguard_distinct envoy_uncached rps 1.5 ge
+    pair "fhirguard repeated p99 / envoy cached p99" fhirguard_repeated envoy_cached p99 1.0 le
+    pair "fhirguard distinct p99 / envoy uncached p99" fhirguard_distinct envoy_uncached p99 1.0 le
     ratio "fhirguard peak RSS / envoy peak RSS" "$FG_RSS" "$ENVOY_RSS" 0.5 le
     if [ -n "$HOLD_RSS" ]; then
         awk -v k="$HOLD_RSS" -v lim="$HOLD_RSS_LIMIT_MIB" -v n="$HOLD_CONNS" -v bad="$HOLD_BAD" -v est="${HOLD_EST:-0}" 'BEGIN {
