@@ -37,10 +37,14 @@
 #              handshake each (not in the default ROWS)
 #   resumed    the same, each connection resuming the previous one's session (TLS 1.3 PSK with
 #              the ticket the server sent; not in the default ROWS)
+#   many       the repeated row on 64 keep-alive connections at once (h2load --h1), as the load
+#              harness sends it: the upstream pool with many connections in use (not in the
+#              default ROWS; with many-tls, TLS HTTP/1.1 on 64 connections, and many-h2, 32
+#              connections × 10 streams, the training of benches/load/pgo.sh)
 # A certificate for 127.0.0.1 is made with openssl in the run's temp dir. tls and h2 need h2load
 # (Debian nghttp2-client); without it they are skipped.
 # BARE=PATH (examples/bare_proxy built: `cargo build --release --example bare_proxy`) also
-# counts the bare hyper/rustls proxy without authentication on the rows repeated, tls and h2:
+# counts the bare hyper/rustls proxy without authentication on the rows repeated, tls, h2 and many*:
 # the floor of this stack's listener and forwarding.
 # SYSCALLS=1 runs fhirguard under `strace -f -c` instead and prints system calls per request
 # (with PROFILES, each run's strace summary is kept, for the calls by name).
@@ -52,8 +56,8 @@
 # env: REQUESTS (default 2000), WARM (default 200), ROWS (default "repeated distinct refused
 # dpop dpop-eddsa dpop-rs256 opaque cors ratelimit cluster dpop-shared tls h2"), PORT_BASE
 # (default 18180; the run uses PORT_BASE..+4 and +1010), PROFILES (a directory: keep each run's
-# callgrind.out there as BIN.KIND.COUNT.out, for callgrind_annotate). Needs valgrind, nginx,
-# python3 + cryptography.
+# callgrind.out there as BIN.KIND.COUNT.out, for callgrind_annotate). Needs valgrind (not with
+# SYSCALLS or CPUTIME), nginx, python3 + cryptography.
 set -euo pipefail
 [ -n "${DEBUG:-}" ] && set -x
 
@@ -73,7 +77,11 @@ ISSUER="http://$IP:$P_IDP"
 AUDIENCE="https://fhir.bench.test"
 CLIENT_ID="bench-app"
 
-for tool in valgrind callgrind_annotate python3; do
+# (The native modes, SYSCALLS and CPUTIME, run no valgrind.)
+TOOLS=(python3)
+[ -n "${SYSCALLS:-}" ] && TOOLS+=(strace)
+[ -n "${SYSCALLS:-}${CPUTIME:-}" ] || TOOLS+=(valgrind callgrind_annotate)
+for tool in "${TOOLS[@]}"; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
 done
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
@@ -178,7 +186,7 @@ SHARED="sharedState: {redis: {url: \"redis://$IP:$P_REDIS/0\", timeout: 1s}, fai
 } >"$WORK/fhirguard-dpop-shared.yaml"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1 \
     -addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
-for kind in tls h2 handshake resumed; do
+for kind in tls h2 handshake resumed many-tls many-h2; do
     { cat "$WORK/fhirguard.yaml"; echo "tls: {certFile: \"$WORK/cert.pem\", keyFile: \"$WORK/key.pem\"}"; } \
         >"$WORK/fhirguard-$kind.yaml"
 done
@@ -207,7 +215,7 @@ while True:
         # The bare proxy (admin "-") has no readiness endpoint: it is ready once it forwards,
         # one request in every run.
         if admin == "-":
-            tls = kind in ("tls", "h2", "handshake", "resumed")
+            tls = kind in ("tls", "h2", "handshake", "resumed", "many-tls", "many-h2")
             c = http.client.HTTPSConnection("127.0.0.1", int(port), timeout=5, context=__import__("ssl")._create_unverified_context()) if tls else http.client.HTTPConnection("127.0.0.1", int(port), timeout=5)
             c.request("GET", "/Patient/1")
         else:
@@ -221,7 +229,7 @@ while True:
         sys.exit("fhirguard never became ready")
     time.sleep(0.2)
 token = open(repeated).read().strip()
-if kind in ("tls", "h2"):
+if kind in ("tls", "h2") or kind.startswith("many"):
     sys.exit(0)  # h2load sends them
 if kind in ("handshake", "resumed"):
     import socket, ssl
@@ -285,12 +293,18 @@ for i in range(count):
 EOF
 
 # h2load_count KIND PORT COUNT: COUNT requests with the repeated token over TLS on one
-# connection, HTTP/1.1 (tls) or h2 with 10 streams at once (h2); fails unless all are 2xx.
+# connection, HTTP/1.1 (tls) or h2 with 10 streams at once (h2), or on many connections (many,
+# plain; many-tls; many-h2); fails unless all are 2xx.
 h2load_count() {
-    local kind=$1 port=$2 count=$3 proto=(-m 10) log="$WORK/h2load.log"
-    [ "$kind" = tls ] && proto=(--h1 -m 1)
-    h2load -n "$count" -c 1 "${proto[@]}" -H "Authorization: Bearer $(cat "$WORK/token-repeated.txt")" \
-        "https://$IP:$port/Patient/1" >"$log" 2>&1 || { cat "$log" >&2; return 1; }
+    local kind=$1 port=$2 count=$3 proto=(-c 1 -m 10) scheme=https log="$WORK/h2load.log"
+    case $kind in
+    tls) proto=(-c 1 --h1 -m 1) ;;
+    many) proto=(-c 64 --h1 -m 1) scheme=http ;;
+    many-tls) proto=(-c 64 --h1 -m 1) ;;
+    many-h2) proto=(-c 32 -m 10) ;;
+    esac
+    h2load -n "$count" "${proto[@]}" -H "Authorization: Bearer $(cat "$WORK/token-repeated.txt")" \
+        "$scheme://$IP:$port/Patient/1" >"$log" 2>&1 || { cat "$log" >&2; return 1; }
     grep -q "status codes: $count 2xx" "$log" || { cat "$log" >&2; return 1; }
 }
 
@@ -313,14 +327,14 @@ traced() {
 }
 
 # instructions BIN KIND COUNT: total instructions fhirguard executed to serve COUNT requests.
-# With BIN = bare:PATH, the bare proxy instead (repeated, tls and h2 only).
+# With BIN = bare:PATH, the bare proxy instead (repeated, tls, h2 and the many rows only).
 instructions() {
     local bin=$1 kind=$2 count=$3 out="$WORK/callgrind.$RANDOM.out" config="$WORK/fhirguard.yaml"
     local port=$P_FHIRGUARD admin=$P_ADMIN
     [ -f "$WORK/fhirguard-$kind.yaml" ] && config="$WORK/fhirguard-$kind.yaml"
     if [ "${bin#bare:}" != "$bin" ]; then
         local certs=()
-        case $kind in tls | h2) certs=("$WORK/cert.pem" "$WORK/key.pem") ;; esac
+        case $kind in tls | h2 | many-tls | many-h2) certs=("$WORK/cert.pem" "$WORK/key.pem") ;; esac
         port=$P_BARE admin=-
         # On one core, as fhirguard's workerThreads: 1 (one thread: a current-thread runtime).
         PIN=(taskset -c 0)
@@ -336,7 +350,7 @@ instructions() {
         "$WORK/token-repeated.txt" "$WORK/tokens-1.txt" "$CACHE/key.pem" "$HERE" ||
         { kill -KILL "$pid"; echo "the client failed ($bin, $kind)" >&2; exit 1; }
     case $kind in
-    tls | h2)
+    tls | h2 | many*)
         h2load_count "$kind" "$port" "$count" ||
             { kill -KILL "$pid"; echo "h2load failed ($bin, $kind)" >&2; exit 1; }
         ;;
@@ -376,10 +390,10 @@ BINS=("$@")
 for bin in "${BINS[@]}"; do
     for kind in $ROWS; do
         if [ "${bin#bare:}" != "$bin" ]; then
-            case $kind in repeated | tls | h2) ;; *) continue ;; esac
+            case $kind in repeated | tls | h2 | many*) ;; *) continue ;; esac
         fi
         case $kind in
-        tls | h2)
+        tls | h2 | many*)
             if ! command -v h2load >/dev/null; then
                 printf '| %s | %s | skipped (no h2load) |\n' "$bin" "$kind"
                 continue

@@ -69,6 +69,9 @@ usage: benches/load/run.sh [--quick] [--out FILE] [--duration S] [--connections 
   --threads N      wrk threads, all on CPU 1 (default 1)
   --no-build       do not run `cargo build --release` (use target/release/fhirguard as is)
   --no-install     do not install missing tools
+  --pgo            measure the profile-guided build (benches/load/pgo.sh builds it, about
+                   three release builds of time; with --no-build, target/pgo/release/fhirguard
+                   as it is)
   --profile DIR    perf-record fhirguard during its rows (a listener row's first round);
                    flat profiles to DIR/*.txt
   --listeners      only the listener rows: upstream, then plain, TLS HTTP/1.1 and TLS h2 for
@@ -87,7 +90,7 @@ EOF
 }
 
 QUICK=0 OUT="" PROFILE="" DUR="" CONNS=64 TOKENS="" THREADS=1 BUILD=1 INSTALL=1 LISTENERS_ONLY=0
-MEMORY="" REPEAT=${REPEAT:-3} REPEAT_DUR=${REPEAT_DURATION:-}
+MEMORY="" REPEAT=${REPEAT:-3} REPEAT_DUR=${REPEAT_DURATION:-} PGO=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -97,6 +100,7 @@ while [ $# -gt 0 ]; do
         --tokens) TOKENS="$2"; shift ;;
         --threads) THREADS="$2"; shift ;;
         --no-build) BUILD=0 ;;
+        --pgo) PGO=1 ;;
         --no-install) INSTALL=0 ;;
         --profile) PROFILE="$2"; shift ;;
         --listeners) LISTENERS_ONLY=1 ;;
@@ -417,8 +421,19 @@ binary() {
     fi
     if [ -z "$BUILD_NOTE" ] && [ ! -x "$path" ]; then BUILD_NOTE="no binary at $path"; fi
 }
-FHIRGUARD="${FHIRGUARD_BIN:-$REPO/target/release/fhirguard}"
-binary fhirguard "$FHIRGUARD" "${FHIRGUARD_BIN:-}" --bin fhirguard
+if [ "$PGO" = 1 ]; then
+    # The profile-guided build (pgo.sh), unless FHIRGUARD_BIN names a binary.
+    FHIRGUARD="${FHIRGUARD_BIN:-$REPO/target/pgo/release/fhirguard}" BUILD_NOTE=""
+    if [ -z "${FHIRGUARD_BIN:-}" ] && [ "$BUILD" = 1 ]; then
+        log "benches/load/pgo.sh (an instrumented build, its training, the optimised build)"
+        PORT_BASE=$((PORT_BASE + 100)) "$HERE/pgo.sh" >"$WORK/pgo.log" 2>&1 ||
+            { BUILD_NOTE="benches/load/pgo.sh failed"; tail -20 "$WORK/pgo.log" >&2; }
+    fi
+    [ -z "$BUILD_NOTE" ] && [ ! -x "$FHIRGUARD" ] && BUILD_NOTE="no binary at $FHIRGUARD"
+else
+    FHIRGUARD="${FHIRGUARD_BIN:-$REPO/target/release/fhirguard}"
+    binary fhirguard "$FHIRGUARD" "${FHIRGUARD_BIN:-}" --bin fhirguard
+fi
 FHIRGUARD_NOTE=$BUILD_NOTE
 BARE="${BARE_BIN:-$REPO/target/release/examples/bare_proxy}"
 binary bare "$BARE" "${BARE_BIN:-}" --example bare_proxy
@@ -947,7 +962,7 @@ FG_RSS=$(val fhirguard_distinct rss)
     echo "### Load run $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
     echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r)"
-    echo "- fhirguard $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ' (+ uncommitted src changes)'), $("$ENVOY" --version 2>/dev/null | sed -n 's/.*version: [0-9a-f]*\/\([0-9.]*\)\/.*/envoy \1/p'), $("$NGINX" -v 2>&1 | sed 's/.*\///;s/^/nginx /'), wrk $(wrk -v 2>&1 | sed -n '1s/^wrk [^0-9]*\([0-9.]*\).*/\1/p')"
+    echo "- fhirguard $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ' (+ uncommitted src changes)')$([ "$PGO" = 1 ] && echo ', profile-guided build (pgo.sh)')$([ -n "${FHIRGUARD_BIN:-}" ] && echo " ($FHIRGUARD_BIN)"), $("$ENVOY" --version 2>/dev/null | sed -n 's/.*version: [0-9a-f]*\/\([0-9.]*\)\/.*/envoy \1/p'), $("$NGINX" -v 2>&1 | sed 's/.*\///;s/^/nginx /'), wrk $(wrk -v 2>&1 | sed -n '1s/^wrk [^0-9]*\([0-9.]*\).*/\1/p')"
     echo "- servers pinned to CPU 0 (nginx 1 worker, envoy --concurrency 1), wrk pinned to CPU 1: $THREADS thread(s), $CONNS connections, ${DUR}s per row after a ${WARM}s warm-up; RS256 (RSA-2048) tokens; GET $UPSTREAM_PATH → fixed 95-byte JSON"
     [ "$REPEAT" -gt 1 ] && echo "- the 12 listener rows (nginx, envoy cached, bare, fhirguard × plain, TLS HTTP/1.1, TLS HTTP/2): $REPEAT interleaved runs of ${REPEAT_DUR}s each after one ${WARM}s warm-up; their figures are the medians"
     echo "- distinct-token rows rotate through $TOKENS tokens; run time ${RUN_SECONDS}s (after ${BUILD_SECONDS}s of install + build); 1-min load average before the run: $LOADAVG_BEFORE"
