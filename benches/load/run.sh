@@ -595,10 +595,13 @@ envoy_conf with-cache >"$WORK/envoy-cached.yaml"
 envoy_conf no-cache >"$WORK/envoy-uncached.yaml"
 
 # ---------------------------------------------------------------- fhirguard config
+# Requests in flight to the upstream: up to Envoy's circuit-breaker default (1,024), as nginx's
+# proxy_pass and the bare proxy open what they need. fhirguard's default (256) would hold back 64
+# of the h2 rows' 320 streams in its queue for a free connection (benches/README.md, round 3).
 cat >"$WORK/fhirguard.yaml" <<EOF
 listen: "$IP:$P_FHIRGUARD"
 adminListen: "$IP:$P_ADMIN"
-upstream: "http://$IP:$P_UPSTREAM/fhir"
+upstream: { url: "http://$IP:$P_UPSTREAM/fhir", maxConnections: 1024, poolMaxIdlePerHost: 1024 }
 allowHttpAuthorities: true
 logging: { format: json, level: warn }
 keySets: { minRefetchInterval: "5m" }
@@ -964,6 +967,7 @@ FG_RSS=$(val fhirguard_distinct rss)
     echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r)"
     echo "- fhirguard $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ' (+ uncommitted src changes)')$([ "$PGO" = 1 ] && echo ', profile-guided build (pgo.sh)')$([ -n "${FHIRGUARD_BIN:-}" ] && echo " ($FHIRGUARD_BIN)"), $("$ENVOY" --version 2>/dev/null | sed -n 's/.*version: [0-9a-f]*\/\([0-9.]*\)\/.*/envoy \1/p'), $("$NGINX" -v 2>&1 | sed 's/.*\///;s/^/nginx /'), wrk $(wrk -v 2>&1 | sed -n '1s/^wrk [^0-9]*\([0-9.]*\).*/\1/p')"
     echo "- servers pinned to CPU 0 (nginx 1 worker, envoy --concurrency 1), wrk pinned to CPU 1: $THREADS thread(s), $CONNS connections, ${DUR}s per row after a ${WARM}s warm-up; RS256 (RSA-2048) tokens; GET $UPSTREAM_PATH → fixed 95-byte JSON"
+    echo "- fhirguard's upstream.maxConnections and poolMaxIdlePerHost: 1024 (Envoy's circuit-breaker default; fhirguard's own default is 256)"
     [ "$REPEAT" -gt 1 ] && echo "- the 12 listener rows (nginx, envoy cached, bare, fhirguard × plain, TLS HTTP/1.1, TLS HTTP/2): $REPEAT interleaved runs of ${REPEAT_DUR}s each after one ${WARM}s warm-up; their figures are the medians"
     echo "- distinct-token rows rotate through $TOKENS tokens; run time ${RUN_SECONDS}s (after ${BUILD_SECONDS}s of install + build); 1-min load average before the run: $LOADAVG_BEFORE"
     echo
