@@ -247,7 +247,7 @@ fn abort_on_stop(task: JoinHandle<()>, mut stop: watch::Receiver<bool>) -> JoinH
     })
 }
 
-/// The proxy listener: each request goes to [`Proxy::serve`] with its peer and connection.
+/// The proxy listener: each request goes to [`Proxy::handle`] with its peer and connection.
 fn serve_proxy(
     listener: TcpListener,
     settings: ListenerSettings,
@@ -267,11 +267,12 @@ fn serve_proxy(
         if let Some(digest) = certificate.and_then(|cell| cell.get()) {
             request.extensions_mut().insert(ClientCertificate(*digest));
         }
-        // Boxed: the request's future (5.4 KiB) lives only while the request does. Unboxed,
+        // Boxed: the request's future (5 KiB) lives only while the request does. Unboxed,
         // hyper's HTTP/1.1 connection keeps a slot of its size for the connection's whole life
         // (5,000 kept connections: 137 -> 112 MiB), and h2 copies it into every stream's task
         // (-5 % instructions a request on h2, +0.6 % plain: benches/README.md, round 3).
-        Box::pin(Arc::clone(&proxy).serve(request, peer, Arc::clone(&connection.memo)))
+        let memo = Some(Arc::clone(&connection.memo));
+        server::Answer(Box::pin(Arc::clone(&proxy).handle(request, peer, memo)))
     };
     tokio::spawn(server::serve(listener, settings, service, stop, grace))
 }

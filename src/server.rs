@@ -315,6 +315,25 @@ pub async fn serve<S, F>(
     }
 }
 
+/// A boxed future of an answer, as hyper's service wants it: a `Result` that cannot fail.
+/// Not an `async` block around the future, which would copy the future's state into its own
+/// when first polled.
+pub struct Answer<F: ?Sized>(pub Pin<Box<F>>);
+
+impl<F: ?Sized> std::fmt::Debug for Answer<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Answer")
+    }
+}
+
+impl<F: Future + ?Sized> Future for Answer<F> {
+    type Output = Result<F::Output, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx).map(Ok)
+    }
+}
+
 /// The first-head deadline of one connection.
 struct FirstHead {
     deadline: tokio::time::Instant,

@@ -20,6 +20,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -299,10 +300,11 @@ impl Guard {
         }
         let head = parts.method == Method::HEAD;
         let uri = parts.uri.clone();
-        let handled =
-            self.running
-                .proxy
-                .handle(Request::from_parts(parts, body), LOOPBACK_PEER, None);
+        let handled = Arc::clone(&self.running.proxy).handle(
+            Request::from_parts(parts, body),
+            LOOPBACK_PEER,
+            None,
+        );
         let response = tokio::time::timeout(DEADLINE, handled)
             .await
             .unwrap_or_else(|_| panic!("{uri}: no answer within {DEADLINE:?}"));
