@@ -3,7 +3,7 @@
 # `cargo build --release`, with LLVM's code layout, inlining and branch order chosen from a
 # profile of fhirguard serving the load harness's requests. Measured on the listener rows
 # (benches/README.md, round 3): 6-23 % more req/s plain, 14-32 % over TLS and 9-25 % on h2,
-# and 22-26 % fewer instructions a request.
+# and 22-27 % fewer instructions a request.
 #
 #   benches/load/pgo.sh                 writes target/pgo/release/fhirguard
 #
