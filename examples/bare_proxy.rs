@@ -12,6 +12,11 @@
 //! A request for `/Patient/1` goes to `UPSTREAM_BASE/Patient/1` (HTTP/1.1, kept alive); with a
 //! certificate and key the listener speaks TLS and offers h2 and http/1.1 by ALPN. One worker
 //! thread when the process may run on one core (as fhirguard does), else one per core.
+//!
+//! With `BARE_CONTRACT_HEADERS=1` it also sends upstream the headers fhirguard's contract adds
+//! (SPEC §4: `X-Forwarded-*`, `X-Request-Id`, the four identity headers), with values of the
+//! load harness's lengths: what those headers cost the proxy and the upstream, without the
+//! rest of fhirguard.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -33,6 +38,18 @@ use tokio::net::TcpListener;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type Upstream = Client<HttpConnector, Incoming>;
+
+/// The headers fhirguard adds to a request of the load harness, as it sends them.
+const CONTRACT_HEADERS: [(&str, &str); 8] = [
+    ("x-forwarded-for", "127.0.0.1"),
+    ("x-forwarded-proto", "http"),
+    ("x-forwarded-host", "127.0.0.1:18180"),
+    ("x-request-id", "b4b4542b-9b45-c5ae-85fb-9f5443b06cf8"),
+    ("x-fhirguard-client-id", "bench-app"),
+    ("x-fhirguard-subject", "bench-user-0"),
+    ("x-fhirguard-fhir-user", "https://fhir.bench.test/Patient/1"),
+    ("x-fhirguard-issuer", "http://127.0.0.1:18182"),
+];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -57,6 +74,7 @@ fn main() {
 async fn run(args: &[String]) {
     let listener = TcpListener::bind(&args[1]).await.expect("bind");
     let base: Arc<str> = args[2].trim_end_matches('/').into();
+    let contract = std::env::var_os("BARE_CONTRACT_HEADERS").is_some_and(|v| v == "1");
     let tls = (args.len() == 5).then(|| {
         let files = Tls {
             cert_file: args[3].clone().into(),
@@ -89,8 +107,9 @@ async fn run(args: &[String]) {
             tls.clone(),
             builder.clone(),
         );
-        let service =
-            service_fn(move |request| forward(upstream.clone(), Arc::clone(&base), request));
+        let service = service_fn(move |request| {
+            forward(upstream.clone(), Arc::clone(&base), contract, request)
+        });
         tokio::spawn(async move {
             match tls {
                 None => {
@@ -113,6 +132,7 @@ async fn run(args: &[String]) {
 async fn forward(
     upstream: Upstream,
     base: Arc<str>,
+    contract: bool,
     request: Request<Incoming>,
 ) -> Result<Response<Incoming>, Infallible> {
     let (mut parts, body) = request.into_parts();
@@ -120,6 +140,14 @@ async fn forward(
     parts.uri = Uri::try_from(format!("{base}{path}")).expect("upstream URI");
     parts.version = http::Version::HTTP_11;
     parts.headers.remove(http::header::HOST);
+    if contract {
+        for (name, value) in CONTRACT_HEADERS {
+            let name = http::HeaderName::from_static(name);
+            parts
+                .headers
+                .insert(name, http::HeaderValue::from_static(value));
+        }
+    }
     match upstream.request(Request::from_parts(parts, body)).await {
         Ok(response) => Ok(response),
         Err(error) => panic!("upstream: {error}"),

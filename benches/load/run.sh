@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Load harness for fhirguard (issue 5 part 4): one run, loopback only, bounded in time.
 #
-#   benches/load/run.sh            full run (~12 s a row, the 12 listener rows 3 x 8 s; about
+#   benches/load/run.sh            full run (~12 s a row, the 13 listener rows 3 x 8 s; about
 #                                  7-8 minutes in all)
 #   benches/load/run.sh --quick    smoke test (3 s a row, the listener rows 3 x 2 s)
 #   benches/load/run.sh --repeat 1 every row measured once (12 s), as before --repeat
 #
-# The 12 listener rows (nginx proxy_pass, Envoy cached, the bare proxy and fhirguard, each on
-# plain HTTP/1.1, TLS HTTP/1.1 and TLS HTTP/2) are measured REPEAT times (default 3), in
+# The 13 listener rows (nginx proxy_pass, Envoy cached, the bare proxy and fhirguard, each on
+# plain HTTP/1.1, TLS HTTP/1.1 and TLS HTTP/2; the bare proxy with fhirguard's contract headers
+# on plain) are measured REPEAT times (default 3), in
 # interleaved rounds: for each listener, round 1 measures every proxy once, then round 2, and
 # so on, all four proxies up at once, so that drift on the machine falls on each proxy alike. A
 # row's req/s, p50 and p99 are the medians of its rounds; the report gives the min-max of req/s
@@ -30,6 +31,9 @@
 #   fhirguard TLS h1 / h2  a fhirguard process with `tls` configured    PORT_BASE+9
 #   bare plain / TLS       examples/bare_proxy.rs: hyper + rustls, no authentication (the
 #                          ceiling of this stack)                       PORT_BASE+8 / +10
+#   bare + contract        the bare proxy sending upstream the headers fhirguard's contract adds
+#                          (BARE_CONTRACT_HEADERS=1; plain only): the ceiling for a proxy that
+#                          keeps fhirguard's contract                   PORT_BASE+11
 # then a second fhirguard process (so the rows above keep their memory figures), configured
 # with token introspection as well:
 #   fhirguard dpop         a DPoP-bound token (cnf.jkt) with a fresh ES256 proof per request
@@ -56,7 +60,7 @@ usage: benches/load/run.sh [--quick] [--out FILE] [--duration S] [--connections 
   --quick          3 s per row, fewer tokens (smoke test)
   --out FILE       also write the markdown report to FILE
   --duration S     seconds per measured row (default 12, quick 3)
-  --repeat N       measure each of the 12 listener rows (nginx, Envoy cached, bare, fhirguard
+  --repeat N       measure each of the 13 listener rows (nginx, Envoy cached, bare, fhirguard
                    x plain, TLS HTTP/1.1, TLS h2) N times in interleaved rounds and report
                    the medians, the req/s range and each ratio's range over the rounds
                    (default 3; 1: once, as the other rows)
@@ -114,17 +118,17 @@ while [ $# -gt 0 ]; do
     shift
 done
 if [ "$QUICK" = 1 ]; then
-    : "${DUR:=3}" "${TOKENS:=20000}"; WARM=1; HOLD_DUR=3; max_once=360
+    : "${DUR:=3}" "${TOKENS:=20000}"; WARM=1; HOLD_DUR=3; max_once=375
 else
-    : "${DUR:=12}" "${TOKENS:=400000}"; WARM=2; HOLD_DUR=10; max_once=780
+    : "${DUR:=12}" "${TOKENS:=400000}"; WARM=2; HOLD_DUR=10; max_once=800
 fi
 for v in "$DUR" "$REPEAT" "${REPEAT_DUR:-1}"; do
     [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "not a whole number of at least 1: $v" >&2; usage >&2; exit 2; }
 done
 if [ "$REPEAT" = 1 ]; then : "${REPEAT_DUR:=$DUR}"; else : "${REPEAT_DUR:=$(((2 * DUR + 2) / 3))}"; fi
-# The watchdog's default: a run with every row once, plus what the 12 listener rows' repeats add
+# The watchdog's default: a run with every row once, plus what the 13 listener rows' repeats add
 # (each run and about 2 s of overhead, against one run and one warm-up).
-extra=$((12 * (REPEAT * (REPEAT_DUR + 2) - DUR - WARM)))
+extra=$((13 * (REPEAT * (REPEAT_DUR + 2) - DUR - WARM)))
 : "${MAX_SECONDS:=$((max_once + (extra > 0 ? extra : 0)))}"
 H2_CONNS=${H2_CONNS:-32} H2_STREAMS=${H2_STREAMS:-10}
 [ -n "$MEMORY" ] || { [ "$LISTENERS_ONLY" = 1 ] && MEMORY=0 || MEMORY=1; }
@@ -143,7 +147,7 @@ PORT_BASE=${PORT_BASE:-18080}
 P_FHIRGUARD=$PORT_BASE P_UPSTREAM=$((PORT_BASE + 1)) P_IDP=$((PORT_BASE + 2))
 P_NGINX=$((PORT_BASE + 3)) P_ENVOY=$((PORT_BASE + 4)) P_REDIS=$((PORT_BASE + 5))
 P_NGINX_TLS=$((PORT_BASE + 6)) P_ENVOY_TLS=$((PORT_BASE + 7)) P_BARE=$((PORT_BASE + 8))
-P_FHIRGUARD_TLS=$((PORT_BASE + 9)) P_BARE_TLS=$((PORT_BASE + 10))
+P_FHIRGUARD_TLS=$((PORT_BASE + 9)) P_BARE_TLS=$((PORT_BASE + 10)) P_BARE_CONTRACT=$((PORT_BASE + 11))
 P_ADMIN=$((PORT_BASE + 1010)) P_ENVOY_ADMIN=$((PORT_BASE + 1821))
 ISSUER="http://$IP:$P_IDP"
 AUDIENCE="https://fhir.bench.test"
@@ -400,7 +404,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     log "warning: open-file limit $(ulimit -n) is low for $HOLD_CONNS connections"
 [ "$(nproc)" -ge 2 ] || die "needs at least 2 CPUs (servers on CPU 0, load generator on CPU 1)"
 for p in $P_FHIRGUARD $P_UPSTREAM $P_IDP $P_NGINX $P_ENVOY $P_ADMIN $P_ENVOY_ADMIN \
-    $P_NGINX_TLS $P_ENVOY_TLS $P_BARE $P_FHIRGUARD_TLS $P_BARE_TLS; do
+    $P_NGINX_TLS $P_ENVOY_TLS $P_BARE $P_FHIRGUARD_TLS $P_BARE_TLS $P_BARE_CONTRACT; do
     port_free "$p" || die "port 127.0.0.1:$p is in use"
 done
 
@@ -478,9 +482,15 @@ EOF
 }
 {
     nginx_common "$WORK/nginx-a"
+    # The FHIR server's stand-in reads a request head of up to 4 KiB in one buffer. nginx's
+    # default (1 KiB) makes it read a longer head again, into a second buffer: 2 more system
+    # calls a request (recvfrom, ioctl FIONREAD), paid by whichever proxy sends more than 1 KiB
+    # (fhirguard's contract headers make 1,183 bytes with the harness's 756-byte token; a token
+    # from Entra ID is longer on its own). A FHIR server has no such step (Jetty reads 8 KiB).
     cat <<EOF
     server {
         listen $IP:$P_UPSTREAM backlog=8192;
+        client_header_buffer_size 4k;
         location / {
             default_type application/fhir+json;
             return 200 '{"resourceType":"Patient","id":"1","active":true,"name":[{"family":"Bench","given":["Load"]}]}';
@@ -662,6 +672,7 @@ row fhirguard_h2 "fhirguard, repeated token, TLS HTTP/2"
 row bare "bare hyper/rustls proxy (no auth)"
 row bare_tls "bare hyper/rustls proxy, TLS HTTP/1.1"
 row bare_h2 "bare hyper/rustls proxy, TLS HTTP/2"
+row bare_contract "bare proxy + fhirguard's contract headers (no auth)"
 
 declare -A URL MODE PROC PROF
 # listener_row KEY URL static|h2 PID [profile]: KEY is measured by rounds, against the process PID.
@@ -685,12 +696,14 @@ NGINX_PID=$LAST_PID
 start envoy-cached "$ENVOY" -c "$WORK/envoy-cached.yaml" --concurrency 1 \
     --disable-hot-restart -l warn --log-path "$WORK/envoy-cached.log"
 ENVOY_PID=$LAST_PID
-BARE_PID="" BARE_TLS_PID="" FG_PID=""
+BARE_PID="" BARE_TLS_PID="" BARE_CONTRACT_PID="" FG_PID=""
 if [ -z "$BARE_NOTE" ]; then
     start bare "$BARE" "$IP:$P_BARE" "http://$IP:$P_UPSTREAM/fhir"
     BARE_PID=$LAST_PID
     start bare-tls "$BARE" "$IP:$P_BARE_TLS" "http://$IP:$P_UPSTREAM/fhir" "$WORK/cert.pem" "$WORK/key.pem"
     BARE_TLS_PID=$LAST_PID
+    start bare-contract env BARE_CONTRACT_HEADERS=1 "$BARE" "$IP:$P_BARE_CONTRACT" "http://$IP:$P_UPSTREAM/fhir"
+    BARE_CONTRACT_PID=$LAST_PID
 fi
 [ -n "$FHIRGUARD_NOTE" ] || { start fhirguard "$FHIRGUARD" serve --config "$WORK/fhirguard.yaml"; FG_PID=$LAST_PID; }
 
@@ -712,13 +725,18 @@ else
     tail -5 "$WORK/envoy-cached.err" "$WORK/envoy-cached.log" >&2 2>/dev/null || true
 fi
 if [ -n "$BARE_NOTE" ]; then
-    not_up "$BARE_NOTE" bare bare_tls bare_h2
+    not_up "$BARE_NOTE" bare bare_tls bare_h2 bare_contract
 else
     bare_err() { echo "did not start: $(tail -c 300 "$WORK/$1.err" 2>/dev/null | tr '\n' ' ')"; }
     if wait_http "http://$IP:$P_BARE$FHIRGUARD_PATH" "$BARE_PID" 10; then
         listener_row bare "http://$IP:$P_BARE$FHIRGUARD_PATH" static "$BARE_PID"
     else
         not_up "$(bare_err bare)" bare
+    fi
+    if wait_http "http://$IP:$P_BARE_CONTRACT$FHIRGUARD_PATH" "$BARE_CONTRACT_PID" 10; then
+        listener_row bare_contract "http://$IP:$P_BARE_CONTRACT$FHIRGUARD_PATH" static "$BARE_CONTRACT_PID"
+    else
+        not_up "$(bare_err bare-contract)" bare_contract
     fi
     if kill -0 "$BARE_TLS_PID" 2>/dev/null; then
         listener_row bare_tls "https://$IP:$P_BARE_TLS$FHIRGUARD_PATH" static "$BARE_TLS_PID"
@@ -752,8 +770,8 @@ if [ -n "$FG_PID" ]; then
     fi
 fi
 
-log "plain HTTP/1.1: $REPEAT round(s) of nginx, envoy, bare, fhirguard"
-rounds nginx envoy_cached bare fhirguard_repeated
+log "plain HTTP/1.1: $REPEAT round(s) of nginx, envoy, bare, bare + contract headers, fhirguard"
+rounds nginx envoy_cached bare bare_contract fhirguard_repeated
 
 # fhirguard's plain process, on: the distinct tokens, then 5,000 connections held.
 if [ -n "${URL[fhirguard_repeated]:-}" ] && [ "$LISTENERS_ONLY" = 0 ]; then
@@ -806,7 +824,7 @@ log "TLS HTTP/1.1: $REPEAT round(s) of nginx, envoy, bare, fhirguard"
 rounds nginx_tls envoy_tls bare_tls fhirguard_tls
 log "TLS HTTP/2: $REPEAT round(s) of nginx, envoy, bare, fhirguard"
 rounds nginx_h2 envoy_h2 bare_h2 fhirguard_h2
-for pid in $FG_PID $BARE_TLS_PID $BARE_PID $ENVOY_PID $NGINX_PID; do stop "$pid"; done
+for pid in $FG_PID $BARE_CONTRACT_PID $BARE_TLS_PID $BARE_PID $ENVOY_PID $NGINX_PID; do stop "$pid"; done
 
 if [ "$LISTENERS_ONLY" = 0 ]; then
     start envoy-uncached "$ENVOY" -c "$WORK/envoy-uncached.yaml" --concurrency 1 \
@@ -968,7 +986,7 @@ FG_RSS=$(val fhirguard_distinct rss)
     echo "- fhirguard $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ' (+ uncommitted src changes)')$([ "$PGO" = 1 ] && echo ', profile-guided build (pgo.sh)')$([ -n "${FHIRGUARD_BIN:-}" ] && echo " ($FHIRGUARD_BIN)"), $("$ENVOY" --version 2>/dev/null | sed -n 's/.*version: [0-9a-f]*\/\([0-9.]*\)\/.*/envoy \1/p'), $("$NGINX" -v 2>&1 | sed 's/.*\///;s/^/nginx /'), wrk $(wrk -v 2>&1 | sed -n '1s/^wrk [^0-9]*\([0-9.]*\).*/\1/p')"
     echo "- servers pinned to CPU 0 (nginx 1 worker, envoy --concurrency 1), wrk pinned to CPU 1: $THREADS thread(s), $CONNS connections, ${DUR}s per row after a ${WARM}s warm-up; RS256 (RSA-2048) tokens; GET $UPSTREAM_PATH → fixed 95-byte JSON"
     echo "- fhirguard's upstream.maxConnections and poolMaxIdlePerHost: 1024 (Envoy's circuit-breaker default; fhirguard's own default is 256)"
-    [ "$REPEAT" -gt 1 ] && echo "- the 12 listener rows (nginx, envoy cached, bare, fhirguard × plain, TLS HTTP/1.1, TLS HTTP/2): $REPEAT interleaved runs of ${REPEAT_DUR}s each after one ${WARM}s warm-up; their figures are the medians"
+    [ "$REPEAT" -gt 1 ] && echo "- the 13 listener rows (nginx, envoy cached, bare, fhirguard × plain, TLS HTTP/1.1, TLS HTTP/2; bare + contract headers, plain): $REPEAT interleaved runs of ${REPEAT_DUR}s each after one ${WARM}s warm-up; their figures are the medians"
     echo "- distinct-token rows rotate through $TOKENS tokens; run time ${RUN_SECONDS}s (after ${BUILD_SECONDS}s of install + build); 1-min load average before the run: $LOADAVG_BEFORE"
     echo
     # With rounds, a column of each listener row's req/s range over them (" x |": the cell).
@@ -996,7 +1014,7 @@ FG_RSS=$(val fhirguard_distinct rss)
     fi
     echo
     if [ "$REPEAT" -gt 1 ]; then
-        echo "The 12 listener rows (nginx, envoy cached, bare, fhirguard × plain, TLS HTTP/1.1, TLS HTTP/2) are medians over $REPEAT interleaved runs of ${REPEAT_DUR}s (req/s, p50 and p99 each the median of its runs; round by round, every proxy of a listener once, one listener after the other); req/s over $REPEAT runs = the lowest–highest run; failed = all runs together; peak RSS after the last run."
+        echo "The 13 listener rows (nginx, envoy cached, bare, fhirguard × plain, TLS HTTP/1.1, TLS HTTP/2; bare + contract headers, plain) are medians over $REPEAT interleaved runs of ${REPEAT_DUR}s (req/s, p50 and p99 each the median of its runs; round by round, every proxy of a listener once, one listener after the other); req/s over $REPEAT runs = the lowest–highest run; failed = all runs together; peak RSS after the last run."
     fi
     echo "peak RSS = VmHWM after the row (nginx: master + worker; fhirguard: cumulative over its rows in one process)."
     [ -n "$CACHE_NOTE" ] && echo "$CACHE_NOTE."
@@ -1033,6 +1051,12 @@ FG_RSS=$(val fhirguard_distinct rss)
         echo
         echo "Figures are medians over $REPEAT interleaved runs; each ratio is the ratio of the medians, and in brackets its range over the $REPEAT rounds, computed round by round (fhirguard's run against the other proxy's run of the same round)."
     fi
+    # What fhirguard's contract costs by itself: the bare proxy sending the same headers upstream.
+    awk -v c="$(val bare_contract rps)" -v n="$(val nginx rps)" -v b="$(val bare rps)" -v f="$(val fhirguard_repeated rps)" \
+        -v sn="$(spread "$(runs bare_contract rps)" "$(runs nginx rps)")" -v sf="$(spread "$(runs fhirguard_repeated rps)" "$(runs bare_contract rps)")" 'BEGIN {
+        if (c == "" || n == "" || b == "" || f == "" || c == 0 || n == 0 || b == 0) exit
+        printf "\nThe contract by itself, plain HTTP/1.1: the bare proxy sending upstream the headers fhirguard adds (X-Forwarded-*, X-Request-Id, the four identity headers; nothing else of fhirguard) makes %.0f req/s: %.2f× nginx%s and %.2f× the bare proxy without them. fhirguard makes %.2f× of it%s.\n", \
+            c, c / n, (sn == "" ? "" : " (" sn ")"), c / b, f / c, (sf == "" ? "" : " (" sf ")") }'
     echo
     echo "| target (issue 23) | measured | goal | result |"
     echo "|---|---:|---:|---|"
