@@ -85,11 +85,13 @@ usage: benches/load/run.sh [--quick] [--out FILE] [--duration S] [--connections 
   --no-memory      leave the memory rows out
 env: FHIRGUARD_BIN (binary to use), BARE_BIN (the bare proxy, default
      target/release/examples/bare_proxy), FHIRGUARD_LOAD_CACHE (key + minted tokens,
-     default ~/.cache/fhirguard-load), MAX_SECONDS (watchdog, default 780 / quick 360 plus
+     default ~/.cache/fhirguard-load), MAX_SECONDS (watchdog, default 800 / quick 375 plus
      the time of the listener rows' repeats, counted after the build), PORT_BASE (default
-     18080: ports PORT_BASE..+10, +1010 and +1821), H2_CONNS / H2_STREAMS (h2load connections
+     18080: ports PORT_BASE..+11, +1010 and +1821), H2_CONNS / H2_STREAMS (h2load connections
      and streams per connection, default 32 / 10), REPEAT / REPEAT_DURATION (--repeat,
-     --repeat-duration)
+     --repeat-duration), UPSTREAM_HEADER_BUFFER (the upstream nginx's
+     client_header_buffer_size, default 4k; 1k is nginx's default, the harness's before
+     2026-12-07 16:30 UTC)
 EOF
 }
 
@@ -131,6 +133,8 @@ if [ "$REPEAT" = 1 ]; then : "${REPEAT_DUR:=$DUR}"; else : "${REPEAT_DUR:=$(((2 
 extra=$((13 * (REPEAT * (REPEAT_DUR + 2) - DUR - WARM)))
 : "${MAX_SECONDS:=$((max_once + (extra > 0 ? extra : 0)))}"
 H2_CONNS=${H2_CONNS:-32} H2_STREAMS=${H2_STREAMS:-10}
+UPSTREAM_HEADER_BUFFER=${UPSTREAM_HEADER_BUFFER:-4k}
+[[ "$UPSTREAM_HEADER_BUFFER" =~ ^[1-9][0-9]*[kK]?$ ]] || { echo "UPSTREAM_HEADER_BUFFER: a size such as 1k or 4k, not $UPSTREAM_HEADER_BUFFER" >&2; exit 2; }
 [ -n "$MEMORY" ] || { [ "$LISTENERS_ONLY" = 1 ] && MEMORY=0 || MEMORY=1; }
 HOLD_CONNS=5000
 HOLD_RSS_LIMIT_MIB=256   # "bounded memory" for 5,000 held connections
@@ -482,15 +486,16 @@ EOF
 }
 {
     nginx_common "$WORK/nginx-a"
-    # The FHIR server's stand-in reads a request head of up to 4 KiB in one buffer. nginx's
-    # default (1 KiB) makes it read a longer head again, into a second buffer: 2 more system
-    # calls a request (recvfrom, ioctl FIONREAD), paid by whichever proxy sends more than 1 KiB
-    # (fhirguard's contract headers make 1,183 bytes with the harness's 756-byte token; a token
-    # from Entra ID is longer on its own). A FHIR server has no such step (Jetty reads 8 KiB).
+    # The FHIR server's stand-in reads a request head of up to UPSTREAM_HEADER_BUFFER (4 KiB) in
+    # one buffer. nginx's default (1k) makes it read a longer head again, into a second buffer:
+    # 2 more system calls a request (recvfrom, ioctl FIONREAD), paid by whichever proxy sends
+    # more than 1 KiB. Here only fhirguard does (its contract headers make 1,183 bytes with the
+    # harness's 756-byte token; nginx sends 872, Envoy under 1,000); a token with roles or groups
+    # is longer than 1 KiB by itself. A FHIR server has no such step (Jetty reads 8 KiB at once).
     cat <<EOF
     server {
         listen $IP:$P_UPSTREAM backlog=8192;
-        client_header_buffer_size 4k;
+        client_header_buffer_size $UPSTREAM_HEADER_BUFFER;
         location / {
             default_type application/fhir+json;
             return 200 '{"resourceType":"Patient","id":"1","active":true,"name":[{"family":"Bench","given":["Load"]}]}';
@@ -986,6 +991,7 @@ FG_RSS=$(val fhirguard_distinct rss)
     echo "- fhirguard $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ' (+ uncommitted src changes)')$([ "$PGO" = 1 ] && echo ', profile-guided build (pgo.sh)')$([ -n "${FHIRGUARD_BIN:-}" ] && echo " ($FHIRGUARD_BIN)"), $("$ENVOY" --version 2>/dev/null | sed -n 's/.*version: [0-9a-f]*\/\([0-9.]*\)\/.*/envoy \1/p'), $("$NGINX" -v 2>&1 | sed 's/.*\///;s/^/nginx /'), wrk $(wrk -v 2>&1 | sed -n '1s/^wrk [^0-9]*\([0-9.]*\).*/\1/p')"
     echo "- servers pinned to CPU 0 (nginx 1 worker, envoy --concurrency 1), wrk pinned to CPU 1: $THREADS thread(s), $CONNS connections, ${DUR}s per row after a ${WARM}s warm-up; RS256 (RSA-2048) tokens; GET $UPSTREAM_PATH → fixed 95-byte JSON"
     echo "- fhirguard's upstream.maxConnections and poolMaxIdlePerHost: 1024 (Envoy's circuit-breaker default; fhirguard's own default is 256)"
+    echo "- the upstream reads a request head of up to $UPSTREAM_HEADER_BUFFER in one buffer (nginx client_header_buffer_size; UPSTREAM_HEADER_BUFFER)"
     [ "$REPEAT" -gt 1 ] && echo "- the 13 listener rows (nginx, envoy cached, bare, fhirguard × plain, TLS HTTP/1.1, TLS HTTP/2; bare + contract headers, plain): $REPEAT interleaved runs of ${REPEAT_DUR}s each after one ${WARM}s warm-up; their figures are the medians"
     echo "- distinct-token rows rotate through $TOKENS tokens; run time ${RUN_SECONDS}s (after ${BUILD_SECONDS}s of install + build); 1-min load average before the run: $LOADAVG_BEFORE"
     echo
