@@ -2,7 +2,7 @@
 # Load harness for fhirguard (issue 5 part 4): one run, loopback only, bounded in time.
 #
 #   benches/load/run.sh            full run (~12 s a row, the 13 listener rows 3 x 8 s; about
-#                                  7-8 minutes in all)
+#                                  9 minutes in all)
 #   benches/load/run.sh --quick    smoke test (3 s a row, the listener rows 3 x 2 s)
 #   benches/load/run.sh --repeat 1 every row measured once (12 s), as before --repeat
 #
